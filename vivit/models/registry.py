@@ -1,0 +1,99 @@
+"""Model registry: names -> (model class, default arguments, optional pretrained config).
+
+An architecture (`vivit_b_fe`) and a pretrained entry (`vivit_b_fe_k400`) are both registered
+names; a pretrained entry is the architecture plus the arguments its weights need plus a
+`pretrained_cfg`. Adding released weights is therefore a data change (see `pretrained_cfgs.py`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from torch import nn
+
+__all__ = ["ModelEntry", "create_model", "get_entry", "list_models", "register_model"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    model_cls: type[nn.Module]
+    model_args: Mapping[str, Any]
+    pretrained_cfg: Mapping[str, Any] | None = field(default=None)
+
+    @property
+    def has_weights(self) -> bool:
+        return self.pretrained_cfg is not None
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str,
+    model_cls: type[nn.Module],
+    model_args: Mapping[str, Any],
+    pretrained_cfg: Mapping[str, Any] | None = None,
+) -> ModelEntry:
+    """Register `name`; registering a name twice is an error (no silent overwrite)."""
+    if name in _REGISTRY:
+        raise ValueError(f"model name {name!r} is already registered")
+    entry = ModelEntry(
+        name,
+        model_cls,
+        MappingProxyType(dict(model_args)),
+        None if pretrained_cfg is None else MappingProxyType(dict(pretrained_cfg)),
+    )
+    _REGISTRY[name] = entry
+    return entry
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for `name`, or a ValueError listing close matches."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown model {name!r}{hint} (vivit.list_models() lists all {len(_REGISTRY)} names)"
+        ) from None
+
+
+def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """Registered model names matching the fnmatch `pattern`, sorted.
+
+    Args:
+        pattern: shell-style pattern, e.g. 'vivit_b_*'.
+        pretrained: only names that come with weights.
+    """
+    return sorted(
+        n for n, e in _REGISTRY.items() if fnmatch.fnmatchcase(n, pattern) and (e.has_weights or not pretrained)
+    )
+
+
+def create_model(name: str, pretrained: bool | str | os.PathLike = False, **overrides: Any) -> nn.Module:
+    """Build a registered model, optionally with weights.
+
+    Args:
+        name: a name from `list_models()`.
+        pretrained: False (random init), True (the entry's released weights), or a path to a
+            `.safetensors` file / a directory written by `save_pretrained` / `'hf-hub:org/repo'`.
+        **overrides: any constructor argument (e.g. `num_classes=10`, `num_frames=16`). With
+            weights, `num_classes` gives a fresh head and size overrides resample position tables.
+    """
+    entry = get_entry(name)
+    if pretrained is False or pretrained is None:
+        model = entry.model_cls(**{**entry.model_args, **overrides})
+        if entry.pretrained_cfg is not None:
+            model.pretrained_cfg = dict(entry.pretrained_cfg)
+        return model
+    from ..weights.loading import load_pretrained_model  # deferred: weights imports the models
+
+    return load_pretrained_model(entry, pretrained, overrides)

@@ -1,0 +1,400 @@
+"""The four ViViT models (Arnab et al., ICCV 2021, arXiv 2103.15691).
+
+| class                          | paper   | attention                                              |
+|--------------------------------|---------|--------------------------------------------------------|
+| `SpatioTemporalViViT`          | Model 1 | joint attention over all t*h*w tokens                  |
+| `FactorizedEncoderViViT`       | Model 2 | spatial encoder per frame, then a temporal encoder     |
+| `FactorizedSelfAttentionViViT` | Model 3 | each block: attention over time, then over space       |
+| `FactorizedDotProductViViT`    | Model 4 | half the heads attend over time, half over space       |
+
+All take a float video `(B, C, T, H, W)` and return logits `(B, num_classes)`. Tokens are
+time-major: `(t h w)`, which is what Scenic's checkpoints expect.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .layers import (
+    Attention,
+    Block,
+    FactorizedDotProductAttention,
+    FactorizedSelfAttentionBlock,
+    TubeletEmbed,
+    _pair,
+    layer_norm,
+)
+from .pos_embed import resample_pos_embed
+
+__all__ = [
+    "FactorizedDotProductViViT",
+    "FactorizedEncoderViViT",
+    "FactorizedSelfAttentionViViT",
+    "SpatioTemporalViViT",
+]
+
+GlobalPool = Literal["token", "avg"]
+
+
+def _drop_path_rates(rate: float, depth: int) -> list[float]:
+    # linear from 0 at the first block to `rate` at the last, as Scenic's Encoder does
+    return [rate * i / max(depth - 1, 1) for i in range(depth)]
+
+
+class _ViViT(nn.Module):
+    """What the four models share: tokenizer, input checks, prefix/pos-emb, pooling, head."""
+
+    allows_token_pool: bool = True
+
+    def __init__(
+        self,
+        *,
+        img_size: int | tuple[int, int] = 224,
+        num_frames: int = 32,
+        patch_size: int | tuple[int, int] = 16,
+        tubelet_size: int = 2,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_dim: int | None = None,
+        num_classes: int = 400,
+        global_pool: GlobalPool = "token",
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        dynamic_size: bool = False,
+    ) -> None:
+        super().__init__()
+        if global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+        if global_pool == "token" and not self.allows_token_pool:
+            raise ValueError(
+                f"{type(self).__name__} has no class token (as in the paper and Scenic); "
+                "use global_pool='avg'"
+            )
+        if tubelet_size < 1:
+            raise ValueError(f"tubelet_size must be >= 1 (1 = uniform frame sampling), got {tubelet_size}")
+        self.img_size = _pair(img_size)
+        self.num_frames = int(num_frames)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.global_pool: GlobalPool = global_pool
+        self.num_features = self.embed_dim = embed_dim
+        self.mlp_dim = mlp_dim if mlp_dim is not None else 4 * embed_dim
+        self.num_prefix_tokens = 1 if global_pool == "token" else 0
+        self.dynamic_size = dynamic_size
+        self.grad_checkpointing = False
+        self.pretrained_cfg: dict[str, Any] = {}
+
+        self.patch_embed = TubeletEmbed(patch_size, tubelet_size, in_chans, embed_dim)
+        self.grid_size = self.patch_embed.grid_size(self.num_frames, self.img_size)
+        if min(self.grid_size) < 1:
+            raise ValueError(
+                f"num_frames={num_frames}, img_size={self.img_size} give no tokens with tubelet "
+                f"{self.patch_embed.kernel_size} (t, h, w): the clip must hold at least one tubelet"
+            )
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        # Everything needed to rebuild this architecture (saved in config.json).
+        self.model_args: dict[str, Any] = dict(
+            img_size=self.img_size, num_frames=self.num_frames, patch_size=self.patch_embed.patch_size,
+            tubelet_size=tubelet_size, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
+            num_heads=num_heads, mlp_dim=self.mlp_dim, num_classes=num_classes, global_pool=global_pool,
+            drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
+            dynamic_size=dynamic_size,
+        )  # fmt: skip
+
+    # ---------------------------------------------------------------- construction helpers
+    def _new_cls_token(self) -> nn.Parameter | None:
+        return nn.Parameter(torch.zeros(1, 1, self.embed_dim)) if self.num_prefix_tokens else None
+
+    def _new_pos_embed(self, num_tokens: int) -> nn.Parameter:
+        return nn.Parameter(torch.zeros(1, self.num_prefix_tokens + num_tokens, self.embed_dim))
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        for name, p in self.named_parameters():
+            if name.endswith("pos_embed"):
+                nn.init.trunc_normal_(p, std=0.02)
+            elif name.endswith("cls_token"):
+                nn.init.normal_(p, std=1e-6)
+        fan_in = self.patch_embed.proj.weight[0].numel()
+        nn.init.trunc_normal_(self.patch_embed.proj.weight, std=math.sqrt(1.0 / fan_in))
+        nn.init.zeros_(self.patch_embed.proj.bias)
+
+    # ---------------------------------------------------------------- input and tokens
+    def _check_input(self, x: torch.Tensor) -> None:
+        c = self.in_chans
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor video (B, C, T, H, W), got {type(x).__name__}")
+        if x.ndim != 5:
+            hint = " (add a batch dimension with x.unsqueeze(0))" if x.ndim == 4 else ""
+            raise ValueError(f"expected a 5-D video tensor (B, C={c}, T, H, W), got shape {tuple(x.shape)}{hint}")
+        if not x.is_floating_point():
+            raise ValueError(
+                f"expected a floating-point video (B, C, T, H, W), got dtype {x.dtype}; preprocess uint8 frames "
+                "first, e.g. vivit.create_transform(model.pretrained_cfg)(frames), which scales pixels as the "
+                "weights expect"
+            )
+        _, ch, t, h, w = x.shape
+        if ch != c:
+            if x.shape[2] == c:
+                raise ValueError(
+                    f"expected channels first (B, C={c}, T, H, W), got shape {tuple(x.shape)} which looks like "
+                    "(B, T, C, H, W); use x.permute(0, 2, 1, 3, 4)"
+                )
+            raise ValueError(f"expected {c} channels at dim 1 of (B, C, T, H, W), got shape {tuple(x.shape)}")
+        kt, kh, kw = self.patch_embed.kernel_size
+        if t < kt or h < kh or w < kw:
+            raise ValueError(
+                f"input (T={t}, H={h}, W={w}) is smaller than one tubelet (t={kt}, h={kh}, w={kw}); "
+                f"the model needs at least {kt} frames of {kh}x{kw} pixels"
+            )
+        grid = self.patch_embed.grid_size(t, (h, w))
+        if grid != self.grid_size and not self.dynamic_size:
+            nt, nh, nw = self.grid_size
+            raise ValueError(
+                f"model expects {self.num_frames} frames of {self.img_size[0]}x{self.img_size[1]} "
+                f"(token grid t={nt}, h={nh}, w={nw}), got T={t}, H={h}, W={w} (grid {grid}); create the model "
+                f"with num_frames=/img_size= overrides (position embeddings are resampled) or dynamic_size=True"
+            )
+
+    def _tokenize(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, D, nt, nh, nw) after validating the input."""
+        self._check_input(x)
+        return self.patch_embed(x)
+
+    def _add_pos(
+        self,
+        x: torch.Tensor,
+        cls_token: nn.Parameter | None,
+        pos_embed: nn.Parameter,
+        table_grid: tuple[int, int, int],
+        grid: tuple[int, int, int],
+    ) -> torch.Tensor:
+        if cls_token is not None:
+            x = torch.cat([cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        pos = pos_embed
+        if grid != table_grid:  # only reachable with dynamic_size=True
+            pos = resample_pos_embed(pos, table_grid, grid, self.num_prefix_tokens)
+        return self.pos_drop(x + pos)
+
+    def _run_blocks(self, blocks: Iterable[nn.Module], x: torch.Tensor, grid: tuple[int, int] | None) -> torch.Tensor:
+        for blk in blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(blk, x, grid, use_reentrant=False)
+            else:
+                x = blk(x, grid)
+        return x
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.global_pool == "token":
+            return x[:, 0]
+        return x[:, self.num_prefix_tokens :].mean(dim=1)
+
+    # ---------------------------------------------------------------- public API
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Final normalized tokens `(B, [1 +] N, D)` (Model 2: those of its temporal encoder)."""
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool the tokens of `forward_features` and apply the classifier (unless `pre_logits`)."""
+        x = self._pool(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Video `(B, C, T, H, W)` -> logits `(B, num_classes)`."""
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: GlobalPool | None = None) -> None:
+        """Replace the head with a fresh zero-initialized one (Scenic's init for a new task)."""
+        if global_pool is not None and global_pool != self.global_pool:
+            if (global_pool == "token") != (self.num_prefix_tokens == 1):
+                raise ValueError(
+                    f"cannot switch global_pool from {self.global_pool!r} to {global_pool!r}: the class "
+                    "token is part of the architecture; create a new model instead"
+                )
+        self.num_classes = self.model_args["num_classes"] = num_classes
+        ref = self.head.weight if isinstance(self.head, nn.Linear) else self.patch_embed.proj.weight
+        if num_classes > 0:
+            self.head = nn.Linear(self.embed_dim, num_classes, device=ref.device, dtype=ref.dtype)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+        else:
+            self.head = nn.Identity()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in backward: less memory, identical gradients."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that conventionally get no weight decay (position tables, cls tokens)."""
+        return {n for n, _ in self.named_parameters() if n.endswith(("pos_embed", "cls_token"))}
+
+
+class _JointTokenViViT(_ViViT):
+    """Models 1, 3, 4: one encoder over all t*h*w tokens with one joint position table."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        nt, nh, nw = self.grid_size
+        self.cls_token = self._new_cls_token()
+        self.pos_embed = self._new_pos_embed(nt * nh * nw)
+        a = self.model_args
+        dpr = _drop_path_rates(a["drop_path_rate"], a["depth"])
+        self.blocks = nn.ModuleList(self._make_block(rate) for rate in dpr)
+        self.norm = layer_norm(self.embed_dim)
+        self._init_weights()
+
+    def _make_block(self, drop_path: float) -> nn.Module:
+        a = self.model_args
+        return Block(
+            self.embed_dim, a["num_heads"], self.mlp_dim, drop=a["drop_rate"], attn_drop=a["attn_drop_rate"],
+            drop_path=drop_path, attn_layer=self.attn_layer,
+        )  # fmt: skip
+
+    attn_layer: type[Attention] = Attention
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._tokenize(x)
+        grid = tuple(x.shape[2:])
+        x = rearrange(x, "b d t h w -> b (t h w) d")
+        x = self._add_pos(x, self.cls_token, self.pos_embed, self.grid_size, grid)
+        x = self._run_blocks(self.blocks, x, (grid[0], grid[1] * grid[2]))
+        return self.norm(x)
+
+
+class SpatioTemporalViViT(_JointTokenViViT):
+    """Model 1: every token attends to every other token across space and time.
+
+    Args:
+        img_size: frame size, int or (H, W).
+        num_frames: frames per clip T.
+        patch_size: spatial patch size, int or (h, w).
+        tubelet_size: temporal extent t of a tubelet; 1 = uniform frame sampling.
+        in_chans: input channels.
+        embed_dim, depth, num_heads, mlp_dim: transformer width, blocks, heads, MLP width (4x default).
+        num_classes: classifier outputs; 0 for no head.
+        global_pool: 'token' (class token) or 'avg' (mean of all tokens).
+        drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, stochastic depth
+            (linearly increasing over blocks), active in training mode only.
+        dynamic_size: resample position embeddings at forward time for inputs of other sizes.
+    """
+
+
+class FactorizedSelfAttentionViViT(_JointTokenViViT):
+    """Model 3: each block attends over time, then over space (`attention_order`), then the MLP.
+
+    Same arguments as `SpatioTemporalViViT` (no class token: `global_pool='avg'` only), plus
+    `attention_order` 'time_space' (Scenic's default) or 'space_time'.
+    """
+
+    allows_token_pool = False
+
+    def __init__(self, *, attention_order: Literal["time_space", "space_time"] = "time_space", **kwargs: Any) -> None:
+        kwargs.setdefault("global_pool", "avg")
+        self.attention_order = attention_order
+        super().__init__(**kwargs)
+        self.model_args["attention_order"] = attention_order
+
+    def _make_block(self, drop_path: float) -> nn.Module:
+        a = self.model_args
+        return FactorizedSelfAttentionBlock(
+            self.embed_dim, a["num_heads"], self.mlp_dim, drop=a["drop_rate"], attn_drop=a["attn_drop_rate"],
+            drop_path=drop_path, attention_order=self.attention_order,
+        )  # fmt: skip
+
+
+class FactorizedDotProductViViT(_JointTokenViViT):
+    """Model 4: the first half of the heads attends over time, the second half over space.
+
+    Same arguments as `SpatioTemporalViViT` (no class token: `global_pool='avg'` only);
+    `num_heads` must be even.
+    """
+
+    allows_token_pool = False
+    attn_layer = FactorizedDotProductAttention
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("global_pool", "avg")
+        super().__init__(**kwargs)
+
+
+class FactorizedEncoderViViT(_ViViT):
+    """Model 2: a spatial encoder per frame (shared weights), then a temporal encoder over frames.
+
+    Same arguments as `SpatioTemporalViViT` (which describe the spatial encoder), plus
+    `temporal_depth` (4 in the paper's B model), `temporal_num_heads` and `temporal_mlp_dim`
+    (default: those of the spatial encoder). `global_pool` applies to both encoders.
+    """
+
+    def __init__(
+        self,
+        *,
+        temporal_depth: int = 4,
+        temporal_num_heads: int | None = None,
+        temporal_mlp_dim: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        a = self.model_args
+        temporal_num_heads = temporal_num_heads or a["num_heads"]
+        temporal_mlp_dim = temporal_mlp_dim or self.mlp_dim
+        a.update(temporal_depth=temporal_depth, temporal_num_heads=temporal_num_heads, temporal_mlp_dim=temporal_mlp_dim)
+        nt, nh, nw = self.grid_size
+        common = dict(drop=a["drop_rate"], attn_drop=a["attn_drop_rate"])
+
+        self.cls_token = self._new_cls_token()
+        self.pos_embed = self._new_pos_embed(nh * nw)
+        self.blocks = nn.ModuleList(
+            Block(self.embed_dim, a["num_heads"], self.mlp_dim, drop_path=r, **common)
+            for r in _drop_path_rates(a["drop_path_rate"], a["depth"])
+        )
+        self.norm = layer_norm(self.embed_dim)
+
+        self.temporal_cls_token = self._new_cls_token()
+        self.temporal_pos_embed = self._new_pos_embed(nt)
+        self.temporal_blocks = nn.ModuleList(
+            Block(self.embed_dim, temporal_num_heads, temporal_mlp_dim, drop_path=r, **common)
+            for r in _drop_path_rates(a["drop_path_rate"], temporal_depth)
+        )
+        self.temporal_norm = layer_norm(self.embed_dim)
+        self._init_weights()
+
+    def forward_frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-frame embeddings `(B, nt, D)`: the spatial encoder's pooled output for each tubelet slice."""
+        x = self._tokenize(x)
+        b, _, nt, nh, nw = x.shape
+        x = rearrange(x, "b d t h w -> (b t) (h w) d")
+        x = self._add_pos(x, self.cls_token, self.pos_embed, (1, *self.grid_size[1:]), (1, nh, nw))
+        x = self.norm(self._run_blocks(self.blocks, x, None))
+        return rearrange(self._pool(x), "(b t) d -> b t d", b=b)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_frame_features(x)
+        nt = x.shape[1]
+        x = self._add_pos(x, self.temporal_cls_token, self.temporal_pos_embed, (self.grid_size[0], 1, 1), (nt, 1, 1))
+        return self.temporal_norm(self._run_blocks(self.temporal_blocks, x, None))
+
+
+MODEL_CLASSES: dict[str, Callable[..., _ViViT]] = {
+    "st": SpatioTemporalViViT,
+    "fe": FactorizedEncoderViViT,
+    "fsa": FactorizedSelfAttentionViViT,
+    "fdp": FactorizedDotProductViViT,
+}

@@ -1,0 +1,666 @@
+"""Video preprocessing that reproduces Scenic's (DMVR-based) ViViT input pipeline in plain torch.
+
+The released ViViT checkpoints were trained and evaluated with DeepMind's DMVR readers as wired up
+by Scenic (`scenic/projects/vivit/data/video_tfrecord_dataset.py`), so every convention here follows
+those two code bases rather than torchvision's:
+
+* temporal sampling (`sample_frame_indices`, `multiview_clip_starts`) follows
+  `dmvr/processors.py` (`sample_sequence`, `sample_linspace_sequence`,
+  `sample_or_pad_sequence_indices`): fixed stride, short videos loop around;
+* the short-side resize computes the output size like `dmvr.processors.resize_smallest`
+  (integer floor, never below the target);
+* the single evaluation crop is DMVR's central crop (`tf.image.resize_with_crop_or_pad`, offset
+  rounded down); the three test crops follow Scenic's `video_ops.three_spatial_crops`
+  (left/centre/right along the longer side, centre offset rounded *up*);
+* pixels map to `(x / 255 - mean) / std`; with the released models' mean = std = 0.5 this is
+  computed as `x * (2 / 255) - 1`, bit-for-bit what `dmvr.processors.normalize_image` does;
+* `scenic_uniform_frame_indices` is Scenic's `sample_frames_uniformly`
+  (`scenic/common_lib/video_utils.py`) including its float32 arithmetic.
+
+Frames go in as decoded uint8 `(T, H, W, C)` (numpy or torch) and come out as float32
+`(C, T, H, W)`, the layout the models take.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+__all__ = [
+    "DEFAULT_DATA_CFG",
+    "VideoEvalTransform",
+    "VideoTrainTransform",
+    "center_crop",
+    "create_transform",
+    "multiview_clip_starts",
+    "resolve_data_config",
+    "resize_short_side",
+    "sample_frame_indices",
+    "scenic_uniform_frame_indices",
+    "short_side_size",
+    "three_crops",
+    "to_float_clip",
+]
+
+#: Preprocessing of the released Kinetics ViViT checkpoints; any key missing from a model's
+#: `pretrained_cfg` falls back to these values.
+DEFAULT_DATA_CFG: dict[str, Any] = {
+    "input_size": (3, 32, 224, 224),
+    "frame_stride": 2,
+    "resize_size": 256,
+    "crop_size": 224,
+    "interpolation": "bilinear",
+    "antialias": True,
+    "mean": (0.5, 0.5, 0.5),
+    "std": (0.5, 0.5, 0.5),
+    "test_views": (4, 3),
+}
+
+# Scenic's ViViT configs use DMVR `scale_jitter_augm` with these factors and probability 1.0.
+_DEFAULT_SCALE_JITTER: tuple[float, float] = (0.9, 1.33)
+_INTERPOLATIONS = ("bilinear", "bicubic")
+# Frames converted to float32 at a time while resizing; bounds the transient copy of
+# full-resolution frames (32 float32 1080p frames would otherwise take ~800 MB).
+_RESIZE_CHUNK = 8
+
+
+def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+    """Normalizes an int or an (H, W) pair to a validated pair of positive ints.
+
+    Args:
+        value: An int (square) or a two-element sequence (height, width).
+        name: The parameter name, for the error message.
+
+    Returns:
+        `(height, width)`.
+    """
+    if isinstance(value, (int, np.integer)):
+        pair = (int(value), int(value))
+    else:
+        try:
+            pair = tuple(int(v) for v in value)  # type: ignore[union-attr]
+        except TypeError:
+            raise ValueError(f"{name} must be an int or an (H, W) pair, got {value!r}") from None
+        if len(pair) != 2:
+            raise ValueError(f"{name} must be an int or an (H, W) pair, got {value!r}")
+    if min(pair) < 1:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def resolve_data_config(
+    pretrained_cfg: Mapping[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """Merges a model's `pretrained_cfg` with the defaults and explicit overrides.
+
+    Keys not related to preprocessing (urls, labels, ...) are carried along untouched. If
+    `crop_size` is given by neither the cfg nor the overrides, it is taken from `input_size`
+    (so an SSv2 entry with `input_size=(3, 32, 256, 256)` crops 256 without saying so twice).
+
+    Args:
+        pretrained_cfg: The model's `pretrained_cfg` dict (or `None` for the defaults).
+        **overrides: Values that take precedence over both (`None` values are ignored).
+
+    Returns:
+        A new dict with at least every key of `DEFAULT_DATA_CFG`, validated.
+    """
+    given = {**(pretrained_cfg or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    cfg = {**DEFAULT_DATA_CFG, **given}
+    if "crop_size" not in given and "input_size" in given:
+        cfg["crop_size"] = tuple(int(v) for v in given["input_size"][-2:])
+
+    input_size = tuple(int(v) for v in cfg["input_size"])
+    if len(input_size) != 4 or min(input_size) < 1:
+        raise ValueError(f"input_size must be (C, T, H, W) with positive entries, got {input_size!r}")
+    cfg["input_size"] = input_size
+    cfg["crop_size"] = _pair(cfg["crop_size"], "crop_size")
+    cfg["resize_size"] = int(cfg["resize_size"])
+    if cfg["resize_size"] < 1:
+        raise ValueError(f"resize_size must be positive, got {cfg['resize_size']!r}")
+    cfg["frame_stride"] = int(cfg["frame_stride"])
+    if cfg["frame_stride"] < 1:
+        raise ValueError(f"frame_stride must be positive, got {cfg['frame_stride']!r}")
+    if cfg["interpolation"] not in _INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {_INTERPOLATIONS}, got {cfg['interpolation']!r}"
+        )
+    cfg["antialias"] = bool(cfg["antialias"])
+    channels = input_size[0]
+    for key in ("mean", "std"):
+        values = tuple(float(v) for v in cfg[key])
+        if len(values) != channels:
+            raise ValueError(f"{key} must have {channels} entries (one per channel), got {values!r}")
+        cfg[key] = values
+    if min(cfg["std"]) <= 0:
+        raise ValueError(f"std must be positive, got {cfg['std']!r}")
+    views = tuple(int(v) for v in cfg["test_views"])
+    if len(views) != 2 or min(views) < 1:
+        raise ValueError(f"test_views must be (clips, crops) with positive entries, got {views!r}")
+    cfg["test_views"] = views
+    return cfg
+
+
+def _validate_frames(frames: np.ndarray | torch.Tensor, channels: int = 3) -> None:
+    """Raises ValueError unless `frames` is a uint8 `(T, H, W, C)` array or tensor with C == channels.
+
+    Args:
+        frames: The candidate frames.
+        channels: The expected C.
+    """
+    expected = f"uint8 frames of shape (T, H, W, C) with C == {channels}"
+    if isinstance(frames, np.ndarray):
+        if frames.dtype != np.uint8:
+            raise ValueError(f"expected {expected}; got a numpy array of dtype {frames.dtype}")
+    elif isinstance(frames, torch.Tensor):
+        if frames.dtype != torch.uint8:
+            raise ValueError(f"expected {expected}; got a tensor of dtype {frames.dtype}")
+    else:
+        raise ValueError(
+            f"expected {expected} as a numpy array or torch tensor; got {type(frames).__name__}"
+        )
+    shape = tuple(frames.shape)
+    if len(shape) != 4:
+        raise ValueError(f"expected {expected}; got {len(shape)} dimensions, shape {shape}")
+    if shape[-1] != channels:
+        raise ValueError(f"expected {expected} (channels last); got shape {shape}")
+    if min(shape[:3]) < 1:
+        raise ValueError(f"expected {expected} with non-empty T, H and W; got shape {shape}")
+
+
+def _as_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Wraps validated frames as a torch tensor, sharing memory where numpy allows it.
+
+    Args:
+        frames: uint8 numpy array or tensor.
+
+    Returns:
+        A uint8 tensor with the same contents.
+    """
+    if isinstance(frames, torch.Tensor):
+        return frames
+    if any(stride < 0 for stride in frames.strides) or not frames.flags.writeable:
+        # torch.from_numpy rejects negative strides (frames[..., ::-1]) and warns on read-only
+        # buffers (e.g. np.frombuffer output); a copy sidesteps both.
+        frames = np.array(frames)
+    return torch.from_numpy(frames)
+
+
+def _check_frames(frames: np.ndarray | torch.Tensor, channels: int = 3) -> torch.Tensor:
+    """Validates decoded frames and returns them as a uint8 tensor `(T, H, W, C)`.
+
+    Args:
+        frames: uint8 array or tensor of shape `(T, H, W, C)`.
+        channels: The expected C.
+
+    Returns:
+        The frames as a `torch.uint8` tensor.
+    """
+    _validate_frames(frames, channels)
+    return _as_tensor(frames)
+
+
+def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """Output size of a short-side resize, computed as DMVR's `resize_smallest` does.
+
+    The long side is `long * size // short` (rounded down), and neither side drops below `size`.
+
+    Args:
+        height: Input height.
+        width: Input width.
+        size: Target length of the shorter side.
+
+    Returns:
+        `(new_height, new_width)`.
+    """
+    return max(size, height * size // width), max(size, width * size // height)
+
+
+def to_float_clip(
+    frames: torch.Tensor,
+    size: tuple[int, int] | None = None,
+    interpolation: str = "bilinear",
+    antialias: bool = True,
+) -> torch.Tensor:
+    """Converts uint8 `(T, H, W, C)` frames to float32 `(T, C, H', W')` in [0, 255], resizing if asked.
+
+    Resizing uses `F.interpolate` with `align_corners=False` (half-pixel centres, like
+    `tf.image.resize`); the anti-aliasing filter is only switched on when a side shrinks. Bicubic
+    overshoot is clamped back to [0, 255], the range of the source pixels.
+
+    Args:
+        frames: uint8 tensor `(T, H, W, C)`.
+        size: Output `(H', W')`; `None` or the input size skips resampling.
+        interpolation: `"bilinear"` or `"bicubic"`.
+        antialias: Low-pass filter when downscaling.
+
+    Returns:
+        float32 tensor `(T, C, H', W')` on the device of `frames`.
+    """
+    height, width = frames.shape[1:3]
+    if size is None or tuple(size) == (height, width):
+        return rearrange(frames, "t h w c -> t c h w").float()
+    shrink = size[0] < height or size[1] < width
+    chunks = []
+    for part in frames.split(_RESIZE_CHUNK):
+        part = rearrange(part, "t h w c -> t c h w").float()
+        part = F.interpolate(
+            part,
+            size=tuple(size),
+            mode=interpolation,
+            align_corners=False,
+            antialias=antialias and shrink,
+        )
+        chunks.append(part)
+    out = torch.cat(chunks)
+    if interpolation == "bicubic":
+        out = out.clamp_(0.0, 255.0)
+    return out
+
+
+def resize_short_side(
+    frames: torch.Tensor,
+    size: int,
+    interpolation: str = "bilinear",
+    antialias: bool = True,
+) -> torch.Tensor:
+    """Resizes uint8 frames so the shorter side equals `size`, keeping the aspect ratio.
+
+    Args:
+        frames: uint8 tensor `(T, H, W, C)`.
+        size: Target length of the shorter side (sizes as in `short_side_size`).
+        interpolation: `"bilinear"` or `"bicubic"`.
+        antialias: Low-pass filter when downscaling.
+
+    Returns:
+        float32 tensor `(T, C, H', W')` with values in [0, 255].
+    """
+    height, width = frames.shape[1:3]
+    return to_float_clip(frames, short_side_size(height, width, size), interpolation, antialias)
+
+
+def center_crop(clip: torch.Tensor, crop_size: int | tuple[int, int]) -> torch.Tensor:
+    """Central crop over the last two dimensions, as DMVR's evaluation crop does.
+
+    The offset is `(size - crop) // 2` (rounded down), as in `tf.image.resize_with_crop_or_pad`,
+    which DMVR's `crop_image(random=False)` calls. A side shorter than the crop is zero-padded
+    (before normalization, i.e. black), again like that function.
+
+    Args:
+        clip: Tensor `(..., H, W)`.
+        crop_size: int or `(h, w)`.
+
+    Returns:
+        Tensor `(..., h, w)`; a view of `clip` unless padding was needed.
+    """
+    crop_h, crop_w = _pair(crop_size, "crop_size")
+    height, width = clip.shape[-2:]
+    pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
+    if pad_h or pad_w:
+        # Same split as resize_with_crop_or_pad: the smaller half of the padding goes first.
+        clip = F.pad(clip, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        height, width = clip.shape[-2:]
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return clip[..., top : top + crop_h, left : left + crop_w]
+
+
+def three_crops(clip: torch.Tensor, crop_size: int | tuple[int, int]) -> list[torch.Tensor]:
+    """The three test crops of the multi-view protocol (Scenic `video_ops.three_spatial_crops`).
+
+    Along the longer side the crops sit at the start, centre and end (left/centre/right for
+    landscape, top/centre/bottom for portrait); across it they are centred. As in Scenic's
+    `deterministic_crop`, centred offsets are `ceil((size - crop) / 2)` (one pixel further than
+    `center_crop` when the difference is odd), and a square frame is cropped left/centre/right.
+
+    Args:
+        clip: Tensor `(..., H, W)` already resized (short side >= crop).
+        crop_size: int or `(h, w)`.
+
+    Returns:
+        Three views of `clip`, each `(..., h, w)`, in Scenic's order (index 0, 1, 2).
+    """
+    crop_h, crop_w = _pair(crop_size, "crop_size")
+    height, width = clip.shape[-2:]
+    if height < crop_h or width < crop_w:
+        raise ValueError(
+            f"three_crops expected a clip at least {crop_h}x{crop_w} (H x W); got {height}x{width}"
+        )
+    top = math.ceil((height - crop_h) / 2)
+    left = math.ceil((width - crop_w) / 2)
+    if height > width:
+        offsets = [(0, left), (top, left), (height - crop_h, left)]
+    else:
+        offsets = [(top, 0), (top, left), (top, width - crop_w)]
+    return [clip[..., y : y + crop_h, x : x + crop_w] for y, x in offsets]
+
+
+def _normalize(
+    clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """Maps a float `(C, T, H, W)` clip in [0, 255] to `(x / 255 - mean) / std`.
+
+    Written as one multiply and one add with the constants folded in double precision, which for
+    mean = std = 0.5 is exactly DMVR's `x * (2 / 255) - 1` in float32.
+
+    Args:
+        clip: float32 tensor `(C, T, H, W)` with values in [0, 255].
+        mean: Per-channel mean in [0, 1] units.
+        std: Per-channel standard deviation in [0, 1] units.
+
+    Returns:
+        A new float32 tensor of the same shape.
+    """
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=clip.dtype, device=clip.device)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=clip.dtype, device=clip.device)
+    return clip.mul(scale.view(-1, 1, 1, 1)).add_(shift.view(-1, 1, 1, 1))
+
+
+class VideoEvalTransform:
+    """Deterministic evaluation preprocessing: short-side resize, central crop, normalization.
+
+    Takes uint8 frames `(T, H, W, C)` (numpy or torch) and returns float32 `(C, T, h, w)` on the
+    frames' device. All frames of the clip get the same spatial operation.
+
+    Args:
+        resize_size: Target length of the shorter side (output size as DMVR's `resize_smallest`).
+        crop_size: int or `(h, w)` of the central crop.
+        interpolation: `"bilinear"` or `"bicubic"`.
+        antialias: Low-pass filter when downscaling (DMVR itself uses plain bilinear).
+        mean: Per-channel mean in [0, 1] units.
+        std: Per-channel standard deviation in [0, 1] units.
+    """
+
+    def __init__(
+        self,
+        resize_size: int,
+        crop_size: int | tuple[int, int],
+        interpolation: str = "bilinear",
+        antialias: bool = True,
+        mean: tuple[float, ...] = (0.5, 0.5, 0.5),
+        std: tuple[float, ...] = (0.5, 0.5, 0.5),
+    ) -> None:
+        if interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
+        self.resize_size = int(resize_size)
+        self.crop_size = _pair(crop_size, "crop_size")
+        self.interpolation = interpolation
+        self.antialias = bool(antialias)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def __call__(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Preprocesses one clip.
+
+        Args:
+            frames: uint8 `(T, H, W, C)`.
+
+        Returns:
+            float32 `(C, T, h, w)`.
+        """
+        video = _check_frames(frames, len(self.mean))
+        clip = resize_short_side(video, self.resize_size, self.interpolation, self.antialias)
+        clip = center_crop(clip, self.crop_size)
+        return _normalize(rearrange(clip, "t c h w -> c t h w"), self.mean, self.std)
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "resize_size": self.resize_size,
+            "crop_size": self.crop_size,
+            "interpolation": self.interpolation,
+            "antialias": self.antialias,
+            "mean": self.mean,
+            "std": self.std,
+        }
+
+    def __repr__(self) -> str:
+        body = "".join(f"\n    {key}={value!r}," for key, value in self._fields().items())
+        return f"{type(self).__name__}({body}\n)"
+
+
+class VideoTrainTransform(VideoEvalTransform):
+    """Scenic's basic ViViT training augmentation: scale jitter, random crop, horizontal flip.
+
+    The recipe, per clip (one draw shared by all its frames):
+
+    1. `(h0, w0)` = the short-side resize of the frame to `resize_size` (as in evaluation);
+    2. scale jitter: independent factors `s_h, s_w ~ U[scale[0], scale[1])` and target size
+       `(int(s_h * h0), int(s_w * w0))`, never below the crop size (DMVR `scale_jitter_augm`,
+       which Scenic's ViViT configs run with factors 0.9..1.33 and probability 1; the aspect
+       ratio therefore jitters too). The frame is resampled once from the source straight to
+       this size rather than twice as in DMVR, which saves a blur;
+    3. a `crop_size` crop at a uniformly random offset (DMVR `crop_image(random=True)`);
+    4. horizontal flip with probability `hflip` (DMVR `random_flip_left_right`: 0.5; Scenic
+       turns it off for Something-Something, whose labels are direction-sensitive);
+    5. normalization as in evaluation.
+
+    Scenic's Kinetics configs add color augmentation and mixup on top; those are not included.
+
+    Args:
+        resize_size: Short side before jitter.
+        crop_size: int or `(h, w)` of the random crop.
+        interpolation: `"bilinear"` or `"bicubic"`.
+        antialias: Low-pass filter when downscaling.
+        mean: Per-channel mean in [0, 1] units.
+        std: Per-channel standard deviation in [0, 1] units.
+        scale: `(low, high)` range of the jitter factors; `(1.0, 1.0)` disables jitter.
+        hflip: Probability of a horizontal flip.
+        generator: Default source of randomness (a call's own `generator` wins); `None` uses
+            torch's global generator.
+    """
+
+    def __init__(
+        self,
+        resize_size: int,
+        crop_size: int | tuple[int, int],
+        interpolation: str = "bilinear",
+        antialias: bool = True,
+        mean: tuple[float, ...] = (0.5, 0.5, 0.5),
+        std: tuple[float, ...] = (0.5, 0.5, 0.5),
+        scale: tuple[float, float] = _DEFAULT_SCALE_JITTER,
+        hflip: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(resize_size, crop_size, interpolation, antialias, mean, std)
+        low, high = (float(v) for v in scale)
+        if not 0 < low <= high:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
+        if not 0.0 <= hflip <= 1.0:
+            raise ValueError(f"hflip must be a probability in [0, 1], got {hflip!r}")
+        self.scale = (low, high)
+        self.hflip = float(hflip)
+        self.generator = generator
+
+    def __call__(
+        self, frames: np.ndarray | torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Augments one clip.
+
+        Args:
+            frames: uint8 `(T, H, W, C)`.
+            generator: Source of randomness for this call (falls back to the one given at
+                construction, then to torch's global generator). Must live on the CPU.
+
+        Returns:
+            float32 `(C, T, h, w)`.
+        """
+        video = _check_frames(frames, len(self.mean))
+        gen = generator if generator is not None else self.generator
+        crop_h, crop_w = self.crop_size
+        base_h, base_w = short_side_size(video.shape[1], video.shape[2], self.resize_size)
+
+        low, high = self.scale
+        s_h, s_w = (low + (high - low) * torch.rand(2, generator=gen, dtype=torch.float64)).tolist()
+        # The floor to the crop size keeps the crop valid when resize_size * low < crop_size.
+        size = (max(int(s_h * base_h), crop_h), max(int(s_w * base_w), crop_w))
+        clip = to_float_clip(video, size, self.interpolation, self.antialias)
+
+        top = int(torch.randint(size[0] - crop_h + 1, (1,), generator=gen))
+        left = int(torch.randint(size[1] - crop_w + 1, (1,), generator=gen))
+        clip = clip[..., top : top + crop_h, left : left + crop_w]
+        if float(torch.rand(1, generator=gen)) < self.hflip:
+            clip = clip.flip(-1)
+        return _normalize(rearrange(clip, "t c h w -> c t h w"), self.mean, self.std)
+
+    def _fields(self) -> dict[str, Any]:
+        return {**super()._fields(), "scale": self.scale, "hflip": self.hflip}
+
+
+_EVAL_KEYS = ("resize_size", "crop_size", "interpolation", "antialias", "mean", "std")
+_TRAIN_KEYS = ("scale", "hflip", "generator")
+
+
+def create_transform(
+    pretrained_cfg: Mapping[str, Any] | None = None, train: bool = False, **overrides: Any
+) -> VideoEvalTransform:
+    """Builds the preprocessing that matches a model's weights.
+
+    Example:
+        >>> transform = create_transform(model.pretrained_cfg)
+        >>> clip = transform(frames[sample_frame_indices(len(frames), 32, 2)])  # (3, 32, 224, 224)
+
+    Args:
+        pretrained_cfg: The model's `pretrained_cfg` (keys `resize_size`, `crop_size`,
+            `interpolation`, `antialias`, `mean`, `std`, `input_size`); missing keys fall back to
+            `DEFAULT_DATA_CFG`, other keys are ignored.
+        train: Return the random training augmentation (`VideoTrainTransform`) instead of the
+            deterministic evaluation transform (`VideoEvalTransform`).
+        **overrides: Replace cfg values: any of `resize_size`, `crop_size`, `interpolation`,
+            `antialias`, `mean`, `std`; with `train=True` also `scale` (jitter range), `hflip`
+            (probability) and `generator` (a `torch.Generator`).
+
+    Returns:
+        A callable mapping uint8 `(T, H, W, C)` frames to float32 `(C, T, h, w)`.
+    """
+    allowed = _EVAL_KEYS + (_TRAIN_KEYS if train else ())
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"create_transform(train={train}) got unexpected overrides {unknown}; allowed: {list(allowed)}"
+        )
+    train_args = {key: overrides.pop(key) for key in _TRAIN_KEYS if key in overrides}
+    cfg = resolve_data_config(pretrained_cfg, **overrides)
+    args = {key: cfg[key] for key in _EVAL_KEYS}
+    if train:
+        return VideoTrainTransform(**args, **train_args)
+    return VideoEvalTransform(**args)
+
+
+def _check_positive(**values: int) -> None:
+    """Raises ValueError naming the first argument that is not a positive int."""
+    for name, value in values.items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def sample_frame_indices(
+    num_video_frames: int,
+    num_frames: int,
+    stride: int,
+    start: int | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> np.ndarray:
+    """Indices of one clip of `num_frames` frames taken every `stride` frames (DMVR convention).
+
+    Index `i` is `(start + stride * i) % num_video_frames`: a video shorter than the clip's span
+    loops back to its first frame, as DMVR's `sample_or_pad_sequence_indices(repeat_sequence=True)`
+    does by tiling the video. The start is, in order of precedence:
+
+    * `start` if given;
+    * with a `generator` (training), uniform in `[0, max(num_video_frames - (num_frames - 1) *
+      stride, 1))` so the whole clip fits when it can (DMVR `_get_random_sampling_offset`); pass
+      `torch.default_generator` to use torch's global seed;
+    * otherwise the centred clip, `max(0, (num_video_frames - num_frames * stride) // 2)`
+      (DMVR `sample_sequence(random=False)`, which Scenic uses for single-clip evaluation).
+
+    Args:
+        num_video_frames: Frames in the decoded video.
+        num_frames: Frames in the clip.
+        stride: Distance between sampled frames.
+        start: First frame index (>= 0; may exceed the video, it wraps).
+        generator: Random source for a random start; ignored when `start` is given.
+
+    Returns:
+        int64 numpy array of shape `(num_frames,)`, for indexing a `(T, H, W, C)` array.
+    """
+    _check_positive(num_video_frames=num_video_frames, num_frames=num_frames, stride=stride)
+    if start is None:
+        if generator is not None:
+            high = max(num_video_frames - (num_frames - 1) * stride, 1)
+            start = int(torch.randint(high, (1,), generator=generator))
+        else:
+            start = max(0, (num_video_frames - num_frames * stride) // 2)
+    elif int(start) != start or start < 0:
+        raise ValueError(f"start must be a non-negative integer, got {start!r}")
+    steps = int(start) + stride * np.arange(num_frames, dtype=np.int64)
+    return steps % num_video_frames
+
+
+def multiview_clip_starts(
+    num_video_frames: int, num_frames: int, stride: int, num_clips: int
+) -> list[int]:
+    """First frames of the `num_clips` evenly spaced test clips (DMVR/Scenic multi-clip testing).
+
+    For `num_clips > 1` this is DMVR's `sample_linspace_sequence`: starts are
+    `linspace(0, max(num_video_frames - num_frames * stride, 0), num_clips)` truncated to ints.
+    Note the span DMVR subtracts is `num_frames * stride`, one stride more than the frames a clip
+    really covers, and that its linspace runs in float32 (TF's `linspace`: `start + i * delta`
+    with `delta` in float32, last value exactly the stop); both are reproduced, so a start can
+    fall one frame short of the exact real-number value. Clips that do not fit wrap around
+    (see `sample_frame_indices`).
+
+    For `num_clips == 1` DMVR does not use the linspace (which would give start 0) but the centred
+    clip of `sample_frame_indices`; this function returns that start so one call covers both.
+
+    Args:
+        num_video_frames: Frames in the decoded video.
+        num_frames: Frames per clip.
+        stride: Distance between sampled frames.
+        num_clips: Number of clips.
+
+    Returns:
+        `num_clips` start indices, ascending.
+    """
+    _check_positive(
+        num_video_frames=num_video_frames, num_frames=num_frames, stride=stride, num_clips=num_clips
+    )
+    if num_clips == 1:
+        return [max(0, (num_video_frames - num_frames * stride) // 2)]
+    max_offset = max(0, num_video_frames - num_frames * stride)
+    delta = np.float32(max_offset) / np.float32(num_clips - 1)
+    inner = [int(delta * np.float32(i)) for i in range(1, num_clips - 1)]
+    return [0, *inner, max_offset]
+
+
+def scenic_uniform_frame_indices(num_frames: int, n: int) -> np.ndarray:
+    """Frames kept by Scenic's uniform frame sampling (`video_utils.sample_frames_uniformly`).
+
+    For `n < num_frames` Scenic takes `jnp.arange(T / (n + 1), T, T / (n + 1))` (float32, JAX's
+    default), rounds half to even and clips to `T - 1`. Because the arange length comes from a
+    float division it can hold `n + 1` entries (T=8, n=2 gives `[3, 5, 7]`), and the float32
+    values differ from exact ones in places (T=13, n=11 keeps frame 7, not 6). For
+    `n >= num_frames` every frame is kept, in order (Scenic does not repeat frames), so the result
+    then has `num_frames` entries, not `n`.
+
+    JAX builds a concrete float arange with `np.arange(..., dtype=float32)`, which is what this
+    function calls, so the indices are identical to Scenic's, not an approximation.
+
+    Args:
+        num_frames: Frames in the input clip (T).
+        n: Requested number of frames (Scenic's `n_sampled_frames`).
+
+    Returns:
+        int64 numpy array of frame indices (length `n`, occasionally `n + 1`, or `num_frames`).
+    """
+    _check_positive(num_frames=num_frames, n=n)
+    if n >= num_frames:
+        return np.arange(num_frames, dtype=np.int64)
+    step = num_frames / (n + 1)
+    positions = np.arange(step, num_frames, step, dtype=np.float32)
+    indices = np.round(positions).astype(np.int64)
+    return np.minimum(indices, num_frames - 1)
