@@ -73,6 +73,7 @@ class HubServer:
         self._files: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []
+        self._host = host
         self._httpd = ThreadingHTTPServer((host, 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.hub = self  # type: ignore[attr-defined]
@@ -81,12 +82,13 @@ class HubServer:
     @property
     def url(self) -> str:
         """The base URL, e.g. ``http://127.0.0.1:40123`` (no trailing slash)."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._httpd.server_address[1]
+        return f"http://{self._host}:{port}"
 
     def start(self) -> HubServer:
         """Start serving in a background thread; returns ``self``."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # A short poll interval keeps shutdown (and so each test's teardown) fast.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()
         return self
 
@@ -198,14 +200,14 @@ class _Handler(BaseHTTPRequestHandler):
         """The owning server's state."""
         return self.server.hub  # type: ignore[attr-defined]
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: object) -> None:
         """Keep test output quiet."""
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
+    def do_HEAD(self) -> None:
         """Answer a HEAD request."""
         self._dispatch(head=True)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:
         """Answer a GET request."""
         self._dispatch(head=False)
 
@@ -324,7 +326,7 @@ def hub_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubS
         monkeypatch.setenv(key, value)
     for key in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN"):
         monkeypatch.delenv(key, raising=False)
-    patched = {
+    patched: dict[str, object] = {
         "ENDPOINT": server.url,
         "HUGGINGFACE_CO_URL_TEMPLATE": server.url + "/{repo_id}/resolve/{revision}/{filename}",
         "HF_HOME": str(hf_home),

@@ -118,7 +118,7 @@ def test_random_bytes_raise(tmp_path: Path) -> None:
     for seed_bytes in range(5):
         path = tmp_path / f"random{seed_bytes}.bin"
         path.write_bytes(rng.integers(0, 256, size=4096, dtype=np.uint8).tobytes())
-        with pytest.raises(ValueError, match=f"not a Flax msgpack checkpoint: '.*random{seed_bytes}.bin'"):
+        with pytest.raises(ValueError, match=rf"not a Flax msgpack checkpoint: '.*random{seed_bytes}\.bin'"):
             read_flax_checkpoint(path)
 
 
@@ -216,8 +216,9 @@ def test_bfloat16_widening_is_exact() -> None:
     assert np.isnan(out[1, 4])
 
 
-@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool",
-                                   "complex64"])
+@pytest.mark.parametrize(
+    "dtype", ["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool", "complex64"]
+)
 def test_plain_dtypes_round_trip(dtype: str) -> None:
     array = (np.arange(6) % 3).astype(dtype).reshape(2, 3)
     out = read_flax_checkpoint(_pack({"layer": {"w": array}}))["layer/w"]

@@ -50,7 +50,9 @@ def test_scenic_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert scenic_base_url() == "http://127.0.0.1:9/mirror"
 
 
-@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("YES", True), ("0", False), ("", False)])
+@pytest.mark.parametrize(
+    "value, expected", [("1", True), ("true", True), ("YES", True), ("on", True), ("0", False), ("", False)]
+)
 def test_offline_flag_values(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", value)
@@ -103,7 +105,9 @@ def test_hf_download_offline_cold_cache(hub_server: HubServer, monkeypatch: pyte
 
 
 def test_hf_download_pull_request_revision(hub_server: HubServer) -> None:
-    commit = hub_server.add_repo_file(REPO, "model.safetensors", b"from the PR", revision="refs/pr/3", lfs=True)
+    commit = hub_server.add_repo_file(
+        REPO, "model.safetensors", b"from the PR", revision="refs/pr/3", lfs=True
+    )
     hub_server.add_repo_file(REPO, "model.safetensors", b"from main", lfs=True)
 
     path = hf_download(REPO, "model.safetensors", revision="refs/pr/3")
@@ -197,7 +201,7 @@ def test_download_url_failure_keeps_existing_file(hub_server: HubServer, tmp_pat
 def test_download_url_truncated(hub_server: HubServer, tmp_path: Path) -> None:
     url = hub_server.add_file("a/checkpoint", PAYLOAD, fault="truncate")
     dest = tmp_path / "dl" / "checkpoint"
-    with pytest.raises(WeightsDownloadError, match="truncated|interrupted") as info:
+    with pytest.raises(WeightsDownloadError, match=r"truncated|interrupted") as info:
         download_url(url, dest)
     assert url in str(info.value)
     assert _listing(dest.parent) == []
@@ -278,18 +282,16 @@ def test_atomic_write_success_and_replace(tmp_path: Path) -> None:
 def test_atomic_write_error_removes_temp(tmp_path: Path) -> None:
     dest = tmp_path / "model.safetensors"
     dest.write_bytes(b"old")
-    with pytest.raises(KeyError):
-        with atomic_write(dest) as tmp:
-            tmp.write_bytes(b"partial")
-            raise KeyError("conversion failed")
+    with pytest.raises(KeyError), atomic_write(dest) as tmp:
+        tmp.write_bytes(b"partial")
+        raise KeyError("conversion failed")
     assert dest.read_bytes() == b"old"
     assert _listing(tmp_path) == ["model.safetensors"]
 
 
 def test_atomic_write_nothing_written(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        with atomic_write(tmp_path / "x"):
-            pass
+    with pytest.raises(FileNotFoundError), atomic_write(tmp_path / "x"):
+        pass
     assert _listing(tmp_path) == []
 
 

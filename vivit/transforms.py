@@ -609,10 +609,10 @@ def multiview_clip_starts(
     For `num_clips > 1` this is DMVR's `sample_linspace_sequence`: starts are
     `linspace(0, max(num_video_frames - num_frames * stride, 0), num_clips)` truncated to ints.
     Note the span DMVR subtracts is `num_frames * stride`, one stride more than the frames a clip
-    really covers, and that its linspace runs in float32 (TF's `linspace`: `start + i * delta`
-    with `delta` in float32, last value exactly the stop); both are reproduced, so a start can
-    fall one frame short of the exact real-number value. Clips that do not fit wrap around
-    (see `sample_frame_indices`).
+    really covers, and that its linspace runs in float32 (TF's `linspace`: `i * delta` with
+    `delta` in float32, last value exactly the stop); both are mirrored here (the float32 rounding
+    has not been seen to move a start for realistic lengths, but mirroring it costs nothing).
+    Clips that do not fit wrap around (see `sample_frame_indices`).
 
     For `num_clips == 1` DMVR does not use the linspace (which would give start 0) but the centred
     clip of `sample_frame_indices`; this function returns that start so one call covers both.

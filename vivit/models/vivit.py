@@ -14,7 +14,7 @@ time-major: `(t h w)`, which is what Scenic's checkpoints expect.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -41,11 +41,33 @@ __all__ = [
 ]
 
 GlobalPool = Literal["token", "avg"]
+OutputFormat = Literal["NCTHW", "NLC"]
 
 
 def _drop_path_rates(rate: float, depth: int) -> list[float]:
     # linear from 0 at the first block to `rate` at the last, as Scenic's Encoder does
     return [rate * i / max(depth - 1, 1) for i in range(depth)]
+
+
+def _take_indices(indices: int | Sequence[int] | None, depth: int) -> set[int]:
+    """timm semantics: None = every block, n = the last n blocks, a list = those (negatives allowed)."""
+    if indices is None:
+        return set(range(depth))
+    if isinstance(indices, int):
+        if not 0 < indices <= depth:
+            raise ValueError(f"indices={indices}: the model has {depth} blocks")
+        return set(range(depth - indices, depth))
+    taken = set()
+    for i in indices:
+        if not -depth <= i < depth:
+            raise ValueError(f"block index {i} out of range for {depth} blocks")
+        taken.add(i % depth)
+    return taken
+
+
+def _check_output_fmt(output_fmt: str) -> None:
+    if output_fmt not in ("NCTHW", "NLC"):
+        raise ValueError(f"output_fmt must be 'NCTHW' or 'NLC', got {output_fmt!r}")
 
 
 class _ViViT(nn.Module):
@@ -203,6 +225,13 @@ class _ViViT(nn.Module):
             return x[:, 0]
         return x[:, self.num_prefix_tokens :].mean(dim=1)
 
+    def _grid_tokens(self, x: torch.Tensor, grid: tuple[int, int, int], output_fmt: OutputFormat) -> torch.Tensor:
+        """Grid tokens (no prefix) `(B, t*h*w, D)` -> `(B, D, t, h, w)` ('NCTHW') or unchanged ('NLC')."""
+        if output_fmt == "NLC":
+            return x
+        t, h, w = grid
+        return rearrange(x, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
+
     # ---------------------------------------------------------------- public API
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Final normalized tokens `(B, [1 +] N, D)` (Model 2: those of its temporal encoder)."""
@@ -277,6 +306,39 @@ class _JointTokenViViT(_ViViT):
         x = self._add_pos(x, self.cls_token, self.pos_embed, self.grid_size, grid)
         x = self._run_blocks(self.blocks, x, (grid[0], grid[1] * grid[2]))
         return self.norm(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        output_fmt: OutputFormat = "NCTHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per-block token grids for dense video tasks (timm's `forward_intermediates`).
+
+        Args:
+            x: video `(B, C, T, H, W)`.
+            indices: blocks to return: None (all), n (the last n) or a list of indices.
+            norm: apply the final norm to each returned intermediate.
+            output_fmt: 'NCTHW' -> `(B, D, nt, nh, nw)` each; 'NLC' -> `(B, nt*nh*nw, D)`.
+            intermediates_only: return only the list.
+
+        Returns:
+            `(forward_features(x), intermediates)`, or the list alone.
+        """
+        take = _take_indices(indices, len(self.blocks))
+        _check_output_fmt(output_fmt)
+        x = self._tokenize(x)
+        grid = tuple(x.shape[2:])
+        x = self._add_pos(rearrange(x, "b d t h w -> b (t h w) d"), self.cls_token, self.pos_embed, self.grid_size, grid)
+        intermediates = []
+        for i, blk in enumerate(self.blocks):
+            x = self._run_blocks([blk], x, (grid[0], grid[1] * grid[2]))
+            if i in take:
+                y = (self.norm(x) if norm else x)[:, self.num_prefix_tokens :]
+                intermediates.append(self._grid_tokens(y, grid, output_fmt))
+        return intermediates if intermediates_only else (self.norm(x), intermediates)
 
 
 class SpatioTemporalViViT(_JointTokenViViT):
@@ -376,20 +438,65 @@ class FactorizedEncoderViViT(_ViViT):
         self.temporal_norm = layer_norm(self.embed_dim)
         self._init_weights()
 
+    def _spatial_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """Video -> per-frame token sequences `((B nt), [1 +] nh*nw, D)` with the spatial pos-emb added."""
+        x = self._tokenize(x)
+        grid = tuple(x.shape[2:])
+        x = rearrange(x, "b d t h w -> (b t) (h w) d")
+        return self._add_pos(x, self.cls_token, self.pos_embed, (1, *self.grid_size[1:]), (1, *grid[1:])), grid
+
+    def _temporal_tokens(self, frames: torch.Tensor) -> torch.Tensor:
+        """Per-frame embeddings `(B, nt, D)` -> temporal sequence with its cls and pos-emb."""
+        nt = frames.shape[1]
+        table_grid = (self.grid_size[0], 1, 1)
+        return self._add_pos(frames, self.temporal_cls_token, self.temporal_pos_embed, table_grid, (nt, 1, 1))
+
     def forward_frame_features(self, x: torch.Tensor) -> torch.Tensor:
         """Per-frame embeddings `(B, nt, D)`: the spatial encoder's pooled output for each tubelet slice."""
-        x = self._tokenize(x)
-        b, _, nt, nh, nw = x.shape
-        x = rearrange(x, "b d t h w -> (b t) (h w) d")
-        x = self._add_pos(x, self.cls_token, self.pos_embed, (1, *self.grid_size[1:]), (1, nh, nw))
+        b = x.shape[0]
+        x, _ = self._spatial_tokens(x)
         x = self.norm(self._run_blocks(self.blocks, x, None))
         return rearrange(self._pool(x), "(b t) d -> b t d", b=b)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_frame_features(x)
-        nt = x.shape[1]
-        x = self._add_pos(x, self.temporal_cls_token, self.temporal_pos_embed, (self.grid_size[0], 1, 1), (nt, 1, 1))
+        x = self._temporal_tokens(self.forward_frame_features(x))
         return self.temporal_norm(self._run_blocks(self.temporal_blocks, x, None))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        output_fmt: OutputFormat = "NCTHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per-block outputs of the spatial blocks, then of the temporal blocks.
+
+        Block indices run over `depth + temporal_depth`. Spatial blocks give `(B, D, nt, nh, nw)`
+        ('NCTHW', each frame's tokens) and temporal blocks `(B, D, nt, 1, 1)`; 'NLC' gives
+        `(B, nt*nh*nw, D)` and `(B, nt, D)`. `norm` applies `norm` / `temporal_norm` respectively.
+        See `SpatioTemporalViViT.forward_intermediates` for the arguments.
+        """
+        depth = len(self.blocks)
+        take = _take_indices(indices, depth + len(self.temporal_blocks))
+        _check_output_fmt(output_fmt)
+        b = x.shape[0]
+        x, grid = self._spatial_tokens(x)
+        intermediates = []
+        for i, blk in enumerate(self.blocks):
+            x = self._run_blocks([blk], x, None)
+            if i in take:
+                y = rearrange(self.norm(x) if norm else x, "(b t) s d -> b t s d", b=b)
+                y = rearrange(y[:, :, self.num_prefix_tokens :], "b t s d -> b (t s) d")
+                intermediates.append(self._grid_tokens(y, grid, output_fmt))
+        x = self._temporal_tokens(rearrange(self._pool(self.norm(x)), "(b t) d -> b t d", b=b))
+        for i, blk in enumerate(self.temporal_blocks, start=depth):
+            x = self._run_blocks([blk], x, None)
+            if i in take:
+                y = (self.temporal_norm(x) if norm else x)[:, self.num_prefix_tokens :]
+                intermediates.append(self._grid_tokens(y, (grid[0], 1, 1), output_fmt))
+        x = self.temporal_norm(x)
+        return intermediates if intermediates_only else (x, intermediates)
 
 
 MODEL_CLASSES: dict[str, Callable[..., _ViViT]] = {

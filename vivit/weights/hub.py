@@ -221,6 +221,7 @@ def _open_url(url: str) -> Any:
     try:
         return urllib.request.urlopen(request, timeout=_TIMEOUT_S)
     except urllib.error.HTTPError as err:
+        err.close()  # an HTTPError holds the open connection; release it before raising
         raise WeightsDownloadError(
             f"Downloading {url} failed with HTTP {err.code} {err.reason}. "
             + (
@@ -320,14 +321,17 @@ def _describe_hf(repo_id: str, filename: str, revision: str | None) -> str:
     return f"'{filename}' from the Hugging Face Hub repo '{repo_id}' (revision '{revision or 'main'}')"
 
 
-def _convert_hf_error(err: Exception, repo_id: str, filename: str, revision: str | None) -> WeightsDownloadError:
-    """Translate a huggingface_hub exception into a :class:`WeightsDownloadError`.
+def _summary(err: Exception) -> str:
+    """Condense an exception message to its first two lines (Hub errors run over many lines)."""
+    lines = [line.strip().rstrip(".") for line in str(err).splitlines() if line.strip()]
+    return ". ".join(lines[:2]) or type(err).__name__
+
+
+def _hf_advice(err: Exception) -> str:
+    """Say what to do about a huggingface_hub exception (other than offline mode).
 
     Args:
         err: The exception raised by ``hf_hub_download``.
-        repo_id: The repository.
-        filename: The file in the repository.
-        revision: The requested revision.
     """
     from huggingface_hub.utils import (
         EntryNotFoundError,
@@ -338,37 +342,65 @@ def _convert_hf_error(err: Exception, repo_id: str, filename: str, revision: str
         RevisionNotFoundError,
     )
 
+    # First match wins, and order matters: these classes inherit from one another.
+    advice: list[tuple[type[BaseException], str]] = [
+        (
+            LocalEntryNotFoundError,
+            "The Hub could not be reached (network error, proxy or firewall, or the Hub is "
+            "down) and the file is not in the local cache. Check your connection (and "
+            "HF_ENDPOINT if you use a mirror), or pass the path of a local checkpoint.",
+        ),
+        (
+            GatedRepoError,
+            "The repository is gated: accept its terms on the Hub and log in "
+            "(`hf auth login`, or set HF_TOKEN).",
+        ),
+        (
+            RepositoryNotFoundError,
+            "The repository does not exist or is private: check the repo id, and log in if it "
+            "is private.",
+        ),
+        (
+            RevisionNotFoundError,
+            "The repository has no such revision (branch, tag, commit or 'refs/pr/N'): check "
+            "the revision.",
+        ),
+        (
+            EntryNotFoundError,
+            "The repository has no such file at that revision: check the file name and revision.",
+        ),
+        (
+            HfHubHTTPError,
+            "The Hub answered with an error: retry later, or pass the path of a local checkpoint.",
+        ),
+        (ValueError, "Check the repo id, file name and revision."),
+    ]
+    for kind, text in advice:
+        if isinstance(err, kind):
+            return text
+    return "Check your network connection (and HF_ENDPOINT), or pass the path of a local checkpoint."
+
+
+def _convert_hf_error(
+    err: Exception, repo_id: str, filename: str, revision: str | None
+) -> WeightsDownloadError:
+    """Translate a huggingface_hub exception into a :class:`WeightsDownloadError`.
+
+    Args:
+        err: The exception raised by ``hf_hub_download``.
+        repo_id: The repository.
+        filename: The file in the repository.
+        revision: The requested revision.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
     what = _describe_hf(repo_id, filename, revision)
-    # Order matters: these classes inherit from one another.
-    if isinstance(err, LocalEntryNotFoundError):
-        if _hf_offline():
-            return _offline_error(what, "Hugging Face cache")
-        advice = (
-            "The Hub could not be reached (network error, proxy or firewall, or the Hub is down) "
-            "and the file is not in the local cache. Check your connection (and HF_ENDPOINT if "
-            "you use a mirror), or pass the path of a local checkpoint."
-        )
-    elif isinstance(err, GatedRepoError):
-        advice = "The repository is gated: accept its terms on the Hub and log in (`hf auth login` or HF_TOKEN)."
-    elif isinstance(err, RepositoryNotFoundError):
-        advice = "The repository does not exist, or is private: check the repo id, and log in if it is private."
-    elif isinstance(err, RevisionNotFoundError):
-        advice = "The repository has no such revision (branch, tag, commit or 'refs/pr/N'): check the revision."
-    elif isinstance(err, EntryNotFoundError):
-        advice = "The repository has no such file at that revision: check the file name and revision."
-    elif isinstance(err, HfHubHTTPError):
-        advice = "The Hub answered with an error: retry later, or pass the path of a local checkpoint."
-    else:
-        advice = "Check your network connection (and HF_ENDPOINT), or pass the path of a local checkpoint."
-    return WeightsDownloadError(f"Could not download {what}: {type(err).__name__}: {_first_line(err)}. {advice}")
-
-
-def _first_line(err: Exception) -> str:
-    """Return the first non-empty line of an exception message (Hub errors span many lines)."""
-    for line in str(err).splitlines():
-        if line.strip():
-            return line.strip().rstrip(".")
-    return type(err).__name__
+    if isinstance(err, LocalEntryNotFoundError) and _hf_offline():
+        return _offline_error(what, f"Hugging Face cache {_hf_cache_dir() or constants.HF_HUB_CACHE}")
+    return WeightsDownloadError(
+        f"Could not download {what}: {type(err).__name__}: {_summary(err)}. {_hf_advice(err)}"
+    )
 
 
 def hf_download(repo_id: str, filename: str, *, revision: str | None = None) -> Path:
@@ -396,11 +428,11 @@ def hf_download(repo_id: str, filename: str, *, revision: str | None = None) -> 
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     cache = _hf_cache_dir()
-    cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision)
-    if isinstance(cached, str):
-        return Path(cached)
     endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
     try:
+        cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision)
+        if isinstance(cached, str):
+            return Path(cached)
         path = hf_hub_download(
             repo_id,
             filename,
