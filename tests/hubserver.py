@@ -74,9 +74,8 @@ class HubServer:
         self._lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []
         self._host = host
-        self._httpd = ThreadingHTTPServer((host, 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.hub = self  # type: ignore[attr-defined]
+        self._httpd = _Server((host, 0), _Handler)
+        self._httpd.hub = self
         self._thread: threading.Thread | None = None
 
     @property
@@ -190,6 +189,14 @@ def _check_fault(fault: str | None) -> None:
         raise ValueError(f"unknown fault {fault!r}; expected one of {FAULTS}")
 
 
+class _Server(ThreadingHTTPServer):
+    """The HTTP server, holding a reference to the :class:`HubServer` state for its handlers."""
+
+    # Handler threads must not keep the test process alive.
+    daemon_threads = True
+    hub: HubServer
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Request handler; the shared state is ``self.server.hub``."""
 
@@ -198,7 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
     @property
     def hub(self) -> HubServer:
         """The owning server's state."""
-        return self.server.hub  # type: ignore[attr-defined]
+        assert isinstance(self.server, _Server)
+        return self.server.hub
 
     def log_message(self, format: str, *args: object) -> None:
         """Keep test output quiet."""
@@ -334,8 +342,8 @@ def hub_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubS
         "HF_HUB_OFFLINE": False,
         "HF_HUB_DISABLE_IMPLICIT_TOKEN": True,
     }
-    for key, value in patched.items():
-        monkeypatch.setattr(constants, key, value)
+    for name, setting in patched.items():
+        monkeypatch.setattr(constants, name, setting)
     try:
         yield server
     finally:

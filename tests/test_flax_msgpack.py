@@ -125,7 +125,7 @@ def test_random_bytes_raise(tmp_path: Path) -> None:
 def test_html_page_raises(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint"
     path.write_bytes(b"\n<!DOCTYPE html>\n<html><head><title>404</title></head></html>\n")
-    with pytest.raises(ValueError, match="not a Flax msgpack checkpoint: .*HTML"):
+    with pytest.raises(ValueError, match=r"not a Flax msgpack checkpoint: .*HTML"):
         read_flax_checkpoint(path)
 
 
@@ -194,11 +194,14 @@ def test_chunked_array_is_reassembled() -> None:
     bf16 = {
         "__msgpack_chunked_array__": True,
         "shape": {"0": 4},
-        "chunks": {"0": _ext_array(_bf16_bits(np.array([1, 2], np.float32)), "bfloat16"),
-                   "1": _ext_array(_bf16_bits(np.array([-0.5, 3], np.float32)), "bfloat16")},
+        "chunks": {
+            "0": _ext_array(_bf16_bits(np.array([1, 2], np.float32)), "bfloat16"),
+            "1": _ext_array(_bf16_bits(np.array([-0.5, 3], np.float32)), "bfloat16"),
+        },
     }
-    raw = msgpack.packb({"optimizer": {"target": {"big": chunked, "Dense_0": {"kernel": bf16}}}},
-                        use_bin_type=True)
+    raw = msgpack.packb(
+        {"optimizer": {"target": {"big": chunked, "Dense_0": {"kernel": bf16}}}}, use_bin_type=True
+    )
     params = read_flax_checkpoint(raw)
     np.testing.assert_array_equal(params["big"], full)
     np.testing.assert_array_equal(params["Dense_0/kernel"], np.array([1, 2, -0.5, 3], np.float32))
@@ -207,7 +210,9 @@ def test_chunked_array_is_reassembled() -> None:
 
 def test_bfloat16_widening_is_exact() -> None:
     # 0, -0, 1, -2.5, pi in bf16, smallest subnormal, largest finite, inf, -inf, NaN.
-    words = np.array([0x0000, 0x8000, 0x3F80, 0xC020, 0x4049, 0x0001, 0x7F7F, 0x7F80, 0xFF80, 0x7FC0], np.uint16)
+    words = np.array(
+        [0x0000, 0x8000, 0x3F80, 0xC020, 0x4049, 0x0001, 0x7F7F, 0x7F80, 0xFF80, 0x7FC0], np.uint16
+    )
     raw = msgpack.packb({"w": _ext_array(words.reshape(2, 5), "bfloat16")}, use_bin_type=True)
     out = read_flax_checkpoint(raw)["w"]
     assert out.shape == (2, 5) and out.dtype == np.float32
@@ -229,8 +234,9 @@ def test_plain_dtypes_round_trip(dtype: str) -> None:
 def test_scalar_and_complex_leaves() -> None:
     scalar = _ext_array(np.asarray(np.float32(2.5)), code=3)
     native_complex = msgpack.ExtType(2, msgpack.packb((1.5, -2.0)))
-    raw = msgpack.packb({"params": {"s": scalar, "c": native_complex, "z": _ext_array(np.zeros((0, 3)))}},
-                        use_bin_type=True)
+    raw = msgpack.packb(
+        {"params": {"s": scalar, "c": native_complex, "z": _ext_array(np.zeros((0, 3)))}}, use_bin_type=True
+    )
     params = read_flax_checkpoint(raw)
     assert params["s"].shape == () and params["s"].dtype == np.float32 and params["s"] == 2.5
     assert params["c"] == 1.5 - 2.0j
@@ -268,6 +274,13 @@ def test_flatten_params_nested_flat_and_mixed() -> None:
     assert list(out) == list(flat) and out["cls"] is b
     assert list(flatten_params({"a/b": a, "c": {"d": b}})) == ["a/b", "c/d"]
     assert flatten_params({"s": 1.5})["s"].shape == ()
+
+
+def test_flatten_params_accepts_array_likes() -> None:
+    torch = pytest.importorskip("torch")
+    out = flatten_params({"m": {"w": torch.arange(3.0)}})
+    assert isinstance(out["m/w"], np.ndarray)
+    np.testing.assert_array_equal(out["m/w"], [0.0, 1.0, 2.0])
 
 
 def test_flatten_params_rejects_non_numeric_leaf() -> None:

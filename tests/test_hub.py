@@ -252,6 +252,15 @@ def test_download_url_connection_refused(tmp_path: Path, monkeypatch: pytest.Mon
     assert _listing(tmp_path) == []
 
 
+def test_download_url_unwritable_destination(hub_server: HubServer, tmp_path: Path) -> None:
+    url = hub_server.add_file("a/checkpoint", PAYLOAD)
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")  # a file where a folder is needed
+    with pytest.raises(WeightsDownloadError, match="cannot write"):
+        download_url(url, blocker / "checkpoint")
+    assert hub_server.request_count == 0
+
+
 def test_download_url_offline_makes_no_request(
     hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

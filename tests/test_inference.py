@@ -157,12 +157,20 @@ def test_explicit_cfg_wins_and_torch_input() -> None:
 @pytest.mark.parametrize(
     "frames, kwargs, match",
     [
-        (np.zeros((2, 20, 32, 50, 3), np.uint8), {}, r"expected uint8 frames of shape \(T, H, W, C\).*5 dimensions"),
+        (
+            np.zeros((2, 20, 32, 50, 3), np.uint8),
+            {},
+            r"expected uint8 frames of shape \(T, H, W, C\).*5 dimensions",
+        ),
         (np.zeros((20, 32, 50, 3), np.float32), {}, r"expected uint8 frames.*float32"),
         (np.zeros((20, 3, 32, 50), np.uint8), {}, r"channels last"),
         (np.zeros((20, 32, 50, 3), np.uint8), {"crops": 2}, r"crops must be 1 \(centre\) or 3"),
         (np.zeros((20, 32, 50, 3), np.uint8), {"clips": 0}, r"clips must be a positive integer"),
-        (np.zeros((20, 32, 50, 3), np.uint8), {"batch_size": 0}, r"batch_size must be a positive integer"),
+        (
+            np.zeros((20, 32, 50, 3), np.uint8),
+            {"batch_size": 0},
+            r"batch_size must be a positive integer",
+        ),
     ],
 )
 def test_bad_input_raises(frames: np.ndarray, kwargs: dict, match: str) -> None:

@@ -30,7 +30,10 @@ from vivit.transforms import (
 )
 
 HERE = Path(__file__).parent
-FIXTURE_DIRS = [HERE / "data" / "scenic" / "forward", HERE.parent.parent / "shared" / "fixtures" / "scenic" / "forward"]
+FIXTURE_DIRS = [
+    HERE / "data" / "scenic" / "forward",
+    HERE.parent.parent / "shared" / "fixtures" / "scenic" / "forward",
+]
 
 
 def _video(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -85,7 +88,11 @@ def test_create_transform_rejects_unknown_override() -> None:
 
 def test_repr_is_readable() -> None:
     text = repr(create_transform({"resize_size": 288, "crop_size": 256}))
-    assert text.startswith("VideoEvalTransform(") and "resize_size=288" in text and "crop_size=(256, 256)" in text
+    assert (
+        text.startswith("VideoEvalTransform(")
+        and "resize_size=288" in text
+        and "crop_size=(256, 256)" in text
+    )
     assert "hflip=0.5" in repr(create_transform({}, train=True))
 
 
@@ -111,7 +118,9 @@ def test_eval_general_mean_std() -> None:
     np.testing.assert_allclose(out, expected.transpose(3, 0, 1, 2), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(4, 240, 320), (4, 320, 240), (2, 97, 131), (1, 1080 // 4, 1920 // 4)])
+@pytest.mark.parametrize(
+    "shape", [(4, 240, 320), (4, 320, 240), (2, 97, 131), (1, 1080 // 4, 1920 // 4)]
+)
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
 def test_eval_shapes_and_range(shape: tuple[int, int, int], interpolation: str) -> None:
     frames = _video(*shape)
@@ -158,7 +167,9 @@ def test_short_side_size_matches_dmvr(hw: tuple[int, int], expected: tuple[int, 
 
 def test_resize_without_antialias_is_half_pixel_bilinear() -> None:
     # 2x upsampling with half-pixel centres: output col 1 sits at input x = 0.25 -> 0.75*a + 0.25*b.
-    frames = torch.tensor([0, 100], dtype=torch.uint8).view(1, 1, 2, 1).expand(1, 2, 2, 3).contiguous()
+    frames = (
+        torch.tensor([0, 100], dtype=torch.uint8).view(1, 1, 2, 1).expand(1, 2, 2, 3).contiguous()
+    )
     out = resize_short_side(frames, 4, antialias=False)
     torch.testing.assert_close(out[0, 0, 0], torch.tensor([0.0, 25.0, 75.0, 100.0]))
 
@@ -214,9 +225,15 @@ def test_three_crops_reject_small_clip() -> None:
 @pytest.mark.parametrize(
     "frames, match",
     [
-        (np.zeros((2, 32, 32, 3), np.float32), r"expected uint8 frames of shape \(T, H, W, C\).*float32"),
+        (
+            np.zeros((2, 32, 32, 3), np.float32),
+            r"expected uint8 frames of shape \(T, H, W, C\).*float32",
+        ),
         (torch.zeros(2, 32, 32, 3), r"expected uint8 frames.*torch.float32"),
-        (np.zeros((1, 2, 32, 32, 3), np.uint8), r"expected uint8 frames of shape \(T, H, W, C\).*5 dimensions"),
+        (
+            np.zeros((1, 2, 32, 32, 3), np.uint8),
+            r"expected uint8 frames of shape \(T, H, W, C\).*5 dimensions",
+        ),
         (np.zeros((32, 32, 3), np.uint8), r"3 dimensions"),
         (np.zeros((2, 3, 32, 32), np.uint8), r"C == 3 \(channels last\)"),
         (np.zeros((2, 32, 32, 4), np.uint8), r"C == 3"),
@@ -236,7 +253,9 @@ def test_bad_frames_raise(frames: object, match: str) -> None:
 def test_train_shape_range_and_determinism() -> None:
     frames = _video(4, 240, 320, seed=3)
     transform = create_transform({}, train=True)
-    assert isinstance(transform, VideoTrainTransform) and isinstance(create_transform({}), VideoEvalTransform)
+    assert isinstance(transform, VideoTrainTransform) and isinstance(
+        create_transform({}), VideoEvalTransform
+    )
     a = transform(frames, generator=torch.Generator().manual_seed(7))
     b = transform(frames, generator=torch.Generator().manual_seed(7))
     c = transform(frames, generator=torch.Generator().manual_seed(8))
@@ -260,20 +279,35 @@ def test_train_flips_for_some_seeds_only() -> None:
         assert 0 <= int(cols.min()) and int(cols.max()) <= 59
         flipped.append(bool(step[0] == -1))
     assert any(flipped) and not all(flipped)
-    always = create_transform({}, train=True, resize_size=32, crop_size=24, scale=(1.0, 1.0), hflip=1.0)
+    always = create_transform(
+        {}, train=True, resize_size=32, crop_size=24, scale=(1.0, 1.0), hflip=1.0
+    )
     cols = _decode_columns(always(frames, generator=torch.Generator().manual_seed(0)))
     assert bool((cols[1:] - cols[:-1] == -1).all())
 
 
 def test_train_same_op_for_every_frame() -> None:
     frame = _video(1, 200, 260, seed=5)
-    out = create_transform({}, train=True)(np.repeat(frame, 3, axis=0), generator=torch.Generator().manual_seed(1))
+    out = create_transform({}, train=True)(
+        np.repeat(frame, 3, axis=0), generator=torch.Generator().manual_seed(1)
+    )
     assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 0], out[:, 2])
 
 
 def test_train_jitter_never_below_crop() -> None:
     transform = create_transform({}, train=True, resize_size=200, crop_size=224, scale=(0.9, 0.95))
-    assert transform(_video(1, 240, 320), generator=torch.Generator().manual_seed(0)).shape == (3, 1, 224, 224)
+    assert transform(_video(1, 240, 320), generator=torch.Generator().manual_seed(0)).shape == (
+        3,
+        1,
+        224,
+        224,
+    )
+
+
+def test_train_cfg_can_pin_augmentation() -> None:
+    transform = create_transform({"hflip": 0.0, "scale": (1.0, 1.0)}, train=True)
+    assert transform.hflip == 0.0 and transform.scale == (1.0, 1.0)
+    assert create_transform({"hflip": 0.0}, train=True, hflip=1.0).hflip == 1.0
 
 
 def test_train_rejects_bad_args() -> None:
@@ -299,27 +333,41 @@ def test_sample_frame_indices_stride_start_and_loop() -> None:
     # DMVR sample_sequence(random=False) first indices.
     [(100, 32, 2, 18), (301, 32, 2, 118), (31, 8, 2, 7), (5, 4, 3, 0)],
 )
-def test_sample_frame_indices_centered_matches_dmvr(length: int, n: int, s: int, first: int) -> None:
+def test_sample_frame_indices_centered_matches_dmvr(
+    length: int, n: int, s: int, first: int
+) -> None:
     idx = sample_frame_indices(length, n, s)
     assert idx[0] == first and len(idx) == n
     np.testing.assert_array_equal(idx, (first + s * np.arange(n)) % length)
 
 
 def test_sample_frame_indices_random() -> None:
-    starts = {int(sample_frame_indices(100, 8, 4, generator=torch.Generator().manual_seed(s))[0]) for s in range(200)}
+    starts = {
+        int(sample_frame_indices(100, 8, 4, generator=torch.Generator().manual_seed(s))[0])
+        for s in range(200)
+    }
     # Random starts keep the whole clip inside the video: start <= 100 - 7 * 4 - 1.
     assert min(starts) >= 0 and max(starts) <= 71 and len(starts) > 30
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    np.testing.assert_array_equal(sample_frame_indices(100, 8, 4, generator=g1), sample_frame_indices(100, 8, 4, generator=g2))
+    np.testing.assert_array_equal(
+        sample_frame_indices(100, 8, 4, generator=g1), sample_frame_indices(100, 8, 4, generator=g2)
+    )
     # A video too short for the clip always starts at 0 and loops.
-    np.testing.assert_array_equal(sample_frame_indices(6, 4, 2, generator=torch.Generator()), [0, 2, 4, 0])
+    np.testing.assert_array_equal(
+        sample_frame_indices(6, 4, 2, generator=torch.Generator()), [0, 2, 4, 0]
+    )
     # An explicit start wins over the generator.
     assert sample_frame_indices(100, 8, 4, start=5, generator=torch.Generator())[0] == 5
 
 
 @pytest.mark.parametrize(
     "args, match",
-    [((0, 8, 2), "num_video_frames"), ((10, 0, 2), "num_frames"), ((10, 8, 0), "stride"), ((10, 8, 2, -1), "start")],
+    [
+        ((0, 8, 2), "num_video_frames"),
+        ((10, 0, 2), "num_frames"),
+        ((10, 8, 0), "stride"),
+        ((10, 8, 2, -1), "start"),
+    ],
 )
 def test_sample_frame_indices_bad_args(args: tuple, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -334,12 +382,16 @@ def test_sample_frame_indices_bad_args(args: tuple, match: str) -> None:
      (333, 16, 4, 7, [0, 44, 89, 134, 179, 224, 269]), (65, 32, 2, 4, [0, 0, 0, 1]),
      (63, 32, 2, 3, [0, 0, 0])],
 )  # fmt: skip
-def test_multiview_clip_starts_match_dmvr(length: int, n: int, s: int, clips: int, expected: list) -> None:
+def test_multiview_clip_starts_match_dmvr(
+    length: int, n: int, s: int, clips: int, expected: list
+) -> None:
     assert multiview_clip_starts(length, n, s, clips) == expected
 
 
 def test_multiview_single_clip_is_centered() -> None:
-    assert multiview_clip_starts(100, 32, 2, 1) == [18] == [int(sample_frame_indices(100, 32, 2)[0])]
+    assert (
+        multiview_clip_starts(100, 32, 2, 1) == [18] == [int(sample_frame_indices(100, 32, 2)[0])]
+    )
     with pytest.raises(ValueError, match="num_clips"):
         multiview_clip_starts(100, 32, 2, 0)
 
@@ -376,7 +428,11 @@ def test_uniform_indices_match_scenic_fixtures() -> None:
         (7, 3, [2, 4, 5]),  # 1.75, 3.5 -> 4 (even), 5.25
         (8, 3, [2, 4, 6]),
         (32, 8, [4, 7, 11, 14, 18, 21, 25, 28]),  # JAX
-        (13, 11, [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]),  # JAX; float64 arithmetic would give 6, not 7
+        (
+            13,
+            11,
+            [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12],
+        ),  # JAX; float64 arithmetic would give 6, not 7
         (23, 19, [1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 20, 21, 22, 22]),  # JAX
         (8, 8, list(range(8))),  # n >= T: every frame, once
         (8, 10, list(range(8))),

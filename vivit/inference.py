@@ -71,7 +71,7 @@ def iter_views(
     _validate_frames(frames, channels)
     if crops not in (1, 3):
         raise ValueError(f"crops must be 1 (centre) or 3 (left/centre/right), got {crops!r}")
-    if int(clips) != clips or clips < 1:
+    if isinstance(clips, bool) or not isinstance(clips, (int, np.integer)) or clips < 1:
         raise ValueError(f"clips must be a positive integer, got {clips!r}")
     return _generate_views(frames, int(clips), crops, cfg, num_frames, device)
 
@@ -112,7 +112,11 @@ def _generate_views(
         clip = resize_short_side(
             clip_frames, cfg["resize_size"], cfg["interpolation"], cfg["antialias"]
         )
-        spatial = three_crops(clip, cfg["crop_size"]) if crops == 3 else [center_crop(clip, cfg["crop_size"])]
+        spatial = (
+            three_crops(clip, cfg["crop_size"])
+            if crops == 3
+            else [center_crop(clip, cfg["crop_size"])]
+        )
         for crop in spatial:
             yield _normalize(rearrange(crop, "t c h w -> c t h w"), cfg["mean"], cfg["std"])
         del clip, spatial
@@ -176,7 +180,11 @@ def predict_views(
     Returns:
         float32 tensor `(num_classes,)` of view-averaged logits, on the model's device.
     """
-    if int(batch_size) != batch_size or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     cfg = resolve_data_config(
         pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", None)
@@ -195,17 +203,27 @@ def predict_views(
         with torch.inference_mode():
             for batch in _batched(views, int(batch_size)):
                 logits = model(torch.stack(batch).to(dtype))
-                if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != len(batch):
+                if (
+                    not isinstance(logits, torch.Tensor)
+                    or logits.ndim != 2
+                    or logits.shape[0] != len(batch)
+                ):
+                    got = f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}"
+                    expected = f"({len(batch)}, num_classes)"
                     raise ValueError(
-                        f"expected the model to return logits of shape ({len(batch)}, num_classes); "
-                        f"got {type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}"
+                        f"expected the model to return logits of shape {expected}; got {got}"
                     )
                 # Summing in float32 keeps low-precision (bf16/fp16) models from losing the average.
                 batch_sum = logits.float().sum(0)
                 logit_sum = batch_sum if logit_sum is None else logit_sum + batch_sum
                 done += len(batch)
                 if progress:
-                    print(f"\rpredict_views: {done}/{total} views", end="", file=sys.stderr, flush=True)
+                    print(
+                        f"\rpredict_views: {done}/{total} views",
+                        end="",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         model.train(was_training)
         if progress:

@@ -117,7 +117,9 @@ def resolve_data_config(
 
     input_size = tuple(int(v) for v in cfg["input_size"])
     if len(input_size) != 4 or min(input_size) < 1:
-        raise ValueError(f"input_size must be (C, T, H, W) with positive entries, got {input_size!r}")
+        raise ValueError(
+            f"input_size must be (C, T, H, W) with positive entries, got {input_size!r}"
+        )
     cfg["input_size"] = input_size
     cfg["crop_size"] = _pair(cfg["crop_size"], "crop_size")
     cfg["resize_size"] = int(cfg["resize_size"])
@@ -135,7 +137,9 @@ def resolve_data_config(
     for key in ("mean", "std"):
         values = tuple(float(v) for v in cfg[key])
         if len(values) != channels:
-            raise ValueError(f"{key} must have {channels} entries (one per channel), got {values!r}")
+            raise ValueError(
+                f"{key} must have {channels} entries (one per channel), got {values!r}"
+            )
         cfg[key] = values
     if min(cfg["std"]) <= 0:
         raise ValueError(f"std must be positive, got {cfg['std']!r}")
@@ -147,7 +151,7 @@ def resolve_data_config(
 
 
 def _validate_frames(frames: np.ndarray | torch.Tensor, channels: int = 3) -> None:
-    """Raises ValueError unless `frames` is a uint8 `(T, H, W, C)` array or tensor with C == channels.
+    """Raises ValueError unless `frames` is uint8 `(T, H, W, C)` (numpy or torch), C == channels.
 
     Args:
         frames: The candidate frames.
@@ -227,7 +231,7 @@ def to_float_clip(
     interpolation: str = "bilinear",
     antialias: bool = True,
 ) -> torch.Tensor:
-    """Converts uint8 `(T, H, W, C)` frames to float32 `(T, C, H', W')` in [0, 255], resizing if asked.
+    """Converts uint8 `(T, H, W, C)` frames to float32 `(T, C, H', W')` in [0, 255], maybe resized.
 
     Resizing uses `F.interpolate` with `align_corners=False` (half-pixel centres, like
     `tf.image.resize`); the anti-aliasing filter is only switched on when a side shrinks. Bicubic
@@ -339,9 +343,7 @@ def three_crops(clip: torch.Tensor, crop_size: int | tuple[int, int]) -> list[to
     return [clip[..., y : y + crop_h, x : x + crop_w] for y, x in offsets]
 
 
-def _normalize(
-    clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
-) -> torch.Tensor:
+def _normalize(clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """Maps a float `(C, T, H, W)` clip in [0, 255] to `(x / 255 - mean) / std`.
 
     Written as one multiply and one add with the constants folded in double precision, which for
@@ -356,7 +358,9 @@ def _normalize(
         A new float32 tensor of the same shape.
     """
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=clip.dtype, device=clip.device)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=clip.dtype, device=clip.device)
+    shift = torch.tensor(
+        [-m / s for m, s in zip(mean, std, strict=True)], dtype=clip.dtype, device=clip.device
+    )
     return clip.mul(scale.view(-1, 1, 1, 1)).add_(shift.view(-1, 1, 1, 1))
 
 
@@ -385,7 +389,9 @@ class VideoEvalTransform:
         std: tuple[float, ...] = (0.5, 0.5, 0.5),
     ) -> None:
         if interpolation not in _INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
+            raise ValueError(
+                f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}"
+            )
         self.resize_size = int(resize_size)
         self.crop_size = _pair(crop_size, "crop_size")
         self.interpolation = interpolation
@@ -438,7 +444,8 @@ class VideoTrainTransform(VideoEvalTransform):
        turns it off for Something-Something, whose labels are direction-sensitive);
     5. normalization as in evaluation.
 
-    Scenic's Kinetics configs add color augmentation and mixup on top; those are not included.
+    Scenic's ViViT Kinetics configs also turn on color augmentation (probability 0.8, color drop
+    0.1); that, and any mixup, is left to the user.
 
     Args:
         resize_size: Short side before jitter.
@@ -525,8 +532,8 @@ def create_transform(
 
     Args:
         pretrained_cfg: The model's `pretrained_cfg` (keys `resize_size`, `crop_size`,
-            `interpolation`, `antialias`, `mean`, `std`, `input_size`); missing keys fall back to
-            `DEFAULT_DATA_CFG`, other keys are ignored.
+            `interpolation`, `antialias`, `mean`, `std`, `input_size`, and for training `scale`,
+            `hflip`); missing keys fall back to `DEFAULT_DATA_CFG`, other keys are ignored.
         train: Return the random training augmentation (`VideoTrainTransform`) instead of the
             deterministic evaluation transform (`VideoEvalTransform`).
         **overrides: Replace cfg values: any of `resize_size`, `crop_size`, `interpolation`,
@@ -540,9 +547,14 @@ def create_transform(
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise TypeError(
-            f"create_transform(train={train}) got unexpected overrides {unknown}; allowed: {list(allowed)}"
+            f"create_transform(train={train}) got unexpected overrides {unknown}; "
+            f"allowed: {list(allowed)}"
         )
     train_args = {key: overrides.pop(key) for key in _TRAIN_KEYS if key in overrides}
+    # A cfg may pin the augmentation too (e.g. `hflip: 0.0` for direction-sensitive labels).
+    for key in ("scale", "hflip"):
+        if key not in train_args and pretrained_cfg is not None and key in pretrained_cfg:
+            train_args[key] = pretrained_cfg[key]
     cfg = resolve_data_config(pretrained_cfg, **overrides)
     args = {key: cfg[key] for key in _EVAL_KEYS}
     if train:
@@ -550,11 +562,21 @@ def create_transform(
     return VideoEvalTransform(**args)
 
 
-def _check_positive(**values: int) -> None:
-    """Raises ValueError naming the first argument that is not a positive int."""
+def _positive_ints(**values: Any) -> list[int]:
+    """Validates that every keyword is a positive integer and returns them as ints, in order.
+
+    Args:
+        **values: Name to value.
+
+    Returns:
+        The values as Python ints.
+    """
+    out = []
     for name, value in values.items():
-        if int(value) != value or value < 1:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        out.append(int(value))
+    return out
 
 
 def sample_frame_indices(
@@ -588,14 +610,16 @@ def sample_frame_indices(
     Returns:
         int64 numpy array of shape `(num_frames,)`, for indexing a `(T, H, W, C)` array.
     """
-    _check_positive(num_video_frames=num_video_frames, num_frames=num_frames, stride=stride)
+    num_video_frames, num_frames, stride = _positive_ints(
+        num_video_frames=num_video_frames, num_frames=num_frames, stride=stride
+    )
     if start is None:
         if generator is not None:
             high = max(num_video_frames - (num_frames - 1) * stride, 1)
             start = int(torch.randint(high, (1,), generator=generator))
         else:
             start = max(0, (num_video_frames - num_frames * stride) // 2)
-    elif int(start) != start or start < 0:
+    elif isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
         raise ValueError(f"start must be a non-negative integer, got {start!r}")
     steps = int(start) + stride * np.arange(num_frames, dtype=np.int64)
     return steps % num_video_frames
@@ -626,7 +650,7 @@ def multiview_clip_starts(
     Returns:
         `num_clips` start indices, ascending.
     """
-    _check_positive(
+    num_video_frames, num_frames, stride, num_clips = _positive_ints(
         num_video_frames=num_video_frames, num_frames=num_frames, stride=stride, num_clips=num_clips
     )
     if num_clips == 1:
@@ -657,7 +681,7 @@ def scenic_uniform_frame_indices(num_frames: int, n: int) -> np.ndarray:
     Returns:
         int64 numpy array of frame indices (length `n`, occasionally `n + 1`, or `num_frames`).
     """
-    _check_positive(num_frames=num_frames, n=n)
+    num_frames, n = _positive_ints(num_frames=num_frames, n=n)
     if n >= num_frames:
         return np.arange(num_frames, dtype=np.int64)
     step = num_frames / (n + 1)

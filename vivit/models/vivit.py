@@ -14,6 +14,7 @@ time-major: `(t h w)`, which is what Scenic's checkpoints expect.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -269,6 +270,12 @@ class _ViViT(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in backward: less memory, identical gradients."""
         self.grad_checkpointing = enable
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write `model.safetensors` + `config.json`; reload with `create_model(name, pretrained=directory)`."""
+        from ..weights.loading import save_pretrained  # deferred: weights imports the models
+
+        save_pretrained(self, directory)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

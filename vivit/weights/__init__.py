@@ -1,6 +1,21 @@
-"""Weights: Scenic / transformers / 2D-ViT converters, download and cache, our safetensors format."""
+"""Weights: converters (Scenic, transformers, 2D-ViT inflation), download and cache, our format.
 
+Only safetensors and msgpack files are read; pickle never is, so loading cannot run code.
+"""
+
+from .flax_msgpack import read_flax_checkpoint
 from .hf_transformers import from_transformers
+from .hub import WeightsDownloadError
+from .inflate import inflate_vit
+from .loading import push_to_hub, save_pretrained
 from .scenic import from_scenic
 
-__all__ = ["from_scenic", "from_transformers"]
+__all__ = [
+    "WeightsDownloadError",
+    "from_scenic",
+    "from_transformers",
+    "inflate_vit",
+    "push_to_hub",
+    "read_flax_checkpoint",
+    "save_pretrained",
+]

@@ -65,8 +65,13 @@ class _LazyArray:
         self.data = data
 
     def materialize(self) -> np.ndarray:
-        """Decode the payload into a writable numpy array (0-d for scalars)."""
-        return _decode_ndarray(self.data)
+        """Decode the payload into a writable numpy array (0-d for scalars).
+
+        The payload is released here, so that while a large checkpoint is being converted only
+        one array exists twice (as payload and as result) at any time. Call this only once.
+        """
+        data, self.data = self.data, b""
+        return _decode_ndarray(data)
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
@@ -146,8 +151,7 @@ def _decode_ndarray(data: bytes) -> np.ndarray:
     count = int(np.prod(shape, dtype=np.int64))
     if start + length != len(data) or length != count * dtype.itemsize:
         raise ValueError(
-            f"array of shape {shape} and dtype {dtype_name} has {length} bytes "
-            f"(payload of {len(data)} bytes)"
+            f"array of shape {shape} and dtype {dtype_name} has {length} bytes (payload of {len(data)} bytes)"
         )
     array = np.frombuffer(data, dtype=dtype, count=count, offset=start).reshape(shape)
     if dtype_name == "bfloat16":
@@ -174,8 +178,8 @@ def _leaf_to_array(value: Any) -> np.ndarray:
     """Turn one parameter leaf into a numpy array.
 
     Args:
-        value: A decoded leaf: a lazy ext array, a chunked-array map, a numpy value or a Python
-            number.
+        value: A decoded leaf: a lazy ext array, a chunked-array map, a numpy value, a Python
+            number, or any array-like (jax array, CPU torch tensor).
     """
     if isinstance(value, _LazyArray):
         return value.materialize()
@@ -183,7 +187,8 @@ def _leaf_to_array(value: Any) -> np.ndarray:
         return _unchunk(value)
     if isinstance(value, np.ndarray):
         return value
-    if isinstance(value, (np.generic, bool, int, float, complex)):
+    # Numbers, numpy scalars, and array-likes such as jax arrays or CPU torch tensors.
+    if isinstance(value, (np.generic, bool, int, float, complex)) or hasattr(value, "__array__"):
         return np.asarray(value)
     raise TypeError(f"unsupported leaf of type {type(value).__name__}")
 
@@ -216,9 +221,9 @@ def flatten_params(tree: Mapping[str, Any]) -> dict[str, np.ndarray]:
     no entries.
 
     Args:
-        tree: Nested mapping of module names to sub-mappings or array leaves. Leaves may be numpy
-            arrays, numpy scalars, Python numbers, or the undecoded values produced while reading
-            a checkpoint.
+        tree: Nested mapping (dict, Flax ``FrozenDict``) of module names to sub-mappings or array
+            leaves. Leaves may be numpy arrays or scalars, Python numbers, array-likes (jax arrays,
+            CPU torch tensors), or the undecoded values produced while reading a checkpoint.
 
     Returns:
         A new dict from joined names to numpy arrays, in depth-first order.

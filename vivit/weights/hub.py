@@ -113,6 +113,14 @@ def _temp_path(dest: Path) -> Path:
     return dest.parent / f".{dest.name}.{secrets.token_hex(6)}.part"
 
 
+def _remove_quietly(path: Path) -> None:
+    """Delete a temporary file if it exists, never masking the error being handled."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 @contextmanager
 def atomic_write(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Write a file atomically: readers see either no file or the complete one.
@@ -137,7 +145,7 @@ def atomic_write(dest: str | os.PathLike[str]) -> Iterator[Path]:
             raise FileNotFoundError(f"atomic_write: nothing was written to {tmp} for {dest}")
         os.replace(tmp, dest)
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove_quietly(tmp)
 
 
 def _offline_error(what: str, where: str) -> WeightsDownloadError:
@@ -186,7 +194,7 @@ def _stream_to(response: Any, out: BinaryIO, url: str, total: int | None, progre
     received = 0
     name = url.rsplit("/", 1)[-1] or url
     content_type = response.headers.get("Content-Type", "")
-    with tqdm(
+    with tqdm(  # type: ignore[no-untyped-call]
         total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not progress
     ) as bar:
         chunk = response.read(_CHUNK_SIZE)
@@ -271,10 +279,17 @@ def download_url(
     dest = Path(dest)
     if is_offline():
         raise _offline_error(url, str(dest))
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(dest)
     try:
-        with _open_url(url) as response, open(tmp, "wb") as out:
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            out = open(tmp, "wb")  # noqa: SIM115 - closed by the with statement below
+        except OSError as err:
+            raise WeightsDownloadError(
+                f"Cannot download {url}: cannot write to {dest.parent} ({err}). Check permissions "
+                "and free space, or point VIVIT_CACHE at a writable folder."
+            ) from err
+        with out, _open_url(url) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             try:
@@ -292,7 +307,7 @@ def download_url(
             )
         os.replace(tmp, dest)
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove_quietly(tmp)
     return digest
 
 
@@ -357,13 +372,11 @@ def _hf_advice(err: Exception) -> str:
         ),
         (
             RepositoryNotFoundError,
-            "The repository does not exist or is private: check the repo id, and log in if it "
-            "is private.",
+            "The repository does not exist or is private: check the repo id, and log in if it is private.",
         ),
         (
             RevisionNotFoundError,
-            "The repository has no such revision (branch, tag, commit or 'refs/pr/N'): check "
-            "the revision.",
+            "The repository has no such revision (branch, tag, commit or 'refs/pr/N'): check the revision.",
         ),
         (
             EntryNotFoundError,

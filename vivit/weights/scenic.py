@@ -17,7 +17,7 @@ from ..models.layers import FactorizedSelfAttentionBlock
 from ..models.vivit import FactorizedEncoderViViT, _ViViT
 from .flax_msgpack import flatten_params
 
-__all__ = ["from_scenic", "scenic_names"]
+__all__ = ["from_scenic", "scenic_model_args", "scenic_names"]
 
 
 # ------------------------------------------------------------------ layout transforms (Flax -> torch)
@@ -153,3 +153,42 @@ def from_scenic(params: Mapping[str, Any], model: _ViViT) -> dict[str, torch.Ten
         f"Scenic parameters do not fit {type(model).__name__} "
         f"(grid {model.grid_size}, global_pool={model.global_pool!r}):\n  " + "\n  ".join(problems)
     )
+
+
+def scenic_model_args(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Architecture arguments read from the tensors of a Scenic ViViT checkpoint.
+
+    Depths, widths, heads, patch/tubelet size, pooling and class count come from the shapes,
+    so a config that disagrees with the checkpoint (e.g. 24 vs 4 temporal layers) cannot
+    mislead us. Model 4 has the same tensors as Model 1 and Model 3 differs only in block names: the
+    caller knows which class it loads, and `from_scenic` rejects the wrong one by name.
+    """
+    flat = flatten_params(params)
+    if "embedding/kernel" not in flat:
+        raise ValueError("not a Scenic ViViT checkpoint: no 'embedding/kernel' parameter")
+    kernel = flat["embedding/kernel"]
+    tubelet = kernel.shape[0] if kernel.ndim == 5 else 1
+    h, w = kernel.shape[-4:-2] if kernel.ndim == 5 else kernel.shape[:2]
+    factorized_encoder = any(k.startswith("SpatialTransformer/") for k in flat)
+    encoder = "SpatialTransformer" if factorized_encoder else "Transformer"
+
+    def _encoder(prefix: str) -> dict[str, int]:
+        blocks = {k.split("/")[1] for k in flat if k.startswith(f"{prefix}/encoderblock_")}
+        block0 = f"{prefix}/encoderblock_0"
+        attn = next(k for k in flat if k.startswith(block0) and k.endswith("query/kernel"))
+        mlp = next(k for k in flat if k.startswith(block0) and k.endswith("Dense_0/kernel"))
+        return {"depth": len(blocks), "num_heads": flat[attn].shape[1], "mlp_dim": flat[mlp].shape[1]}
+
+    args: dict[str, Any] = {
+        "patch_size": (int(h), int(w)),
+        "tubelet_size": int(tubelet),
+        "embed_dim": int(kernel.shape[-1]),
+        "global_pool": "token" if any(k == "cls" or k.startswith("cls_") for k in flat) else "avg",
+        **_encoder(encoder),
+    }
+    if "output_projection/kernel" in flat:
+        args["num_classes"] = int(flat["output_projection/kernel"].shape[1])
+    if factorized_encoder:
+        t = _encoder("TemporalTransformer")
+        args.update(temporal_depth=t["depth"], temporal_num_heads=t["num_heads"], temporal_mlp_dim=t["mlp_dim"])
+    return {k: int(v) if isinstance(v, np.integer) else v for k, v in args.items()}

@@ -1,0 +1,663 @@
+#!/usr/bin/env python
+"""Benchmark vivit against HF transformers' ViViT and across the four ViViT variants.
+
+    python benchmarks/bench.py                  # full run (about 10-20 min on 2 CPU cores)
+    python benchmarks/bench.py --quick          # smoke run with small configs (about a minute)
+    python benchmarks/bench.py --device cuda    # the same comparisons on a GPU
+    python benchmarks/bench.py --sections fwd,models --runs 7 --json /tmp/r.json
+
+Method: batch 1, `torch.inference_mode()` for inference, contenders timed in ONE process and
+alternated run by run (the starting contender rotates each round), `--warmup` untimed calls each,
+then the median of `--runs` timed calls. Peak memory is measured for each contender in its own
+subprocess (`bench.py --_child SPEC`): on CPU the peak RSS (`ru_maxrss`) in total and its increase
+over the peak reached after imports + model build + input creation; on CUDA
+`torch.cuda.max_memory_allocated` and its increase over what the built model holds.
+MACs are counted once per architecture with `FlopCounterMode` on the meta device (MACs = FLOPs/2);
+"util" is achieved FLOP/s (2 * MACs / latency) divided by a large fp32 matmul's FLOP/s measured in
+the same run.
+
+Sections (`--sections`, comma separated; default all but `profile`):
+  matmul   reference fp32 (and bf16) matmul throughput
+  fwd      Model 1: vivit vs HF `VivitForVideoClassification` (same weights, logits checked to 1e-4)
+  train    forward + backward of vivit_b_st, with and without gradient checkpointing
+  models   the four B/16x2 variants: latency, MACs next to the paper's Table 2
+  bf16     bf16 autocast vs fp32 for Models 1 and 2: latency, logit difference, top-1 agreement
+  compile  torch.compile vs eager for Model 1
+  profile  op-level self time of vivit_b_st / Model 3 / Model 4 (torch.profiler; not in the default)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+import vivit  # noqa: E402
+import vivit.weights  # noqa: E402
+
+SECTIONS = ("matmul", "fwd", "train", "models", "bf16", "compile")
+ALL_SECTIONS = (*SECTIONS, "profile")
+
+# ViViT paper (arXiv 2103.15691) Table 2, ViViT-B/16x2, 32x224^2: GFLOPs (multiply-adds), params (M)
+PAPER = {
+    "vivit_b_st": dict(gmacs=455.2, params_m=88.9),
+    "vivit_b_fe": dict(gmacs=284.4, params_m=115.1),
+    "vivit_b_fsa": dict(gmacs=372.3, params_m=117.3),
+    "vivit_b_fdp": dict(gmacs=277.1, params_m=88.9),
+}
+VARIANT_LABEL = {"st": "Model 1 (ST)", "fe": "Model 2 (FE)", "fsa": "Model 3 (FSA)", "fdp": "Model 4 (FDP)"}
+HF_SIZES = {  # VivitConfig fields for our size names
+    "ti": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768),
+    "s": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
+    "b": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+
+
+# ------------------------------------------------------------------------------------ configs
+def cfg(size: str, variant: str, frames: int, img: int) -> dict[str, Any]:
+    return dict(name=f"vivit_{size}_{variant}", size=size, variant=variant, frames=frames, img=img)
+
+
+def cfg_label(c: dict[str, Any]) -> str:
+    return f"{c['size'].upper()}/16x2 {c['frames']}x{c['img']}^2"
+
+
+def plan(quick: bool) -> dict[str, Any]:
+    """Which configs each section runs. `--quick` shrinks everything to seconds."""
+    if quick:
+        return dict(
+            matmul_n=1024,
+            fwd=[cfg("ti", "st", 8, 112), cfg("ti", "st", 4, 64)],
+            train=cfg("ti", "st", 8, 112),
+            models=[cfg("s", v, 8, 112) for v in ("st", "fe", "fsa", "fdp")],
+            bf16=[cfg("ti", "st", 8, 112), cfg("ti", "fe", 8, 112)],
+            compile=cfg("ti", "st", 8, 112),
+            profile=[cfg("ti", "st", 8, 112)],
+        )
+    return dict(
+        matmul_n=4096,
+        fwd=[cfg("b", "st", 32, 224), cfg("b", "st", 8, 224), cfg("ti", "st", 16, 112)],
+        train=cfg("b", "st", 8, 224),
+        models=[cfg("b", v, 32, 224) for v in ("st", "fe", "fsa", "fdp")],
+        bf16=[cfg("b", "st", 8, 224), cfg("b", "fe", 8, 224), cfg("b", "st", 32, 224), cfg("b", "fe", 32, 224)],
+        compile=cfg("b", "st", 8, 224),
+        profile=[cfg("b", "st", 8, 224), cfg("b", "st", 32, 224), cfg("b", "fsa", 32, 224), cfg("b", "fdp", 32, 224)],
+    )
+
+
+# ------------------------------------------------------------------------------------ builders
+def build_ours(c: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.Module:
+    return vivit.create_model(c["name"], num_frames=c["frames"], img_size=c["img"]).to(device).eval()
+
+
+def hf_config(c: dict[str, Any], attn: str):
+    from transformers import VivitConfig
+
+    return VivitConfig(
+        image_size=c["img"], num_frames=c["frames"], tubelet_size=[2, 16, 16], num_labels=400,
+        attn_implementation=attn, **HF_SIZES[c["size"]],
+    )  # fmt: skip
+
+
+def build_hf(c: dict[str, Any], attn: str = "sdpa", device: str | torch.device = "cpu") -> torch.nn.Module:
+    from transformers import VivitForVideoClassification
+
+    model = VivitForVideoClassification(hf_config(c, attn))
+    with torch.no_grad():  # HF zero-inits cls / pos-emb; give them values so the check means something
+        model.vivit.embeddings.cls_token.normal_(std=0.02)
+        model.vivit.embeddings.position_embeddings.normal_(std=0.02)
+    return model.to(device).eval()
+
+
+def make_input(c: dict[str, Any], device: str | torch.device = "cpu", seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, c["frames"], c["img"], c["img"], generator=g) * 2 - 1  # [-1, 1] like Scenic
+    return x.to(device)
+
+
+def hf_logits(model: torch.nn.Module, x_btchw: torch.Tensor) -> torch.Tensor:
+    return model(pixel_values=x_btchw).logits
+
+
+# ------------------------------------------------------------------------------------ timing
+class Timer:
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def __call__(self, fn: Callable[[], Any]) -> float:
+        self.sync()
+        t0 = time.perf_counter()
+        fn()
+        self.sync()
+        return time.perf_counter() - t0
+
+
+def alternate(timer: Timer, fns: dict[str, Callable[[], Any]], runs: int, warmup: int) -> dict[str, dict[str, Any]]:
+    """Time each contender `runs` times, interleaved; the first contender rotates each round."""
+    names = list(fns)
+    for _ in range(warmup):
+        for n in names:
+            timer(fns[n])
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(runs):
+        for i in range(len(names)):
+            n = names[(r + i) % len(names)]
+            times[n].append(timer(fns[n]))
+    return {n: dict(median_s=statistics.median(t), min_s=min(t), times_s=t) for n, t in times.items()}
+
+
+def count_macs(c: dict[str, Any]) -> float:
+    """Forward multiply-adds of our model for config `c`, counted on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build_ours(c, "meta")
+        x = torch.empty(1, 3, c["frames"], c["img"], c["img"])
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(x)
+    return counter.get_total_flops() / 2
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------ memory (child)
+def _rss_peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _rss_now_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_child(spec: dict[str, Any], device: str) -> dict[str, Any]:
+    """Runs in a fresh process: build, record the baseline, run the workload twice, report peaks."""
+    dev = torch.device(device)
+    c = spec["cfg"]
+    impl = spec["impl"]
+    if impl == "vivit":
+        model = build_ours(c, dev)
+    else:
+        model = build_hf(c, attn=impl.split(":")[1], device=dev)
+    x = make_input(c, dev)
+    if impl != "vivit":
+        x = x.transpose(1, 2).contiguous()
+    kind = spec["kind"]
+    if kind == "train":
+        model.train()
+        if spec.get("grad_ckpt"):
+            model.set_grad_checkpointing(True)
+
+        def step() -> None:
+            model.zero_grad(set_to_none=True)
+            model(x).float().logsumexp(-1).sum().backward()
+
+        # the steady state holds gradients from the previous step; count them in the baseline
+        step()
+    else:
+        ctx = torch.autocast(dev.type, torch.bfloat16) if spec.get("bf16") else contextlib.nullcontext()
+
+        def step() -> None:
+            with torch.inference_mode(), ctx:
+                logits = model(x) if impl == "vivit" else hf_logits(model, x)
+                logits.float().sum().item()
+
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        cuda_base = torch.cuda.memory_allocated() / 2**20
+    base_peak, base_now = _rss_peak_mib(), _rss_now_mib()
+    for _ in range(spec.get("reps", 2)):
+        step()
+    out = dict(
+        rss_peak_mib=_rss_peak_mib(),
+        rss_baseline_peak_mib=base_peak,
+        rss_baseline_now_mib=base_now,
+        rss_increase_mib=_rss_peak_mib() - base_peak,
+    )
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        out.update(cuda_peak_mib=peak, cuda_baseline_mib=cuda_base, cuda_increase_mib=peak - cuda_base)
+    return out
+
+
+def measure_memory(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    if args.no_memory:
+        return {"skipped": True}
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--_child", json.dumps(spec),
+        "--threads", str(args.threads), "--device", args.device,
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        return {"error": "child timed out"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or f"exit {proc.returncode}"}
+    return json.loads(lines[-1])
+
+
+def mem_cells(m: dict[str, Any], device: str) -> tuple[str, str]:
+    """(peak, increase) in MiB for the table."""
+    if "error" in m:
+        return "err", "err"
+    if m.get("skipped"):
+        return "-", "-"
+    if device == "cuda":
+        return f"{m['cuda_peak_mib']:.0f}", f"{m['cuda_increase_mib']:.0f}"
+    return f"{m['rss_peak_mib']:.0f}", f"{m['rss_increase_mib']:.0f}"
+
+
+# ------------------------------------------------------------------------------------ sections
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.dev = torch.device(args.device)
+        self.timer = Timer(self.dev)
+        self.plan = plan(args.quick)
+        self.results: dict[str, Any] = {}
+        self.md: list[str] = []
+        self.matmul_flops: float | None = None  # fp32
+        self.matmul_flops_bf16: float | None = None
+        self._macs: dict[tuple, float] = {}
+
+    # helpers
+    def runs_for(self, c: dict[str, Any]) -> tuple[int, int]:
+        return self.args.runs, self.args.warmup
+
+    def macs(self, c: dict[str, Any]) -> float:
+        key = (c["name"], c["frames"], c["img"])
+        if key not in self._macs:
+            self._macs[key] = count_macs(c)
+        return self._macs[key]
+
+    def util(self, macs: float, seconds: float, bf16: bool = False) -> float | None:
+        ref = self.matmul_flops_bf16 if bf16 else self.matmul_flops
+        return None if not ref else 2 * macs / seconds / ref
+
+    def table(self, title: str, header: list[str], rows: list[list[Any]], note: str = "") -> None:
+        lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
+        if note:
+            lines += ["", note]
+        text = "\n".join(lines) + "\n"
+        self.md.append(text)
+        print(text, flush=True)
+
+    def autocast(self, enabled: bool):
+        return torch.autocast(self.dev.type, torch.bfloat16) if enabled else contextlib.nullcontext()
+
+    # matmul ------------------------------------------------------------------------------------
+    def matmul(self) -> None:
+        n = self.plan["matmul_n"]
+        rows, res = [], {}
+        for dtype in (torch.float32, torch.bfloat16):
+            g = torch.Generator().manual_seed(0)
+            a = torch.randn(n, n, generator=g).to(self.dev, dtype)
+            b = torch.randn(n, n, generator=g).to(self.dev, dtype)
+            runs = max(self.args.runs, 5)
+            t = alternate(self.timer, {"mm": lambda: torch.mm(a, b)}, runs, 1)["mm"]
+            flops = 2 * n**3 / t["median_s"]
+            res[str(dtype).removeprefix("torch.")] = dict(n=n, flops_per_s=flops, **t)
+            rows.append([f"{n}x{n} @ {n}x{n}", str(dtype).removeprefix("torch."), f"{t['median_s'] * 1e3:.1f}",
+                         f"{flops / 1e9:.1f}"])  # fmt: skip
+        self.matmul_flops = res["float32"]["flops_per_s"]
+        self.matmul_flops_bf16 = res["bfloat16"]["flops_per_s"]
+        self.results["matmul"] = res
+        self.table("Reference matmul", ["shape", "dtype", "median ms", "GFLOP/s"], rows,
+                   "`util` columns below are achieved FLOP/s over the fp32 figure (bf16 rows: over the bf16 one).")  # fmt: skip
+
+    # fwd: vivit vs HF ----------------------------------------------------------------------------
+    def fwd(self) -> None:
+        rows, out = [], []
+        for c in self.plan["fwd"]:
+            torch.manual_seed(0)
+            hf = build_hf(c, "sdpa", self.dev)
+            ours = build_ours(c, self.dev)
+            ours.load_state_dict(vivit.weights.from_transformers(hf.state_dict(), ours))
+            contenders = {"vivit": ours, "hf:sdpa": hf}
+            if not self.args.no_hf_eager:
+                eager = build_hf(c, "eager", self.dev)
+                eager.load_state_dict(hf.state_dict())
+                contenders["hf:eager"] = eager
+            x = make_input(c, self.dev)
+            x_hf = x.transpose(1, 2).contiguous()  # HF takes (B, T, C, H, W)
+            with torch.inference_mode():
+                ref = ours(x)
+                diffs = {n: (hf_logits(m, x_hf) - ref).abs().max().item() for n, m in contenders.items() if n != "vivit"}
+            for n, d in diffs.items():
+                assert d < 1e-4, f"{cfg_label(c)}: vivit and {n} logits differ by {d:.3g} (> 1e-4)"
+
+            def fn(n: str, m: torch.nn.Module) -> Callable[[], Any]:
+                return (lambda: m(x)) if n == "vivit" else (lambda: hf_logits(m, x_hf))
+
+            runs, warm = self.runs_for(c)
+            with torch.inference_mode():
+                t = alternate(self.timer, {n: fn(n, m) for n, m in contenders.items()}, runs, warm)
+            del contenders, ours, hf
+            macs = self.macs(c)
+            mem = {n: measure_memory(dict(kind="fwd", impl=n, cfg=c), self.args) for n in t}
+            entry = dict(cfg=c, macs=macs, max_abs_logit_diff=diffs, timings=t, memory=mem)
+            out.append(entry)
+            base = t["vivit"]["median_s"]
+            for n in t:
+                ms = t[n]["median_s"]
+                u = self.util(macs, ms)
+                peak, inc = mem_cells(mem[n], self.args.device)
+                rows.append([
+                    cfg_label(c), n, f"{ms * 1e3:.0f}", f"{ms / base:.2f}" if n != "vivit" else "1.00",
+                    f"{u:.0%}" if u is not None else "-", peak, inc,
+                    f"{diffs[n]:.1e}" if n in diffs else "-",
+                ])  # fmt: skip
+        self.results["fwd"] = out
+        self.table(
+            f"Model 1 forward: vivit vs HF transformers (fp32, batch 1, {self.args.device})",
+            ["config", "impl", "median ms", "HF/vivit time", "util", "peak MiB", "+MiB over build", "max |dlogit|"],
+            rows,
+            "HF/vivit time > 1 means vivit is faster. Memory: each contender in its own process; "
+            "'+MiB' is the peak increase over the peak after imports + build.",
+        )
+
+    # train -----------------------------------------------------------------------------------
+    def train(self) -> None:
+        c = self.plan["train"]
+        torch.manual_seed(0)
+        model = build_ours(c, self.dev).train()
+        x = make_input(c, self.dev)
+
+        def step(ckpt: bool) -> Callable[[], None]:
+            def run() -> None:
+                model.set_grad_checkpointing(ckpt)
+                model.zero_grad(set_to_none=True)
+                model(x).float().logsumexp(-1).sum().backward()
+
+            return run
+
+        runs, warm = self.runs_for(c)
+        t = alternate(self.timer, {"plain": step(False), "grad_ckpt": step(True)}, runs, warm)
+        del model
+        macs = self.macs(c)
+        rows, out = [], dict(cfg=c, macs=macs, timings=t, memory={})
+        for n in t:
+            m = measure_memory(dict(kind="train", impl="vivit", cfg=c, grad_ckpt=n == "grad_ckpt"), self.args)
+            out["memory"][n] = m
+            ms = t[n]["median_s"]
+            u = self.util(3 * macs, ms)  # backward ~ 2x forward
+            peak, inc = mem_cells(m, self.args.device)
+            rows.append([cfg_label(c), n, f"{ms * 1e3:.0f}", f"{ms / t['plain']['median_s']:.2f}",
+                         f"{u:.0%}" if u is not None else "-", peak, inc])  # fmt: skip
+        self.results["train"] = out
+        self.table(
+            f"Training step (forward + backward, no optimizer), {c['name']}, fp32",
+            ["config", "mode", "median ms", "time vs plain", "util (3x fwd MACs)", "peak MiB", "+MiB over build"],
+            rows,
+            "The baseline for '+MiB' is taken after one step, so it includes the gradients.",
+        )
+
+    # models ------------------------------------------------------------------------------------
+    def models(self) -> None:
+        cs = self.plan["models"]
+        models, params = {}, {}
+        for c in cs:
+            torch.manual_seed(0)
+            models[c["name"]] = build_ours(c, self.dev)
+            params[c["name"]] = n_params(models[c["name"]])
+        x = make_input(cs[0], self.dev)
+        runs, warm = self.runs_for(cs[0])
+        with torch.inference_mode():
+            t = alternate(self.timer, {n: (lambda m=m: m(x)) for n, m in models.items()}, runs, warm)
+        del models
+        rows, out = [], []
+        first = cs[0]["name"]
+        for c in cs:
+            n = c["name"]
+            macs = self.macs(c)
+            ms = t[n]["median_s"]
+            u = self.util(macs, ms)
+            paper = PAPER.get(n) if (c["frames"], c["img"]) == (32, 224) else None
+            out.append(dict(cfg=c, macs=macs, params=params[n], paper=paper, timing=t[n]))
+            rows.append([
+                VARIANT_LABEL[c["variant"]], n, f"{params[n] / 1e6:.1f}", f"{paper['params_m']}" if paper else "-",
+                f"{macs / 1e9:.1f}", f"{paper['gmacs']}" if paper else "-", f"{ms * 1e3:.0f}",
+                f"{ms / t[first]['median_s']:.2f}", f"{u:.0%}" if u is not None else "-",
+            ])  # fmt: skip
+        self.results["models"] = out
+        self.table(
+            f"The four variants at {cs[0]['frames']}x{cs[0]['img']}^2 (fp32, batch 1, {self.args.device})",
+            ["model", "name", "params M", "paper params M", "GMACs", "paper GMACs", "median ms", "time vs Model 1",
+             "util"],
+            rows,
+            "Paper = Arnab et al. 2021, Table 2 (its 'GFLOPs' are multiply-adds).",
+        )  # fmt: skip
+
+    # bf16 --------------------------------------------------------------------------------------
+    def bf16(self) -> None:
+        rows, out = [], []
+        n_inputs = 3
+        for c in self.plan["bf16"]:
+            if self.args.no_bf16_32 and c["frames"] == 32:
+                continue
+            torch.manual_seed(0)
+            model = build_ours(c, self.dev)
+            x = make_input(c, self.dev)
+
+            def fwd(bf16: bool) -> Callable[[], Any]:
+                def run() -> Any:
+                    with self.autocast(bf16):
+                        return model(x)
+
+                return run
+
+            runs, warm = self.runs_for(c)
+            with torch.inference_mode():
+                t = alternate(self.timer, {"fp32": fwd(False), "bf16": fwd(True)}, runs, warm)
+                diffs, agree, scale = [], 0, []
+                for seed in range(n_inputs):
+                    xi = make_input(c, self.dev, seed=100 + seed)
+                    a = model(xi).float()
+                    with self.autocast(True):
+                        b = model(xi).float()
+                    diffs.append((a - b).abs().max().item())
+                    scale.append(a.abs().max().item())
+                    agree += int(a.argmax() == b.argmax())
+            del model
+            macs = self.macs(c)
+            entry = dict(cfg=c, macs=macs, timings=t, max_abs_logit_diff=max(diffs), max_abs_logit=max(scale),
+                         top1_agree=agree, n_inputs=n_inputs)  # fmt: skip
+            out.append(entry)
+            sp = t["fp32"]["median_s"] / t["bf16"]["median_s"]
+            for n in ("fp32", "bf16"):
+                ms = t[n]["median_s"]
+                u = self.util(macs, ms, bf16=n == "bf16")
+                rows.append([
+                    f"{VARIANT_LABEL[c['variant']]} {cfg_label(c)}", n, f"{ms * 1e3:.0f}",
+                    f"{sp:.2f}" if n == "bf16" else "1.00", f"{u:.0%}" if u is not None else "-",
+                    f"{max(diffs):.3f} (max |logit| {max(scale):.2f})" if n == "bf16" else "-",
+                    f"{agree}/{n_inputs}" if n == "bf16" else "-",
+                ])  # fmt: skip
+        self.results["bf16"] = out
+        self.table(
+            f"bf16 autocast vs fp32 ({self.args.device})",
+            ["model / config", "dtype", "median ms", "speed-up", "util (vs same-dtype matmul)", "max |dlogit|", "top-1 agree"],
+            rows,
+            "Random-init weights and random inputs: the logit difference is the meaningful number; "
+            "top-1 agreement on near-tied random logits is a weak signal.",
+        )
+
+    # compile -----------------------------------------------------------------------------------
+    def compile(self) -> None:
+        c = self.plan["compile"]
+        torch.manual_seed(0)
+        model = build_ours(c, self.dev)
+        x = make_input(c, self.dev)
+        entry: dict[str, Any] = dict(cfg=c)
+        try:
+            torch._dynamo.reset()
+            compiled = torch.compile(model)
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                y = compiled(x)
+                self.timer.sync()
+                entry["compile_s"] = time.perf_counter() - t0
+                entry["max_abs_logit_diff"] = (y - model(x)).abs().max().item()
+                runs, warm = self.runs_for(c)
+                entry["timings"] = alternate(self.timer, {"eager": lambda: model(x), "compiled": lambda: compiled(x)},
+                                             runs, warm)  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - report any compile failure and go on
+            entry["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        self.results["compile"] = entry
+        if "error" in entry:
+            self.table(f"torch.compile, {c['name']} {cfg_label(c)}", ["status"], [[f"failed: {entry['error']}"]])
+            return
+        t = entry["timings"]
+        rows = [[cfg_label(c), n, f"{t[n]['median_s'] * 1e3:.0f}", f"{t['eager']['median_s'] / t[n]['median_s']:.2f}",
+                 f"{entry['compile_s']:.1f}" if n == "compiled" else "-",
+                 f"{entry['max_abs_logit_diff']:.1e}" if n == "compiled" else "-"] for n in t]  # fmt: skip
+        self.table(f"torch.compile vs eager, {c['name']} (fp32, {self.args.device})",
+                   ["config", "mode", "median ms", "speed-up", "compile s (first call)", "max |dlogit|"], rows)  # fmt: skip
+
+    # profile -----------------------------------------------------------------------------------
+    def profile(self) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.dev.type == "cuda" else [])
+        sort = "self_device_time_total" if self.dev.type == "cuda" else "self_cpu_time_total"
+        out = []
+        for c in self.plan["profile"]:
+            model = build_ours(c, self.dev)
+            x = make_input(c, self.dev)
+            with torch.inference_mode():
+                model(x)
+                with profile(activities=acts) as prof:
+                    model(x)
+                    self.timer.sync()
+            ka = prof.key_averages()
+            total = sum(e.self_cpu_time_total for e in ka)
+            top = sorted(ka, key=lambda e: getattr(e, sort), reverse=True)[:12]
+            rows = [[e.key, e.count, f"{e.self_cpu_time_total / 1e3:.1f}", f"{e.self_cpu_time_total / total:.1%}"]
+                    for e in top]  # fmt: skip
+            out.append(dict(cfg=c, self_cpu_ms={e.key: e.self_cpu_time_total / 1e3 for e in ka}))
+            self.table(f"Profile {c['name']} {cfg_label(c)} (self CPU time; total {total / 1e3:.0f} ms)",
+                       ["op", "calls", "self ms", "share"], rows)  # fmt: skip
+        self.results["profile"] = out
+
+
+# ------------------------------------------------------------------------------------ machine info
+def machine_info(args: argparse.Namespace) -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info: dict[str, Any] = dict(
+        cpu=cpu, logical_cores=os.cpu_count(), usable_cores=len(os.sched_getaffinity(0)),
+        cpu_capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
+        torch=torch.__version__, python=platform.python_version(), vivit=vivit.__version__,
+        device=args.device, loadavg_start=os.getloadavg(),
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )  # fmt: skip
+    with contextlib.suppress(ImportError):
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    if args.device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+# ------------------------------------------------------------------------------------ main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small configs, few runs: a smoke test")
+    p.add_argument("--runs", type=int, default=None, help="timed runs per contender (median; default 5, quick 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up calls per contender")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(ALL_SECTIONS)}")
+    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"), help="where to write results")
+    p.add_argument("--no-memory", action="store_true", help="skip the per-contender memory subprocesses")
+    p.add_argument("--no-hf-eager", action="store_true", help="skip HF attn_implementation='eager'")
+    p.add_argument("--no-bf16-32", action="store_true", help="bf16 section: skip the 32-frame configs")
+    p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.runs is None:
+        args.runs = 3 if args.quick else 5
+    if args.runs < 1:
+        p.error("--runs must be >= 1")
+    bad = set(args.sections.split(",")) - set(ALL_SECTIONS)
+    if bad:
+        p.error(f"unknown sections {sorted(bad)}; choose from {ALL_SECTIONS}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda but torch.cuda.is_available() is False")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args._child is not None:
+        print(json.dumps(run_child(json.loads(args._child), args.device)))
+        return 0
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for every contender
+        torch.backends.cudnn.allow_tf32 = False
+    bench = Bench(args)
+    info = machine_info(args)
+    print(f"# vivit benchmark\n\n{json.dumps(info)}\n", flush=True)
+    t_start = time.perf_counter()
+    sections = [s for s in ALL_SECTIONS if s in args.sections.split(",")]
+    if "matmul" not in sections and any(s in sections for s in ("fwd", "train", "models", "bf16")):
+        sections.insert(0, "matmul")  # the util columns need it
+    errors = {}
+    for s in sections:
+        t0 = time.perf_counter()
+        try:
+            getattr(bench, s)()
+        except AssertionError:
+            raise
+        except Exception as e:  # noqa: BLE001 - keep the other sections' results
+            errors[s] = traceback.format_exc()
+            print(f"section {s} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        bench.results.setdefault("section_seconds", {})[s] = time.perf_counter() - t0
+    info.update(loadavg_end=os.getloadavg(), wall_s=time.perf_counter() - t_start)
+    doc = dict(machine=info, args={k: v for k, v in vars(args).items() if k != "_child"}, results=bench.results,
+               errors=errors, markdown="\n".join(bench.md))  # fmt: skip
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(doc, indent=1))
+        print(f"wrote {args.json} ({info['wall_s']:.0f} s)")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

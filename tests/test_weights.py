@@ -1,0 +1,275 @@
+"""The weight loader end to end, against a local Hub / file server (no test reaches the internet)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hubserver import hub_server  # noqa: F401  (pytest fixture)
+from safetensors import safe_open
+from safetensors.torch import save_file
+from scenic_fixtures import DATA, load_forward_fixture, model_args_from_config
+
+import vivit
+from vivit.models.pos_embed import resample_pos_embed
+from vivit.models.registry import _REGISTRY, register_model
+from vivit.models.vivit import MODEL_CLASSES
+from vivit.weights.hub import WeightsDownloadError
+
+CHECKPOINTS = DATA / "checkpoints"
+TOL = 1e-5
+
+
+@pytest.fixture
+def entries():
+    """Register test entries (removed afterwards so list_models stays the real one)."""
+    added = []
+
+    def add(name, variant, args, sources, **cfg):
+        cfg = {"sources": tuple(sources), "num_classes": args.get("num_classes"), **cfg}
+        register_model(name, MODEL_CLASSES[variant], args, cfg)
+        added.append(name)
+        return name
+
+    yield add
+    for name in added:
+        del _REGISTRY[name]
+
+
+def _scenic_entry(entries, fixture: str, path: str, name: str | None = None) -> tuple[str, dict]:
+    f = load_forward_fixture(fixture)
+    variant, args = model_args_from_config(f["meta"]["config"])
+    name = entries(name or f"test_{fixture}", variant, args, [{"format": "scenic", "url": f"{{scenic}}/{path}"}])
+    return name, f
+
+
+def _cache_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_scenic_download_convert_cache_then_no_network(hub_server, entries, monkeypatch, tmp_path):
+    data = (CHECKPOINTS / "m2_factorized_encoder_tubelet_token.checkpoint").read_bytes()
+    hub_server.add_file("k400/m2/checkpoint", data)
+    name, f = _scenic_entry(entries, "m2_factorized_encoder_tubelet_token", "k400/m2/checkpoint")
+
+    model = vivit.create_model(name, pretrained=True)
+    assert hub_server.request_count == 1
+    with torch.no_grad():
+        assert (model(f["video"]) - f["logits"]).abs().max() <= TOL
+    cached = _cache_files(Path(tmp_path / "vivit_cache"))
+    assert [p.name for p in cached] == [f"{name}.safetensors"]  # the raw download is gone
+    with safe_open(str(cached[0]), "pt") as st:
+        meta = st.metadata()
+    assert meta["source_url"].endswith("/files/k400/m2/checkpoint")
+    assert meta["source_sha256"] == __import__("hashlib").sha256(data).hexdigest()
+    assert meta["converter"].startswith("vivit.weights.from_scenic")
+    assert json.loads(meta["config"])["model_args"]["temporal_depth"] == 1  # read from the tensors
+
+    again = vivit.create_model(name, pretrained=True)  # second call: cache only
+    assert hub_server.request_count == 1
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline with a warm cache works
+    offline = vivit.create_model(name, pretrained=True)
+    for m in (again, offline):
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), m.state_dict().values()))
+
+    monkeypatch.setenv("VIVIT_CACHE", str(tmp_path / "cold"))  # offline with a cold cache fails clearly
+    with pytest.raises(WeightsDownloadError, match="(?i)offline"):
+        vivit.create_model(name, pretrained=True)
+    assert hub_server.request_count == 1
+
+
+def test_scenic_bf16_checkpoint(hub_server, entries):
+    hub_server.add_file("m1.bf16", (CHECKPOINTS / "m1_spacetime_tubelet_token.bf16.checkpoint").read_bytes())
+    name, f = _scenic_entry(entries, "m1_spacetime_tubelet_token", "m1.bf16")
+    model = vivit.create_model(name, pretrained=True)
+    with torch.no_grad():
+        err = (model(f["video"]) - f["logits"]).abs().max().item()
+    assert err < 0.1  # bf16 weights: ~3 significant digits, so the logits move a little
+    assert model.pretrained_cfg["sources"][0]["format"] == "scenic"
+
+
+@pytest.mark.parametrize("fault", ["truncate", "html", "404", "foreign"])
+def test_bad_downloads_fail_clearly_and_leave_no_cache(hub_server, entries, tmp_path, fault):
+    if fault == "foreign":  # a valid Flax checkpoint of another model (Model 2 for a Model 1 entry)
+        hub_server.add_file("m1", (CHECKPOINTS / "m2_factorized_encoder_tubelet_token.checkpoint").read_bytes())
+    else:
+        hub_server.add_file("m1", (CHECKPOINTS / "m1_spacetime_tubelet_token.checkpoint").read_bytes(), fault=fault)
+    name, _ = _scenic_entry(entries, "m1_spacetime_tubelet_token", "m1")
+    expected = {
+        "truncate": (WeightsDownloadError, "(?i)interrupted|incomplete|truncat"),
+        "html": (WeightsDownloadError, "HTML"),
+        "404": (WeightsDownloadError, "404"),
+        "foreign": (ValueError, "holds a factorised-encoder \\(Model 2\\) ViViT checkpoint, but test_m1_spacetime_tubelet_token is a SpatioTemporalViViT"),
+    }[fault]
+    with pytest.raises(expected[0], match=expected[1]):
+        vivit.create_model(name, pretrained=True)
+    assert _cache_files(tmp_path / "vivit_cache") == []
+
+
+def _tiny_hf_vivit():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.VivitConfig(
+        image_size=32, num_frames=8, tubelet_size=[2, 8, 8], hidden_size=32, num_hidden_layers=3,
+        num_attention_heads=4, intermediate_size=64, num_labels=6,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    hf = transformers.VivitForVideoClassification(config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(0, 0.2)
+    return hf
+
+
+def test_transformers_source_with_pr_revision(hub_server, entries, tmp_path):
+    hf = _tiny_hf_vivit()
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, str(path))
+    hub_server.add_repo_file("google/vivit-tiny", "model.safetensors", path.read_bytes(), revision="refs/pr/3", lfs=True)
+    args = dict(img_size=32, num_frames=8, patch_size=8, tubelet_size=2, embed_dim=32, depth=12, num_heads=4,
+                mlp_dim=64, num_classes=6, global_pool="token")  # fmt: skip
+    source = {"format": "transformers", "hf_hub": "google/vivit-tiny", "revision": "refs/pr/3", "filename": "model.safetensors"}
+    name = entries("test_hf_vivit", "st", args, [source])
+    model = vivit.create_model(name, pretrained=True)  # depth 3 read from the tensors, not the entry's 12
+    assert len(model.blocks) == 3
+    video = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        expected = hf(pixel_values=video.permute(0, 2, 1, 3, 4)).logits
+        assert (model(video) - expected).abs().max() <= TOL
+
+
+def test_sources_are_tried_in_order(hub_server, entries):
+    hub_server.add_file("m1", (CHECKPOINTS / "m1_spacetime_tubelet_token.checkpoint").read_bytes())
+    f = load_forward_fixture("m1_spacetime_tubelet_token")
+    variant, args = model_args_from_config(f["meta"]["config"])
+    missing_repo = {"format": "vivit", "hf_hub": "vivit/not-published-yet"}
+    name = entries("test_order", variant, args, [missing_repo, {"format": "scenic", "url": "{scenic}/m1"}])
+    model = vivit.create_model(name, pretrained=True)
+    with torch.no_grad():
+        assert (model(f["video"]) - f["logits"]).abs().max() <= TOL
+    hub_server.add_file("gone", b"", fault="404")
+    name = entries("test_all_fail", variant, args, [missing_repo, {"format": "scenic", "url": "{scenic}/gone"}])
+    with pytest.raises(WeightsDownloadError, match=r"(?s)from any source.*not-published-yet.*404"):
+        vivit.create_model(name, pretrained=True)
+
+
+def test_save_pretrained_round_trip_local_and_hub(hub_server, tmp_path):
+    torch.manual_seed(0)
+    model = vivit.create_model("vivit_ti_fe", img_size=32, num_frames=8, patch_size=8, num_classes=7, temporal_depth=2)
+    model.pretrained_cfg = {"dataset": "mine", "num_classes": 7, "label_names": [str(i) for i in range(7)]}
+    model.save_pretrained(tmp_path / "mine")
+    config = json.loads((tmp_path / "mine" / "config.json").read_text())
+    assert config["model_class"] == "FactorizedEncoderViViT" and config["model_args"]["temporal_depth"] == 2
+
+    video = torch.randn(1, 3, 8, 32, 32)
+    hub_server.add_repo_file("me/my-vivit", "model.safetensors", (tmp_path / "mine" / "model.safetensors").read_bytes())
+    hub_server.add_repo_file("me/my-vivit", "config.json", (tmp_path / "mine" / "config.json").read_bytes())
+    for spec in (tmp_path / "mine", str(tmp_path / "mine" / "model.safetensors"), "hf-hub:me/my-vivit"):
+        loaded = vivit.create_model("vivit_ti_fe", pretrained=spec)
+        with torch.no_grad():
+            assert torch.equal(loaded(video), model.eval()(video))
+        assert loaded.pretrained_cfg["label_names"] == [str(i) for i in range(7)]
+    with pytest.raises(ValueError, match="holds a FactorizedEncoderViViT, but 'vivit_ti_st' is a SpatioTemporalViViT"):
+        vivit.create_model("vivit_ti_st", pretrained=tmp_path / "mine")
+
+
+def test_push_to_hub_uploads_what_save_pretrained_writes(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    uploaded = {}
+
+    def fake_upload_folder(self, *, repo_id, folder_path, commit_message):
+        uploaded.update({p.name: p.read_bytes() for p in Path(folder_path).iterdir()}, repo=repo_id)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, *a, **k: None)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", fake_upload_folder)
+    model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=4, patch_size=8, num_classes=3)
+    vivit.push_to_hub(model, "me/tiny")
+    assert uploaded["repo"] == "me/tiny" and set(uploaded) == {"repo", "model.safetensors", "config.json"}
+
+
+def test_overrides_fresh_head_and_resampled_positions(tmp_path):
+    torch.manual_seed(0)
+    model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=8, patch_size=8, num_classes=7)
+    model.save_pretrained(tmp_path)
+    new = vivit.create_model("vivit_ti_st", pretrained=tmp_path, num_classes=3, num_frames=12, img_size=(40, 32))
+    assert new.head.out_features == 3 and new.head.weight.abs().sum() == 0
+    assert new.pretrained_cfg.get("label_names") is None
+    expected = resample_pos_embed(model.pos_embed.detach(), (4, 4, 4), (6, 5, 4), num_prefix_tokens=1)
+    assert torch.equal(new.pos_embed.detach(), expected)
+    assert torch.equal(new.blocks[3].attn.qkv.weight, model.blocks[3].attn.qkv.weight)
+    with torch.no_grad():
+        assert new(torch.randn(1, 3, 12, 40, 32)).shape == (1, 3)
+
+
+def test_refuses_pickle_and_corrupt_files(tmp_path):
+    (tmp_path / "model.pth").write_bytes(b"\x80\x04not really")
+    with pytest.raises(ValueError, match="pickled checkpoints .* are refused"):
+        vivit.create_model("vivit_ti_st", pretrained=tmp_path / "model.pth")
+    model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=4, patch_size=8)
+    model.save_pretrained(tmp_path)
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable safetensors file.*truncated or corrupted"):
+        vivit.create_model("vivit_ti_st", pretrained=tmp_path)
+    with pytest.raises(FileNotFoundError, match="nothing-here does not exist; pretrained= takes True"):
+        vivit.create_model("vivit_ti_st", pretrained=tmp_path / "nothing-here")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no model.safetensors"):
+        vivit.create_model("vivit_ti_st", pretrained=tmp_path / "empty")
+
+
+def test_pretrained_registry_entries():
+    released = {"vivit_b_st_k400", "vivit_b_fe_k400", "vivit_l_fe_k400", "vivit_l_fe_k600", "vivit_l_fe_ek100"}
+    in21k = {f"vivit_{s}_{v}_in21k" for s in ("ti", "s", "b", "l", "h") for v in ("st", "fe", "fsa", "fdp")}
+    in21k.discard("vivit_ti_fdp_in21k")
+    assert set(vivit.list_models(pretrained=True)) == released | in21k
+    assert set(vivit.list_models(pretrained=True)) < set(vivit.list_models())
+    for name in vivit.list_models(pretrained=True):
+        with torch.device("meta"):
+            model = vivit.create_model(name)  # the entry's architecture, no download
+        cfg = model.pretrained_cfg
+        assert cfg["sources"] and all(s["format"] in {"scenic", "transformers", "vit", "vivit"} for s in cfg["sources"])
+        assert cfg["input_size"] == (3, 32, 224, 224) and cfg["mean"] == cfg["std"] == (0.5, 0.5, 0.5)
+        assert cfg["crop_size"] == 224 and cfg["resize_size"] == 256 and cfg["license"]
+        if name in released:
+            assert len(cfg["label_names"]) == cfg["num_classes"] == model.num_classes
+            assert cfg["metrics"]
+    k400 = vivit.create_model("vivit_b_fe_k400", pretrained=False).pretrained_cfg["label_names"]
+    assert k400[0] == "abseiling" and k400[-1] == "zumba" and len(set(k400)) == 400
+    ek = vivit.create_model("vivit_l_fe_ek100", pretrained=False, depth=1).pretrained_cfg
+    assert ek["class_splits"] == (300, 97) and ek["frame_stride"] == 1 and ek["test_views"] == (4, 1)
+
+
+def test_no_weights_for_a_bare_architecture():
+    with pytest.raises(ValueError, match=r"'vivit_b_fe' has no pretrained weights; entries with weights for it: "
+                       r"vivit_b_fe_in21k, vivit_b_fe_k400"):  # fmt: skip
+        vivit.create_model("vivit_b_fe", pretrained=True)
+
+
+def test_in21k_entry_inflates_timm_weights(hub_server, tmp_path):
+    """vivit_*_in21k: a timm-layout ViT from the Hub, inflated (central frame by default)."""
+    pytest.importorskip("vivit.weights.inflate")
+    d, depth, n = 192, 12, 14 * 14
+    g = torch.Generator().manual_seed(0)
+    vit = {"patch_embed.proj.weight": torch.randn(d, 3, 16, 16, generator=g), "patch_embed.proj.bias": torch.randn(d, generator=g),
+           "cls_token": torch.randn(1, 1, d, generator=g), "pos_embed": torch.randn(1, 1 + n, d, generator=g),
+           "norm.weight": torch.randn(d, generator=g), "norm.bias": torch.randn(d, generator=g)}  # fmt: skip
+    for i in range(depth):
+        for name, shape in {"norm1": (d,), "norm2": (d,), "attn.qkv": (3 * d, d), "attn.proj": (d, d),
+                            "mlp.fc1": (4 * d, d), "mlp.fc2": (d, 4 * d)}.items():  # fmt: skip
+            vit[f"blocks.{i}.{name}.weight"] = torch.randn(shape, generator=g)
+            vit[f"blocks.{i}.{name}.bias"] = torch.randn(shape[0], generator=g)
+    save_file(vit, str(tmp_path / "vit.safetensors"))
+    hub_server.add_repo_file("timm/vit_tiny_patch16_224.augreg_in21k", "model.safetensors",
+                             (tmp_path / "vit.safetensors").read_bytes(), lfs=True)  # fmt: skip
+    model = vivit.create_model("vivit_ti_st_in21k", pretrained=True, num_frames=4, num_classes=10)
+    kernel = model.patch_embed.proj.weight.detach()
+    assert torch.equal(kernel[:, :, 1], vit["patch_embed.proj.weight"]) and kernel[:, :, 0].abs().sum() == 0
+    assert model.head.out_features == 10 and model.head.weight.abs().sum() == 0
+    average = vivit.create_model("vivit_ti_st_in21k", pretrained=True, num_frames=4, inflation="average")
+    assert torch.allclose(average.patch_embed.proj.weight[:, :, 0], vit["patch_embed.proj.weight"] / 2)
+    with pytest.raises(ValueError, match="inflation must be 'central' or 'average'"):
+        vivit.create_model("vivit_ti_st_in21k", pretrained=True, inflation="mean")
