@@ -9,9 +9,9 @@
 Method: batch 1, `torch.inference_mode()` for inference, contenders timed in ONE process and
 alternated run by run (the starting contender rotates each round), `--warmup` untimed calls each,
 then the median of `--runs` timed calls. Peak memory is measured for each contender in its own
-subprocess (`bench.py --_child SPEC`): on CPU the peak RSS (`ru_maxrss`) in total and its increase
-over the peak reached after imports + model build + input creation; on CUDA
-`torch.cuda.max_memory_allocated` and its increase over what the built model holds.
+subprocess (`bench.py --_child SPEC`): on CPU the process's peak RSS in total and the increase of the
+workload's peak over the RSS after imports + model build + input creation (VmHWM, reset before the
+workload); on CUDA `torch.cuda.max_memory_allocated` and its increase over what the built model holds.
 MACs are counted once per architecture with `FlopCounterMode` on the meta device (MACs = FLOPs/2);
 "util" is achieved FLOP/s (2 * MACs / latency) divided by a large fp32 matmul's FLOP/s measured in
 the same run.
@@ -72,12 +72,16 @@ HF_SIZES = {  # VivitConfig fields for our size names
 
 
 # ------------------------------------------------------------------------------------ configs
-def cfg(size: str, variant: str, frames: int, img: int) -> dict[str, Any]:
-    return dict(name=f"vivit_{size}_{variant}", size=size, variant=variant, frames=frames, img=img)
+def cfg(size: str, variant: str, frames: int, img: int, depth: int | None = None) -> dict[str, Any]:
+    c = dict(name=f"vivit_{size}_{variant}", size=size, variant=variant, frames=frames, img=img)
+    if depth is not None:  # fewer blocks (quick runs)
+        c["depth"] = depth
+    return c
 
 
 def cfg_label(c: dict[str, Any]) -> str:
-    return f"{c['size'].upper()}/16x2 {c['frames']}x{c['img']}^2"
+    depth = f" depth {c['depth']}" if "depth" in c else ""
+    return f"{c['size'].upper()}/16x2{depth} {c['frames']}x{c['img']}^2"
 
 
 def plan(quick: bool) -> dict[str, Any]:
@@ -85,12 +89,12 @@ def plan(quick: bool) -> dict[str, Any]:
     if quick:
         return dict(
             matmul_n=1024,
-            fwd=[cfg("ti", "st", 8, 112), cfg("ti", "st", 4, 64)],
-            train=cfg("ti", "st", 8, 112),
-            models=[cfg("s", v, 8, 112) for v in ("st", "fe", "fsa", "fdp")],
-            bf16=[cfg("ti", "st", 8, 112), cfg("ti", "fe", 8, 112)],
-            compile=cfg("ti", "st", 8, 112),
-            profile=[cfg("ti", "st", 8, 112)],
+            fwd=[cfg("ti", "st", 8, 112, depth=2), cfg("s", "st", 4, 64, depth=2)],
+            train=cfg("ti", "st", 8, 112, depth=2),
+            models=[cfg("s", v, 8, 112, depth=2) for v in ("st", "fe", "fsa", "fdp")],
+            bf16=[cfg("ti", "st", 8, 112, depth=2), cfg("ti", "fe", 8, 112, depth=2)],
+            compile=cfg("ti", "st", 8, 112, depth=1),
+            profile=[cfg("ti", "st", 8, 112, depth=2)],
         )
     return dict(
         matmul_n=4096,
@@ -105,15 +109,19 @@ def plan(quick: bool) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ builders
 def build_ours(c: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.Module:
-    return vivit.create_model(c["name"], num_frames=c["frames"], img_size=c["img"]).to(device).eval()
+    extra = {"depth": c["depth"]} if "depth" in c else {}
+    return vivit.create_model(c["name"], num_frames=c["frames"], img_size=c["img"], **extra).to(device).eval()
 
 
 def hf_config(c: dict[str, Any], attn: str):
     from transformers import VivitConfig
 
+    size = dict(HF_SIZES[c["size"]])
+    if "depth" in c:
+        size["num_hidden_layers"] = c["depth"]
     return VivitConfig(
         image_size=c["img"], num_frames=c["frames"], tubelet_size=[2, 16, 16], num_labels=400,
-        attn_implementation=attn, **HF_SIZES[c["size"]],
+        attn_implementation=attn, **size,
     )  # fmt: skip
 
 
@@ -186,13 +194,24 @@ def n_params(model: torch.nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------------ memory (child)
-def _rss_peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+# Peak RSS: /proc/self/status VmHWM, not getrusage's ru_maxrss, which Linux carries over execve from
+# the parent (so every child would start at the parent's peak). Writing "5" to /proc/self/clear_refs
+# resets VmHWM to the current RSS (Linux >= 4.0), which isolates the workload's own peak.
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _rss_now_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def run_child(spec: dict[str, Any], device: str) -> dict[str, Any]:
@@ -232,14 +251,18 @@ def run_child(spec: dict[str, Any], device: str) -> dict[str, Any]:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         cuda_base = torch.cuda.memory_allocated() / 2**20
-    base_peak, base_now = _rss_peak_mib(), _rss_now_mib()
+    build_peak, base_now = _status_mib("VmHWM"), _status_mib("VmRSS")
+    reset = _reset_peak_rss()
     for _ in range(spec.get("reps", 2)):
         step()
+    run_peak = _status_mib("VmHWM")
     out = dict(
-        rss_peak_mib=_rss_peak_mib(),
-        rss_baseline_peak_mib=base_peak,
-        rss_baseline_now_mib=base_now,
-        rss_increase_mib=_rss_peak_mib() - base_peak,
+        rss_peak_mib=max(build_peak, run_peak),  # whole process: imports, build, workload
+        rss_run_peak_mib=run_peak,
+        rss_baseline_mib=base_now if reset else build_peak,  # RSS after imports + build (+ first step)
+        rss_increase_mib=run_peak - (base_now if reset else build_peak),
+        rss_build_peak_mib=build_peak,
+        peak_reset=reset,
     )
     if cuda:
         torch.cuda.synchronize()
@@ -380,7 +403,7 @@ class Bench:
         self.results["fwd"] = out
         self.table(
             f"Model 1 forward: vivit vs HF transformers (fp32, batch 1, {self.args.device})",
-            ["config", "impl", "median ms", "HF/vivit time", "util", "peak MiB", "+MiB over build", "max |dlogit|"],
+            ["config", "impl", "median ms", "HF/vivit time", "util", "peak MiB", "+MiB over build", "max abs dlogit"],
             rows,
             "HF/vivit time > 1 means vivit is faster. Memory: each contender in its own process; "
             "'+MiB' is the peak increase over the peak after imports + build.",
@@ -500,13 +523,13 @@ class Bench:
                 rows.append([
                     f"{VARIANT_LABEL[c['variant']]} {cfg_label(c)}", n, f"{ms * 1e3:.0f}",
                     f"{sp:.2f}" if n == "bf16" else "1.00", f"{u:.0%}" if u is not None else "-",
-                    f"{max(diffs):.3f} (max |logit| {max(scale):.2f})" if n == "bf16" else "-",
+                    f"{max(diffs):.3f} (max abs logit {max(scale):.2f})" if n == "bf16" else "-",
                     f"{agree}/{n_inputs}" if n == "bf16" else "-",
                 ])  # fmt: skip
         self.results["bf16"] = out
         self.table(
             f"bf16 autocast vs fp32 ({self.args.device})",
-            ["model / config", "dtype", "median ms", "speed-up", "util (vs same-dtype matmul)", "max |dlogit|", "top-1 agree"],
+            ["model / config", "dtype", "median ms", "speed-up", "util (vs same-dtype matmul)", "max abs dlogit", "top-1 agree"],
             rows,
             "Random-init weights and random inputs: the logit difference is the meaningful number; "
             "top-1 agreement on near-tied random logits is a weak signal.",
@@ -542,7 +565,7 @@ class Bench:
                  f"{entry['compile_s']:.1f}" if n == "compiled" else "-",
                  f"{entry['max_abs_logit_diff']:.1e}" if n == "compiled" else "-"] for n in t]  # fmt: skip
         self.table(f"torch.compile vs eager, {c['name']} (fp32, {self.args.device})",
-                   ["config", "mode", "median ms", "speed-up", "compile s (first call)", "max |dlogit|"], rows)  # fmt: skip
+                   ["config", "mode", "median ms", "speed-up", "compile s (first call)", "max abs dlogit"], rows)  # fmt: skip
 
     # profile -----------------------------------------------------------------------------------
     def profile(self) -> None:
@@ -649,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
             errors[s] = traceback.format_exc()
             print(f"section {s} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         bench.results.setdefault("section_seconds", {})[s] = time.perf_counter() - t0
+        # other work on the machine skews timings: keep the 1-minute load average with each section
+        bench.results.setdefault("section_loadavg_1min", {})[s] = os.getloadavg()[0]
     info.update(loadavg_end=os.getloadavg(), wall_s=time.perf_counter() - t_start)
     doc = dict(machine=info, args={k: v for k, v in vars(args).items() if k != "_child"}, results=bench.results,
                errors=errors, markdown="\n".join(bench.md))  # fmt: skip

@@ -138,12 +138,12 @@ def _vision_transformer_names(src: dict[str, np.ndarray]) -> dict[str, np.ndarra
 def _big_vision_scan(src: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     # big_vision: top-level `pos_embedding`, and with scan=True the blocks stacked on a leading axis
     out = _rename_flax(src, [(r"^Transformer/posembed_input/pos_embedding$", "pos_embedding")])
-    blocks = sorted({k for k in out if k.startswith("Transformer/encoderblock_")})
-    stacked: dict[str, list[np.ndarray]] = {}
-    for k in blocks:
+    per_leaf: dict[str, dict[int, np.ndarray]] = {}
+    for k in [k for k in out if k.startswith("Transformer/encoderblock_")]:
         i, rest = re.fullmatch(r"Transformer/encoderblock_(\d+)/(.+)", k).groups()
-        stacked.setdefault(rest, []).insert(int(i), out.pop(k))
-    return out | {f"Transformer/encoderblock/{k}": np.stack(v) for k, v in stacked.items()}
+        per_leaf.setdefault(rest, {})[int(i)] = out.pop(k)
+    stacked = {f"Transformer/encoderblock/{k}": np.stack([v[i] for i in sorted(v)]) for k, v in per_leaf.items()}
+    return out | stacked
 
 
 def _nested(src: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -136,7 +136,8 @@ def test_registry_names_and_overrides():
         for variant in ("st", "fe", "fsa"):
             assert f"vivit_{size}_{variant}" in names
     assert "vivit_ti_fdp" not in names  # ViT-Ti has 3 heads: Model 4 cannot split them
-    assert vivit.list_models("vivit_b_*") == ["vivit_b_fdp", "vivit_b_fe", "vivit_b_fsa", "vivit_b_st"]
+    assert vivit.list_models("vivit_b_???") == ["vivit_b_fdp", "vivit_b_fsa"]  # fnmatch patterns
+    assert vivit.list_models("vivit_b_*_k400") == ["vivit_b_fe_k400", "vivit_b_st_k400"]
     with torch.device("meta"):
         model = vivit.create_model("vivit_h_st")
         assert model.patch_embed.kernel_size == (2, 14, 14) and len(model.blocks) == 32 and model.embed_dim == 1280

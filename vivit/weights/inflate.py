@@ -159,8 +159,7 @@ def _flax_block_modules(flat: Mapping[str, np.ndarray], block: str) -> dict[str,
     mlps = [s for s in subs if s.startswith("MlpBlock")]
     if len(norms) != 2 or len(attns) != 1 or len(mlps) != 1 or len(subs) != 4:
         raise ValueError(
-            f"{block} is not a standard ViT block (2 LayerNorms, 1 attention, 1 MlpBlock); it holds "
-            f"{', '.join(subs)}"
+            f"{block} is not a standard ViT block (2 LayerNorms, 1 attention, 1 MlpBlock); it holds {', '.join(subs)}"
         )
     return {
         "norm1": (f"{block}/{norms[0]}", "ln"),
