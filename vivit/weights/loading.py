@@ -105,32 +105,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         ) from None
 
 
-def _our_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """A file or directory in our format -> (state_dict, config)."""
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist; pretrained= takes True, a .safetensors file, a directory written by "
-            "save_pretrained, or 'hf-hub:org/repo'"
-        )
-    if path.is_dir():
-        weights = path / WEIGHTS_NAME
-        if not weights.exists():
-            raise FileNotFoundError(f"{path} has no {WEIGHTS_NAME}; expected a directory written by save_pretrained")
-        path = weights
-    if path.suffix != ".safetensors":
-        raise ValueError(
-            f"{path}: only .safetensors files (or directories written by save_pretrained) are loaded; "
-            "pickled checkpoints (.pt, .pth, .bin) are refused because unpickling can run code. "
-            "Convert Scenic or transformers checkpoints with `vivit convert`"
-        )
-    state_dict, metadata = _read_safetensors(path)
-    config = json.loads(metadata["config"]) if "config" in metadata else {}
-    sidecar = path.parent / CONFIG_NAME
-    if not config and sidecar.exists():
-        config = json.loads(sidecar.read_text())
-    return state_dict, config
-
-
 def _tensor_model_args(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Architecture facts read from our tensors; they win over any config that disagrees."""
     args: dict[str, Any] = {}
@@ -148,9 +122,94 @@ def _tensor_model_args(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     return args
 
 
-# ---------------------------------------------------------------- sources
-def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+# ---------------------------------------------------------------- converters (payload in memory)
+Converted = tuple[dict[str, torch.Tensor], dict[str, Any]]  # our state_dict, the args its tensors imply
+
+
+def _convert_scenic(params: Mapping[str, Any], entry: ModelEntry, origin: str) -> Converted:
+    from .scenic import from_scenic, scenic_model_args
+
+    inferred = scenic_model_args(params)
+    if ("temporal_depth" in inferred) != issubclass(entry.model_cls, FactorizedEncoderViViT):
+        kind = "a factorised-encoder (Model 2)" if "temporal_depth" in inferred else "a single-encoder (Model 1/3/4)"
+        raise ValueError(f"{origin} holds {kind} ViViT checkpoint, but {entry.name} is a {entry.model_cls.__name__}")
+    model = _build(entry.model_cls, {**entry.model_args, **inferred}, device="meta")
+    try:
+        return from_scenic(params, model), model.model_args
+    except ValueError as err:
+        raise ValueError(f"{origin} does not fit {entry.name}: {err}") from None
+
+
+def _convert_transformers(hf_sd: Mapping[str, torch.Tensor], entry: ModelEntry) -> Converted:
+    from .hf_transformers import from_transformers
+
+    layers = {int(m[1]) for k in hf_sd if (m := re.search(r"(?:encoder\.layer|layers)\.(\d+)\.", k))}
+    args = {**entry.model_args, "depth": max(layers, default=-1) + 1}
+    sd = from_transformers(hf_sd, _build(entry.model_cls, args, device="meta"))
+    return sd, {**args, **_tensor_model_args(sd)}
+
+
+def _convert_vit(image: Mapping[str, Any], entry: ModelEntry, overrides: Mapping[str, Any], inflation: str | None) -> Converted:
+    from .inflate import inflate_vit
+
+    # inflation builds straight into the user's architecture (size, frames, classes)
+    model = _build(entry.model_cls, {**entry.model_args, **overrides})
+    settings = dict((entry.pretrained_cfg or {}).get("inflation", {}))
+    if inflation is not None:
+        settings["kernel"] = inflation
+    return inflate_vit(image, model, **settings), model.model_args
+
+
+def _convert_ours(sd: dict[str, torch.Tensor], config: Mapping[str, Any], entry: ModelEntry, origin: str) -> Converted:
+    if config.get("format", FORMAT) != FORMAT:
+        raise ValueError(f"{origin}: not a vivit checkpoint (format {config.get('format')!r})")
+    cls = _CLASSES.get(config.get("model_class", ""), entry.model_cls)
+    if cls is not entry.model_cls:
+        raise ValueError(f"{origin} holds a {cls.__name__}, but {entry.name!r} is a {entry.model_cls.__name__}")
+    args = {**entry.model_args, **config.get("model_args", {}), **_tensor_model_args(sd)}
+    return sd, {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+
+
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
+
+
+def _convert_file(path: Path, entry: ModelEntry, overrides: Mapping[str, Any], inflation: str | None) -> tuple[Converted, dict]:
+    """Any checkpoint file we can read, identified by its content -> (converted, its pretrained_cfg)."""
+    if path.suffix in _PICKLE_SUFFIXES:
+        raise ValueError(
+            f"{path}: pickled checkpoints (.pt, .pth, .bin, ...) are refused because unpickling can run code; "
+            "use a .safetensors file, a directory written by save_pretrained, or a Scenic (Flax msgpack) checkpoint"
+        )
+    if path.suffix != ".safetensors":
+        from .flax_msgpack import read_flax_checkpoint
+
+        params = read_flax_checkpoint(path)  # ValueError naming the file if it is not msgpack
+        is_image_vit = inflation is not None or _inflates(entry)
+        return (_convert_vit(params, entry, overrides, inflation) if is_image_vit
+                else _convert_scenic(params, entry, str(path))), {}  # fmt: skip
+    sd, metadata = _read_safetensors(path)
+    config = json.loads(metadata["config"]) if "config" in metadata else {}
+    if not config and (path.parent / CONFIG_NAME).exists():
+        config = json.loads((path.parent / CONFIG_NAME).read_text())
+    patch = next((v for k, v in sd.items() if k.endswith(("patch_embed.proj.weight", "patch_embeddings.projection.weight"))), None)
+    if patch is None:
+        raise ValueError(f"{path}: no patch-embedding tensor; not a ViViT, ViT or transformers checkpoint")
+    if patch.ndim == 4:  # a 2D image ViT (timm or transformers layout)
+        return _convert_vit(sd, entry, overrides, inflation), {}
+    if any(k.endswith("patch_embeddings.projection.weight") for k in sd):
+        return _convert_transformers(sd, entry), {}
+    return _convert_ours(sd, config, entry, str(path)), config.get("pretrained_cfg") or {}
+
+
+def _inflates(entry: ModelEntry) -> bool:
+    return any(src["format"] == "vit" for src in (entry.pretrained_cfg or {}).get("sources", ()))
+
+
+# ---------------------------------------------------------------- registry sources
+def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
     """Download the original Scenic file once, convert it, cache our safetensors; later calls read only that."""
+    from .flax_msgpack import read_flax_checkpoint
+
     url = src["url"].replace("{scenic}", scenic_base_url())
     cached = cache_dir() / "converted" / f"{entry.name}.safetensors"
     if cached.exists():
@@ -160,62 +219,37 @@ def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> tuple[dict[str,
                 return sd, json.loads(meta["config"])["model_args"]
         except ValueError:
             pass  # unreadable cache: convert again (the write below is atomic)
-    from .flax_msgpack import read_flax_checkpoint
-    from .scenic import from_scenic, scenic_model_args
-
     download_dir = cache_dir() / "downloads"
     download_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=download_dir) as tmp:
         raw = Path(tmp) / "checkpoint"
         sha = download_url(url, raw)
         params = read_flax_checkpoint(raw)
-    inferred = scenic_model_args(params)
-    if ("temporal_depth" in inferred) != issubclass(entry.model_cls, FactorizedEncoderViViT):
-        kind = "a factorised-encoder (Model 2)" if "temporal_depth" in inferred else "a single-encoder (Model 1/3/4)"
-        raise ValueError(f"{url} holds {kind} ViViT checkpoint, but {entry.name} is a {entry.model_cls.__name__}")
-    model = _build(entry.model_cls, {**entry.model_args, **inferred}, device="meta")
-    try:
-        sd = from_scenic(params, model)
-    except ValueError as err:
-        raise ValueError(f"{url} does not fit {entry.name}: {err}") from None
-    config = {**_config(model), "pretrained_cfg": _jsonable(entry.pretrained_cfg)}
+    sd, args = _convert_scenic(params, entry, url)
+    config = {**_config(_build(entry.model_cls, args, device="meta")), "pretrained_cfg": _jsonable(entry.pretrained_cfg)}
     _save_safetensors(
         sd, cached, config, source_url=url, source_sha256=sha, converter=f"vivit.weights.from_scenic {__version__}"
     )
     return sd, config["model_args"]
 
 
-def _transformers_source(entry: ModelEntry, src: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from .hf_transformers import from_transformers
-
-    path = hf_download(src["hf_hub"], src["filename"], revision=src.get("revision"))
-    hf_sd, _ = _read_safetensors(path)
-    layers = {int(m[1]) for k in hf_sd if (m := re.search(r"(?:encoder\.layer|layers)\.(\d+)\.", k))}
-    args = {**entry.model_args, "depth": max(layers, default=-1) + 1}
-    sd = from_transformers(hf_sd, _build(entry.model_cls, args, device="meta"))
-    return sd, {**args, **_tensor_model_args(sd)}
-
-
-def _vit_source(
-    entry: ModelEntry, src: Mapping[str, Any], overrides: Mapping[str, Any], inflation: str | None
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from .inflate import inflate_vit
-
-    path = hf_download(src["hf_hub"], src["filename"], revision=src.get("revision"))
-    image_sd, _ = _read_safetensors(path)
-    # inflation builds straight into the user's architecture (size, frames, classes)
-    args = {**entry.model_args, **overrides}
-    model = _build(entry.model_cls, args)
-    settings = dict((entry.pretrained_cfg or {}).get("inflation", {}))
-    if inflation is not None:
-        settings["kernel"] = inflation
-    return inflate_vit(image_sd, model, **settings), model.model_args
-
-
-def _hub_checkpoint(spec: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    repo, _, revision = spec.removeprefix("hf-hub:").partition("@")
-    path = hf_download(repo, WEIGHTS_NAME, revision=revision or None)
-    return _our_checkpoint(path)
+def _source(entry: ModelEntry, src: Mapping[str, Any], overrides: Mapping[str, Any], inflation: str | None) -> Converted:
+    fmt = src["format"]
+    if fmt == "scenic":
+        return _scenic_source(entry, src)
+    if fmt not in ("transformers", "vit", FORMAT):
+        raise ValueError(f"unknown source format {fmt!r} in {entry.name}")
+    if "file" in src:  # shipped inside the package (the offline demo)
+        path = Path(__file__).resolve().parent.parent / src["file"]
+    else:
+        path = hf_download(src["hf_hub"], src.get("filename", WEIGHTS_NAME), revision=src.get("revision"))
+    sd, metadata = _read_safetensors(path)
+    if fmt == "transformers":
+        return _convert_transformers(sd, entry)
+    if fmt == "vit":
+        return _convert_vit(sd, entry, overrides, inflation)
+    config = json.loads(metadata["config"]) if "config" in metadata else {}
+    return _convert_ours(sd, config, entry, f"hf-hub:{src['hf_hub']}")
 
 
 # ---------------------------------------------------------------- build and adapt
@@ -278,28 +312,13 @@ def _from_entry_sources(entry: ModelEntry, overrides: dict[str, Any], inflation:
         )
     errors = []
     for src in cfg["sources"]:
-        fmt = src["format"]
         try:
-            if fmt == "vit":
-                sd, ckpt_args = _vit_source(entry, src, overrides, inflation)
-            elif fmt == "scenic":
-                sd, ckpt_args = _scenic_source(entry, src)
-            elif fmt == "transformers":
-                sd, ckpt_args = _transformers_source(entry, src)
-            elif fmt == FORMAT:
-                path = hf_download(src["hf_hub"], src.get("filename", WEIGHTS_NAME), revision=src.get("revision"))
-                sd, config = _our_checkpoint(path)
-                ckpt_args = {**config.get("model_args", {}), **_tensor_model_args(sd)}
-            else:
-                raise ValueError(f"unknown source format {fmt!r} in {entry.name}")
+            sd, ckpt_args = _source(entry, src, overrides, inflation)
         except WeightsDownloadError as err:  # try the next source; other errors are real problems
-            errors.append(f"{src.get('hf_hub') or src.get('url')}: {err}")
+            errors.append(f"{src.get('hf_hub') or src.get('url') or src.get('file')}: {err}")
             continue
-        args = {**entry.model_args, **ckpt_args, **overrides}
-        return _finish(_build(entry.model_cls, args), sd, ckpt_args, cfg)
-    raise WeightsDownloadError(
-        f"could not get weights for {entry.name} from any source:\n  " + "\n  ".join(errors)
-    )
+        return _finish(_build(entry.model_cls, {**entry.model_args, **ckpt_args, **overrides}), sd, ckpt_args, cfg)
+    raise WeightsDownloadError(f"could not get weights for {entry.name} from any source:\n  " + "\n  ".join(errors))
 
 
 def _with_weights(arch: str) -> list[str]:
@@ -317,14 +336,25 @@ def load_pretrained_model(entry: ModelEntry, pretrained: bool | str | os.PathLik
     if pretrained is True:
         return _from_entry_sources(entry, overrides, inflation)
     spec = os.fspath(pretrained)
-    sd, config = _hub_checkpoint(spec) if spec.startswith("hf-hub:") else _our_checkpoint(Path(spec).expanduser())
-    if config.get("format", FORMAT) != FORMAT:
-        raise ValueError(f"{spec}: not a vivit checkpoint (format {config.get('format')!r})")
-    cls = _CLASSES.get(config.get("model_class", ""), entry.model_cls)
-    if cls is not entry.model_cls:
-        raise ValueError(f"{spec} holds a {cls.__name__}, but {entry.name!r} is a {entry.model_cls.__name__}")
-    ckpt_args = {**entry.model_args, **config.get("model_args", {}), **_tensor_model_args(sd)}
-    ckpt_args = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt_args.items()}
-    model = _build(cls, {**ckpt_args, **overrides})
-    cfg = config.get("pretrained_cfg") or dict(entry.pretrained_cfg or {})
+    if spec.startswith("hf-hub:"):
+        repo, _, revision = spec.removeprefix("hf-hub:").partition("@")
+        path = hf_download(repo, WEIGHTS_NAME, revision=revision or None)
+        try:  # config.json is optional beside a model.safetensors that carries its config
+            hf_download(repo, CONFIG_NAME, revision=revision or None)
+        except WeightsDownloadError:
+            pass
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} does not exist; pretrained= takes True, a checkpoint file (.safetensors or Scenic), "
+                "a directory written by save_pretrained, or 'hf-hub:org/repo'"
+            )
+        if path.is_dir():
+            if not (path / WEIGHTS_NAME).exists():
+                raise FileNotFoundError(f"{path} has no {WEIGHTS_NAME}; expected a directory written by save_pretrained")
+            path = path / WEIGHTS_NAME
+    (sd, ckpt_args), cfg = _convert_file(path, entry, overrides, inflation)
+    model = _build(entry.model_cls, {**ckpt_args, **overrides})
+    cfg = cfg or dict(entry.pretrained_cfg or {})
     return _finish(model, sd, ckpt_args, {**cfg, "source": spec})
