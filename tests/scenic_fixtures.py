@@ -71,3 +71,18 @@ def load_forward_fixture(name: str) -> dict[str, Any]:
         logits=torch.from_numpy(arrays["logits"]),
         acts=np.load(acts_path) if acts_path.exists() else None,
     )
+
+
+def write_flax_checkpoint(params: dict[str, np.ndarray], path: Path) -> None:
+    """Serialise '/'-joined params as a Scenic train state, the way flax.serialization does."""
+    import msgpack
+
+    tree: dict[str, Any] = {}
+    for name, value in params.items():
+        *parents, leaf = name.split("/")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        array = np.ascontiguousarray(value)
+        node[leaf] = msgpack.ExtType(1, msgpack.packb([list(array.shape), array.dtype.name, array.tobytes()]))
+    path.write_bytes(msgpack.packb({"optimizer": {"target": tree, "state": {"step": 0}}}))

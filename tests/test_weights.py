@@ -11,7 +11,7 @@ import torch
 from hubserver import hub_server  # noqa: F401  (pytest fixture)
 from safetensors import safe_open
 from safetensors.torch import save_file
-from scenic_fixtures import DATA, load_forward_fixture, model_args_from_config
+from scenic_fixtures import DATA, FORWARD_NAMES, load_forward_fixture, model_args_from_config, write_flax_checkpoint
 
 import vivit
 from vivit.models.pos_embed import resample_pos_embed
@@ -273,3 +273,15 @@ def test_in21k_entry_inflates_timm_weights(hub_server, tmp_path):
     assert torch.allclose(average.patch_embed.proj.weight[:, :, 0], vit["patch_embed.proj.weight"] / 2)
     with pytest.raises(ValueError, match="inflation must be 'central' or 'average'"):
         vivit.create_model("vivit_ti_st_in21k", pretrained=True, inflation="mean")
+
+
+@pytest.mark.parametrize("fixture", FORWARD_NAMES)
+def test_every_fixture_through_a_scenic_checkpoint_file(entries, tmp_path, fixture):
+    """Each Scenic fixture, written as a Flax train state and loaded with pretrained=<file>."""
+    f = load_forward_fixture(fixture)
+    variant, args = model_args_from_config(f["meta"]["config"])
+    name = entries(f"test_file_{fixture}", variant, args, [])
+    write_flax_checkpoint(f["params"], tmp_path / "checkpoint")
+    model = vivit.create_model(name, pretrained=tmp_path / "checkpoint")
+    with torch.no_grad():
+        assert (model(f["video"]) - f["logits"]).abs().max() <= TOL
