@@ -154,12 +154,13 @@ class Timer:
         if self.cuda:
             torch.cuda.synchronize()
 
-    def __call__(self, fn: Callable[[], Any]) -> float:
+    def __call__(self, fn: Callable[[], Any]) -> tuple[float, float]:
+        """(wall seconds, process CPU seconds) of one call."""
         self.sync()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         self.sync()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 def alternate(timer: Timer, fns: dict[str, Callable[[], Any]], runs: int, warmup: int) -> dict[str, dict[str, Any]]:
@@ -169,11 +170,18 @@ def alternate(timer: Timer, fns: dict[str, Callable[[], Any]], runs: int, warmup
         for n in names:
             timer(fns[n])
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     for r in range(runs):
         for i in range(len(names)):
             n = names[(r + i) % len(names)]
-            times[n].append(timer(fns[n]))
-    return {n: dict(median_s=statistics.median(t), min_s=min(t), times_s=t) for n, t in times.items()}
+            wall, cpu_s = timer(fns[n])
+            times[n].append(wall)
+            cpu[n].append(cpu_s)
+    # cpu_median_s (CPU seconds of all threads) is less sensitive than wall time to other load
+    return {
+        n: dict(median_s=statistics.median(t), min_s=min(t), times_s=t, cpu_median_s=statistics.median(cpu[n]))
+        for n, t in times.items()
+    }
 
 
 def count_macs(c: dict[str, Any]) -> float:
@@ -608,6 +616,9 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
         device=args.device, loadavg_start=os.getloadavg(),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )  # fmt: skip
+    for line in torch.__config__.show().splitlines():  # which BLAS / oneDNN build does the work
+        if "Math Kernel Library Version" in line or "MKL-DNN v" in line:
+            info.setdefault("libs", []).append(line.strip(" -"))
     with contextlib.suppress(ImportError):
         import transformers
 
@@ -631,6 +642,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the per-contender memory subprocesses")
     p.add_argument("--no-hf-eager", action="store_true", help="skip HF attn_implementation='eager'")
     p.add_argument("--no-bf16-32", action="store_true", help="bf16 section: skip the 32-frame configs")
+    p.add_argument("--wait-idle", type=float, default=0, metavar="S",
+                   help="first wait up to S seconds for the 1-min load average to fall below 1")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.runs is None:
@@ -654,8 +667,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for every contender
         torch.backends.cudnn.allow_tf32 = False
+    deadline = time.monotonic() + args.wait_idle
+    while os.getloadavg()[0] >= 1 and time.monotonic() < deadline:
+        time.sleep(5)
     bench = Bench(args)
     info = machine_info(args)
+    if info["loadavg_start"][0] > 0.5 * info["usable_cores"]:
+        print(f"warning: load average {info['loadavg_start'][0]:.1f} on {info['usable_cores']} cores: other work "
+              "will skew the timings", file=sys.stderr)
     print(f"# vivit benchmark\n\n{json.dumps(info)}\n", flush=True)
     t_start = time.perf_counter()
     sections = [s for s in ALL_SECTIONS if s in args.sections.split(",")]

@@ -24,11 +24,15 @@ from torch import nn
 
 from .. import __version__
 from ..models.pos_embed import resample_pos_embed
-from ..models.registry import ModelEntry, get_entry
+from ..models.registry import ModelEntry
 from ..models.vivit import MODEL_CLASSES, FactorizedEncoderViViT, _ViViT
-from .hub import WeightsDownloadError, atomic_write, cache_dir, download_url, hf_download, scenic_base_url
+from .flax_msgpack import flatten_params, read_flax_checkpoint
+from .hf_transformers import from_transformers
+from .hub import WeightsDownloadError, atomic_write, cache_dir, download_url, hf_download, is_offline, scenic_base_url
+from .inflate import inflate_vit
+from .scenic import from_scenic, scenic_model_args
 
-__all__ = ["load_pretrained_model", "push_to_hub", "save_pretrained"]
+__all__ = ["load_pretrained_model", "push_to_hub", "save_pretrained", "save_safetensors"]
 
 FORMAT = "vivit"
 FORMAT_VERSION = "1"
@@ -66,6 +70,18 @@ def _save_safetensors(state_dict: Mapping[str, torch.Tensor], path: Path, config
         save_file(tensors, str(tmp), metadata=metadata)
 
 
+def save_safetensors(model: _ViViT, path: str | os.PathLike, **metadata: str) -> Path:
+    """Write one self-describing `.safetensors` file (the config travels in its metadata).
+
+    `create_model(<architecture>, pretrained=path)` rebuilds the model. Extra `metadata` strings
+    (e.g. `converted_from`) are stored beside the config.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_safetensors(model.state_dict(), path, _config(model), **metadata)
+    return path
+
+
 def save_pretrained(model: _ViViT, directory: str | os.PathLike) -> Path:
     """Write `model.safetensors` and `config.json` (architecture + pretrained_cfg) to `directory`.
 
@@ -74,8 +90,8 @@ def save_pretrained(model: _ViViT, directory: str | os.PathLike) -> Path:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    save_safetensors(model, directory / WEIGHTS_NAME)
     config = _config(model)
-    _save_safetensors(model.state_dict(), directory / WEIGHTS_NAME, config)
     with atomic_write(directory / CONFIG_NAME) as tmp:
         tmp.write_text(json.dumps(config, indent=2) + "\n")
     return directory
@@ -126,14 +142,38 @@ def _tensor_model_args(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 Converted = tuple[dict[str, torch.Tensor], dict[str, Any]]  # our state_dict, the args its tensors imply
 
 
-def _convert_scenic(params: Mapping[str, Any], entry: ModelEntry, origin: str) -> Converted:
-    from .scenic import from_scenic, scenic_model_args
+_SIZE_ARGS = ("img_size", "num_frames")
 
+
+def _scenic_grid_tokens(params: Mapping[str, Any]) -> tuple[int, ...]:
+    """Grid tokens in a Scenic checkpoint's position tables (cls slots excluded)."""
+    flat = flatten_params(params)
+    prefix = int(any(k == "cls" or k.startswith("cls_") for k in flat))
+    tables = ("SpatialTransformer", "TemporalTransformer") if "cls_SpatialTransformer" in flat or any(
+        k.startswith("SpatialTransformer/") for k in flat) else ("Transformer",)  # fmt: skip
+    return tuple(flat[f"{t}/posembed_input/pos_embedding"].shape[1] - prefix for t in tables)
+
+
+def _grid_tokens(args: Mapping[str, Any]) -> tuple[int, ...]:
+    nt, nh, nw = _grid(args)
+    return (nh * nw, nt) if "temporal_depth" in args else (nt * nh * nw,)
+
+
+def _convert_scenic(
+    params: Mapping[str, Any], entry: ModelEntry, origin: str, overrides: Mapping[str, Any] | None = None
+) -> Converted:
     inferred = scenic_model_args(params)
     if ("temporal_depth" in inferred) != issubclass(entry.model_cls, FactorizedEncoderViViT):
         kind = "a factorised-encoder (Model 2)" if "temporal_depth" in inferred else "a single-encoder (Model 1/3/4)"
         raise ValueError(f"{origin} holds {kind} ViViT checkpoint, but {entry.name} is a {entry.model_cls.__name__}")
-    model = _build(entry.model_cls, {**entry.model_args, **inferred}, device="meta")
+    args = {**entry.model_args, **inferred}
+    # A checkpoint stores only its position-token count, not its frames and size: when the entry's
+    # grid does not fit that count, the user's size overrides describe the checkpoint.
+    sizes = {k: v for k, v in (overrides or {}).items() if k in _SIZE_ARGS}
+    stored = _scenic_grid_tokens(params)
+    if sizes and stored != _grid_tokens(args) and stored == _grid_tokens({**args, **sizes}):
+        args.update(sizes)
+    model = _build(entry.model_cls, args, device="meta")
     try:
         return from_scenic(params, model), model.model_args
     except ValueError as err:
@@ -141,8 +181,6 @@ def _convert_scenic(params: Mapping[str, Any], entry: ModelEntry, origin: str) -
 
 
 def _convert_transformers(hf_sd: Mapping[str, torch.Tensor], entry: ModelEntry) -> Converted:
-    from .hf_transformers import from_transformers
-
     layers = {int(m[1]) for k in hf_sd if (m := re.search(r"(?:encoder\.layer|layers)\.(\d+)\.", k))}
     args = {**entry.model_args, "depth": max(layers, default=-1) + 1}
     sd = from_transformers(hf_sd, _build(entry.model_cls, args, device="meta"))
@@ -150,8 +188,6 @@ def _convert_transformers(hf_sd: Mapping[str, torch.Tensor], entry: ModelEntry) 
 
 
 def _convert_vit(image: Mapping[str, Any], entry: ModelEntry, overrides: Mapping[str, Any], inflation: str | None) -> Converted:
-    from .inflate import inflate_vit
-
     # inflation builds straight into the user's architecture (size, frames, classes)
     model = _build(entry.model_cls, {**entry.model_args, **overrides})
     settings = dict((entry.pretrained_cfg or {}).get("inflation", {}))
@@ -181,12 +217,10 @@ def _convert_file(path: Path, entry: ModelEntry, overrides: Mapping[str, Any], i
             "use a .safetensors file, a directory written by save_pretrained, or a Scenic (Flax msgpack) checkpoint"
         )
     if path.suffix != ".safetensors":
-        from .flax_msgpack import read_flax_checkpoint
-
         params = read_flax_checkpoint(path)  # ValueError naming the file if it is not msgpack
         is_image_vit = inflation is not None or _inflates(entry)
         return (_convert_vit(params, entry, overrides, inflation) if is_image_vit
-                else _convert_scenic(params, entry, str(path))), {}  # fmt: skip
+                else _convert_scenic(params, entry, str(path), overrides)), {}  # fmt: skip
     sd, metadata = _read_safetensors(path)
     config = json.loads(metadata["config"]) if "config" in metadata else {}
     if not config and (path.parent / CONFIG_NAME).exists():
@@ -208,8 +242,6 @@ def _inflates(entry: ModelEntry) -> bool:
 # ---------------------------------------------------------------- registry sources
 def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
     """Download the original Scenic file once, convert it, cache our safetensors; later calls read only that."""
-    from .flax_msgpack import read_flax_checkpoint
-
     url = src["url"].replace("{scenic}", scenic_base_url())
     cached = cache_dir() / "converted" / f"{entry.name}.safetensors"
     if cached.exists():
@@ -223,7 +255,15 @@ def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
     download_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=download_dir) as tmp:
         raw = Path(tmp) / "checkpoint"
-        sha = download_url(url, raw)
+        try:
+            sha = download_url(url, raw)
+        except WeightsDownloadError as err:
+            if not is_offline():
+                raise
+            raise WeightsDownloadError(
+                f"offline mode (HF_HUB_OFFLINE) is on and {entry.name} is not in the cache ({cached}); "
+                "run once with network access, or copy a converted file there"
+            ) from err
         params = read_flax_checkpoint(raw)
     sd, args = _convert_scenic(params, entry, url)
     config = {**_config(_build(entry.model_cls, args, device="meta")), "pretrained_cfg": _jsonable(entry.pretrained_cfg)}
@@ -249,7 +289,7 @@ def _source(entry: ModelEntry, src: Mapping[str, Any], overrides: Mapping[str, A
     if fmt == "vit":
         return _convert_vit(sd, entry, overrides, inflation)
     config = json.loads(metadata["config"]) if "config" in metadata else {}
-    return _convert_ours(sd, config, entry, f"hf-hub:{src['hf_hub']}")
+    return _convert_ours(sd, config, entry, str(path))
 
 
 # ---------------------------------------------------------------- build and adapt

@@ -1,0 +1,514 @@
+"""The `vivit` command line, run in-process through `vivit.cli.main` (one real subprocess checks the entry point)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from scenic_fixtures import DATA, load_forward_fixture, model_args_from_config
+
+import vivit
+from vivit import cli
+from vivit.inference import iter_views
+from vivit.models.registry import _REGISTRY, register_model
+from vivit.models.vivit import MODEL_CLASSES
+from vivit.video import VideoDecoderMissingError, read_video
+
+SCENIC_FIXTURE = "m1_spacetime_tubelet_token"
+SCENIC_CHECKPOINT = DATA / "checkpoints" / f"{SCENIC_FIXTURE}.checkpoint"
+TINY = dict(img_size=32, num_frames=8, patch_size=8, depth=2, num_classes=4)
+LABELS = ["up", "down", "left", "right"]
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    """Run the command in-process; returns (exit status, stdout, stderr)."""
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error_line(err: str, *fragments: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vivit: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two tiny saved models (Model 1 with label names and 2x3 test views, Model 2 without a cfg) and clips."""
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    st = vivit.create_model("vivit_ti_st", **TINY)
+    st.pretrained_cfg = {
+        "input_size": (3, 8, 32, 32), "frame_stride": 1, "resize_size": 36, "crop_size": 32,
+        "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "test_views": (2, 3), "num_classes": 4, "label_names": LABELS,
+    }  # fmt: skip
+    st.save_pretrained(root / "tiny_st")
+    vivit.create_model("vivit_ti_fe", temporal_depth=1, **TINY).save_pretrained(root / "tiny_fe")
+    rng = np.random.default_rng(0)
+    np.save(root / "a.npy", rng.integers(0, 256, (20, 40, 48, 3), dtype=np.uint8))
+    np.savez(root / "b.npz", frames=rng.integers(0, 256, (12, 36, 36, 3), dtype=np.uint8))
+    np.save(root / "c.npy", rng.integers(0, 256, (9, 32, 40, 3), dtype=np.uint8))
+    (root / "garbage.npy").write_bytes(b"this is not an array" * 10)
+    data = (root / "tiny_st" / "model.safetensors").read_bytes()
+    (root / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    return {p.name.split(".")[0]: p for p in root.iterdir()}
+
+
+@pytest.fixture
+def st_args(files: dict[str, Path]) -> list[str]:
+    return ["--model", "vivit_ti_st", "--weights", str(files["tiny_st"]), "-q"]
+
+
+@pytest.fixture
+def fe_args(files: dict[str, Path]) -> list[str]:
+    return ["--model", "vivit_ti_fe", "--weights", str(files["tiny_fe"]), "-q"]
+
+
+@pytest.fixture
+def temp_entry():
+    """Register entries for one test (removed afterwards so the registry stays the real one)."""
+    added: list[str] = []
+
+    def add(name: str, variant: str, args: dict) -> str:
+        register_model(name, MODEL_CLASSES[variant], args)
+        added.append(name)
+        return name
+
+    yield add
+    for name in added:
+        del _REGISTRY[name]
+
+
+# ---------------------------------------------------------------- list
+def test_list_all_patterns_and_pretrained_filter(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0 and out.split() == vivit.list_models()
+    code, out, _ = run(capsys, "list", "vivit_b_*")
+    assert code == 0 and out.split() == vivit.list_models("vivit_b_*") and "vivit_b_fe" in out.split()
+    code, out, _ = run(capsys, "list", "--pretrained")
+    names = out.split()
+    assert code == 0 and names == vivit.list_models(pretrained=True)
+    assert "vivit_b_fe_k400" in names and "vivit_b_fe" not in names
+    code, out, _ = run(capsys, "list", "fe_k4", "--pretrained")  # no wildcard: a substring
+    assert out.split() == ["vivit_b_fe_k400", "vivit_l_fe_k400"]
+    code, out, err = run(capsys, "list", "no_such_thing")
+    assert code == 1 and out == ""
+    assert_one_error_line(err, "no_such_thing")
+
+
+# ---------------------------------------------------------------- info
+def test_info_architecture_params_and_macs(capsys):
+    code, out, _ = run(capsys, "info", "vivit_b_fe")
+    assert code == 0
+    assert "115.1M" in out  # the paper's Table 6 (Model 2, L_t=4)
+    macs = float(re.search(r"GMACs\s+([\d.]+) per view of 1x3x32x224x224", out)[1])
+    assert 281 < macs < 286  # paper: 284.4 "GFLOPs" (multiply-adds)
+    assert "FactorizedEncoderViViT" in out and "2x16x16" in out and "16x14x14 tokens" in out
+    assert "no pretrained weights" in out and "vivit_b_fe_k400" in out
+
+
+def test_info_pretrained_entry(capsys):
+    code, out, _ = run(capsys, "info", "vivit_b_fe_k400")
+    assert code == 0
+    for expected in (
+        "115.1M", "frame stride   2", "resize short side to 256", "centre crop 224", "mean (0.5, 0.5, 0.5)",
+        "4 clips x 3 crops", "kinetics400", "top1 78.4%", "Apache-2.0",
+        "scenic-bucket/vivit/kinetics_400/vivit_base_16x2_fe/checkpoint",
+    ):  # fmt: skip
+        assert expected in out, expected
+    code, out, _ = run(capsys, "info", "vivit_l_fe_ek100")
+    assert "noun 300 + verb 97" in out and "4 clips x 1 crop " in out and "action_top1 43.6%" in out
+
+
+def test_info_override(capsys):
+    code, out, _ = run(capsys, "info", "vivit_ti_st", "--override", "num_frames=16", "--override", "img_size=[112, 160]")
+    assert code == 0 and "16 frames of 112x160" in out and "8x7x10 tokens" in out
+
+
+# ---------------------------------------------------------------- predict
+def test_predict_text_top_k(capsys, files, st_args):
+    code, out, err = run(capsys, "predict", files["a"], files["b"], *st_args, "--top-k", "3")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 8
+    assert lines[0] == f"{files['a']} (vivit_ti_st, 2x3 views)"  # test views from the checkpoint's cfg
+    probs = [float(re.match(r"\s+([\d.]+)%  (\w+)$", line)[1]) for line in lines[1:4]]
+    assert probs == sorted(probs, reverse=True)
+    assert all(re.match(r"\s+[\d.]+%  (up|down|left|right)$", line) for line in lines[1:4] + lines[5:8])
+
+
+def test_predict_json_matches_predict_views(capsys, files, st_args):
+    code, out, _ = run(capsys, "predict", files["a"], files["b"], *st_args, "--json", "--top-k", "10", "--views", "1x3")
+    assert code == 0
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [r["video"] for r in results] == [str(files["a"]), str(files["b"])]
+    model = vivit.create_model("vivit_ti_st", pretrained=files["tiny_st"])
+    for result in results:
+        assert result["views"] == [1, 3] and result["model"] == "vivit_ti_st"
+        preds = result["predictions"]
+        assert len(preds) == 4  # top-k is capped by the class count
+        assert sum(p["probability"] for p in preds) == pytest.approx(1.0, abs=1e-5)
+        expected = vivit.predict_views(model, read_video(result["video"]), 1, 3).softmax(-1)
+        for p in preds:
+            assert p["label"] == LABELS[p["index"]]
+            assert p["probability"] == pytest.approx(expected[p["index"]].item(), abs=1e-6)
+
+
+def test_predict_model_without_label_names_or_preprocessing(capsys, files, fe_args):
+    code, out, err = run(capsys, "predict", files["c"], *fe_args, "--json", "--top-k", "2")
+    assert code == 0
+    (result,) = [json.loads(line) for line in out.splitlines()]
+    assert [p["label"] for p in result["predictions"]] == [str(p["index"]) for p in result["predictions"]]
+    assert result["views"] == [4, 3]  # Kinetics default views at the model's own input size
+    assert "no preprocessing config" in err
+
+
+def test_predict_keeps_going_after_a_bad_video(capsys, files, st_args):
+    code, out, err = run(capsys, "predict", files["a"], files["garbage"], files["b"], *st_args, "--top-k", "1")
+    assert code == 1
+    assert out.count("vivit_ti_st, 2x3 views") == 2  # both good videos were classified
+    assert_one_error_line(err, "garbage.npy")
+
+
+# ---------------------------------------------------------------- the bundled demo
+def _demo_assets_missing() -> str | None:
+    if "vivit_demo" not in vivit.list_models():
+        return "vivit_demo is not registered yet"
+    assets = resources.files("vivit") / "assets"
+    for name in ("vivit_demo.safetensors", "sample_clip.npz"):
+        if not (assets / name).is_file():
+            return f"vivit/assets/{name} is missing"
+    return None
+
+
+def test_predict_without_arguments_classifies_the_sample_clip(capsys):
+    if reason := _demo_assets_missing():
+        pytest.skip(reason)
+    code, out, err = run(capsys, "predict", "-q")
+    assert code == 0, err
+    header, top, *_ = out.splitlines()
+    true_label = re.search(r"true label: (.+)$", header)[1]
+    assert "sample_clip.npz (vivit_demo," in header
+    assert top.split("%  ")[1] == true_label  # the shipped demo gets its own sample right
+    code, out, _ = run(capsys, "predict", "-q", "--json")
+    (result,) = [json.loads(line) for line in out.splitlines()]
+    assert result["true_label"] == true_label and result["predictions"][0]["label"] == true_label
+
+
+# ---------------------------------------------------------------- features
+def _centre_view(model: torch.nn.Module, path: Path, cfg: dict | None = None) -> torch.Tensor:
+    return next(iter_views(read_video(path), 1, 1, cfg or model.pretrained_cfg))[None]
+
+
+def test_features_pooled_then_resume_skips_done_videos(capsys, files, st_args, tmp_path, monkeypatch):
+    out = tmp_path / "feats.safetensors"
+    code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
+    assert code == 0, err
+    model = vivit.create_model("vivit_ti_st", pretrained=files["tiny_st"])
+    with safe_open(str(out), "pt") as f:
+        assert sorted(f.keys()) == sorted([str(files["a"]), str(files["b"])])
+        assert f.metadata()["kind"] == "pooled" and f.metadata()["model"] == "vivit_ti_st"
+        for key in f.keys():  # noqa: SIM118
+            with torch.no_grad():
+                x = _centre_view(model, Path(key))
+                expected = model.forward_head(model.forward_features(x), pre_logits=True)[0]
+            assert f.get_tensor(key).shape == (192,)
+            torch.testing.assert_close(f.get_tensor(key), expected, rtol=0, atol=1e-6)
+
+    # a second run has nothing to do: no model is even loaded and the file is not rewritten
+    mtime = out.stat().st_mtime_ns
+    monkeypatch.setattr(cli, "_load_model", lambda args: pytest.fail("the model was loaded"))
+    code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
+    assert code == 0 and "2 of 2 videos already in" in err and out.stat().st_mtime_ns == mtime
+    monkeypatch.undo()
+
+    # a new video: only it is computed, the others are kept as they were
+    before = {k: v.clone() for k, v in _read(out).items()}
+    calls = []
+    real = cli._video_features
+    monkeypatch.setattr(cli, "_video_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    code, _, _ = run(capsys, "features", files["a"], files["b"], files["c"], *st_args, "--out", out)
+    assert code == 0 and len(calls) == 1
+    after = _read(out)
+    assert len(after) == 3 and all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+
+
+def test_features_interrupted_run_keeps_finished_videos(capsys, files, st_args, tmp_path, monkeypatch):
+    out = tmp_path / "feats.safetensors"
+    seen = []
+
+    def flaky_read(path):
+        seen.append(path)
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second video decodes
+        return read_video(path)
+
+    monkeypatch.setattr(cli, "read_video", flaky_read)
+    code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
+    assert code == 130 and "interrupted" in err
+    assert list(_read(out)) == [str(files["a"])]
+    assert [p.name for p in tmp_path.iterdir()] == ["feats.safetensors"]  # no temporary file left behind
+    monkeypatch.undo()
+    code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
+    assert code == 0 and "1 of 2 videos already in" in err
+    assert sorted(_read(out)) == sorted([str(files["a"]), str(files["b"])])
+
+
+def test_features_per_frame(capsys, files, st_args, fe_args, tmp_path):
+    fe_out, st_out = tmp_path / "fe.safetensors", tmp_path / "st.safetensors"
+    assert run(capsys, "features", files["a"], *fe_args, "--per-frame", "--out", fe_out)[0] == 0
+    assert run(capsys, "features", files["a"], *st_args, "--per-frame", "--views", "2x3", "--out", st_out)[0] == 0
+
+    fe = vivit.create_model("vivit_ti_fe", pretrained=files["tiny_fe"])
+    cfg = cli._data_cfg(fe)
+    with torch.no_grad():
+        expected = fe.forward_frame_features(_centre_view(fe, files["a"], cfg))[0]
+    got = _read(fe_out)[str(files["a"])]
+    assert got.shape == (4, 192)  # 8 frames / tubelet 2
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+    st = vivit.create_model("vivit_ti_st", pretrained=files["tiny_st"])
+    views = torch.stack(list(iter_views(read_video(files["a"]), 2, 3, st.pretrained_cfg)))
+    with torch.no_grad():
+        (grid,) = st.forward_intermediates(views, indices=1, norm=True, intermediates_only=True)
+    expected = grid.mean(dim=(3, 4)).transpose(1, 2).mean(0)  # all 6 views averaged
+    got = _read(st_out)[str(files["a"])]
+    assert got.shape == (4, 192)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_features_refuses_to_mix_settings(capsys, files, st_args, tmp_path):
+    out = tmp_path / "feats.safetensors"
+    assert run(capsys, "features", files["a"], *st_args, "--out", out)[0] == 0
+    code, _, err = run(capsys, "features", files["b"], *st_args, "--per-frame", "--out", out)
+    assert code == 1
+    assert_one_error_line(err, "kind='pooled'", "kind='per_frame'")
+    code, _, err = run(capsys, "features", files["b"], *st_args, "--out", tmp_path / "feats.npz")
+    assert code == 2
+    assert_one_error_line(err, ".safetensors")
+
+
+# ---------------------------------------------------------------- convert
+def _scenic_entry(temp_entry) -> tuple[str, dict]:
+    fixture = load_forward_fixture(SCENIC_FIXTURE)
+    variant, args = model_args_from_config(fixture["meta"]["config"])
+    return temp_entry("test_cli_scenic_m1", variant, args), fixture
+
+
+def test_convert_scenic_checkpoint_and_reload(capsys, temp_entry, tmp_path):
+    name, fixture = _scenic_entry(temp_entry)
+    out = tmp_path / "m1.safetensors"
+    code, stdout, err = run(capsys, "convert", SCENIC_CHECKPOINT, "--model", name, "--out", out)
+    assert code == 0, err
+    assert f"create_model('{name}', pretrained='{out}')" in stdout
+    with safe_open(str(out), "pt") as f:
+        metadata = f.metadata()
+    assert json.loads(metadata["config"])["model_class"] == "SpatioTemporalViViT"
+    assert metadata["converted_from"] == SCENIC_CHECKPOINT.name
+    # the file describes its own architecture: the generic registered name loads it as well
+    for model in (vivit.create_model(name, pretrained=out), vivit.create_model("vivit_ti_st", pretrained=out)):
+        with torch.no_grad():
+            assert (model(fixture["video"]) - fixture["logits"]).abs().max() <= 1e-5
+
+
+def test_convert_to_directory(capsys, files, tmp_path):
+    out = tmp_path / "converted"
+    code, _, _ = run(capsys, "convert", files["tiny_st"] / "model.safetensors", "--model", "vivit_ti_st", "--out", out)
+    assert code == 0 and sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    a = vivit.create_model("vivit_ti_st", pretrained=files["tiny_st"])
+    b = vivit.create_model("vivit_ti_st", pretrained=out)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert b.pretrained_cfg["label_names"] == LABELS  # the preprocessing and labels travel along
+
+
+def test_convert_scenic_checkpoint_with_size_overrides(capsys, tmp_path):
+    out = tmp_path / "m1.safetensors"
+    code, _, err = run(
+        capsys, "convert", SCENIC_CHECKPOINT, "--model", "vivit_ti_st", "--out", out,
+        "--override", "img_size=16", "--override", "num_frames=8",
+    )  # fmt: skip
+    assert code == 0, err
+    fixture = load_forward_fixture(SCENIC_FIXTURE)
+    with torch.no_grad():
+        logits = vivit.create_model("vivit_ti_st", pretrained=out)(fixture["video"])
+    assert (logits - fixture["logits"]).abs().max() <= 1e-5
+
+
+# ---------------------------------------------------------------- errors: one line, the right status
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["info", "vivit_nope"],
+        ["predict", "{a}", "--model", "vivit_b_fee_k400"],
+        ["features", "{a}", "--model", "vivit_nope", "--out", "{tmp}/x.safetensors"],
+        ["convert", "{a}", "--model", "vivit_nope", "--out", "{tmp}/x.safetensors"],
+    ],
+    ids=["info", "predict", "features", "convert"],
+)
+def test_unknown_model(capsys, files, tmp_path, argv):
+    code, out, err = run(capsys, *(a.format(a=files["a"], tmp=tmp_path) for a in argv))
+    assert code == 2 and out == ""
+    line = assert_one_error_line(err, "unknown model", "'vivit list'")
+    if "fee" in line:
+        assert "did you mean" in line and "vivit_b_fe_k400" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["frob"], ["invalid choice"]),
+        (["predict", "{a}", "--views", "4x2"], ["crops 1 or 3", "vivit predict --help"]),
+        (["predict", "{a}", "--top-k", "0"], ["positive integer"]),
+        (["predict", "{a}", "--override", "no_equals_sign"], ["KEY=VALUE"]),
+        (["predict", "{a}", "--override", "num_framez=16"], ["num_framez", "not an argument"]),
+        (["predict", "{a}", "--model", "vivit_ti_st"], ["no pretrained weights", "--weights"]),
+        (["features", "{a}", "--out", "x.safetensors"], ["--model"]),
+        (["convert", "{a}", "--model", "vivit_ti_st"], ["--out"]),
+    ],
+    ids=["command", "views", "top-k", "override-syntax", "override-name", "no-weights", "features-model", "convert-out"],
+)
+def test_usage_errors(capsys, files, st_args, argv, fragments):
+    argv = [a.format(a=files["a"]) for a in argv]
+    if argv[0] == "predict" and "--model" not in argv:
+        argv += st_args
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert_one_error_line(err, *fragments)
+
+
+def test_missing_files(capsys, files, st_args, tmp_path):
+    code, out, err = run(capsys, "predict", tmp_path / "nope.mp4", *st_args)
+    assert code == 1 and out == ""
+    assert_one_error_line(err, "nope.mp4", "does not exist")
+    code, _, err = run(capsys, "predict", files["a"], "--model", "vivit_ti_st", "--weights", tmp_path / "none")
+    assert code == 1
+    assert_one_error_line(err, "--weights", "does not exist")
+    code, _, err = run(capsys, "convert", tmp_path / "none.ckpt", "--model", "vivit_ti_st", "--out", tmp_path / "x.safetensors")
+    assert code == 1
+    assert_one_error_line(err, "none.ckpt", "does not exist")
+
+
+def test_corrupted_checkpoints(capsys, files, tmp_path):
+    code, out, err = run(capsys, "predict", files["a"], "--model", "vivit_ti_st", "--weights", files["truncated"])
+    assert code == 1 and out == ""
+    assert_one_error_line(err, "truncated.safetensors", "corrupted")
+    damaged = tmp_path / "damaged.checkpoint"
+    damaged.write_bytes(SCENIC_CHECKPOINT.read_bytes()[:5000])
+    code, _, err = run(capsys, "convert", damaged, "--model", "vivit_ti_st", "--out", tmp_path / "x.safetensors")
+    assert code == 1
+    assert_one_error_line(err, "damaged.checkpoint")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_offline_without_cache(capsys, files, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VIVIT_CACHE", str(tmp_path / "vivit"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    code, out, err = run(capsys, "predict", "--model", "vivit_b_fe_k400", files["a"])
+    assert code == 1 and out == ""
+    assert_one_error_line(err, "vivit_b_fe_k400", "offline")
+
+
+def test_missing_pyav(capsys, files, st_args, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00" * 64)
+    with pytest.raises(VideoDecoderMissingError, match=re.escape("pip install 'vivit[video]'")):
+        read_video(video)
+    code, out, err = run(capsys, "predict", video, *st_args)
+    assert code == 1 and out == ""
+    assert_one_error_line(err, "pip install 'vivit[video]'")
+    assert read_video(files["a"]).shape == (20, 40, 48, 3)  # arrays still need no decoder
+
+
+def test_debug_env_shows_the_traceback(capsys, files, monkeypatch):
+    monkeypatch.setenv("VIVIT_DEBUG", "1")
+    with pytest.raises(ValueError, match="corrupted"):
+        cli.main(["predict", str(files["a"]), "--model", "vivit_ti_st", "--weights", str(files["truncated"])])
+
+
+# ---------------------------------------------------------------- video reading
+def test_read_video_arrays(files, tmp_path):
+    assert read_video(files["b"]).shape == (12, 36, 36, 3)
+    np.save(tmp_path / "float.npy", np.zeros((2, 4, 4, 3), np.float32))
+    np.save(tmp_path / "gray.npy", np.zeros((2, 4, 4), np.uint8))
+    np.savez(tmp_path / "other.npz", video=np.zeros((2, 4, 4, 3), np.uint8))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for name, message in [
+        ("float.npy", "uint8"), ("gray.npy", r"\(T, H, W, 3\)"), ("other.npz", "no 'frames'"),
+        ("objects.npy", "not a numpy array file"),
+    ]:  # fmt: skip
+        with pytest.raises(ValueError, match=message) as info:
+            read_video(tmp_path / name)
+        assert name in str(info.value)
+    with pytest.raises(FileNotFoundError):
+        read_video(tmp_path)
+
+
+def _write_video(path: Path, frames: np.ndarray, codec: str, pix_fmt: str) -> None:
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = pix_fmt
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_pyav_decoding(capsys, files, st_args, tmp_path):
+    pytest.importorskip("av")
+    frames = np.random.default_rng(1).integers(0, 256, (6, 24, 32, 3), dtype=np.uint8)
+    _write_video(tmp_path / "lossless.avi", frames, "png", "rgb24")
+    np.testing.assert_array_equal(read_video(tmp_path / "lossless.avi"), frames)  # RGB order, every frame
+
+    flat = np.broadcast_to(np.array([200, 30, 90], np.uint8), (10, 48, 64, 3))
+    _write_video(tmp_path / "clip.mp4", flat, "mpeg4", "yuv420p")
+    decoded = read_video(tmp_path / "clip.mp4")
+    assert decoded.shape == (10, 48, 64, 3) and np.abs(decoded.astype(int) - flat).max() <= 4
+    code, out, _ = run(capsys, "predict", tmp_path / "clip.mp4", *st_args, "--top-k", "1")
+    assert code == 0 and out.startswith(f"{tmp_path / 'clip.mp4'} (vivit_ti_st")
+
+    (tmp_path / "broken.mp4").write_bytes(b"not a video" * 100)
+    code, out, err = run(capsys, "predict", tmp_path / "broken.mp4", *st_args)
+    assert code == 1 and out == ""
+    assert_one_error_line(err, "cannot decode", "broken.mp4")
+
+
+# ---------------------------------------------------------------- the installed entry points
+def test_python_dash_m_entry_point():
+    env = {**os.environ, "PYTHONPATH": str(Path(vivit.__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-m", "vivit", "list", "--pretrained"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == vivit.list_models(pretrained=True)
+
+
+def test_console_script_if_installed():
+    script = shutil.which("vivit", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the vivit console script is not installed in this environment")
+    done = subprocess.run([script, "info", "vivit_nope"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert_one_error_line(done.stderr, "unknown model")

@@ -1,0 +1,685 @@
+"""The `vivit` command line (also `python -m vivit`).
+
+    vivit list [PATTERN] [--pretrained]          registered model names
+    vivit info NAME                              size, compute, input and preprocessing, weights
+    vivit predict [VIDEO ...] [--model NAME]     classify videos (no VIDEO: the bundled sample clip)
+    vivit features VIDEO ... --model NAME --out FILE.safetensors   pooled or per-frame features
+    vivit convert SRC --model NAME --out FILE.safetensors           any supported checkpoint -> ours
+
+Every failure prints one line, `vivit: error: ...`, to stderr and exits with status 2 (the command
+line was wrong: unknown model, bad option) or 1 (anything else: missing or undecodable file, no
+network, corrupted checkpoint). `VIVIT_DEBUG=1` re-raises instead, with the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import itertools
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .inference import iter_views, predict_views
+from .models.registry import ModelEntry, create_model, get_entry, list_models
+from .transforms import resolve_data_config
+from .video import read_video
+from .weights.hub import WeightsDownloadError, atomic_write, scenic_base_url
+
+__all__ = ["CommandError", "UsageError", "build_parser", "main"]
+
+PROG = "vivit"
+DEBUG_ENV = "VIVIT_DEBUG"
+DEMO_MODEL = "vivit_demo"
+SAMPLE_CLIP = "sample_clip.npz"
+FEATURES_FORMAT = "vivit-features"
+
+_MODEL_KINDS = {
+    "SpatioTemporalViViT": "Model 1: joint space-time attention",
+    "FactorizedEncoderViViT": "Model 2: factorized encoder, spatial then temporal",
+    "FactorizedSelfAttentionViViT": "Model 3: factorized self-attention, time then space",
+    "FactorizedDotProductViViT": "Model 4: factorized dot-product attention, half the heads each",
+}
+
+
+class UsageError(Exception):
+    """The command line itself is wrong (exit status 2)."""
+
+
+class CommandError(Exception):
+    """The command could not do its work for a reason the message explains (exit status 1)."""
+
+
+# Errors whose message is enough on its own; anything else is unexpected and also gets its type.
+_EXPECTED_ERRORS = (UsageError, CommandError, ValueError, OSError, ImportError, WeightsDownloadError)
+
+
+# ---------------------------------------------------------------- argument parsing
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line raises UsageError so `main` prints one line, not usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _override(text: str) -> tuple[str, Any]:
+    """Parse `key=value`; the value is JSON (`16`, `[224, 224]`, `true`), else a plain string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. num_frames=16), got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # lets `global_pool=avg` work without shell-escaped JSON quotes
+    # Sizes are tuples everywhere in the models; JSON only has lists.
+    return key, tuple(value) if isinstance(value, list) else value
+
+
+def _views(text: str) -> tuple[int, int]:
+    """Parse `CLIPSxCROPS`, e.g. `4x3`; crops are 1 (centre) or 3 (left/centre/right)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected CLIPSxCROPS such as 4x3 or 1x1, got {text!r}")
+    clips, crops = int(match[1]), int(match[2])
+    if clips < 1 or crops not in (1, 3):
+        raise argparse.ArgumentTypeError(f"{text!r}: clips must be >= 1 and crops 1 or 3")
+    return clips, crops
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_model_options(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+    """--model / --weights / --override, shared by predict, features and convert."""
+    parser.add_argument(
+        "--model", "-m", default=default, required=default is None, metavar="NAME",
+        help="registered model name (see 'vivit list')" + (f"; default {default}" if default else ""),
+    )  # fmt: skip
+    parser.add_argument(
+        "--override", action="append", default=[], type=_override, metavar="KEY=VALUE",
+        help="constructor argument, JSON value (repeatable), e.g. --override num_frames=16",
+    )  # fmt: skip
+
+
+def _add_weights_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights", "-w", metavar="PATH",
+        help="checkpoint to load instead of the entry's released weights: a .safetensors file, a "
+        "save_pretrained directory, a Scenic checkpoint or hf-hub:org/repo",
+    )  # fmt: skip
+
+
+def _add_run_options(parser: argparse.ArgumentParser, views_help: str) -> None:
+    """Options of the commands that run the model on videos."""
+    parser.add_argument("--views", type=_views, metavar="CLIPSxCROPS", help=views_help)
+    parser.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="views per forward pass (default 4)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `vivit` command (exposed for documentation tools)."""
+    parser = _Parser(prog=PROG, description="ViViT video transformers: list, inspect, run and convert models.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("list", help="list model names", description="List registered model names, one per line.")
+    p.add_argument("pattern", nargs="?", default="*", help="shell pattern (vivit_b_*) or substring (fe_k4)")
+    p.add_argument("--pretrained", action="store_true", help="only names that come with weights")
+    p.set_defaults(run=_cmd_list)
+
+    p = commands.add_parser(
+        "info", help="describe a model", description="Parameters, compute, input, preprocessing and weights of a model."
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--override", action="append", default=[], type=_override, metavar="KEY=VALUE",
+                   help="constructor argument (repeatable), e.g. --override num_frames=16")  # fmt: skip
+    p.set_defaults(run=_cmd_info)
+
+    p = commands.add_parser(
+        "predict", help="classify videos",
+        description="Classify videos with the multi-view test protocol (logits averaged over views). "
+        f"Without VIDEO, classifies the sample clip bundled with the package using {DEMO_MODEL}.",
+    )  # fmt: skip
+    p.add_argument("videos", nargs="*", metavar="VIDEO", help="video files (needs PyAV) or uint8 .npy/.npz frame arrays")
+    _add_model_options(p, default=DEMO_MODEL)
+    _add_weights_option(p)
+    _add_run_options(p, "test views, e.g. 4x3 (default: the model's test_views)")
+    p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="classes to show (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per video")
+    p.set_defaults(run=_cmd_predict)
+
+    p = commands.add_parser(
+        "features", help="extract video features to a safetensors file",
+        description="Write one feature tensor per video (key: the path as given) to a safetensors file. "
+        "Resumable: videos already in the file are skipped and the file is rewritten atomically after each video.",
+    )  # fmt: skip
+    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    _add_model_options(p, default=None)
+    _add_weights_option(p)
+    p.add_argument("--out", "-o", required=True, metavar="FILE.safetensors")
+    p.add_argument("--per-frame", action="store_true", help="one feature per temporal token (nt, D) instead of (D,)")
+    _add_run_options(p, "views averaged per video (default 1x1: the centre clip, centre crop)")
+    p.set_defaults(run=_cmd_features)
+
+    p = commands.add_parser(
+        "convert", help="convert a checkpoint to vivit's safetensors format",
+        description="Load a Scenic (Flax msgpack), transformers ViViT, 2D ViT (inflated) or vivit checkpoint "
+        "into a registered architecture and save it in vivit's format.",
+    )  # fmt: skip
+    p.add_argument("src", metavar="SRC", help="checkpoint file, save_pretrained directory or hf-hub:org/repo")
+    _add_model_options(p, default=None)
+    p.add_argument("--out", "-o", required=True, metavar="FILE.safetensors",
+                   help="a .safetensors file, or a directory (model.safetensors + config.json)")  # fmt: skip
+    p.add_argument(
+        "--inflation", choices=("central", "average"),
+        help="tubelet kernel from a 2D ViT (default: the entry's, else central)",
+    )  # fmt: skip
+    p.set_defaults(run=_cmd_convert)
+    return parser
+
+
+# ---------------------------------------------------------------- shared helpers
+def _note(message: str) -> None:
+    """A status line for the user, on stderr so that stdout stays machine-readable."""
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _entry(name: str) -> ModelEntry:
+    try:
+        return get_entry(name)
+    except ValueError as err:  # the registry's hint names the Python API; point at the command instead
+        raise UsageError(str(err).replace("vivit.list_models()", "'vivit list'")) from None
+
+
+def _require_file(path: str, what: str) -> None:
+    """Fail early and clearly, before any model is built, when an input does not exist."""
+    if path.startswith("hf-hub:"):
+        return
+    if not Path(path).expanduser().exists():
+        raise CommandError(f"{what} {path} does not exist")
+
+
+def _constructor_keywords(cls: type) -> set[str]:
+    """Keyword arguments a model class accepts, collected over the `__init__`s it forwards to."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is nn.Module or not issubclass(klass, nn.Module) or "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names.update(p.name for p in params if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD)
+    return names - {"self"}
+
+
+def _create(name: str, pretrained: bool | str, overrides: Mapping[str, Any]) -> nn.Module:
+    """`create_model`, with a misspelled --override reported as a usage error before any loading."""
+    entry = _entry(name)
+    # `inflation` configures how weights load, so it only means something with weights
+    allowed = _constructor_keywords(entry.model_cls) | ({"inflation"} if pretrained else set())
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise UsageError(
+            f"--override {', '.join(unknown)}: not an argument of {entry.model_cls.__name__} "
+            f"(it takes {', '.join(sorted(allowed))})"
+        )
+    return create_model(name, pretrained=pretrained, **overrides)
+
+
+def _load_model(args: argparse.Namespace) -> nn.Module:
+    """The model named by --model with --weights (or the entry's own), on --device, in eval mode."""
+    entry = _entry(args.model)
+    device = _device(args.device)  # a bad --device is reported before any download
+    if args.weights is not None:
+        _require_file(args.weights, "--weights")
+        pretrained: bool | str = args.weights
+    elif entry.has_weights:
+        pretrained = True
+    else:
+        with_weights = list_models(f"{entry.name}_*", pretrained=True)
+        hint = f" (entries with weights: {', '.join(with_weights)})" if with_weights else ""
+        raise UsageError(
+            f"{entry.name} has no pretrained weights{hint}; pass --weights PATH or pick a name from "
+            "'vivit list --pretrained'"
+        )
+    model = _create(entry.name, pretrained, dict(args.override))
+    return model.to(device).eval()
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(f"--device {name!r}: {err}") from None
+
+
+def _data_cfg(model: nn.Module) -> dict[str, Any]:
+    """The model's preprocessing cfg, completed from the model when its checkpoint carried none.
+
+    Without an `input_size` the transforms would fall back to 32 frames of 224x224, which a model
+    built for another size rejects; its own frames and size are the only sensible default. The
+    resize keeps Kinetics' 256:224 ratio between short side and crop.
+    """
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    if "input_size" not in cfg and hasattr(model, "img_size"):
+        height, width = model.img_size
+        cfg["input_size"] = (model.in_chans, model.num_frames, height, width)
+        cfg.setdefault("crop_size", (height, width))
+        cfg.setdefault("resize_size", round(min(height, width) * 256 / 224))
+        _note("the weights carry no preprocessing config: using Kinetics defaults at the model's input size")
+    return cfg
+
+
+# ---------------------------------------------------------------- list
+def _cmd_list(args: argparse.Namespace) -> int:
+    pattern = args.pattern if any(c in args.pattern for c in "*?[") else f"*{args.pattern}*"
+    names = list_models(pattern, pretrained=args.pretrained)
+    if not names:
+        kind = "pretrained model" if args.pretrained else "model"
+        raise CommandError(f"no {kind} name matches {args.pattern!r}")
+    print("\n".join(names))
+    return 0
+
+
+# ---------------------------------------------------------------- info
+def _count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """Multiply-adds of one forward pass (the paper's "FLOPs"), counted on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"), FlopCounterMode(display=False) as counter:
+        model(torch.empty(input_shape))
+    return counter.get_total_flops() / 2
+
+
+def _giga(count: float) -> str:
+    """Billions with one decimal, or three significant digits for small models (0.0117, not 0.0)."""
+    value = count / 1e9
+    return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _fmt_tuple(values: Sequence[Any]) -> str:
+    return "(" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) + ")"
+
+
+def _describe_source(src: Mapping[str, Any]) -> str:
+    fmt = src.get("format", "?")
+    if "url" in src:
+        where = src["url"].replace("{scenic}", scenic_base_url())
+    elif "file" in src:
+        where = f"bundled with the package (vivit/{src['file']})"
+    else:
+        where = f"hf-hub:{src.get('hf_hub')}"
+        extras = [v for v in (src.get("filename"), src.get("revision") and f"revision {src['revision']}") if v]
+        where += f" ({', '.join(extras)})" if extras else ""
+    return f"{fmt}: {where}"
+
+
+def _describe_metrics(metrics: Mapping[str, Any]) -> str:
+    views = metrics.get("views")
+    parts = [f"{k} {v}%" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in metrics.items() if k != "views"]
+    return ", ".join(parts) + (f" ({views} views)" if views else "")
+
+
+def _info_lines(name: str, model: nn.Module, entry: ModelEntry) -> Iterator[tuple[str, str]]:
+    """(field, text) pairs describing a model built on the meta device."""
+    a = model.model_args
+    cls = type(model).__name__
+    yield "class", f"{cls} ({_MODEL_KINDS.get(cls, 'custom')})"
+    widths = f"embed_dim {a['embed_dim']}, depth {a['depth']}, heads {a['num_heads']}, mlp {a['mlp_dim']}"
+    if "temporal_depth" in a:
+        widths += f"; temporal depth {a['temporal_depth']}, heads {a['temporal_num_heads']}, mlp {a['temporal_mlp_dim']}"
+    yield "architecture", f"{widths}; pool {a['global_pool']}; {a['num_classes']} outputs"
+    params = sum(p.numel() for p in model.parameters())
+    yield "parameters", f"{params / 1e6:.1f}M ({params:,})"
+
+    height, width = model.img_size
+    shape = (1, model.in_chans, model.num_frames, height, width)
+    macs = _count_macs(model, shape)
+    t, ph, pw = model.patch_embed.kernel_size
+    nt, nh, nw = model.grid_size
+    cfg = dict(entry.pretrained_cfg or {})
+    line = f"{_giga(macs)} per view of {'x'.join(map(str, shape))}"
+    if cfg:
+        clips, crops = resolve_data_config(cfg)["test_views"]
+        line += f"; {_giga(clips * crops * macs)} per video with {clips}x{crops} views"
+    yield "GMACs", line
+    yield "input", (
+        f"{model.num_frames} frames of {height}x{width}, {model.in_chans} channels; "
+        f"tubelet {t}x{ph}x{pw} (t x h x w) -> {nt}x{nh}x{nw} tokens"
+    )
+    if not cfg:
+        with_weights = list_models(f"{name}_*", pretrained=True)
+        yield "weights", "no pretrained weights" + (f" (entries with weights: {', '.join(with_weights)})" if with_weights else "")
+        return
+    d = resolve_data_config(cfg)
+    yield "frame stride", str(d["frame_stride"])
+    crop = d["crop_size"][0] if d["crop_size"][0] == d["crop_size"][1] else "x".join(map(str, d["crop_size"]))
+    yield "preprocessing", (
+        f"resize short side to {d['resize_size']} ({d['interpolation']}, antialias {'on' if d['antialias'] else 'off'}), "
+        f"centre crop {crop}, (x/255 - mean)/std with mean {_fmt_tuple(d['mean'])}, std {_fmt_tuple(d['std'])}"
+    )
+    clips, crops = d["test_views"]
+    yield "test views", f"{_plural(clips, 'clip')} x {_plural(crops, 'crop')} (logits averaged)"
+    if cfg.get("dataset"):
+        yield "dataset", str(cfg["dataset"])
+    labels = "named" if cfg.get("label_names") else "no names (class indices)"
+    if cfg.get("class_splits"):
+        splits = zip(cfg.get("split_names", ()), cfg["class_splits"], strict=False)
+        labels += "; split " + " + ".join(f"{n} {s}" for n, s in splits)
+    yield "classes", f"{cfg.get('num_classes', a['num_classes'])}, {labels}"
+    if cfg.get("metrics"):
+        yield "accuracy", _describe_metrics(cfg["metrics"])
+    for i, src in enumerate(cfg.get("sources", ())):
+        yield "weights" if i == 0 else "", _describe_source(src)
+    for key in ("license", "paper"):
+        if cfg.get(key):
+            yield key, str(cfg[key])
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    entry = _entry(args.name)
+    # The meta device allocates nothing: even ViViT-H is described instantly.
+    with torch.device("meta"):
+        model = _create(entry.name, False, dict(args.override))
+    print(entry.name)
+    for field, text in _info_lines(entry.name, model, entry):
+        print(f"  {field:<14} {text}")
+    return 0
+
+
+# ---------------------------------------------------------------- predict
+@contextmanager
+def _sample_clip() -> Iterator[tuple[Path, str | None]]:
+    """The sample clip bundled in `vivit/assets` and its true label, as a real file path."""
+    ref = resources.files("vivit") / "assets" / SAMPLE_CLIP
+    if not ref.is_file():
+        raise CommandError(
+            f"no VIDEO given and the bundled sample clip (vivit/assets/{SAMPLE_CLIP}) is missing from this "
+            "install; pass a video file: vivit predict VIDEO"
+        )
+    with resources.as_file(ref) as path:
+        with np.load(path, allow_pickle=False) as data:
+            label = str(data["label"].item()) if "label" in data.files else None
+        yield path, label
+
+
+def _top_predictions(logits: torch.Tensor, cfg: Mapping[str, Any], k: int) -> list[dict[str, Any]]:
+    """Softmax and top-k, per class split (Epic-Kitchens nouns and verbs are separate softmaxes)."""
+    logits = logits.float().cpu()
+    names = cfg.get("label_names")
+    if names is not None and len(names) != logits.numel():
+        names = None  # a fresh head (e.g. --override num_classes=...) no longer matches the names
+    sizes = list(cfg.get("class_splits") or [logits.numel()])
+    split_names = list(cfg.get("split_names") or [None] * len(sizes))
+    if sum(sizes) != logits.numel() or len(split_names) != len(sizes):
+        sizes, split_names = [logits.numel()], [None]
+    out = []
+    start = 0
+    for size, split in zip(sizes, split_names, strict=True):
+        probs = logits[start : start + size].softmax(-1)
+        top = probs.topk(min(k, size))
+        for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            index = start + i
+            item = {"index": index, "label": names[index] if names else str(index), "probability": p}
+            out.append({"split": split, **item} if split else item)
+        start += size
+    return out
+
+
+def _print_predictions(shown: str, result: Mapping[str, Any]) -> None:
+    header = f"{shown} ({result['model']}, {result['views'][0]}x{result['views'][1]} views)"
+    if result.get("true_label") is not None:
+        header += f", true label: {result['true_label']}"
+    print(header)
+    split = None
+    for item in result["predictions"]:
+        if item.get("split") != split:
+            split = item["split"]
+            print(f"  {split}:")
+        indent = "    " if split else "  "
+        print(f"{indent}{item['probability'] * 100:6.2f}%  {item['label']}")
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    _entry(args.model)  # an unknown name is reported before any file is touched
+    with ExitStack() as stack:
+        if args.videos:
+            inputs = [(Path(v), v, None) for v in args.videos]
+            for video in args.videos:
+                _require_file(video, "video")
+        else:
+            path, label = stack.enter_context(_sample_clip())
+            inputs = [(path, str(path), label)]
+        model = _load_model(args)
+        cfg = _data_cfg(model)
+        views = args.views or resolve_data_config(cfg)["test_views"]
+        failures = 0
+        for path, shown, label in inputs:
+            try:
+                frames = read_video(path)
+            except ValueError as err:  # one bad file must not lose the others' results
+                _error(err)
+                failures += 1
+                continue
+            logits = predict_views(
+                model, frames, *views, pretrained_cfg=cfg, batch_size=args.batch_size, progress=not args.quiet
+            )
+            result = {
+                "video": shown,
+                "model": args.model,
+                "views": list(views),
+                "predictions": _top_predictions(logits, cfg, args.top_k),
+            }
+            if label is not None:
+                result["true_label"] = label
+            if args.json:
+                print(json.dumps(result), flush=True)
+            else:
+                _print_predictions(shown, result)
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------- features
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _feature_fn(model: nn.Module, per_frame: bool) -> FeatureFn:
+    """(B, C, T, H, W) -> (B, D) pooled pre-logits features, or (B, nt, D) per temporal token."""
+    if not per_frame:
+        return lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
+    if hasattr(model, "forward_frame_features"):  # Model 2: its spatial encoder's per-frame output
+        return model.forward_frame_features
+
+    def frames(x: torch.Tensor) -> torch.Tensor:
+        (grid,) = model.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
+        return grid.mean(dim=(3, 4)).transpose(1, 2)  # (B, D, nt, nh, nw) -> (B, nt, D)
+
+    return frames
+
+
+def _video_features(
+    frames: np.ndarray, extract: FeatureFn, views: tuple[int, int], cfg: Mapping[str, Any], batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """Features of one video, averaged over its views, as a contiguous float32 CPU tensor."""
+    total: torch.Tensor | None = None
+    view_iter = iter_views(frames, views[0], views[1], cfg, device)
+    with torch.inference_mode():
+        while batch := list(itertools.islice(view_iter, batch_size)):
+            summed = extract(torch.stack(batch)).float().sum(0)
+            total = summed if total is None else total + summed
+    assert total is not None  # iter_views yields clips * crops >= 1 views
+    return (total / (views[0] * views[1])).cpu().contiguous()
+
+
+def _features_metadata(args: argparse.Namespace, views: tuple[int, int]) -> dict[str, str]:
+    """What the features in a file were computed with; a resumed run must match it."""
+    weights = args.weights
+    if weights is not None and not weights.startswith("hf-hub:"):
+        weights = os.path.abspath(os.path.expanduser(weights))  # same file from another directory
+    return {
+        "format": FEATURES_FORMAT,
+        "model": args.model,
+        "weights": weights or "released",
+        "overrides": json.dumps(sorted(dict(args.override).items())),
+        "kind": "per_frame" if args.per_frame else "pooled",
+        "views": f"{views[0]}x{views[1]}",
+    }
+
+
+def _load_done(out: Path, expected: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """Features already in `out` (none if it does not exist), after checking they are comparable."""
+    if not out.exists():
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(out), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            done = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CommandError(f"{out} exists but is not a readable safetensors file ({err}); delete it to start over") from None
+    differs = [k for k, v in expected.items() if metadata.get(k) != v]
+    if differs:
+        got = ", ".join(f"{k}={metadata.get(k)!r}" for k in differs)
+        want = ", ".join(f"{k}={expected[k]!r}" for k in differs)
+        raise CommandError(f"{out} holds features computed with {got}, not {want}; use another --out or delete it")
+    return done
+
+
+def _write_features(out: Path, features: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    # Written whole to a temporary file and renamed: an interrupted run leaves the last complete file.
+    with atomic_write(out) as tmp:
+        save_file(dict(features), str(tmp), metadata={**metadata, "vivit_version": __version__})
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    _entry(args.model)
+    out = Path(args.out).expanduser()
+    if out.suffix != ".safetensors":
+        raise UsageError(f"--out must be a .safetensors file, got {args.out}")
+    views = args.views or (1, 1)
+    metadata = _features_metadata(args, views)
+    videos = list(dict.fromkeys(args.videos))  # a path given twice is computed once
+    for video in videos:
+        _require_file(video, "video")
+    done = _load_done(out, metadata)
+    todo = [v for v in videos if v not in done]
+    if len(todo) < len(videos):
+        _note(f"{len(videos) - len(todo)} of {len(videos)} videos already in {out}; skipping them")
+    if not todo:
+        return 0
+    model = _load_model(args)
+    cfg = _data_cfg(model)
+    extract = _feature_fn(model, args.per_frame)
+    device = next(model.parameters()).device
+    failures = 0
+    for video in tqdm(todo, desc="features", unit="video", disable=args.quiet, file=sys.stderr):
+        try:
+            frames = read_video(video)
+        except ValueError as err:  # skip it; the rest still gets done and saved
+            tqdm.write(_error_line(err), file=sys.stderr)
+            failures += 1
+            continue
+        done[video] = _video_features(frames, extract, views, cfg, args.batch_size, device)
+        _write_features(out, done, metadata)
+    if not args.quiet:
+        _note(f"wrote {len(done)} feature tensors to {out}")
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------- convert
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .weights.loading import save_pretrained, save_safetensors
+
+    entry = _entry(args.model)
+    _require_file(args.src, "checkpoint")
+    overrides = dict(args.override)
+    if args.inflation is not None:
+        overrides["inflation"] = args.inflation
+    model = _create(entry.name, args.src, overrides)
+    out = Path(args.out).expanduser()
+    if out.suffix == ".safetensors":
+        # One self-describing file: the config travels in the safetensors metadata.
+        source = args.src if args.src.startswith("hf-hub:") else Path(args.src).name
+        save_safetensors(model, out, converted_from=source, converter=f"vivit convert {__version__}")
+    else:
+        save_pretrained(model, out)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out}: {type(model).__name__}, {params / 1e6:.1f}M parameters")
+    print(f"load it with vivit.create_model({entry.name!r}, pretrained={str(out)!r})")
+    return 0
+
+
+# ---------------------------------------------------------------- entry point
+def _error_line(err: BaseException) -> str:
+    """One line for any exception: multi-line messages are joined, unexpected types are named."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    if not isinstance(err, _EXPECTED_ERRORS):
+        text = f"{type(err).__name__}: {text} (set {DEBUG_ENV}=1 for a traceback)"
+    return f"{PROG}: error: {text}"
+
+
+def _error(err: BaseException) -> None:
+    print(_error_line(err), file=sys.stderr, flush=True)
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `vivit` command; returns the exit status (the console script exits with it).
+
+    Args:
+        argv: Arguments without the program name (default `sys.argv[1:]`).
+    """
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except SystemExit as done:  # --help and --version
+        return done.code if isinstance(done.code, int) else 0
+    except UsageError as err:
+        _error(err)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `vivit list | head`: the reader left; stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+        return 1
+    except Exception as err:
+        if _debug():
+            raise
+        _error(err)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
