@@ -8,6 +8,7 @@ milliseconds. `pytest --hypothesis-show-statistics` prints how many examples eac
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 from pathlib import Path
@@ -35,6 +36,16 @@ VARIANTS = {
 TOKEN_POOL = ("st", "fe")  # Models 3 and 4 have no class token
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread; with several, OpenMP start-up/spinning dominates
+    (and is ruinous on a loaded 2-core CI machine). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------- strategies
@@ -72,6 +83,11 @@ def model_configs(draw, dynamic_size: bool | None = None) -> tuple[str, dict]:
     return variant, args
 
 
+def _common(args: dict) -> dict:
+    """`args` without the variant-specific keywords (to build another variant from it)."""
+    return {k: v for k, v in args.items() if k not in ("temporal_depth", "temporal_num_heads", "attention_order")}
+
+
 def _build(variant: str, args: dict) -> torch.nn.Module:
     torch.manual_seed(0)
     return VARIANTS[variant](**args).eval()
@@ -88,7 +104,7 @@ def _grid_of(args: dict) -> tuple[int, int, int]:
 
 
 # ---------------------------------------------------------------- valid inputs
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=150, **SETTINGS)
 @given(config=model_configs(), data=st.data())
 def test_valid_inputs_give_finite_logits(config, data):
     """Any clip whose token grid matches the model's (any grid with dynamic_size=True) gives finite
@@ -119,7 +135,7 @@ INPUT_FAULTS = ["ndim", "channels", "layout", "dtype", "few_frames", "small_spac
 BAD_DTYPES = [torch.uint8, torch.int8, torch.int32, torch.int64, torch.bool, torch.complex64]
 
 
-@settings(max_examples=80, **SETTINGS)
+@settings(max_examples=200, **SETTINGS)
 @given(config=model_configs(), fault=st.sampled_from(INPUT_FAULTS), data=st.data())
 def test_invalid_inputs_raise_clear_value_errors(config, fault, data):
     variant, args = config
@@ -174,33 +190,30 @@ def test_invalid_inputs_raise_clear_value_errors(config, fault, data):
 CTOR_FAULTS = ["odd_heads", "token_pool", "indivisible", "indivisible_temporal", "no_tokens", "pool_name", "tubelet", "order"]
 
 
-@settings(max_examples=50, **SETTINGS)
+@settings(max_examples=100, **SETTINGS)
 @given(config=model_configs(), fault=st.sampled_from(CTOR_FAULTS), data=st.data())
 def test_invalid_constructor_args_raise_value_errors(config, fault, data):
     variant, args = config
     args = dict(args)
     if fault == "odd_heads":  # Model 4 gives half the heads to time, half to space
-        variant = "fdp"
-        args.pop("temporal_num_heads", None), args.pop("attention_order", None)
+        variant, args = "fdp", _common(args)
         heads = data.draw(st.sampled_from([1, 3, 5]), label="heads")
         args.update(num_heads=heads, embed_dim=heads * 4, global_pool="avg")
         match = rf"num_heads must be even \(got {heads}\)"
     elif fault == "token_pool":
-        variant = data.draw(st.sampled_from(["fsa", "fdp"]), label="variant")
-        args.pop("temporal_num_heads", None), args.pop("attention_order", None)
+        variant, args = data.draw(st.sampled_from(["fsa", "fdp"]), label="variant"), _common(args)
         args.update(global_pool="token", num_heads=2, embed_dim=8)
         match = rf"{VARIANTS[variant].__name__} has no class token .*use global_pool='avg'"
     elif fault == "indivisible":
         heads = args["num_heads"]
         assume(heads > 1)
         args["embed_dim"] = heads * data.draw(st.integers(1, 4), label="k") + data.draw(st.integers(1, heads - 1), label="r")
-        args.pop("temporal_num_heads", None)
+        args.pop("temporal_num_heads", None)  # Model 2's temporal heads default to num_heads
         match = rf"embed_dim \({args['embed_dim']}\) must be divisible by num_heads \({heads}\)"
     elif fault == "indivisible_temporal":
-        variant = "fe"
-        args.pop("attention_order", None)
-        args.update(embed_dim=12, num_heads=2, temporal_num_heads=data.draw(st.sampled_from([5, 7, 8]), label="heads"))
-        args["temporal_depth"] = 1
+        variant, args = "fe", _common(args)
+        heads = data.draw(st.sampled_from([5, 7, 8]), label="heads")
+        args.update(embed_dim=12, num_heads=2, temporal_depth=1, temporal_num_heads=heads)
         match = rf"embed_dim \(12\) must be divisible by num_heads \({args['temporal_num_heads']}\)"
     elif fault == "no_tokens":  # the clip holds no whole tubelet along some axis
         axis = data.draw(st.sampled_from(["frames", "height", "width"]), label="axis")
@@ -219,20 +232,14 @@ def test_invalid_constructor_args_raise_value_errors(config, fault, data):
         args["tubelet_size"] = data.draw(st.integers(-2, 0), label="tubelet")
         match = r"tubelet_size must be >= 1"
     else:  # "order": Model 3's attention order
-        variant = "fsa"
-        args.pop("temporal_num_heads", None), args.pop("temporal_depth", None)
+        variant, args = "fsa", _common(args)
         args.update(global_pool="avg", attention_order=data.draw(st.sampled_from(["spacetime", "time", "TIME_SPACE"])))
         match = r"attention_order must be 'time_space' or 'space_time'"
     with pytest.raises(ValueError, match=match):
         VARIANTS[variant](**args)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="non-positive sizes reach the layers unchecked (ZeroDivisionError / IndexError at construction, or a "
-    "RuntimeError only at forward for negative heads); needs the >= 1 checks in _ViViT.__init__ and "
-    "Attention.__init__ (patch in the test report)",
-)
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op:UserWarning")
 @pytest.mark.parametrize(
     "arg, value",
     [("num_heads", 0), ("num_heads", -2), ("patch_size", 0), ("embed_dim", 0), ("in_chans", 0), ("temporal_num_heads", -2)],
@@ -240,7 +247,8 @@ def test_invalid_constructor_args_raise_value_errors(config, fault, data):
 def test_non_positive_sizes_raise_value_errors(arg, value):
     cls = FactorizedEncoderViViT if arg.startswith("temporal") else SpatioTemporalViViT
     args = dict(img_size=16, num_frames=4, patch_size=8, embed_dim=8, depth=1, num_heads=2, num_classes=3)
-    with pytest.raises(ValueError, match=rf"{arg} must be >= 1, got {value}"):
+    # Model 2's temporal heads are checked by its attention layer, which calls them num_heads
+    with pytest.raises(ValueError, match=rf"{arg.removeprefix('temporal_')} must be >= 1, got {value}"):
         cls(**{**args, arg: value})(torch.zeros(1, 3, 4, 16, 16))
 
 
@@ -248,8 +256,8 @@ def test_non_positive_sizes_raise_value_errors(arg, value):
     "variant",
     [
         "st",
-        pytest.param("fe", marks=pytest.mark.xfail(strict=True, raises=ZeroDivisionError, reason="einops cannot infer t in '(b t) d -> b t d' with b=0; pass t= instead of b= (patch in report)")),
-        pytest.param("fsa", marks=pytest.mark.xfail(strict=True, raises=ZeroDivisionError, reason="einops cannot infer s in '(b s) t d -> b (t s) d' with b=0; pass s=/t= instead of b= (patch in report)")),
+        "fe",
+        "fsa",
         "fdp",
     ],
 )
@@ -263,7 +271,7 @@ def test_empty_batch(variant):
 
 # ---------------------------------------------------------------- checkpoint files
 CKPT_ENTRIES = {"st": "vivit_ti_st", "fe": "vivit_ti_fe", "fsa": "vivit_ti_fsa", "fdp": "vivit_s_fdp"}
-CKPT_ARGS = dict(img_size=16, num_frames=4, patch_size=8, embed_dim=8, depth=1, num_heads=2, num_classes=3)
+CKPT_ARGS = dict(img_size=16, num_frames=4, patch_size=8, embed_dim=12, depth=1, num_heads=2, num_classes=3)
 CKPT_VIDEO_SHAPE = (1, 3, 4, 16, 16)
 
 
@@ -311,7 +319,7 @@ def _tensor_bytes(model: torch.nn.Module) -> dict[str, bytes]:
     return {k: v.detach().contiguous().numpy().tobytes() for k, v in model.state_dict().items()}
 
 
-@settings(max_examples=40, **SETTINGS)
+@settings(max_examples=60, **SETTINGS)
 @given(variant=st.sampled_from(sorted(VARIANTS)), data=st.data())
 def test_truncated_checkpoint_raises_value_error(checkpoints, scratch, variant, data):
     ckpt = checkpoints[variant]
@@ -324,7 +332,7 @@ def test_truncated_checkpoint_raises_value_error(checkpoints, scratch, variant, 
         vivit.create_model(ckpt.entry, pretrained=path)
 
 
-@settings(max_examples=40, **SETTINGS)
+@settings(max_examples=60, **SETTINGS)
 @given(variant=st.sampled_from(sorted(VARIANTS)), data=st.data())
 def test_flipped_tensor_byte_loads_with_exactly_that_byte_changed(checkpoints, scratch, variant, data):
     """The format has no checksum: a byte changed inside tensor data loads, and changes that byte only."""
@@ -341,12 +349,7 @@ def test_flipped_tensor_byte_loads_with_exactly_that_byte_changed(checkpoints, s
     assert changed == {ckpt.tensor_at(pos)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a changed header byte can escape as KeyError / RuntimeError / ZeroDivisionError / a raw JSONDecodeError, "
-    "or load silently wrong weights (renamed head -> headless model); needs the loading.py patch in the report",
-)
-@settings(max_examples=60, phases=[Phase.explicit, Phase.generate], **SETTINGS)
+@settings(max_examples=150, phases=[Phase.explicit, Phase.generate], **SETTINGS)
 @given(variant=st.sampled_from(sorted(VARIANTS)), data=st.data())
 def test_flipped_header_byte_raises_value_error_or_loads_the_same_model(checkpoints, scratch, variant, data):
     """A changed byte in the length or JSON header (tensor names, dtypes, shapes, offsets, the
@@ -382,26 +385,20 @@ def _edit_header(ckpt: Checkpoint, old: bytes, new: bytes) -> bytes:
 
 _HEADER_FAULTS = {
     # name: (variant saved, (old, new) same-length header edit, expected message)
-    "config_not_json": ("st", (b'{\\"format\\"', b'{\\"format\\x'), r"(?i)config.*(json|corrupt)"),
+    "config_not_json": ("st", (b'"config":"{', b'"config":"X'), r"(?i)config.*(json|corrupt)"),
     "tensor_renamed": ("st", (b'"blocks.0.mlp.fc1.weight"', b'"blocks.0.mlp.fc1.weighu"'), r"blocks\.0\.mlp\.fc1\.weigh"),
     "head_renamed": ("st", (b'"head.weight"', b'"head.weighu"'), r"head\.weigh"),
     "config_size_disagrees": ("st", (b'\\"img_size\\": [16, 16]', b'\\"img_size\\": [56, 16]'), r"pos_embed"),
     "integer_dtype": ("fe", (b'"pos_embed":{"dtype":"F32"', b'"pos_embed":{"dtype":"I32"'), r"(?i)pos_embed.*(int32|floating)"),
     "zero_heads_in_config": ("fdp", (b'\\"num_heads\\": 2', b'\\"num_heads\\": 0'), r"num_heads must be >= 1"),
 }
-_XFAIL_HEADER = {
-    "config_not_json": "json.JSONDecodeError escapes with only 'Expecting value: line 1 column 1 (char 0)'",
-    "tensor_renamed": "KeyError from _tensor_model_args (sd['blocks.0.mlp.fc1.weight'])",
-    "head_renamed": "loads silently as a headless model: _adapt drops every 'head.*' key once num_classes reads 0",
-    "config_size_disagrees": "RuntimeError from load_state_dict (size mismatch for pos_embed)",
-    "integer_dtype": "loads silently: an int32 tensor is cast into the float parameter",
-    "zero_heads_in_config": "ZeroDivisionError from Attention (dim % 0)",
-}
 
 
 @pytest.mark.parametrize(
     "fault",
-    [pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=r + "; needs the patch in the report")) for f, r in _XFAIL_HEADER.items()],
+    [
+        f for f in _HEADER_FAULTS
+    ],
 )
 def test_malformed_header_raises_clear_value_error(checkpoints, tmp_path, fault):
     variant, (old, new), match = _HEADER_FAULTS[fault]
@@ -412,24 +409,15 @@ def test_malformed_header_raises_clear_value_error(checkpoints, tmp_path, fault)
     assert not isinstance(info.value, json.JSONDecodeError)
 
 
-@pytest.mark.parametrize("saved", sorted(VARIANTS))
-@pytest.mark.parametrize("loaded_as", sorted(VARIANTS))
+@pytest.mark.parametrize("saved, loaded_as", list(itertools.permutations(sorted(VARIANTS), 2)))
 def test_checkpoint_of_another_architecture_names_both_classes(checkpoints, saved, loaded_as):
     """save_pretrained records the class: loading it as another variant names both classes."""
-    if saved == loaded_as:
-        pytest.skip("same architecture")
     ckpt = checkpoints[saved]
     want, got = VARIANTS[saved].__name__, VARIANTS[loaded_as].__name__
     with pytest.raises(ValueError, match=rf"holds a {want}, but '{CKPT_ENTRIES[loaded_as]}' is a {got}"):
         vivit.create_model(CKPT_ENTRIES[loaded_as], pretrained=ckpt.directory)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="without a config, foreign tensors reach load_state_dict and its RuntimeError escapes; needs the "
-    "_finish wrapping in the loading.py patch",
-)
 def test_foreign_tensors_without_config_raise_value_error(checkpoints, tmp_path):
     """Model 1 tensors saved without our metadata (e.g. by a third-party script) loaded as Model 2."""
     ckpt = checkpoints["st"]
@@ -439,7 +427,7 @@ def test_foreign_tensors_without_config_raise_value_error(checkpoints, tmp_path)
         vivit.create_model("vivit_ti_fe", pretrained=path)
 
 
-@pytest.mark.parametrize("suffix", [".pth", ".pt", ".bin", ".ckpt", ".pkl"])
+@pytest.mark.parametrize("suffix", [".pt", ".bin", ".ckpt", ".pkl"])  # .pth: tests/test_weights.py
 def test_pickle_files_are_refused(tmp_path, suffix):
     path = tmp_path / f"model{suffix}"
     path.write_bytes(b"\x80\x04\x95junk")  # a pickle protocol-4 prefix: must not be unpickled
@@ -447,10 +435,11 @@ def test_pickle_files_are_refused(tmp_path, suffix):
         vivit.create_model("vivit_ti_st", pretrained=path)
 
 
-@settings(max_examples=20, **SETTINGS)
+@settings(max_examples=30, **SETTINGS)
 @given(blob=st.binary(min_size=0, max_size=4096))
 def test_random_bytes_safetensors_raise_value_error(scratch, blob):
     path = scratch / "random.safetensors"
     path.write_bytes(blob)
-    with pytest.raises(ValueError, match=r"not a readable safetensors file"):
+    # (a blob that happens to be a valid, empty safetensors file holds no patch embedding)
+    with pytest.raises(ValueError, match=r"not a readable safetensors file|no patch-embedding tensor"):
         vivit.create_model("vivit_ti_st", pretrained=path)

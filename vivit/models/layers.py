@@ -82,6 +82,8 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
         super().__init__()
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be >= 1, got {num_heads}")
         if dim % num_heads:
             raise ValueError(f"embed_dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
@@ -194,12 +196,12 @@ class FactorizedSelfAttentionBlock(nn.Module):
     def _attend_time(self, x: torch.Tensor, t: int) -> torch.Tensor:
         z = rearrange(x, "b (t s) d -> (b s) t d", t=t)
         z = z + self.drop_path(self.temporal_attn(self.temporal_norm(z)))
-        return rearrange(z, "(b s) t d -> b (t s) d", b=x.shape[0])
+        return rearrange(z, "(b s) t d -> b (t s) d", s=x.shape[1] // t)  # not b=: einops cannot split 0 by b=0
 
     def _attend_space(self, x: torch.Tensor, t: int) -> torch.Tensor:
         z = rearrange(x, "b (t s) d -> (b t) s d", t=t)
         z = z + self.drop_path(self.attn(self.norm1(z)))
-        return rearrange(z, "(b t) s d -> b (t s) d", b=x.shape[0])
+        return rearrange(z, "(b t) s d -> b (t s) d", t=t)
 
     def forward(self, x: torch.Tensor, grid: Grid | None = None) -> torch.Tensor:
         assert grid is not None, "FactorizedSelfAttentionBlock needs the (t, s) token grid"

@@ -103,6 +103,10 @@ class _ViViT(nn.Module):
                 f"{type(self).__name__} has no class token (as in the paper and Scenic); "
                 "use global_pool='avg'"
             )
+        for arg, value in (("embed_dim", embed_dim), ("num_heads", num_heads), ("in_chans", in_chans),
+                           ("patch_size", min(_pair(patch_size)))):  # fmt: skip
+            if value < 1:
+                raise ValueError(f"{arg} must be >= 1, got {value}")
         if tubelet_size < 1:
             raise ValueError(f"tubelet_size must be >= 1 (1 = uniform frame sampling), got {tubelet_size}")
         self.img_size = _pair(img_size)
@@ -169,6 +173,12 @@ class _ViViT(nn.Module):
                 f"expected a floating-point video (B, C, T, H, W), got dtype {x.dtype}; preprocess uint8 frames "
                 "first, e.g. vivit.create_transform(model.pretrained_cfg)(frames), which scales pixels as the "
                 "weights expect"
+            )
+        param_dtype = self.patch_embed.proj.weight.dtype
+        if x.dtype != param_dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(
+                f"input dtype {x.dtype} does not match the model's parameters ({param_dtype}); use "
+                f"x.to({param_dtype}), model.to({x.dtype}), or run under torch.autocast"
             )
         _, ch, t, h, w = x.shape
         if ch != c:
@@ -422,8 +432,8 @@ class FactorizedEncoderViViT(_ViViT):
     ) -> None:
         super().__init__(**kwargs)
         a = self.model_args
-        temporal_num_heads = temporal_num_heads or a["num_heads"]
-        temporal_mlp_dim = temporal_mlp_dim or self.mlp_dim
+        temporal_num_heads = a["num_heads"] if temporal_num_heads is None else temporal_num_heads
+        temporal_mlp_dim = self.mlp_dim if temporal_mlp_dim is None else temporal_mlp_dim
         a.update(temporal_depth=temporal_depth, temporal_num_heads=temporal_num_heads, temporal_mlp_dim=temporal_mlp_dim)
         nt, nh, nw = self.grid_size
         common = dict(drop=a["drop_rate"], attn_drop=a["attn_drop_rate"])
@@ -460,10 +470,9 @@ class FactorizedEncoderViViT(_ViViT):
 
     def forward_frame_features(self, x: torch.Tensor) -> torch.Tensor:
         """Per-frame embeddings `(B, nt, D)`: the spatial encoder's pooled output for each tubelet slice."""
-        b = x.shape[0]
-        x, _ = self._spatial_tokens(x)
+        x, grid = self._spatial_tokens(x)
         x = self.norm(self._run_blocks(self.blocks, x, None))
-        return rearrange(self._pool(x), "(b t) d -> b t d", b=b)
+        return rearrange(self._pool(x), "(b t) d -> b t d", t=grid[0])  # not b=: einops cannot split 0 by b=0
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._temporal_tokens(self.forward_frame_features(x))
@@ -493,10 +502,10 @@ class FactorizedEncoderViViT(_ViViT):
         for i, blk in enumerate(self.blocks):
             x = self._run_blocks([blk], x, None)
             if i in take:
-                y = rearrange(self.norm(x) if norm else x, "(b t) s d -> b t s d", b=b)
+                y = rearrange(self.norm(x) if norm else x, "(b t) s d -> b t s d", t=grid[0])
                 y = rearrange(y[:, :, self.num_prefix_tokens :], "b t s d -> b (t s) d")
                 intermediates.append(self._grid_tokens(y, grid, output_fmt))
-        x = self._temporal_tokens(rearrange(self._pool(self.norm(x)), "(b t) d -> b t d", b=b))
+        x = self._temporal_tokens(rearrange(self._pool(self.norm(x)), "(b t) d -> b t d", t=grid[0]))
         for i, blk in enumerate(self.temporal_blocks, start=depth):
             x = self._run_blocks([blk], x, None)
             if i in take:

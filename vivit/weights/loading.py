@@ -131,8 +131,9 @@ def _tensor_model_args(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         ids = {int(m[1]) for k in sd if (m := re.match(rf"{prefix}\.(\d+)\.", k))}
         if ids:
             args[key] = max(ids) + 1
-            fc1 = f"{prefix}.0.mlp.fc1.weight"
-            args["mlp_dim" if prefix == "blocks" else "temporal_mlp_dim"] = sd[fc1].shape[0]
+            fc1 = sd.get(f"{prefix}.0.mlp.fc1.weight")
+            if fc1 is not None:  # absent in a corrupted file: load_state_dict names the missing key
+                args["mlp_dim" if prefix == "blocks" else "temporal_mlp_dim"] = fc1.shape[0]
     args["num_classes"] = sd["head.weight"].shape[0] if "head.weight" in sd else 0
     args["global_pool"] = "token" if "cls_token" in sd else "avg"
     return args
@@ -202,6 +203,9 @@ def _convert_ours(sd: dict[str, torch.Tensor], config: Mapping[str, Any], entry:
     cls = _CLASSES.get(config.get("model_class", ""), entry.model_cls)
     if cls is not entry.model_cls:
         raise ValueError(f"{origin} holds a {cls.__name__}, but {entry.name!r} is a {entry.model_cls.__name__}")
+    not_float = [f"{k} ({v.dtype})" for k, v in sd.items() if not v.is_floating_point()]
+    if not_float:
+        raise ValueError(f"{origin}: weights must be floating point, got {', '.join(not_float)}; the file may be corrupted")
     args = {**entry.model_args, **config.get("model_args", {}), **_tensor_model_args(sd)}
     return sd, {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
 
@@ -222,9 +226,14 @@ def _convert_file(path: Path, entry: ModelEntry, overrides: Mapping[str, Any], i
         return (_convert_vit(params, entry, overrides, inflation) if is_image_vit
                 else _convert_scenic(params, entry, str(path), overrides)), {}  # fmt: skip
     sd, metadata = _read_safetensors(path)
-    config = json.loads(metadata["config"]) if "config" in metadata else {}
-    if not config and (path.parent / CONFIG_NAME).exists():
-        config = json.loads((path.parent / CONFIG_NAME).read_text())
+    try:
+        config = json.loads(metadata["config"]) if "config" in metadata else {}
+        if not config and (path.parent / CONFIG_NAME).exists():
+            config = json.loads((path.parent / CONFIG_NAME).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: its config is not valid JSON ({err}); the file may be corrupted") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: its config is not a JSON object; the file may be corrupted")
     patch = next((v for k, v in sd.items() if k.endswith(("patch_embed.proj.weight", "patch_embeddings.projection.weight"))), None)
     if patch is None:
         raise ValueError(f"{path}: no patch-embedding tensor; not a ViViT, ViT or transformers checkpoint")
@@ -314,7 +323,7 @@ def _grid(args: Mapping[str, Any]) -> tuple[int, int, int]:
 def _adapt(sd: dict[str, torch.Tensor], ckpt_args: Mapping[str, Any], model: _ViViT) -> dict[str, torch.Tensor]:
     """Fresh head for another class count; resampled position tables for another frame count or size."""
     if model.num_classes != ckpt_args.get("num_classes", model.num_classes) or model.num_classes == 0:
-        sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+        sd = {k: v for k, v in sd.items() if k not in ("head.weight", "head.bias")}
         sd.update({k: v for k, v in model.state_dict().items() if k.startswith("head.")})
         if model.num_classes:
             sd["head.weight"] = torch.zeros_like(sd["head.weight"])
@@ -332,7 +341,10 @@ def _adapt(sd: dict[str, torch.Tensor], ckpt_args: Mapping[str, Any], model: _Vi
 
 def _finish(model: _ViViT, sd: dict[str, torch.Tensor], ckpt_args: Mapping[str, Any], cfg: Mapping[str, Any]) -> _ViViT:
     sd = _adapt(sd, ckpt_args, model)
-    model.load_state_dict(sd, strict=True)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as err:  # missing/unexpected keys or shapes: a corrupted or foreign file
+        raise ValueError(f"{cfg.get('source', 'the checkpoint')} does not fit {type(model).__name__}: {err}") from None
     cfg = dict(cfg)
     if cfg.get("num_classes") not in (None, model.num_classes):
         cfg.update(num_classes=model.num_classes, label_names=None)  # a fresh head: old labels no longer apply
