@@ -184,6 +184,11 @@ def alternate(timer: Timer, fns: dict[str, Callable[[], Any]], runs: int, warmup
     }
 
 
+def cpu_ms(t: dict[str, Any]) -> str:
+    """Median process CPU time (all threads) of a timing entry, for the tables."""
+    return f"{t['cpu_median_s'] * 1e3:.0f}"
+
+
 def count_macs(c: dict[str, Any]) -> float:
     """Forward multiply-adds of our model for config `c`, counted on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -241,11 +246,14 @@ def run_child(spec: dict[str, Any], device: str) -> dict[str, Any]:
             model.set_grad_checkpointing(True)
 
         def step() -> None:
-            model.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=False)
             model(x).float().logsumexp(-1).sum().backward()
 
-        # the steady state holds gradients from the previous step; count them in the baseline
-        step()
+        # gradients persist between steps: allocate them before the baseline, so the increase is the
+        # step's own (activations, recomputation, temporaries). No step runs before the baseline, so
+        # freed-but-kept heap memory from an earlier step cannot hide in it.
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
     else:
         ctx = torch.autocast(dev.type, torch.bfloat16) if spec.get("bf16") else contextlib.nullcontext()
 
@@ -316,8 +324,8 @@ class Bench:
         self.plan = plan(args.quick)
         self.results: dict[str, Any] = {}
         self.md: list[str] = []
-        self.matmul_flops: float | None = None  # fp32
-        self.matmul_flops_bf16: float | None = None
+        self.mm_fns: dict[str, Callable[[], Any]] = {}  # reference matmuls by dtype name
+        self.mm_n = 0
         self._macs: dict[tuple, float] = {}
 
     # helpers
@@ -330,9 +338,19 @@ class Bench:
             self._macs[key] = count_macs(c)
         return self._macs[key]
 
-    def util(self, macs: float, seconds: float, bf16: bool = False) -> float | None:
-        ref = self.matmul_flops_bf16 if bf16 else self.matmul_flops
-        return None if not ref else 2 * macs / seconds / ref
+    def timed(
+        self, fns: dict[str, Callable[[], Any]], runs: int, warm: int, refs: tuple[str, ...] = ("float32",)
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+        """`alternate` with the reference matmul(s) as extra contenders, so that the FLOP/s figure
+        behind `util` sees the same machine conditions (other load) as the models it is compared to."""
+        extra = {f"_ref_{d}": self.mm_fns[d] for d in refs if d in self.mm_fns}
+        t = alternate(self.timer, {**fns, **extra}, runs, warm)
+        ref = {d: 2 * self.mm_n**3 / t.pop(f"_ref_{d}")["median_s"] for d in refs if f"_ref_{d}" in t}
+        return t, ref
+
+    @staticmethod
+    def util(macs: float, seconds: float, ref_flops: float | None) -> str:
+        return f"{2 * macs / seconds / ref_flops:.0%}" if ref_flops else "-"
 
     def table(self, title: str, header: list[str], rows: list[list[Any]], note: str = "") -> None:
         lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -348,23 +366,24 @@ class Bench:
 
     # matmul ------------------------------------------------------------------------------------
     def matmul(self) -> None:
-        n = self.plan["matmul_n"]
-        rows, res = [], {}
+        n = self.mm_n = self.plan["matmul_n"]
+        g = torch.Generator().manual_seed(0)
         for dtype in (torch.float32, torch.bfloat16):
-            g = torch.Generator().manual_seed(0)
             a = torch.randn(n, n, generator=g).to(self.dev, dtype)
             b = torch.randn(n, n, generator=g).to(self.dev, dtype)
-            runs = max(self.args.runs, 5)
-            t = alternate(self.timer, {"mm": lambda: torch.mm(a, b)}, runs, 1)["mm"]
-            flops = 2 * n**3 / t["median_s"]
-            res[str(dtype).removeprefix("torch.")] = dict(n=n, flops_per_s=flops, **t)
-            rows.append([f"{n}x{n} @ {n}x{n}", str(dtype).removeprefix("torch."), f"{t['median_s'] * 1e3:.1f}",
-                         f"{flops / 1e9:.1f}"])  # fmt: skip
-        self.matmul_flops = res["float32"]["flops_per_s"]
-        self.matmul_flops_bf16 = res["bfloat16"]["flops_per_s"]
+            self.mm_fns[str(dtype).removeprefix("torch.")] = lambda a=a, b=b: torch.mm(a, b)
+        t = alternate(self.timer, self.mm_fns, max(self.args.runs, 5), 1)
+        rows, res = [], {}
+        for d, r in t.items():
+            flops = 2 * n**3 / r["median_s"]
+            res[d] = dict(n=n, flops_per_s=flops, **r)
+            rows.append([f"{n}x{n} @ {n}x{n}", d, f"{r['median_s'] * 1e3:.1f}", f"{flops / 1e9:.1f}"])
         self.results["matmul"] = res
-        self.table("Reference matmul", ["shape", "dtype", "median ms", "GFLOP/s"], rows,
-                   "`util` columns below are achieved FLOP/s over the fp32 figure (bf16 rows: over the bf16 one).")  # fmt: skip
+        self.table(
+            "Reference matmul", ["shape", "dtype", "median ms", "GFLOP/s"], rows,
+            "`util` below = achieved FLOP/s (2 x MACs / median latency) over the FLOP/s of this fp32 matmul (bf16 "
+            "rows: the bf16 one), re-timed alternately with the models of each table so both see the same load.",
+        )  # fmt: skip
 
     # fwd: vivit vs HF ----------------------------------------------------------------------------
     def fwd(self) -> None:
@@ -392,29 +411,29 @@ class Bench:
 
             runs, warm = self.runs_for(c)
             with torch.inference_mode():
-                t = alternate(self.timer, {n: fn(n, m) for n, m in contenders.items()}, runs, warm)
+                t, ref = self.timed({n: fn(n, m) for n, m in contenders.items()}, runs, warm)
             del contenders, ours, hf
             macs = self.macs(c)
             mem = {n: measure_memory(dict(kind="fwd", impl=n, cfg=c), self.args) for n in t}
-            entry = dict(cfg=c, macs=macs, max_abs_logit_diff=diffs, timings=t, memory=mem)
+            entry = dict(cfg=c, macs=macs, max_abs_logit_diff=diffs, timings=t, memory=mem, matmul_ref_flops=ref)
             out.append(entry)
             base = t["vivit"]["median_s"]
             for n in t:
                 ms = t[n]["median_s"]
-                u = self.util(macs, ms)
                 peak, inc = mem_cells(mem[n], self.args.device)
                 rows.append([
-                    cfg_label(c), n, f"{ms * 1e3:.0f}", f"{ms / base:.2f}" if n != "vivit" else "1.00",
-                    f"{u:.0%}" if u is not None else "-", peak, inc,
+                    cfg_label(c), n, f"{ms * 1e3:.0f}", cpu_ms(t[n]), f"{ms / base:.2f}" if n != "vivit" else "1.00",
+                    self.util(macs, ms, ref.get("float32")), peak, inc,
                     f"{diffs[n]:.1e}" if n in diffs else "-",
                 ])  # fmt: skip
         self.results["fwd"] = out
         self.table(
             f"Model 1 forward: vivit vs HF transformers (fp32, batch 1, {self.args.device})",
-            ["config", "impl", "median ms", "HF/vivit time", "util", "peak MiB", "+MiB over build", "max abs dlogit"],
+            ["config", "impl", "median ms", "CPU ms", "HF/vivit time", "util", "peak MiB", "+MiB over build", "max abs dlogit"],
             rows,
-            "HF/vivit time > 1 means vivit is faster. Memory: each contender in its own process; "
-            "'+MiB' is the peak increase over the peak after imports + build.",
+            "HF/vivit time > 1 means vivit is faster (ratio of median wall times). CPU ms: process CPU time of all "
+            "threads (less sensitive to other load than wall time). Memory: each contender in its own process; "
+            "'+MiB' is the workload's peak RSS over the RSS after imports + build.",
         )
 
     # train -----------------------------------------------------------------------------------
@@ -433,24 +452,23 @@ class Bench:
             return run
 
         runs, warm = self.runs_for(c)
-        t = alternate(self.timer, {"plain": step(False), "grad_ckpt": step(True)}, runs, warm)
+        t, ref = self.timed({"plain": step(False), "grad_ckpt": step(True)}, runs, warm)
         del model
         macs = self.macs(c)
-        rows, out = [], dict(cfg=c, macs=macs, timings=t, memory={})
+        rows, out = [], dict(cfg=c, macs=macs, timings=t, memory={}, matmul_ref_flops=ref)
         for n in t:
             m = measure_memory(dict(kind="train", impl="vivit", cfg=c, grad_ckpt=n == "grad_ckpt"), self.args)
             out["memory"][n] = m
             ms = t[n]["median_s"]
-            u = self.util(3 * macs, ms)  # backward ~ 2x forward
             peak, inc = mem_cells(m, self.args.device)
-            rows.append([cfg_label(c), n, f"{ms * 1e3:.0f}", f"{ms / t['plain']['median_s']:.2f}",
-                         f"{u:.0%}" if u is not None else "-", peak, inc])  # fmt: skip
+            rows.append([cfg_label(c), n, f"{ms * 1e3:.0f}", cpu_ms(t[n]), f"{ms / t['plain']['median_s']:.2f}",
+                         self.util(3 * macs, ms, ref.get("float32")), peak, inc])  # fmt: skip  (backward ~ 2x fwd)
         self.results["train"] = out
         self.table(
             f"Training step (forward + backward, no optimizer), {c['name']}, fp32",
-            ["config", "mode", "median ms", "time vs plain", "util (3x fwd MACs)", "peak MiB", "+MiB over build"],
+            ["config", "mode", "median ms", "CPU ms", "time vs plain", "util (3x fwd MACs)", "peak MiB", "+MiB over build"],
             rows,
-            "The baseline for '+MiB' is taken after one step, so it includes the gradients.",
+            "The baseline for '+MiB' is the RSS after build with the gradients allocated (zeros).",
         )
 
     # models ------------------------------------------------------------------------------------
@@ -464,7 +482,7 @@ class Bench:
         x = make_input(cs[0], self.dev)
         runs, warm = self.runs_for(cs[0])
         with torch.inference_mode():
-            t = alternate(self.timer, {n: (lambda m=m: m(x)) for n, m in models.items()}, runs, warm)
+            t, ref = self.timed({n: (lambda m=m: m(x)) for n, m in models.items()}, runs, warm)
         del models
         rows, out = [], []
         first = cs[0]["name"]
@@ -472,18 +490,17 @@ class Bench:
             n = c["name"]
             macs = self.macs(c)
             ms = t[n]["median_s"]
-            u = self.util(macs, ms)
             paper = PAPER.get(n) if (c["frames"], c["img"]) == (32, 224) else None
-            out.append(dict(cfg=c, macs=macs, params=params[n], paper=paper, timing=t[n]))
+            out.append(dict(cfg=c, macs=macs, params=params[n], paper=paper, timing=t[n], matmul_ref_flops=ref))
             rows.append([
                 VARIANT_LABEL[c["variant"]], n, f"{params[n] / 1e6:.1f}", f"{paper['params_m']}" if paper else "-",
-                f"{macs / 1e9:.1f}", f"{paper['gmacs']}" if paper else "-", f"{ms * 1e3:.0f}",
-                f"{ms / t[first]['median_s']:.2f}", f"{u:.0%}" if u is not None else "-",
+                f"{macs / 1e9:.1f}", f"{paper['gmacs']}" if paper else "-", f"{ms * 1e3:.0f}", cpu_ms(t[n]),
+                f"{ms / t[first]['median_s']:.2f}", self.util(macs, ms, ref.get("float32")),
             ])  # fmt: skip
         self.results["models"] = out
         self.table(
             f"The four variants at {cs[0]['frames']}x{cs[0]['img']}^2 (fp32, batch 1, {self.args.device})",
-            ["model", "name", "params M", "paper params M", "GMACs", "paper GMACs", "median ms", "time vs Model 1",
+            ["model", "name", "params M", "paper params M", "GMACs", "paper GMACs", "median ms", "CPU ms", "time vs Model 1",
              "util"],
             rows,
             "Paper = Arnab et al. 2021, Table 2 (its 'GFLOPs' are multiply-adds).",
@@ -509,7 +526,7 @@ class Bench:
 
             runs, warm = self.runs_for(c)
             with torch.inference_mode():
-                t = alternate(self.timer, {"fp32": fwd(False), "bf16": fwd(True)}, runs, warm)
+                t, ref = self.timed({"fp32": fwd(False), "bf16": fwd(True)}, runs, warm, ("float32", "bfloat16"))
                 diffs, agree, scale = [], 0, []
                 for seed in range(n_inputs):
                     xi = make_input(c, self.dev, seed=100 + seed)
@@ -522,22 +539,22 @@ class Bench:
             del model
             macs = self.macs(c)
             entry = dict(cfg=c, macs=macs, timings=t, max_abs_logit_diff=max(diffs), max_abs_logit=max(scale),
-                         top1_agree=agree, n_inputs=n_inputs)  # fmt: skip
+                         top1_agree=agree, n_inputs=n_inputs, matmul_ref_flops=ref)  # fmt: skip
             out.append(entry)
             sp = t["fp32"]["median_s"] / t["bf16"]["median_s"]
             for n in ("fp32", "bf16"):
                 ms = t[n]["median_s"]
-                u = self.util(macs, ms, bf16=n == "bf16")
                 rows.append([
-                    f"{VARIANT_LABEL[c['variant']]} {cfg_label(c)}", n, f"{ms * 1e3:.0f}",
-                    f"{sp:.2f}" if n == "bf16" else "1.00", f"{u:.0%}" if u is not None else "-",
+                    f"{VARIANT_LABEL[c['variant']]} {cfg_label(c)}", n, f"{ms * 1e3:.0f}", cpu_ms(t[n]),
+                    f"{sp:.2f}" if n == "bf16" else "1.00",
+                    self.util(macs, ms, ref.get("bfloat16" if n == "bf16" else "float32")),
                     f"{max(diffs):.3f} (max abs logit {max(scale):.2f})" if n == "bf16" else "-",
                     f"{agree}/{n_inputs}" if n == "bf16" else "-",
                 ])  # fmt: skip
         self.results["bf16"] = out
         self.table(
             f"bf16 autocast vs fp32 ({self.args.device})",
-            ["model / config", "dtype", "median ms", "speed-up", "util (vs same-dtype matmul)", "max abs dlogit", "top-1 agree"],
+            ["model / config", "dtype", "median ms", "CPU ms", "speed-up", "util (vs same-dtype matmul)", "max abs dlogit", "top-1 agree"],
             rows,
             "Random-init weights and random inputs: the logit difference is the meaningful number; "
             "top-1 agreement on near-tied random logits is a weak signal.",

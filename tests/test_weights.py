@@ -225,9 +225,9 @@ def test_pretrained_registry_entries():
     released = {"vivit_b_st_k400", "vivit_b_fe_k400", "vivit_l_fe_k400", "vivit_l_fe_k600", "vivit_l_fe_ek100"}
     in21k = {f"vivit_{s}_{v}_in21k" for s in ("ti", "s", "b", "l", "h") for v in ("st", "fe", "fsa", "fdp")}
     in21k.discard("vivit_ti_fdp_in21k")
-    assert set(vivit.list_models(pretrained=True)) == released | in21k
+    assert set(vivit.list_models(pretrained=True)) == released | in21k | {"vivit_demo"}
     assert set(vivit.list_models(pretrained=True)) < set(vivit.list_models())
-    for name in vivit.list_models(pretrained=True):
+    for name in sorted(released | in21k):
         with torch.device("meta"):
             model = vivit.create_model(name)  # the entry's architecture, no download
         cfg = model.pretrained_cfg
@@ -285,3 +285,13 @@ def test_every_fixture_through_a_scenic_checkpoint_file(entries, tmp_path, fixtu
     model = vivit.create_model(name, pretrained=tmp_path / "checkpoint")
     with torch.no_grad():
         assert (model(f["video"]) - f["logits"]).abs().max() <= TOL
+
+
+def test_bundled_demo_loads_offline_and_classifies_its_sample(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VIVIT_CACHE", str(tmp_path))
+    model = vivit.create_model("vivit_demo", pretrained=True)
+    sample = np.load(Path(vivit.__file__).parent / "assets" / "sample_clip.npz")
+    logits = vivit.predict_views(model, sample["frames"])
+    assert model.pretrained_cfg["label_names"][logits.argmax()] == str(sample["label"])
+    assert _cache_files(tmp_path) == []  # nothing downloaded or converted

@@ -118,3 +118,28 @@ for _size, _repo in _IN21K.items():
                 },
             }
         )
+
+# A tiny Model 1 trained by examples/make_demo.py (the recipe of examples/finetune.py) to tell which
+# way a disc moves in synthetic 8-frame 32x32 clips. It ships inside the package, with a sample clip,
+# so that `vivit predict` works offline on a fresh install.
+PRETRAINED_ENTRIES.append(
+    {
+        "name": "vivit_demo",
+        "architecture": "vivit_ti_st",
+        "model_args": dict(
+            img_size=32, num_frames=8, patch_size=8, tubelet_size=2, embed_dim=64, depth=4, num_heads=4,
+            mlp_dim=128, num_classes=4, global_pool="token",
+        ),  # fmt: skip
+        "pretrained_cfg": {
+            "sources": ({"format": "vivit", "file": "assets/vivit_demo.safetensors"},),
+            "dataset": "synthetic moving discs (examples/finetune.py)",
+            "num_classes": 4,
+            "label_names": ("right", "left", "down", "up"),  # direction of motion
+            "metrics": {"top1": 99.0, "views": "1x1"},  # 2000 held-out clips (make_demo.py)
+            "license": "Apache-2.0",
+            "input_size": (3, 8, 32, 32), "frame_stride": 1, "resize_size": 32, "crop_size": 32,
+            "interpolation": "bilinear", "antialias": False, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+            "test_views": (1, 1),
+        },  # fmt: skip
+    }
+)

@@ -7,7 +7,7 @@ from .flax_msgpack import read_flax_checkpoint
 from .hf_transformers import from_transformers
 from .hub import WeightsDownloadError
 from .inflate import inflate_vit
-from .loading import push_to_hub, save_pretrained
+from .loading import push_to_hub, save_pretrained, save_safetensors
 from .scenic import from_scenic
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
     "push_to_hub",
     "read_flax_checkpoint",
     "save_pretrained",
+    "save_safetensors",
 ]
