@@ -125,14 +125,15 @@ class FactorizedDotProductAttention(Attention):
     def forward(self, x: torch.Tensor, grid: Grid | None = None) -> torch.Tensor:
         assert grid is not None, "FactorizedDotProductAttention needs the (t, s) token grid"
         t, s = grid
-        qkv = rearrange(self.qkv(x), "b (t s) (three h d) -> three b h t s d", three=3, h=self.num_heads, t=t)
-        time_qkv, space_qkv = qkv.chunk(2, dim=2)  # split heads
-        # time heads: batch over space, sequence over time
-        q, k, v = rearrange(time_qkv, "three b h t s d -> three b h s t d")
-        time_out = rearrange(self._sdpa(q, k, v), "b h s t d -> b h t s d")
-        q, k, v = space_qkv
-        space_out = self._sdpa(q, k, v)
-        x = rearrange(torch.cat([time_out, space_out], dim=1), "b h t s d -> b (t s) (h d)")
+        qkv = rearrange(self.qkv(x), "b (t s) (three h d) -> three b t s h d", three=3, t=t, h=self.num_heads)
+        half = self.num_heads // 2
+        # 4-D (batch, heads, sequence, dim) inputs keep SDPA on its fused CPU kernel (5-D falls back
+        # to the unfused math path): the other axis is folded into the batch
+        q, k, v = rearrange(qkv[..., :half, :], "three b t s h d -> three (b s) h t d")
+        time_out = rearrange(self._sdpa(q, k, v), "(b s) h t d -> b t s h d", s=s)
+        q, k, v = rearrange(qkv[..., half:, :], "three b t s h d -> three (b t) h s d")
+        space_out = rearrange(self._sdpa(q, k, v), "(b t) h s d -> b t s h d", t=t)
+        x = rearrange(torch.cat([time_out, space_out], dim=3), "b t s h d -> b (t s) (h d)")
         return self.proj_drop(self.proj(x))
 
 
@@ -194,12 +195,15 @@ class FactorizedSelfAttentionBlock(nn.Module):
         self.mlp = Mlp(dim, mlp_dim, drop=drop)
 
     def _attend_time(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        z = rearrange(x, "b (t s) d -> (b s) t d", t=t)
-        z = z + self.drop_path(self.temporal_attn(self.temporal_norm(z)))
-        return rearrange(z, "(b s) t d -> b (t s) d", s=x.shape[1] // t)  # not b=: einops cannot split 0 by b=0
+        # LayerNorm and the projections act per token, so they run in the time-major layout; only
+        # q/k/v and the output are regrouped into one sequence over t per spatial position
+        a = self.temporal_attn
+        qkv = rearrange(a.qkv(self.temporal_norm(x)), "b (t s) (three h d) -> three (b s) h t d", three=3, t=t, h=a.num_heads)
+        z = rearrange(a._sdpa(*qkv), "(b s) h t d -> b (t s) (h d)", s=x.shape[1] // t)
+        return x + self.drop_path(a.proj_drop(a.proj(z)))
 
     def _attend_space(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        z = rearrange(x, "b (t s) d -> (b t) s d", t=t)
+        z = rearrange(x, "b (t s) d -> (b t) s d", t=t)  # a view: tokens are time-major
         z = z + self.drop_path(self.attn(self.norm1(z)))
         return rearrange(z, "(b t) s d -> b (t s) d", t=t)
 
