@@ -402,7 +402,9 @@ class Bench:
             x_hf = x.transpose(1, 2).contiguous()  # HF takes (B, T, C, H, W)
             with torch.inference_mode():
                 ref = ours(x)
-                diffs = {n: (hf_logits(m, x_hf) - ref).abs().max().item() for n, m in contenders.items() if n != "vivit"}
+                diffs = {
+                    n: (hf_logits(m, x_hf) - ref).abs().max().item() for n, m in contenders.items() if n != "vivit"
+                }
             for n, d in diffs.items():
                 assert d < 1e-4, f"{cfg_label(c)}: vivit and {n} logits differ by {d:.3g} (> 1e-4)"
 
@@ -429,7 +431,8 @@ class Bench:
         self.results["fwd"] = out
         self.table(
             f"Model 1 forward: vivit vs HF transformers (fp32, batch 1, {self.args.device})",
-            ["config", "impl", "median ms", "CPU ms", "HF/vivit time", "util", "peak MiB", "+MiB over build", "max abs dlogit"],
+            ["config", "impl", "median ms", "CPU ms", "HF/vivit time", "util", "peak MiB", "+MiB over build",
+             "max abs dlogit"],  # fmt: skip
             rows,
             "HF/vivit time > 1 means vivit is faster (ratio of median wall times). CPU ms: process CPU time of all "
             "threads (less sensitive to other load than wall time). Memory: each contender in its own process; "
@@ -466,7 +469,8 @@ class Bench:
         self.results["train"] = out
         self.table(
             f"Training step (forward + backward, no optimizer), {c['name']}, fp32",
-            ["config", "mode", "median ms", "CPU ms", "time vs plain", "util (3x fwd MACs)", "peak MiB", "+MiB over build"],
+            ["config", "mode", "median ms", "CPU ms", "time vs plain", "util (3x fwd MACs)", "peak MiB",
+             "+MiB over build"],  # fmt: skip
             rows,
             "The baseline for '+MiB' is the RSS after build with the gradients allocated (zeros).",
         )
@@ -500,8 +504,8 @@ class Bench:
         self.results["models"] = out
         self.table(
             f"The four variants at {cs[0]['frames']}x{cs[0]['img']}^2 (fp32, batch 1, {self.args.device})",
-            ["model", "name", "params M", "paper params M", "GMACs", "paper GMACs", "median ms", "CPU ms", "time vs Model 1",
-             "util"],
+            ["model", "name", "params M", "paper params M", "GMACs", "paper GMACs", "median ms", "CPU ms",
+             "time vs Model 1", "util"],
             rows,
             "Paper = Arnab et al. 2021, Table 2 (its 'GFLOPs' are multiply-adds).",
         )  # fmt: skip
@@ -554,7 +558,8 @@ class Bench:
         self.results["bf16"] = out
         self.table(
             f"bf16 autocast vs fp32 ({self.args.device})",
-            ["model / config", "dtype", "median ms", "CPU ms", "speed-up", "util (vs same-dtype matmul)", "max abs dlogit", "top-1 agree"],
+            ["model / config", "dtype", "median ms", "CPU ms", "speed-up", "util (vs same-dtype matmul)",
+             "max abs dlogit", "top-1 agree"],  # fmt: skip
             rows,
             "Random-init weights and random inputs: the logit difference is the meaningful number; "
             "top-1 agreement on near-tied random logits is a weak signal.",
@@ -589,8 +594,10 @@ class Bench:
         rows = [[cfg_label(c), n, f"{t[n]['median_s'] * 1e3:.0f}", f"{t['eager']['median_s'] / t[n]['median_s']:.2f}",
                  f"{entry['compile_s']:.1f}" if n == "compiled" else "-",
                  f"{entry['max_abs_logit_diff']:.1e}" if n == "compiled" else "-"] for n in t]  # fmt: skip
-        self.table(f"torch.compile vs eager, {c['name']} (fp32, {self.args.device})",
-                   ["config", "mode", "median ms", "speed-up", "compile s (first call)", "max abs dlogit"], rows)  # fmt: skip
+        self.table(
+            f"torch.compile vs eager, {c['name']} (fp32, {self.args.device})",
+            ["config", "mode", "median ms", "speed-up", "compile s (first call)", "max abs dlogit"], rows,
+        )  # fmt: skip
 
     # profile -----------------------------------------------------------------------------------
     def profile(self) -> None:
@@ -608,13 +615,15 @@ class Bench:
                     model(x)
                     self.timer.sync()
             ka = prof.key_averages()
-            total = sum(e.self_cpu_time_total for e in ka)
+            total = sum(getattr(e, sort) for e in ka)
             top = sorted(ka, key=lambda e: getattr(e, sort), reverse=True)[:12]
-            rows = [[e.key, e.count, f"{e.self_cpu_time_total / 1e3:.1f}", f"{e.self_cpu_time_total / total:.1%}"]
-                    for e in top]  # fmt: skip
-            out.append(dict(cfg=c, self_cpu_ms={e.key: e.self_cpu_time_total / 1e3 for e in ka}))
-            self.table(f"Profile {c['name']} {cfg_label(c)} (self CPU time; total {total / 1e3:.0f} ms)",
-                       ["op", "calls", "self ms", "share"], rows)  # fmt: skip
+            rows = [[e.key, e.count, f"{getattr(e, sort) / 1e3:.1f}", f"{getattr(e, sort) / total:.1%}"] for e in top]
+            out.append(dict(cfg=c, sort=sort, self_ms={e.key: getattr(e, sort) / 1e3 for e in ka}))
+            what = "device" if self.dev.type == "cuda" else "CPU"
+            self.table(
+                f"Profile {c['name']} {cfg_label(c)} (self {what} time; total {total / 1e3:.0f} ms)",
+                ["op", "calls", "self ms", "share"], rows,
+            )  # fmt: skip
         self.results["profile"] = out
 
 
