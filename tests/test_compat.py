@@ -38,14 +38,7 @@ OTHER_SHAPE = (2, 3, 12, 40, 48)
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; with several, OpenMP start-up/spinning dominates
-    (and is ruinous on a loaded 2-core CI machine). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(cls, seed: int = 0, **kwargs):

@@ -38,14 +38,7 @@ TOKEN_POOL = ("st", "fe")  # Models 3 and 4 have no class token
 SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; with several, OpenMP start-up/spinning dominates
-    (and is ruinous on a loaded 2-core CI machine). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- strategies
