@@ -19,10 +19,10 @@ from scenic_fixtures import DATA, load_forward_fixture, model_args_from_config
 
 import vivit
 from vivit import cli
-from vivit.inference import iter_views
+from vivit.predict import iter_views
 from vivit.models.registry import _REGISTRY, register_model
 from vivit.models.vivit import MODEL_CLASSES
-from vivit.video import VideoDecoderMissingError, read_video
+from vivit.data.video import VideoDecoderMissingError, read_video
 
 SCENIC_FIXTURE = "m1_spacetime_tubelet_token"
 SCENIC_CHECKPOINT = DATA / "checkpoints" / f"{SCENIC_FIXTURE}.checkpoint"
@@ -240,8 +240,8 @@ def test_features_pooled_then_resume_skips_done_videos(capsys, files, st_args, t
     # a new video: only it is computed, the others are kept as they were
     before = {k: v.clone() for k, v in _read(out).items()}
     calls = []
-    real = cli._video_features
-    monkeypatch.setattr(cli, "_video_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = cli.video_features
+    monkeypatch.setattr(cli, "video_features", lambda *a, **k: calls.append(1) or real(*a, **k))
     code, _, _ = run(capsys, "features", files["a"], files["b"], files["c"], *st_args, "--out", out)
     assert code == 0 and len(calls) == 1
     after = _read(out)

@@ -1,4 +1,4 @@
-"""Tests for vivit.inference.predict_views (Scenic's clips x crops protocol, averaged logits)."""
+"""Tests for vivit.predict.predict_views (Scenic's clips x crops protocol, averaged logits)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from vivit.inference import iter_views, predict_views
-from vivit.transforms import multiview_clip_starts, sample_frame_indices
+from vivit.predict import iter_views, predict_views
+from vivit.data.sampling import multiview_clip_starts, sample_frame_indices
 
 # Small enough to be fast: 6 frames per clip every 2nd frame, short side 32, crop 24.
 CFG = {

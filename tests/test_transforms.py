@@ -1,4 +1,4 @@
-"""Tests for vivit.transforms: Scenic/DMVR preprocessing conventions.
+"""Tests for vivit.data.transforms and vivit.data.sampling: Scenic/DMVR preprocessing conventions.
 
 Reference numbers marked "DMVR" / "Scenic" / "JAX" were produced by running the real
 `dmvr/processors.py`, Scenic's `video_ops.three_spatial_crops` (TF 2.21) and Scenic's
@@ -14,20 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from vivit.transforms import (
+from vivit.data.transforms import (
     DEFAULT_DATA_CFG,
     VideoEvalTransform,
     VideoTrainTransform,
     center_crop,
     create_transform,
-    multiview_clip_starts,
     resize_short_side,
     resolve_data_config,
-    sample_frame_indices,
-    scenic_uniform_frame_indices,
     short_side_size,
     three_crops,
 )
+from vivit.data.sampling import multiview_clip_starts, sample_frame_indices, scenic_uniform_frame_indices
 
 HERE = Path(__file__).parent
 FIXTURE_DIRS = [

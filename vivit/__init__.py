@@ -7,16 +7,16 @@
 
 __version__ = "0.1.0"
 
-from .inference import predict_views
+from .data import create_transform, multiview_clip_starts, read_video, sample_frame_indices
+from .factory import create_model
 from .models import (
     FactorizedDotProductViViT,
     FactorizedEncoderViViT,
     FactorizedSelfAttentionViViT,
     SpatioTemporalViViT,
-    create_model,
     list_models,
 )
-from .transforms import create_transform, multiview_clip_starts, sample_frame_indices
+from .predict import predict_views
 from .weights import push_to_hub
 
 __all__ = [
@@ -31,5 +31,6 @@ __all__ = [
     "multiview_clip_starts",
     "predict_views",
     "push_to_hub",
+    "read_video",
     "sample_frame_indices",
 ]

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import itertools
 import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from importlib import resources
 from pathlib import Path
@@ -31,10 +30,12 @@ import torch
 from torch import nn
 
 from . import __version__
-from .inference import iter_views, predict_views
-from .models.registry import ModelEntry, create_model, get_entry, list_models
-from .transforms import resolve_data_config
-from .video import read_video
+from .factory import create_model
+from .features import feature_fn, video_features
+from .predict import model_data_config, predict_views, top_predictions
+from .models.registry import ModelEntry, get_entry, list_models
+from .data.transforms import resolve_data_config
+from .data.video import read_video
 from .weights.hub import WeightsDownloadError, atomic_write, scenic_base_url
 
 __all__ = ["CommandError", "UsageError", "build_parser", "main"]
@@ -263,6 +264,13 @@ def _load_model(args: argparse.Namespace) -> nn.Module:
     return model.to(device).eval()
 
 
+def _data_cfg(model: nn.Module) -> dict[str, Any]:
+    cfg, defaulted = model_data_config(model)
+    if defaulted:
+        _note("the weights carry no preprocessing config: using Kinetics defaults at the model's input size")
+    return cfg
+
+
 def _device(name: str | None) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -270,23 +278,6 @@ def _device(name: str | None) -> torch.device:
         return torch.device(name)
     except RuntimeError as err:
         raise UsageError(f"--device {name!r}: {err}") from None
-
-
-def _data_cfg(model: nn.Module) -> dict[str, Any]:
-    """The model's preprocessing cfg, completed from the model when its checkpoint carried none.
-
-    Without an `input_size` the transforms would fall back to 32 frames of 224x224, which a model
-    built for another size rejects; its own frames and size are the only sensible default. The
-    resize keeps Kinetics' 256:224 ratio between short side and crop.
-    """
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    if "input_size" not in cfg and hasattr(model, "img_size"):
-        height, width = model.img_size
-        cfg["input_size"] = (model.in_chans, model.num_frames, height, width)
-        cfg.setdefault("crop_size", (height, width))
-        cfg.setdefault("resize_size", round(min(height, width) * 256 / 224))
-        _note("the weights carry no preprocessing config: using Kinetics defaults at the model's input size")
-    return cfg
 
 
 # ---------------------------------------------------------------- list
@@ -426,29 +417,6 @@ def _sample_clip() -> Iterator[tuple[Path, str | None]]:
         yield path, label
 
 
-def _top_predictions(logits: torch.Tensor, cfg: Mapping[str, Any], k: int) -> list[dict[str, Any]]:
-    """Softmax and top-k, per class split (Epic-Kitchens nouns and verbs are separate softmaxes)."""
-    logits = logits.float().cpu()
-    names = cfg.get("label_names")
-    if names is not None and len(names) != logits.numel():
-        names = None  # a fresh head (e.g. --override num_classes=...) no longer matches the names
-    sizes = list(cfg.get("class_splits") or [logits.numel()])
-    split_names = list(cfg.get("split_names") or [None] * len(sizes))
-    if sum(sizes) != logits.numel() or len(split_names) != len(sizes):
-        sizes, split_names = [logits.numel()], [None]
-    out = []
-    start = 0
-    for size, split in zip(sizes, split_names, strict=True):
-        probs = logits[start : start + size].softmax(-1)
-        top = probs.topk(min(k, size))
-        for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-            index = start + i
-            item = {"index": index, "label": names[index] if names else str(index), "probability": p}
-            out.append({"split": split, **item} if split else item)
-        start += size
-    return out
-
-
 def _print_predictions(shown: str, result: Mapping[str, Any]) -> None:
     header = f"{shown} ({result['model']}, {result['views'][0]}x{result['views'][1]} views)"
     if result.get("true_label") is not None:
@@ -491,7 +459,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 "video": shown,
                 "model": args.model,
                 "views": list(views),
-                "predictions": _top_predictions(logits, cfg, args.top_k),
+                "predictions": top_predictions(logits, cfg, args.top_k),
             }
             if label is not None:
                 result["true_label"] = label
@@ -503,37 +471,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- features
-FeatureFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _feature_fn(model: nn.Module, per_frame: bool) -> FeatureFn:
-    """(B, C, T, H, W) -> (B, D) pooled pre-logits features, or (B, nt, D) per temporal token."""
-    if not per_frame:
-        return lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
-    if hasattr(model, "forward_frame_features"):  # Model 2: its spatial encoder's per-frame output
-        return model.forward_frame_features
-
-    def frames(x: torch.Tensor) -> torch.Tensor:
-        (grid,) = model.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
-        return grid.mean(dim=(3, 4)).transpose(1, 2)  # (B, D, nt, nh, nw) -> (B, nt, D)
-
-    return frames
-
-
-def _video_features(
-    frames: np.ndarray, extract: FeatureFn, views: tuple[int, int], cfg: Mapping[str, Any], batch_size: int, device: torch.device
-) -> torch.Tensor:
-    """Features of one video, averaged over its views, as a contiguous float32 CPU tensor."""
-    total: torch.Tensor | None = None
-    view_iter = iter_views(frames, views[0], views[1], cfg, device)
-    with torch.inference_mode():
-        while batch := list(itertools.islice(view_iter, batch_size)):
-            summed = extract(torch.stack(batch)).float().sum(0)
-            total = summed if total is None else total + summed
-    assert total is not None  # iter_views yields clips * crops >= 1 views
-    return (total / (views[0] * views[1])).cpu().contiguous()
-
-
 def _features_metadata(args: argparse.Namespace, views: tuple[int, int]) -> dict[str, str]:
     """What the features in a file were computed with; a resumed run must match it."""
     weights = args.weights
@@ -597,7 +534,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
         return 0
     model = _load_model(args)
     cfg = _data_cfg(model)
-    extract = _feature_fn(model, args.per_frame)
+    extract = feature_fn(model, args.per_frame)
     device = next(model.parameters()).device
     failures = 0
     for video in tqdm(todo, desc="features", unit="video", disable=args.quiet, file=sys.stderr):
@@ -607,7 +544,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
             tqdm.write(_error_line(err), file=sys.stderr)
             failures += 1
             continue
-        done[video] = _video_features(frames, extract, views, cfg, args.batch_size, device)
+        done[video] = video_features(frames, extract, views, cfg, args.batch_size, device)
         _write_features(out, done, metadata)
     if not args.quiet:
         _note(f"wrote {len(done)} feature tensors to {out}")

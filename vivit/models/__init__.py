@@ -1,7 +1,7 @@
 from . import zoo as _zoo  # noqa: F401  (registers the architectures)
 from .layers import Attention, Block, FactorizedDotProductAttention, FactorizedSelfAttentionBlock, Mlp, TubeletEmbed
 from .pos_embed import resample_pos_embed, resample_temporal_pos_embed
-from .registry import create_model, list_models, register_model
+from .registry import list_models, register_model
 from .vivit import (
     FactorizedDotProductViViT,
     FactorizedEncoderViViT,
@@ -20,7 +20,6 @@ __all__ = [
     "Mlp",
     "SpatioTemporalViViT",
     "TubeletEmbed",
-    "create_model",
     "list_models",
     "register_model",
     "resample_pos_embed",

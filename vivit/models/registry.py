@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -17,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["ModelEntry", "create_model", "get_entry", "list_models", "register_model"]
+__all__ = ["ModelEntry", "get_entry", "list_models", "register_model"]
 
 
 @dataclass(frozen=True)
@@ -76,24 +75,3 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     return sorted(
         n for n, e in _REGISTRY.items() if fnmatch.fnmatchcase(n, pattern) and (e.has_weights or not pretrained)
     )
-
-
-def create_model(name: str, pretrained: bool | str | os.PathLike = False, **overrides: Any) -> nn.Module:
-    """Build a registered model, optionally with weights.
-
-    Args:
-        name: a name from `list_models()`.
-        pretrained: False (random init), True (the entry's released weights), or a path to a
-            `.safetensors` file / a directory written by `save_pretrained` / `'hf-hub:org/repo'`.
-        **overrides: any constructor argument (e.g. `num_classes=10`, `num_frames=16`). With
-            weights, `num_classes` gives a fresh head and size overrides resample position tables.
-    """
-    entry = get_entry(name)
-    if pretrained is False or pretrained is None:
-        model = entry.model_cls(**{**entry.model_args, **overrides})
-        if entry.pretrained_cfg is not None:
-            model.pretrained_cfg = dict(entry.pretrained_cfg)
-        return model
-    from ..weights.loading import load_pretrained_model  # deferred: weights imports the models
-
-    return load_pretrained_model(entry, pretrained, overrides)

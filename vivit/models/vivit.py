@@ -496,7 +496,6 @@ class FactorizedEncoderViViT(_ViViT):
         depth = len(self.blocks)
         take = _take_indices(indices, depth + len(self.temporal_blocks))
         _check_output_fmt(output_fmt)
-        b = x.shape[0]
         x, grid = self._spatial_tokens(x)
         intermediates = []
         for i, blk in enumerate(self.blocks):

@@ -4,18 +4,14 @@ The released ViViT checkpoints were trained and evaluated with DeepMind's DMVR r
 by Scenic (`scenic/projects/vivit/data/video_tfrecord_dataset.py`), so every convention here follows
 those two code bases rather than torchvision's:
 
-* temporal sampling (`sample_frame_indices`, `multiview_clip_starts`) follows
-  `dmvr/processors.py` (`sample_sequence`, `sample_linspace_sequence`,
-  `sample_or_pad_sequence_indices`): fixed stride, short videos loop around;
+* temporal sampling lives in `vivit.data.sampling` (DMVR's index arithmetic);
 * the short-side resize computes the output size like `dmvr.processors.resize_smallest`
   (integer floor, never below the target);
 * the single evaluation crop is DMVR's central crop (`tf.image.resize_with_crop_or_pad`, offset
   rounded down); the three test crops follow Scenic's `video_ops.three_spatial_crops`
   (left/centre/right along the longer side, centre offset rounded *up*);
 * pixels map to `(x / 255 - mean) / std`; with the released models' mean = std = 0.5 this is
-  computed as `x * (2 / 255) - 1`, bit-for-bit what `dmvr.processors.normalize_image` does;
-* `scenic_uniform_frame_indices` is Scenic's `sample_frames_uniformly`
-  (`scenic/common_lib/video_utils.py`) including its float32 arithmetic.
+  computed as `x * (2 / 255) - 1`, bit-for-bit what `dmvr.processors.normalize_image` does.
 
 Frames go in as decoded uint8 `(T, H, W, C)` (numpy or torch) and come out as float32
 `(C, T, H, W)`, the layout the models take.
@@ -38,11 +34,8 @@ __all__ = [
     "VideoTrainTransform",
     "center_crop",
     "create_transform",
-    "multiview_clip_starts",
     "resolve_data_config",
     "resize_short_side",
-    "sample_frame_indices",
-    "scenic_uniform_frame_indices",
     "short_side_size",
     "three_crops",
     "to_float_clip",
@@ -560,131 +553,3 @@ def create_transform(
     if train:
         return VideoTrainTransform(**args, **train_args)
     return VideoEvalTransform(**args)
-
-
-def _positive_ints(**values: Any) -> list[int]:
-    """Validates that every keyword is a positive integer and returns them as ints, in order.
-
-    Args:
-        **values: Name to value.
-
-    Returns:
-        The values as Python ints.
-    """
-    out = []
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        out.append(int(value))
-    return out
-
-
-def sample_frame_indices(
-    num_video_frames: int,
-    num_frames: int,
-    stride: int,
-    start: int | None = None,
-    *,
-    generator: torch.Generator | None = None,
-) -> np.ndarray:
-    """Indices of one clip of `num_frames` frames taken every `stride` frames (DMVR convention).
-
-    Index `i` is `(start + stride * i) % num_video_frames`: a video shorter than the clip's span
-    loops back to its first frame, as DMVR's `sample_or_pad_sequence_indices(repeat_sequence=True)`
-    does by tiling the video. The start is, in order of precedence:
-
-    * `start` if given;
-    * with a `generator` (training), uniform in `[0, max(num_video_frames - (num_frames - 1) *
-      stride, 1))` so the whole clip fits when it can (DMVR `_get_random_sampling_offset`); pass
-      `torch.default_generator` to use torch's global seed;
-    * otherwise the centred clip, `max(0, (num_video_frames - num_frames * stride) // 2)`
-      (DMVR `sample_sequence(random=False)`, which Scenic uses for single-clip evaluation).
-
-    Args:
-        num_video_frames: Frames in the decoded video.
-        num_frames: Frames in the clip.
-        stride: Distance between sampled frames.
-        start: First frame index (>= 0; may exceed the video, it wraps).
-        generator: Random source for a random start; ignored when `start` is given.
-
-    Returns:
-        int64 numpy array of shape `(num_frames,)`, for indexing a `(T, H, W, C)` array.
-    """
-    num_video_frames, num_frames, stride = _positive_ints(
-        num_video_frames=num_video_frames, num_frames=num_frames, stride=stride
-    )
-    if start is None:
-        if generator is not None:
-            high = max(num_video_frames - (num_frames - 1) * stride, 1)
-            start = int(torch.randint(high, (1,), generator=generator))
-        else:
-            start = max(0, (num_video_frames - num_frames * stride) // 2)
-    elif isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
-        raise ValueError(f"start must be a non-negative integer, got {start!r}")
-    steps = int(start) + stride * np.arange(num_frames, dtype=np.int64)
-    return steps % num_video_frames
-
-
-def multiview_clip_starts(
-    num_video_frames: int, num_frames: int, stride: int, num_clips: int
-) -> list[int]:
-    """First frames of the `num_clips` evenly spaced test clips (DMVR/Scenic multi-clip testing).
-
-    For `num_clips > 1` this is DMVR's `sample_linspace_sequence`: starts are
-    `linspace(0, max(num_video_frames - num_frames * stride, 0), num_clips)` truncated to ints.
-    Note the span DMVR subtracts is `num_frames * stride`, one stride more than the frames a clip
-    really covers, and that its linspace runs in float32 (TF's `linspace`: `i * delta` with
-    `delta` in float32, last value exactly the stop); both are mirrored here (the float32 rounding
-    has not been seen to move a start for realistic lengths, but mirroring it costs nothing).
-    Clips that do not fit wrap around (see `sample_frame_indices`).
-
-    For `num_clips == 1` DMVR does not use the linspace (which would give start 0) but the centred
-    clip of `sample_frame_indices`; this function returns that start so one call covers both.
-
-    Args:
-        num_video_frames: Frames in the decoded video.
-        num_frames: Frames per clip.
-        stride: Distance between sampled frames.
-        num_clips: Number of clips.
-
-    Returns:
-        `num_clips` start indices, ascending.
-    """
-    num_video_frames, num_frames, stride, num_clips = _positive_ints(
-        num_video_frames=num_video_frames, num_frames=num_frames, stride=stride, num_clips=num_clips
-    )
-    if num_clips == 1:
-        return [max(0, (num_video_frames - num_frames * stride) // 2)]
-    max_offset = max(0, num_video_frames - num_frames * stride)
-    delta = np.float32(max_offset) / np.float32(num_clips - 1)
-    inner = [int(delta * np.float32(i)) for i in range(1, num_clips - 1)]
-    return [0, *inner, max_offset]
-
-
-def scenic_uniform_frame_indices(num_frames: int, n: int) -> np.ndarray:
-    """Frames kept by Scenic's uniform frame sampling (`video_utils.sample_frames_uniformly`).
-
-    For `n < num_frames` Scenic takes `jnp.arange(T / (n + 1), T, T / (n + 1))` (float32, JAX's
-    default), rounds half to even and clips to `T - 1`. Because the arange length comes from a
-    float division it can hold `n + 1` entries (T=8, n=2 gives `[3, 5, 7]`), and the float32
-    values differ from exact ones in places (T=13, n=11 keeps frame 7, not 6). For
-    `n >= num_frames` every frame is kept, in order (Scenic does not repeat frames), so the result
-    then has `num_frames` entries, not `n`.
-
-    JAX builds a concrete float arange with `np.arange(..., dtype=float32)`, which is what this
-    function calls, so the indices are identical to Scenic's, not an approximation.
-
-    Args:
-        num_frames: Frames in the input clip (T).
-        n: Requested number of frames (Scenic's `n_sampled_frames`).
-
-    Returns:
-        int64 numpy array of frame indices (length `n`, occasionally `n + 1`, or `num_frames`).
-    """
-    num_frames, n = _positive_ints(num_frames=num_frames, n=n)
-    if n >= num_frames:
-        return np.arange(num_frames, dtype=np.int64)
-    step = num_frames / (n + 1)
-    positions = np.arange(step, num_frames, step, dtype=np.float32)
-    indices = np.round(positions).astype(np.int64)
-    return np.minimum(indices, num_frames - 1)

@@ -11,19 +11,18 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .transforms import (
+from .data.sampling import multiview_clip_starts, sample_frame_indices
+from .data.transforms import (
     _as_tensor,
     _normalize,
     _validate_frames,
     center_crop,
-    multiview_clip_starts,
     resize_short_side,
     resolve_data_config,
-    sample_frame_indices,
     three_crops,
 )
 
-__all__ = ["iter_views", "predict_views"]
+__all__ = ["iter_views", "model_data_config", "predict_views", "top_predictions"]
 
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -60,7 +59,7 @@ def iter_views(
         frames: The whole decoded video, uint8 `(T, H, W, C)` (numpy or torch).
         clips: Number of temporal clips.
         crops: Spatial crops per clip, 1 or 3.
-        pretrained_cfg: Preprocessing cfg (see `vivit.transforms.resolve_data_config`).
+        pretrained_cfg: Preprocessing cfg (see `vivit.data.transforms.resolve_data_config`).
         device: Where the views are built (default: where `frames` lives).
 
     Returns:
@@ -173,7 +172,7 @@ def predict_views(
         clips: Temporal clips (default: `test_views[0]` of the cfg; 4 for the released models).
         crops: Spatial crops per clip, 1 (centre) or 3 (default: `test_views[1]`).
         pretrained_cfg: Preprocessing cfg; default `model.pretrained_cfg`, falling back to
-            `vivit.transforms.DEFAULT_DATA_CFG` for missing keys or a model without one.
+            `vivit.data.transforms.DEFAULT_DATA_CFG` for missing keys or a model without one.
         batch_size: Views per forward pass.
         progress: Print a view counter to stderr.
 
@@ -230,3 +229,58 @@ def predict_views(
             print(file=sys.stderr, flush=True)
     assert logit_sum is not None  # total >= 1 is guaranteed by iter_views' checks
     return logit_sum / total
+
+
+def model_data_config(model: nn.Module) -> tuple[dict[str, Any], bool]:
+    """The model's preprocessing cfg, completed from the model when its checkpoint carried none.
+
+    Without an `input_size` the transforms would fall back to 32 frames of 224x224, which a model
+    built for another size rejects; its own frames and size are the only sensible default. The
+    resize keeps Kinetics' 256:224 ratio between short side and crop.
+
+    Args:
+        model: A ViViT model (its `pretrained_cfg`, `img_size`, `num_frames`, `in_chans` are read).
+
+    Returns:
+        `(cfg, defaulted)`: a new cfg dict, and whether the input size had to come from the model.
+    """
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    if "input_size" in cfg or not hasattr(model, "img_size"):
+        return cfg, False
+    height, width = model.img_size
+    cfg["input_size"] = (model.in_chans, model.num_frames, height, width)
+    cfg.setdefault("crop_size", (height, width))
+    cfg.setdefault("resize_size", round(min(height, width) * 256 / 224))
+    return cfg, True
+
+
+def top_predictions(logits: torch.Tensor, cfg: Mapping[str, Any], k: int) -> list[dict[str, Any]]:
+    """Softmax and top-k, per class split (Epic-Kitchens nouns and verbs are separate softmaxes).
+
+    Args:
+        logits: float `(num_classes,)` (e.g. from `predict_views`).
+        cfg: The model's `pretrained_cfg` (`label_names`, `class_splits`, `split_names` are read).
+        k: Classes per split.
+
+    Returns:
+        Dicts `{"index", "label", "probability"}` (plus `"split"` for split heads), best first.
+    """
+    logits = logits.float().cpu()
+    names = cfg.get("label_names")
+    if names is not None and len(names) != logits.numel():
+        names = None  # a fresh head (e.g. --override num_classes=...) no longer matches the names
+    sizes = list(cfg.get("class_splits") or [logits.numel()])
+    split_names = list(cfg.get("split_names") or [None] * len(sizes))
+    if sum(sizes) != logits.numel() or len(split_names) != len(sizes):
+        sizes, split_names = [logits.numel()], [None]
+    out = []
+    start = 0
+    for size, split in zip(sizes, split_names, strict=True):
+        probs = logits[start : start + size].softmax(-1)
+        top = probs.topk(min(k, size))
+        for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            index = start + i
+            item = {"index": index, "label": names[index] if names else str(index), "probability": p}
+            out.append({"split": split, **item} if split else item)
+        start += size
+    return out
