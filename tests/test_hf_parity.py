@@ -169,6 +169,11 @@ def test_transformers_in_memory_names_and_hub_repo(hub_server, tmp_path, one_thr
     assert ours.num_frames == 8 and ours.num_classes == 10 and ours.pretrained_cfg["label_names"] is None
 
     hf.save_pretrained(tmp_path / "repo")
+    # overrides adapt what the checkpoint says: a fresh head for another class count, resampled positions
+    other = vivit.create_model("vivit_ti_st", pretrained=tmp_path / "repo", num_classes=3, num_frames=16)
+    assert other.head.out_features == 3 and torch.count_nonzero(other.head.weight) == 0
+    assert other.num_frames == 16 and other.pretrained_cfg["label_names"] is None
+    assert torch.equal(other.blocks[0].attn.qkv.weight, ours.blocks[0].attn.qkv.weight)
     transformers.VivitImageProcessor().save_pretrained(tmp_path / "repo")  # HF's defaults: pixels in [-3, 1]
     for f in (tmp_path / "repo").iterdir():
         hub_server.add_repo_file("someone/vivit-ti", f.name, f.read_bytes(), lfs=f.suffix == ".safetensors")

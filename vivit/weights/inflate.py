@@ -381,7 +381,10 @@ def inflation_settings(spec: str | Mapping[str, Any] | None, defaults: Mapping[s
     settings.update(spec or {})
     for key, value in settings.items():
         if key == "image_grid":
-            if value is not None and (len(value) != 2 or min(int(v) for v in value) < 1):
+            ok = value is None or (
+                isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)
+            )
+            if not ok:
                 raise ValueError(f"inflation image_grid must be (rows, cols), got {value!r}")
         elif key not in _CHOICES:
             raise ValueError(f"unknown inflation setting {key!r}; known: {', '.join(_CHOICES)}, image_grid")

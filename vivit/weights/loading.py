@@ -27,7 +27,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -227,7 +227,7 @@ class _Checkpoint:
     weights: Path | None  # None: only the config was fetched (create_model('hf-hub:...') without weights)
     origin: str  # what the user gave: error messages and pretrained_cfg['source']
     config: dict[str, Any] | None = None  # config.json (ours or transformers')
-    processor: dict[str, Any] | None = field(default=None)  # transformers' preprocessor_config.json
+    processor: dict[str, Any] | None = None  # transformers' preprocessor_config.json
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -288,16 +288,27 @@ class Converted(NamedTuple):
     pretrained_cfg: dict[str, Any]  # the checkpoint's own; {} = the registry entry's
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _unreadable(path: Path, err: Exception) -> ValueError:
+    return ValueError(
+        f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupted: "
+        "delete it and download or convert it again"
+    )
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
     try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise _unreadable(path, err) from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    metadata = _safetensors_metadata(path)
+    try:
         return load_file(str(path)), metadata
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(
-            f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupted: "
-            "delete it and download or convert it again"
-        ) from None
+        raise _unreadable(path, err) from None
 
 
 def _metadata_config(metadata: Mapping[str, str], origin: str) -> dict[str, Any] | None:
@@ -677,8 +688,7 @@ def load_described_model(spec: str, pretrained: bool, overrides: Mapping[str, An
     ckpt = _locate(spec, weights=bool(pretrained) or not spec.startswith("hf-hub:"))
     config = ckpt.config
     if ckpt.weights is not None and ckpt.weights.suffix == ".safetensors" and (config or {}).get("model_type") != "vivit":
-        with safe_open(str(ckpt.weights), framework="pt") as f:
-            config = _metadata_config(dict(f.metadata() or {}), ckpt.origin) or config
+        config = _metadata_config(_safetensors_metadata(ckpt.weights), ckpt.origin) or config
     entry, args = _described_entry(config, ckpt.origin)
     entry = ModelEntry(entry.name, entry.model_cls, {**entry.model_args, **args}, entry.pretrained_cfg)
     if pretrained:
