@@ -8,6 +8,7 @@
 __version__ = "0.1.0"
 
 from .data import create_transform, multiview_clip_starts, read_video, resolve_data_config, sample_frame_indices
+from .explain import attention_maps
 from .factory import create_model
 from .models import (
     FactorizedDotProductViViT,
@@ -27,6 +28,7 @@ __all__ = [
     "SpatioTemporalViViT",
     "ViViT",
     "__version__",
+    "attention_maps",
     "create_model",
     "create_transform",
     "list_models",

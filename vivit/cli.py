@@ -6,6 +6,7 @@
     vivit features VIDEO ... --model NAME --out FILE.safetensors   pooled or per-frame features
     vivit convert SRC [--model NAME] --out FILE.safetensors|DIR [--to vivit|transformers]
                                                  any supported checkpoint -> ours (or transformers')
+    vivit explain [VIDEO] [--model NAME] --out FILE.{png,gif,mp4}   where the model looks (relevance map)
 
 Every failure prints one line, `vivit: error: ...`, to stderr and exits with status 2 (the command
 line was wrong: unknown model, bad option) or 1 (anything else: missing or undecodable file, no
@@ -120,6 +121,16 @@ def _inflation(text: str) -> str | dict[str, str]:
     return {key.strip(): value.strip() for key, _, value in pairs}
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _add_model_options(parser: argparse.ArgumentParser, *, default: str | None, required: bool = True) -> None:
     """--model / --weights / --override, shared by predict, features and convert."""
     parser.add_argument(
@@ -213,6 +224,28 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the entry's, else central and identity",
     )  # fmt: skip
     p.set_defaults(run=_cmd_convert)
+
+    p = commands.add_parser(
+        "explain", help="draw where the model looks on a video",
+        description="Draw the model's relevance map (attention rollout, or one block's attention) over the "
+        "centre clip of a video as the model sees it: a contact sheet of frames (.png) or an animation "
+        f"(.gif, .mp4), with a colour bar and the top predictions. Without VIDEO, explains the sample clip "
+        f"bundled with the package using {DEMO_MODEL}. Needs matplotlib: pip install 'vivit[plot]'.",
+    )  # fmt: skip
+    p.add_argument("video", nargs="?", metavar="VIDEO", help="video file (needs PyAV) or uint8 .npy/.npz frame array")
+    _add_model_options(p, default=DEMO_MODEL)
+    _add_weights_option(p)
+    p.add_argument("--out", "-o", required=True, metavar="FILE", help="picture to write: .png (contact sheet), .gif or .mp4")
+    p.add_argument(
+        "--block", type=int, metavar="N",
+        help="show block N's own attention instead of the rollout (0-based, negative from the end; "
+        "Model 2 counts its spatial blocks, then its temporal blocks)",
+    )  # fmt: skip
+    p.add_argument("--head", type=int, metavar="H", help="with --block: only head H of that block")
+    p.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="predictions in the title (default 3)")
+    p.add_argument("--fps", type=_positive_float, default=4.0, metavar="FPS", help="animation speed (default 4)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(run=_cmd_explain)
     return parser
 
 
@@ -610,6 +643,38 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {out}: {type(model).__name__}, {params / 1e6:.1f}M parameters")
     print(f"load it with {load}")
+    return 0
+
+
+# ---------------------------------------------------------------- explain
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import check_block_head, explain_video
+    from .render import require_writer
+
+    _entry(args.model)
+    if args.head is not None and args.block is None:
+        raise UsageError("--head selects one head of one block: give --block too")
+    try:
+        require_writer(args.out)  # a wrong suffix or a missing extra is reported before any work
+    except ValueError as err:
+        raise UsageError(f"--out: {err}") from None
+    with ExitStack() as stack:
+        if args.video:
+            _require_file(args.video, "video")
+            path, label = Path(args.video), None
+        else:
+            path, label = stack.enter_context(_sample_clip())
+        model = _load_model(args)
+        try:
+            check_block_head(model, args.block, args.head)
+        except ValueError as err:
+            raise UsageError(f"--block/--head: {err}") from None
+        result = explain_video(
+            model, path, args.out, pretrained_cfg=_data_cfg(model), block=args.block, head=args.head,
+            top_k=args.top_k, true_label=label, fps=args.fps, name=args.model,
+        )  # fmt: skip
+    top = result["predictions"][0]
+    print(f"wrote {args.out} ({result['frames']} frames): {top['label']} {top['probability'] * 100:.1f}%")
     return 0
 
 
