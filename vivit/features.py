@@ -1,27 +1,86 @@
-"""Feature extraction: pooled or per-frame embeddings of a video, averaged over test views."""
+"""Feature extraction over whole datasets: one file of sliding-window features per video.
+
+`extract_features(inputs, out_dir, model)` is the job behind `vivit features`. Per video it
+writes `out_dir/<path relative to its input root>.safetensors` holding
+
+* `features`: float32 `(num_windows, D)` pooled pre-logits features, or with `per_frame`
+  `(num_windows, nt, D)` (one per temporal token);
+* `window_frames`: int64 `(num_windows, 2)`, first and one-past-last source frame of each window;
+* `window_seconds`: float64 `(num_windows, 2)`, the same as presentation times in seconds (NaN
+  for a frame array without a frame rate);
+
+and metadata (strings): the resolved source path, its size and mtime, the model, window, stride,
+views and the package version (see `read_features`). Windows follow `sliding_windows` (default:
+one model clip, `num_frames x frame_stride` frames, no overlap; `window=0`: the whole video as
+one window); each window's feature is the mean over its `clips x crops` test views, placed in
+the window as `vivit.predict_views` places them in a video (`view_frame_indices`).
+
+Work and writes are per video, so the cost per video is constant and a run can be stopped at
+any time: outputs are written atomically (temporary file, then rename), and a re-run skips every
+video whose output records the same source (resolved path, size, mtime) and the same settings,
+without loading the model; everything else is recomputed. The same call under `torchrun`
+splits the remaining videos across ranks (see `vivit.distributed`); each rank writes only its
+own videos, and the union is bit for bit what one process writes (on CPU), because every
+video's windows are batched and reduced the same way whatever process computes them.
+
+Decoding and preprocessing run in DataLoader worker processes (`workers`), so they overlap
+the model; within a video, windows are batched `batch_size` views at a time.
+"""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Mapping
+import json
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .models.vivit import FactorizedEncoderViViT, ViViT
-from .predict import iter_views
+from . import __version__
+from .data.datasets import LIST_SUFFIXES, VIDEO_SUFFIXES, find_videos, read_video_list, shown_path
+from .data.sampling import sliding_windows, view_frame_indices
+from .data.transforms import _test_views, resolve_data_config
+from .data.video import VideoReader, VideoWarning
+from .distributed import DistributedContext, distributed_context, local_device
+from .predict import Video, _iter_views, _sum_over_views, inference_model, model_data_config
 
-__all__ = ["FeatureFn", "feature_fn", "video_features"]
+__all__ = [
+    "FEATURES_FORMAT",
+    "FeatureFn",
+    "FeatureSettings",
+    "FeaturesSummary",
+    "extract_features",
+    "feature_fn",
+    "read_features",
+    "video_features",
+]
+
+#: `format` entry of the metadata of every features file this module writes.
+FEATURES_FORMAT = "vivit-features"
+_FORMAT_VERSION = "2"
+_SUFFIX = ".safetensors"
+_SHOWN_FAILURES = 20
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def feature_fn(model: ViViT, per_frame: bool) -> FeatureFn:
-    """(B, C, T, H, W) -> (B, D) pooled pre-logits features, or (B, nt, D) per temporal token."""
+def feature_fn(model: nn.Module, per_frame: bool) -> FeatureFn:
+    """(B, C, T, H, W) -> (B, D) pooled pre-logits features, or (B, nt, D) per temporal token.
+
+    The model is used in eval mode without being modified (see `vivit.predict.inference_model`).
+    """
+    model = inference_model(model)
     if not per_frame:
         return lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
-    if isinstance(model, FactorizedEncoderViViT):  # Model 2: its spatial encoder's per-frame output
+    if hasattr(model, "forward_frame_features"):  # Model 2: its spatial encoder's per-frame output
         return model.forward_frame_features
 
     def frames(x: torch.Tensor) -> torch.Tensor:
@@ -32,16 +91,565 @@ def feature_fn(model: ViViT, per_frame: bool) -> FeatureFn:
 
 
 def video_features(
-    frames: np.ndarray, extract: FeatureFn, views: tuple[int, int], cfg: Mapping[str, Any], batch_size: int, device: torch.device
+    video: Video,
+    extract: FeatureFn,
+    views: tuple[int, int],
+    cfg: Mapping[str, Any],
+    batch_size: int,
+    device: torch.device,
 ) -> torch.Tensor:
-    """Features of one video, averaged over its views, as a contiguous float32 CPU tensor."""
-    total: torch.Tensor | None = None
-    view_iter = iter_views(frames, views[0], views[1], cfg, device)
-    with torch.inference_mode():
-        while batch := list(itertools.islice(view_iter, batch_size)):
-            summed = extract(torch.stack(batch)).float().sum(0)
-            total = summed if total is None else total + summed
-    assert total is not None  # iter_views yields clips * crops >= 1 views
-    return (total / (views[0] * views[1])).cpu().contiguous()
+    """Features of one video (a path, a `VideoReader` or uint8 frames), averaged over its views.
+
+    Returns a contiguous float32 CPU tensor. Only the frames of the views' clips are decoded.
+    """
+    view_iter = _iter_views(video, views[0], views[1], cfg, device, stacklevel=3)
+    total = views[0] * views[1]
+    summed = _sum_over_views(extract, view_iter, batch_size, torch.float32, total, False, lambda out, _: out)
+    return (summed / total).cpu().contiguous()
 
 
+# ---------------------------------------------------------------- settings and outputs
+@dataclass(frozen=True)
+class FeatureSettings:
+    """What a features file depends on besides its video; a re-run recomputes when any differs.
+
+    Attributes:
+        model: Names the model and its weights for resuming (a registry name; the CLI adds the
+            weights path and overrides). Two different checkpoints need two different names.
+        weights: Identity of the weights (`"released"`, or a path with its size and mtime).
+        overrides: Constructor overrides, canonical JSON.
+        per_frame: One feature per temporal token instead of a pooled one.
+        window: Frames per window as requested (`None`: the model's clip; 0: the whole video).
+        stride: Frames between window starts as requested (`None`: the window).
+        views: `(clips, crops)` averaged per window as requested (`None`: 1x1).
+    """
+
+    model: str
+    weights: str = "released"
+    overrides: str = "[]"
+    per_frame: bool = False
+    window: int | None = None
+    stride: int | None = None
+    views: tuple[int, int] | None = None
+
+    def key(self) -> str:
+        """Canonical JSON of the settings, stored in every file and compared on resume."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def weights_identity(path: str | os.PathLike[str] | None) -> str:
+    """`"released"`, or a weights path (absolute) with size and mtime of the file(s) it names.
+
+    A checkpoint overwritten in place (fine-tuned further) then changes the identity, so its
+    features are recomputed. `hf-hub:` names are kept as given (the Hub revision pins them).
+    """
+    if path is None:
+        return "released"
+    text = os.fspath(path)
+    if text.startswith("hf-hub:"):
+        return text
+    target = Path(text).expanduser().absolute()
+    files = sorted(target.iterdir()) if target.is_dir() else [target]
+    stamps = []
+    for item in files:
+        try:
+            st = item.stat()
+        except OSError:
+            continue
+        stamps.append(f"{item.name}:{st.st_size}:{st.st_mtime_ns}")
+    return f"{shown_path(target)} ({', '.join(stamps)})"
+
+
+def read_features(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load one features file written by `extract_features`.
+
+    Args:
+        path: `out_dir/<video>.safetensors`.
+
+    Returns:
+        `(tensors, metadata)`: tensors `features`, `window_frames`, `window_seconds`; metadata
+        strings `source_path`, `source_size`, `source_mtime_ns`, `model`, `weights`,
+        `overrides`, `per_frame`, `window`, `stride`, `views`, `clip_frames`, `frame_stride`,
+        `video_frames`, `video_fps`, `settings`, `vivit_version`, `format`, `format_version`.
+
+    Raises:
+        ValueError: If the file is not a vivit features file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{shown_path(path)} is not a readable safetensors file ({err})") from None
+    if metadata.get("format") != FEATURES_FORMAT:
+        raise ValueError(f"{shown_path(path)} is not a vivit features file (format {metadata.get('format')!r})")
+    return tensors, metadata
+
+
+# ---------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class _Video:
+    path: Path  # as found
+    output: Path  # out_dir / relative name + .safetensors
+    where: str  # for messages: the input or list line it came from
+
+
+@dataclass
+class _Plan:
+    todo: list[tuple[_Video, os.stat_result]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+
+def _relative_output(path: Path, root: Path) -> Path:
+    """Output name of `path` found under `root`: relative to it, else the absolute path below the out dir."""
+    try:
+        return path.absolute().relative_to(root.absolute())
+    except ValueError:
+        return Path(*path.absolute().parts[1:])
+
+
+def _collect(inputs: Sequence[str | os.PathLike[str]], out_dir: Path, plan: _Plan) -> list[_Video]:
+    """Videos named by the inputs (files, folders searched recursively, list files), in order."""
+    videos: list[_Video] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        shown = shown_path(item)
+        if path.is_dir():
+            found = find_videos(path)
+            if not found:
+                plan.failed.append((shown, f"no videos in this folder (looked for {', '.join(sorted(VIDEO_SUFFIXES))})"))
+            videos += [_Video(p, out_dir / f"{_relative_output(p, path)}{_SUFFIX}", shown) for p in found]
+        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+            try:
+                records = read_video_list(path)
+            except ValueError as err:
+                plan.failed.append((shown, str(err)))
+                continue
+            videos += [_Video(r.path, out_dir / f"{_relative_output(r.path, path.parent)}{_SUFFIX}", r.where) for r in records]
+        elif path.exists() or not path.suffix.lower() in LIST_SUFFIXES:
+            videos.append(_Video(path, out_dir / f"{path.name}{_SUFFIX}", shown))
+        else:
+            plan.failed.append((shown, "list file does not exist"))
+    return videos
+
+
+def _output_state(output: Path, source: Path, stat: os.stat_result, key: str) -> tuple[str, str]:
+    """`("absent" | "done" | "stale" | "foreign", reason)` of an existing output for this source and settings."""
+    from safetensors import SafetensorError, safe_open
+
+    if not output.exists():
+        return "absent", ""
+    try:
+        with safe_open(os.fspath(output), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+    except (SafetensorError, OSError) as err:
+        return "foreign", f"{shown_path(output)} exists but is not a readable safetensors file ({err}); not overwritten"
+    if metadata.get("format") != FEATURES_FORMAT:
+        return "foreign", f"{shown_path(output)} exists and is not a vivit features file; not overwritten"
+    if (
+        metadata.get("source_path") == shown_path(source.resolve())
+        and metadata.get("source_size") == str(stat.st_size)
+        and metadata.get("source_mtime_ns") == str(stat.st_mtime_ns)
+        and metadata.get("settings") == key
+    ):
+        return "done", ""
+    return "stale", ""
+
+
+def _plan(inputs: Sequence[str | os.PathLike[str]], out_dir: Path, settings: FeatureSettings) -> _Plan:
+    """Every input video's fate: to do, up to date, failed (missing, collisions), or a duplicate."""
+    plan = _Plan()
+    key = settings.key()
+    seen_files: dict[tuple[int, int], str] = {}
+    seen_outputs: dict[Path, str] = {}
+    for video in _collect(inputs, out_dir, plan):
+        shown = shown_path(video.path)
+        try:
+            stat = video.path.stat()
+        except OSError as err:
+            reason = "does not exist" if isinstance(err, FileNotFoundError) else err.strerror or str(err)
+            plan.failed.append((shown, reason + (f" (listed at {video.where})" if ":" in video.where else "")))
+            continue
+        if not video.path.is_file():
+            plan.failed.append((shown, "is not a file"))
+            continue
+        identity = (stat.st_dev, stat.st_ino)
+        if identity in seen_files:  # the same file reached twice (symlink, ../, a list and a folder)
+            plan.duplicates.append(f"{shown} is the same file as {seen_files[identity]}; computed once")
+            continue
+        seen_files[identity] = shown
+        if video.output in seen_outputs:
+            plan.failed.append(
+                (shown, f"its output {shown_path(video.output)} is already that of {seen_outputs[video.output]} "
+                 "(same relative name under two inputs); run it with its own --out")
+            )  # fmt: skip
+            continue
+        seen_outputs[video.output] = shown
+        state, reason = _output_state(video.output, video.path, stat, key)
+        if state == "done":
+            plan.skipped.append(shown)
+        elif state == "foreign":
+            plan.failed.append((shown, reason))
+        else:
+            plan.todo.append((video, stat))
+    return plan
+
+
+# ---------------------------------------------------------------- decoding in workers
+@dataclass(frozen=True)
+class _Geometry:
+    cfg: Mapping[str, Any]
+    window: int  # 0: the whole video
+    stride: int
+    views: tuple[int, int]
+    batch_size: int
+
+
+class _WindowStream(IterableDataset):
+    """Batches of window views, video after video; each DataLoader worker takes every n-th video.
+
+    Yields dicts: `index` (position in `paths`), and either `error` (the video cannot be read),
+    or `views` float32 `(b, C, T, H, W)`, `window` int64 `(b,)` (window of each view) and `last`
+    (the video's final batch); the first batch of a video also carries `windows`, `seconds`,
+    `frames`, `fps`. Warnings raised while reading travel as text in `warnings`.
+    """
+
+    def __init__(self, paths: Sequence[Path], geometry: _Geometry) -> None:
+        self.paths = list(paths)
+        self.geometry = geometry
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for index in range(worker, len(self.paths), workers):
+            yield from self._video(index, threads=1 if info is not None else 0)
+
+    def _video(self, index: int, threads: int) -> Iterator[dict[str, Any]]:
+        path = self.paths[index]
+        g = self.geometry
+        clips, crops = g.views
+        channels, num_frames = g.cfg["input_size"][:2]
+        frame_stride = g.cfg["frame_stride"]
+        notes: list[str] = []
+        try:
+            reader = _caught(notes, lambda: VideoReader(path, num_threads=threads))
+        except (ValueError, OSError, IndexError, EOFError) as err:
+            yield {"index": index, "error": _reason(err, path), "warnings": notes}
+            return
+        with reader:
+            count = len(reader)
+            windows = np.array([[0, count]]) if g.window == 0 else sliding_windows(count, g.window, g.stride)
+            span = (num_frames - 1) * frame_stride + 1
+            if count < span:
+                notes.append(
+                    f"{shown_path(path)} has {count} frames, fewer than one clip spans ({num_frames} frames every "
+                    f"{frame_stride} = {span}); its frames are repeated (looped), as DMVR does"
+                )
+            header = {
+                "windows": torch.from_numpy(windows.astype(np.int64)),
+                "seconds": torch.from_numpy(_window_seconds(reader, windows)),
+                "frames": count,
+                "fps": float(reader.average_fps or math.nan),
+            }
+            per_window = clips * crops
+            # Enough windows per decode for one batch: their frames come from one forward pass over the file.
+            group = max(1, -(-g.batch_size // per_window))
+            pending: list[torch.Tensor] = []
+            owners: list[int] = []
+            for first in range(0, len(windows), group):
+                chosen = range(first, min(first + group, len(windows)))
+                rows = [view_frame_indices(count, num_frames, frame_stride, clips, first=int(windows[w][0]),
+                                           last=int(windows[w][1])) for w in chosen]  # fmt: skip
+                try:
+                    frames = _caught(notes, lambda rows=rows: reader.get_frames_at(np.concatenate(rows).reshape(-1)))
+                except (ValueError, OSError, IndexError, EOFError) as err:
+                    yield {"index": index, "error": _reason(err, path), "warnings": notes}
+                    return
+                clip_frames = torch.from_numpy(frames).unflatten(0, (-1, num_frames))  # (windows * clips, T, H, W, 3)
+                for k, w in enumerate(chosen):
+                    for c in range(clips):
+                        pending += _test_views(clip_frames[k * clips + c], crops, g.cfg)
+                        owners += [w] * crops
+                del frames, clip_frames
+                while len(pending) >= g.batch_size or (pending and chosen.stop == len(windows)):
+                    take = min(g.batch_size, len(pending))
+                    last = chosen.stop == len(windows) and take == len(pending)
+                    item = {"index": index, "views": torch.stack(pending[:take]),
+                            "window": torch.tensor(owners[:take], dtype=torch.int64), "last": last,
+                            "warnings": notes}  # fmt: skip
+                    if header:
+                        item.update(header)
+                        header = {}
+                    notes = []
+                    del pending[:take], owners[:take]
+                    yield item
+
+
+def _caught(notes: list[str], call: Callable[[], Any]) -> Any:
+    """Run `call`, collecting its VideoWarnings as text (they cross from workers to the main process)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", VideoWarning)
+        try:
+            return call()
+        finally:
+            for w in caught:
+                if issubclass(w.category, VideoWarning):
+                    notes.append(str(w.message))
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _reason(err: BaseException, path: Path) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    shown = shown_path(path)
+    return text if shown in text or str(path) in text else f"{shown}: {text}"
+
+
+def _window_seconds(reader: VideoReader, windows: np.ndarray) -> np.ndarray:
+    """`[start, end)` of each window in seconds: the first frame's time, the next window-end frame's time."""
+    times = reader.timestamps
+    end_of_video = reader.duration_seconds
+    ends = np.append(times, np.nan if end_of_video is None else end_of_video)
+    return np.stack([times[windows[:, 0]], ends[windows[:, 1]]], axis=1).astype(np.float64)
+
+
+# ---------------------------------------------------------------- the job
+@dataclass
+class FeaturesSummary:
+    """What `extract_features` did, over all ranks.
+
+    Attributes:
+        written: Videos whose features were computed and written.
+        skipped: Videos whose output was already up to date.
+        failed: `(video, reason)` for every video (or input) that failed.
+        duplicates: Inputs that named a file already given (computed once), as messages.
+    """
+
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+ModelSource = nn.Module | Callable[[], nn.Module]
+
+
+def extract_features(
+    inputs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    model: ModelSource,
+    settings: FeatureSettings,
+    *,
+    batch_size: int = 4,
+    workers: int = 2,
+    device: str | torch.device | None = None,
+    progress: bool | None = None,
+    verbose: bool = True,
+) -> FeaturesSummary:
+    """Write sliding-window features of every video named by `inputs`, one file per video.
+
+    Runs in one process, or split across the ranks of a `torchrun` job (every rank calls it with
+    the same arguments); see the module docstring for the files and the resume rule.
+
+    Example:
+        >>> settings = FeatureSettings(model="vivit_b_fe_k400", window=64, stride=32)
+        >>> extract_features(["videos/"], "features/", lambda: create_model("vivit_b_fe_k400", pretrained=True),
+        ...                  settings)
+
+    Args:
+        inputs: Video files, folders (searched recursively for `VIDEO_SUFFIXES`; outputs keep
+            the path below the folder), or list files (`LIST_SUFFIXES`: paths relative to the list).
+        out_dir: Folder of the outputs (created).
+        model: The model, or a function returning it (called only when some video needs
+            computing; under torchrun, only on ranks with work). Used in eval mode, unmodified.
+        settings: Model identity and window/stride/views/per_frame (see `FeatureSettings`).
+        batch_size: Views per forward pass (windows of a video are batched together).
+        workers: DataLoader processes that decode and preprocess (0: in this process).
+        device: Where the model runs (default: the model's device for a module; for a function,
+            CUDA when available, `cuda:LOCAL_RANK` under torchrun, else the CPU).
+        progress: Show a progress bar (videos/s, ETA) on stderr; default: when stderr is a terminal.
+        verbose: Print per-video errors and warnings and the final summary to stderr.
+
+    Returns:
+        The `FeaturesSummary` over all ranks (the same on every rank).
+
+    Raises:
+        ValueError: For bad settings (window, stride, views) or batch size.
+    """
+    if settings.window is not None and settings.window < 0:
+        raise ValueError(f"window must be >= 0 frames (0: the whole video), got {settings.window}")
+    if settings.stride is not None and (settings.stride < 1 or settings.window == 0):
+        raise ValueError("stride must be >= 1 frames and needs a window (window=0 is one clip per video)")
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+    out = Path(out_dir).expanduser()
+    say = _Say(verbose)
+    with distributed_context() as context:
+        plan = _plan(inputs, out, settings)
+        if context.is_main:
+            for message in plan.duplicates:
+                say(f"note: {message}")
+            if plan.skipped:
+                say(f"{len(plan.skipped)} of {len(plan.skipped) + len(plan.todo)} videos already done in {shown_path(out)}; skipping them")
+        # Nobody writes before every rank has seen the same finished outputs: the shares below are
+        # cut from the same to-do list on every rank.
+        context.barrier()
+        mine = context.shard(plan.todo)
+        written: list[str] = []
+        failed: list[tuple[str, str]] = []
+        if mine:
+            _run(mine, out, model, settings, batch_size, workers, device, progress, say, context, written, failed)
+        everyone = context.all_gather((written, failed))
+    summary = FeaturesSummary(
+        written=[v for rank_written, _ in everyone for v in rank_written],
+        skipped=plan.skipped,
+        failed=plan.failed + [f for _, rank_failed in everyone for f in rank_failed],
+        duplicates=plan.duplicates,
+    )
+    if context.is_main:
+        _print_summary(summary, say)
+    return summary
+
+
+class _Say:
+    """Prints `vivit: ...` lines to stderr, through tqdm while a progress bar is shown."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+        self.bar: Any = None
+
+    def __call__(self, message: str, force: bool = False) -> None:
+        if not (self.verbose or force):
+            return
+        line = f"vivit: {message}"
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _run(
+    mine: list[tuple[_Video, os.stat_result]],
+    out: Path,
+    model_source: ModelSource,
+    settings: FeatureSettings,
+    batch_size: int,
+    workers: int,
+    device: str | torch.device | None,
+    progress: bool | None,
+    say: _Say,
+    context: DistributedContext,
+    written: list[str],
+    failed: list[tuple[str, str]],
+) -> None:
+    from tqdm import tqdm
+
+    if isinstance(model_source, nn.Module):
+        model = model_source
+        target = torch.device(device) if device is not None else next(model.parameters()).device
+    else:
+        target = local_device(device, context)
+        model = model_source()
+    model = model.to(target)
+    cfg = resolve_data_config(model_data_config(model)[0])
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    num_frames, frame_stride = cfg["input_size"][1], cfg["frame_stride"]
+    window = num_frames * frame_stride if settings.window is None else settings.window
+    stride = settings.stride or window
+    views = settings.views or (1, 1)
+    extract = feature_fn(model, settings.per_frame)
+    geometry = _Geometry(cfg, window, stride, views, batch_size)
+    stream = _WindowStream([video.path for video, _ in mine], geometry)
+    loader = DataLoader(
+        stream, batch_size=None, num_workers=workers, pin_memory=target.type == "cuda",
+        prefetch_factor=4 if workers else None, persistent_workers=False,
+    )  # fmt: skip
+    fixed = {
+        "format": FEATURES_FORMAT, "format_version": _FORMAT_VERSION, "model": settings.model,
+        "weights": settings.weights, "overrides": settings.overrides, "per_frame": str(settings.per_frame).lower(),
+        "window": str(window), "stride": str(stride), "views": f"{views[0]}x{views[1]}",
+        "clip_frames": str(num_frames), "frame_stride": str(frame_stride), "settings": settings.key(),
+        "vivit_version": __version__,
+    }  # fmt: skip
+    label = "features" if not context.distributed else f"features (rank {context.rank}/{context.world_size})"
+    show = progress if progress is not None else None  # None: tqdm shows it only on a terminal
+    bar = tqdm(total=len(mine), desc=label, unit="video", file=sys.stderr, dynamic_ncols=True,
+               disable=(not show if show is not None else None) or (context.rank > 0 and show is None))  # fmt: skip
+    say.bar = bar if not bar.disable else None
+    partial: dict[int, dict[str, Any]] = {}
+    try:
+        with torch.inference_mode():
+            for item in loader:
+                index = item["index"]
+                video, stat = mine[index]
+                for note in item.get("warnings") or ():
+                    say(f"warning: {note}")
+                if "error" in item:
+                    partial.pop(index, None)
+                    failed.append((shown_path(video.path), item["error"]))
+                    say(f"error: {item['error']}")
+                    bar.update(1)
+                    continue
+                state = partial.get(index)
+                if state is None:
+                    state = partial[index] = {key: item[key] for key in ("windows", "seconds", "frames", "fps")}
+                out_batch = extract(item["views"].to(target, dtype, non_blocking=True)).float()
+                sums = state.get("sums")
+                if sums is None:
+                    sums = state["sums"] = out_batch.new_zeros((len(state["windows"]), *out_batch.shape[1:]))
+                # Windows own consecutive views; summing each run then adding is deterministic on any device.
+                owners, counts = torch.unique_consecutive(item["window"], return_counts=True)
+                for owner, part in zip(owners.tolist(), out_batch.split(counts.tolist()), strict=True):
+                    sums[owner] += part.sum(0)
+                if not item["last"]:
+                    continue
+                del partial[index]
+                features = (sums / (views[0] * views[1])).cpu().contiguous()
+                metadata = {
+                    **fixed,
+                    "source_path": shown_path(video.path.resolve()), "source_size": str(stat.st_size),
+                    "source_mtime_ns": str(stat.st_mtime_ns), "video_frames": str(state["frames"]),
+                    "video_fps": repr(state["fps"]),
+                }  # fmt: skip
+                try:
+                    _write(video.output, features, state["windows"], state["seconds"], metadata)
+                except OSError as err:  # a full disk, a read-only folder: this video fails, the others try
+                    failed.append((shown_path(video.path), f"cannot write {shown_path(video.output)}: {err}"))
+                    say(f"error: cannot write {shown_path(video.output)}: {err}")
+                else:
+                    written.append(shown_path(video.path))
+                bar.update(1)
+    finally:
+        bar.close()
+        say.bar = None
+
+
+def _write(output: Path, features: torch.Tensor, windows: torch.Tensor, seconds: torch.Tensor, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    from .weights.hub import atomic_write
+
+    tensors = {"features": features, "window_frames": windows.contiguous(), "window_seconds": seconds.contiguous()}
+    # A temporary file renamed into place: an interrupted run never leaves a half-written output.
+    with atomic_write(output) as tmp:
+        save_file(tensors, os.fspath(tmp), metadata=metadata)
+
+
+def _print_summary(summary: FeaturesSummary, say: _Say) -> None:
+    parts = [f"{len(summary.written)} written", f"{len(summary.skipped)} already done", f"{len(summary.failed)} failed"]
+    if summary.duplicates:
+        parts.append(f"{len(summary.duplicates)} duplicate input{'s' if len(summary.duplicates) != 1 else ''}")
+    say(f"features: {', '.join(parts)}", force=True)
+    for video, reason in summary.failed[:_SHOWN_FAILURES]:
+        text = reason if video in reason else f"{video}: {reason}"
+        say(f"failed: {text}", force=True)
+    if len(summary.failed) > _SHOWN_FAILURES:
+        say(f"failed: ... and {len(summary.failed) - _SHOWN_FAILURES} more", force=True)

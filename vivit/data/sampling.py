@@ -7,7 +7,9 @@ touches pixels, so a reader can decode only the frames a clip needs:
   (`sample_sequence`, `sample_linspace_sequence`, `sample_or_pad_sequence_indices`): fixed
   stride, short videos loop around;
 * `scenic_uniform_frame_indices` is Scenic's `sample_frames_uniformly`
-  (`scenic/common_lib/video_utils.py`) including its float32 arithmetic.
+  (`scenic/common_lib/video_utils.py`) including its float32 arithmetic;
+* `sliding_windows` and `view_frame_indices` cut a video into windows (segments) and place the
+  test clips of one segment, for dataset-scale feature extraction and evaluation.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["multiview_clip_starts", "sample_frame_indices", "scenic_uniform_frame_indices"]
+__all__ = [
+    "multiview_clip_starts",
+    "sample_frame_indices",
+    "scenic_uniform_frame_indices",
+    "sliding_windows",
+    "view_frame_indices",
+]
 
 
 def _positive_ints(**values: Any) -> list[int]:
@@ -146,3 +154,81 @@ def scenic_uniform_frame_indices(num_frames: int, n: int) -> np.ndarray:
     positions = np.arange(step, num_frames, step, dtype=np.float32)
     indices = np.round(positions).astype(np.int64)
     return np.minimum(indices, num_frames - 1)
+
+
+def sliding_windows(num_video_frames: int, window: int, stride: int) -> np.ndarray:
+    """Consecutive windows `[start, end)` of source frames that cover a whole video.
+
+    Windows start at frames `0, stride, 2 * stride, ...` and are `window` frames long; they stop
+    with the first window that reaches the end of the video, which is cut short there (so every
+    frame is in some window when `stride <= window`, and a video shorter than one window is a
+    single window `[0, num_video_frames)`). This is the regular grid that per-window feature
+    files (v-iashin/video_features, action-localisation inputs) use, with the tail kept rather
+    than dropped; the cut window is recorded as it is, so a consumer can drop it.
+
+    Args:
+        num_video_frames: Frames in the video.
+        window: Frames per window.
+        stride: Frames between the starts of consecutive windows (`stride == window`: no
+            overlap; `stride < window`: overlapping windows; `stride > window`: gaps).
+
+    Returns:
+        int64 numpy array `(num_windows, 2)`: first and one-past-last frame of each window.
+
+    Raises:
+        ValueError: If an argument is not a positive integer.
+    """
+    num_video_frames, window, stride = _positive_ints(
+        num_video_frames=num_video_frames, window=window, stride=stride
+    )
+    # The last window is the first that reaches the end: start + window >= num_video_frames.
+    count = max(0, -(-(num_video_frames - window) // stride)) + 1
+    starts = stride * np.arange(count, dtype=np.int64)
+    starts = starts[starts < num_video_frames]  # stride > window can step past the end
+    return np.stack([starts, np.minimum(starts + window, num_video_frames)], axis=1)
+
+
+def view_frame_indices(
+    num_video_frames: int,
+    num_frames: int,
+    stride: int,
+    clips: int,
+    *,
+    first: int = 0,
+    last: int | None = None,
+) -> np.ndarray:
+    """Frame indices of the `clips` test clips of the segment `[first, last)` of a video.
+
+    The segment is treated as a video of its own: its clips start as `multiview_clip_starts`
+    places them (evenly spaced, or the centred clip when `clips == 1`) and are read as
+    `sample_frame_indices` reads them (every `stride` frames, looping inside the segment when it
+    is shorter than a clip). For the whole video (`first=0, last=None`) these are exactly the
+    clips `vivit.predict_views` classifies.
+
+    Args:
+        num_video_frames: Frames in the video.
+        num_frames: Frames per clip.
+        stride: Distance between sampled frames.
+        clips: Number of clips in the segment.
+        first: First frame of the segment.
+        last: One past the last frame of the segment (default: the end of the video).
+
+    Returns:
+        int64 numpy array `(clips, num_frames)` of frame indices into the video.
+
+    Raises:
+        ValueError: If a count is not a positive integer or the segment is empty or outside
+            the video.
+    """
+    num_video_frames, num_frames, stride, clips = _positive_ints(
+        num_video_frames=num_video_frames, num_frames=num_frames, stride=stride, clips=clips
+    )
+    end = num_video_frames if last is None else int(last)
+    if not 0 <= int(first) < end <= num_video_frames:
+        raise ValueError(
+            f"segment [{first}, {last}) must be a non-empty range inside the video's {num_video_frames} frames"
+        )
+    length = end - int(first)
+    starts = multiview_clip_starts(length, num_frames, stride, clips)
+    rows = [sample_frame_indices(length, num_frames, stride, start=start) for start in starts]
+    return np.stack(rows) + int(first)

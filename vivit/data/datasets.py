@@ -1,0 +1,608 @@
+"""Datasets of video files: class folders, CSV/TSV lists and plain path lists, for training and testing.
+
+`VideoDataset` is a map-style `torch.utils.data.Dataset` in the manner of pytorchvideo's
+`LabeledVideoDataset`: it holds paths and labels, decodes nothing until an item is asked for, and
+returns dicts (the clip, its label, the video's index and path, the frames it was cut from).
+
+* `mode="train"`: one random clip per item (`sample_frame_indices` with a random start) through
+  the paper's augmentation (`create_transform(train=True)`): float32 `(C, T, H, W)`.
+* `mode="eval"`: the `clips x crops` test views of `vivit.predict_views`, stacked: float32
+  `(V, C, T, H, W)` with `V = clips * crops`, view order clip-major as `predict_views`.
+
+Sources (`VideoDataset(source)`):
+
+* a folder of class folders, `root/<class>/<video>` (videos found recursively below each class;
+  classes sorted by name, as torchvision's `ImageFolder`);
+* a list file: `.csv` (comma), `.tsv` (tab), or another suffix (tab-separated when a line has a
+  tab, else one path per line). Columns are `path[,label[,start,end]]` (Kinetics-style; times
+  in seconds, a segment of the video), or named by a header row whose first field is `path`
+  (`path,label,start,end`, or one column per label split such as `path,noun,verb` for
+  EPIC-KITCHENS). Relative paths are relative to the list's folder; `#` starts a comment line;
+* a sequence of paths (no labels).
+
+Labels are class names or integer indices. With `label_names` (e.g. a model's
+`pretrained_cfg["label_names"]`) names are matched to those indices (exactly, else ignoring case
+and `_` versus space); an unknown name is an error that lists close matches. Without it, names
+are numbered in sorted order (`dataset.classes`).
+
+A video that cannot be read (missing, damaged, not a video) never stops an epoch: it is counted
+(`dataset.failed_indices()`, shared with DataLoader workers) and announced with a
+`SkippedVideoWarning`. In training the next video of the list is read in its place, so every
+batch keeps its size (which `DistributedDataParallel` needs); in evaluation the item is a dict
+with an `"error"` and `collate_videos` moves it out of the batch into `batch["failed"]`.
+
+Example:
+    >>> dataset = VideoDataset("k400/train.csv", "train", pretrained_cfg=model.pretrained_cfg, seed=0)
+    >>> loader = DataLoader(dataset, batch_size=8, num_workers=4, sampler=DistributedSampler(dataset),
+    ...                     collate_fn=collate_videos)
+    >>> for epoch in range(epochs):
+    ...     loader.sampler.set_epoch(epoch); dataset.set_epoch(epoch)
+    ...     for batch in loader:
+    ...         loss = F.cross_entropy(model(batch["video"]), batch["label"])
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import math
+import os
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate, get_worker_info
+
+from .sampling import sample_frame_indices, view_frame_indices
+from .transforms import _test_views, create_transform, resolve_data_config
+from .video import VideoReader, VideoWarning
+
+__all__ = [
+    "LIST_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "SkippedVideoWarning",
+    "VideoDataset",
+    "VideoRecord",
+    "collate_videos",
+    "find_videos",
+    "match_labels",
+    "read_video_list",
+]
+
+#: File suffixes taken for videos when a folder is searched (lower case; `.npy`/`.npz` are
+#: uint8 frame arrays, which `vivit.VideoReader` reads without a decoder).
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+     ".flv", ".wmv", ".3gp", ".ogv", ".npy", ".npz"}
+)  # fmt: skip
+#: Suffixes read as lists of videos rather than as videos.
+LIST_SUFFIXES = (".csv", ".tsv", ".txt", ".lst", ".list")
+
+# Errors that mean "this video cannot be read" (the reader raises ValueError / FileNotFoundError /
+# IndexError with the file's name); anything else (a missing decoder, out of memory) is not the
+# video's fault and is raised.
+_VIDEO_ERRORS = (ValueError, OSError, IndexError, EOFError)
+_READER_CACHE = 2  # open readers kept per process: consecutive segments of one long video
+
+
+class SkippedVideoWarning(VideoWarning):
+    """A dataset item could not be read (the message says why) and was skipped."""
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """A path as text that can always be printed or stored as UTF-8.
+
+    File names are bytes on POSIX; bytes that are not UTF-8 (Python keeps them as surrogate
+    escapes) are written `\\xNN`, so the text names the file unambiguously.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One entry of a dataset: a video file, its labels as written, an optional segment.
+
+    Attributes:
+        path: The video file (absolute, or as given for a sequence of paths).
+        labels: Label column name -> value as written (`{"label": "abseiling"}`; empty without
+            labels; `{"noun": "tap", "verb": "open"}` for a list with split columns).
+        start: Segment start in seconds, or `None` (the beginning).
+        end: Segment end in seconds, or `None` (the end).
+        where: Where the entry came from, for messages (`list.csv:12`, a class folder).
+    """
+
+    path: Path
+    labels: Mapping[str, str] = field(default_factory=dict)
+    start: float | None = None
+    end: float | None = None
+    where: str = ""
+
+
+# ---------------------------------------------------------------- finding videos
+def find_videos(folder: str | os.PathLike[str], suffixes: Iterable[str] = VIDEO_SUFFIXES) -> list[Path]:
+    """Video files below `folder`, recursively, sorted; hidden files and folders are left out.
+
+    Args:
+        folder: The folder to search (symbolic links to folders are not followed).
+        suffixes: File suffixes to take, lower case with the dot (default `VIDEO_SUFFIXES`).
+
+    Returns:
+        Paths, sorted by their path relative to `folder`.
+    """
+    wanted = {s.lower() for s in suffixes}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in wanted:
+                found.append(Path(dirpath, name))
+    return found
+
+
+def _class_folder_records(root: Path) -> list[VideoRecord]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(
+            f"{shown_path(root)} has no class folders: a class-folder dataset is root/<class>/<video> "
+            "(or pass a CSV/TSV list)"
+        )
+    records = [
+        VideoRecord(path, {"label": name}, where=shown_path(root / name))
+        for name in classes
+        for path in find_videos(root / name)
+    ]
+    if not records:
+        raise ValueError(f"{shown_path(root)}: no videos in its class folders (suffixes: {', '.join(sorted(VIDEO_SUFFIXES))})")
+    return records
+
+
+def read_video_list(path: str | os.PathLike[str]) -> list[VideoRecord]:
+    """Read a list of videos: CSV/TSV `path[,label[,start,end]]` or one path per line.
+
+    The separator is a comma for `.csv`, a tab for `.tsv`; for other suffixes a tab when any
+    line has one, else each line is a whole path (spaces and commas included). Without a header
+    the columns are positional: path, label, start, end (seconds). A header row is recognised by
+    its first field `path` (or `video`); it names the columns: `path`, `label`, `start`, `end`,
+    and any other column is kept as a label column (for split labels such as `noun`, `verb`).
+    Empty lines and lines starting with `#` are skipped; fields may be quoted as in CSV.
+    Relative paths are relative to the list's folder; `~` is expanded. The file is read as UTF-8
+    (a BOM is ignored); bytes that are not UTF-8 are kept as the file-name bytes they stand for.
+
+    Args:
+        path: The list file.
+
+    Returns:
+        One `VideoRecord` per entry, in file order.
+
+    Raises:
+        FileNotFoundError: If the list does not exist.
+        ValueError: For a malformed line (the message gives `file:line`): a missing path, a time
+            that is not a number, `end <= start`, or more columns than the header names.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"list {shown_path(path)} {'is a directory' if path.is_dir() else 'does not exist'}")
+    text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")]
+    suffix = path.suffix.lower()
+    delimiter = "," if suffix == ".csv" else "\t" if suffix == ".tsv" else "\t" if any("\t" in line for _, line in lines) else None
+    base = path.parent
+    records: list[VideoRecord] = []
+    columns = ["path", "label", "start", "end"]
+    header = False
+    for number, line in lines:
+        where = f"{shown_path(path)}:{number}"
+        if delimiter is None:
+            fields = [line.strip()]
+        else:
+            (fields,) = csv.reader(io.StringIO(line), delimiter=delimiter, skipinitialspace=True)
+            fields = [f.strip() for f in fields]
+        if not records and not header and fields and fields[0].lower() in ("path", "video"):
+            columns = ["path", *(f.lower() for f in fields[1:])]
+            if len(set(columns)) != len(columns) or any(not c for c in columns):
+                raise ValueError(f"{where}: header names a column twice or leaves one unnamed: {fields}")
+            header = True
+            continue
+        if len(fields) > len(columns):
+            raise ValueError(
+                f"{where}: {len(fields)} fields, expected at most {len(columns)} ({', '.join(columns)})"
+                + ("" if header else "; paths with commas must be quoted")
+            )
+        row = dict(zip(columns, fields, strict=False))
+        if not row.get("path"):
+            raise ValueError(f"{where}: no video path")
+        video = Path(row.pop("path")).expanduser()
+        start, end = (_seconds(row.pop(key, ""), key, where) for key in ("start", "end"))
+        if start is not None and end is not None and not end > start:
+            raise ValueError(f"{where}: end ({end} s) must be after start ({start} s)")
+        labels = {k: v for k, v in row.items() if v != ""}
+        records.append(VideoRecord(video if video.is_absolute() else base / video, labels, start, end, where))
+    return records
+
+
+def _seconds(text: str, name: str, where: str) -> float | None:
+    if text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{where}: {name} must be a non-negative number of seconds, got {text!r}")
+    return value
+
+
+def _records(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | VideoRecord]) -> list[VideoRecord]:
+    if isinstance(source, (str, os.PathLike)):
+        root = Path(source).expanduser()
+        if root.is_dir():
+            return _class_folder_records(root)
+        if not root.exists():
+            raise FileNotFoundError(f"{shown_path(root)} does not exist (expected a class folder tree or a CSV/TSV list)")
+        if root.suffix.lower() in VIDEO_SUFFIXES:
+            raise ValueError(
+                f"{shown_path(root)} is a video, not a dataset: pass a class folder tree, a list file, or a list of paths"
+            )
+        return read_video_list(root)
+    return [item if isinstance(item, VideoRecord) else VideoRecord(Path(item)) for item in source]
+
+
+# ---------------------------------------------------------------- labels
+def _normalized(name: str) -> str:
+    return " ".join(name.replace("_", " ").split()).casefold()
+
+
+def match_labels(
+    values: Sequence[tuple[str, str]], label_names: Sequence[str], what: str = "label"
+) -> list[int]:
+    """Indices of labels written as names or integer indices into `label_names`.
+
+    A value is matched, in order: to a name exactly; to an integer index in range; to the one
+    name equal to it ignoring case, repeated spaces and `_` versus space (`air_drumming` ->
+    `air drumming`).
+
+    Args:
+        values: `(value, where)` pairs; `where` (e.g. `list.csv:12`) is quoted in errors.
+        label_names: The known names, by index (e.g. a model's `label_names`).
+        what: What the values are, for the message (`label`, `noun label`).
+
+    Returns:
+        One index per value.
+
+    Raises:
+        ValueError: Naming every unknown value (up to 10) with its place and the closest
+            known names (difflib), and how many values were unknown in all.
+    """
+    names = list(label_names)
+    exact = {name: i for i, name in enumerate(names)}
+    loose: dict[str, int | None] = {}
+    for i, name in enumerate(names):
+        key = _normalized(name)
+        loose[key] = None if key in loose else i  # None: ambiguous
+    out, unknown = [], []
+    for value, where in values:
+        index = exact.get(value)
+        if index is None and value.lstrip("-").isdigit() and 0 <= int(value) < len(names):
+            index = int(value)
+        if index is None:
+            index = loose.get(_normalized(value))
+        if index is None:
+            unknown.append((value, where))
+            index = -1
+        out.append(index)
+    if unknown:
+        distinct = list(dict.fromkeys(v for v, _ in unknown))
+        parts = []
+        for value in distinct[:10]:
+            place = next(w for v, w in unknown if v == value)
+            close = difflib.get_close_matches(value, names, n=3, cutoff=0.6)
+            if not close:
+                close = [names[i] for k, i in loose.items() if i is not None and k in _normalized(value)][:3]
+            hint = f" (close matches: {', '.join(repr(c) for c in close)})" if close else " (no close match)"
+            parts.append(f"{value!r} at {place}{hint}")
+        more = f"; and {len(distinct) - 10} more unknown" if len(distinct) > 10 else ""
+        raise ValueError(
+            f"{len(unknown)} {what}{'s' if len(unknown) != 1 else ''} not among the {len(names)} known classes: "
+            + "; ".join(parts) + more
+        )
+    return out
+
+
+def _label_columns(records: Sequence[VideoRecord], label_names: Any) -> list[str]:
+    if not isinstance(label_names, Mapping):
+        return ["label"]
+    columns = list(label_names)
+    present = {key for record in records for key in record.labels}
+    missing = [c for c in columns if c not in present]
+    if present and missing:
+        raise ValueError(
+            f"label columns {missing} are not in the list (it has {sorted(present)}); split labels need a "
+            f"header row such as 'path,{','.join(columns)}'"
+        )
+    return columns
+
+
+def _numbered(values: Sequence[tuple[str, str]]) -> tuple[list[int], list[str] | None]:
+    """Labels without known names: integers as written, or names numbered in sorted order."""
+    texts = [v for v, _ in values]
+    if all(t.isdigit() for t in texts):
+        return [int(t) for t in texts], None
+    classes = sorted(set(texts))
+    index = {name: i for i, name in enumerate(classes)}
+    return [index[t] for t in texts], classes
+
+
+# ---------------------------------------------------------------- the dataset
+class VideoDataset(Dataset):
+    """Videos with labels, decoded clip by clip in the worker that asks for them.
+
+    Args:
+        source: A class-folder tree, a list file (CSV/TSV, see `read_video_list`), or a sequence
+            of video paths / `VideoRecord`s.
+        mode: `"train"` (one random augmented clip per item) or `"eval"` (all test views).
+        pretrained_cfg: Preprocessing cfg of the model (frames, stride, sizes, mean/std, test
+            views); see `vivit.data.resolve_data_config`. Default: Kinetics ViViT's.
+        label_names: Known class names by index (e.g. the model's `label_names`), or for split
+            labels a mapping column -> names (`{"noun": nouns, "verb": verbs}`); labels are then
+            matched to these (unknown names raise `ValueError` listing close matches).
+            Default: integer labels as written, names numbered in sorted order.
+        views: `(clips, crops)` of eval mode (default: the cfg's `test_views`).
+        transform: Replaces the training augmentation (called as `transform(frames,
+            generator=...)` on uint8 `(T, H, W, 3)` frames); default
+            `create_transform(pretrained_cfg, train=True)`.
+        seed: Makes training clips reproducible: the randomness of item `i` in epoch `e`
+            comes from `(seed, e, i)` alone, whatever the workers or ranks (call `set_epoch`).
+            `None` draws from torch's global generator (which DataLoader seeds per worker and epoch).
+        reader_args: Keyword arguments for `vivit.VideoReader` (size limits, `fps` of frame arrays).
+        max_retries: Training only: how many following videos are tried in place of a broken one
+            before giving up with RuntimeError (the data is then likely unreadable as a whole).
+
+    Attributes:
+        records: The `VideoRecord`s, by index.
+        targets: Label of each item: an int (`-1` without a label) or, with split labels, a
+            tuple of ints.
+        classes: The class names (`label_names`, the sorted names found, or `None` for integer
+            labels); a dict column -> names for split labels.
+
+    Raises:
+        FileNotFoundError: If `source` does not exist.
+        ValueError: For a malformed list, unknown labels, or bad settings.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | VideoRecord],
+        mode: str = "train",
+        *,
+        pretrained_cfg: Mapping[str, Any] | None = None,
+        label_names: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+        views: tuple[int, int] | None = None,
+        transform: Any = None,
+        seed: int | None = None,
+        reader_args: Mapping[str, Any] | None = None,
+        max_retries: int = 10,
+    ) -> None:
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        self.mode = mode
+        self.cfg = resolve_data_config(pretrained_cfg)
+        self.num_frames = self.cfg["input_size"][1]
+        self.frame_stride = self.cfg["frame_stride"]
+        clips, crops = views if views is not None else self.cfg["test_views"]
+        if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1 or crops not in (1, 3):
+            raise ValueError(f"views must be (clips >= 1, crops 1 or 3), got {views!r}")
+        self.views = (clips, crops)
+        self.transform = transform if transform is not None else (create_transform(self.cfg, train=True) if mode == "train" else None)
+        self.seed = seed
+        self.reader_args = dict(reader_args or {})
+        self.max_retries = int(max_retries)
+        self.records = _records(source)
+        self.targets, self.classes = self._labels(label_names)
+        # Shared with DataLoader workers (fork or spawn): what failed, and the current epoch.
+        self._failed = torch.zeros(len(self.records), dtype=torch.uint8).share_memory_()
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._readers: OrderedDict[Path, VideoReader] = OrderedDict()
+
+    # ------------------------------------------------------------ labels
+    def _labels(self, label_names: Any) -> tuple[list[Any], Any]:
+        records = self.records
+        columns = _label_columns(records, label_names)
+        per_column: dict[str, list[int]] = {}
+        classes: dict[str, list[str] | None] = {}
+        for column in columns:
+            labelled = [(i, r.labels[column], r.where) for i, r in enumerate(records) if column in r.labels]
+            values = [(value, where) for _, value, where in labelled]
+            indices = [-1] * len(records)
+            if isinstance(label_names, Mapping):
+                names: list[str] | None = list(label_names[column])
+                found = match_labels(values, names, f"{column} label")
+            elif label_names is not None:
+                names = list(label_names)
+                found = match_labels(values, names)
+            else:
+                found, names = _numbered(values)
+            for (i, _, _), index in zip(labelled, found, strict=True):
+                indices[i] = index
+            per_column[column] = indices
+            classes[column] = names
+        if isinstance(label_names, Mapping):
+            targets = [tuple(per_column[c][i] for c in columns) for i in range(len(records))]
+            return targets, classes
+        return per_column["label"], classes["label"]
+
+    # ------------------------------------------------------------ bookkeeping
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that seeds training clips (with `seed`); seen by running workers too."""
+        self._epoch.fill_(int(epoch))
+
+    def failed_indices(self) -> list[int]:
+        """Indices of the videos that failed to read so far, in any worker of this process's loaders."""
+        return torch.nonzero(self._failed).flatten().tolist()
+
+    @property
+    def num_failed(self) -> int:
+        """How many distinct videos failed to read so far (see `failed_indices`)."""
+        return int(self._failed.sum())
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_readers"] = OrderedDict()  # open files stay in their process; a worker opens its own
+        return state
+
+    # ------------------------------------------------------------ items
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """The item `index`: a dict with `video`, `label`, `video_index`, `path`, `frame_indices`.
+
+        `video` is float32 `(C, T, H, W)` (train) or `(V, C, T, H, W)` (eval); `label` an int
+        (`-1`: none) or, for split labels, an int64 tensor `(num_splits,)`; `frame_indices`
+        int64 `(T,)` (train) or `(clips, T)` (eval), indices into the decoded video. An eval
+        item that cannot be read is `{"video_index", "path", "label", "error"}` instead.
+        """
+        if not 0 <= index < len(self.records):
+            raise IndexError(f"index {index} out of range for {len(self.records)} videos")
+        if self.mode == "eval":
+            try:
+                return self._eval_item(index)
+            except _VIDEO_ERRORS as err:
+                message = self._fail(index, err)
+                return {"video_index": index, "path": str(self.records[index].path), "label": self._label(index), "error": message}
+        failures = []
+        for attempt in range(max(self.max_retries, 1)):
+            current = (index + attempt) % len(self.records)
+            try:
+                return self._train_item(current)
+            except _VIDEO_ERRORS as err:
+                failures.append(self._fail(current, err))
+        raise RuntimeError(
+            f"{len(failures)} videos in a row could not be read, starting at index {index}; the data looks "
+            f"unreadable as a whole. Last error: {failures[-1]}"
+        )
+
+    def _fail(self, index: int, err: BaseException) -> str:
+        self._failed[index] = 1
+        record = self.records[index]
+        shown = shown_path(record.path)
+        message = str(err) if shown in str(err) else f"{shown}: {err}"
+        if record.where and record.where not in message:  # the list line it came from
+            message = f"{message} ({record.where})"
+        warnings.warn(f"skipping {message}", SkippedVideoWarning, stacklevel=3)
+        return message
+
+    def _label(self, index: int) -> Any:
+        target = self.targets[index]
+        return torch.tensor(target, dtype=torch.int64) if isinstance(target, tuple) else int(target)
+
+    def _reader(self, path: Path) -> VideoReader:
+        reader = self._readers.pop(path, None)
+        if reader is None:
+            # Many workers decode at once: one FFmpeg thread each keeps the cores from thrashing.
+            threads = 1 if get_worker_info() is not None else 0
+            reader = VideoReader(path, **{"num_threads": threads, **self.reader_args})
+        self._readers[path] = reader
+        while len(self._readers) > _READER_CACHE:
+            self._readers.popitem(last=False)[1].close()
+        return reader
+
+    def _segment(self, reader: VideoReader, record: VideoRecord) -> tuple[int, int]:
+        """Frames `[first, last)` of the record's segment (timestamps: right for variable frame rates)."""
+        count = len(reader)
+        if record.start is None and record.end is None:
+            return 0, count
+        times = reader.timestamps
+        if not np.isfinite(times).all():
+            raise ValueError(
+                f"{shown_path(record.path)} has no frame rate, so its segment [{record.start}, {record.end}) s "
+                "cannot be found; store an 'fps' entry in the .npz or pass reader_args={'fps': ...}"
+            )
+        first = int(np.searchsorted(times, record.start, side="left")) if record.start is not None else 0
+        last = int(np.searchsorted(times, record.end, side="left")) if record.end is not None else count
+        if last <= first:
+            duration = reader.duration_seconds
+            raise ValueError(
+                f"{shown_path(record.path)}: segment [{record.start}, {record.end}) s holds no frame "
+                f"(the video lasts {duration:.3f} s)"
+            )
+        return first, last
+
+    def _train_item(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        reader = self._reader(record.path)
+        first, last = self._segment(reader, record)
+        generator = self._generator(index)
+        indices = sample_frame_indices(last - first, self.num_frames, self.frame_stride, generator=generator) + first
+        frames = reader.get_frames_at(indices)
+        video = self.transform(frames, generator=generator)
+        return {
+            "video": video,
+            "label": self._label(index),
+            "video_index": index,
+            "path": str(record.path),
+            "frame_indices": torch.from_numpy(indices),
+        }
+
+    def _eval_item(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        reader = self._reader(record.path)
+        first, last = self._segment(reader, record)
+        clips, crops = self.views
+        indices = view_frame_indices(
+            len(reader), self.num_frames, self.frame_stride, clips, first=first, last=last
+        )  # fmt: skip
+        views = []
+        for row in indices:  # one clip's frames at a time: memory bounded by a clip, not the video
+            views.extend(_test_views(torch.from_numpy(reader.get_frames_at(row)), crops, self.cfg))
+        return {
+            "video": torch.stack(views),
+            "label": self._label(index),
+            "video_index": index,
+            "path": str(record.path),
+            "frame_indices": torch.from_numpy(indices),
+        }
+
+    def _generator(self, index: int) -> torch.Generator:
+        if self.seed is None:
+            seed = int(torch.randint(2**62, (1,)))  # the global generator: DataLoader seeds it per worker and epoch
+        else:
+            state = np.random.SeedSequence([int(self.seed), int(self._epoch), int(index)]).generate_state(2, np.uint32)
+            seed = int(state[0]) << 31 | int(state[1]) >> 1
+        return torch.Generator().manual_seed(seed)
+
+    def __repr__(self) -> str:
+        classes = self.classes
+        count = sum(len(v or ()) for v in classes.values()) if isinstance(classes, dict) else len(classes or ())
+        return (
+            f"VideoDataset({len(self)} videos, mode={self.mode!r}, {count or 'integer'} classes, "
+            f"clip {self.num_frames} frames every {self.frame_stride}"
+            + (f", views {self.views[0]}x{self.views[1]})" if self.mode == "eval" else ")")
+        )
+
+
+def collate_videos(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Batch `VideoDataset` items, setting aside those that failed.
+
+    Use as `DataLoader(..., collate_fn=collate_videos)`. Items with an `"error"` (eval mode's
+    unreadable videos) are left out of the batch and listed in `batch["failed"]` as dicts
+    `{"video_index", "path", "label", "error"}`; the others are stacked by torch's
+    `default_collate` (`video` `(B, ...)`, `label` `(B,)` or `(B, num_splits)`, `path` a list).
+    When every item failed the batch is `{"failed": [...]}` only.
+
+    Args:
+        items: Items from `VideoDataset.__getitem__`.
+
+    Returns:
+        The batch dict, always with a `"failed"` list (usually empty).
+    """
+    good = [item for item in items if "error" not in item]
+    failed = [dict(item) for item in items if "error" in item]
+    batch: dict[str, Any] = dict(default_collate(good)) if good else {}
+    batch["failed"] = failed
+    return batch

@@ -1,0 +1,180 @@
+"""The few torch.distributed steps the dataset jobs share: who am I, split the list, gather.
+
+The jobs (`vivit.features`, `vivit.evaluate`) run unchanged in one process or under any launcher
+that sets the torch.distributed environment (`torchrun`, `torch.distributed.run`, SLURM wrappers
+that export `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`), in the manner of
+mmaction2's `tools/test.py`: every rank takes a fixed share of the list, rank 0 gathers the
+results. A process group is only created when the environment asks for more than one process.
+
+The jobs exchange only small Python objects (per-video summaries and logits), so they talk over
+a gloo group even when the model runs on GPUs (gloo is part of every torch build and needs no
+device); a process group the caller created already (e.g. nccl for training) is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistributedContext", "distributed_context", "launch_env", "local_device", "shard"]
+
+T = TypeVar("T")
+
+#: How long a rank waits for the others at a barrier or gather. Ranks of a dataset job finish
+#: their shares at different times (long videos, failed decodes), so the default 30 minutes of
+#: torch.distributed is too short; a rank that dies makes the launcher stop the others anyway.
+DEFAULT_TIMEOUT = timedelta(hours=24)
+_TIMEOUT_ENV = "VIVIT_DIST_TIMEOUT_S"
+
+
+@dataclass(frozen=True)
+class _LaunchEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def launch_env() -> _LaunchEnv:
+    """Rank, world size and local rank as the launcher set them (0, 1, 0 without a launcher).
+
+    Raises:
+        ValueError: If the variables are set but not consistent integers.
+    """
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank if world > 1 else 0)))
+    except ValueError:
+        raise ValueError(
+            "the torch.distributed environment is malformed: RANK, WORLD_SIZE and LOCAL_RANK must be integers "
+            f"(got RANK={os.environ.get('RANK')!r}, WORLD_SIZE={os.environ.get('WORLD_SIZE')!r}, "
+            f"LOCAL_RANK={os.environ.get('LOCAL_RANK')!r})"
+        ) from None
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise ValueError(f"the torch.distributed environment is inconsistent: RANK={rank}, WORLD_SIZE={world}")
+    return _LaunchEnv(rank, world, local)
+
+
+def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
+    """The share of `items` that rank `rank` of `world_size` processes: every `world_size`-th item.
+
+    Strided rather than contiguous so that ranks get a similar mix when the list is sorted (by
+    folder, by length); deterministic, and the shares of all ranks partition the list.
+
+    Args:
+        items: The whole list, in the same order on every rank.
+        rank: This process's rank, `0 <= rank < world_size`.
+        world_size: Number of processes.
+
+    Returns:
+        `items[rank::world_size]` as a list.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    return list(items[rank::world_size])
+
+
+class DistributedContext:
+    """Rank, world size and collectives of the current job (trivial in a single process).
+
+    Attributes:
+        rank: This process's rank (0 alone).
+        world_size: Number of processes (1 alone).
+        local_rank: Rank on this machine; picks the GPU.
+    """
+
+    def __init__(self, rank: int, world_size: int, local_rank: int, group: Any = None) -> None:
+        self.rank = rank
+        self.world_size = world_size
+        self.local_rank = local_rank
+        self._group = group
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0, which prints summaries and writes gathered outputs."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here (no-op alone)."""
+        if self.distributed:
+            dist.barrier(group=self._group)
+
+    def all_gather(self, obj: T) -> list[T]:
+        """Every rank's `obj`, in rank order, on every rank (`[obj]` alone). Objects are pickled."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj, group=self._group)
+        return out
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """This rank's share of `items` (see `shard`)."""
+        return shard(items, self.rank, self.world_size)
+
+
+@contextmanager
+def distributed_context() -> Iterator[DistributedContext]:
+    """The job's `DistributedContext`, with a gloo process group while the block runs if needed.
+
+    Alone (no `WORLD_SIZE`, or 1): nothing is initialised. Under a launcher: a default process
+    group is created with the gloo backend from the environment (`init_method="env://"`) and
+    destroyed on exit, unless the caller already created one; the jobs then use a gloo subgroup
+    (the default group itself when it is gloo). The collectives time out after 24 hours
+    (`VIVIT_DIST_TIMEOUT_S` to change).
+
+    Raises:
+        ValueError: If the launcher's variables are malformed.
+        RuntimeError: If the process group cannot be created (e.g. `MASTER_ADDR` unreachable).
+    """
+    env = launch_env()
+    if env.world_size == 1:
+        yield DistributedContext(0, 1, 0)
+        return
+    timeout = timedelta(seconds=float(os.environ.get(_TIMEOUT_ENV, DEFAULT_TIMEOUT.total_seconds())))
+    created = False
+    if not dist.is_initialized():
+        for name in ("MASTER_ADDR", "MASTER_PORT"):
+            if name not in os.environ:
+                raise ValueError(
+                    f"WORLD_SIZE={env.world_size} but {name} is not set: start the job with torchrun (or set "
+                    "MASTER_ADDR and MASTER_PORT as torch.distributed's env:// initialisation needs)"
+                )
+        dist.init_process_group("gloo", init_method="env://", rank=env.rank, world_size=env.world_size, timeout=timeout)
+        created = True
+    try:
+        group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
+        yield DistributedContext(dist.get_rank(), dist.get_world_size(), env.local_rank, group)
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def local_device(requested: str | torch.device | None, context: DistributedContext) -> torch.device:
+    """The device this rank computes on.
+
+    `None` picks CUDA when available, else the CPU. Under a launcher a CUDA device without an
+    index (`cuda`, or the default) becomes `cuda:LOCAL_RANK`, so that each rank of a machine uses
+    its own GPU; an explicit index is kept.
+
+    Args:
+        requested: A device name or object, or `None`.
+        context: The job's context (its `local_rank`).
+
+    Returns:
+        The device.
+    """
+    device = torch.device(requested) if requested is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", context.local_rank if context.distributed else torch.cuda.current_device())
+    return device
