@@ -7,7 +7,14 @@
 
 __version__ = "0.1.0"
 
-from .data import create_transform, multiview_clip_starts, read_video, sample_frame_indices
+from .data import (
+    VideoReader,
+    VideoWarning,
+    create_transform,
+    multiview_clip_starts,
+    read_video,
+    sample_frame_indices,
+)
 from .factory import create_model
 from .models import (
     FactorizedDotProductViViT,
@@ -24,6 +31,8 @@ __all__ = [
     "FactorizedEncoderViViT",
     "FactorizedSelfAttentionViViT",
     "SpatioTemporalViViT",
+    "VideoReader",
+    "VideoWarning",
     "__version__",
     "create_model",
     "create_transform",

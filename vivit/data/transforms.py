@@ -13,14 +13,23 @@ those two code bases rather than torchvision's:
 * pixels map to `(x / 255 - mean) / std`; with the released models' mean = std = 0.5 this is
   computed as `x * (2 / 255) - 1`, bit-for-bit what `dmvr.processors.normalize_image` does.
 
-Frames go in as decoded uint8 `(T, H, W, C)` (numpy or torch) and come out as float32
-`(C, T, H, W)`, the layout the models take.
+Frames go in as decoded uint8 `(T, H, W, C)` (numpy or torch; also torchvision's `(T, C, H, W)`
+as a torch tensor, see `as_thwc`) and come out as float32 `(C, T, H, W)`, the layout the models take.
+
+The transforms work on uint8 and crop before they resize: only the source region that ends up in
+the crop (plus a margin for the filter) is resampled, with `F.interpolate` on uint8 channels-last
+frames on the CPU, and only the cropped clip is converted to float. Work and memory are therefore
+bounded by the output size, not the frame size. The region is chosen so that its resampling grid
+is the full frame's grid shifted by whole pixels (see `_axis_window`), so the pixels match
+resizing the whole frame in float and cropping (`resize_short_side` + `center_crop`, kept as the
+reference) to within one grey level (the uint8 kernels round their result to integers).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +41,7 @@ __all__ = [
     "DEFAULT_DATA_CFG",
     "VideoEvalTransform",
     "VideoTrainTransform",
+    "as_thwc",
     "center_crop",
     "create_transform",
     "resolve_data_config",
@@ -143,14 +153,43 @@ def resolve_data_config(
     return cfg
 
 
+def _expected(channels: int) -> str:
+    return f"uint8 frames of shape (T, H, W, C) with C == {channels}"
+
+
 def _validate_frames(frames: np.ndarray | torch.Tensor, channels: int = 3) -> None:
-    """Raises ValueError unless `frames` is uint8 `(T, H, W, C)` (numpy or torch), C == channels.
+    """Raises ValueError unless `frames` is uint8 video in a layout `as_thwc` accepts.
 
     Args:
         frames: The candidate frames.
         channels: The expected C.
     """
-    expected = f"uint8 frames of shape (T, H, W, C) with C == {channels}"
+    as_thwc(frames, channels)
+
+
+def as_thwc(frames: np.ndarray | torch.Tensor, channels: int = 3) -> torch.Tensor:
+    """Validates uint8 video frames and returns them as a `(T, H, W, C)` tensor (no copy if possible).
+
+    Accepted layouts:
+
+    * `(T, H, W, C)`, channels last: what decoders (PyAV, `vivit.VideoReader`) return; numpy or torch;
+    * `(T, C, H, W)`: torchvision's video layout, as a torch tensor only (numpy arrays are always
+      read as channels last). The rule: a torch tensor whose dimension 1 is `C` and whose last
+      dimension is not. A tensor with both equal to `C` (e.g. `(T, 3, W, 3)`, a 3-pixel-high
+      channels-last video or a 3-pixel-wide channels-first one) is ambiguous and refused.
+
+    Args:
+        frames: uint8 numpy array or tensor.
+        channels: The number of channels C (3 for RGB).
+
+    Returns:
+        A uint8 tensor `(T, H, W, C)` sharing memory with `frames` where numpy allows it (a permuted
+        view for `(T, C, H, W)` input).
+
+    Raises:
+        ValueError: For another dtype, rank or layout, an ambiguous layout, or an empty video.
+    """
+    expected = _expected(channels)
     if isinstance(frames, np.ndarray):
         if frames.dtype != np.uint8:
             raise ValueError(f"expected {expected}; got a numpy array of dtype {frames.dtype}")
@@ -164,10 +203,20 @@ def _validate_frames(frames: np.ndarray | torch.Tensor, channels: int = 3) -> No
     shape = tuple(frames.shape)
     if len(shape) != 4:
         raise ValueError(f"expected {expected}; got {len(shape)} dimensions, shape {shape}")
+    if isinstance(frames, torch.Tensor) and shape[1] == channels:
+        if shape[-1] == channels:
+            raise ValueError(
+                f"ambiguous frame layout {shape}: (T, H, W, C) with H == {channels} or (T, C, H, W) with "
+                f"W == {channels}; pass a numpy array (always read as (T, H, W, C)) or frames of another size"
+            )
+        frames = frames.permute(0, 2, 3, 1)  # torchvision's (T, C, H, W)
+        shape = tuple(frames.shape)
     if shape[-1] != channels:
-        raise ValueError(f"expected {expected} (channels last); got shape {shape}")
+        hint = "; (T, C, H, W) is accepted as a torch tensor" if shape[1] == channels else ""
+        raise ValueError(f"expected {expected} (channels last); got shape {shape}{hint}")
     if min(shape[:3]) < 1:
         raise ValueError(f"expected {expected} with non-empty T, H and W; got shape {shape}")
+    return _as_tensor(frames)
 
 
 def _as_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -181,10 +230,14 @@ def _as_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """
     if isinstance(frames, torch.Tensor):
         return frames
-    if any(stride < 0 for stride in frames.strides) or not frames.flags.writeable:
-        # torch.from_numpy rejects negative strides (frames[..., ::-1]) and warns on read-only
-        # buffers (e.g. np.frombuffer output); a copy sidesteps both.
-        frames = np.array(frames)
+    if any(stride < 0 for stride in frames.strides):
+        frames = np.array(frames)  # torch.from_numpy rejects negative strides (frames[..., ::-1])
+    if not frames.flags.writeable:
+        # Read-only buffers (memory-mapped files, np.frombuffer) are only ever read here, so
+        # torch's warning about writing through the tensor does not apply; no copy is needed.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(frames)
     return torch.from_numpy(frames)
 
 
@@ -192,14 +245,13 @@ def _check_frames(frames: np.ndarray | torch.Tensor, channels: int = 3) -> torch
     """Validates decoded frames and returns them as a uint8 tensor `(T, H, W, C)`.
 
     Args:
-        frames: uint8 array or tensor of shape `(T, H, W, C)`.
+        frames: uint8 frames, `(T, H, W, C)` or (torch) `(T, C, H, W)`.
         channels: The expected C.
 
     Returns:
-        The frames as a `torch.uint8` tensor.
+        The frames as a `torch.uint8` tensor `(T, H, W, C)`.
     """
-    _validate_frames(frames, channels)
-    return _as_tensor(frames)
+    return as_thwc(frames, channels)
 
 
 def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -336,7 +388,223 @@ def three_crops(clip: torch.Tensor, crop_size: int | tuple[int, int]) -> list[to
     return [clip[..., y : y + crop_h, x : x + crop_w] for y, x in offsets]
 
 
-def _normalize(clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+# ---------------------------------------------------------------- crop first, then resize
+Box = tuple[int, int, int, int]  # (top, left, height, width) in the coordinates of the resized frame
+
+
+def _filter_margin(in_size: int, out_size: int, interpolation: str, antialias: bool) -> int:
+    """Output pixels beyond a crop whose source pixels the resampling filter may still touch.
+
+    `F.interpolate`'s filters reach 1 (bilinear) or 2 (bicubic) source pixels from the sample
+    point, times the scale when anti-aliasing a shrinking axis; one pixel more covers rounding.
+    """
+    scale = in_size / out_size
+    support = 1.0 if interpolation == "bilinear" else 2.0
+    if antialias and scale > 1.0:
+        support *= scale
+    return math.ceil((support + 1.0) / scale) + 1
+
+
+def _axis_window(in_size: int, out_size: int, lo: int, hi: int, margin: int) -> tuple[int, int, int, int]:
+    """A source window whose resampling reproduces output pixels `[lo, hi)` of the whole axis.
+
+    `F.interpolate(size=out)` samples output pixel `i` at source position `(i + 0.5) * in / out -
+    0.5` (`align_corners=False`). With `g = gcd(in, out)`, every `out / g` output pixels span
+    exactly `in / g` source pixels, so a window starting at a multiple of `out / g` output pixels
+    and resized to a multiple of `out / g` pixels has the same scale (the same float, as `in/out`
+    and `k*in / (k*out)` round to the same number) and a grid shifted by a whole number of source
+    pixels. The window also covers `margin` output pixels either side (clamped to the frame, where
+    the filter is clamped in both cases), so the filter never sees the window's edge.
+
+    Args:
+        in_size: Source length of the axis.
+        out_size: Resized length of the axis.
+        lo: First output pixel needed.
+        hi: One past the last output pixel needed.
+        margin: Output pixels of margin (see `_filter_margin`).
+
+    Returns:
+        `(src_lo, src_hi, out_lo, out_hi)`: resize source pixels `[src_lo, src_hi)` to
+        `out_hi - out_lo` pixels to get output pixels `[out_lo, out_hi)`.
+    """
+    g = math.gcd(in_size, out_size)
+    src_step, out_step = in_size // g, out_size // g
+    out_lo = max(lo - margin, 0) // out_step * out_step
+    out_hi = min(-(-min(hi + margin, out_size) // out_step) * out_step, out_size)
+    return out_lo // out_step * src_step, out_hi // out_step * src_step, out_lo, out_hi
+
+
+def _float_resize(region: torch.Tensor, size: tuple[int, int], interpolation: str, antialias: bool) -> torch.Tensor:
+    """`to_float_clip`'s resampling of uint8 `(T, C, h, w)` frames, a few frames at a time."""
+    parts = [
+        F.interpolate(part.float(), size=size, mode=interpolation, align_corners=False, antialias=antialias)
+        for part in region.split(_RESIZE_CHUNK)
+    ]
+    out = torch.cat(parts)
+    return out.clamp_(0.0, 255.0) if interpolation == "bicubic" else out
+
+
+def _uint8_resize(
+    video: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int], size: tuple[int, int], antialias: bool
+) -> torch.Tensor:
+    """Bilinear resize of `video[:, rows, cols]` ((T, H, W, C) uint8) with the CPU's uint8 kernels.
+
+    `F.interpolate` resamples uint8 channels-last frames with vectorised kernels (the ones
+    torchvision uses). A run of whole rows of one frame is already channels-last contiguous, so
+    each frame is passed as a view, without copying; only a narrower column window is copied out.
+    """
+    (top, bottom), (left, right) = rows, cols
+    if (left, right) != (0, video.shape[2]):
+        video = video[:, :, left:right].contiguous()  # narrow: worth one copy of the window
+    if (top, bottom) == (0, video.shape[1]) and video.is_contiguous():
+        return F.interpolate(
+            video.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False, antialias=antialias
+        )
+    frames = [
+        F.interpolate(
+            frame[None, top:bottom].permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False,
+            antialias=antialias,
+        )
+        for frame in video
+    ]  # fmt: skip
+    return torch.cat(frames)
+
+
+def _resized_crops(
+    video: torch.Tensor,
+    size: tuple[int, int],
+    boxes: Sequence[Box],
+    interpolation: str,
+    antialias: bool,
+) -> list[torch.Tensor]:
+    """Crops `boxes` out of the frames resized to `size`, resampling only the region they need.
+
+    Equivalent to `to_float_clip(video, size, ...)` followed by slicing each box (within one grey
+    level: the CPU kernels round to uint8), at a cost bounded by the boxes' size.
+
+    Args:
+        video: uint8 `(T, H, W, C)` frames.
+        size: `(H', W')` the whole frame would be resized to.
+        boxes: `(top, left, height, width)` crops inside `[0, H') x [0, W')`.
+        interpolation: `"bilinear"` or `"bicubic"`.
+        antialias: Low-pass filter when the frame shrinks (as `to_float_clip`).
+
+    Returns:
+        One `(T, C, height, width)` tensor per box, uint8 (CPU) or float32 with values in [0, 255];
+        they may share memory.
+    """
+    height, width = video.shape[1:3]
+    if len(boxes) > 1:
+        union = (max(b[0] + b[2] for b in boxes) - min(b[0] for b in boxes)) * (
+            max(b[1] + b[3] for b in boxes) - min(b[1] for b in boxes)
+        )
+        if union > sum(b[2] * b[3] for b in boxes):  # crops far apart (a very wide frame): one at a time
+            return [crop for box in boxes for crop in _resized_crops(video, size, [box], interpolation, antialias)]
+    y_lo, y_hi = min(b[0] for b in boxes), max(b[0] + b[2] for b in boxes)
+    x_lo, x_hi = min(b[1] for b in boxes), max(b[1] + b[3] for b in boxes)
+    if tuple(size) == (height, width):
+        resized, out_top, out_left = video[:, y_lo:y_hi, x_lo:x_hi].permute(0, 3, 1, 2), y_lo, x_lo
+    else:
+        # The filter choice of `to_float_clip`: anti-aliasing only when some side shrinks.
+        antialias = antialias and (size[0] < height or size[1] < width)
+        src_top, src_bottom, out_top, out_bottom = _axis_window(
+            height, size[0], y_lo, y_hi, _filter_margin(height, size[0], interpolation, antialias)
+        )
+        src_left, src_right, out_left, out_right = _axis_window(
+            width, size[1], x_lo, x_hi, _filter_margin(width, size[1], interpolation, antialias)
+        )
+        out_size = (out_bottom - out_top, out_right - out_left)
+        # uint8 bicubic kernels use another cubic (a = -0.5, PIL's) and round between their two
+        # passes, several grey levels off the float path; bilinear stays within one.
+        if video.device.type == "cpu" and interpolation == "bilinear":
+            if 2 * (src_right - src_left) > width:  # a wide window: resample whole rows, copy nothing
+                src_left, src_right, out_left, out_right = 0, width, 0, size[1]
+                out_size = (out_size[0], size[1])
+            resized = _uint8_resize(video, (src_top, src_bottom), (src_left, src_right), out_size, antialias)
+        else:
+            region = video[:, src_top:src_bottom, src_left:src_right].permute(0, 3, 1, 2)
+            resized = _float_resize(region, out_size, interpolation, antialias)
+    return [
+        resized[..., top - out_top : top - out_top + h, left - out_left : left - out_left + w]
+        for top, left, h, w in boxes
+    ]
+
+
+def _to_clip(
+    crop: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], pad: tuple[int, ...] = ()
+) -> torch.Tensor:
+    """A `(T, C, h, w)` crop (uint8 or float in [0, 255]) as a new normalized float32 `(C, T, h, w)` clip.
+
+    Args:
+        crop: The crop; not modified.
+        mean: Per-channel mean in [0, 1] units.
+        std: Per-channel standard deviation in [0, 1] units.
+        pad: Zero padding `(left, right, top, bottom)` added before normalizing (black), if any.
+
+    Returns:
+        A contiguous float32 tensor `(C, T, h + top + bottom, w + left + right)`.
+    """
+    crop = crop.permute(1, 0, 2, 3)
+    clip = torch.empty(crop.shape, dtype=torch.float32, device=crop.device)
+    clip.copy_(crop)  # the only float conversion: of the cropped clip
+    if any(pad):  # rare (resize_size < crop_size): black borders, as `center_crop`
+        clip = F.pad(clip, pad)
+    return _normalize(clip, mean, std, inplace=True)
+
+
+def _center_boxes(size: tuple[int, int], crop: tuple[int, int]) -> tuple[Box, tuple[int, int, int, int]]:
+    """DMVR's central crop of a `size` frame as a box inside it plus the zero padding it needs.
+
+    Same offsets and padding as `center_crop` (offset rounded down; a side shorter than the crop
+    is padded, the smaller half first).
+    """
+    (height, width), (crop_h, crop_w) = size, crop
+    pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
+    box = ((height - crop_h) // 2 if not pad_h else 0, (width - crop_w) // 2 if not pad_w else 0,
+           min(crop_h, height), min(crop_w, width))  # fmt: skip
+    return box, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+
+
+def _three_boxes(size: tuple[int, int], crop: tuple[int, int]) -> list[Box]:
+    """The boxes of `three_crops` (Scenic's left/centre/right test crops)."""
+    (height, width), (crop_h, crop_w) = size, crop
+    if height < crop_h or width < crop_w:
+        raise ValueError(
+            f"three_crops expected a clip at least {crop_h}x{crop_w} (H x W); got {height}x{width}"
+        )
+    top, left = math.ceil((height - crop_h) / 2), math.ceil((width - crop_w) / 2)
+    if height > width:
+        offsets = [(0, left), (top, left), (height - crop_h, left)]
+    else:
+        offsets = [(top, 0), (top, left), (top, width - crop_w)]
+    return [(y, x, crop_h, crop_w) for y, x in offsets]
+
+
+def _test_views(frames: torch.Tensor, crops: int, cfg: Mapping[str, Any]) -> list[torch.Tensor]:
+    """The `crops` (1: DMVR centre, 3: Scenic left/centre/right) test views of one clip.
+
+    Args:
+        frames: uint8 `(T, H, W, C)` frames of the clip.
+        crops: 1 or 3.
+        cfg: Resolved preprocessing cfg (`resolve_data_config`).
+
+    Returns:
+        `crops` float32 `(C, T, h, w)` views, normalized.
+    """
+    size = short_side_size(frames.shape[1], frames.shape[2], cfg["resize_size"])
+    mean, std = cfg["mean"], cfg["std"]
+    if crops == 3:
+        boxes = _three_boxes(size, cfg["crop_size"])
+        crops_ = _resized_crops(frames, size, boxes, cfg["interpolation"], cfg["antialias"])
+        return [_to_clip(crop, mean, std) for crop in crops_]
+    box, pad = _center_boxes(size, cfg["crop_size"])
+    (crop,) = _resized_crops(frames, size, [box], cfg["interpolation"], cfg["antialias"])
+    return [_to_clip(crop, mean, std, pad)]
+
+
+def _normalize(
+    clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], inplace: bool = False
+) -> torch.Tensor:
     """Maps a float `(C, T, H, W)` clip in [0, 255] to `(x / 255 - mean) / std`.
 
     Written as one multiply and one add with the constants folded in double precision, which for
@@ -346,15 +614,15 @@ def _normalize(clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ..
         clip: float32 tensor `(C, T, H, W)` with values in [0, 255].
         mean: Per-channel mean in [0, 1] units.
         std: Per-channel standard deviation in [0, 1] units.
+        inplace: Overwrite `clip` rather than return a new tensor.
 
     Returns:
-        A new float32 tensor of the same shape.
+        The normalized float32 tensor of the same shape.
     """
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=clip.dtype, device=clip.device)
-    shift = torch.tensor(
-        [-m / s for m, s in zip(mean, std, strict=True)], dtype=clip.dtype, device=clip.device
-    )
-    return clip.mul(scale.view(-1, 1, 1, 1)).add_(shift.view(-1, 1, 1, 1))
+    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], dtype=clip.dtype, device=clip.device)
+    scaled = clip.mul_(scale.view(-1, 1, 1, 1)) if inplace else clip.mul(scale.view(-1, 1, 1, 1))
+    return scaled.add_(shift.view(-1, 1, 1, 1))
 
 
 class VideoEvalTransform:
@@ -402,9 +670,10 @@ class VideoEvalTransform:
             float32 `(C, T, h, w)`.
         """
         video = _check_frames(frames, len(self.mean))
-        clip = resize_short_side(video, self.resize_size, self.interpolation, self.antialias)
-        clip = center_crop(clip, self.crop_size)
-        return _normalize(rearrange(clip, "t c h w -> c t h w"), self.mean, self.std)
+        size = short_side_size(video.shape[1], video.shape[2], self.resize_size)
+        box, pad = _center_boxes(size, self.crop_size)
+        (crop,) = _resized_crops(video, size, [box], self.interpolation, self.antialias)
+        return _to_clip(crop, self.mean, self.std, pad)
 
     def _fields(self) -> dict[str, Any]:
         return {
@@ -497,14 +766,13 @@ class VideoTrainTransform(VideoEvalTransform):
         s_h, s_w = (low + (high - low) * torch.rand(2, generator=gen, dtype=torch.float64)).tolist()
         # The floor to the crop size keeps the crop valid when resize_size * low < crop_size.
         size = (max(int(s_h * base_h), crop_h), max(int(s_w * base_w), crop_w))
-        clip = to_float_clip(video, size, self.interpolation, self.antialias)
-
         top = int(torch.randint(size[0] - crop_h + 1, (1,), generator=gen))
         left = int(torch.randint(size[1] - crop_w + 1, (1,), generator=gen))
-        clip = clip[..., top : top + crop_h, left : left + crop_w]
+        box = (top, left, crop_h, crop_w)
+        (crop,) = _resized_crops(video, size, [box], self.interpolation, self.antialias)
         if float(torch.rand(1, generator=gen)) < self.hflip:
-            clip = clip.flip(-1)
-        return _normalize(rearrange(clip, "t c h w -> c t h w"), self.mean, self.std)
+            crop = crop.flip(-1)
+        return _to_clip(crop, self.mean, self.std)
 
     def _fields(self) -> dict[str, Any]:
         return {**super()._fields(), "scale": self.scale, "hflip": self.hflip}
