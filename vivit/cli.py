@@ -473,7 +473,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                         model, reader, *views, pretrained_cfg=cfg, batch_size=args.batch_size, progress=not args.quiet
                     )
             except ValueError as err:  # one bad file must not lose the others' results
-                _error(err)
+                _error(err if shown in str(err) or str(path) in str(err) else ValueError(f"{shown}: {err}"))
                 failures += 1
                 continue
             result = {
@@ -558,13 +558,16 @@ def _cmd_features(args: argparse.Namespace) -> int:
     extract = feature_fn(model, args.per_frame)
     device = next(model.parameters()).device
     failures = 0
+
+    def say(line: str) -> None:
+        tqdm.write(line, file=sys.stderr)  # keeps the progress bar intact
+
     for video in tqdm(todo, desc="features", unit="video", disable=args.quiet, file=sys.stderr):
-        try:
-            say = lambda line: tqdm.write(line, file=sys.stderr)  # noqa: E731 - keeps the progress bar intact
+        try:  # only the frames of the views' clips are decoded
             with _video_warnings(args.quiet, say), VideoReader(video) as reader:
                 done[video] = video_features(reader, extract, views, cfg, args.batch_size, device)
         except ValueError as err:  # skip it; the rest still gets done and saved
-            tqdm.write(_error_line(err), file=sys.stderr)
+            say(_error_line(err if video in str(err) else ValueError(f"{video}: {err}")))
             failures += 1
             continue
         _write_features(out, done, metadata)

@@ -15,7 +15,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ __all__ = ["Video", "inference_model", "iter_views", "model_data_config", "predi
 #: What the inference jobs take as a video: a file path (decoded with `vivit.VideoReader`, only
 #: the frames each clip needs), an open `VideoReader`, or decoded uint8 frames `(T, H, W, C)`
 #: (numpy or torch; torchvision's `(T, C, H, W)` as a torch tensor).
-Video = Union[str, "os.PathLike[str]", VideoReader, np.ndarray, torch.Tensor]
+Video = str | os.PathLike[str] | VideoReader | np.ndarray | torch.Tensor
 
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:

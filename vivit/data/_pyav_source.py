@@ -41,6 +41,7 @@ class _PyAVSource:
         self._container: Any = None
         self._closed = False
         self._frame_threads = True
+        self._lost = 0  # frames in the index that turned out not to decode (damaged files)
         self._open()
         try:
             self._build_index(limits)
@@ -167,8 +168,9 @@ class _PyAVSource:
 
     def _set_times(self) -> None:
         n = self.num_frames
-        if self.sequential:
-            rate = self.nominal_fps or 25.0
+        if self.sequential:  # no timestamps: the rate the stream headers give (FFmpeg's guess)
+            guessed = float(self._stream.guessed_rate or 0)
+            rate = guessed or self.nominal_fps or 25.0
             self.timestamps = np.arange(n) / rate
             self.duration_seconds: float | None = n / rate
             return
@@ -213,8 +215,6 @@ class _PyAVSource:
         return int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3])
 
     # ------------------------------------------------------------ decoding
-    _lost = 0
-
     def _decode(self, packet: Any) -> list[Any]:
         """Decode one packet, skipping packets the decoder rejects (as FFmpeg's CLI does)."""
         try:
@@ -384,8 +384,8 @@ class _PyAVSource:
             for frame in self._decode(packet):
                 if frame.pts == first_pts:
                     return frame.rotation, frame.height, frame.width
-                if frame.pts is not None and frame.pts > first_pts:
-                    break
+                if frame.pts is not None and frame.pts > first_pts:  # it was skipped: it will not come
+                    raise ValueError(f"cannot decode {self.path}: its first frame could not be decoded")
         raise ValueError(f"cannot decode {self.path}: its first frame could not be decoded")
 
     def _verify_from(self, suspect: int) -> None:
