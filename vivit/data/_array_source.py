@@ -132,7 +132,7 @@ class _ArraySource:
             raise _ArrayError(f"{path}: its 'frames' entry is shorter than its header declares (damaged file)")
         return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
-    def read(self, unique: np.ndarray, sink: Callable[[int, np.ndarray], None]) -> None:
+    def read(self, unique: np.ndarray, sink: Callable[[int, np.ndarray], None]) -> list[int]:
         if self._frames is None:
             if self._closed:
                 raise ValueError(f"{self.path}: the reader is closed")
@@ -140,6 +140,7 @@ class _ArraySource:
         block = np.asarray(self._frames[unique])  # one fancy-indexing copy of just these frames
         for index, frame in zip(unique.tolist(), block, strict=True):
             sink(index, frame)
+        return []  # (an array has no undecodable frames)
 
     def close(self) -> None:
         self._frames = None

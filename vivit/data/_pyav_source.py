@@ -315,24 +315,45 @@ class _PyAVSource:
             cached = self._keys = np.flatnonzero(self._key)
         return cached
 
-    def read(self, unique: np.ndarray, sink: Callable[[int, np.ndarray], None]) -> None:
+    def read(self, unique: np.ndarray, sink: Callable[[int, np.ndarray], None]) -> list[int]:
+        """Decode the frames `unique` (sorted, distinct) and pass each to `sink(index, rgb)`.
+
+        Returns the frames that turned out not to decode (damaged data the index could not
+        reveal); each was replaced by the frame a player shows then, the last one decoded
+        before it (or the first after it).
+        """
         if self.sequential:
             self._read_sequentially(unique, sink)
-            return
+            return []
         self._ensure_open()
+        if self._frame_threads:
+            if self._read_runs(unique, sink, replaced=None):
+                return []
+            # Damage the index could not reveal: frame threads lose frames around it and conceal it
+            # differently, so everything is read again as for a damaged file (slice threads).
+            self._frame_threads = False
+            self._reopen()
+        replaced: list[int] = []
+        self._read_runs(unique, sink, replaced)
+        return replaced
+
+    def _read_runs(
+        self, unique: np.ndarray, sink: Callable[[int, np.ndarray], None], replaced: list[int] | None
+    ) -> bool:
+        """Read every run of `unique`; False if a frame never came out (with `replaced`: raise)."""
         for run in self._runs(unique):
             missing = self._read_run(run, self._start_position(int(run[0])), sink)
             if missing:  # e.g. a key frame flag the decoder does not honour: one key frame earlier
-                missing = self._read_run(missing, self._start_position(missing[0], earlier=1), sink)
-            if missing and self._frame_threads:  # damage nothing flagged: decode as a damaged file
-                self._frame_threads = False
-                self._reopen()
-                missing = self._read_run(missing, self._start_position(missing[0], earlier=1), sink)
+                missing = self._read_run(missing, self._start_position(missing[0], earlier=1), sink, replaced)
+            if missing and replaced is None:
+                return False
             if missing:
                 seconds = (self._frame_pts[missing[0]] - self._frame_pts[0]) * self._time_base
                 raise ValueError(
-                    f"{self.path}: frame {missing[0]} (at {seconds:.3f} s) could not be decoded (damaged file?)"
+                    f"{self.path}: frame {missing[0]} (at {seconds:.3f} s) could not be decoded, nor any frame "
+                    "near it (damaged file)"
                 )
+        return True
 
     def _runs(self, unique: np.ndarray) -> list[np.ndarray]:
         """Split sorted frame indices where seeking ahead beats decoding on."""
@@ -348,22 +369,45 @@ class _PyAVSource:
         return runs
 
     def _read_run(
-        self, run: Sequence[int] | np.ndarray, start: int, sink: Callable[[int, np.ndarray], None]
+        self,
+        run: Sequence[int] | np.ndarray,
+        start: int,
+        sink: Callable[[int, np.ndarray], None],
+        replaced: list[int] | None = None,
     ) -> list[int]:
-        """Decode from `start` until every frame of `run` is out; returns the frames never produced."""
+        """Decode from `start` until every frame of `run` is out; returns the frames never produced.
+
+        With `replaced` (a list to extend), a wanted frame the decoder skipped is filled with the
+        frame shown in its place, the last one decoded before it (or the next one), and listed.
+        """
         wanted = {int(self._frame_pts[f]): int(f) for f in run}
-        last_pts = max(wanted)
+        pending = sorted(wanted)  # wanted pts in presentation order
         last_pos = max(int(self._frame_pos[f]) for f in run)
+        shown: Any = None  # the last frame decoded: what a player shows until the next one
+
+        def fill(upto: float, frame: Any) -> None:  # wanted frames before `upto` were skipped
+            while pending and pending[0] < upto and replaced is not None:
+                index = wanted.pop(pending.pop(0))
+                sink(index, self._rgb(frame))
+                replaced.append(index)
+
         for packet in self._packets_from(start):
             for frame in self._decode(packet):
+                if frame.pts is None:
+                    continue
+                fill(frame.pts, shown if shown is not None else frame)
                 index = wanted.pop(frame.pts, None)
                 if index is not None:
+                    pending.remove(frame.pts)
                     sink(index, self._rgb(frame))
-                if not wanted or (frame.pts is not None and frame.pts >= last_pts):
+                shown = frame
+                if not wanted or frame.pts >= pending[-1]:
                     return sorted(wanted.values())
             position = self._position(packet)
             if position is not None and position > last_pos + _RUN_SLACK_PACKETS:
                 break
+        if shown is not None:
+            fill(float("inf"), shown)
         return sorted(wanted.values())
 
     def _rgb(self, frame: Any) -> np.ndarray:

@@ -83,8 +83,10 @@ class VideoWarning(UserWarning):
     """A video was readable, but not as its container promised, or was too short for a clip.
 
     Issued (with the file name) when a file decodes fewer frames than its container declares
-    (a truncated download or damaged data: the frames that exist are read) and, by the inference
-    jobs, when a video is shorter than one clip and its frames are repeated (looped). Silence
+    (a truncated download or damaged data: the frames that exist are read), when frames turn out
+    not to decode while reading (damage inside the data: each is replaced by the frame shown
+    before it) and, by the inference jobs, when a video is shorter than one clip and its frames
+    are repeated (looped). Silence
     them with `warnings.filterwarnings("ignore", category=vivit.VideoWarning)`; the command line
     prints each as one `vivit: warning: ...` line unless `-q` is given.
     """
@@ -128,6 +130,9 @@ class VideoReader:
         VideoWarning: If the file decodes fewer frames than its container declares (truncated or
             damaged); the frames that exist are readable.
     """
+    # Damage inside the data that the container does not reveal is found while reading: see
+    # `get_frames_at`. Where damage is concealed by the decoder, the pixels of frames decoded after
+    # a seek may differ from a sequential decode's (concealment depends on what was decoded before).
 
     def __init__(
         self,
@@ -234,8 +239,12 @@ class VideoReader:
 
         Raises:
             IndexError: If an index is outside `[-num_frames, num_frames)`.
-            ValueError: If `indices` is not a 1-D integer sequence, the reader is closed, or a
-                frame cannot be decoded (a damaged file); the message names the file.
+            ValueError: If `indices` is not a 1-D integer sequence, the reader is closed, or no
+                frame near a wanted one can be decoded (a damaged file); the message names the file.
+
+        Warns:
+            VideoWarning: If some wanted frames do not decode (damaged data); each is replaced by
+                the frame shown before it, as a player would show, and listed in the message.
         """
         wanted = self._frame_indices(indices)
         out = np.empty((len(wanted), self.height, self.width, 3), dtype=np.uint8)
@@ -249,7 +258,15 @@ class VideoReader:
             out[slots[index]] = frame
 
         with self._lock:
-            self._source.read(unique, sink)
+            replaced = self._source.read(unique, sink)
+        if replaced:
+            shown = ", ".join(map(str, replaced[:8])) + (", ..." if len(replaced) > 8 else "")
+            warnings.warn(
+                f"{self._path}: {len(replaced)} frame(s) could not be decoded (damaged data): {shown}; each was "
+                "replaced by the frame shown before it",
+                VideoWarning,
+                stacklevel=2,
+            )
         return out
 
     def get_frames_played_at(self, seconds: Sequence[float] | np.ndarray | Any) -> np.ndarray:
