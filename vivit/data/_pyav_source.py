@@ -381,33 +381,38 @@ class _PyAVSource:
         frame shown in its place, the last one decoded before it (or the next one), and listed.
         """
         wanted = {int(self._frame_pts[f]): int(f) for f in run}
-        pending = sorted(wanted)  # wanted pts in presentation order
-        last_pos = max(int(self._frame_pos[f]) for f in run)
+        order = sorted(wanted)  # wanted pts in presentation order, the order frames come out
+        last_pts, last_pos = order[-1], max(int(self._frame_pos[f]) for f in run)
+        next_wanted = 0  # frames come out in pts order: everything before order[next_wanted] is settled
         shown: Any = None  # the last frame decoded: what a player shows until the next one
 
-        def fill(upto: float, frame: Any) -> None:  # wanted frames before `upto` were skipped
-            while pending and pending[0] < upto and replaced is not None:
-                index = wanted.pop(pending.pop(0))
-                sink(index, self._rgb(frame))
-                replaced.append(index)
+        def settle(upto: float, frame: Any) -> None:
+            """Wanted frames shown before `upto` that never came out: filled with `frame` if asked."""
+            nonlocal next_wanted
+            while next_wanted < len(order) and order[next_wanted] < upto:
+                pts = order[next_wanted]
+                if pts in wanted and replaced is not None:
+                    index = wanted.pop(pts)
+                    sink(index, self._rgb(frame))
+                    replaced.append(index)
+                next_wanted += 1
 
         for packet in self._packets_from(start):
             for frame in self._decode(packet):
                 if frame.pts is None:
                     continue
-                fill(frame.pts, shown if shown is not None else frame)
+                settle(frame.pts, shown if shown is not None else frame)
                 index = wanted.pop(frame.pts, None)
                 if index is not None:
-                    pending.remove(frame.pts)
                     sink(index, self._rgb(frame))
                 shown = frame
-                if not wanted or frame.pts >= pending[-1]:
+                if not wanted or frame.pts >= last_pts:
                     return sorted(wanted.values())
             position = self._position(packet)
             if position is not None and position > last_pos + _RUN_SLACK_PACKETS:
                 break
         if shown is not None:
-            fill(float("inf"), shown)
+            settle(float("inf"), shown)
         return sorted(wanted.values())
 
     def _rgb(self, frame: Any) -> np.ndarray:
