@@ -50,6 +50,7 @@ from .data.sampling import sliding_windows, view_frame_indices
 from .data.transforms import _test_views, resolve_data_config
 from .data.video import VideoReader, VideoWarning
 from .distributed import DistributedContext, distributed_context, local_device
+from .models.vivit import FactorizedEncoderViViT, ViViT
 from .predict import Video, _iter_views, _sum_over_views, inference_model, model_data_config
 
 __all__ = [
@@ -72,7 +73,7 @@ _SHOWN_FAILURES = 20
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def feature_fn(model: nn.Module, per_frame: bool) -> FeatureFn:
+def feature_fn(model: ViViT, per_frame: bool) -> FeatureFn:
     """(B, C, T, H, W) -> (B, D) pooled pre-logits features, or (B, nt, D) per temporal token.
 
     The model is used in eval mode without being modified (see `vivit.predict.inference_model`).
@@ -80,7 +81,7 @@ def feature_fn(model: nn.Module, per_frame: bool) -> FeatureFn:
     model = inference_model(model)
     if not per_frame:
         return lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
-    if hasattr(model, "forward_frame_features"):  # Model 2: its spatial encoder's per-frame output
+    if isinstance(model, FactorizedEncoderViViT):  # Model 2: its spatial encoder's per-frame output
         return model.forward_frame_features
 
     def frames(x: torch.Tensor) -> torch.Tensor:
