@@ -19,10 +19,9 @@ from scenic_fixtures import DATA, load_forward_fixture, model_args_from_config
 
 import vivit
 from vivit import cli
-from vivit.predict import iter_views
 from vivit.models.registry import _REGISTRY, register_model
 from vivit.models.vivit import MODEL_CLASSES
-from vivit.data.video import VideoDecoderMissingError, VideoReader, read_video
+from vivit.data.video import VideoDecoderMissingError, read_video
 
 SCENIC_FIXTURE = "m1_spacetime_tubelet_token"
 SCENIC_CHECKPOINT = DATA / "checkpoints" / f"{SCENIC_FIXTURE}.checkpoint"
@@ -210,104 +209,6 @@ def test_predict_without_arguments_classifies_the_sample_clip(capsys):
     assert result["true_label"] == true_label and result["predictions"][0]["label"] == true_label
 
 
-# ---------------------------------------------------------------- features
-def _centre_view(model: torch.nn.Module, path: Path, cfg: dict | None = None) -> torch.Tensor:
-    return next(iter_views(read_video(path), 1, 1, cfg or model.pretrained_cfg))[None]
-
-
-def test_features_pooled_then_resume_skips_done_videos(capsys, files, st_args, tmp_path, monkeypatch):
-    out = tmp_path / "feats.safetensors"
-    code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
-    assert code == 0, err
-    model = vivit.create_model("vivit_ti_st", pretrained=files["tiny_st"])
-    with safe_open(str(out), "pt") as f:
-        assert sorted(f.keys()) == sorted([str(files["a"]), str(files["b"])])
-        assert f.metadata()["kind"] == "pooled" and f.metadata()["model"] == "vivit_ti_st"
-        for key in f.keys():  # noqa: SIM118
-            with torch.no_grad():
-                x = _centre_view(model, Path(key))
-                expected = model.forward_head(model.forward_features(x), pre_logits=True)[0]
-            assert f.get_tensor(key).shape == (192,)
-            torch.testing.assert_close(f.get_tensor(key), expected, rtol=0, atol=1e-6)
-
-    # a second run has nothing to do: no model is even loaded and the file is not rewritten
-    mtime = out.stat().st_mtime_ns
-    monkeypatch.setattr(cli, "_load_model", lambda args: pytest.fail("the model was loaded"))
-    code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
-    assert code == 0 and "2 of 2 videos already in" in err and out.stat().st_mtime_ns == mtime
-    monkeypatch.undo()
-
-    # a new video: only it is computed, the others are kept as they were
-    before = {k: v.clone() for k, v in _read(out).items()}
-    calls = []
-    real = cli.video_features
-    monkeypatch.setattr(cli, "video_features", lambda *a, **k: calls.append(1) or real(*a, **k))
-    code, _, _ = run(capsys, "features", files["a"], files["b"], files["c"], *st_args, "--out", out)
-    assert code == 0 and len(calls) == 1
-    after = _read(out)
-    assert len(after) == 3 and all(torch.equal(after[k], v) for k, v in before.items())
-
-
-def _read(path: Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(path), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-
-
-def test_features_interrupted_run_keeps_finished_videos(capsys, files, st_args, tmp_path, monkeypatch):
-    out = tmp_path / "feats.safetensors"
-    seen = []
-
-    def flaky_reader(path):
-        seen.append(path)
-        if len(seen) == 2:
-            raise KeyboardInterrupt  # Ctrl-C while the second video decodes
-        return VideoReader(path)
-
-    monkeypatch.setattr(cli, "VideoReader", flaky_reader)
-    code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
-    assert code == 130 and "interrupted" in err
-    assert list(_read(out)) == [str(files["a"])]
-    assert [p.name for p in tmp_path.iterdir()] == ["feats.safetensors"]  # no temporary file left behind
-    monkeypatch.undo()
-    code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
-    assert code == 0 and "1 of 2 videos already in" in err
-    assert sorted(_read(out)) == sorted([str(files["a"]), str(files["b"])])
-
-
-def test_features_per_frame(capsys, files, st_args, fe_args, tmp_path):
-    fe_out, st_out = tmp_path / "fe.safetensors", tmp_path / "st.safetensors"
-    assert run(capsys, "features", files["a"], *fe_args, "--per-frame", "--out", fe_out)[0] == 0
-    assert run(capsys, "features", files["a"], *st_args, "--per-frame", "--views", "2x3", "--out", st_out)[0] == 0
-
-    fe = vivit.create_model("vivit_ti_fe", pretrained=files["tiny_fe"])
-    cfg = cli._data_cfg(fe)
-    with torch.no_grad():
-        expected = fe.forward_frame_features(_centre_view(fe, files["a"], cfg))[0]
-    got = _read(fe_out)[str(files["a"])]
-    assert got.shape == (4, 192)  # 8 frames / tubelet 2
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
-
-    st = vivit.create_model("vivit_ti_st", pretrained=files["tiny_st"])
-    views = torch.stack(list(iter_views(read_video(files["a"]), 2, 3, st.pretrained_cfg)))
-    with torch.no_grad():
-        (grid,) = st.forward_intermediates(views, indices=1, norm=True, intermediates_only=True)
-    expected = grid.mean(dim=(3, 4)).transpose(1, 2).mean(0)  # all 6 views averaged
-    got = _read(st_out)[str(files["a"])]
-    assert got.shape == (4, 192)
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
-
-
-def test_features_refuses_to_mix_settings(capsys, files, st_args, tmp_path):
-    out = tmp_path / "feats.safetensors"
-    assert run(capsys, "features", files["a"], *st_args, "--out", out)[0] == 0
-    code, _, err = run(capsys, "features", files["b"], *st_args, "--per-frame", "--out", out)
-    assert code == 1
-    assert_one_error_line(err, "kind='pooled'", "kind='per_frame'")
-    code, _, err = run(capsys, "features", files["b"], *st_args, "--out", tmp_path / "feats.npz")
-    assert code == 2
-    assert_one_error_line(err, ".safetensors")
-
-
 # ---------------------------------------------------------------- convert
 def _scenic_entry(temp_entry) -> tuple[str, dict]:
     fixture = load_forward_fixture(SCENIC_FIXTURE)
@@ -417,7 +318,7 @@ def test_convert_inflation_settings(capsys, tmp_path):
     [
         ["info", "vivit_nope"],
         ["predict", "{a}", "--model", "vivit_b_fee_k400"],
-        ["features", "{a}", "--model", "vivit_nope", "--out", "{tmp}/x.safetensors"],
+        ["features", "{a}", "--model", "vivit_nope", "--out", "{tmp}/features"],
         ["convert", "{a}", "--model", "vivit_nope", "--out", "{tmp}/x.safetensors"],
     ],
     ids=["info", "predict", "features", "convert"],

@@ -8,6 +8,7 @@
 __version__ = "0.1.0"
 
 from .data import (
+    VideoDataset,
     VideoReader,
     VideoWarning,
     create_transform,
@@ -35,6 +36,7 @@ __all__ = [
     "FactorizedSelfAttentionViViT",
     "SpatioTemporalViViT",
     "ViViT",
+    "VideoDataset",
     "VideoReader",
     "VideoWarning",
     "__version__",

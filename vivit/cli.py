@@ -3,7 +3,8 @@
     vivit list [PATTERN] [--pretrained]          registered model names
     vivit info NAME                              size, compute, input and preprocessing, weights
     vivit predict [VIDEO ...] [--model NAME]     classify videos (no VIDEO: the bundled sample clip)
-    vivit features VIDEO ... --model NAME --out FILE.safetensors   pooled or per-frame features
+    vivit features INPUT ... --model NAME --out DIR  sliding-window features, one file per video
+    vivit evaluate LIST --model NAME [--views 4x3] [--out DIR]   top-1/top-5 on a labelled set
     vivit convert SRC [--model NAME] --out FILE.safetensors|DIR [--to vivit|transformers]
                                                  any supported checkpoint -> ours (or transformers')
     vivit explain [VIDEO] [--model NAME] --out FILE.{png,gif,mp4}   where the model looks (relevance map)
@@ -34,13 +35,14 @@ from torch import nn
 
 from . import __version__
 from .factory import create_model
-from .features import feature_fn, video_features
+from .evaluate import evaluate
+from .features import FeatureSettings, extract_features, weights_identity
 from .predict import model_data_config, predict_views, top_predictions
 from .models.registry import ModelEntry, get_entry, list_models
 from .models.vivit import ViViT
 from .data.transforms import resolve_data_config
 from .data.video import VideoReader, VideoWarning
-from .weights.hub import WeightsDownloadError, atomic_write, scenic_base_url
+from .weights.hub import WeightsDownloadError, scenic_base_url
 
 __all__ = ["CommandError", "UsageError", "build_parser", "main"]
 
@@ -48,7 +50,6 @@ PROG = "vivit"
 DEBUG_ENV = "VIVIT_DEBUG"
 DEMO_MODEL = "vivit_demo"
 SAMPLE_CLIP = "sample_clip.npz"
-FEATURES_FORMAT = "vivit-features"
 
 _MODEL_KINDS = {
     "SpatioTemporalViViT": "Model 1: joint space-time attention",
@@ -112,6 +113,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _inflation(text: str) -> str | dict[str, str]:
     """Parse `--inflation`: a kernel name, or `key=value` pairs separated by commas."""
     if "=" not in text:
@@ -161,6 +172,11 @@ def _add_run_options(parser: argparse.ArgumentParser, views_help: str) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
 
 
+def _add_workers_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=_non_negative_int, default=2, metavar="W",
+                        help="processes that decode videos while the model runs (default 2; 0: none)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `vivit` command (exposed for documentation tools)."""
     parser = _Parser(prog=PROG, description="ViViT video transformers: list, inspect, run and convert models.")
@@ -194,17 +210,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_predict)
 
     p = commands.add_parser(
-        "features", help="extract video features to a safetensors file",
-        description="Write one feature tensor per video (key: the path as given) to a safetensors file. "
-        "Resumable: videos already in the file are skipped and the file is rewritten atomically after each video.",
+        "features", help="extract sliding-window features, one file per video",
+        description="Write the features of every window of every video to OUT/<video path relative to its "
+        "input>.safetensors (features (windows, D) or (windows, nt, D), window_frames, window_seconds; metadata: "
+        "source, model, settings). Resumable: a video whose output matches its file and the settings is skipped. "
+        "Runs unchanged under torchrun (the videos are split across ranks).",
     )  # fmt: skip
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video files, folders (searched recursively) or list files (.csv/.tsv/.txt, paths relative to the list)")  # fmt: skip
     _add_model_options(p, default=None)
     _add_weights_option(p)
-    p.add_argument("--out", "-o", required=True, metavar="FILE.safetensors")
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (one .safetensors per video)")
+    p.add_argument("--window", type=_non_negative_int, metavar="N",
+                   help="frames per window (default: the model's clip, frames x frame stride; 0: one clip for the whole video)")  # fmt: skip
+    p.add_argument("--stride", type=_positive_int, metavar="N", help="frames between window starts (default: the window)")
     p.add_argument("--per-frame", action="store_true", help="one feature per temporal token (nt, D) instead of (D,)")
-    _add_run_options(p, "views averaged per video (default 1x1: the centre clip, centre crop)")
+    _add_run_options(p, "views averaged per window (default 1x1: the centre clip, centre crop)")
+    _add_workers_option(p)
     p.set_defaults(run=_cmd_features)
+
+    p = commands.add_parser(
+        "evaluate", help="measure accuracy on a labelled set of videos",
+        description="Classify every video of a labelled list or class-folder tree with the multi-view test "
+        "protocol and print top-1, top-5 and mean per-class accuracy (EPIC-KITCHENS heads: noun, verb and "
+        "action). With --out, write predictions.jsonl and metrics.json. Runs unchanged under torchrun.",
+    )  # fmt: skip
+    p.add_argument("source", metavar="LIST", help="CSV/TSV list (path,label[,start,end]) or a class-folder tree root/<class>/<video>")
+    _add_model_options(p, default=None)
+    _add_weights_option(p)
+    p.add_argument("--out", "-o", metavar="DIR", help="write DIR/predictions.jsonl and DIR/metrics.json")
+    _add_run_options(p, "test views, e.g. 4x3 (default: the model's test_views)")
+    _add_workers_option(p)
+    p.set_defaults(run=_cmd_evaluate)
 
     p = commands.add_parser(
         "convert", help="convert a checkpoint to vivit's (or transformers') format",
@@ -316,10 +353,10 @@ def _create(name: str, pretrained: bool | str, overrides: Mapping[str, Any]) -> 
     return create_model(name, pretrained=pretrained, **overrides)
 
 
-def _load_model(args: argparse.Namespace) -> ViViT:
-    """The model named by --model with --weights (or the entry's own), on --device, in eval mode."""
+def _load_model(args: argparse.Namespace, device: torch.device | None = None) -> ViViT:
+    """The model named by --model with --weights (or the entry's own), on `device` (default --device), in eval mode."""
     entry = _entry(args.model)
-    device = _device(args.device)  # a bad --device is reported before any download
+    device = device or _device(args.device)  # a bad --device is reported before any download
     if args.weights is not None:
         _require_file(args.weights, "--weights")
         pretrained: bool | str = args.weights
@@ -543,88 +580,52 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- features
-def _features_metadata(args: argparse.Namespace, views: tuple[int, int]) -> dict[str, str]:
-    """What the features in a file were computed with; a resumed run must match it."""
-    weights = args.weights
-    if weights is not None and not weights.startswith("hf-hub:"):
-        weights = os.path.abspath(os.path.expanduser(weights))  # same file from another directory
-    return {
-        "format": FEATURES_FORMAT,
-        "model": args.model,
-        "weights": weights or "released",
-        "overrides": json.dumps(sorted(dict(args.override).items())),
-        "kind": "per_frame" if args.per_frame else "pooled",
-        "views": f"{views[0]}x{views[1]}",
-    }
-
-
-def _load_done(out: Path, expected: Mapping[str, str]) -> dict[str, torch.Tensor]:
-    """Features already in `out` (none if it does not exist), after checking they are comparable."""
-    if not out.exists():
-        return {}
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(out), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            done = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CommandError(f"{out} exists but is not a readable safetensors file ({err}); delete it to start over") from None
-    differs = [k for k, v in expected.items() if metadata.get(k) != v]
-    if differs:
-        got = ", ".join(f"{k}={metadata.get(k)!r}" for k in differs)
-        want = ", ".join(f"{k}={expected[k]!r}" for k in differs)
-        raise CommandError(f"{out} holds features computed with {got}, not {want}; use another --out or delete it")
-    return done
-
-
-def _write_features(out: Path, features: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    # Written whole to a temporary file and renamed: an interrupted run leaves the last complete file.
-    with atomic_write(out) as tmp:
-        save_file(dict(features), str(tmp), metadata={**metadata, "vivit_version": __version__})
+def _check_weights_available(args: argparse.Namespace) -> None:
+    """Report a missing --weights file or a name without weights now, not after planning the work."""
+    entry = _entry(args.model)
+    if args.weights is not None:
+        _require_file(args.weights, "--weights")
+    elif not entry.has_weights:
+        with_weights = list_models(f"{entry.name}_*", pretrained=True)
+        hint = f" (entries with weights: {', '.join(with_weights)})" if with_weights else ""
+        raise UsageError(f"{entry.name} has no pretrained weights{hint}; pass --weights PATH or pick a name from 'vivit list --pretrained'")
+    if args.device is not None:
+        _device(args.device)
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     _entry(args.model)
     out = Path(args.out).expanduser()
-    if out.suffix != ".safetensors":
-        raise UsageError(f"--out must be a .safetensors file, got {args.out}")
-    views = args.views or (1, 1)
-    metadata = _features_metadata(args, views)
-    videos = list(dict.fromkeys(args.videos))  # a path given twice is computed once
-    for video in videos:
-        _require_file(video, "video")
-    done = _load_done(out, metadata)
-    todo = [v for v in videos if v not in done]
-    if len(todo) < len(videos):
-        _note(f"{len(videos) - len(todo)} of {len(videos)} videos already in {out}; skipping them")
-    if not todo:
-        return 0
-    model = _load_model(args)
-    cfg = _data_cfg(model)
-    extract = feature_fn(model, args.per_frame)
-    device = next(model.parameters()).device
-    failures = 0
+    if out.suffix == ".safetensors" or out.is_file():
+        raise UsageError(
+            f"--out {args.out}: features are now written one file per video into a folder "
+            "(DIR/<video>.safetensors, with window_frames and window_seconds); give a folder, e.g. --out features/"
+        )
+    if args.stride is not None and args.window == 0:
+        raise UsageError("--stride needs windows: --window 0 is one clip for the whole video")
+    _check_weights_available(args)
+    settings = FeatureSettings(
+        model=args.model, weights=weights_identity(args.weights), overrides=json.dumps(sorted(dict(args.override).items())),
+        per_frame=args.per_frame, window=args.window, stride=args.stride, views=args.views,
+    )  # fmt: skip
+    summary = extract_features(
+        args.inputs, out, lambda: _load_model(args, torch.device("cpu")), settings, batch_size=args.batch_size,
+        workers=args.workers, device=args.device or "auto", progress=False if args.quiet else None, verbose=not args.quiet,
+    )  # fmt: skip
+    return 1 if summary.failed else 0
 
-    def say(line: str) -> None:
-        tqdm.write(line, file=sys.stderr)  # keeps the progress bar intact
 
-    for video in tqdm(todo, desc="features", unit="video", disable=args.quiet, file=sys.stderr):
-        try:  # only the frames of the views' clips are decoded
-            with _video_warnings(args.quiet, say), VideoReader(video) as reader:
-                done[video] = video_features(reader, extract, views, cfg, args.batch_size, device)
-        except ValueError as err:  # skip it; the rest still gets done and saved
-            say(_error_line(err if video in str(err) else ValueError(f"{video}: {err}")))
-            failures += 1
-            continue
-        _write_features(out, done, metadata)
-    if not args.quiet:
-        _note(f"wrote {len(done)} feature tensors to {out}")
-    return 1 if failures else 0
+# ---------------------------------------------------------------- evaluate
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_weights_available(args)
+    _require_file(args.source, "LIST")
+    model = _load_model(args, torch.device("cpu"))
+    metrics = evaluate(
+        args.source, model, views=args.views, batch_size=args.batch_size, workers=args.workers,
+        out_dir=args.out, device=args.device or "auto", model_name=args.model,
+        progress=False if args.quiet else None,
+    )  # fmt: skip
+    return 1 if metrics["num_failed"] else 0
 
 
 # ---------------------------------------------------------------- convert

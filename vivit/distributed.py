@@ -163,18 +163,20 @@ def distributed_context() -> Iterator[DistributedContext]:
 def local_device(requested: str | torch.device | None, context: DistributedContext) -> torch.device:
     """The device this rank computes on.
 
-    `None` picks CUDA when available, else the CPU. Under a launcher a CUDA device without an
-    index (`cuda`, or the default) becomes `cuda:LOCAL_RANK`, so that each rank of a machine uses
-    its own GPU; an explicit index is kept.
+    `None` or `"auto"` picks CUDA when available, else the CPU. Under a launcher a CUDA device
+    without an index (`cuda`, or the automatic choice) becomes `cuda:LOCAL_RANK`, so that each
+    rank of a machine uses its own GPU; an explicit index is kept.
 
     Args:
-        requested: A device name or object, or `None`.
+        requested: A device name or object, `"auto"` or `None`.
         context: The job's context (its `local_rank`).
 
     Returns:
         The device.
     """
-    device = torch.device(requested) if requested is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested is None or requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", context.local_rank if context.distributed else torch.cuda.current_device())
     return device

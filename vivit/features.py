@@ -29,6 +29,7 @@ the model; within a video, windows are batched `batch_size` views at a time.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -45,13 +46,25 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import __version__
-from .data.datasets import LIST_SUFFIXES, VIDEO_SUFFIXES, find_videos, read_video_list, shown_path
+from .data.datasets import (
+    LIST_SUFFIXES,
+    VIDEO_SUFFIXES,
+    find_videos,
+    read_video_list,
+    shown_path,
+)
 from .data.sampling import sliding_windows, view_frame_indices
 from .data.transforms import _test_views, resolve_data_config
 from .data.video import VideoReader, VideoWarning
 from .distributed import DistributedContext, distributed_context, local_device
 from .models.vivit import FactorizedEncoderViViT, ViViT
-from .predict import Video, _iter_views, _sum_over_views, inference_model, model_data_config
+from .predict import (
+    Video,
+    _iter_views,
+    _sum_over_views,
+    inference_model,
+    model_data_config,
+)
 
 __all__ = [
     "FEATURES_FORMAT",
@@ -176,13 +189,15 @@ def read_features(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
     Raises:
         ValueError: If the file is not a vivit features file.
     """
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
+    # Read through Python, not safetensors' own file functions, which refuse non-UTF-8 file names.
+    data = Path(path).read_bytes()
     try:
-        with safe_open(os.fspath(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-    except (SafetensorError, OSError) as err:
+        metadata = _header_metadata(data[:8], lambda n: data[8 : 8 + n])
+        tensors = load(data)
+    except (SafetensorError, ValueError) as err:
         raise ValueError(f"{shown_path(path)} is not a readable safetensors file ({err})") from None
     if metadata.get("format") != FEATURES_FORMAT:
         raise ValueError(f"{shown_path(path)} is not a vivit features file (format {metadata.get('format')!r})")
@@ -238,17 +253,40 @@ def _collect(inputs: Sequence[str | os.PathLike[str]], out_dir: Path, plan: _Pla
     return videos
 
 
-def _output_state(output: Path, source: Path, stat: os.stat_result, key: str) -> tuple[str, str]:
-    """`("absent" | "done" | "stale" | "foreign", reason)` of an existing output for this source and settings."""
-    from safetensors import SafetensorError, safe_open
+def _header_metadata(prefix: bytes, read: Callable[[int], bytes]) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file from its first 8 bytes (header length) and header.
 
-    if not output.exists():
-        return "absent", ""
+    Raises:
+        ValueError: If it is not a safetensors header.
+    """
+    if len(prefix) != 8:
+        raise ValueError("shorter than a safetensors header")
+    size = int.from_bytes(prefix, "little")
+    if not 2 <= size <= 100_000_000:
+        raise ValueError(f"a header of {size} bytes is not a safetensors header")
     try:
-        with safe_open(os.fspath(output), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-    except (SafetensorError, OSError) as err:
-        return "foreign", f"{shown_path(output)} exists but is not a readable safetensors file ({err}); not overwritten"
+        header = json.loads(read(size))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"its header is not JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON object")
+    metadata = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
+
+
+def _output_state(output: Path, source: Path, stat: os.stat_result, key: str) -> tuple[str, str]:
+    """`("absent" | "done" | "stale" | "foreign", reason)` of an existing output for this source and settings.
+
+    Only the header is read (a few hundred bytes), so checking thousands of finished videos is quick.
+    """
+    try:
+        with open(output, "rb") as f:
+            metadata = _header_metadata(f.read(8), f.read)
+    except FileNotFoundError:
+        return "absent", ""
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        return "foreign", f"{shown_path(output)} exists but is not a readable safetensors file ({reason}); not overwritten"
     if metadata.get("format") != FEATURES_FORMAT:
         return "foreign", f"{shown_path(output)} exists and is not a vivit features file; not overwritten"
     if (
@@ -284,10 +322,11 @@ def _plan(inputs: Sequence[str | os.PathLike[str]], out_dir: Path, settings: Fea
             continue
         seen_files[identity] = shown
         if video.output in seen_outputs:
-            plan.failed.append(
-                (shown, f"its output {shown_path(video.output)} is already that of {seen_outputs[video.output]} "
-                 "(same relative name under two inputs); run it with its own --out")
-            )  # fmt: skip
+            clash = (
+                f"its output {shown_path(video.output)} is already that of {seen_outputs[video.output]} "
+                "(same relative name under two inputs); run it with its own --out"
+            )
+            plan.failed.append((shown, clash))
             continue
         seen_outputs[video.output] = shown
         state, reason = _output_state(video.output, video.path, stat, key)
@@ -333,7 +372,7 @@ class _WindowStream(IterableDataset):
         path = self.paths[index]
         g = self.geometry
         clips, crops = g.views
-        channels, num_frames = g.cfg["input_size"][:2]
+        num_frames = g.cfg["input_size"][1]
         frame_stride = g.cfg["frame_stride"]
         notes: list[str] = []
         try:
@@ -474,8 +513,9 @@ def extract_features(
         settings: Model identity and window/stride/views/per_frame (see `FeatureSettings`).
         batch_size: Views per forward pass (windows of a video are batched together).
         workers: DataLoader processes that decode and preprocess (0: in this process).
-        device: Where the model runs (default: the model's device for a module; for a function,
-            CUDA when available, `cuda:LOCAL_RANK` under torchrun, else the CPU).
+        device: Where the model runs. `"auto"`: CUDA when available (`cuda:LOCAL_RANK` under
+            torchrun), else the CPU; `None` (default): the module's own device (`"auto"` when
+            `model` is a function).
         progress: Show a progress bar (videos/s, ETA) on stderr; default: when stderr is a terminal.
         verbose: Print per-video errors and warnings and the final summary to stderr.
 
@@ -553,12 +593,11 @@ def _run(
 ) -> None:
     from tqdm import tqdm
 
-    if isinstance(model_source, nn.Module):
-        model = model_source
-        target = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model_source if isinstance(model_source, nn.Module) else model_source()
+    if device is None and isinstance(model_source, nn.Module):
+        target = next(model.parameters()).device
     else:
         target = local_device(device, context)
-        model = model_source()
     model = model.to(target)
     cfg = resolve_data_config(model_data_config(model)[0])
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
@@ -581,9 +620,8 @@ def _run(
         "vivit_version": __version__,
     }  # fmt: skip
     label = "features" if not context.distributed else f"features (rank {context.rank}/{context.world_size})"
-    show = progress if progress is not None else None  # None: tqdm shows it only on a terminal
     bar = tqdm(total=len(mine), desc=label, unit="video", file=sys.stderr, dynamic_ncols=True,
-               disable=(not show if show is not None else None) or (context.rank > 0 and show is None))  # fmt: skip
+               disable=_bar_disabled(progress, context))  # fmt: skip
     say.bar = bar if not bar.disable else None
     partial: dict[int, dict[str, Any]] = {}
     try:
@@ -596,7 +634,7 @@ def _run(
                 if "error" in item:
                     partial.pop(index, None)
                     failed.append((shown_path(video.path), item["error"]))
-                    say(f"error: {item['error']}")
+                    say(f"error: {item['error']}", force=True)
                     bar.update(1)
                     continue
                 state = partial.get(index)
@@ -624,7 +662,7 @@ def _run(
                     _write(video.output, features, state["windows"], state["seconds"], metadata)
                 except OSError as err:  # a full disk, a read-only folder: this video fails, the others try
                     failed.append((shown_path(video.path), f"cannot write {shown_path(video.output)}: {err}"))
-                    say(f"error: cannot write {shown_path(video.output)}: {err}")
+                    say(f"error: cannot write {shown_path(video.output)}: {err}", force=True)
                 else:
                     written.append(shown_path(video.path))
                 bar.update(1)
@@ -633,15 +671,27 @@ def _run(
         say.bar = None
 
 
+def _bar_disabled(progress: bool | None, context: DistributedContext) -> bool | None:
+    """tqdm's `disable`: None (= only on a terminal) by default, and one bar per job (rank 0's)."""
+    if progress is False or (context.rank > 0 and progress is None):
+        return True
+    return None if progress is None else False
+
+
 def _write(output: Path, features: torch.Tensor, windows: torch.Tensor, seconds: torch.Tensor, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from .weights.hub import atomic_write
 
     tensors = {"features": features, "window_frames": windows.contiguous(), "window_seconds": seconds.contiguous()}
+    data = save(tensors, metadata=metadata)
     # A temporary file renamed into place: an interrupted run never leaves a half-written output.
-    with atomic_write(output) as tmp:
-        save_file(tensors, os.fspath(tmp), metadata=metadata)
+    # Written through Python (safetensors' own file functions refuse non-UTF-8 file names).
+    with atomic_write(output) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    # A run killed while writing this video left its temporary file behind; it is of no use now.
+    for leftover in output.parent.glob(f".{glob.escape(output.name)}.*.part"):
+        leftover.unlink(missing_ok=True)
 
 
 def _print_summary(summary: FeaturesSummary, say: _Say) -> None:

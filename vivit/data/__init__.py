@@ -1,11 +1,18 @@
 """The data path: video file -> frames of one clip -> model input.
 
 `video` reads files (decoding only the frames asked for), `sampling` chooses frame indices
-(DMVR/Scenic conventions), `transforms` turns uint8 frames into the float clips the models take.
-Each module only calls the ones listed before it.
+(DMVR/Scenic conventions, sliding windows), `transforms` turns uint8 frames into the float clips
+the models take, `datasets` serves whole labelled sets to a DataLoader. Each module only calls the
+ones listed before it.
 """
 
-from .sampling import multiview_clip_starts, sample_frame_indices, scenic_uniform_frame_indices
+from .sampling import (
+    multiview_clip_starts,
+    sample_frame_indices,
+    scenic_uniform_frame_indices,
+    sliding_windows,
+    view_frame_indices,
+)
 from .transforms import (
     DEFAULT_DATA_CFG,
     VideoEvalTransform,
@@ -23,22 +30,38 @@ from .video import (
     VideoWarning,
     read_video,
 )
+from .datasets import (
+    SkippedVideoWarning,
+    VideoDataset,
+    VideoRecord,
+    collate_videos,
+    find_videos,
+    read_video_list,
+)
 
 __all__ = [
     "DEFAULT_DATA_CFG",
     "DEFAULT_MAX_ARRAY_BYTES",
     "DEFAULT_MAX_ASPECT_RATIO",
     "DEFAULT_MAX_FRAME_PIXELS",
+    "SkippedVideoWarning",
+    "VideoDataset",
     "VideoDecoderMissingError",
     "VideoReader",
+    "VideoRecord",
     "VideoWarning",
     "VideoEvalTransform",
     "VideoTrainTransform",
     "as_thwc",
+    "collate_videos",
     "create_transform",
+    "find_videos",
     "multiview_clip_starts",
     "read_video",
+    "read_video_list",
     "resolve_data_config",
     "sample_frame_indices",
     "scenic_uniform_frame_indices",
+    "sliding_windows",
+    "view_frame_indices",
 ]

@@ -6,8 +6,11 @@ decode position (their order in the file), frames by presentation index, times a
 
 from __future__ import annotations
 
+import gc
 import itertools
+import os
 import re
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +26,35 @@ _NO_PTS = np.iinfo(np.int64).min  # stands for a missing timestamp in the int64 
 _RUN_SLACK_PACKETS = 64
 # Decoding on through this many packets is cheaper than a seek, which restarts the decoder.
 _SEEK_GAP_PACKETS = 4
+
+
+# FFmpeg's decoder threads do not survive a fork (DataLoader workers are forked): in a child, freeing
+# or using a container opened in the parent joins threads that do not exist there, and hangs or
+# crashes. PyAV containers sit in reference cycles, so even closed ones are freed only by the
+# garbage collector, which may run in the child. Hence: before a fork, the parent collects the
+# containers it no longer uses (only when some were opened since the last fork); after it, the
+# child sets aside those still open, never touching them again (their readers reopen the file).
+_OPEN_SOURCES: weakref.WeakSet[_PyAVSource] = weakref.WeakSet()
+_INHERITED: list[Any] = []
+_opened_since_fork = 0
+
+
+def _collect_unused_containers() -> None:
+    global _opened_since_fork
+    if _opened_since_fork:
+        gc.collect()
+        _opened_since_fork = 0
+
+
+def _set_aside_inherited_containers() -> None:
+    for source in list(_OPEN_SOURCES):
+        if source._container is not None:
+            _INHERITED.append((source._container, source._stream))
+            source._container = source._stream = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_collect_unused_containers, after_in_child=_set_aside_inherited_containers)
 
 
 def _reason(err: BaseException) -> str:
@@ -56,6 +88,8 @@ class _PyAVSource:
             container = av.open(str(self.path))
         except (av.error.FFmpegError, OSError, ValueError, EOFError) as err:
             raise ValueError(f"cannot decode {self.path}: {_reason(err)}") from None
+        global _opened_since_fork
+        _opened_since_fork += 1
         # Cover art (an "attached picture", e.g. in music files) is a one-image video stream, not a video.
         videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
         if not videos:
@@ -76,6 +110,7 @@ class _PyAVSource:
         stream.thread_type = "AUTO" if self._frame_threads else "SLICE"
         stream.codec_context.thread_count = self._num_threads
         self._container, self._stream = container, stream
+        _OPEN_SOURCES.add(self)
 
     def _ensure_open(self) -> None:
         if self._container is None:

@@ -1,0 +1,368 @@
+"""Accuracy of a checkpoint on a labelled video set, with the paper's multi-view test protocol.
+
+`evaluate(source, model)` is the job behind `vivit evaluate`. Every video of a class-folder tree
+or a CSV/TSV list (`vivit.data.VideoDataset`, eval mode) is classified as `vivit.predict_views`
+does it: the `clips x crops` views (4x3 for the released Kinetics models), logits averaged over
+the views (Scenic averages logits, not probabilities). Reported, as percentages:
+
+* `top1`, `top5`: share of videos whose label is the first / among the first five predictions;
+* `mean_class_accuracy`: top-1 accuracy of each class present in the labels, averaged over those
+  classes (the "mean per-class accuracy" some Kinetics tables quote);
+* for a head with `class_splits` (EPIC-KITCHENS-100: 300 nouns then 97 verbs), the same per split
+  (`noun_top1`, `verb_top5`, ...) and the action: Scenic's `joint_accuracy` / `joint_top_k`
+  (`scenic/projects/vivit/model_utils.py`, reported by `ViViTMultiHeadClassificationModel` as
+  `noun-verb_accuracy`): the two splits' softmaxes are multiplied into a joint distribution over
+  (first, second) pairs and ranked; top-1 is then "both the noun and the verb right".
+
+Videos that fail to decode are not scored; they are counted (`num_failed`) and listed. Under
+`torchrun` every rank classifies every `world_size`-th video and rank 0 gathers the logits, so
+the metrics are exactly those of one process. With `out_dir`, rank 0 writes
+`predictions.jsonl` (one line per listed video, in list order: path, label, top-5, the averaged
+logits; or the error) and `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from . import __version__
+from .data.datasets import (
+    SkippedVideoWarning,
+    VideoDataset,
+    VideoRecord,
+    collate_videos,
+    shown_path,
+)
+from .data.transforms import resolve_data_config
+from .data.video import VideoWarning
+from .distributed import distributed_context, local_device
+from .predict import inference_model, model_data_config, top_predictions
+
+__all__ = ["classification_metrics", "evaluate"]
+
+_SHOWN_FAILURES = 20
+
+
+def classification_metrics(
+    logits: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    class_splits: Sequence[int] | None = None,
+    split_names: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Top-1, top-5 and mean per-class accuracy (percent), per split and joint for split heads.
+
+    Args:
+        logits: float `(N, num_classes)`, one row per video (e.g. view-averaged logits).
+        labels: int `(N,)` class indices, or for split heads `(N, num_splits)` indices within
+            each split.
+        class_splits: Sizes of the consecutive logit groups with a softmax each (Scenic's
+            `class_splits`, e.g. `(300, 97)` for EPIC-KITCHENS-100 nouns and verbs).
+        split_names: Names of the splits (default `"1"`, `"2"`, ... as Scenic).
+
+    Returns:
+        `top1`, `top5`, `mean_class_accuracy` for a single head; for split heads
+        `<split>_top1`, `<split>_top5`, `<split>_mean_class_accuracy` for each split, and with
+        two splits `action_top1`, `action_top5` (Scenic's joint accuracy). Values in percent;
+        NaN for no videos.
+
+    Raises:
+        ValueError: If the shapes do not agree.
+    """
+    logits_t = torch.as_tensor(logits, dtype=torch.float32)
+    labels_t = torch.as_tensor(labels, dtype=torch.int64)
+    if logits_t.ndim != 2:
+        raise ValueError(f"logits must be (N, num_classes), got shape {tuple(logits_t.shape)}")
+    if not class_splits:
+        if labels_t.ndim != 1 or len(labels_t) != len(logits_t):
+            raise ValueError(f"labels must be ({len(logits_t)},), got shape {tuple(labels_t.shape)}")
+        return _single_head(logits_t, labels_t, "")
+    sizes = [int(s) for s in class_splits]
+    names = list(split_names or [str(i + 1) for i in range(len(sizes))])
+    if sum(sizes) != logits_t.shape[1] or len(names) != len(sizes):
+        raise ValueError(f"class_splits {sizes} must add up to the {logits_t.shape[1]} logits, with one name each")
+    if labels_t.shape != (len(logits_t), len(sizes)):
+        raise ValueError(f"labels must be ({len(logits_t)}, {len(sizes)}) for split heads, got {tuple(labels_t.shape)}")
+    out: dict[str, float] = {}
+    parts = logits_t.split(sizes, dim=1)
+    for i, (part, name) in enumerate(zip(parts, names, strict=True)):
+        out.update(_single_head(part, labels_t[:, i], f"{name}_"))
+    if len(sizes) == 2:
+        out.update(_joint(parts[0], parts[1], labels_t[:, 0], labels_t[:, 1]))
+    return out
+
+
+def _percent(hits: torch.Tensor) -> float:
+    return float(hits.double().mean() * 100) if len(hits) else math.nan
+
+
+def _single_head(logits: torch.Tensor, labels: torch.Tensor, prefix: str) -> dict[str, float]:
+    k = min(5, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    hit1 = logits.argmax(dim=1) == labels  # argmax takes the first of tied maxima, as jnp.argmax
+    hit5 = (top == labels[:, None]).any(dim=1)
+    per_class = [_percent(hit1[labels == c]) for c in labels.unique().tolist()]
+    return {
+        f"{prefix}top1": _percent(hit1),
+        f"{prefix}top5": _percent(hit5),
+        f"{prefix}mean_class_accuracy": float(np.mean(per_class)) if per_class else math.nan,
+    }
+
+
+def _joint(first: torch.Tensor, second: torch.Tensor, first_labels: torch.Tensor, second_labels: torch.Tensor) -> dict[str, float]:
+    """Scenic's `get_joint_logits_labels` + top-k: rank pairs by the product of the two softmaxes."""
+    hit1, hit5 = [], []
+    n_second = second.shape[1]
+    for start in range(0, len(first), 256):  # (chunk, 300 * 97) at a time
+        a = first[start : start + 256].softmax(-1)
+        b = second[start : start + 256].softmax(-1)
+        pairs = (a[:, :, None] * b[:, None, :]).flatten(1)
+        target = first_labels[start : start + 256] * n_second + second_labels[start : start + 256]
+        hit1.append(pairs.argmax(dim=1) == target)
+        hit5.append((pairs.topk(min(5, pairs.shape[1]), dim=1).indices == target[:, None]).any(dim=1))
+    none = torch.zeros(0, dtype=torch.bool)
+    return {"action_top1": _percent(torch.cat(hit1) if hit1 else none), "action_top5": _percent(torch.cat(hit5) if hit5 else none)}
+
+
+def _label_names(cfg: Mapping[str, Any], num_classes: int) -> list[str] | dict[str, list[str]] | None:
+    """The model's label names, per split for split heads; None when it has none (labels must be indices)."""
+    names = cfg.get("label_names")
+    if names is not None and len(names) != num_classes:
+        names = None  # a replaced head no longer matches the names
+    splits = cfg.get("class_splits")
+    if splits and sum(splits) == num_classes:
+        split_names = list(cfg.get("split_names") or [str(i + 1) for i in range(len(splits))])
+        out, start = {}, 0
+        for name, size in zip(split_names, splits, strict=True):
+            out[name] = list(names[start : start + size]) if names else [str(i) for i in range(size)]
+            start += size
+        return out
+    return list(names) if names is not None else None
+
+
+def evaluate(
+    source: str | os.PathLike[str] | Sequence[VideoRecord],
+    model: nn.Module,
+    *,
+    views: tuple[int, int] | None = None,
+    batch_size: int = 4,
+    workers: int = 2,
+    out_dir: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+    model_name: str | None = None,
+    progress: bool | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Classify every video of a labelled set with the multi-view protocol and score it.
+
+    Example:
+        >>> model = vivit.create_model("vivit_b_fe_k400", pretrained=True)
+        >>> metrics = evaluate("kinetics400/val.csv", model, views=(4, 3), out_dir="eval/")
+        >>> metrics["top1"]
+
+    Args:
+        source: A class-folder tree or a CSV/TSV list (`path,label[,start,end]`; for split heads
+            a header with one column per split, e.g. `path,noun,verb`), as `VideoDataset` reads it.
+            Label names are matched to the model's `label_names`; integer labels are indices.
+        model: The classifier (used in eval mode, unmodified).
+        views: `(clips, crops)`; default the model's `test_views`.
+        batch_size: Views per forward pass.
+        workers: DataLoader processes that decode (0: in this process).
+        out_dir: Where rank 0 writes `predictions.jsonl` and `metrics.json` (None: nowhere).
+        device: Where the model runs: `"auto"` for CUDA when available (`cuda:LOCAL_RANK` under
+            torchrun), else the CPU; default (`None`): the model's own device.
+        model_name: Recorded in `metrics.json`.
+        progress: Progress bar on stderr (default: when stderr is a terminal; rank 0 only).
+        verbose: Print warnings, errors and the result to stderr.
+
+    Returns:
+        The metrics dict (same on every rank): the accuracies (percent), `num_videos` (scored),
+        `num_failed`, `failed` (`[{"path", "error"}]`), `views`, `model`, `vivit_version`.
+
+    Raises:
+        ValueError: If the list has unlabelled entries, a label the model does not know (with
+            close matches), or labels outside the model's classes.
+    """
+    cfg, _ = model_data_config(model)
+    cfg = resolve_data_config(cfg)
+    num_classes = int(getattr(model, "num_classes", 0) or cfg.get("num_classes") or 0)
+    names = _label_names(cfg, num_classes)
+    views = tuple(views or cfg["test_views"])  # type: ignore[assignment]
+    dataset = VideoDataset(source, "eval", pretrained_cfg=cfg, label_names=names, views=views)  # type: ignore[arg-type]
+    _check_labels(dataset, names, num_classes)
+    splits = [len(v) for v in names.values()] if isinstance(names, dict) else None
+    split_names = list(names) if isinstance(names, dict) else None
+    with distributed_context() as context:
+        target = next(model.parameters()).device if device is None else local_device(device, context)
+        runner = inference_model(model).to(target)
+        dtype = next((p.dtype for p in runner.parameters() if p.is_floating_point()), torch.float32)
+        mine = context.shard(range(len(dataset)))
+        loader = DataLoader(
+            Subset(dataset, mine), batch_size=1, num_workers=workers, collate_fn=collate_videos,
+            pin_memory=target.type == "cuda", prefetch_factor=2 if workers else None,
+            worker_init_fn=functools.partial(_configure_warnings, verbose),
+        )  # fmt: skip
+        results: list[tuple[int, np.ndarray | None, str | None]] = []
+        from tqdm import tqdm
+
+        disable = True if progress is False or (context.rank > 0 and progress is None) else (None if progress is None else False)
+        with (
+            tqdm(total=len(mine), desc="evaluate", unit="video", file=sys.stderr, disable=disable) as bar,
+            torch.inference_mode(),
+            warnings.catch_warnings(),  # restores this process's warning settings afterwards
+        ):
+            _configure_warnings(verbose)
+            for batch in loader:
+                for failure in batch["failed"]:
+                    results.append((failure["video_index"], None, failure["error"]))
+                    if verbose:
+                        bar.write(f"vivit: error: {failure['error']}", file=sys.stderr)
+                if "video" in batch:
+                    (index,) = batch["video_index"].tolist()
+                    results.append((index, _average_logits(runner, batch["video"][0], batch_size, target, dtype), None))
+                bar.update(1)
+        gathered = [r for rank_results in context.all_gather(results) for r in rank_results]
+    gathered.sort(key=lambda r: r[0])
+    metrics = _score(dataset, gathered, splits, split_names, views, model_name)
+    if context.is_main:
+        if out_dir is not None:
+            _write_outputs(Path(out_dir).expanduser(), dataset, gathered, cfg, metrics)
+        if verbose:
+            _print_metrics(metrics, split_names)
+    return metrics
+
+
+def _configure_warnings(verbose: bool, worker_id: int | None = None) -> None:
+    """How warnings show while videos are read (here and in each DataLoader worker).
+
+    Unreadable videos are reported by the job itself, so the dataset's `SkippedVideoWarning` is
+    silenced; other `VideoWarning`s (truncated files, looped short videos) become one
+    `vivit: warning: ...` line each, or nothing when not verbose.
+    """
+    warnings.filterwarnings("ignore", category=SkippedVideoWarning)
+    if not verbose:
+        warnings.filterwarnings("ignore", category=VideoWarning)
+        return
+    original = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if issubclass(category, VideoWarning):
+            print(f"vivit: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
+def _check_labels(dataset: VideoDataset, names: Any, num_classes: int) -> None:
+    unlabelled = [r.where or shown_path(r.path) for r, t in zip(dataset.records, dataset.targets, strict=True)
+                  if (min(t) if isinstance(t, tuple) else t) < 0]  # fmt: skip
+    if unlabelled:
+        raise ValueError(
+            f"{len(unlabelled)} of {len(dataset)} videos have no label (first: {unlabelled[0]}); evaluation needs "
+            "a label for every video: a class-folder tree or a list 'path,label'"
+        )
+    if names is None and num_classes:
+        too_big = [t for t in dataset.targets if not isinstance(t, tuple) and t >= num_classes]
+        if too_big:
+            raise ValueError(f"label index {max(too_big)} is outside the model's {num_classes} classes")
+        if dataset.classes is not None:
+            raise ValueError(
+                "the list labels videos by class name, but the model has no label names; label them by class "
+                "index (0 .. num_classes - 1) instead"
+            )
+
+
+def _average_logits(model: nn.Module, views: torch.Tensor, batch_size: int, device: torch.device, dtype: torch.dtype) -> np.ndarray:
+    """View-averaged float32 logits, batched and summed exactly as `vivit.predict_views` does."""
+    total: torch.Tensor | None = None
+    for chunk in views.split(batch_size):
+        logits = model(chunk.to(device, dtype, non_blocking=True))
+        part = logits.float().sum(0)
+        total = part if total is None else total + part
+    assert total is not None
+    return (total / len(views)).cpu().numpy()
+
+
+def _score(
+    dataset: VideoDataset,
+    results: list[tuple[int, np.ndarray | None, str | None]],
+    splits: list[int] | None,
+    split_names: list[str] | None,
+    views: tuple[int, ...],
+    model_name: str | None,
+) -> dict[str, Any]:
+    scored = [(i, logits) for i, logits, _ in results if logits is not None]
+    failed = [{"path": shown_path(dataset.records[i].path), "error": error} for i, logits, error in results if logits is None]
+    metrics: dict[str, Any] = {"model": model_name, "views": f"{views[0]}x{views[1]}", "num_videos": len(scored),
+                               "num_failed": len(failed)}  # fmt: skip
+    if scored:
+        logits = np.stack([lg for _, lg in scored])
+        labels = np.array([dataset.targets[i] for i, _ in scored], dtype=np.int64)
+        metrics.update(classification_metrics(logits, labels, splits, split_names))
+    metrics["failed"] = failed
+    metrics["vivit_version"] = __version__
+    return metrics
+
+
+def _label_text(dataset: VideoDataset, index: int) -> Any:
+    target = dataset.targets[index]
+    classes = dataset.classes
+    if isinstance(target, tuple):
+        return {name: (classes[name][t] if classes and classes.get(name) else t) for name, t in zip(classes, target, strict=True)}
+    return classes[target] if classes else target
+
+
+def _write_outputs(
+    out: Path, dataset: VideoDataset, results: list[tuple[int, np.ndarray | None, str | None]], cfg: Mapping[str, Any], metrics: dict[str, Any]
+) -> None:
+    from .weights.hub import atomic_write
+
+    lines = []
+    for index, logits, error in results:
+        entry: dict[str, Any] = {"path": shown_path(dataset.records[index].path), "label": _label_text(dataset, index),
+                                 "label_index": list(t) if isinstance(t := dataset.targets[index], tuple) else t}  # fmt: skip
+        if logits is None:
+            entry["error"] = error
+        else:
+            entry["top5"] = top_predictions(torch.from_numpy(logits), cfg, 5)
+            entry["logits"] = [float(v) for v in logits]
+        lines.append(json.dumps(entry, ensure_ascii=False))
+    with atomic_write(out / "predictions.jsonl") as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    with atomic_write(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _print_metrics(metrics: Mapping[str, Any], split_names: list[str] | None) -> None:
+    def line(prefix: str) -> str:
+        return (f"top-1 {metrics[prefix + 'top1']:.2f}%  top-5 {metrics[prefix + 'top5']:.2f}%  "
+                f"mean per-class {metrics[prefix + 'mean_class_accuracy']:.2f}%")  # fmt: skip
+
+    counts = f"{metrics['num_videos']} videos, {metrics['views']} views, {metrics['num_failed']} failed to decode"
+    if not metrics["num_videos"]:
+        print(f"vivit: evaluate: no video could be scored ({counts})", file=sys.stderr)
+    elif split_names:
+        for name in split_names:
+            print(f"{name}: {line(name + '_')}")
+        if "action_top1" in metrics:
+            print(f"action: top-1 {metrics['action_top1']:.2f}%  top-5 {metrics['action_top5']:.2f}%")
+        print(f"({counts})")
+    else:
+        print(f"{line('')}  ({counts})")
+    for failure in metrics["failed"][:_SHOWN_FAILURES]:
+        print(f"vivit: failed: {failure['error']}", file=sys.stderr)
+    if len(metrics["failed"]) > _SHOWN_FAILURES:
+        print(f"vivit: failed: ... and {len(metrics['failed']) - _SHOWN_FAILURES} more", file=sys.stderr)
