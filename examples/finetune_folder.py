@@ -41,7 +41,8 @@ import vivit
 from vivit.data import VideoDataset, VideoRecord, collate_videos, resolve_data_config
 from vivit.weights import inflate_vit
 
-TINY_ARGS = dict(img_size=32, num_frames=8, patch_size=8, tubelet_size=2, embed_dim=64, depth=4, num_heads=4, mlp_dim=128)
+TINY_ARGS = {"img_size": 32, "num_frames": 8, "patch_size": 8, "tubelet_size": 2, "embed_dim": 64, "depth": 4, "num_heads": 4,
+             "mlp_dim": 128}
 TINY_CFG = {"input_size": (3, 8, 32, 32), "frame_stride": 1, "resize_size": 32, "crop_size": 32, "antialias": False,
             "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "test_views": (1, 1)}  # fmt: skip
 

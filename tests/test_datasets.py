@@ -28,7 +28,12 @@ from vivit.data.datasets import (
     match_labels,
     read_video_list,
 )
-from vivit.data.sampling import multiview_clip_starts, sample_frame_indices, sliding_windows, view_frame_indices
+from vivit.data.sampling import (
+    multiview_clip_starts,
+    sample_frame_indices,
+    sliding_windows,
+    view_frame_indices,
+)
 from vivit.predict import iter_views
 
 CFG = {
@@ -188,7 +193,7 @@ def test_segments_are_read_by_timestamps(tmp_path):
 
 
 def test_broken_videos_are_skipped_counted_and_never_stop_an_epoch(folder, tmp_path):
-    root, items = folder
+    _, items = folder
     (tmp_path / "not_a_video.mp4").write_bytes(b"plain text, not a video" * 4)
     names = [f"{p},{label}" for p, label in items[:4]] + [f"{tmp_path / 'not_a_video.mp4'},up", "missing.mp4,down"]
     listing = tmp_path / "list.csv"

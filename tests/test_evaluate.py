@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from test_features_job import free_port
-from video_datasets import DIRECTIONS, disc_clips, write_class_folders, write_video
+from video_datasets import DIRECTIONS, write_class_folders
 
 import vivit
 from vivit import cli
@@ -86,7 +86,7 @@ def test_evaluate_is_predict_views_over_a_folder(capsys, discs, tmp_path, one_th
 
 
 def test_lists_failures_and_unknown_labels(capsys, discs, tmp_path, one_thread):
-    root, items = discs
+    _, items = discs
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all" * 10)
     rows = [f"{path},{label}" for path, label in items[:3]] + [f"{items[3][0]},{DIRECTIONS.index(items[3][1])}"]
     rows += ["broken.mp4,up", "gone.mp4,left"]
@@ -117,7 +117,7 @@ def test_lists_failures_and_unknown_labels(capsys, discs, tmp_path, one_thread):
 
 
 def test_split_heads_report_noun_verb_and_action(discs, tmp_path, one_thread):
-    root, items = discs
+    _, items = discs
     torch.manual_seed(0)
     model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=8, patch_size=8, depth=1, num_classes=5).eval()
     model.pretrained_cfg = {

@@ -29,6 +29,7 @@ the model; within a video, windows are batched `batch_size` views at a time.
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import math
@@ -82,6 +83,7 @@ FEATURES_FORMAT = "vivit-features"
 _FORMAT_VERSION = "2"
 _SUFFIX = ".safetensors"
 _SHOWN_FAILURES = 20
+_DECODE_BUDGET_BYTES = 512 * 1024**2  # decoded frames held at once per decoding process
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -91,14 +93,14 @@ def feature_fn(model: ViViT, per_frame: bool) -> FeatureFn:
 
     The model is used in eval mode without being modified (see `vivit.predict.inference_model`).
     """
-    model = inference_model(model)
+    runner: Any = inference_model(model)  # the same class as `model`, in eval mode
     if not per_frame:
-        return lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
-    if isinstance(model, FactorizedEncoderViViT):  # Model 2: its spatial encoder's per-frame output
-        return model.forward_frame_features
+        return lambda x: runner.forward_head(runner.forward_features(x), pre_logits=True)
+    if isinstance(runner, FactorizedEncoderViViT):  # Model 2: its spatial encoder's per-frame output
+        return runner.forward_frame_features
 
     def frames(x: torch.Tensor) -> torch.Tensor:
-        (grid,) = model.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
+        (grid,) = runner.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
         return grid.mean(dim=(3, 4)).transpose(1, 2)  # (B, D, nt, nh, nw) -> (B, nt, D)
 
     return frames
@@ -396,16 +398,20 @@ class _WindowStream(IterableDataset):
                 "fps": float(reader.average_fps or math.nan),
             }
             per_window = clips * crops
-            # Enough windows per decode for one batch: their frames come from one forward pass over the file.
-            group = max(1, -(-g.batch_size // per_window))
+            # Enough windows per decode for one batch: their frames come from one pass over the file
+            # (one seek), within a memory budget for the decoded frames (a 720p frame is 2.8 MB).
+            frame_bytes = reader.height * reader.width * 3
+            budget = max(1, _DECODE_BUDGET_BYTES // (frame_bytes * clips * num_frames))
+            group = max(1, min(-(-g.batch_size // per_window), budget))
             pending: list[torch.Tensor] = []
             owners: list[int] = []
             for first in range(0, len(windows), group):
                 chosen = range(first, min(first + group, len(windows)))
                 rows = [view_frame_indices(count, num_frames, frame_stride, clips, first=int(windows[w][0]),
                                            last=int(windows[w][1])) for w in chosen]  # fmt: skip
+                wanted = np.concatenate(rows).reshape(-1)
                 try:
-                    frames = _caught(notes, lambda rows=rows: reader.get_frames_at(np.concatenate(rows).reshape(-1)))
+                    frames = _caught(notes, functools.partial(reader.get_frames_at, wanted))
                 except (ValueError, OSError, IndexError, EOFError) as err:
                     yield {"index": index, "error": _reason(err, path), "warnings": notes}
                     return
@@ -493,6 +499,7 @@ def extract_features(
     device: str | torch.device | None = None,
     progress: bool | None = None,
     verbose: bool = True,
+    summary: bool = True,
 ) -> FeaturesSummary:
     """Write sliding-window features of every video named by `inputs`, one file per video.
 
@@ -517,7 +524,8 @@ def extract_features(
             torchrun), else the CPU; `None` (default): the module's own device (`"auto"` when
             `model` is a function).
         progress: Show a progress bar (videos/s, ETA) on stderr; default: when stderr is a terminal.
-        verbose: Print per-video errors and warnings and the final summary to stderr.
+        verbose: Print notes, warnings and each error as it happens to stderr.
+        summary: Print the final summary (counts, then every failure with its reason) to stderr.
 
     Returns:
         The `FeaturesSummary` over all ranks (the same on every rank).
@@ -549,15 +557,15 @@ def extract_features(
         if mine:
             _run(mine, out, model, settings, batch_size, workers, device, progress, say, context, written, failed)
         everyone = context.all_gather((written, failed))
-    summary = FeaturesSummary(
+    result = FeaturesSummary(
         written=[v for rank_written, _ in everyone for v in rank_written],
         skipped=plan.skipped,
         failed=plan.failed + [f for _, rank_failed in everyone for f in rank_failed],
         duplicates=plan.duplicates,
     )
-    if context.is_main:
-        _print_summary(summary, say)
-    return summary
+    if context.is_main and summary:
+        _print_summary(result, say)
+    return result
 
 
 class _Say:
@@ -605,12 +613,12 @@ def _run(
     window = num_frames * frame_stride if settings.window is None else settings.window
     stride = settings.stride or window
     views = settings.views or (1, 1)
-    extract = feature_fn(model, settings.per_frame)
+    extract = feature_fn(model, settings.per_frame)  # type: ignore[arg-type]
     geometry = _Geometry(cfg, window, stride, views, batch_size)
     stream = _WindowStream([video.path for video, _ in mine], geometry)
     loader = DataLoader(
         stream, batch_size=None, num_workers=workers, pin_memory=target.type == "cuda",
-        prefetch_factor=4 if workers else None, persistent_workers=False,
+        prefetch_factor=2 if workers else None, persistent_workers=False,
     )  # fmt: skip
     fixed = {
         "format": FEATURES_FORMAT, "format_version": _FORMAT_VERSION, "model": settings.model,
@@ -634,7 +642,7 @@ def _run(
                 if "error" in item:
                     partial.pop(index, None)
                     failed.append((shown_path(video.path), item["error"]))
-                    say(f"error: {item['error']}", force=True)
+                    say(f"error: {item['error']}")
                     bar.update(1)
                     continue
                 state = partial.get(index)
@@ -662,7 +670,7 @@ def _run(
                     _write(video.output, features, state["windows"], state["seconds"], metadata)
                 except OSError as err:  # a full disk, a read-only folder: this video fails, the others try
                     failed.append((shown_path(video.path), f"cannot write {shown_path(video.output)}: {err}"))
-                    say(f"error: cannot write {shown_path(video.output)}: {err}", force=True)
+                    say(f"error: cannot write {shown_path(video.output)}: {err}")
                 else:
                     written.append(shown_path(video.path))
                 bar.update(1)

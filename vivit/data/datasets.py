@@ -398,7 +398,7 @@ class VideoDataset(Dataset):
         if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1 or crops not in (1, 3):
             raise ValueError(f"views must be (clips >= 1, crops 1 or 3), got {views!r}")
         self.views = (clips, crops)
-        self.transform = transform if transform is not None else (create_transform(self.cfg, train=True) if mode == "train" else None)
+        self.transform: Any = transform if transform is not None else (create_transform(self.cfg, train=True) if mode == "train" else None)
         self.seed = seed
         self.reader_args = dict(reader_args or {})
         self.max_retries = int(max_retries)
@@ -419,8 +419,9 @@ class VideoDataset(Dataset):
             labelled = [(i, r.labels[column], r.where) for i, r in enumerate(records) if column in r.labels]
             values = [(value, where) for _, value, where in labelled]
             indices = [-1] * len(records)
+            names: list[str] | None
             if isinstance(label_names, Mapping):
-                names: list[str] | None = list(label_names[column])
+                names = list(label_names[column])
                 found = match_labels(values, names, f"{column} label")
             elif label_names is not None:
                 names = list(label_names)
