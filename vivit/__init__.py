@@ -8,6 +8,7 @@
 __version__ = "0.1.0"
 
 from .data import create_transform, multiview_clip_starts, read_video, sample_frame_indices
+from .export import export_onnx
 from .factory import create_model
 from .models import (
     FactorizedDotProductViViT,
@@ -16,6 +17,7 @@ from .models import (
     SpatioTemporalViViT,
     list_models,
 )
+from .optimize import optimize_for_inference
 from .predict import predict_views
 from .weights import push_to_hub
 
@@ -27,8 +29,10 @@ __all__ = [
     "__version__",
     "create_model",
     "create_transform",
+    "export_onnx",
     "list_models",
     "multiview_clip_starts",
+    "optimize_for_inference",
     "predict_views",
     "push_to_hub",
     "read_video",
