@@ -48,7 +48,9 @@ _MARGIN = 0.03
 _MIN_TUNED_MACS = 1 << 22
 # matmul attention: queries per chunk are chosen so that one chunk of scores stays this small (elements)
 _SCORE_CHUNK_ELEMENTS = 1 << 21
-_PROBE_ROUNDS = 3
+_PROBE_ROUNDS = 3  # timed calls per candidate at least ...
+_PROBE_MAX_ROUNDS = 20  # ... and at most, while the probe of one shape has taken less than:
+_PROBE_BUDGET_S = 0.25
 
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.int8)
 _Key = tuple[Any, ...]
@@ -101,19 +103,23 @@ def _private_ops_available() -> dict[str, bool]:
 
 # ---------------------------------------------------------------- timing
 def _fastest(candidates: dict[str, Callable[[], Any]], prefer: str | None = None) -> tuple[str, dict[str, float]]:
-    """Name of the fastest candidate (best of `_PROBE_ROUNDS` alternating calls after one warm-up)
+    """Name of the fastest candidate (best of >= `_PROBE_ROUNDS` alternating calls after one warm-up)
     and every candidate's best time in seconds. The best rather than the median time: on a shared
     machine the other load only ever adds time. `prefer` wins unless another is `_MARGIN` faster."""
     names = list(candidates)
     for fn in candidates.values():  # warm-up: oneDNN creates its primitives on the first call
         fn()
     best = dict.fromkeys(names, math.inf)
-    for r in range(_PROBE_ROUNDS):
+    start, r = time.perf_counter(), 0
+    # short kernels get more rounds (up to _PROBE_MAX_ROUNDS within _PROBE_BUDGET_S): on a busy machine
+    # a single call can lose a whole scheduler time slice, which is as long as the kernel itself
+    while r < _PROBE_ROUNDS or (r < _PROBE_MAX_ROUNDS and time.perf_counter() - start < _PROBE_BUDGET_S):
         for i in range(len(names)):
             name = names[(r + i) % len(names)]
             t0 = time.perf_counter()
             candidates[name]()
             best[name] = min(best[name], time.perf_counter() - t0)
+        r += 1
     winner = min(names, key=best.__getitem__)
     if prefer is not None and best[winner] > (1 - _MARGIN) * best[prefer]:
         winner = prefer
