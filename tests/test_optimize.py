@@ -186,7 +186,8 @@ def test_int8_fixtures_drift_and_layers(fixtures):
             err = _max_diff(fast(f["video"]), f["logits"])
         assert err <= INT8_TOL, f"{f['meta']['name']}: int8 max abs error {err:.2e}"
     int8 = [m for m in fast.modules() if isinstance(m, opt._Int8Linear)]
-    assert len(int8) == 4 * len(fast.blocks)  # qkv, proj, fc1, fc2 of every block
+    assert len(int8) == 4 * len(fast.blocks) + 1  # qkv, proj, fc1, fc2 of every block + the tubelet embedding
+    assert isinstance(fast.patch_embed, opt._LinearTubeletEmbed) and fast.patch_embed.proj.weight.dtype == torch.float32
     assert all(m.qweight.dtype == torch.qint8 for m in int8)
     assert isinstance(fast.head, torch.nn.Linear)  # the head stays fp32
 

@@ -36,7 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models.layers import Attention, FactorizedDotProductAttention, Mlp
+from einops import rearrange
+
+from .models.layers import Attention, FactorizedDotProductAttention, Mlp, TubeletEmbed
 
 __all__ = ["kernel_choices", "optimize_for_inference"]
 
@@ -442,6 +444,31 @@ _TUNED_ATTENTION: dict[type, type] = {
 }
 
 
+# ---------------------------------------------------------------- tubelet embedding
+class _LinearTubeletEmbed(TubeletEmbed):
+    """The tubelet Conv3d (kernel = stride, VALID) as a linear layer over flattened tubelets, so it
+    runs on the bf16 / int8 GEMMs. `proj` (the fp32 conv) stays for the model's input dtype check."""
+
+    linear: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) float -> (B, D, nt, nh, nw) float32, like the conv."""
+        kt, kh, kw = self.kernel_size
+        nt, nh, nw = self.grid_size(x.shape[2], (x.shape[3], x.shape[4]))
+        x = x[:, :, : nt * kt, : nh * kh, : nw * kw]  # VALID: leftover frames / pixels are dropped
+        tubelets = rearrange(x, "b c (nt t) (nh h) (nw w) -> b nt nh nw (c t h w)", t=kt, h=kh, w=kw)
+        return rearrange(self.linear(tubelets).float(), "b nt nh nw d -> b d nt nh nw")
+
+
+def _conv_as_linear(conv: nn.Conv3d) -> nn.Linear:
+    linear = nn.Linear(conv.weight[0].numel(), conv.out_channels, bias=conv.bias is not None)
+    with torch.no_grad():
+        linear.weight.copy_(conv.weight.reshape(conv.out_channels, -1))  # (D, C, t, h, w) -> (D, C*t*h*w)
+        if conv.bias is not None:
+            linear.bias.copy_(conv.bias)
+    return linear
+
+
 # ---------------------------------------------------------------- the public entry point
 def _native_bf16(strict: bool = False) -> bool:
     """Whether this CPU has bf16 instructions; when torch cannot tell: `not strict`."""
@@ -462,8 +489,9 @@ def optimize_for_inference(
     """A copy of `model` for fast inference in fp32, bf16 or int8; `model` itself is not changed.
 
     Every linear layer inside the transformer blocks (qkv, proj, fc1, fc2) and every attention is
-    replaced by an inference-only version; tokenizer, position embeddings, LayerNorms, pooling and
-    head stay as they are, in fp32. The copy keeps the class, call signature and feature API
+    replaced by an inference-only version (bf16 / int8: also the tubelet embedding, as a linear
+    layer over flattened tubelets); position embeddings, LayerNorms, pooling and head stay as they
+    are, in fp32. The copy keeps the class, call signature and feature API
     (`forward`, `forward_features`, `forward_head`, `forward_intermediates`,
     `forward_frame_features`); it takes the same fp32 video `(B, C, T, H, W)` and returns fp32
     logits `(B, num_classes)`. It is a snapshot: later changes to `model`'s weights do not reach it.
@@ -533,6 +561,9 @@ def optimize_for_inference(
             module.__class__ = _TUNED_ATTENTION[type(module)]
             module.tune, module.attention_kernels = tune, attention_kernels
             module.qkv, module.proj = convert(module.qkv, None), convert(module.proj, None)
+        elif type(module) is TubeletEmbed and dtype != torch.float32:  # fp32 keeps the conv (same numerics)
+            module.__class__ = _LinearTubeletEmbed
+            module.linear = convert(_conv_as_linear(module.proj), None)
         elif type(module) is Mlp and isinstance(module.act, nn.GELU) and module.act.approximate == "tanh":
             module.fc1, module.act = convert(module.fc1, "gelu_tanh"), nn.Identity()
             module.fc2 = convert(module.fc2, None)
