@@ -684,7 +684,9 @@ class Bench:
             ours.load_state_dict(vivit.weights.from_transformers(hf.state_dict(), ours))
             x = make_input(c, self.dev)
             x_hf = x.transpose(1, 2).contiguous()
-            fns: dict[str, Callable[[], Any]] = {"vivit eager": lambda: ours(x), "hf sdpa": lambda: hf_logits(hf, x_hf)}
+            fns: dict[str, Callable[[], Any]] = {
+                "vivit eager": lambda m=ours, v=x: m(v), "hf sdpa": lambda m=hf, v=x_hf: hf_logits(m, v),
+            }  # fmt: skip
             setup_s: dict[str, float] = {}
             for dtype in (torch.float32, torch.bfloat16, torch.int8):
                 if dtype == torch.int8 and self.dev.type != "cpu":
@@ -693,12 +695,12 @@ class Bench:
                 fast = optimize_for_inference(ours, dtype, example_input=x)
                 name = f"optimized {str(dtype).removeprefix('torch.')}"
                 setup_s[name] = time.perf_counter() - t0
-                fns[name] = lambda m=fast: m(x)
+                fns[name] = lambda m=fast, v=x: m(v)
             if self.dev.type == "cpu" and not self.args.no_onnx:
                 sessions = self.ort_sessions(ours, c, setup_s)
                 x_np = x.numpy()
                 for name, sess in sessions.items():
-                    fns[name] = lambda s=sess: s.run(None, {"video": x_np})
+                    fns[name] = lambda s=sess, v=x_np: s.run(None, {"video": v})
             tokens = (c["frames"] // 2) * (c["img"] // 16) ** 2 + 1
             width = HF_SIZES[c["size"]]["hidden_size"]
             gemms = gemm_contenders(tokens, width, 4 * width, self.dev, min_s=0.05)

@@ -28,8 +28,10 @@ __all__ = ["ExportValidationError", "OnnxExport", "export_onnx"]
 
 ONNX_OPSET = 20  # the first opset with Gelu(approximate="tanh") as one op (ONNX 1.15)
 FP32_TOLERANCE = 1e-4  # max abs logit difference ONNX Runtime vs PyTorch accepted for fp32
-_VALIDATION_BATCH = 2  # != the traced batch of 1... and > 1, so a dynamic batch axis is exercised
+_VALIDATION_BATCH = 2  # > 1, so a dynamic batch axis is exercised (on other values than the traced ones)
 _TRACE_BATCH = 2  # torch.export specialises a dimension of size 1, so trace with 2 and mark it dynamic
+# weights above this go to `<file>.data` beside the .onnx (protobuf cannot hold a message over 2 GB)
+_EXTERNAL_DATA_BYTES = int(1.8 * 2**30)
 
 
 class ExportValidationError(RuntimeError):
@@ -226,7 +228,7 @@ def export_onnx(
     example = torch.rand(trace_batch, in_chans, t, h, w, generator=g) * 2 - 1
     check_batch = _VALIDATION_BATCH if dynamic_batch else 1
     video = torch.rand(check_batch, in_chans, t, h, w, generator=g) * 2 - 1
-    large = sum(p.numel() * p.element_size() for p in model.parameters()) > 1.8 * 2**30
+    large = sum(p.numel() * p.element_size() for p in model.parameters()) > _EXTERNAL_DATA_BYTES
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -241,6 +243,7 @@ def export_onnx(
                     model, (example,), dynamo=True, input_names=["video"], output_names=["logits"],
                     dynamic_shapes=dynamic_shapes, opset_version=ONNX_OPSET, external_data=large, verbose=False,
                 )  # fmt: skip
+                assert program is not None  # dynamo=True always returns the program
                 program.save(str(fp32_path), external_data=large)
             diff, agree = (math.nan, 0)
             if validate:

@@ -34,9 +34,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from einops import rearrange
+from torch import nn
 
 from .models.layers import Attention, FactorizedDotProductAttention, Mlp, TubeletEmbed
 
@@ -316,7 +315,7 @@ def _int8_engines() -> list[str]:
                 y = torch.ops.quantized.linear_dynamic(x, packed, engine != "onednn")
                 if (y - ref).abs().max() <= 0.05 * ref.abs().max():
                     _INT8_OK.append(engine)
-            except Exception:  # noqa: BLE001 - an engine that fails is simply not used
+            except Exception:  # noqa: BLE001, S110 - an engine that fails is simply not used
                 pass
             finally:
                 torch.backends.quantized.engine = before
@@ -545,6 +544,8 @@ def optimize_for_inference(
             "than fp32", RuntimeWarning, stacklevel=2,
         )  # fmt: skip
     opt = copy.deepcopy(model).float().eval().requires_grad_(False)
+    if hasattr(opt, "grad_checkpointing"):
+        opt.grad_checkpointing = False  # nothing to save for a backward pass
     attention_kernels = {
         torch.float32: ("sdpa", "matmul"),
         torch.bfloat16: ("sdpa", "sdpa_fp32"),

@@ -1,6 +1,8 @@
 """ONNX export (`vivit.export_onnx`, `vivit export onnx`): all four models run in ONNX Runtime as in PyTorch.
 
-Tiny models (width 32, 8x32x32 clips) keep each export to about two seconds.
+Tiny models (width 32, 8x32x32 clips) keep each export to about two seconds. onnx and onnxruntime are
+imported inside the tests, not at collection: importing onnx imports ml_dtypes, which teaches numpy
+the float8 dtypes for the rest of the process (tests/test_flax_msgpack.py expects them unknown).
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
@@ -42,6 +42,8 @@ def _tiny(cls, **kwargs) -> torch.nn.Module:
 
 
 def _run(path: Path, video: torch.Tensor) -> np.ndarray:
+    import onnxruntime as ort
+
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["video"]
     return session.run(["logits"], {"video": video.numpy()})[0]
@@ -69,6 +71,8 @@ def test_export_matches_pytorch_at_any_batch(cls, tmp_path):
 def test_int8_export_quantizes_only_weight_matmuls(tmp_path):
     model = _tiny(SpatioTemporalViViT)
     result = export_onnx(model, tmp_path / "int8.onnx", int8=True)
+    import onnx
+
     ops = [n.op_type for n in onnx.load(str(result.path)).graph.node]
     assert ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul") >= 4  # qkv, proj, fc1, fc2
     assert "MatMul" in ops and "Conv" in ops  # attention's q k^T / p v and the tubelet conv stay fp32
@@ -89,6 +93,18 @@ def test_dynamic_size_refused_unless_a_size_is_given(tmp_path):
         _run(result.path, _video((1, 3, 8, 32, 32)))
     with pytest.raises(ValueError, match="differs from the model's clip size"):
         export_onnx(_tiny(SpatioTemporalViViT), tmp_path / "x.onnx", input_size=(12, 40, 48))
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_weights_over_2gb_go_to_a_data_file_beside_it(tmp_path, monkeypatch, int8):
+    monkeypatch.setattr(export_module, "_EXTERNAL_DATA_BYTES", 0)  # as if the model were over 2 GB
+    model = _tiny(SpatioTemporalViViT)
+    result = export_onnx(model, tmp_path / "big.onnx", int8=int8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    assert result.max_abs_diff <= (0.1 if int8 else 1e-4)
+    video = _video((1, 3, 8, 32, 32))
+    with torch.no_grad():
+        assert np.abs(_run(result.path, video) - model(video).numpy()).max() <= (0.1 if int8 else 1e-4)
 
 
 def test_failed_validation_writes_nothing(tmp_path, monkeypatch):
