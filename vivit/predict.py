@@ -15,7 +15,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -48,7 +48,10 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def inference_model(model: nn.Module) -> nn.Module:
+_ModuleT = TypeVar("_ModuleT", bound=nn.Module)
+
+
+def inference_model(model: _ModuleT) -> _ModuleT:
     """The model in eval mode without touching it: itself if already in eval mode, else a copy.
 
     The copy is shallow where it matters: every parameter and buffer is the model's own (no
