@@ -391,3 +391,18 @@ def test_every_imported_distribution_is_declared():
     assert "tqdm" in core  # imported by cli.py and predict.py, not only pulled in by huggingface-hub
     missing = {name: sorted(where) for name, where in imported.items() if name not in core | extras}
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_download_bars_follow_the_terminal_rule(capsys, monkeypatch):
+    """huggingface_hub's bars (Hub and Scenic downloads) are off while a command runs into a pipe, and
+    restored afterwards (in-process callers keep their setting)."""
+    from huggingface_hub import utils as hf_utils
+
+    seen = []
+    monkeypatch.setattr(cli, "_cmd_list", lambda args: seen.append(hf_utils.are_progress_bars_disabled()) or 0)
+    before = hf_utils.are_progress_bars_disabled()
+    assert cli.main(["list"]) == 0  # capsys: stderr is not a terminal
+    assert seen == [True] and hf_utils.are_progress_bars_disabled() == before
+    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: True)
+    assert cli.main(["list"]) == 0 and cli.main(["list", "-q"]) == 0
+    assert seen == [True, before, True]  # a terminal: as the user set it; -q: off
