@@ -22,7 +22,7 @@ from vivit import cli
 from vivit.predict import iter_views
 from vivit.models.registry import _REGISTRY, register_model
 from vivit.models.vivit import MODEL_CLASSES
-from vivit.data.video import VideoDecoderMissingError, read_video
+from vivit.data.video import VideoDecoderMissingError, VideoReader, read_video
 
 SCENIC_FIXTURE = "m1_spacetime_tubelet_token"
 SCENIC_CHECKPOINT = DATA / "checkpoints" / f"{SCENIC_FIXTURE}.checkpoint"
@@ -170,19 +170,27 @@ def test_predict_json_matches_predict_views(capsys, files, st_args):
 
 
 def test_predict_model_without_label_names_or_preprocessing(capsys, files, fe_args):
-    code, out, err = run(capsys, "predict", files["c"], *fe_args, "--json", "--top-k", "2")
+    loud = [a for a in fe_args if a != "-q"]
+    code, out, err = run(capsys, "predict", files["c"], *loud, "--json", "--top-k", "2")
     assert code == 0
     (result,) = [json.loads(line) for line in out.splitlines()]
     assert [p["label"] for p in result["predictions"]] == [str(p["index"]) for p in result["predictions"]]
     assert result["views"] == [4, 3]  # Kinetics default views at the model's own input size
-    assert "no preprocessing config" in err
+    assert err.splitlines()[0] == (
+        "vivit: the weights carry no preprocessing config: using Kinetics defaults at the model's input size"
+    )
+    code, quiet_out, err = run(capsys, "predict", files["c"], *fe_args, "--json", "--top-k", "2")
+    assert code == 0 and quiet_out == out and err == ""  # -q silences the note too
 
 
 def test_predict_keeps_going_after_a_bad_video(capsys, files, st_args):
     code, out, err = run(capsys, "predict", files["a"], files["garbage"], files["b"], *st_args, "--top-k", "1")
     assert code == 1
     assert out.count("vivit_ti_st, 2x3 views") == 2  # both good videos were classified
-    assert_one_error_line(err, "garbage.npy")
+    error, *summary = err.splitlines()
+    assert_one_error_line(error, "garbage.npy")
+    # the summary reports the failure even with -q
+    assert summary == ["vivit: 2 of 3 videos classified, 1 failed:", f"  {files['garbage']}"]
 
 
 # ---------------------------------------------------------------- the bundled demo
@@ -233,7 +241,8 @@ def test_features_pooled_then_resume_skips_done_videos(capsys, files, st_args, t
     # a second run has nothing to do: no model is even loaded and the file is not rewritten
     mtime = out.stat().st_mtime_ns
     monkeypatch.setattr(cli, "_load_model", lambda args: pytest.fail("the model was loaded"))
-    code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
+    loud = [a for a in st_args if a != "-q"]  # the note is informational: -q would silence it
+    code, _, err = run(capsys, "features", files["a"], files["b"], *loud, "--out", out)
     assert code == 0 and "2 of 2 videos already in" in err and out.stat().st_mtime_ns == mtime
     monkeypatch.undo()
 
@@ -257,19 +266,20 @@ def test_features_interrupted_run_keeps_finished_videos(capsys, files, st_args, 
     out = tmp_path / "feats.safetensors"
     seen = []
 
-    def flaky_read(path):
+    def flaky_reader(path):
         seen.append(path)
         if len(seen) == 2:
             raise KeyboardInterrupt  # Ctrl-C while the second video decodes
-        return read_video(path)
+        return VideoReader(path)
 
-    monkeypatch.setattr(cli, "read_video", flaky_read)
+    monkeypatch.setattr(cli, "VideoReader", flaky_reader)
     code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
     assert code == 130 and "interrupted" in err
     assert list(_read(out)) == [str(files["a"])]
     assert [p.name for p in tmp_path.iterdir()] == ["feats.safetensors"]  # no temporary file left behind
     monkeypatch.undo()
-    code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
+    loud = [a for a in st_args if a != "-q"]  # the note is informational: -q would silence it
+    code, _, err = run(capsys, "features", files["a"], files["b"], *loud, "--out", out)
     assert code == 0 and "1 of 2 videos already in" in err
     assert sorted(_read(out)) == sorted([str(files["a"]), str(files["b"])])
 
@@ -354,6 +364,63 @@ def test_convert_scenic_checkpoint_with_size_overrides(capsys, tmp_path):
     assert (logits - fixture["logits"]).abs().max() <= 1e-5
 
 
+def test_convert_transformers_both_ways_without_a_model_name(capsys, tmp_path):
+    """An HF ViViT folder -> vivit (its config names the architecture) -> transformers again."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.VivitConfig(
+        image_size=32, num_frames=8, tubelet_size=[2, 8, 8], hidden_size=192, num_hidden_layers=1,
+        num_attention_heads=3, intermediate_size=384, num_labels=4, id2label=dict(enumerate(LABELS)),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    hf = transformers.VivitForVideoClassification(config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(0, 0.1)
+    hf.save_pretrained(tmp_path / "hf")
+    code, stdout, err = run(capsys, "convert", tmp_path / "hf", "--out", tmp_path / "ours")
+    assert code == 0, err
+    assert f"create_model('local-dir:{tmp_path / 'ours'}', pretrained=True)" in stdout
+    code, stdout, err = run(capsys, "convert", tmp_path / "ours", "--to", "transformers", "--out", tmp_path / "back")
+    assert code == 0, err
+    assert "VivitForVideoClassification.from_pretrained" in stdout
+    back = transformers.VivitForVideoClassification.from_pretrained(tmp_path / "back").eval()
+    ours = vivit.create_model(f"local-dir:{tmp_path / 'ours'}", pretrained=True)
+    video = torch.randn(1, 8, 3, 32, 32)  # HF's (B, T, C, H, W)
+    with torch.no_grad():
+        expected = hf(pixel_values=video).logits
+        assert (back(pixel_values=video).logits - expected).abs().max() <= 1e-5
+        assert (ours(video.permute(0, 2, 1, 3, 4)) - expected).abs().max() <= 1e-5
+    assert [back.config.id2label[i] for i in range(4)] == LABELS
+
+
+def test_convert_inflation_settings(capsys, tmp_path):
+    """--inflation takes a kernel or key=value settings; a bad one is a usage error."""
+    vit = {k.removeprefix("src/"): v for k, v in np.load(DATA / "init" / "m4_tubelet_gap_from_vit_gap_average_tile.npz").items()
+           if k.startswith("src/")}  # fmt: skip
+    np.savez(tmp_path / "vit.npz", **vit)  # a Google-layout ViT: width 32, 4 heads, 2 blocks, 4x4 patches
+    tiny = ["--override", "embed_dim=32", "--override", "num_heads=4", "--override", "depth=2", "--override",
+            "mlp_dim=64", "--override", "patch_size=4", "--override", "img_size=16", "--override", "num_frames=8"]  # fmt: skip
+    out = tmp_path / "m3.safetensors"
+    code, _, err = run(capsys, "convert", tmp_path / "vit.npz", "--model", "vivit_ti_fsa", "--out", out,
+                       "--inflation", "kernel=average,temporal_init=copy", *tiny)  # fmt: skip
+    assert code == 0, err
+    m3 = vivit.create_model("vivit_ti_fsa", pretrained=out)
+    blk = m3.blocks[1]
+    assert torch.equal(blk.temporal_attn.proj.weight, blk.attn.proj.weight)  # copy, not the default identity
+    assert torch.allclose(m3.patch_embed.proj.weight[:, :, 0], m3.patch_embed.proj.weight[:, :, 1])  # average
+    code, _, err = run(capsys, "convert", tmp_path / "vit.npz", "--model", "vivit_ti_fsa", "--out", out,
+                       "--inflation", "kernel", "--to", "vivit", *tiny)  # fmt: skip
+    assert code == 1
+    assert_one_error_line(err, "inflation kernel must be one of 'central', 'average', got 'kernel'")
+    code, _, err = run(capsys, "convert", tmp_path / "vit.npz", "--model", "vivit_ti_fsa", "--out", tmp_path / "hf",
+                       "--to", "transformers", *tiny)  # fmt: skip
+    assert code == 1
+    assert_one_error_line(err, "transformers' ViViT is Model 1", "not FactorizedSelfAttentionViViT")
+    code, _, err = run(capsys, "convert", tmp_path / "vit.npz", "--out", out)
+    assert code == 2
+    assert_one_error_line(err, "--model is required for", "vit.npz")
+
+
 # ---------------------------------------------------------------- errors: one line, the right status
 @pytest.mark.parametrize(
     "argv",
@@ -433,11 +500,11 @@ def test_missing_pyav(capsys, files, st_args, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"\x00" * 64)
-    with pytest.raises(VideoDecoderMissingError, match=re.escape("pip install 'vivit[video]'")):
+    with pytest.raises(VideoDecoderMissingError, match=re.escape("needs PyAV: pip install av")):
         read_video(video)
     code, out, err = run(capsys, "predict", video, *st_args)
     assert code == 1 and out == ""
-    assert_one_error_line(err, "pip install 'vivit[video]'")
+    assert_one_error_line(err, "needs PyAV: pip install av")
     assert read_video(files["a"]).shape == (20, 40, 48, 3)  # arrays still need no decoder
 
 

@@ -7,7 +7,16 @@
 
 __version__ = "0.1.0"
 
-from .data import create_transform, multiview_clip_starts, read_video, sample_frame_indices
+from .data import (
+    VideoReader,
+    VideoWarning,
+    create_transform,
+    multiview_clip_starts,
+    read_video,
+    resolve_data_config,
+    sample_frame_indices,
+)
+from .explain import attention_maps
 from .export import export_onnx
 from .factory import create_model
 from .models import (
@@ -15,6 +24,7 @@ from .models import (
     FactorizedEncoderViViT,
     FactorizedSelfAttentionViViT,
     SpatioTemporalViViT,
+    ViViT,
     list_models,
 )
 from .optimize import optimize_for_inference
@@ -26,7 +36,11 @@ __all__ = [
     "FactorizedEncoderViViT",
     "FactorizedSelfAttentionViViT",
     "SpatioTemporalViViT",
+    "ViViT",
+    "VideoReader",
+    "VideoWarning",
     "__version__",
+    "attention_maps",
     "create_model",
     "create_transform",
     "export_onnx",
@@ -36,5 +50,6 @@ __all__ = [
     "predict_views",
     "push_to_hub",
     "read_video",
+    "resolve_data_config",
     "sample_frame_indices",
 ]

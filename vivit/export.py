@@ -4,7 +4,7 @@ The graph comes from PyTorch's `torch.export`-based ONNX exporter (`torch.onnx.e
 dynamo=True)`, which needs `onnxscript`); int8 models from ONNX Runtime's dynamic quantizer
 (`onnxruntime.quantization.quantize_dynamic`) applied to that graph. Every export is run in ONNX
 Runtime on a random clip and compared with PyTorch before the file appears at its destination.
-Install the dependencies with `pip install "vivit[onnx]"`.
+Needs onnx, onnxruntime and onnxscript (the `onnx` extra).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from ._install import install_hint
 
 __all__ = ["ExportValidationError", "OnnxExport", "export_onnx"]
 
@@ -73,8 +75,8 @@ def _require_onnx() -> None:
             missing.append(module)
     if missing:
         raise ImportError(
-            f"ONNX export needs {', '.join(missing)}: pip install \"vivit[onnx]\" "
-            "(onnx, onnxruntime and onnxscript, which torch.onnx's exporter uses)"
+            f"ONNX export needs {', '.join(missing)} (onnxscript: torch.onnx's exporter; onnxruntime: the "
+            f"check of every export): {install_hint(' '.join(missing), 'onnx')}"
         )
 
 
@@ -103,7 +105,8 @@ def _clip_size(model: nn.Module, input_size: tuple[int, int, int] | None) -> tup
         )
     if not hasattr(model, "num_frames") or not hasattr(model, "img_size"):
         raise ValueError(f"expected a vivit model (with num_frames and img_size), got {type(model).__name__}")
-    own = (int(model.num_frames), *(int(s) for s in model.img_size))
+    img_size: tuple[int, int] = getattr(model, "img_size")  # noqa: B009 - nn.Module attributes are untyped
+    own = (int(getattr(model, "num_frames")), int(img_size[0]), int(img_size[1]))  # noqa: B009
     dynamic = bool(getattr(model, "dynamic_size", False))
     if input_size is None:
         if dynamic:

@@ -30,7 +30,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -188,22 +188,33 @@ def _gelu_aten_(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-_GELU = {"aten": _gelu_aten_, "sigmoid": _gelu_sigmoid_}
+_GELU: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"aten": _gelu_aten_, "sigmoid": _gelu_sigmoid_}
 
 
-def _gelu_fn(x: torch.Tensor, tune: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+def _gelu_fn(x: torch.Tensor, tune: bool) -> _Gelu:
     """The faster tanh-GELU for tensors shaped like `x` (timed on a copy of `x`)."""
     if not _tunable(x, tune):
         return _gelu_aten_
-    key = ("gelu", tuple(x.shape), x.dtype, "", torch.get_num_threads())
-    return _GELU[_choose(key, lambda: {n: (lambda f=f: f(x.clone())) for n, f in _GELU.items()}, "aten")]
+    key: _Key = ("gelu", tuple(x.shape), x.dtype, "", torch.get_num_threads())
+
+    def on_copy(f: _Gelu) -> Callable[[], Any]:
+        return lambda: f(x.clone())
+
+    return _GELU[_choose(key, lambda: {n: on_copy(f) for n, f in _GELU.items()}, "aten")]
 
 
 # ---------------------------------------------------------------- linear layers
+_Gelu = Callable[[torch.Tensor], torch.Tensor]
+_LinearKernel = tuple[Callable[[int], Any], Callable[[Any, torch.Tensor], torch.Tensor]]
+
+
 class _TunedLinear(nn.Module):
     """`nn.Linear` for inference in fp32 or bf16, optionally followed by tanh-GELU, on the kernel
     measured fastest for each input shape. Input of any float dtype `(..., in_features)`; output in
     the compute dtype `(..., out_features)`."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
 
     def __init__(self, linear: nn.Linear, dtype: torch.dtype, activation: str | None, tune: bool) -> None:
         super().__init__()
@@ -222,10 +233,10 @@ class _TunedLinear(nn.Module):
         self._packed.clear()
         return super()._apply(fn, recurse)
 
-    # kernels: (prepare(m) -> state, run(state, x) -> y); x is 2-D in the compute dtype
-    def _kernels(self) -> dict[str, tuple[Callable[[int], Any], Callable[[Any, torch.Tensor], torch.Tensor]]]:
+    # kernels: name -> (prepare(m) -> state, run(state, x) -> y); x is 2-D in the compute dtype
+    def _kernels(self) -> dict[str, _LinearKernel]:
         w, b = self.weight, self.bias
-        kernels = {"aten": (lambda m: None, lambda s, x: F.linear(x, w, b))}
+        kernels: dict[str, _LinearKernel] = {"aten": (lambda m: None, lambda s, x: F.linear(x, w, b))}
         private = _private_ops_available()
         if private["mkl"] and self.compute_dtype == torch.float32:
             kernels["mkl_packed"] = (
@@ -250,7 +261,7 @@ class _TunedLinear(nn.Module):
             self._packed[base] = self._kernels()[name][0](m)
         return self._packed[base]
 
-    def _run(self, name: str, x: torch.Tensor, gelu: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def _run(self, name: str, x: torch.Tensor, gelu: _Gelu) -> torch.Tensor:
         y = self._kernels()[name][1](self._prepared(name, x.shape[0]), x)
         if self.activation == "gelu_tanh" and not name.endswith("_gelu"):
             y = gelu(y)
@@ -263,20 +274,23 @@ class _TunedLinear(nn.Module):
             )
         lead = x.shape[:-1]
         x = x.reshape(-1, self.in_features).to(self.compute_dtype)
-        name, gelu = "aten", _gelu_aten_
+        name, gelu = "aten", cast(_Gelu, _gelu_aten_)
         if self.activation and _tunable(x, self.tune):
-            key = ("gelu", (x.shape[0], self.out_features), self.compute_dtype, "", torch.get_num_threads())
-            if key in _CHOICES and "gelu" not in _FORCED:
-                gelu = _GELU[_CHOICES[key]]
+            gelu_key: _Key = ("gelu", (x.shape[0], self.out_features), self.compute_dtype, "", torch.get_num_threads())
+            if gelu_key in _CHOICES and "gelu" not in _FORCED:
+                gelu = _GELU[_CHOICES[gelu_key]]
             else:  # time it on this layer's real output
                 gelu = _gelu_fn(F.linear(x, self.weight, self.bias), self.tune)
         macs = x.shape[0] * self.in_features * self.out_features
         if _tunable(x, self.tune) and (macs >= _MIN_TUNED_MACS or "linear" in _FORCED):
-            key = ("linear", (x.shape[0], self.in_features, self.out_features), self.compute_dtype,
-                   self.activation or "", torch.get_num_threads())  # fmt: skip
+            key: _Key = ("linear", (x.shape[0], self.in_features, self.out_features), self.compute_dtype,
+                         self.activation or "", torch.get_num_threads())  # fmt: skip
+
+            def run(n: str, x: torch.Tensor = x, gelu: _Gelu = gelu) -> Callable[[], Any]:
+                return lambda: self._run(n, x, gelu)
 
             def candidates() -> dict[str, Callable[[], Any]]:
-                return {n: (lambda n=n: self._run(n, x, gelu)) for n in self._kernels()}
+                return {n: run(n) for n in self._kernels()}
 
             name = _choose(key, candidates, "aten")
             for unused in set(self._packed) - {name.removesuffix("_gelu")}:  # keep only what this layer runs
@@ -367,7 +381,10 @@ class _Int8Linear(nn.Module):
         engine = self.engines[0]
         if self.tune and len(self.engines) > 1 and x.numel() > 0:
             key = ("linear", (x.shape[0], self.in_features, self.out_features), torch.int8, "", torch.get_num_threads())
-            engine = _choose(key, lambda: {e: (lambda e=e: self._run(e, x)) for e in self.engines}, None)
+            def run(e: str, x: torch.Tensor = x) -> Callable[[], Any]:
+                return lambda: self._run(e, x)
+
+            engine = _choose(key, lambda: {e: run(e) for e in self.engines}, None)
             for unused in set(self._packed) - {engine}:
                 del self._packed[unused]
         y = self._run(engine, x)
@@ -418,14 +435,19 @@ class _TunedSdpa:
     """
 
     tune: bool = True
+    training: bool
     attention_kernels: tuple[str, ...] = ("sdpa",)
 
     def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.training or not _tunable(q, self.tune):
             return super()._sdpa(q, k, v)  # type: ignore[misc]
         kernels = [n for n in self.attention_kernels if not (n == "sdpa_fp32" and q.dtype == torch.float32)]
-        key = ("attention", tuple(q.shape), q.dtype, "/".join(kernels), torch.get_num_threads())
-        name = _choose(key, lambda: {n: (lambda n=n: _ATTENTION[n](q, k, v)) for n in kernels}, "sdpa")
+        key: _Key = ("attention", tuple(q.shape), q.dtype, "/".join(kernels), torch.get_num_threads())
+
+        def run(n: str) -> Callable[[], Any]:
+            return lambda: _ATTENTION[n](q, k, v)
+
+        name = _choose(key, lambda: {n: run(n) for n in kernels}, "sdpa")
         return _ATTENTION[name](q, k, v)
 
 
@@ -545,7 +567,7 @@ def optimize_for_inference(
         )  # fmt: skip
     opt = copy.deepcopy(model).float().eval().requires_grad_(False)
     if hasattr(opt, "grad_checkpointing"):
-        opt.grad_checkpointing = False  # nothing to save for a backward pass
+        setattr(opt, "grad_checkpointing", False)  # noqa: B010 - nothing to save for a backward pass
     attention_kernels = {
         torch.float32: ("sdpa", "matmul"),
         torch.bfloat16: ("sdpa", "sdpa_fp32"),
@@ -557,18 +579,22 @@ def optimize_for_inference(
             return _Int8Linear(linear, activation, tune).to(device)
         return _TunedLinear(linear, dtype, activation, tune)
 
+    # setattr: the replacements are other nn.Module types than the attributes' declared ones
     for module in list(opt.modules()):
         if type(module) in _TUNED_ATTENTION:
             module.__class__ = _TUNED_ATTENTION[type(module)]
-            module.tune, module.attention_kernels = tune, attention_kernels
-            module.qkv, module.proj = convert(module.qkv, None), convert(module.proj, None)
+            setattr(module, "tune", tune)  # noqa: B010
+            setattr(module, "attention_kernels", attention_kernels)  # noqa: B010
+            for name in ("qkv", "proj"):
+                setattr(module, name, convert(getattr(module, name), None))
         elif type(module) is TubeletEmbed and dtype != torch.float32:  # fp32 keeps the conv (same numerics)
             module.__class__ = _LinearTubeletEmbed
-            module.linear = convert(_conv_as_linear(module.proj), None)
+            setattr(module, "linear", convert(_conv_as_linear(module.proj), None))  # noqa: B010
         elif type(module) is Mlp and isinstance(module.act, nn.GELU) and module.act.approximate == "tanh":
-            module.fc1, module.act = convert(module.fc1, "gelu_tanh"), nn.Identity()
-            module.fc2 = convert(module.fc2, None)
-    opt.optimized_for_inference = {"dtype": str(dtype).removeprefix("torch."), "tune": tune}
+            setattr(module, "fc1", convert(module.fc1, "gelu_tanh"))  # noqa: B010
+            setattr(module, "act", nn.Identity())  # noqa: B010
+            setattr(module, "fc2", convert(module.fc2, None))  # noqa: B010
+    setattr(opt, "optimized_for_inference", {"dtype": str(dtype).removeprefix("torch."), "tune": tune})  # noqa: B010
     if example_input is not None:
         with torch.inference_mode():
             opt(example_input)
