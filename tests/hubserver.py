@@ -16,6 +16,8 @@ recorded, so a test can assert that a call touched no network (`count` counts on
 Faults can be injected per file (GET requests only), for every request or only the first
 ``fail_times`` ones (then the file is served normally, honoring ``Range``):
 
+* ``"slow_start"``: the file is served normally after a pause of ``SLOW_START_S`` (so that
+  concurrent clients overlap);
 * ``"truncate"``: Content-Length announces the whole file, half is sent, the connection closes;
 * ``"short_length"``: Content-Length announces 64 bytes less than the body that is sent;
 * ``"slowloris"``: the body trickles at one byte every ``SLOW_INTERVAL_S``;
@@ -47,9 +49,10 @@ import pytest
 
 __all__ = ["FAULTS", "HubServer", "hub_server"]
 
-FAULTS = ("truncate", "short_length", "slowloris", "slow_headers", "gzip", "html", "html_comment", "json_error",
+FAULTS = ("slow_start", "truncate", "short_length", "slowloris", "slow_headers", "gzip", "html", "html_comment", "json_error",
           "404", "500", "503", "429")  # fmt: skip
 SLOW_INTERVAL_S = 0.05
+SLOW_START_S = 1.0
 _HTML_PAGE = b"<!DOCTYPE html><html><head><title>Error</title></head><body>Sign in</body></html>"
 _HTML_COMMENT_PAGE = b"\n\n   <!-- served by cache-7 -->\n<html><body>Access denied</body></html>"
 _JSON_ERROR = b'{"error": {"code": 403, "message": "Quota exceeded for this bucket"}}'
@@ -309,6 +312,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_entry(self, entry: _Entry, headers: dict[str, str], head: bool) -> None:
         """Send a file, honoring its fault and a ``Range: bytes=N-`` header."""
         fault = None if head else self.hub.take_fault(entry)
+        if fault == "slow_start":
+            time.sleep(SLOW_START_S)
+            fault = None
         if fault in ("404", "500", "503", "429"):
             if fault == "429":
                 headers = {**headers, "Retry-After": "0"}

@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from importlib import resources
@@ -417,18 +419,42 @@ def _sample_clip() -> Iterator[tuple[Path, str | None]]:
         yield path, label
 
 
+def _printable(text: Any) -> str:
+    """Text from a file or a checkpoint (a path, a label) for the terminal: control characters escaped.
+
+    A label such as `"\x1b[2J"` would otherwise clear the screen; it prints as `\x1b[2J`.
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` with non-finite floats as null, so that `json.dumps(..., allow_nan=False)` succeeds."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _json_line(value: Any) -> str:
+    """One line of strict JSON (RFC 8259: no NaN or Infinity, which most parsers reject)."""
+    return json.dumps(_json_safe(value), allow_nan=False)
+
+
 def _print_predictions(shown: str, result: Mapping[str, Any]) -> None:
-    header = f"{shown} ({result['model']}, {result['views'][0]}x{result['views'][1]} views)"
+    header = f"{_printable(shown)} ({result['model']}, {result['views'][0]}x{result['views'][1]} views)"
     if result.get("true_label") is not None:
-        header += f", true label: {result['true_label']}"
+        header += f", true label: {_printable(result['true_label'])}"
     print(header)
     split = None
     for item in result["predictions"]:
         if item.get("split") != split:
             split = item["split"]
-            print(f"  {split}:")
+            print(f"  {_printable(split)}:")
         indent = "    " if split else "  "
-        print(f"{indent}{item['probability'] * 100:6.2f}%  {item['label']}")
+        print(f"{indent}{item['probability'] * 100:6.2f}%  {_printable(item['label'])}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -464,7 +490,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             if label is not None:
                 result["true_label"] = label
             if args.json:
-                print(json.dumps(result), flush=True)
+                print(_json_line(result), flush=True)
             else:
                 _print_predictions(shown, result)
     return 1 if failures else 0
@@ -578,6 +604,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _error_line(err: BaseException) -> str:
     """One line for any exception: multi-line messages are joined, unexpected types are named."""
     text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    text = _printable(text)  # a message may quote a hostile file's tensor names or labels
     if not isinstance(err, _EXPECTED_ERRORS):
         text = f"{type(err).__name__}: {text} (set {DEBUG_ENV}=1 for a traceback)"
     return f"{PROG}: error: {text}"
@@ -585,6 +612,11 @@ def _error_line(err: BaseException) -> str:
 
 def _error(err: BaseException) -> None:
     print(_error_line(err), file=sys.stderr, flush=True)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """Warnings (e.g. a cache that could not be written) as one `vivit: warning: ...` line."""
+    print(f"{PROG}: warning: {_printable(message)}", file=sys.stderr, flush=True)
 
 
 def _debug() -> bool:
@@ -597,6 +629,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: Arguments without the program name (default `sys.argv[1:]`).
     """
+    shown = warnings.showwarning
+    if not _debug():
+        warnings.showwarning = _show_warning
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    logger = logging.getLogger("vivit")
+    logger.addHandler(handler)
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
@@ -616,6 +655,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _error(err)
         return 1
+    finally:
+        logger.removeHandler(handler)
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

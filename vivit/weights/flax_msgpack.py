@@ -123,9 +123,9 @@ class _Walker:
         buf: The file contents (mmap, bytes or memoryview).
     """
 
-    def __init__(self, buf: Any) -> None:
+    def __init__(self, buf: Any, end: int | None = None) -> None:
         self.buf = buf
-        self.size = len(buf)
+        self.size = len(buf) if end is None else end  # parse within buf[:end]; positions stay absolute
         self.objects = 0
 
     def _take(self, pos: int, n: int) -> int:
@@ -240,12 +240,15 @@ class _Walker:
         raise _Corrupt(f"unknown msgpack extension type {code} at offset {pos}")
 
     def _ndarray(self, start: int, end: int) -> _ArrayRef:
-        """Parse the payload ``[shape, dtype name, bytes]`` of an ndarray extension in place."""
-        inner = _Walker(memoryview(self.buf)[start:end]) if not isinstance(self.buf, memoryview) else _Walker(self.buf[start:end])
-        tag = inner.buf[0] if inner.size else -1
-        if tag != 0x93:
+        """Parse the payload ``[shape, dtype name, bytes]`` of an ndarray extension in place.
+
+        The payload lies at ``buf[start:end]``; it is parsed by a walker bounded to it, without
+        slicing (no copy, and no memoryview that would pin the memory map).
+        """
+        inner = _Walker(self.buf, end)
+        if start >= end or self.buf[start] != 0x93:
             raise _Corrupt(f"the array at offset {start} does not start with [shape, dtype, bytes]")
-        shape, pos = inner.value(1, MAX_DEPTH - 1)
+        shape, pos = inner.value(start + 1, MAX_DEPTH - 1)
         if not isinstance(shape, list) or len(shape) > _MAX_NDIM or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
         ):
@@ -253,9 +256,9 @@ class _Walker:
         dtype, pos = inner.value(pos, MAX_DEPTH)
         if not isinstance(dtype, str):
             raise _Corrupt(f"the array at offset {start} has an invalid dtype name")
-        if pos >= inner.size:
+        if pos >= end:
             raise _Corrupt(f"the array at offset {start} has no data")
-        tag, pos = inner.buf[pos], pos + 1
+        tag, pos = self.buf[pos], pos + 1
         widths = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin, or str from old writers
         if 0xA0 <= tag <= 0xBF:
             length = tag & 0x1F
@@ -263,13 +266,13 @@ class _Walker:
             length, pos = inner._uint(pos, widths[tag])
         else:
             raise _Corrupt(f"the array at offset {start} stores its bytes as msgpack type 0x{tag:02x}")
-        if pos + length != inner.size:
-            raise _Corrupt(f"the array at offset {start} has {length} data bytes in a payload of {inner.size}")
+        if pos + length != end:
+            raise _Corrupt(f"the array at offset {start} has {length} data bytes in a payload of {end - start}")
         spec = ArraySpec(tuple(shape), dtype[:32])
         storage = _STORAGE.get(spec.dtype)
         if storage is not None and length != spec.size * storage.itemsize:
             raise _Corrupt(f"an array of shape {spec.shape} and dtype {spec.dtype} holds {length} bytes")
-        return _ArrayRef(spec, ((start + pos, length),))
+        return _ArrayRef(spec, ((pos, length),))
 
 
 # ---------------------------------------------------------------- locating the parameters
@@ -511,7 +514,10 @@ class FlaxCheckpoint:
         """Release the memory map and the file."""
         buffer, self._buffer = self._buffer, b""
         if isinstance(buffer, mmap.mmap):
-            buffer.close()
+            try:
+                buffer.close()
+            except BufferError:  # an array still views it (a traceback being handled): the GC closes it
+                pass
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -545,7 +551,7 @@ def open_flax_checkpoint(source: str | os.PathLike[str] | bytes | bytearray | me
     """
     where = _describe(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return FlaxCheckpoint(memoryview(source).cast("B") if isinstance(source, memoryview) else source, where)
+        return FlaxCheckpoint(bytes(source) if isinstance(source, memoryview) else source, where)
     handle = open_regular_file(Path(source))
     try:
         if os.fstat(handle.fileno()).st_size == 0:
