@@ -354,6 +354,63 @@ def test_convert_scenic_checkpoint_with_size_overrides(capsys, tmp_path):
     assert (logits - fixture["logits"]).abs().max() <= 1e-5
 
 
+def test_convert_transformers_both_ways_without_a_model_name(capsys, tmp_path):
+    """An HF ViViT folder -> vivit (its config names the architecture) -> transformers again."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.VivitConfig(
+        image_size=32, num_frames=8, tubelet_size=[2, 8, 8], hidden_size=192, num_hidden_layers=1,
+        num_attention_heads=3, intermediate_size=384, num_labels=4, id2label=dict(enumerate(LABELS)),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    hf = transformers.VivitForVideoClassification(config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(0, 0.1)
+    hf.save_pretrained(tmp_path / "hf")
+    code, stdout, err = run(capsys, "convert", tmp_path / "hf", "--out", tmp_path / "ours")
+    assert code == 0, err
+    assert f"create_model('local-dir:{tmp_path / 'ours'}', pretrained=True)" in stdout
+    code, stdout, err = run(capsys, "convert", tmp_path / "ours", "--to", "transformers", "--out", tmp_path / "back")
+    assert code == 0, err
+    assert "VivitForVideoClassification.from_pretrained" in stdout
+    back = transformers.VivitForVideoClassification.from_pretrained(tmp_path / "back").eval()
+    ours = vivit.create_model(f"local-dir:{tmp_path / 'ours'}", pretrained=True)
+    video = torch.randn(1, 8, 3, 32, 32)  # HF's (B, T, C, H, W)
+    with torch.no_grad():
+        expected = hf(pixel_values=video).logits
+        assert (back(pixel_values=video).logits - expected).abs().max() <= 1e-5
+        assert (ours(video.permute(0, 2, 1, 3, 4)) - expected).abs().max() <= 1e-5
+    assert [back.config.id2label[i] for i in range(4)] == LABELS
+
+
+def test_convert_inflation_settings(capsys, tmp_path):
+    """--inflation takes a kernel or key=value settings; a bad one is a usage error."""
+    vit = {k.removeprefix("src/"): v for k, v in np.load(DATA / "init" / "m4_tubelet_gap_from_vit_gap_average_tile.npz").items()
+           if k.startswith("src/")}  # fmt: skip
+    np.savez(tmp_path / "vit.npz", **vit)  # a Google-layout ViT: width 32, 4 heads, 2 blocks, 4x4 patches
+    tiny = ["--override", "embed_dim=32", "--override", "num_heads=4", "--override", "depth=2", "--override",
+            "mlp_dim=64", "--override", "patch_size=4", "--override", "img_size=16", "--override", "num_frames=8"]  # fmt: skip
+    out = tmp_path / "m3.safetensors"
+    code, _, err = run(capsys, "convert", tmp_path / "vit.npz", "--model", "vivit_ti_fsa", "--out", out,
+                       "--inflation", "kernel=average,temporal_init=copy", *tiny)  # fmt: skip
+    assert code == 0, err
+    m3 = vivit.create_model("vivit_ti_fsa", pretrained=out)
+    blk = m3.blocks[1]
+    assert torch.equal(blk.temporal_attn.proj.weight, blk.attn.proj.weight)  # copy, not the default identity
+    assert torch.allclose(m3.patch_embed.proj.weight[:, :, 0], m3.patch_embed.proj.weight[:, :, 1])  # average
+    code, _, err = run(capsys, "convert", tmp_path / "vit.npz", "--model", "vivit_ti_fsa", "--out", out,
+                       "--inflation", "kernel", "--to", "vivit", *tiny)  # fmt: skip
+    assert code == 1
+    assert_one_error_line(err, "inflation kernel must be one of 'central', 'average', got 'kernel'")
+    code, _, err = run(capsys, "convert", tmp_path / "vit.npz", "--model", "vivit_ti_fsa", "--out", tmp_path / "hf",
+                       "--to", "transformers", *tiny)  # fmt: skip
+    assert code == 1
+    assert_one_error_line(err, "transformers' ViViT is Model 1", "not FactorizedSelfAttentionViViT")
+    code, _, err = run(capsys, "convert", tmp_path / "vit.npz", "--out", out)
+    assert code == 2
+    assert_one_error_line(err, "--model is required for", "vit.npz")
+
+
 # ---------------------------------------------------------------- errors: one line, the right status
 @pytest.mark.parametrize(
     "argv",

@@ -106,8 +106,9 @@ def test_reset_classifier_and_no_weight_decay():
 
 def test_layer_decay_groups():
     model = MODELS["fe"]()
-    groups = param_groups_layer_decay(model, weight_decay=0.05, layer_decay=0.5)
+    groups = param_groups_layer_decay(model, weight_decay=0.05, layer_decay=0.5, lr=1e-3)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert all(g["lr"] == 1e-3 * g["lr_scale"] for g in groups)  # torch optimizers read `lr`, not `lr_scale`
     scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
     wd = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     n = 3 + 2  # spatial + temporal blocks

@@ -59,7 +59,17 @@ def _load_init_fixture(name: str) -> dict[str, Any]:
     return dict(
         meta=meta, model=model, src=part["src"], dst_init=part["dst_init"], dst=part["dst"],
         kernel=_KERNEL_INIT.get(method, "central"), posemb=cfg["init_from"]["positional_embed_size_change"],
+        temporal_init=_scenic_temporal_init(cfg),
     )  # fmt: skip
+
+
+def _scenic_temporal_init(cfg: dict[str, Any]) -> str:
+    """Scenic's Model 3 settings -> our `temporal_init` (irrelevant for the other models)."""
+    if not cfg["init_from"].get("init_temporal_transformer", True):
+        # MHA_time keeps its init: all zero with attention_kernel_init_method='zero'
+        assert cfg["model"]["attention_config"].get("attention_kernel_init_method") == "zero"
+        return "zero"
+    return "copy"
 
 
 def _scenic_origin(model: torch.nn.Module, leaf_summary: dict[str, str]) -> dict[str, str]:
@@ -84,7 +94,7 @@ def test_all_init_fixtures_present():
 def test_matches_scenic_init_surgery(name):
     f = _load_init_fixture(name)
     model = f["model"]
-    ours = inflate_vit(f["src"], model, kernel=f["kernel"], posemb=f["posemb"])
+    ours = inflate_vit(f["src"], model, kernel=f["kernel"], posemb=f["posemb"], temporal_init=f["temporal_init"])
     scenic = from_scenic(f["dst"], model)
     fresh = from_scenic(f["dst_init"], model)
     origin = _scenic_origin(model, f["meta"]["leaf_summary"])
@@ -271,13 +281,19 @@ def test_model2_on_static_clip_is_the_image_vit_per_frame(layout, kernel):
     assert err <= FORWARD_TOL, f"{layout}/{kernel}: max abs error {err:.2e}"
 
 
-def test_model3_temporal_branch_starts_as_identity():
-    """Zero temporal attention: Model 3 is the image ViT applied per frame, for any clip."""
+@pytest.mark.parametrize("temporal_init", ["identity", "zero"])
+def test_model3_temporal_branch_starts_as_identity(temporal_init):
+    """A zero temporal output projection: Model 3 is the image ViT applied per frame, for any clip."""
     sd = _hf_vit().state_dict()
     m3 = _video_model(FactorizedSelfAttentionViViT, global_pool="avg")
-    m3.load_state_dict(inflate_vit(sd, m3), strict=True)
+    m3.load_state_dict(inflate_vit(sd, m3, temporal_init=temporal_init), strict=True)
     for blk in m3.blocks:
-        assert all(torch.count_nonzero(p) == 0 for p in blk.temporal_attn.parameters())
+        assert torch.count_nonzero(blk.temporal_attn.proj.weight) == torch.count_nonzero(blk.temporal_attn.proj.bias) == 0
+        qkv = blk.temporal_attn.qkv.weight
+        if temporal_init == "identity":  # q/k/v are the image attention's (so they can learn)
+            assert torch.equal(qkv, blk.attn.qkv.weight) and torch.equal(blk.temporal_attn.qkv.bias, blk.attn.qkv.bias)
+        else:
+            assert torch.count_nonzero(qkv) == 0
         assert torch.equal(blk.temporal_norm.weight, torch.ones(WIDTH))
     # reference without any temporal branch: Model 2's spatial encoder (no cls, mean of frame tokens)
     m2 = _video_model(FactorizedEncoderViViT, global_pool="avg")
@@ -371,7 +387,67 @@ def test_timm_variants_without_cls_slot_or_qkv_bias():
     assert torch.count_nonzero(inflate_vit(no_bias, model)["blocks.0.attn.qkv.bias"]) == 0
 
 
-# ------------------------------------------------------------------ 3. errors
+def test_model3_copy_is_scenics_default():
+    """temporal_init='copy': the whole image attention (output projection too) in both attentions."""
+    m3 = _video_model(FactorizedSelfAttentionViViT, global_pool="avg")
+    m3.load_state_dict(inflate_vit(_hf_vit().state_dict(), m3, temporal_init="copy"), strict=True)
+    for blk in m3.blocks:
+        for (name, p), q in zip(blk.temporal_attn.named_parameters(), blk.attn.parameters(), strict=True):
+            assert torch.equal(p, q) and torch.count_nonzero(p) > 0, name
+
+
+# ------------------------------------------------------------------ 3. inflated models train
+_POOL = {SpatioTemporalViViT: "token", FactorizedEncoderViViT: "token"}
+
+
+def _train(model: torch.nn.Module, steps: int) -> dict[str, torch.Tensor]:
+    """A few Adam steps on random clips and labels; returns the parameters from before."""
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # Adam without weight decay: a weight moves if and only if it received a non-zero gradient
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        clip = torch.rand(4, 3, FRAMES, IMG, IMG, generator=g) * 2 - 1
+        loss = torch.nn.functional.cross_entropy(model(clip), torch.randint(5, (4,), generator=g))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return before
+
+
+@pytest.mark.parametrize("kernel", ["central", "average"])
+@pytest.mark.parametrize(
+    "cls", [SpatioTemporalViViT, FactorizedEncoderViViT, FactorizedSelfAttentionViViT, FactorizedDotProductViViT]
+)
+def test_every_parameter_of_an_inflated_model_moves(cls, kernel, one_thread):
+    """No parameter is stuck at a saddle: after a few steps every tensor has changed.
+
+    The head starts at zero, so step 1 moves only the head; Model 3's zero temporal output projection
+    moves at step 2 and the temporal q/k/v behind it at step 3. Four steps cover that chain.
+    """
+    model = _video_model(cls, global_pool=_POOL.get(cls, "avg"))
+    model.load_state_dict(inflate_vit(_hf_vit().state_dict(), model, kernel=kernel), strict=True)
+    before = _train(model, steps=4)
+    stuck = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
+    assert stuck == []
+
+
+def test_model3_zero_temporal_init_cannot_learn(one_thread):
+    """The paper's literal all-zero temporal attention is a saddle: v = 0, so no gradient reaches
+    the q/k/v or output weights (nor the LayerNorm before them), ever; only the output bias moves.
+    This is why it is not the default."""
+    model = _video_model(FactorizedSelfAttentionViViT, global_pool="avg")
+    model.load_state_dict(inflate_vit(_hf_vit().state_dict(), model, temporal_init="zero"), strict=True)
+    before = _train(model, steps=6)
+    stuck = sorted(n for n, p in model.named_parameters() if torch.equal(p, before[n]))
+    leaves = ("temporal_attn.proj.weight", "temporal_attn.qkv.bias", "temporal_attn.qkv.weight",
+              "temporal_norm.bias", "temporal_norm.weight")  # fmt: skip
+    expected = [f"blocks.{i}.{leaf}" for i in range(DEPTH) for leaf in leaves]
+    assert stuck == sorted(expected)
+
+
+# ------------------------------------------------------------------ 4. errors
 def test_width_mismatch():
     model = _video_model(SpatioTemporalViViT, embed_dim=48, num_heads=4, global_pool="token")
     with pytest.raises(ValueError, match=r"width: ViT embed_dim 32, model embed_dim 48"):

@@ -17,6 +17,7 @@ import vivit
 from vivit.models.pos_embed import resample_pos_embed
 from vivit.models.registry import _REGISTRY, register_model
 from vivit.models.vivit import MODEL_CLASSES
+from vivit.weights import inflate_vit
 from vivit.weights.hub import WeightsDownloadError
 
 CHECKPOINTS = DATA / "checkpoints"
@@ -175,19 +176,72 @@ def test_save_pretrained_round_trip_local_and_hub(hub_server, tmp_path):
         vivit.create_model("vivit_ti_st", pretrained=tmp_path / "mine")
 
 
-def test_push_to_hub_uploads_what_save_pretrained_writes(monkeypatch, tmp_path):
+def test_push_to_hub_then_load_by_repo_name_alone(hub_server, monkeypatch):
+    """timm's Hub layout: config.json names the architecture, so 'hf-hub:org/repo' needs no model name;
+    the model card says what the model is and how to load it."""
     import huggingface_hub
 
-    uploaded = {}
+    uploaded: dict[str, bytes] = {}
 
     def fake_upload_folder(self, *, repo_id, folder_path, commit_message):
-        uploaded.update({p.name: p.read_bytes() for p in Path(folder_path).iterdir()}, repo=repo_id)
+        uploaded.update({p.name: p.read_bytes() for p in Path(folder_path).iterdir()})
+        for name, data in uploaded.items():
+            hub_server.add_repo_file(repo_id, name, data, lfs=name.endswith(".safetensors"))
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, *a, **k: None)
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", fake_upload_folder)
-    model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=4, patch_size=8, num_classes=3)
+    torch.manual_seed(0)
+    model = vivit.create_model("vivit_ti_fsa", img_size=32, num_frames=4, patch_size=8, depth=2, num_classes=3)
+    model.pretrained_cfg.update(label_names=("cat", "dog", "bird"), license="Apache-2.0", dataset="pets")
+    assert model.pretrained_cfg["architecture"] == "vivit_ti_fsa"  # remembered from create_model
     vivit.push_to_hub(model, "me/tiny")
-    assert uploaded["repo"] == "me/tiny" and set(uploaded) == {"repo", "model.safetensors", "config.json"}
+    assert set(uploaded) == {"model.safetensors", "config.json", "README.md"}
+
+    config = json.loads(uploaded["config.json"])
+    assert config["architecture"] == "vivit_ti_fsa" and config["num_classes"] == 3 and config["num_features"] == 192
+    assert config["label_names"] == ["cat", "dog", "bird"] and config["model_args"]["depth"] == 2
+    assert config["pretrained_cfg"]["dataset"] == "pets"
+    card = uploaded["README.md"].decode()
+    params = f"({sum(p.numel() for p in model.parameters()):,})"
+    for text in ("license: apache-2.0", "FactorizedSelfAttentionViViT", "`vivit_ti_fsa`", params,
+                 "(B, 3, 4, 32, 32)", "tubelet 2x8x8", "3 logits: cat, dog, bird", "pets",
+                 'vivit.create_model("hf-hub:me/tiny", pretrained=True)'):  # fmt: skip
+        assert text in card, text
+
+    loaded = vivit.create_model("hf-hub:me/tiny", pretrained=True)
+    video = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(video), model.eval()(video))
+    assert type(loaded) is type(model) and loaded.pretrained_cfg["label_names"] == ["cat", "dog", "bird"]
+    fresh = vivit.create_model("hf-hub:me/tiny")  # timm: without pretrained=True, the architecture only
+    assert fresh.model_args == model.model_args and fresh.pretrained_cfg["architecture"] == "vivit_ti_fsa"
+    assert not torch.equal(fresh.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
+
+
+def test_local_dir_and_the_version_1_config(tmp_path):
+    torch.manual_seed(0)
+    model = vivit.create_model("vivit_s_fe", img_size=32, num_frames=4, patch_size=8, depth=1, temporal_depth=1)
+    model.save_pretrained(tmp_path / "new")
+    video = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        expected = model.eval()(video)
+        for spec in (tmp_path / "new", tmp_path / "new" / "model.safetensors"):
+            loaded = vivit.create_model(f"local-dir:{spec}", pretrained=True)
+            assert torch.equal(loaded(video), expected) and loaded.pretrained_cfg["architecture"] == "vivit_s_fe"
+        # vivit 0.1's config.json: class name and arguments, no architecture
+        old = tmp_path / "old"
+        old.mkdir()
+        (old / "model.safetensors").write_bytes((tmp_path / "new" / "model.safetensors").read_bytes())
+        config = json.loads((tmp_path / "new" / "config.json").read_text())
+        v1 = {k: config[k] for k in ("model_class", "model_args", "pretrained_cfg")} | {"format": "vivit", "format_version": "1"}
+        (old / "config.json").write_text(json.dumps(v1))
+        save_file(model.state_dict(), str(old / "model.safetensors"), metadata={"config": json.dumps(v1)})
+        for loaded in (vivit.create_model(f"local-dir:{old}", pretrained=True), vivit.create_model("vivit_s_fe", pretrained=old)):
+            assert torch.equal(loaded(video), expected)
+    (tmp_path / "bare").mkdir()
+    save_file(model.state_dict(), str(tmp_path / "bare" / "model.safetensors"))
+    with pytest.raises(ValueError, match="does not say which model it holds"):
+        vivit.create_model(f"local-dir:{tmp_path / 'bare'}", pretrained=True)
 
 
 def test_overrides_fresh_head_and_resampled_positions(tmp_path):
@@ -206,8 +260,13 @@ def test_overrides_fresh_head_and_resampled_positions(tmp_path):
 
 def test_refuses_pickle_and_corrupt_files(tmp_path):
     (tmp_path / "model.pth").write_bytes(b"\x80\x04not really")
-    with pytest.raises(ValueError, match="pickled checkpoints .* are refused"):
+    with pytest.raises(ValueError, match=r"pickled checkpoints .* are refused.*save_for_hf\(model, dir, "
+                       r"safe_serialization=True\).*save_pretrained\(dir, safe_serialization=True\)"):  # fmt: skip
         vivit.create_model("vivit_ti_st", pretrained=tmp_path / "model.pth")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
+    with pytest.raises(FileNotFoundError, match=r"has no model.safetensors.*pytorch_model.bin, pickled weights.*safe_serialization"):
+        vivit.create_model("vivit_ti_st", pretrained=tmp_path / "hf")
     model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=4, patch_size=8)
     model.save_pretrained(tmp_path)
     data = (tmp_path / "model.safetensors").read_bytes()
@@ -271,8 +330,10 @@ def test_in21k_entry_inflates_timm_weights(hub_server, tmp_path):
     assert model.head.out_features == 10 and model.head.weight.abs().sum() == 0
     average = vivit.create_model("vivit_ti_st_in21k", pretrained=True, num_frames=4, inflation="average")
     assert torch.allclose(average.patch_embed.proj.weight[:, :, 0], vit["patch_embed.proj.weight"] / 2)
-    with pytest.raises(ValueError, match="inflation must be 'central' or 'average'"):
+    with pytest.raises(ValueError, match="inflation kernel must be one of 'central', 'average', got 'mean'"):
         vivit.create_model("vivit_ti_st_in21k", pretrained=True, inflation="mean")
+    with pytest.raises(ValueError, match="unknown inflation setting 'temporal'; known: kernel, posemb, temporal_init"):
+        vivit.create_model("vivit_ti_st_in21k", pretrained=True, inflation={"temporal": "copy"})
 
 
 @pytest.mark.parametrize("fixture", FORWARD_NAMES)
@@ -295,3 +356,44 @@ def test_bundled_demo_loads_offline_and_classifies_its_sample(monkeypatch, tmp_p
     logits = vivit.predict_views(model, sample["frames"])
     assert model.pretrained_cfg["label_names"][logits.argmax()] == str(sample["label"])
     assert _cache_files(tmp_path) == []  # nothing downloaded or converted
+
+
+INIT = DATA / "init"
+
+
+@pytest.mark.parametrize("layout", ["vision_transformer", "big_vision"])
+@pytest.mark.parametrize("fixture", sorted(p.stem for p in INIT.glob("*.json")))
+def test_google_npz_vit_everywhere_a_vit_is(entries, tmp_path, fixture, layout):
+    """A Google .npz ViT through create_model(pretrained=...) equals inflate_vit(dict(np.load(...)))."""
+    meta = json.loads((INIT / f"{fixture}.json").read_text())
+    arrays = np.load(INIT / f"{fixture}.npz")
+    vit = {k.removeprefix("src/"): arrays[k] for k in arrays.files if k.startswith("src/")}
+    if layout == "big_vision":  # params/ and optimizer state in one archive
+        vit = {f"params/{k}": v for k, v in vit.items()} | {"opt/mu/embedding/kernel": np.zeros(3, np.float32)}
+    else:  # the paper's release: a classifier head, which inflation drops
+        vit = vit | {"head/kernel": np.zeros((32, 7), np.float32), "head/bias": np.zeros(7, np.float32)}
+    np.savez(tmp_path / "vit.npz", **vit)
+    variant, args = model_args_from_config(meta["target_config"])
+    name = entries(f"test_npz_{fixture}", variant, args, [])
+    settings = {"kernel": "average" if "average" in fixture else "central",
+                "temporal_init": "copy", "posemb": meta["target_config"]["init_from"]["positional_embed_size_change"]}  # fmt: skip
+    torch.manual_seed(0)
+    loaded = vivit.create_model(name, pretrained=tmp_path / "vit.npz", inflation=settings)
+    torch.manual_seed(0)  # the same fresh init for what the ViT does not provide (Model 2's temporal encoder)
+    fresh = vivit.create_model(name)
+    expected = inflate_vit({k.removeprefix("params/"): v for k, v in np.load(tmp_path / "vit.npz").items()
+                            if not k.startswith("opt/")}, fresh, **settings)  # fmt: skip
+    got = loaded.state_dict()
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+
+
+def test_npz_that_is_not_a_vit_or_pickled(tmp_path):
+    np.savez(tmp_path / "objects.npz", a=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(ValueError, match="holds pickled Python objects, which are never loaded"):
+        vivit.create_model("vivit_ti_st", pretrained=tmp_path / "objects.npz")
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match=r"broken.npz is not (an|a readable) .npz archive"):
+        vivit.create_model("vivit_ti_st", pretrained=tmp_path / "broken.npz")
+    np.savez(tmp_path / "other.npz", weights=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="unrecognized image ViT key layout"):
+        vivit.create_model("vivit_ti_st", pretrained=tmp_path / "other.npz")

@@ -7,13 +7,15 @@
 
 __version__ = "0.1.0"
 
-from .data import create_transform, multiview_clip_starts, read_video, sample_frame_indices
+from .data import create_transform, multiview_clip_starts, read_video, resolve_data_config, sample_frame_indices
+from .explain import attention_maps
 from .factory import create_model
 from .models import (
     FactorizedDotProductViViT,
     FactorizedEncoderViViT,
     FactorizedSelfAttentionViViT,
     SpatioTemporalViViT,
+    ViViT,
     list_models,
 )
 from .predict import predict_views
@@ -24,7 +26,9 @@ __all__ = [
     "FactorizedEncoderViViT",
     "FactorizedSelfAttentionViViT",
     "SpatioTemporalViViT",
+    "ViViT",
     "__version__",
+    "attention_maps",
     "create_model",
     "create_transform",
     "list_models",
@@ -32,5 +36,6 @@ __all__ = [
     "predict_views",
     "push_to_hub",
     "read_video",
+    "resolve_data_config",
     "sample_frame_indices",
 ]

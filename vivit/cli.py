@@ -4,7 +4,9 @@
     vivit info NAME                              size, compute, input and preprocessing, weights
     vivit predict [VIDEO ...] [--model NAME]     classify videos (no VIDEO: the bundled sample clip)
     vivit features VIDEO ... --model NAME --out FILE.safetensors   pooled or per-frame features
-    vivit convert SRC --model NAME --out FILE.safetensors           any supported checkpoint -> ours
+    vivit convert SRC [--model NAME] --out FILE.safetensors|DIR [--to vivit|transformers]
+                                                 any supported checkpoint -> ours (or transformers')
+    vivit explain [VIDEO] [--model NAME] --out FILE.{png,gif,mp4}   where the model looks (relevance map)
 
 Every failure prints one line, `vivit: error: ...`, to stderr and exits with status 2 (the command
 line was wrong: unknown model, bad option) or 1 (anything else: missing or undecodable file, no
@@ -36,6 +38,7 @@ from .factory import create_model
 from .features import feature_fn, video_features
 from .predict import model_data_config, predict_views, top_predictions
 from .models.registry import ModelEntry, get_entry, list_models
+from .models.vivit import ViViT
 from .data.transforms import resolve_data_config
 from .data.video import read_video
 from .weights.hub import WeightsDownloadError, atomic_write, scenic_base_url
@@ -110,11 +113,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_model_options(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+def _inflation(text: str) -> str | dict[str, str]:
+    """Parse `--inflation`: a kernel name, or `key=value` pairs separated by commas."""
+    if "=" not in text:
+        return text
+    pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+    if any(not sep or not key.strip() for key, sep, _ in pairs):
+        raise argparse.ArgumentTypeError(f"expected KERNEL or KEY=VALUE,... (e.g. kernel=average,temporal_init=copy), got {text!r}")
+    return {key.strip(): value.strip() for key, _, value in pairs}
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _add_model_options(parser: argparse.ArgumentParser, *, default: str | None, required: bool = True) -> None:
     """--model / --weights / --override, shared by predict, features and convert."""
     parser.add_argument(
-        "--model", "-m", default=default, required=default is None, metavar="NAME",
-        help="registered model name (see 'vivit list')" + (f"; default {default}" if default else ""),
+        "--model", "-m", default=default, required=default is None and required, metavar="NAME",
+        help="registered model name (see 'vivit list')" + (f"; default {default}" if default else "")
+        + ("" if required else "; may be left out when SRC's config names it (vivit or transformers)"),
     )  # fmt: skip
     parser.add_argument(
         "--override", action="append", default=[], type=_override, metavar="KEY=VALUE",
@@ -184,19 +208,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_features)
 
     p = commands.add_parser(
-        "convert", help="convert a checkpoint to vivit's safetensors format",
-        description="Load a Scenic (Flax msgpack), transformers ViViT, 2D ViT (inflated) or vivit checkpoint "
-        "into a registered architecture and save it in vivit's format.",
+        "convert", help="convert a checkpoint to vivit's (or transformers') format",
+        description="Load a Scenic (Flax msgpack), transformers ViViT, 2D ViT (safetensors or Google .npz, "
+        "inflated) or vivit checkpoint into a registered architecture and save it in vivit's format, or "
+        "with --to transformers as a transformers ViViT folder (Model 1 only).",
     )  # fmt: skip
     p.add_argument("src", metavar="SRC", help="checkpoint file, save_pretrained directory or hf-hub:org/repo")
-    _add_model_options(p, default=None)
-    p.add_argument("--out", "-o", required=True, metavar="FILE.safetensors",
+    _add_model_options(p, default=None, required=False)
+    p.add_argument("--out", "-o", required=True, metavar="FILE.safetensors|DIR",
                    help="a .safetensors file, or a directory (model.safetensors + config.json)")  # fmt: skip
+    p.add_argument("--to", choices=("vivit", "transformers"), default="vivit",
+                   help="output format (default vivit); transformers writes a VivitForVideoClassification folder")  # fmt: skip
     p.add_argument(
-        "--inflation", choices=("central", "average"),
-        help="tubelet kernel from a 2D ViT (default: the entry's, else central)",
+        "--inflation", type=_inflation, metavar="KERNEL|KEY=VALUE,...",
+        help="how a 2D ViT is inflated: a tubelet kernel (central, average) or settings such as "
+        "kernel=average,temporal_init=copy (temporal_init: identity, copy, zero; posemb: resize_tile, tile); "
+        "default: the entry's, else central and identity",
     )  # fmt: skip
     p.set_defaults(run=_cmd_convert)
+
+    p = commands.add_parser(
+        "explain", help="draw where the model looks on a video",
+        description="Draw the model's relevance map (attention rollout, or one block's attention) over the "
+        "centre clip of a video as the model sees it: a contact sheet of frames (.png) or an animation "
+        f"(.gif, .mp4), with a colour bar and the top predictions. Without VIDEO, explains the sample clip "
+        f"bundled with the package using {DEMO_MODEL}. Needs matplotlib: pip install 'vivit[plot]'.",
+    )  # fmt: skip
+    p.add_argument("video", nargs="?", metavar="VIDEO", help="video file (needs PyAV) or uint8 .npy/.npz frame array")
+    _add_model_options(p, default=DEMO_MODEL)
+    _add_weights_option(p)
+    p.add_argument("--out", "-o", required=True, metavar="FILE", help="picture to write: .png (contact sheet), .gif or .mp4")
+    p.add_argument(
+        "--block", type=int, metavar="N",
+        help="show block N's own attention instead of the rollout (0-based, negative from the end; "
+        "Model 2 counts its spatial blocks, then its temporal blocks)",
+    )  # fmt: skip
+    p.add_argument("--head", type=int, metavar="H", help="with --block: only head H of that block")
+    p.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="predictions in the title (default 3)")
+    p.add_argument("--fps", type=_positive_float, default=4.0, metavar="FPS", help="animation speed (default 4)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(run=_cmd_explain)
     return parser
 
 
@@ -232,7 +283,7 @@ def _constructor_keywords(cls: type) -> set[str]:
     return names - {"self"}
 
 
-def _create(name: str, pretrained: bool | str, overrides: Mapping[str, Any]) -> nn.Module:
+def _create(name: str, pretrained: bool | str, overrides: Mapping[str, Any]) -> ViViT:
     """`create_model`, with a misspelled --override reported as a usage error before any loading."""
     entry = _entry(name)
     # `inflation` configures how weights load, so it only means something with weights
@@ -246,7 +297,7 @@ def _create(name: str, pretrained: bool | str, overrides: Mapping[str, Any]) -> 
     return create_model(name, pretrained=pretrained, **overrides)
 
 
-def _load_model(args: argparse.Namespace) -> nn.Module:
+def _load_model(args: argparse.Namespace) -> ViViT:
     """The model named by --model with --weights (or the entry's own), on --device, in eval mode."""
     entry = _entry(args.model)
     device = _device(args.device)  # a bad --device is reported before any download
@@ -336,7 +387,7 @@ def _describe_metrics(metrics: Mapping[str, Any]) -> str:
     return ", ".join(parts) + (f" ({views} views)" if views else "")
 
 
-def _info_lines(name: str, model: nn.Module, entry: ModelEntry) -> Iterator[tuple[str, str]]:
+def _info_lines(name: str, model: ViViT, entry: ModelEntry) -> Iterator[tuple[str, str]]:
     """(field, text) pairs describing a model built on the meta device."""
     a = model.model_args
     cls = type(model).__name__
@@ -461,7 +512,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     _entry(args.model)  # an unknown name is reported before any file is touched
     with ExitStack() as stack:
         if args.videos:
-            inputs = [(Path(v), v, None) for v in args.videos]
+            inputs: list[tuple[Path, str, str | None]] = [(Path(v), v, None) for v in args.videos]
             for video in args.videos:
                 _require_file(video, "video")
         else:
@@ -578,25 +629,78 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- convert
+def _described_name(src: str) -> str:
+    """`--model` left out: SRC must name its own architecture (create_model's 'hf-hub:' / 'local-dir:')."""
+    if src.startswith("hf-hub:"):
+        return src
+    path = Path(src).expanduser()
+    if path.is_dir() or path.suffix == ".safetensors":
+        return f"local-dir:{path}"
+    raise UsageError(f"--model is required for {src}: only vivit and transformers checkpoints name their architecture")
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
+    from .weights.hf_transformers import to_transformers
     from .weights.loading import save_pretrained, save_safetensors
 
-    entry = _entry(args.model)
     _require_file(args.src, "checkpoint")
     overrides = dict(args.override)
     if args.inflation is not None:
         overrides["inflation"] = args.inflation
-    model = _create(entry.name, args.src, overrides)
+    if args.model is not None:
+        model = _create(_entry(args.model).name, args.src, overrides)
+    else:
+        model = create_model(_described_name(args.src), pretrained=True, **overrides)
     out = Path(args.out).expanduser()
-    if out.suffix == ".safetensors":
+    name = model.pretrained_cfg.get("architecture", args.model)
+    if args.to == "transformers":
+        if out.suffix == ".safetensors":
+            raise UsageError("--to transformers writes a folder (model.safetensors, config.json, preprocessor_config.json): give --out a directory")
+        to_transformers(model, out)
+        load = f"transformers.VivitForVideoClassification.from_pretrained({str(out)!r})"
+    elif out.suffix == ".safetensors":
         # One self-describing file: the config travels in the safetensors metadata.
         source = args.src if args.src.startswith("hf-hub:") else Path(args.src).name
         save_safetensors(model, out, converted_from=source, converter=f"vivit convert {__version__}")
+        load = f"vivit.create_model({name!r}, pretrained={str(out)!r})"
     else:
         save_pretrained(model, out)
+        load = f"vivit.create_model({'local-dir:' + str(out)!r}, pretrained=True)"
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {out}: {type(model).__name__}, {params / 1e6:.1f}M parameters")
-    print(f"load it with vivit.create_model({entry.name!r}, pretrained={str(out)!r})")
+    print(f"load it with {load}")
+    return 0
+
+
+# ---------------------------------------------------------------- explain
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import check_block_head, explain_video
+    from .render import require_writer
+
+    _entry(args.model)
+    if args.head is not None and args.block is None:
+        raise UsageError("--head selects one head of one block: give --block too")
+    try:
+        require_writer(args.out)  # a wrong suffix or a missing extra is reported before any work
+    except ValueError as err:
+        raise UsageError(f"--out: {err}") from None
+    with ExitStack() as stack:
+        if args.video:
+            _require_file(args.video, "video")
+            path, label = Path(args.video), None
+        else:
+            path, label = stack.enter_context(_sample_clip())
+        model = _load_model(args)
+        try:
+            check_block_head(model, args.block, args.head)
+        except ValueError as err:
+            raise UsageError(f"--block/--head: {err}") from None
+        result = explain_video(
+            model, path, args.out, pretrained_cfg=_data_cfg(model), block=args.block, head=args.head,
+            top_k=args.top_k, true_label=label, fps=args.fps, name=args.model,
+        )  # fmt: skip
+    top = result["predictions"][0]
+    print(f"wrote {args.out} ({result['frames']} frames): {top['label']} {top['probability'] * 100:.1f}%")
     return 0
 
 

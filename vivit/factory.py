@@ -9,28 +9,47 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from torch import nn
-
 from .models.registry import get_entry
-from .weights.loading import load_pretrained_model
+from .models.vivit import ViViT
+from .weights.loading import load_described_model, load_pretrained_model
 
 __all__ = ["create_model"]
 
 
-def create_model(name: str, pretrained: bool | str | os.PathLike = False, **overrides: Any) -> nn.Module:
+def create_model(name: str, pretrained: bool | str | os.PathLike = False, **overrides: Any) -> ViViT:
     """Build a registered model, optionally with weights.
 
     Args:
-        name: a name from `list_models()`.
-        pretrained: False (random init), True (the entry's released weights), or a path to a
-            `.safetensors` file / a directory written by `save_pretrained` / `'hf-hub:org/repo'`.
+        name: a name from `list_models()`; or, as in timm, `'hf-hub:org/repo[@revision]'` /
+            `'local-dir:/path'`: a checkpoint whose config names its architecture (vivit's own
+            `config.json` written by `save_pretrained` / `push_to_hub`, or a transformers ViViT).
+        pretrained: False (fresh init), True (the entry's released weights; for `hf-hub:` /
+            `local-dir:` names, the checkpoint's), or a checkpoint: a `.safetensors` file (vivit,
+            timm/transformers ViT, transformers ViViT), a directory written by `save_pretrained` (vivit's
+            or transformers'), a Scenic (Flax msgpack) checkpoint, a Google `.npz` ViT, or
+            `'hf-hub:org/repo'`. Pickled files (`.pt`, `.bin`, ...) are refused.
         **overrides: any constructor argument (e.g. `num_classes=10`, `num_frames=16`). With
-            weights, `num_classes` gives a fresh head and size overrides resample position tables.
+            weights, `num_classes` gives a fresh (zero) head and size overrides resample position
+            tables. `inflation=` configures inflating a 2D ViT: a tubelet kernel name (`'central'`,
+            `'average'`) or a dict with `kernel`, `posemb`, `temporal_init` (Model 3: `'identity'`
+            (default), `'copy'`, `'zero'`), see `vivit.weights.inflate_vit`.
+
+    Returns:
+        The model (a `vivit.ViViT`), in eval mode when weights were loaded. `model.pretrained_cfg`
+        records its preprocessing, labels, source and `architecture` (the registered name).
+
+    Raises:
+        ValueError: an unknown name, arguments or settings, or a checkpoint that does not fit.
+        FileNotFoundError: a checkpoint path that does not exist.
+        vivit.weights.WeightsDownloadError: weights that could not be downloaded.
     """
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return load_described_model(name, bool(pretrained), overrides)
     entry = get_entry(name)
     if pretrained is False or pretrained is None:
+        if "inflation" in overrides:
+            raise ValueError("inflation= configures loading a 2D ViT: pass it together with pretrained=")
         model = entry.model_cls(**{**entry.model_args, **overrides})
-        if entry.pretrained_cfg is not None:
-            model.pretrained_cfg = dict(entry.pretrained_cfg)
+        model.pretrained_cfg = {**(entry.pretrained_cfg or {}), "architecture": entry.name}
         return model
     return load_pretrained_model(entry, pretrained, overrides)

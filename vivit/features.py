@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from .models.vivit import FactorizedEncoderViViT, ViViT
 from .predict import iter_views
 
 __all__ = ["FeatureFn", "feature_fn", "video_features"]
@@ -17,11 +17,11 @@ __all__ = ["FeatureFn", "feature_fn", "video_features"]
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def feature_fn(model: nn.Module, per_frame: bool) -> FeatureFn:
+def feature_fn(model: ViViT, per_frame: bool) -> FeatureFn:
     """(B, C, T, H, W) -> (B, D) pooled pre-logits features, or (B, nt, D) per temporal token."""
     if not per_frame:
         return lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
-    if hasattr(model, "forward_frame_features"):  # Model 2: its spatial encoder's per-frame output
+    if isinstance(model, FactorizedEncoderViViT):  # Model 2: its spatial encoder's per-frame output
         return model.forward_frame_features
 
     def frames(x: torch.Tensor) -> torch.Tensor:

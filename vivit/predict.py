@@ -14,6 +14,7 @@ from torch import nn
 from .data.sampling import multiview_clip_starts, sample_frame_indices
 from .data.transforms import (
     _as_tensor,
+    _model_size_cfg,
     _normalize,
     _validate_frames,
     center_crop,
@@ -171,8 +172,9 @@ def predict_views(
             a batch of videos, call once per video (their lengths and views differ).
         clips: Temporal clips (default: `test_views[0]` of the cfg; 4 for the released models).
         crops: Spatial crops per clip, 1 (centre) or 3 (default: `test_views[1]`).
-        pretrained_cfg: Preprocessing cfg; default `model.pretrained_cfg`, falling back to
-            `vivit.data.transforms.DEFAULT_DATA_CFG` for missing keys or a model without one.
+        pretrained_cfg: Preprocessing cfg; default `resolve_data_config(model=model)`: the
+            model's `pretrained_cfg`, completed from its own `num_frames` / `img_size` when it has
+            no `input_size`, then `vivit.data.transforms.DEFAULT_DATA_CFG` for missing keys.
         batch_size: Views per forward pass.
         progress: Print a view counter to stderr.
 
@@ -185,8 +187,10 @@ def predict_views(
         or batch_size < 1
     ):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    cfg = resolve_data_config(
-        pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", None)
+    cfg = (
+        resolve_data_config(pretrained_cfg)
+        if pretrained_cfg is not None
+        else resolve_data_config(model=model)  # the model's own frames and size when its cfg has none
     )
     clips = cfg["test_views"][0] if clips is None else clips
     crops = cfg["test_views"][1] if crops is None else crops
@@ -245,13 +249,8 @@ def model_data_config(model: nn.Module) -> tuple[dict[str, Any], bool]:
         `(cfg, defaulted)`: a new cfg dict, and whether the input size had to come from the model.
     """
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    if "input_size" in cfg or not hasattr(model, "img_size"):
-        return cfg, False
-    height, width = model.img_size
-    cfg["input_size"] = (model.in_chans, model.num_frames, height, width)
-    cfg.setdefault("crop_size", (height, width))
-    cfg.setdefault("resize_size", round(min(height, width) * 256 / 224))
-    return cfg, True
+    completed = _model_size_cfg(model, cfg)  # the same completion as resolve_data_config(model=...)
+    return completed, "input_size" not in cfg and "input_size" in completed
 
 
 def top_predictions(logits: torch.Tensor, cfg: Mapping[str, Any], k: int) -> list[dict[str, Any]]:

@@ -77,18 +77,37 @@ def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int
         pair = (int(value), int(value))
     else:
         try:
-            pair = tuple(int(v) for v in value)  # type: ignore[union-attr]
+            values = tuple(int(v) for v in value)
         except TypeError:
             raise ValueError(f"{name} must be an int or an (H, W) pair, got {value!r}") from None
-        if len(pair) != 2:
+        if len(values) != 2:
             raise ValueError(f"{name} must be an int or an (H, W) pair, got {value!r}")
+        pair = (values[0], values[1])
     if min(pair) < 1:
         raise ValueError(f"{name} must be positive, got {value!r}")
-    return pair  # type: ignore[return-value]
+    return pair
+
+
+def _model_size_cfg(model: Any, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """`cfg` completed from the model itself where it says nothing about the input size.
+
+    A cfg without `input_size` would fall back to 32 frames of 224x224, which a model built for
+    another size rejects: the model's own frames and size are the only sensible default. Crop =
+    the model's size; the short side keeps Kinetics' 256:224 ratio to the crop.
+    """
+    out = dict(cfg)
+    if "input_size" not in out and hasattr(model, "img_size") and hasattr(model, "num_frames"):
+        height, width = model.img_size
+        out["input_size"] = (model.in_chans, model.num_frames, height, width)
+        out.setdefault("crop_size", (height, width))
+    if "resize_size" not in out and "input_size" in out:
+        crop = out.get("crop_size", tuple(out["input_size"][-2:]))
+        out["resize_size"] = round(min(_pair(crop, "crop_size")) * 256 / 224)
+    return out
 
 
 def resolve_data_config(
-    pretrained_cfg: Mapping[str, Any] | None = None, **overrides: Any
+    pretrained_cfg: Mapping[str, Any] | None = None, *, model: Any = None, **overrides: Any
 ) -> dict[str, Any]:
     """Merges a model's `pretrained_cfg` with the defaults and explicit overrides.
 
@@ -96,13 +115,26 @@ def resolve_data_config(
     `crop_size` is given by neither the cfg nor the overrides, it is taken from `input_size`
     (so an SSv2 entry with `input_size=(3, 32, 256, 256)` crops 256 without saying so twice).
 
+    With `model=` (timm's form, `resolve_data_config(model=model)` or
+    `resolve_data_config({}, model=model)`): the cfg is `model.pretrained_cfg` with `pretrained_cfg`
+    as overrides on top, completed from the model's own `num_frames` / `img_size` where it has no
+    `input_size` (crop = the model's size, short side scaled 256:224), and only the preprocessing
+    keys (those of `DEFAULT_DATA_CFG`) are returned, so that
+    `create_transform(**resolve_data_config(model=model))` works.
+
     Args:
-        pretrained_cfg: The model's `pretrained_cfg` dict (or `None` for the defaults).
+        pretrained_cfg: The model's `pretrained_cfg` dict (or `None` for the defaults); with
+            `model=`, overrides of the model's cfg.
+        model: A vivit model (reads `pretrained_cfg`, `num_frames`, `img_size`, `in_chans`).
         **overrides: Values that take precedence over both (`None` values are ignored).
 
     Returns:
         A new dict with at least every key of `DEFAULT_DATA_CFG`, validated.
     """
+    if model is not None:
+        cfg = _model_size_cfg(model, {**(getattr(model, "pretrained_cfg", None) or {}), **(pretrained_cfg or {})})
+        resolved = resolve_data_config(cfg, **overrides)
+        return {key: resolved[key] for key in DEFAULT_DATA_CFG}
     given = {**(pretrained_cfg or {}), **{k: v for k, v in overrides.items() if v is not None}}
     cfg = {**DEFAULT_DATA_CFG, **given}
     if "crop_size" not in given and "input_size" in given:
@@ -512,6 +544,9 @@ class VideoTrainTransform(VideoEvalTransform):
 
 _EVAL_KEYS = ("resize_size", "crop_size", "interpolation", "antialias", "mean", "std")
 _TRAIN_KEYS = ("scale", "hflip", "generator")
+# Keys of a resolved data config that choose frames, not pixels: accepted (so that
+# `create_transform(**resolve_data_config(model=model))` works, as in timm) and not used here.
+_SAMPLING_KEYS = ("input_size", "frame_stride", "test_views")
 
 
 def create_transform(
@@ -531,12 +566,14 @@ def create_transform(
             deterministic evaluation transform (`VideoEvalTransform`).
         **overrides: Replace cfg values: any of `resize_size`, `crop_size`, `interpolation`,
             `antialias`, `mean`, `std`; with `train=True` also `scale` (jitter range), `hflip`
-            (probability) and `generator` (a `torch.Generator`).
+            (probability) and `generator` (a `torch.Generator`). `input_size` (its H, W is the crop
+            when `crop_size` is not given), `frame_stride` and `test_views` are accepted too, so
+            `create_transform(**resolve_data_config(model=model))` works as in timm.
 
     Returns:
         A callable mapping uint8 `(T, H, W, C)` frames to float32 `(C, T, h, w)`.
     """
-    allowed = _EVAL_KEYS + (_TRAIN_KEYS if train else ())
+    allowed = _EVAL_KEYS + _SAMPLING_KEYS + (_TRAIN_KEYS if train else ())
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise TypeError(

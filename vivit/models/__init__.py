@@ -7,6 +7,7 @@ from .vivit import (
     FactorizedEncoderViViT,
     FactorizedSelfAttentionViViT,
     SpatioTemporalViViT,
+    ViViT,
 )
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Mlp",
     "SpatioTemporalViViT",
     "TubeletEmbed",
+    "ViViT",
     "list_models",
     "register_model",
     "resample_pos_embed",

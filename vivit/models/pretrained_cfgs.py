@@ -109,7 +109,7 @@ for _size, _repo in _IN21K.items():
                 "pretrained_cfg": {
                     "sources": ({"format": "vit", "hf_hub": _repo, "filename": "model.safetensors"},),
                     "dataset": "imagenet21k (image weights inflated to video)",
-                    "inflation": {"kernel": "central", "posemb": "resize_tile"},
+                    "inflation": {"kernel": "central", "posemb": "resize_tile", "temporal_init": "identity"},
                     "num_classes": 400,
                     "label_names": None,
                     "license": "Apache-2.0",

@@ -14,15 +14,17 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from torch import nn
+from .vivit import ViViT
 
-__all__ = ["ModelEntry", "get_entry", "list_models", "register_model"]
+__all__ = ["ModelEntry", "get_entry", "list_models", "matching_architectures", "register_model"]
 
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """One registered name: the class, its default constructor arguments, its weights (or None)."""
+
     name: str
-    model_cls: type[nn.Module]
+    model_cls: type[ViViT]
     model_args: Mapping[str, Any]
     pretrained_cfg: Mapping[str, Any] | None = field(default=None)
 
@@ -36,11 +38,19 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 def register_model(
     name: str,
-    model_cls: type[nn.Module],
+    model_cls: type[ViViT],
     model_args: Mapping[str, Any],
     pretrained_cfg: Mapping[str, Any] | None = None,
 ) -> ModelEntry:
-    """Register `name`; registering a name twice is an error (no silent overwrite)."""
+    """Register `name`; registering a name twice is an error (no silent overwrite).
+
+    Args:
+        name: the name `create_model` will take.
+        model_cls: one of the four model classes (or a subclass of `vivit.ViViT`).
+        model_args: default constructor arguments.
+        pretrained_cfg: where the weights come from and how to preprocess for them (see
+            `vivit.models.pretrained_cfgs`), or None for an architecture without weights.
+    """
     if name in _REGISTRY:
         raise ValueError(f"model name {name!r} is already registered")
     entry = ModelEntry(
@@ -75,3 +85,24 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     return sorted(
         n for n, e in _REGISTRY.items() if fnmatch.fnmatchcase(n, pattern) and (e.has_weights or not pretrained)
     )
+
+
+def matching_architectures(model_cls: type[ViViT], **model_args: Any) -> list[str]:
+    """Registered architectures (names without weights) of `model_cls` whose default arguments
+    equal every given one, e.g. `matching_architectures(SpatioTemporalViViT, embed_dim=192, num_heads=3)`
+    -> `['vivit_ti_st']`. Used to name the architecture a foreign checkpoint fits."""
+    return sorted(
+        n
+        for n, e in _REGISTRY.items()
+        if not e.has_weights
+        and e.model_cls is model_cls
+        and all(_same(e.model_args.get(k), v) for k, v in model_args.items())
+    )
+
+
+def _same(a: Any, b: Any) -> bool:
+    # sizes may be an int or an (h, w) pair
+    def norm(v: Any) -> Any:
+        return (v, v) if isinstance(v, int) and not isinstance(v, bool) else tuple(v) if isinstance(v, list) else v
+
+    return a == b or norm(a) == norm(b)

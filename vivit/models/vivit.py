@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, overload
 
 import torch
 from einops import rearrange
@@ -35,10 +35,12 @@ from .layers import (
 from .pos_embed import resample_pos_embed
 
 __all__ = [
+    "MODEL_CLASSES",
     "FactorizedDotProductViViT",
     "FactorizedEncoderViViT",
     "FactorizedSelfAttentionViViT",
     "SpatioTemporalViViT",
+    "ViViT",
 ]
 
 GlobalPool = Literal["token", "avg"]
@@ -66,15 +68,33 @@ def _take_indices(indices: int | Sequence[int] | None, depth: int) -> set[int]:
     return taken
 
 
+def _grid3(tokens: torch.Tensor) -> tuple[int, int, int]:
+    """The (nt, nh, nw) token grid of patch-embedded tokens `(B, D, nt, nh, nw)`."""
+    nt, nh, nw = tokens.shape[2:]
+    return int(nt), int(nh), int(nw)
+
+
 def _check_output_fmt(output_fmt: str) -> None:
     if output_fmt not in ("NCTHW", "NLC"):
         raise ValueError(f"output_fmt must be 'NCTHW' or 'NLC', got {output_fmt!r}")
 
 
-class _ViViT(nn.Module):
-    """What the four models share: tokenizer, input checks, prefix/pos-emb, pooling, head."""
+class ViViT(nn.Module):
+    """The base of the four models: tokenizer, input checks, prefix/pos-emb, pooling, head, and the
+    public API they share (`forward_features`, `forward_head`, `forward_intermediates`,
+    `reset_classifier`, `group_matcher`, `save_pretrained`, ...). `vivit.create_model` returns one.
+
+    Not built directly: use one of the four subclasses (see the module docstring).
+    """
 
     allows_token_pool: bool = True
+    # Submodules every model has (declared for type checkers: nn.Module's __getattr__ is untyped)
+    patch_embed: TubeletEmbed
+    cls_token: nn.Parameter | None
+    pos_embed: nn.Parameter
+    blocks: nn.ModuleList
+    norm: nn.LayerNorm
+    head: nn.Module
 
     def __init__(
         self,
@@ -158,7 +178,8 @@ class _ViViT(nn.Module):
                 nn.init.normal_(p, std=1e-6)
         fan_in = self.patch_embed.proj.weight[0].numel()
         nn.init.trunc_normal_(self.patch_embed.proj.weight, std=math.sqrt(1.0 / fan_in))
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        if self.patch_embed.proj.bias is not None:
+            nn.init.zeros_(self.patch_embed.proj.bias)
 
     # ---------------------------------------------------------------- input and tokens
     def _check_input(self, x: torch.Tensor) -> None:
@@ -218,7 +239,7 @@ class _ViViT(nn.Module):
     ) -> torch.Tensor:
         if cls_token is not None:
             x = torch.cat([cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        pos = pos_embed
+        pos: torch.Tensor = pos_embed
         if grid != table_grid:  # only reachable with dynamic_size=True
             pos = resample_pos_embed(pos, table_grid, grid, self.num_prefix_tokens)
         return self.pos_drop(x + pos)
@@ -248,6 +269,64 @@ class _ViViT(nn.Module):
         """Final normalized tokens `(B, [1 +] N, D)` (Model 2: those of its temporal encoder)."""
         raise NotImplementedError
 
+    @overload
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = ...,
+        norm: bool = ...,
+        output_fmt: OutputFormat = ...,
+        intermediates_only: Literal[False] = ...,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+
+    @overload
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = ...,
+        norm: bool = ...,
+        output_fmt: OutputFormat = ...,
+        *,
+        intermediates_only: Literal[True],
+    ) -> list[torch.Tensor]: ...
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        output_fmt: OutputFormat = "NCTHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per-block token grids for dense video tasks (timm's `forward_intermediates`).
+
+        Models 1, 3, 4 give `(B, D, nt, nh, nw)` per block ('NCTHW') or `(B, nt*nh*nw, D)` ('NLC').
+        Model 2's block indices run over `depth + temporal_depth`: its spatial blocks give each
+        frame's tokens in the same shapes, its temporal blocks `(B, D, nt, 1, 1)` / `(B, nt, D)`, and
+        `norm` applies `norm` / `temporal_norm` respectively. Class tokens are left out.
+
+        Args:
+            x: video `(B, C, T, H, W)`.
+            indices: blocks to return: None (all), n (the last n) or a list of indices.
+            norm: apply the final norm to each returned intermediate.
+            output_fmt: 'NCTHW' or 'NLC'.
+            intermediates_only: return only the list.
+
+        Returns:
+            `(forward_features(x), intermediates)`, or the list alone.
+
+        Raises:
+            ValueError: an index out of range or an unknown `output_fmt`.
+        """
+        _check_output_fmt(output_fmt)
+        features, intermediates = self._intermediates(x, indices, norm, output_fmt)
+        return intermediates if intermediates_only else (features, intermediates)
+
+    def _intermediates(
+        self, x: torch.Tensor, indices: int | Sequence[int] | None, norm: bool, output_fmt: OutputFormat
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        raise NotImplementedError
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool the tokens of `forward_features` and apply the classifier (unless `pre_logits`)."""
         x = self._pool(x)
@@ -271,11 +350,32 @@ class _ViViT(nn.Module):
         self.num_classes = self.model_args["num_classes"] = num_classes
         ref = self.head.weight if isinstance(self.head, nn.Linear) else self.patch_embed.proj.weight
         if num_classes > 0:
-            self.head = nn.Linear(self.embed_dim, num_classes, device=ref.device, dtype=ref.dtype)
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+            head = nn.Linear(self.embed_dim, num_classes, device=ref.device, dtype=ref.dtype)
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+            self.head = head
         else:
             self.head = nn.Identity()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter-name patterns that group parameters by depth, in timm's `group_matcher` form.
+
+        timm's `group_parameters` / `param_groups_layer_decay` (and `create_optimizer_v2(...,
+        layer_decay=...)`) and `vivit.optim.param_groups_layer_decay` read it: groups are ordered
+        by (key order, block index); `(99999,)` (timm's `MATCH_PREV_GROUP`) merges a pattern into
+        the group before it; parameters no pattern matches (the head) form the last group.
+
+        Args:
+            coarse: accepted for timm compatibility; every block is its own group either way.
+
+        Returns:
+            `{"stem": patch embedding, class token and position table, "blocks": [(regex, suffix)]}`.
+        """
+        return {
+            "stem": r"^cls_token|^pos_embed|^patch_embed",
+            "blocks": [(r"^blocks\.(\d+)", None), (r"^norm\.", (99999,))],
+        }
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in backward: less memory, identical gradients."""
@@ -293,7 +393,7 @@ class _ViViT(nn.Module):
         return {n for n, _ in self.named_parameters() if n.endswith(("pos_embed", "cls_token"))}
 
 
-class _JointTokenViViT(_ViViT):
+class _JointTokenViViT(ViViT):
     """Models 1, 3, 4: one encoder over all t*h*w tokens with one joint position table."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -318,36 +418,18 @@ class _JointTokenViViT(_ViViT):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._tokenize(x)
-        grid = tuple(x.shape[2:])
+        grid = _grid3(x)
         x = rearrange(x, "b d t h w -> b (t h w) d")
         x = self._add_pos(x, self.cls_token, self.pos_embed, self.grid_size, grid)
         x = self._run_blocks(self.blocks, x, (grid[0], grid[1] * grid[2]))
         return self.norm(x)
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
-        norm: bool = False,
-        output_fmt: OutputFormat = "NCTHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Per-block token grids for dense video tasks (timm's `forward_intermediates`).
-
-        Args:
-            x: video `(B, C, T, H, W)`.
-            indices: blocks to return: None (all), n (the last n) or a list of indices.
-            norm: apply the final norm to each returned intermediate.
-            output_fmt: 'NCTHW' -> `(B, D, nt, nh, nw)` each; 'NLC' -> `(B, nt*nh*nw, D)`.
-            intermediates_only: return only the list.
-
-        Returns:
-            `(forward_features(x), intermediates)`, or the list alone.
-        """
+    def _intermediates(
+        self, x: torch.Tensor, indices: int | Sequence[int] | None, norm: bool, output_fmt: OutputFormat
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         take = _take_indices(indices, len(self.blocks))
-        _check_output_fmt(output_fmt)
         x = self._tokenize(x)
-        grid = tuple(x.shape[2:])
+        grid = _grid3(x)
         x = self._add_pos(rearrange(x, "b d t h w -> b (t h w) d"), self.cls_token, self.pos_embed, self.grid_size, grid)
         intermediates = []
         for i, blk in enumerate(self.blocks):
@@ -355,7 +437,7 @@ class _JointTokenViViT(_ViViT):
             if i in take:
                 y = (self.norm(x) if norm else x)[:, self.num_prefix_tokens :]
                 intermediates.append(self._grid_tokens(y, grid, output_fmt))
-        return intermediates if intermediates_only else (self.norm(x), intermediates)
+        return self.norm(x), intermediates
 
 
 class SpatioTemporalViViT(_JointTokenViViT):
@@ -414,13 +496,18 @@ class FactorizedDotProductViViT(_JointTokenViViT):
         super().__init__(**kwargs)
 
 
-class FactorizedEncoderViViT(_ViViT):
+class FactorizedEncoderViViT(ViViT):
     """Model 2: a spatial encoder per frame (shared weights), then a temporal encoder over frames.
 
     Same arguments as `SpatioTemporalViViT` (which describe the spatial encoder), plus
     `temporal_depth` (4 in the paper's B model), `temporal_num_heads` and `temporal_mlp_dim`
     (default: those of the spatial encoder). `global_pool` applies to both encoders.
     """
+
+    temporal_cls_token: nn.Parameter | None
+    temporal_pos_embed: nn.Parameter
+    temporal_blocks: nn.ModuleList
+    temporal_norm: nn.LayerNorm
 
     def __init__(
         self,
@@ -455,10 +542,24 @@ class FactorizedEncoderViViT(_ViViT):
         self.temporal_norm = layer_norm(self.embed_dim)
         self._init_weights()
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm-style groups (see `ViViT.group_matcher`): stem, the spatial blocks (with `norm`),
+        then the temporal blocks (the temporal class token and position table join the first of
+        them, `temporal_norm` the last); the head last."""
+        return {
+            **super().group_matcher(coarse),
+            "temporal_blocks": [
+                (r"^temporal_blocks\.(\d+)", None),
+                (r"^temporal_cls_token|^temporal_pos_embed", (0,)),
+                (r"^temporal_norm\.", (99999,)),
+            ],
+        }
+
     def _spatial_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """Video -> per-frame token sequences `((B nt), [1 +] nh*nw, D)` with the spatial pos-emb added."""
         x = self._tokenize(x)
-        grid = tuple(x.shape[2:])
+        grid = _grid3(x)
         x = rearrange(x, "b d t h w -> (b t) (h w) d")
         return self._add_pos(x, self.cls_token, self.pos_embed, (1, *self.grid_size[1:]), (1, *grid[1:])), grid
 
@@ -478,24 +579,11 @@ class FactorizedEncoderViViT(_ViViT):
         x = self._temporal_tokens(self.forward_frame_features(x))
         return self.temporal_norm(self._run_blocks(self.temporal_blocks, x, None))
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
-        norm: bool = False,
-        output_fmt: OutputFormat = "NCTHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Per-block outputs of the spatial blocks, then of the temporal blocks.
-
-        Block indices run over `depth + temporal_depth`. Spatial blocks give `(B, D, nt, nh, nw)`
-        ('NCTHW', each frame's tokens) and temporal blocks `(B, D, nt, 1, 1)`; 'NLC' gives
-        `(B, nt*nh*nw, D)` and `(B, nt, D)`. `norm` applies `norm` / `temporal_norm` respectively.
-        See `SpatioTemporalViViT.forward_intermediates` for the arguments.
-        """
+    def _intermediates(
+        self, x: torch.Tensor, indices: int | Sequence[int] | None, norm: bool, output_fmt: OutputFormat
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         depth = len(self.blocks)
         take = _take_indices(indices, depth + len(self.temporal_blocks))
-        _check_output_fmt(output_fmt)
         x, grid = self._spatial_tokens(x)
         intermediates = []
         for i, blk in enumerate(self.blocks):
@@ -510,11 +598,13 @@ class FactorizedEncoderViViT(_ViViT):
             if i in take:
                 y = (self.temporal_norm(x) if norm else x)[:, self.num_prefix_tokens :]
                 intermediates.append(self._grid_tokens(y, (grid[0], 1, 1), output_fmt))
-        x = self.temporal_norm(x)
-        return intermediates if intermediates_only else (x, intermediates)
+        return self.temporal_norm(x), intermediates
 
 
-MODEL_CLASSES: dict[str, Callable[..., _ViViT]] = {
+_ViViT = ViViT  # the name before 0.2, kept for code that imported it
+
+# registry variant -> class (names `vivit_{size}_{variant}`)
+MODEL_CLASSES: dict[str, type[ViViT]] = {
     "st": SpatioTemporalViViT,
     "fe": FactorizedEncoderViViT,
     "fsa": FactorizedSelfAttentionViViT,

@@ -18,11 +18,26 @@ inflation path maps that onto any of the four video models:
 - position table: the ViT's spatial grid, resized (linear, align_corners=True, = Scenic's
   `scipy.ndimage.zoom(order=1)`) when the model's grid differs, then tiled over the nt frames (Models
   1/3/4, time-major); Model 2's spatial encoder takes the (resized) grid itself;
-- blocks one to one (Model 3: the ViT attention becomes the spatial `attn`/`norm1`, `temporal_attn` is
-  zero so the temporal branch starts as the identity, `temporal_norm` is ones/zeros), final norm copied;
+- blocks one to one, final norm copied. Model 3: the ViT attention becomes the spatial `attn`/`norm1`;
+  its temporal attention is set by `temporal_init` (below) and `temporal_norm` is ones/zeros;
 - the class token and its position slot come from the ViT when both have one;
 - the classifier head is zeroed; everything else (Model 2's temporal encoder and temporal cls) keeps the
   model's current values, i.e. its fresh init.
+
+Model 3's temporal attention (`temporal_init`):
+
+- `"identity"` (default): q/k/v from the ViT's attention, output projection zero. Each temporal branch
+  `z + MHA_time(LN(z))` adds exactly zero, so the model computes the image ViT per frame at init, and
+  every weight gets gradient: the output projection at once (its input, the attention output, is not
+  zero), q/k/v as soon as the projection has moved.
+- `"copy"`: Scenic's default (`init_temporal_transformer=True`): the whole ViT attention, output
+  projection included, is copied into the temporal attention; the model no longer equals the image
+  model at init.
+- `"zero"`: the paper's literal wording ("temporal MSA weights zero", Sec. 3.4; Scenic with
+  `attention_kernel_init_method='zero'`, `init_temporal_transformer=False`): q/k/v and output all zero.
+  It starts as the identity too but cannot learn: v = 0 makes the output projection's input zero, so
+  the gradients of its weight and of q/k/v are exactly zero at every step (only its bias moves).
+  Offered to reproduce Scenic's fixture, not for training.
 
 One deliberate difference from Scenic: Model 2's spatial `cls_token` takes the ViT's class token. Scenic
 leaves it at its zero init because its name (`cls_SpatialTransformer`) does not match the ViT's (`cls`);
@@ -43,15 +58,21 @@ from einops import repeat
 from torch import nn
 
 from ..models.pos_embed import resample_pos_embed
-from ..models.vivit import FactorizedEncoderViViT, FactorizedSelfAttentionViViT, _ViViT
+from ..models.vivit import FactorizedEncoderViViT, FactorizedSelfAttentionViViT, ViViT
 from .flax_msgpack import flatten_params
 from .hf_transformers import _rename as _rename_hf
 from .scenic import _TRANSFORMS as _FLAX_TRANSFORMS
 
-__all__ = ["inflate_vit"]
+__all__ = ["inflate_vit", "inflation_settings"]
 
 KernelInit = Literal["central", "average"]
 PosembInit = Literal["tile", "resize_tile"]
+TemporalInit = Literal["identity", "copy", "zero"]
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "kernel": ("central", "average"),
+    "posemb": ("tile", "resize_tile"),
+    "temporal_init": ("identity", "copy", "zero"),
+}
 
 # Parameters of one canonical (timm-layout) block, relative to `blocks.N.`.
 _BLOCK_KEYS = tuple(
@@ -109,8 +130,8 @@ def _fuse_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for key in state:
         m = re.fullmatch(r"(blocks\.\d+\.attn)\.query\.(weight|bias)", key)
         if m:
-            parts = [state.get(f"{m[1]}.{w}.{m[2]}") for w in ("query", "key", "value")]
-            if any(p is None for p in parts):
+            parts = [state[k] for w in ("query", "key", "value") if (k := f"{m[1]}.{w}.{m[2]}") in state]
+            if len(parts) != 3:
                 raise ValueError(f"image ViT has {m[1]}.query.{m[2]} but not both key and value")
             out[f"{m[1]}.qkv.{m[2]}"] = torch.cat(parts)
     return out
@@ -294,7 +315,7 @@ def _split_pos_embed(
     return (pos[:, :1] if prefix else None), pos[:, prefix:], (gh, gw)
 
 
-def _check_fits(vit: _ImageViT, model: _ViViT) -> None:
+def _check_fits(vit: _ImageViT, model: ViViT) -> None:
     args = model.model_args
     problems = []
     if vit.embed_dim != model.embed_dim:
@@ -320,6 +341,60 @@ def _check_fits(vit: _ImageViT, model: _ViViT) -> None:
         raise ValueError(f"{vit.layout} image ViT does not fit {type(model).__name__}:\n  " + "\n  ".join(problems))
 
 
+def _temporal_attention(src: Mapping[str, torch.Tensor], depth: int, init: TemporalInit) -> dict[str, torch.Tensor]:
+    """Model 3's `blocks.N.temporal_attn` and `temporal_norm` from the ViT's block N (see module docstring)."""
+    out: dict[str, torch.Tensor] = {}
+    for i in range(depth):
+        attn, temporal = f"blocks.{i}.attn", f"blocks.{i}.temporal_attn"
+        for leaf in ("weight", "bias"):
+            qkv, proj = src[f"{attn}.qkv.{leaf}"], src[f"{attn}.proj.{leaf}"]
+            out[f"{temporal}.qkv.{leaf}"] = torch.zeros_like(qkv) if init == "zero" else qkv.clone()
+            out[f"{temporal}.proj.{leaf}"] = proj.clone() if init == "copy" else torch.zeros_like(proj)
+        norm = src[f"blocks.{i}.norm1.weight"]
+        out[f"blocks.{i}.temporal_norm.weight"] = torch.ones_like(norm)  # LayerNorm_time: fresh, as in Scenic
+        out[f"blocks.{i}.temporal_norm.bias"] = torch.zeros_like(norm)
+    return out
+
+
+def inflation_settings(spec: str | Mapping[str, Any] | None, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Keyword arguments for `inflate_vit` from the `inflation=` setting of `create_model`.
+
+    Args:
+        spec: None (the defaults), a tubelet kernel name (`'central'` / `'average'`, the form of
+            vivit 0.1), or a mapping with any of `kernel`, `posemb`, `temporal_init`, `image_grid`.
+        defaults: settings that `spec` overrides (e.g. a registry entry's `pretrained_cfg['inflation']`).
+
+    Returns:
+        A new dict of validated settings.
+
+    Raises:
+        ValueError: an unknown key or value, naming the accepted ones.
+    """
+    settings = dict(defaults or {})
+    if isinstance(spec, str):
+        spec = {"kernel": spec}
+    elif spec is not None and not isinstance(spec, Mapping):
+        raise ValueError(
+            f"inflation must be a kernel name ('central' or 'average') or a dict of {', '.join(_CHOICES)}, "
+            f"image_grid; got {spec!r}"
+        )
+    settings.update(spec or {})
+    for key, value in settings.items():
+        if key == "image_grid":
+            ok = value is None or (
+                isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)
+            )
+            if not ok:
+                raise ValueError(f"inflation image_grid must be (rows, cols), got {value!r}")
+        elif key not in _CHOICES:
+            raise ValueError(f"unknown inflation setting {key!r}; known: {', '.join(_CHOICES)}, image_grid")
+        elif value not in _CHOICES[key]:
+            raise ValueError(f"inflation {key} must be one of {', '.join(map(repr, _CHOICES[key]))}, got {value!r}")
+    if settings.get("image_grid") is not None:
+        settings["image_grid"] = tuple(int(v) for v in settings["image_grid"])
+    return settings
+
+
 def inflate_vit(
     image_state_dict: Mapping[str, torch.Tensor | np.ndarray | Mapping[str, Any]],
     model: nn.Module,
@@ -327,6 +402,7 @@ def inflate_vit(
     kernel: KernelInit = "central",
     posemb: PosembInit = "resize_tile",
     image_grid: tuple[int, int] | None = None,
+    temporal_init: TemporalInit = "identity",
 ) -> dict[str, torch.Tensor]:
     """Inflate a 2D image ViT into a complete `state_dict` for a ViViT model (paper §3.4, Scenic's init).
 
@@ -344,6 +420,11 @@ def inflate_vit(
             align_corners=True, as Scenic's `scipy.ndimage.zoom(order=1)`) when they differ, then tiles
             it over the frames; `'tile'` only tiles and requires equal grids.
         image_grid: the ViT's patch grid (rows, cols); default: the square root of the table size.
+        temporal_init: Model 3's temporal attention (other models have none and ignore it):
+            `'identity'` (q/k/v from the ViT, output projection zero: the image model at init, and it
+            trains), `'copy'` (Scenic's default: the whole ViT attention) or `'zero'` (the paper's
+            literal all-zero init; it cannot learn: v = 0 leaves the q/k/v and output weights with
+            exactly zero gradient at every step). See the module docstring.
 
     Returns:
         A float32 `state_dict` with every key of `model`, for `model.load_state_dict(sd, strict=True)`.
@@ -352,12 +433,11 @@ def inflate_vit(
         ValueError: unrecognized layout, parameters ViViT cannot hold, or a ViT whose width, depth,
             MLP width, heads (when the source records them) or patch size differ from the model's.
     """
-    if not isinstance(model, _ViViT):
+    if not isinstance(model, ViViT):
         raise TypeError(f"model must be one of the four ViViT models, got {type(model).__name__}")
-    if kernel not in ("central", "average"):
-        raise ValueError(f"kernel must be 'central' or 'average', got {kernel!r}")
-    if posemb not in ("tile", "resize_tile"):
-        raise ValueError(f"posemb must be 'tile' or 'resize_tile', got {posemb!r}")
+    for name, choice in (("kernel", kernel), ("posemb", posemb), ("temporal_init", temporal_init)):
+        if choice not in _CHOICES[name]:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, _CHOICES[name]))}, got {choice!r}")
     vit = _canonical_vit(image_state_dict)
     _check_fits(vit, model)
     src = vit.state
@@ -371,11 +451,7 @@ def inflate_vit(
         if key.startswith(("blocks.", "norm.")):
             out[key] = value
     if isinstance(model, FactorizedSelfAttentionViViT):
-        for key in out:  # zero q/k/v/out: z + MHA_time(LN(z)) = z, so each block starts as the image block
-            if re.fullmatch(r"blocks\.\d+\.temporal_attn\..+", key):
-                out[key] = torch.zeros_like(out[key])
-            elif re.fullmatch(r"blocks\.\d+\.temporal_norm\.(weight|bias)", key):
-                out[key] = torch.ones_like(out[key]) if key.endswith("weight") else torch.zeros_like(out[key])
+        out.update(_temporal_attention(src, vit.depth, temporal_init))
 
     # position table: grid resized to the model's (nh, nw); Models 1/3/4 tile it over time
     cls_pos, grid_pos, (gh, gw) = _split_pos_embed(vit, image_grid)

@@ -1,10 +1,23 @@
 """The one weight loader: registry entry / path / Hub repo -> a model with its weights.
 
-Flow: resolve the source into our `state_dict` plus the architecture arguments the tensors
-imply -> build the model with the user's overrides -> adapt (fresh head for another class count,
-resampled position tables for another frame count or size) -> `load_state_dict(strict=True)`.
+One function per step:
 
-Only safetensors and msgpack are ever read: no pickle, so a checkpoint cannot run code.
+1. `_locate`: what the user gave (`pretrained=` path, directory or `hf-hub:org/repo`) -> a local
+   `_Checkpoint`: the weights file plus the `config.json` / `preprocessor_config.json` beside it;
+2. `_convert_checkpoint`: read the weights (safetensors, Flax msgpack or `.npz`; never pickle), tell
+   the format apart by its content and convert (`_convert_scenic`, `_convert_transformers`,
+   `_convert_vit` (inflation), `_convert_ours`) -> our `state_dict`, the architecture arguments its
+   tensors imply, its `pretrained_cfg`;
+3. `_build`: the model with those arguments and the user's overrides;
+4. `_finish`: adapt (fresh head for another class count, resampled position tables for another
+   frame count or size), then `load_state_dict(strict=True)`.
+
+Registry entries (`pretrained=True`) enter at step 2 through `_source`. Names that describe
+themselves (`create_model('hf-hub:org/repo')`, `'local-dir:/path'`) first read the architecture from
+the checkpoint's config (`load_described_model`).
+
+Only safetensors, msgpack and `.npz` (with `allow_pickle=False`) are ever read: no pickle, so a
+checkpoint cannot run code.
 """
 
 from __future__ import annotations
@@ -14,36 +27,44 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from .. import __version__
 from ..models.pos_embed import resample_pos_embed
-from ..models.registry import ModelEntry
-from ..models.vivit import MODEL_CLASSES, FactorizedEncoderViViT, _ViViT
+from ..models.registry import ModelEntry, get_entry, list_models, matching_architectures
+from ..models.vivit import MODEL_CLASSES, FactorizedEncoderViViT, SpatioTemporalViViT, ViViT
 from .flax_msgpack import flatten_params, read_flax_checkpoint
-from .hf_transformers import from_transformers
+from .hf_transformers import (
+    _label_names,
+    data_config_from_transformers,
+    from_transformers,
+    model_args_from_transformers_config,
+    transformers_model_args,
+)
 from .hub import WeightsDownloadError, atomic_write, cache_dir, download_url, hf_download, is_offline, scenic_base_url
-from .inflate import inflate_vit
+from .inflate import inflate_vit, inflation_settings
+from .npz import read_npz
 from .scenic import from_scenic, scenic_model_args
 
-__all__ = ["load_pretrained_model", "push_to_hub", "save_pretrained", "save_safetensors"]
+__all__ = ["load_described_model", "load_pretrained_model", "push_to_hub", "save_pretrained", "save_safetensors"]
 
 FORMAT = "vivit"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2 adds timm's top-level fields (architecture, num_classes, label_names); 1 still reads
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+PROCESSOR_NAME = "preprocessor_config.json"  # transformers' preprocessing, read when present
+README_NAME = "README.md"
 _CLASSES = {cls.__name__: cls for cls in MODEL_CLASSES.values()}
-# create_model keywords that configure loading rather than the architecture
-_LOAD_OPTIONS = ("inflation",)
+_DESCRIBED_PREFIXES = ("hf-hub:", "local-dir:")
 
 
-# ---------------------------------------------------------------- our own format
+# ---------------------------------------------------------------- our own format (writing)
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -52,14 +73,37 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _config(model: _ViViT) -> dict[str, Any]:
+def _architecture(model: ViViT) -> str | None:
+    """The registered name that rebuilds `model`'s class: the one it was created from, else one of
+    the same class (its saved `model_args` carry the actual sizes)."""
+    cls = type(model)
+    name = (model.pretrained_cfg or {}).get("architecture")
+    try:
+        if name and get_entry(name).model_cls is cls:
+            return str(name)
+    except ValueError:
+        pass
+    fits = matching_architectures(cls, embed_dim=model.embed_dim, num_heads=model.model_args["num_heads"])
+    fits = fits or matching_architectures(cls)
+    return fits[0] if fits else None  # None: a class vivit does not register (loads by model_class only)
+
+
+def _config(model: ViViT) -> dict[str, Any]:
+    """`config.json`: timm's fields (`architecture`, `num_classes`, `num_features`, `global_pool`,
+    `label_names`, `model_args`, `pretrained_cfg`) plus our format marker and the class name."""
+    cfg = dict(model.pretrained_cfg or {})
     return {
+        "architecture": _architecture(model),
+        "num_classes": model.num_classes,
+        "num_features": model.num_features,
+        "global_pool": model.global_pool,
+        "label_names": _jsonable(cfg.get("label_names")),
+        "model_args": _jsonable(model.model_args),
+        "pretrained_cfg": _jsonable(cfg),
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "vivit_version": __version__,
         "model_class": type(model).__name__,
-        "model_args": _jsonable(model.model_args),
-        "pretrained_cfg": _jsonable(getattr(model, "pretrained_cfg", {}) or {}),
     }
 
 
@@ -70,11 +114,12 @@ def _save_safetensors(state_dict: Mapping[str, torch.Tensor], path: Path, config
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def save_safetensors(model: _ViViT, path: str | os.PathLike, **metadata: str) -> Path:
+def save_safetensors(model: ViViT, path: str | os.PathLike, **metadata: str) -> Path:
     """Write one self-describing `.safetensors` file (the config travels in its metadata).
 
-    `create_model(<architecture>, pretrained=path)` rebuilds the model. Extra `metadata` strings
-    (e.g. `converted_from`) are stored beside the config.
+    `create_model(<architecture>, pretrained=path)` or `create_model('local-dir:' + path,
+    pretrained=True)` rebuilds the model. Extra `metadata` strings (e.g. `converted_from`) are
+    stored beside the config.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,43 +127,200 @@ def save_safetensors(model: _ViViT, path: str | os.PathLike, **metadata: str) ->
     return path
 
 
-def save_pretrained(model: _ViViT, directory: str | os.PathLike) -> Path:
-    """Write `model.safetensors` and `config.json` (architecture + pretrained_cfg) to `directory`.
+def save_pretrained(model: ViViT, directory: str | os.PathLike) -> Path:
+    """Write `model.safetensors` and `config.json` (timm's Hub layout) to `directory`.
 
-    `create_model(<architecture>, pretrained=directory)` or `pretrained='hf-hub:org/repo'` after
-    uploading rebuilds the same model. Returns the directory.
+    `create_model('local-dir:' + directory, pretrained=True)`, `create_model(name,
+    pretrained=directory)`, or `'hf-hub:org/repo'` after uploading rebuild the same model.
+    Returns the directory.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_safetensors(model, directory / WEIGHTS_NAME)
-    config = _config(model)
     with atomic_write(directory / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
+        tmp.write_text(json.dumps(_config(model), indent=2) + "\n")
     return directory
 
 
-def push_to_hub(model: _ViViT, repo_id: str, *, private: bool | None = None, commit_message: str | None = None) -> str:
-    """Upload `model.safetensors` + `config.json` to a Hub model repo (created if needed); returns its URL."""
+def _model_card(model: ViViT, repo_id: str) -> str:
+    """README.md for the Hub: what the model is, what it takes, where it came from, how to load it."""
+    cfg = model.pretrained_cfg or {}
+    arch = _architecture(model) or type(model).__name__
+    a = model.model_args
+    license_ = str(cfg.get("license") or "unknown")
+    params = sum(p.numel() for p in model.parameters())
+    t, ph, pw = model.patch_embed.kernel_size
+    labels = list(cfg.get("label_names") or [])
+    shown = ", ".join(map(str, labels[:10])) + (", ..." if len(labels) > 10 else "")
+    sources = "; ".join(str(s.get("url") or s.get("hf_hub") or s.get("file")) for s in cfg.get("sources", ()))
+    source = cfg.get("source") or sources or "trained or converted with vivit"
+    pre = (
+        f"short side resized to {cfg['resize_size']}, centre crop {cfg.get('crop_size')}, "
+        f"`(x / 255 - mean) / std` with mean {tuple(cfg.get('mean', ()))}, std {tuple(cfg.get('std', ()))}"
+        if "resize_size" in cfg
+        else "not recorded (vivit.resolve_data_config(model=model) uses the model's own size)"
+    )
+    lines = [
+        "---",
+        "library_name: vivit",
+        f"license: {license_.lower()}",
+        "tags:",
+        "- video-classification",
+        "- vivit",
+        "---",
+        "",
+        f"# {repo_id}",
+        "",
+        (
+            "A ViViT video transformer (Arnab et al., ICCV 2021, arXiv 2103.15691) for the "
+            f"[vivit](https://pypi.org/project/vivit/) package: `{type(model).__name__}` (registered "
+            f"architecture `{arch}`)."
+        ),
+        "",
+        "| | |",
+        "|---|---|",
+        f"| parameters | {params / 1e6:.2f}M ({params:,}) |",
+        f"| width, depth, heads, MLP | {model.embed_dim}, {a['depth']}, {a['num_heads']}, {model.mlp_dim} |",
+        (
+            f"| input | float `(B, {model.in_chans}, {model.num_frames}, {model.img_size[0]}, {model.img_size[1]})` "
+            f"(B, C, T, H, W); tubelet {t}x{ph}x{pw} |"
+        ),
+        f"| preprocessing | {pre} |",
+        f"| outputs | {model.num_classes} logits" + (f": {shown}" if labels else "") + " |",
+        f"| dataset | {cfg.get('dataset', 'not recorded')} |",
+        f"| source | {source} |",
+        f"| licence | {license_} |",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "import vivit",
+        "",
+        f'model = vivit.create_model("hf-hub:{repo_id}", pretrained=True)',
+        "transform = vivit.create_transform(**vivit.resolve_data_config(model=model))",
+        "logits = model(transform(frames)[None])  # frames: uint8 (T, H, W, C)",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def push_to_hub(model: ViViT, repo_id: str, *, private: bool | None = None, commit_message: str | None = None) -> str:
+    """Upload `model.safetensors`, `config.json` and a model card (`README.md`) to a Hub model repo
+    (created if needed); returns its URL. `create_model('hf-hub:' + repo_id, pretrained=True)` loads it."""
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         save_pretrained(model, tmp)
+        (Path(tmp) / README_NAME).write_text(_model_card(model, repo_id), encoding="utf-8")
         api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message or "Upload vivit model")
     return f"{api.endpoint}/{repo_id}"
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+# ---------------------------------------------------------------- step 1: locate
+@dataclass(frozen=True)
+class _Checkpoint:
+    """A checkpoint on local disk and the JSON files found beside it."""
+
+    weights: Path | None  # None: only the config was fetched (create_model('hf-hub:...') without weights)
+    origin: str  # what the user gave: error messages and pretrained_cfg['source']
+    config: dict[str, Any] | None = None  # config.json (ours or transformers')
+    processor: dict[str, Any] | None = None  # transformers' preprocessor_config.json
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); the file may be corrupted") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is not a JSON object; the file may be corrupted")
+    return value
+
+
+def _optional_hub_file(repo: str, filename: str, revision: str | None) -> dict[str, Any] | None:
+    try:
+        return _read_json(hf_download(repo, filename, revision=revision))
+    except WeightsDownloadError:
+        return None  # optional files: a repo without one is fine
+
+
+_SAFETENSORS_HOWTO = (
+    "get a safetensors copy: timm `timm.models.push_to_hf_hub` / `save_for_hf(model, dir, safe_serialization=True)`, "
+    "transformers `model.save_pretrained(dir, safe_serialization=True)`, or vivit's own `model.save_pretrained(dir)`"
+)
+
+
+def _locate(spec: str, *, weights: bool = True) -> _Checkpoint:
+    """`pretrained=` value -> local files. Hub files are downloaded (and cached) by huggingface_hub."""
+    if spec.startswith("hf-hub:"):
+        repo, _, rev = spec.removeprefix("hf-hub:").partition("@")
+        revision = rev or None
+        config = _optional_hub_file(repo, CONFIG_NAME, revision)
+        path = hf_download(repo, WEIGHTS_NAME, revision=revision) if weights else None
+        return _Checkpoint(path, spec, config, _optional_hub_file(repo, PROCESSOR_NAME, revision) if weights else None)
+    path = Path(spec.removeprefix("local-dir:")).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist; pretrained= takes True, a checkpoint file (.safetensors, Scenic, .npz ViT), "
+            "a directory written by save_pretrained (vivit, transformers), or 'hf-hub:org/repo'"
+        )
+    if path.is_dir():
+        if not (path / WEIGHTS_NAME).exists():
+            pickled = sorted(p.name for p in path.glob("*") if p.suffix in _PICKLE_SUFFIXES)
+            hint = f" (it holds {', '.join(pickled)}, pickled weights, which are never loaded; {_SAFETENSORS_HOWTO})" if pickled else ""
+            raise FileNotFoundError(
+                f"{path} has no {WEIGHTS_NAME}; expected a directory written by save_pretrained (vivit or transformers){hint}"
+            )
+        path = path / WEIGHTS_NAME
+    beside = path.parent
+    config = _read_json(beside / CONFIG_NAME) if path.suffix == ".safetensors" and (beside / CONFIG_NAME).is_file() else None
+    processor = _read_json(beside / PROCESSOR_NAME) if config is not None and (beside / PROCESSOR_NAME).is_file() else None
+    return _Checkpoint(path, spec, config, processor)
+
+
+# ---------------------------------------------------------------- step 2: read and convert
+class Converted(NamedTuple):
+    state_dict: dict[str, torch.Tensor]
+    model_args: dict[str, Any]  # the architecture the tensors imply
+    pretrained_cfg: dict[str, Any]  # the checkpoint's own; {} = the registry entry's
+
+
+def _unreadable(path: Path, err: Exception) -> ValueError:
+    return ValueError(
+        f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupted: "
+        "delete it and download or convert it again"
+    )
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
     try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise _unreadable(path, err) from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    metadata = _safetensors_metadata(path)
+    try:
         return load_file(str(path)), metadata
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(
-            f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupted: "
-            "delete it and download or convert it again"
-        ) from None
+        raise _unreadable(path, err) from None
+
+
+def _metadata_config(metadata: Mapping[str, str], origin: str) -> dict[str, Any] | None:
+    if "config" not in metadata:
+        return None
+    try:
+        config = json.loads(metadata["config"])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{origin}: its config is not valid JSON ({err}); the file may be corrupted") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{origin}: its config is not a JSON object; the file may be corrupted")
+    return config
 
 
 def _tensor_model_args(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -137,10 +339,6 @@ def _tensor_model_args(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     args["num_classes"] = sd["head.weight"].shape[0] if "head.weight" in sd else 0
     args["global_pool"] = "token" if "cls_token" in sd else "avg"
     return args
-
-
-# ---------------------------------------------------------------- converters (payload in memory)
-Converted = tuple[dict[str, torch.Tensor], dict[str, Any]]  # our state_dict, the args its tensors imply
 
 
 _SIZE_ARGS = ("img_size", "num_frames")
@@ -176,72 +374,123 @@ def _convert_scenic(
         args.update(sizes)
     model = _build(entry.model_cls, args, device="meta")
     try:
-        return from_scenic(params, model), model.model_args
+        return Converted(from_scenic(params, model), model.model_args, {})
     except ValueError as err:
         raise ValueError(f"{origin} does not fit {entry.name}: {err}") from None
 
 
-def _convert_transformers(hf_sd: Mapping[str, torch.Tensor], entry: ModelEntry) -> Converted:
-    layers = {int(m[1]) for k in hf_sd if (m := re.search(r"(?:encoder\.layer|layers)\.(\d+)\.", k))}
-    args = {**entry.model_args, "depth": max(layers, default=-1) + 1}
-    sd = from_transformers(hf_sd, _build(entry.model_cls, args, device="meta"))
-    return sd, {**args, **_tensor_model_args(sd)}
+def _transformers_fit(args: Mapping[str, Any], entry: ModelEntry, overrides: Mapping[str, Any], origin: str) -> None:
+    """A transformers ViViT only goes into Model 1 of its own width and head count."""
+    d, heads = args["embed_dim"], args["num_heads"]
+    fits = matching_architectures(SpatioTemporalViViT, embed_dim=d, num_heads=heads)
+    use = f"use {' or '.join(fits)}" if fits else f"no registered architecture has that; pass embed_dim={d}, num_heads={heads}"
+    if not issubclass(entry.model_cls, SpatioTemporalViViT):
+        raise ValueError(
+            f"{origin} is a transformers ViViT, which is Model 1 (SpatioTemporalViViT), but {entry.name} is a "
+            f"{entry.model_cls.__name__}; {use}"
+        )
+    wanted = {**entry.model_args, **overrides}
+    if (wanted.get("embed_dim"), wanted.get("num_heads")) != (d, heads):
+        raise ValueError(
+            f"{origin} has width {d} with {heads} heads, but {entry.name} has width {wanted.get('embed_dim')} "
+            f"with {wanted.get('num_heads')} heads; {use}"
+        )
 
 
-def _convert_vit(image: Mapping[str, Any], entry: ModelEntry, overrides: Mapping[str, Any], inflation: str | None) -> Converted:
+def _convert_transformers(
+    hf_sd: Mapping[str, torch.Tensor], ckpt: _Checkpoint, entry: ModelEntry, overrides: Mapping[str, Any]
+) -> Converted:
+    """An HF ViViT: sizes, classes and labels from its tensors and config.json; preprocessing from
+    its preprocessor_config.json when there is one."""
+    config = ckpt.config if (ckpt.config or {}).get("model_type") == "vivit" else None
+    # Without a config.json the image size is a guess: the user's img_size override when the position
+    # table fits it (as for Scenic files), else the registered architecture's.
+    guesses = [{**entry.model_args, "img_size": overrides["img_size"]}] if "img_size" in overrides else []
+    for i, fallback in enumerate([*guesses, entry.model_args]):
+        try:
+            args, labels = transformers_model_args(hf_sd, config, fallback)
+            break
+        except ValueError as err:
+            if config is not None or i == len(guesses):
+                raise ValueError(f"{ckpt.origin}: {err}") from None
+    _transformers_fit(args, entry, overrides, ckpt.origin)
+    sd = from_transformers(hf_sd, _build(SpatioTemporalViViT, args, device="meta"))
+    h, w = args["img_size"]
+    cfg: dict[str, Any] = {
+        "num_classes": args["num_classes"],
+        "label_names": labels,
+        "input_size": (args["in_chans"], args["num_frames"], h, w),
+    }
+    if ckpt.processor:
+        cfg.update(data_config_from_transformers(ckpt.processor))
+    return Converted(sd, args, cfg)
+
+
+def _convert_vit(image: Mapping[str, Any], entry: ModelEntry, overrides: Mapping[str, Any], inflation: Any) -> Converted:
     # inflation builds straight into the user's architecture (size, frames, classes)
     model = _build(entry.model_cls, {**entry.model_args, **overrides})
-    settings = dict((entry.pretrained_cfg or {}).get("inflation", {}))
-    if inflation is not None:
-        settings["kernel"] = inflation
-    return inflate_vit(image, model, **settings), model.model_args
+    settings = inflation_settings(inflation, (entry.pretrained_cfg or {}).get("inflation"))
+    return Converted(inflate_vit(image, model, **settings), model.model_args, {})
+
+
+def _described_class(config: Mapping[str, Any]) -> type[ViViT] | None:
+    """The model class a vivit config names (format 2: `architecture`; format 1: `model_class`)."""
+    if config.get("model_class") in _CLASSES:
+        return _CLASSES[config["model_class"]]
+    arch = config.get("architecture")
+    if arch:
+        try:
+            return get_entry(arch).model_cls
+        except ValueError:
+            return None
+    return None
 
 
 def _convert_ours(sd: dict[str, torch.Tensor], config: Mapping[str, Any], entry: ModelEntry, origin: str) -> Converted:
     if config.get("format", FORMAT) != FORMAT:
         raise ValueError(f"{origin}: not a vivit checkpoint (format {config.get('format')!r})")
-    cls = _CLASSES.get(config.get("model_class", ""), entry.model_cls)
+    cls = _described_class(config) or entry.model_cls
     if cls is not entry.model_cls:
         raise ValueError(f"{origin} holds a {cls.__name__}, but {entry.name!r} is a {entry.model_cls.__name__}")
     not_float = [f"{k} ({v.dtype})" for k, v in sd.items() if not v.is_floating_point()]
     if not_float:
         raise ValueError(f"{origin}: weights must be floating point, got {', '.join(not_float)}; the file may be corrupted")
     args = {**entry.model_args, **config.get("model_args", {}), **_tensor_model_args(sd)}
-    return sd, {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+    cfg = dict(config.get("pretrained_cfg") or {})
+    if config.get("label_names") is not None and cfg.get("label_names") is None:
+        cfg["label_names"] = config["label_names"]
+    return Converted(sd, {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}, cfg)
 
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
 
 
-def _convert_file(path: Path, entry: ModelEntry, overrides: Mapping[str, Any], inflation: str | None) -> tuple[Converted, dict]:
-    """Any checkpoint file we can read, identified by its content -> (converted, its pretrained_cfg)."""
+def _convert_checkpoint(ckpt: _Checkpoint, entry: ModelEntry, overrides: Mapping[str, Any], inflation: Any) -> Converted:
+    """Any checkpoint file we can read, identified by its content."""
+    path = ckpt.weights
+    assert path is not None
     if path.suffix in _PICKLE_SUFFIXES:
         raise ValueError(
             f"{path}: pickled checkpoints (.pt, .pth, .bin, ...) are refused because unpickling can run code; "
-            "use a .safetensors file, a directory written by save_pretrained, or a Scenic (Flax msgpack) checkpoint"
+            f"{_SAFETENSORS_HOWTO}. Scenic (Flax msgpack) checkpoints and Google's .npz ViTs are read as they are"
         )
+    if path.suffix == ".npz":  # Google's ViT releases (vision_transformer, big_vision)
+        return _convert_vit(read_npz(path), entry, overrides, inflation)
     if path.suffix != ".safetensors":
         params = read_flax_checkpoint(path)  # ValueError naming the file if it is not msgpack
-        is_image_vit = inflation is not None or _inflates(entry)
-        return (_convert_vit(params, entry, overrides, inflation) if is_image_vit
-                else _convert_scenic(params, entry, str(path), overrides)), {}  # fmt: skip
+        if inflation is not None or _inflates(entry):
+            return _convert_vit(params, entry, overrides, inflation)
+        return _convert_scenic(params, entry, str(path), overrides)
     sd, metadata = _read_safetensors(path)
-    try:
-        config = json.loads(metadata["config"]) if "config" in metadata else {}
-        if not config and (path.parent / CONFIG_NAME).exists():
-            config = json.loads((path.parent / CONFIG_NAME).read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: its config is not valid JSON ({err}); the file may be corrupted") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: its config is not a JSON object; the file may be corrupted")
     patch = next((v for k, v in sd.items() if k.endswith(("patch_embed.proj.weight", "patch_embeddings.projection.weight"))), None)
     if patch is None:
         raise ValueError(f"{path}: no patch-embedding tensor; not a ViViT, ViT or transformers checkpoint")
     if patch.ndim == 4:  # a 2D image ViT (timm or transformers layout)
-        return _convert_vit(sd, entry, overrides, inflation), {}
+        return _convert_vit(sd, entry, overrides, inflation)
     if any(k.endswith("patch_embeddings.projection.weight") for k in sd):
-        return _convert_transformers(sd, entry), {}
-    return _convert_ours(sd, config, entry, str(path)), config.get("pretrained_cfg") or {}
+        return _convert_transformers(sd, ckpt, entry, overrides)
+    config = _metadata_config(metadata, str(path)) or ckpt.config or {}
+    return _convert_ours(sd, config, entry, str(path))
 
 
 def _inflates(entry: ModelEntry) -> bool:
@@ -257,7 +506,7 @@ def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
         try:
             sd, meta = _read_safetensors(cached)
             if meta.get("source_url") == url:
-                return sd, json.loads(meta["config"])["model_args"]
+                return Converted(sd, json.loads(meta["config"])["model_args"], {})
         except ValueError:
             pass  # unreadable cache: convert again (the write below is atomic)
     download_dir = cache_dir() / "downloads"
@@ -274,15 +523,17 @@ def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
                 "run once with network access, or copy a converted file there"
             ) from err
         params = read_flax_checkpoint(raw)
-    sd, args = _convert_scenic(params, entry, url)
-    config = {**_config(_build(entry.model_cls, args, device="meta")), "pretrained_cfg": _jsonable(entry.pretrained_cfg)}
+    sd, args, _ = _convert_scenic(params, entry, url)
+    model = _build(entry.model_cls, args, device="meta")
+    model.pretrained_cfg = {**entry.pretrained_cfg, "architecture": entry.name} if entry.pretrained_cfg else {}
+    config = _config(model)
     _save_safetensors(
         sd, cached, config, source_url=url, source_sha256=sha, converter=f"vivit.weights.from_scenic {__version__}"
     )
-    return sd, config["model_args"]
+    return Converted(sd, config["model_args"], {})
 
 
-def _source(entry: ModelEntry, src: Mapping[str, Any], overrides: Mapping[str, Any], inflation: str | None) -> Converted:
+def _source(entry: ModelEntry, src: Mapping[str, Any], overrides: Mapping[str, Any], inflation: Any) -> Converted:
     fmt = src["format"]
     if fmt == "scenic":
         return _scenic_source(entry, src)
@@ -293,16 +544,15 @@ def _source(entry: ModelEntry, src: Mapping[str, Any], overrides: Mapping[str, A
     else:
         path = hf_download(src["hf_hub"], src.get("filename", WEIGHTS_NAME), revision=src.get("revision"))
     sd, metadata = _read_safetensors(path)
-    if fmt == "transformers":
-        return _convert_transformers(sd, entry)
+    if fmt == "transformers":  # sizes from the entry (a config.json would only repeat them)
+        return Converted(*_convert_transformers(sd, _Checkpoint(path, str(path)), entry, overrides)[:2], {})
     if fmt == "vit":
         return _convert_vit(sd, entry, overrides, inflation)
-    config = json.loads(metadata["config"]) if "config" in metadata else {}
-    return _convert_ours(sd, config, entry, str(path))
+    return _convert_ours(sd, _metadata_config(metadata, str(path)) or {}, entry, str(path))
 
 
-# ---------------------------------------------------------------- build and adapt
-def _build(cls: type[nn.Module], args: Mapping[str, Any], device: str | None = None) -> _ViViT:
+# ---------------------------------------------------------------- steps 3 and 4: build, adapt and load
+def _build(cls: type[ViViT], args: Mapping[str, Any], device: str | None = None) -> ViViT:
     try:
         if device is None:
             return cls(**args)
@@ -320,7 +570,7 @@ def _grid(args: Mapping[str, Any]) -> tuple[int, int, int]:
     return args["num_frames"] // args["tubelet_size"], h // ph, w // pw
 
 
-def _adapt(sd: dict[str, torch.Tensor], ckpt_args: Mapping[str, Any], model: _ViViT) -> dict[str, torch.Tensor]:
+def _adapt(sd: dict[str, torch.Tensor], ckpt_args: Mapping[str, Any], model: ViViT) -> dict[str, torch.Tensor]:
     """Fresh head for another class count; resampled position tables for another frame count or size."""
     if model.num_classes != ckpt_args.get("num_classes", model.num_classes) or model.num_classes == 0:
         sd = {k: v for k, v in sd.items() if k not in ("head.weight", "head.bias")}
@@ -339,13 +589,15 @@ def _adapt(sd: dict[str, torch.Tensor], ckpt_args: Mapping[str, Any], model: _Vi
     return sd
 
 
-def _finish(model: _ViViT, sd: dict[str, torch.Tensor], ckpt_args: Mapping[str, Any], cfg: Mapping[str, Any]) -> _ViViT:
-    sd = _adapt(sd, ckpt_args, model)
+def _finish(
+    model: ViViT, converted: Converted, cfg: Mapping[str, Any], architecture: str
+) -> ViViT:
+    sd = _adapt(converted.state_dict, converted.model_args, model)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as err:  # missing/unexpected keys or shapes: a corrupted or foreign file
         raise ValueError(f"{cfg.get('source', 'the checkpoint')} does not fit {type(model).__name__}: {err}") from None
-    cfg = dict(cfg)
+    cfg = {**cfg, "architecture": architecture}
     if cfg.get("num_classes") not in (None, model.num_classes):
         cfg.update(num_classes=model.num_classes, label_names=None)  # a fresh head: old labels no longer apply
     if cfg.get("input_size"):
@@ -354,10 +606,10 @@ def _finish(model: _ViViT, sd: dict[str, torch.Tensor], ckpt_args: Mapping[str, 
     return model.eval()
 
 
-def _from_entry_sources(entry: ModelEntry, overrides: dict[str, Any], inflation: str | None) -> _ViViT:
+def _from_entry_sources(entry: ModelEntry, overrides: dict[str, Any], inflation: Any) -> ViViT:
     cfg = entry.pretrained_cfg
     if cfg is None:
-        with_weights = ", ".join(n for n in _with_weights(entry.name)) or "none"
+        with_weights = ", ".join(n for n in list_models(f"{entry.name}_*", pretrained=True)) or "none"
         raise ValueError(
             f"{entry.name!r} has no pretrained weights; entries with weights for it: {with_weights} "
             "(vivit.list_models(pretrained=True) lists all)"
@@ -365,48 +617,87 @@ def _from_entry_sources(entry: ModelEntry, overrides: dict[str, Any], inflation:
     errors = []
     for src in cfg["sources"]:
         try:
-            sd, ckpt_args = _source(entry, src, overrides, inflation)
+            converted = _source(entry, src, overrides, inflation)
         except WeightsDownloadError as err:  # try the next source; other errors are real problems
             errors.append(f"{src.get('hf_hub') or src.get('url') or src.get('file')}: {err}")
             continue
-        return _finish(_build(entry.model_cls, {**entry.model_args, **ckpt_args, **overrides}), sd, ckpt_args, cfg)
+        model = _build(entry.model_cls, {**entry.model_args, **converted.model_args, **overrides})
+        return _finish(model, converted, cfg, entry.name)
     raise WeightsDownloadError(f"could not get weights for {entry.name} from any source:\n  " + "\n  ".join(errors))
 
 
-def _with_weights(arch: str) -> list[str]:
-    from ..models.registry import list_models
-
-    return list_models(f"{arch}_*", pretrained=True)
-
-
-def load_pretrained_model(entry: ModelEntry, pretrained: bool | str | os.PathLike, overrides: Mapping[str, Any]) -> _ViViT:
-    """`create_model(..., pretrained=...)` lands here; see `vivit.create_model` for the arguments."""
+def load_pretrained_model(entry: ModelEntry, pretrained: bool | str | os.PathLike, overrides: Mapping[str, Any]) -> ViViT:
+    """`create_model(name, pretrained=...)` lands here; see `vivit.create_model` for the arguments."""
     overrides = dict(overrides)
     inflation = overrides.pop("inflation", None)
-    if inflation not in (None, "central", "average"):
-        raise ValueError(f"inflation must be 'central' or 'average', got {inflation!r}")
+    inflation_settings(inflation)  # a bad setting fails before any download
     if pretrained is True:
         return _from_entry_sources(entry, overrides, inflation)
-    spec = os.fspath(pretrained)
-    if spec.startswith("hf-hub:"):
-        repo, _, revision = spec.removeprefix("hf-hub:").partition("@")
-        path = hf_download(repo, WEIGHTS_NAME, revision=revision or None)
-        try:  # config.json is optional beside a model.safetensors that carries its config
-            hf_download(repo, CONFIG_NAME, revision=revision or None)
-        except WeightsDownloadError:
-            pass
-    else:
-        path = Path(spec).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{path} does not exist; pretrained= takes True, a checkpoint file (.safetensors or Scenic), "
-                "a directory written by save_pretrained, or 'hf-hub:org/repo'"
-            )
-        if path.is_dir():
-            if not (path / WEIGHTS_NAME).exists():
-                raise FileNotFoundError(f"{path} has no {WEIGHTS_NAME}; expected a directory written by save_pretrained")
-            path = path / WEIGHTS_NAME
-    (sd, ckpt_args), cfg = _convert_file(path, entry, overrides, inflation)
-    model = _build(entry.model_cls, {**ckpt_args, **overrides})
-    cfg = cfg or dict(entry.pretrained_cfg or {})
-    return _finish(model, sd, ckpt_args, {**cfg, "source": spec})
+    if pretrained is False:
+        raise ValueError("pretrained=False loads nothing; build the model with create_model(name) instead")
+    ckpt = _locate(os.fspath(pretrained))
+    return _load_checkpoint(entry, ckpt, overrides, inflation)
+
+
+def _load_checkpoint(entry: ModelEntry, ckpt: _Checkpoint, overrides: Mapping[str, Any], inflation: Any) -> ViViT:
+    converted = _convert_checkpoint(ckpt, entry, overrides, inflation)
+    model = _build(entry.model_cls, {**converted.model_args, **overrides})
+    cfg = converted.pretrained_cfg or dict(entry.pretrained_cfg or {})
+    return _finish(model, converted, {**cfg, "source": ckpt.origin}, entry.name)
+
+
+# ---------------------------------------------------------------- names that describe themselves
+def _described_entry(config: Mapping[str, Any] | None, origin: str) -> tuple[ModelEntry, dict[str, Any]]:
+    """The registry entry a checkpoint's config names, and the arguments it adds.
+
+    vivit configs name their `architecture` (format 2) or class (format 1); a transformers ViViT
+    config is Model 1, registered under the architecture of its width and heads when there is one.
+    """
+    config = dict(config or {})
+    if config.get("model_type") == "vivit":  # transformers
+        args = model_args_from_transformers_config(config)
+        fits = matching_architectures(SpatioTemporalViViT, embed_dim=args["embed_dim"], num_heads=args["num_heads"])
+        return get_entry(fits[0] if fits else matching_architectures(SpatioTemporalViViT)[0]), args
+    if config.get("format", FORMAT) == FORMAT and (cls := _described_class(config)) is not None:
+        arch = config.get("architecture")
+        try:
+            entry = get_entry(arch) if arch else None
+        except ValueError:
+            entry = None
+        if entry is None or entry.model_cls is not cls:
+            entry = get_entry(matching_architectures(cls)[0])
+        args = {k: tuple(v) if isinstance(v, list) else v for k, v in (config.get("model_args") or {}).items()}
+        return entry, args
+    raise ValueError(
+        f"{origin} does not say which model it holds (no vivit or transformers config.json, and no config in the "
+        "safetensors metadata); name the architecture: create_model(NAME, pretrained=...)"
+    )
+
+
+def load_described_model(spec: str, pretrained: bool, overrides: Mapping[str, Any]) -> ViViT:
+    """`create_model('hf-hub:org/repo' | 'local-dir:/path', pretrained, **overrides)`, as timm.
+
+    The architecture comes from the checkpoint's config (vivit's `config.json` or safetensors
+    metadata, or a transformers ViViT `config.json`). `pretrained=True` loads the weights;
+    `pretrained=False` builds the architecture with a fresh init (timm's behaviour for these names).
+    """
+    if not spec.startswith(_DESCRIBED_PREFIXES):
+        raise ValueError(f"expected 'hf-hub:org/repo' or 'local-dir:/path', got {spec!r}")
+    overrides = dict(overrides)
+    inflation = overrides.pop("inflation", None)
+    ckpt = _locate(spec, weights=bool(pretrained) or not spec.startswith("hf-hub:"))
+    config = ckpt.config
+    if ckpt.weights is not None and ckpt.weights.suffix == ".safetensors" and (config or {}).get("model_type") != "vivit":
+        config = _metadata_config(_safetensors_metadata(ckpt.weights), ckpt.origin) or config
+    entry, args = _described_entry(config, ckpt.origin)
+    entry = ModelEntry(entry.name, entry.model_cls, {**entry.model_args, **args}, entry.pretrained_cfg)
+    if pretrained:
+        return _load_checkpoint(entry, ckpt, overrides, inflation)
+    model = _build(entry.model_cls, {**entry.model_args, **overrides})
+    config = config or {}
+    cfg = dict(config.get("pretrained_cfg") or {})
+    names = config.get("label_names") if "model_type" not in config else _label_names(config, model.num_classes)
+    if cfg.get("label_names") is None and names is not None and len(names) == model.num_classes:
+        cfg["label_names"] = tuple(names)
+    model.pretrained_cfg = {**cfg, "architecture": entry.name, "source": spec}
+    return model
