@@ -28,60 +28,54 @@ from vivit.weights.cache import (
 
 PAYLOAD = bytes(range(256)) * 64
 
-# One process of the concurrency test: say "ready" once imported, wait for "go" (so that all four
-# start together), then get the cached "conversion" of a downloaded file.
+# One process of the concurrency test: register a Scenic entry served by the test server, say
+# "ready" once imported, wait for "go" (so that all four start together), then load it.
 _WORKER = """
-import sys, time
-from pathlib import Path
-import numpy as np
-from safetensors.numpy import load_file, save_file
-from vivit.weights.cache import cache_dir, get_or_build, scratch_dir
-from vivit.weights.hub import download_url
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch
+import vivit
+from scenic_fixtures import load_forward_fixture, model_args_from_config
+from vivit.models.registry import register_model
+from vivit.models.vivit import MODEL_CLASSES
 
-url = sys.argv[1]
-dest = cache_dir() / "converted" / "entry.safetensors"
-expected = {"source_url": url, "converter_version": "1"}
-
-def build():
-    with scratch_dir() as folder:
-        raw = folder / "entry.checkpoint"
-        download_url(url, raw, progress=False)
-        data = np.frombuffer(raw.read_bytes(), np.uint8).astype(np.float32)
-        raw.unlink()
-    return data
-
-def write(data, path):
-    save_file({"x": data}, str(path), metadata=expected)
-
+torch.set_num_threads(1)
+f = load_forward_fixture("m2_factorized_encoder_tubelet_token")
+variant, args = model_args_from_config(f["meta"]["config"])
+register_model("rank_test", MODEL_CLASSES[variant], args, {"sources": ({"format": "scenic", "url": "{scenic}/k400/checkpoint"},)})
 print("ready", flush=True)
 sys.stdin.readline()
-data = get_or_build(dest, expected, read=lambda p: load_file(str(p))["x"], build=build, write=write, what="test entry")
-print(int(data.sum()))
+model = vivit.create_model("rank_test", pretrained=True)
+with torch.no_grad():
+    print(float((model(f["video"]) - f["logits"]).abs().max()))
 """
+CHECKPOINT = Path(__file__).parent / "data" / "scenic" / "checkpoints" / "m2_factorized_encoder_tubelet_token.checkpoint"
 
 
 def test_four_processes_make_one_download(hub_server: HubServer, tmp_path: Path) -> None:
-    url = hub_server.add_file("k400/checkpoint", PAYLOAD, fault="slow_start")  # 1 s: the others arrive meanwhile
+    """Four ranks of a job start at once with a cold cache: one downloads and converts, the others wait."""
+    hub_server.add_file("k400/checkpoint", CHECKPOINT.read_bytes(), fault="slow_start")  # 1 s: the others arrive meanwhile
+    tests = str(Path(__file__).parent)
     procs = [
-        subprocess.Popen([sys.executable, "-c", _WORKER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=os.environ)  # fmt: skip
+        subprocess.Popen([sys.executable, "-c", _WORKER, tests], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
         for _ in range(4)
     ]
     try:
-        assert [p.stdout.readline() for p in procs] == ["ready\n"] * 4
+        assert [p.stdout.readline() for p in procs] == ["ready\n"] * 4  # type: ignore[union-attr]
         for p in procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
+            p.stdin.write("go\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
         results = [p.communicate(timeout=120) for p in procs]
     finally:
         for p in procs:
             p.kill()
     assert all(p.returncode == 0 for p in procs), results
-    assert [out.strip() for out, _ in results] == [str(sum(PAYLOAD))] * 4
+    assert all(float(out) <= 1e-5 for out, _ in results)  # every rank got the Scenic fixture's logits
     assert hub_server.count("/files/k400/checkpoint") == 1
-    converted = Path(os.environ["VIVIT_CACHE"]) / "converted"
-    assert sorted(p.name for p in converted.iterdir()) == [".entry.safetensors.lock", "entry.safetensors"]
-    assert os.listdir(Path(os.environ["VIVIT_CACHE"]) / "downloads") == []
+    cache_root = Path(os.environ["VIVIT_CACHE"])
+    assert sorted(p.name for p in (cache_root / "converted").iterdir()) == [".rank_test.safetensors.lock", "rank_test.safetensors"]
+    assert os.listdir(cache_root / "downloads") == []
 
 
 # ---------------------------------------------------------------- get_or_build
@@ -249,3 +243,129 @@ def test_a_killed_download_leaves_a_part_file_that_the_next_run_removes(hub_serv
     with cache.scratch_dir() as scratch:
         assert scratch == folder
     assert os.listdir(folder) == []
+
+
+# ---------------------------------------------------------------- the Scenic conversion cache, through create_model
+@pytest.fixture
+def scenic_entry(hub_server: HubServer):
+    """A registered Scenic entry (the Model 2 fixture) served by the test server; removed afterwards."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).parent))
+    from scenic_fixtures import load_forward_fixture, model_args_from_config
+
+    from vivit.models.registry import _REGISTRY, register_model
+    from vivit.models.vivit import MODEL_CLASSES
+
+    f = load_forward_fixture("m2_factorized_encoder_tubelet_token")
+    variant, args = model_args_from_config(f["meta"]["config"])
+    added = []
+
+    def add(name: str = "cache_test", **source: str) -> str:
+        register_model(name, MODEL_CLASSES[variant], args, {"sources": ({"format": "scenic", "url": "{scenic}/m2/checkpoint", **source},)})
+        added.append(name)
+        return name
+
+    hub_server.add_file("m2/checkpoint", CHECKPOINT.read_bytes())
+    yield add, f
+    for name in added:
+        del _REGISTRY[name]
+
+
+def _converted(name: str) -> Path:
+    return Path(os.environ["VIVIT_CACHE"]) / "converted" / f"{name}.safetensors"
+
+
+def _rewrite_metadata(path: Path, **changes: str | None) -> None:
+    from safetensors.torch import load_file as load_torch
+    from safetensors.torch import save_file as save_torch
+
+    metadata = load_metadata(path)
+    for key, value in changes.items():
+        if value is None:
+            metadata.pop(key, None)
+        else:
+            metadata[key] = value
+    save_torch(load_torch(str(path)), str(path), metadata=metadata)
+
+
+def test_outdated_or_incomplete_cached_conversions_are_rebuilt(hub_server: HubServer, scenic_entry) -> None:
+    import torch
+
+    import vivit
+
+    add, f = scenic_entry
+    name = add()
+    vivit.create_model(name, pretrained=True)
+    assert hub_server.count("/files/m2/checkpoint") == 1
+    meta = load_metadata(_converted(name))
+    assert meta["converter_version"] == "2" and meta["format_version"] == "2" and meta["source_url"].endswith("/files/m2/checkpoint")
+    vivit.create_model(name, pretrained=True)
+    assert hub_server.count("/files/m2/checkpoint") == 1  # current: read from the cache
+    downloads = 1
+    for change in ({"converter_version": "1"}, {"converter_version": None}, {"config": None}, {"config": '{"model_args": 5}'},
+                   {"format_version": "1"}):  # fmt: skip
+        _rewrite_metadata(_converted(name), **change)
+        model = vivit.create_model(name, pretrained=True)
+        downloads += 1
+        assert hub_server.count("/files/m2/checkpoint") == downloads, change
+        with torch.no_grad():
+            assert (model(f["video"]) - f["logits"]).abs().max() <= 1e-5
+        assert load_metadata(_converted(name))["converter_version"] == "2"
+
+
+def test_cache_write_failure_still_returns_the_model(hub_server: HubServer, scenic_entry) -> None:
+    """The converted file cannot be written (its folder is taken by a file): a warning, and the model."""
+    import torch
+
+    import vivit
+
+    add, f = scenic_entry
+    name = add()
+    converted = Path(os.environ["VIVIT_CACHE"]) / "converted"
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    converted.write_bytes(b"not a folder")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = vivit.create_model(name, pretrained=True)
+    with torch.no_grad():
+        assert (model(f["video"]) - f["logits"]).abs().max() <= 1e-5
+    messages = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
+    assert messages and all(str(converted) in m and "VIVIT_CACHE" in m for m in messages), messages
+    assert "rebuilt next time" in messages[-1]
+
+
+def test_pinned_sha256_is_checked(hub_server: HubServer, scenic_entry) -> None:
+    import hashlib
+
+    import vivit
+    from vivit.weights.hub import WeightsDownloadError
+
+    add, _ = scenic_entry
+    name = add("pinned_wrong", sha256="0" * 64)
+    with pytest.raises(WeightsDownloadError, match=r"but its SHA-256 is [0-9a-f]{64}, expected 0{64}"):
+        vivit.create_model(name, pretrained=True)
+    assert not _converted(name).exists()
+    name = add("pinned_right", sha256=hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest())
+    vivit.create_model(name, pretrained=True)
+    assert _converted(name).exists()
+
+
+def test_a_download_cut_short_is_retried_and_a_bad_file_tries_the_next_source(hub_server: HubServer, scenic_entry) -> None:
+    """A truncated transfer is resumed; an HTML page in place of the file is a download failure (the
+    next source is tried), never a ValueError that stops the fallback."""
+    import vivit
+    from vivit.weights.hub import WeightsDownloadError
+
+    add, _ = scenic_entry
+    hub_server.add_file("m2/checkpoint", CHECKPOINT.read_bytes(), fault="truncate", fail_times=1)
+    vivit.create_model(add("resumed"), pretrained=True)
+    assert hub_server.count("/files/m2/checkpoint") == 2
+    hub_server.add_file("m2/checkpoint", CHECKPOINT.read_bytes()[:-100] + b"x" * 100, fault="html_comment")
+    with pytest.raises(WeightsDownloadError, match=r"(?s)from any source.*returned an HTML/XML page"):
+        vivit.create_model(add("html"), pretrained=True)
+    import gzip
+
+    hub_server.add_file("m2/checkpoint", gzip.compress(CHECKPOINT.read_bytes()))  # binary, but not msgpack
+    with pytest.raises(WeightsDownloadError, match=r"(?s)from any source.*but it is not a valid checkpoint: not a Flax msgpack checkpoint"):
+        vivit.create_model(add("gzipped"), pretrained=True)

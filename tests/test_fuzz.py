@@ -41,7 +41,6 @@ def test_fuzz_flax_reader(tmp_path: Path) -> None:
     assert _crashes(summary) == []
 
 
-@pytest.mark.xfail(strict=True, reason="phase B: loader wiring (loading.py still uses the old readers)")
 def test_fuzz_loader(tmp_path: Path) -> None:
     summary = _fuzz(tmp_path, "flax_file,safetensors", 200)
     assert summary["inputs"] >= 100

@@ -36,20 +36,7 @@ def _ids() -> list[str]:
 
 
 CASE_IDS = _ids()
-# Cases that need the loader (vivit/weights/loading.py) to use the new readers and checks: phase B.
-PHASE_B = {
-    "stray_block_index", "huge_embedded_size", "fifo_safetensors", "deep_json_config", "fake_blocks_4000",
-    "fake_blocks_scattered", "test_views_bomb", "scenic_no_query_kernel", "scenic_embedding_2d", "ours_patch_embed_3d",
-    "ours_model_args_list", "ours_nan", "ours_f64_overflow", "ours_f16_inf", "mean_nan_strings", "class_splits_mismatch",
-    "label_count_mismatch", "negative_std",
-}  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    "case_id",
-    [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="phase B: loader wiring")) if c in PHASE_B else c
-     for c in CASE_IDS],
-)  # fmt: skip
+@pytest.mark.parametrize("case_id", CASE_IDS)
 def test_hostile_file(hostile: tuple[dict, dict], case_id: str) -> None:
     cases, results = hostile
     result = results[case_id]

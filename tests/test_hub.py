@@ -102,7 +102,7 @@ def test_hf_download_offline_cold_cache(hub_server: HubServer, monkeypatch: pyte
     with pytest.raises(WeightsDownloadError, match="offline") as info:
         hf_download(REPO, "model.safetensors")
     assert REPO in str(info.value) and "model.safetensors" in str(info.value)
-    assert hub_server.request_count == 0
+    assert hub_server.request_count == 0, hub_server.requests
 
 
 def test_hf_download_pull_request_revision(hub_server: HubServer) -> None:
@@ -482,10 +482,65 @@ def test_hf_download_fails_fast_without_network(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
     elapsed = time.monotonic() - start
     assert out.stdout.splitlines()[0] == (
-        f"Cannot download http://127.0.0.1:{port}: cannot reach 127.0.0.1:{port} (Connection refused). "
-        "'model.safetensors' from the Hugging Face Hub repo 'google/vivit-b-16x2-kinetics400' (revision 'main') "
-        "is not in the Hugging Face cache. Check your network connection and proxy (HF_ENDPOINT for a mirror); "
-        "without network, set HF_HUB_OFFLINE=1 and pass the path of a local checkpoint."
+        f"Cannot reach the Hugging Face Hub at http://127.0.0.1:{port} (Connection refused), and 'model.safetensors' "
+        "from the Hugging Face Hub repo 'google/vivit-b-16x2-kinetics400' (revision 'main') is not in the Hugging "
+        "Face cache. Check your network connection and proxy (HF_ENDPOINT for a mirror); without network, set "
+        "HF_HUB_OFFLINE=1 and pass the path of a local checkpoint."
     )
     assert len(out.stdout.splitlines()) == 1 and "Retry" not in out.stderr, out
     assert elapsed < 5.0, elapsed
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:  # free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Hub endpoint and Scenic bucket on a closed local port, empty caches, offline mode off."""
+    port = _closed_port()
+    for key, value in {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "VIVIT_SCENIC_BASE_URL": f"http://127.0.0.1:{port}/scenic",
+                       "HF_HOME": str(tmp_path / "hf"), "VIVIT_CACHE": str(tmp_path / "cache"), "NO_PROXY": "*"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE"):
+        monkeypatch.delenv(key, raising=False)
+    return port
+
+
+def test_cli_without_network_fails_fast_with_one_line(no_network: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15: both sources of vivit_b_st_k400 unreachable -> one line within 5 s, the real URLs,
+    advice that fits each source (HF_HUB_OFFLINE for the Hub; VIVIT_CACHE, a converted file or
+    VIVIT_SCENIC_BASE_URL for Scenic), no retry chatter."""
+    import time
+
+    from vivit import cli
+
+    port = no_network
+    start = time.monotonic()
+    code = cli.main(["predict", "--model", "vivit_b_st_k400", "-q"])
+    elapsed = time.monotonic() - start
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and elapsed < 5.0, (elapsed, err)
+    assert err.splitlines() == [
+        "vivit: error: could not get weights for vivit_b_st_k400 from any source: "
+        f"Cannot reach the Hugging Face Hub at http://127.0.0.1:{port} (Connection refused), and 'model.safetensors' "
+        "from the Hugging Face Hub repo 'google/vivit-b-16x2-kinetics400' (revision 'refs/pr/3') is not in the Hugging "
+        "Face cache. Check your network connection and proxy (HF_ENDPOINT for a mirror); without network, set "
+        "HF_HUB_OFFLINE=1 and pass the path of a local checkpoint. "
+        f"Cannot download http://127.0.0.1:{port}/scenic/kinetics_400/vivit_base_16x2_unfactorized/checkpoint: cannot "
+        f"reach 127.0.0.1:{port} (Connection refused). Check your network connection and proxy settings. Without "
+        f"network: copy a converted file into {tmp_path / 'cache' / 'converted'} (set VIVIT_CACHE to use another cache "
+        "folder), or set VIVIT_SCENIC_BASE_URL to a mirror you can reach, or pass the path of a local checkpoint."
+    ]
+
+
+def test_scenic_only_entry_without_network(no_network: int, capsys: pytest.CaptureFixture[str]) -> None:
+    from vivit import cli
+
+    assert cli.main(["predict", "--model", "vivit_b_fe_k400", "-q"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "{scenic}" not in line and "HF_HUB_OFFLINE" not in line
+    assert f"Cannot download http://127.0.0.1:{no_network}/scenic/kinetics_400/vivit_base_16x2_fe/checkpoint: " in line
+    assert "VIVIT_CACHE" in line and "VIVIT_SCENIC_BASE_URL" in line

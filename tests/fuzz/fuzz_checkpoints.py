@@ -188,8 +188,10 @@ def _mutate_msgpack(data: bytes, rng: random.Random) -> bytes:
         for _ in range(rng.choice([10, 100, 1000, 3000])):
             deep = {"a": deep} if rng.random() < 0.5 else [deep]
         node[key] = deep
-    else:  # many copies of a subtree (thousands of fake blocks)
-        for i in range(rng.choice([2, 50, 4000])):
+    else:  # many copies of a subtree (thousands of fake blocks), keeping the file under ~16 MB
+        copies = rng.choice([2, 50, 4000])
+        copies = min(copies, max(2, (16 << 20) // max(1, len(msgpack.packb(value, use_bin_type=True)))))
+        for i in range(copies):
             node[f"{key}_{i}" if "encoderblock_" not in str(key) else f"encoderblock_{i + 100}"] = value
     try:
         return msgpack.packb(tree, use_bin_type=True)
@@ -229,6 +231,13 @@ def _mutate_bytes(data: bytes, rng: random.Random) -> bytes:
 
 def mutate(target: str, data: bytes, rng: random.Random) -> bytes:
     """Apply 1-3 mutations, structure-aware (safetensors header, Flax tree) half of the time."""
+    try:
+        return _mutate(target, data, rng)
+    except MemoryError:  # the mutator's own copies, under the harness's memory limit
+        return data
+
+
+def _mutate(target: str, data: bytes, rng: random.Random) -> bytes:
     for _ in range(rng.randint(1, 3)):
         structured = {"safetensors": _mutate_json_header, "flax": _mutate_msgpack}.get(target.split(":")[0].removesuffix("_file"))
         try:
@@ -388,10 +397,16 @@ def run_hypothesis(harness: Harness, seeds: list[tuple[str, bytes]], seconds: fl
             break
 
 
-def run_atheris(harness: Harness, seeds: list[tuple[str, bytes]], seconds: float, argv: list[str]) -> None:
+def run_atheris(harness: Harness, seeds: list[tuple[str, bytes]], seconds: float, argv: list[str],
+                report: Callable[[], None]) -> None:  # fmt: skip
     import atheris
 
+    end = time.monotonic() + seconds
+
     def one_input(data: bytes) -> None:
+        if time.monotonic() > end:  # libFuzzer's own time limit exits without Python's atexit
+            report()
+            os._exit(1 if harness.signatures else 0)
         if len(data) < 2:
             return
         target, seed_data = seeds[data[0] % len(seeds)]
@@ -405,7 +420,7 @@ def run_atheris(harness: Harness, seeds: list[tuple[str, bytes]], seconds: float
     corpus.mkdir(exist_ok=True)
     for i, (_, data) in enumerate(seeds):
         (corpus / f"seed{i}").write_bytes(bytes([i, 1]) + data)
-    atheris.Setup([sys.argv[0], f"-max_total_time={int(seconds)}", "-rss_limit_mb=0", *argv, str(corpus)], one_input)
+    atheris.Setup([sys.argv[0], f"-max_total_time={int(seconds) + 60}", "-rss_limit_mb=0", *argv, str(corpus)], one_input)
     atheris.Fuzz()
 
 
@@ -444,12 +459,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.json.write_text(line + "\n")
 
         atexit.register(report)  # atheris exits the process when its time is up
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))  # `timeout` and kill: still report
         if args.engine == "random":
             run_random(harness, seeds, args.seconds, args.inputs, args.seed)
         elif args.engine == "hypothesis":
             run_hypothesis(harness, seeds, args.seconds, args.inputs, args.seed)
         else:
-            run_atheris(harness, seeds, args.seconds, rest)
+            run_atheris(harness, seeds, args.seconds, rest, report)
         atexit.unregister(report)
         report()
         return 1 if harness.signatures else 0

@@ -145,7 +145,7 @@ def clean_stale_temp_files(folder: Path, name: str | None = None) -> list[Path]:
     Returns:
         The files removed.
     """
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

@@ -67,7 +67,7 @@ _MAX_KEY_BYTES = 1 << 16
 _MAX_NDIM = 8
 
 # numpy storage dtype of each Flax dtype name that can hold weights (bfloat16 as raw uint16 words).
-_STORAGE = {
+_STORAGE: dict[str, np.dtype[Any]] = {
     "float16": np.dtype(np.float16),
     "bfloat16": np.dtype(np.uint16),
     "float32": np.dtype(np.float32),

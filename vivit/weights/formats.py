@@ -37,9 +37,12 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "SafetensorsHeader",
     "TensorSpec",
+    "cast_finite",
+    "check_regular_file",
     "load_safetensors",
     "open_regular_file",
     "parse_json",
+    "read_json_file",
     "read_safetensors_header",
 ]
 
@@ -59,6 +62,9 @@ _SAFETENSORS_FLOATS = {
     "F32": (torch.float32, 4),
     "F64": (torch.float64, 8),
 }
+_OTHER_DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16", "U32": "uint32",
+                 "I32": "int32", "U64": "uint64", "I64": "int64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+                 "C64": "complex64"}  # fmt: skip
 _FILE_KINDS = {
     stat.S_IFDIR: "a directory",
     stat.S_IFIFO: "a FIFO (named pipe)",
@@ -80,6 +86,29 @@ def _check_regular(st: os.stat_result, path: Path) -> None:
             f"{path} is {st.st_size / 2**30:.1f} GiB, more than the {MAX_CHECKPOINT_BYTES >> 30} GiB a checkpoint "
             "may have (vivit.weights.formats.MAX_CHECKPOINT_BYTES)"
         )
+
+
+def check_regular_file(path: str | os.PathLike[str]) -> Path:
+    """Refuse a path that is not a regular file of sane size, without opening it.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The path.
+
+    Raises:
+        FileNotFoundError: If it does not exist.
+        ValueError: If it is a directory, FIFO, socket or device, or larger than `MAX_CHECKPOINT_BYTES`.
+    """
+    path = Path(path)
+    try:
+        _check_regular(os.stat(path), path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist") from None
+    except (PermissionError, NotADirectoryError) as err:
+        raise ValueError(f"{path} cannot be read ({err.strerror}); check its permissions") from None
+    return path
 
 
 def open_regular_file(path: str | os.PathLike[str]) -> IO[bytes]:
@@ -190,6 +219,53 @@ def _has_infinity(value: Any) -> bool:
         elif isinstance(node, list):
             stack.extend(node)
     return False
+
+
+def read_json_file(path: str | os.PathLike[str], what: str = "JSON file", max_bytes: int = MAX_HEADER_BYTES) -> dict[str, Any]:
+    """A JSON object from a (config) file: regular file, at most `max_bytes`, parsed by `parse_json`.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is not a regular file, too large, not JSON, or not a JSON object.
+    """
+    path = Path(path)
+    with open_regular_file(path) as handle:
+        raw = handle.read(max_bytes + 1)
+    value = parse_json(raw, str(path), what, max_bytes=max_bytes)
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: its {what} is a JSON {type(value).__name__}, expected an object; the file may be corrupted")
+    return value
+
+
+def cast_finite(tensors: Mapping[str, torch.Tensor], dtypes: Mapping[str, torch.dtype], where: str) -> dict[str, torch.Tensor]:
+    """Cast tensors to the dtypes of the parameters they will fill, refusing values that do not fit.
+
+    `load_state_dict` would copy a float64 1e300 into a float32 parameter as infinity; here such a
+    value is an error instead.
+
+    Args:
+        tensors: Name -> tensor (already checked finite in their own dtype).
+        dtypes: Name -> the target dtype (names without an entry are kept as they are).
+        where: The file, for the message.
+
+    Raises:
+        ValueError: Naming a few tensors whose values overflow the target dtype.
+    """
+    out, overflow = {}, []
+    for name, tensor in tensors.items():
+        dtype = dtypes.get(name, tensor.dtype)
+        if tensor.dtype != dtype and tensor.is_floating_point():
+            cast = tensor.to(dtype)
+            if not all_finite(cast):
+                overflow.append(name)
+            tensor = cast
+        out[name] = tensor
+    if overflow:
+        raise ValueError(
+            f"{where}: {len(overflow)} tensors hold values beyond the range of the model's dtype "
+            f"({short_list(overflow)}); they would become infinite. The weights are corrupt"
+        )
+    return out
 
 
 # ---------------------------------------------------------------- safetensors
@@ -318,8 +394,9 @@ def _check_entries(
         spans.append((offsets[0], offsets[1], name))
         if name in ignore:
             continue
-        if code not in _SAFETENSORS_FLOATS:
-            bad_dtype.append(f"{name} ({str(code)[:16]})")
+        if not isinstance(code, str) or code not in _SAFETENSORS_FLOATS:
+            known = _OTHER_DTYPES.get(code) if isinstance(code, str) else None
+            bad_dtype.append(f"{name} ({str(code)[:16]}{f' = {known}' if known else ''})")
             continue
         dtype, itemsize = _SAFETENSORS_FLOATS[code]
         if offsets[1] - offsets[0] != math.prod(shape) * itemsize:
@@ -330,7 +407,7 @@ def _check_entries(
         raise _corrupt(path, f"malformed entries for {len(malformed)} tensors: {short_list(malformed)}")
     if bad_dtype:
         raise ValueError(
-            f"{path}: weights must be float16, bfloat16, float32 or float64; {len(bad_dtype)} tensors are not: "
+            f"{path}: {len(bad_dtype)} tensors are not floating point (float16, bfloat16, float32 or float64): "
             f"{short_list(bad_dtype)}; the file is corrupt or not a model checkpoint"
         )
     spans.sort()

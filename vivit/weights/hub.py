@@ -860,16 +860,17 @@ def hf_download(
         if isinstance(cached, str):
             return Path(cached)
         offline = _hf_offline()
+        if offline:  # not cached: fail here, without huggingface_hub (it may still contact the Hub for telemetry)
+            raise _offline_error(what, f"Hugging Face cache {cache or constants.HF_HUB_CACHE}")
         if not offline:
-            unreachable = _reachable(endpoint or constants.ENDPOINT)
+            hub = endpoint or constants.ENDPOINT
+            unreachable = _reachable(hub)
             if unreachable is not None:
+                why = unreachable.strerror or str(unreachable) or type(unreachable).__name__
                 raise WeightsDownloadError(
-                    _unreachable_message(
-                        endpoint or constants.ENDPOINT, unreachable,
-                        f"{what} is not in the Hugging Face cache. Check your network connection and proxy "
-                        "(HF_ENDPOINT for a mirror); without network, set HF_HUB_OFFLINE=1 and pass the path "
-                        "of a local checkpoint.",
-                    )  # fmt: skip
+                    f"Cannot reach the Hugging Face Hub at {hub} ({why}), and {what} is not in the Hugging Face "
+                    "cache. Check your network connection and proxy (HF_ENDPOINT for a mirror); without network, "
+                    "set HF_HUB_OFFLINE=1 and pass the path of a local checkpoint."
                 )
         path = Path(
             hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache, endpoint=endpoint, local_files_only=offline)

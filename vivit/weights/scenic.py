@@ -135,7 +135,7 @@ _Expected = tuple[tuple[tuple[int, ...], ...], "str | None", tuple[int, ...], An
 
 def _expected_shapes(model: _ViViT) -> dict[str, _Expected]:
     """Scenic leaf name -> what fits `model` (works on the meta device)."""
-    target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    target: dict[str, tuple[int, ...]] = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     out: dict[str, _Expected] = {}
     for ours, (theirs, kind) in scenic_names(model).items():
         if kind == "param":
@@ -143,6 +143,7 @@ def _expected_shapes(model: _ViViT) -> dict[str, _Expected]:
         elif kind in ("ln", "dense", "conv"):
             weight, bias = target[f"{ours}.weight"], target[f"{ours}.bias"]
             name = "scale" if kind == "ln" else "kernel"
+            shapes: tuple[tuple[int, ...], ...]
             if kind == "ln":
                 shapes, layout = (weight,), _same
             elif kind == "dense":
@@ -154,10 +155,11 @@ def _expected_shapes(model: _ViViT) -> dict[str, _Expected]:
             out[f"{theirs}/bias"] = ((bias,), f"{ours}.bias", bias, _same)
         else:  # attention: q/k/v kernels [D, heads, head_dim], out kernel [heads, head_dim, D]
             attn = model.get_submodule(ours)
-            heads, head_dim, dim = attn.num_heads, attn.head_dim, target[f"{ours}.proj.weight"][0]
-            for w in ("query", "key", "value"):
-                out[f"{theirs}/{w}/kernel"] = (((dim, heads, head_dim),), None, (dim, heads, head_dim), _same)
-                out[f"{theirs}/{w}/bias"] = (((heads, head_dim),), None, (heads, head_dim), _same)
+            heads, head_dim = int(attn.num_heads), int(attn.head_dim)  # type: ignore[arg-type]  # Attention's ints
+            dim = target[f"{ours}.proj.weight"][0]
+            for which in ("query", "key", "value"):
+                out[f"{theirs}/{which}/kernel"] = (((dim, heads, head_dim),), None, (dim, heads, head_dim), _same)
+                out[f"{theirs}/{which}/bias"] = (((heads, head_dim),), None, (heads, head_dim), _same)
             out[f"{theirs}/out/kernel"] = (((heads, head_dim, dim),), None, (heads, head_dim, dim), _same)
             out[f"{theirs}/out/bias"] = (((dim,),), f"{ours}.proj.bias", (dim,), _same)
     return out

@@ -124,16 +124,17 @@ def check_model_args(args: Mapping[str, Any], where: str) -> None:
         values = _ints(args[key])
         if values is None:
             problems.append(f"{key}={_clip(args[key])} is not an integer")
-        elif not all(low <= v <= high for v in values):
+        elif not all(v <= high for v in values):  # too small is the constructor's to report
             problems.append(f"{key}={_clip(args[key])} is outside {low}..{high}")
     if not problems and all(k in args for k in ("img_size", "num_frames", "patch_size", "tubelet_size")):
         size, patch = _ints(args["img_size"]), _ints(args["patch_size"])
         assert size is not None and patch is not None
         h, w = (size * 2)[:2]
         ph, pw = (patch * 2)[:2]
-        tokens = (int(args["num_frames"]) // int(args["tubelet_size"])) * (h // ph) * (w // pw)
+        t = int(args["tubelet_size"])
+        tokens = (int(args["num_frames"]) // t) * (h // ph) * (w // pw) if min(t, ph, pw) >= 1 else 0
         low, high = ARCH_LIMITS["tokens"]
-        if not low <= tokens <= high:
+        if tokens > high:
             problems.append(f"{tokens} tubelets per clip is outside {low}..{high}")
     if problems:
         raise ValueError(
@@ -167,7 +168,7 @@ def count_blocks(names: Iterable[str], pattern: str, where: str, what: str = "bl
         names: Tensor or parameter names.
         pattern: A regular expression whose first group is the block index, matched with
             `re.match` (e.g. `r"blocks\\.(\\d+)\\."` or `r"Transformer/encoderblock_(\\d+)/"`).
-        where: The file, for the message.
+        where: The file, for the message ('' to leave it to the caller).
         what: What the blocks are called in the message.
 
     Returns:
@@ -180,15 +181,16 @@ def count_blocks(names: Iterable[str], pattern: str, where: str, what: str = "bl
     indices = {int(m[1]) for name in names if (m := regex.match(name))}
     count = len(indices)
     strays = sorted(i for i in indices if i >= count)
+    lead = f"{where}: " if where else ""
     if strays:
         missing = sorted(set(range(count)) - indices)
         raise ValueError(
-            f"{where}: {what} indices must run 0..{count - 1} without gaps ({count} distinct indices); "
-            f"found {short_list(strays)} and no {short_list(missing)}; the file is corrupt or not a ViViT/ViT checkpoint"
+            f"{lead}{what} indices must run 0..{count - 1} without gaps ({count} distinct indices); beyond the end: "
+            f"{short_list(strays)}; missing: {short_list(missing)}; the file is corrupt or not a ViViT/ViT checkpoint"
         )
     high = ARCH_LIMITS["depth"][1]
     if count > high:
-        raise ValueError(f"{where}: {count} {what} is more than the supported {high}; the file is corrupt")
+        raise ValueError(f"{lead}{count} {what} is more than the supported {high}; the file is corrupt")
     return count
 
 
@@ -203,13 +205,12 @@ def all_finite(values: np.ndarray | torch.Tensor, chunk: int = 1 << 22) -> bool:
     if isinstance(values, torch.Tensor):
         if not values.is_floating_point():
             return True
-        flat = values.detach().reshape(-1)
-        return all(bool(torch.isfinite(flat[i : i + chunk]).all()) for i in range(0, flat.numel(), chunk))
-    array = np.asarray(values)
+        tensor = values.detach().reshape(-1)
+        return all(bool(torch.isfinite(tensor[i : i + chunk]).all()) for i in range(0, tensor.numel(), chunk))
+    array = np.asarray(values).reshape(-1)
     if array.dtype.kind not in "fc":
         return True
-    flat = array.reshape(-1)
-    return all(bool(np.isfinite(flat[i : i + chunk]).all()) for i in range(0, flat.size, chunk))
+    return all(bool(np.isfinite(array[i : i + chunk]).all()) for i in range(0, int(array.size), chunk))
 
 
 # ---------------------------------------------------------------- embedded pretrained_cfg
@@ -274,7 +275,7 @@ _CHECKED_FIELDS = frozenset({
 def validate_pretrained_cfg(
     cfg: Any, where: str, num_classes: int | None = None
 ) -> dict[str, Any]:
-    """Check an embedded `pretrained_cfg` against ranges; return a normalised copy (tuples for pairs).
+    """Check an embedded `pretrained_cfg` against ranges; return a copy.
 
     Checked when present: `input_size` (C, T, H, W), `crop_size`, `resize_size`, `frame_stride`,
     `test_views` (clips 1..64, crops 1 or 3), `mean`/`std` (finite numbers, one per channel, std > 0),
@@ -289,7 +290,7 @@ def validate_pretrained_cfg(
             `label_names` and `class_splits` must agree with it.
 
     Returns:
-        A new dict with the same fields, pairs and lists of numbers as tuples.
+        A copy of the config (the values as they were).
 
     Raises:
         ValueError: Listing the first few offending fields and how many there are.
@@ -341,10 +342,10 @@ def validate_pretrained_cfg(
     if "metrics" in cfg:
         metrics = cfg["metrics"]
         if not isinstance(metrics, Mapping) or not all(
-            isinstance(k, str) and ((_is_number(v) and math.isfinite(v)) or (isinstance(v, str) and len(v) <= 256))
+            isinstance(k, str) and (v is None or (_is_number(v) and math.isfinite(v)) or (isinstance(v, str) and len(v) <= 256))
             for k, v in metrics.items()
         ):
-            check.bad("metrics", "must map names to finite numbers or short strings")
+            check.bad("metrics", "must map names to finite numbers, short strings or null")
     for key, value in cfg.items():
         if isinstance(key, str) and key not in _CHECKED_FIELDS and not _json_safe(value):
             check.problems.append(f"{key}={_clip(value)} is not plain JSON data (NaN/inf, too long, or nested too deep)")
@@ -353,7 +354,7 @@ def validate_pretrained_cfg(
             f"{where}: its embedded pretrained_cfg is invalid: {short_list(check.problems, 3, sep='; ')}; "
             "the file is corrupt or was written by another tool"
         )
-    return out
+    return {key: value for key, value in cfg.items() if isinstance(key, str)}
 
 
 def _check_classes(check: _CfgChecker, num_classes: int | None) -> None:
