@@ -417,7 +417,7 @@ class _Transfer:
                     self.state.restart(self.out)
                 if self.limits.retries < attempt:
                     raise WeightsDownloadError(
-                        f"Download of {self.url} failed after {attempt} attempts ({err}). "
+                        f"Download of {self.url} failed after {attempt} attempt{'s' if attempt > 1 else ''} ({err}). "
                         "Retry later, check your network, or download the file by hand and pass its local path."
                     ) from None
                 wait = self.limits.backoff_s * 2 ** (attempt - 1)

@@ -7,7 +7,11 @@ One function per step:
 2. `_convert_checkpoint`: read the weights (safetensors, Flax msgpack or `.npz`; never pickle), tell
    the format apart by its content and convert (`_convert_scenic`, `_convert_transformers`,
    `_convert_vit` (inflation), `_convert_ours`) -> our `state_dict`, the architecture arguments its
-   tensors imply, its `pretrained_cfg`;
+   tensors imply, its `pretrained_cfg`. Validation comes before allocation: the header (names,
+   shapes, dtypes) is read first, the architecture it implies is capped (`validate.ARCH_LIMITS`,
+   depth = distinct block indices 0..N-1), built on the meta device and compared with it, the
+   embedded `pretrained_cfg` is checked against ranges, and only then are tensors read (finite,
+   floating point). Every failure is a short ValueError naming the file;
 3. `_build`: the model with those arguments and the user's overrides;
 4. `_finish`: adapt (fresh head for another class count, resampled position tables for another
    frame count or size), then `load_state_dict(strict=True)`.
