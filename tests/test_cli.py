@@ -22,7 +22,7 @@ from vivit import cli
 from vivit.predict import iter_views
 from vivit.models.registry import _REGISTRY, register_model
 from vivit.models.vivit import MODEL_CLASSES
-from vivit.data.video import VideoDecoderMissingError, read_video
+from vivit.data.video import VideoDecoderMissingError, VideoReader, read_video
 
 SCENIC_FIXTURE = "m1_spacetime_tubelet_token"
 SCENIC_CHECKPOINT = DATA / "checkpoints" / f"{SCENIC_FIXTURE}.checkpoint"
@@ -257,13 +257,13 @@ def test_features_interrupted_run_keeps_finished_videos(capsys, files, st_args, 
     out = tmp_path / "feats.safetensors"
     seen = []
 
-    def flaky_read(path):
+    def flaky_reader(path):
         seen.append(path)
         if len(seen) == 2:
             raise KeyboardInterrupt  # Ctrl-C while the second video decodes
-        return read_video(path)
+        return VideoReader(path)
 
-    monkeypatch.setattr(cli, "read_video", flaky_read)
+    monkeypatch.setattr(cli, "VideoReader", flaky_reader)
     code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
     assert code == 130 and "interrupted" in err
     assert list(_read(out)) == [str(files["a"])]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from vivit.predict import iter_views, predict_views
+import vivit
+from vivit.data.video import VideoWarning
+from vivit.predict import inference_model, iter_views, predict_views
 from vivit.data.sampling import multiview_clip_starts, sample_frame_indices
 
 # Small enough to be fast: 6 frames per clip every 2nd frame, short side 32, crop 24.
@@ -20,6 +25,13 @@ CFG = {
 }
 
 
+class Log(list):
+    """A record kept by a test model; an eval-mode copy of the model (see `inference_model`) shares it."""
+
+    def __deepcopy__(self, memo: dict) -> Log:
+        return self
+
+
 class MeanLinear(nn.Module):
     """Logits that are an affine function of each view's mean pixel: easy to average by hand."""
 
@@ -27,8 +39,8 @@ class MeanLinear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.linspace(-2.0, 3.0, num_classes))
         self.bias = nn.Parameter(torch.arange(num_classes, dtype=torch.float32))
-        self.seen: list[tuple[int, ...]] = []
-        self.modes: list[bool] = []
+        self.seen: list[tuple[int, ...]] = Log()
+        self.modes: list[bool] = Log()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.seen.append(tuple(x.shape))
@@ -75,10 +87,12 @@ def test_equals_loop_over_iter_views_and_defaults_from_cfg() -> None:
     frames = _video(t=9, h=40, w=33, seed=1)  # portrait after resize, shorter than a clip's span
     model = MeanLinear()
     model.pretrained_cfg = CFG
-    views = list(iter_views(frames, 3, 3, CFG))
+    with pytest.warns(VideoWarning, match=r"has 9 frames, fewer than one clip spans \(6 frames every 2 = 11\).*looped"):
+        views = list(iter_views(frames, 3, 3, CFG))
     assert len(views) == 9 and all(v.shape == (3, 6, 24, 24) for v in views)
     manual = torch.stack([model(v[None])[0] for v in views]).mean(0)
-    out = predict_views(model, frames)  # clips, crops from test_views = (3, 3)
+    with pytest.warns(VideoWarning, match="looped"):
+        out = predict_views(model, frames)  # clips, crops from test_views = (3, 3)
     torch.testing.assert_close(out, manual.detach(), rtol=0, atol=1e-6)
 
 
@@ -104,18 +118,22 @@ def test_views_are_built_lazily() -> None:
     assert len(list(views)) == 8
 
 
-def test_restores_training_flag_and_runs_in_eval_mode() -> None:
+def test_runs_in_eval_mode_without_touching_the_model() -> None:
     model = MeanLinear()
     model.pretrained_cfg = CFG
     model.train()
+    seen_by_forward: list[bool] = []
+    model.register_forward_pre_hook(lambda module, args: seen_by_forward.append(model.training))
     predict_views(model, _video())
-    assert model.training and model.modes and not any(model.modes)
+    # The forward ran in eval mode, while the caller's model stayed in training mode throughout.
+    assert model.modes and not any(model.modes)
+    assert seen_by_forward and all(seen_by_forward) and model.training
     model.eval()
     predict_views(model, _video())
     assert not model.training
 
 
-def test_training_flag_restored_after_error() -> None:
+def test_training_mode_kept_after_error() -> None:
     class Broken(MeanLinear):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             raise RuntimeError("boom")
@@ -125,6 +143,44 @@ def test_training_flag_restored_after_error() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         predict_views(model, _video(), pretrained_cfg=CFG)
     assert model.training
+
+
+def test_inference_model_shares_parameters_and_buffers() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.BatchNorm1d(4)).train()
+    twin = inference_model(model)
+    assert twin is not model and not twin.training and all(m.training for m in model.modules())
+    assert all(a is b for a, b in zip(twin.parameters(), model.parameters(), strict=True))
+    assert all(a is b for a, b in zip(twin.buffers(), model.buffers(), strict=True))
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(twin(x), model.eval()(x), rtol=0, atol=0)  # eval() is what it computes
+    assert inference_model(model) is model  # already in eval mode: used as it is
+
+
+def test_uncopyable_model_in_training_mode_is_refused_clearly() -> None:
+    model = MeanLinear()
+    model.lock = threading.Lock()  # cannot be deep-copied
+    with pytest.raises(ValueError, match=r"training mode and could not be copied.*call model.eval\(\)"):
+        predict_views(model, _video(), pretrained_cfg=CFG)
+    assert model.training
+
+
+def test_many_threads_on_one_model_in_training_mode() -> None:
+    """Threads share one model (dropout on, training mode): every result is the eval-mode one."""
+    torch.manual_seed(0)
+    model = vivit.create_model("vivit_ti_st", img_size=24, num_frames=6, patch_size=8, depth=1, num_classes=5,
+                               drop_rate=0.5, drop_path_rate=0.5)  # fmt: skip
+    model.pretrained_cfg = CFG
+    videos = [_video(seed=i) for i in range(4)]
+    expected = [predict_views(model.eval(), v, 1, 1) for v in videos]
+    model.train()
+    flags: list[bool] = []
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        poll = pool.submit(lambda: [flags.append(model.training) for _ in range(2000)])
+        results = list(pool.map(lambda v: predict_views(model, v, 1, 1), videos * 3))
+        poll.result()
+    assert model.training and all(flags)  # never flipped to eval, not even for a moment
+    for got, want in zip(results, expected * 3, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_uses_model_dtype_and_returns_float32() -> None:
@@ -139,7 +195,8 @@ def test_model_without_cfg_uses_defaults() -> None:
     # Defaults: 32 frames stride 2, short side 256, crop 224, 4 x 3 views; keep it cheap with 1 x 1.
     model = MeanLinear()
     frames = np.full((10, 256, 300, 3), 255, dtype=np.uint8)
-    out = predict_views(model, frames, 1, 1)
+    with pytest.warns(VideoWarning, match="looped"):
+        out = predict_views(model, frames, 1, 1)
     torch.testing.assert_close(out, model.weight.detach() + model.bias.detach())
     assert model.seen == [(1, 3, 32, 224, 224)]
 
@@ -163,7 +220,8 @@ def test_explicit_cfg_wins_and_torch_input() -> None:
             r"expected uint8 frames of shape \(T, H, W, C\).*5 dimensions",
         ),
         (np.zeros((20, 32, 50, 3), np.float32), {}, r"expected uint8 frames.*float32"),
-        (np.zeros((20, 3, 32, 50), np.uint8), {}, r"channels last"),
+        (np.zeros((20, 3, 32, 50), np.uint8), {}, r"channels last.*\(T, C, H, W\) is accepted as a torch tensor"),
+        (torch.zeros((20, 3, 50, 3), dtype=torch.uint8), {}, r"ambiguous frame layout"),
         (np.zeros((20, 32, 50, 3), np.uint8), {"crops": 2}, r"crops must be 1 \(centre\) or 3"),
         (np.zeros((20, 32, 50, 3), np.uint8), {"clips": 0}, r"clips must be a positive integer"),
         (

@@ -24,6 +24,7 @@ from vivit.data.transforms import (
     resolve_data_config,
     short_side_size,
     three_crops,
+    to_float_clip,
 )
 from vivit.data.sampling import multiview_clip_starts, sample_frame_indices, scenic_uniform_frame_indices
 
@@ -439,3 +440,82 @@ def test_uniform_indices_match_scenic_fixtures() -> None:
 def test_uniform_indices_hand_checked(t: int, n: int, expected: list[int]) -> None:
     out = scenic_uniform_frame_indices(t, n)
     assert out.dtype == np.int64 and out.tolist() == expected
+
+
+# ---------------------------------------------------------------- the uint8, crop-first fast path
+
+
+def _float_reference_views(frames: np.ndarray, cfg: dict, crops: int) -> list[torch.Tensor]:
+    """The whole frame resized in float32, then cropped: the path the transforms replaced."""
+    clip = resize_short_side(torch.from_numpy(frames), cfg["resize_size"], cfg["interpolation"], cfg["antialias"])
+    spatial = three_crops(clip, cfg["crop_size"]) if crops == 3 else [center_crop(clip, cfg["crop_size"])]
+    return [(c.permute(1, 0, 2, 3) * np.float32(2 / 255) - 1) for c in spatial]
+
+
+# Grey levels between the uint8 kernels and float32: both round-trips of a two-pass uint8 resize
+# (0.5 each) plus the kernels' 16-bit fixed-point weights; measured worst case 1.014, on noise.
+_UINT8_BILINEAR_TOLERANCE = 1.02 / 127.5
+_FLOAT_TOLERANCE = 0.1 / 127.5  # bicubic resamples the cropped region in float32
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("antialias", [False, True])
+@pytest.mark.parametrize("shape", [(2, 360, 640), (2, 143, 175), (2, 500, 290)])
+def test_crop_first_path_matches_whole_frame_float_path(interpolation: str, antialias: bool, shape: tuple) -> None:
+    from vivit.data.transforms import _test_views
+
+    frames = _video(*shape, seed=5)
+    cfg = resolve_data_config({}, interpolation=interpolation, antialias=antialias)
+    tolerance = _UINT8_BILINEAR_TOLERANCE if interpolation == "bilinear" else _FLOAT_TOLERANCE
+    for crops in (1, 3):
+        got = _test_views(torch.from_numpy(frames), crops, cfg)
+        for a, b in zip(got, _float_reference_views(frames, cfg, crops), strict=True):
+            assert a.shape == b.shape == (3, shape[0], 224, 224) and a.is_contiguous()
+            torch.testing.assert_close(a, b, rtol=0, atol=tolerance)
+    # the eval transform is the centre view
+    torch.testing.assert_close(create_transform(cfg)(frames), _float_reference_views(frames, cfg, 1)[0],
+                               rtol=0, atol=tolerance)  # fmt: skip
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_train_crop_first_matches_float_path(interpolation: str) -> None:
+    frames = _video(3, 300, 420, seed=6)
+    transform = create_transform({}, train=True, interpolation=interpolation, antialias=False)
+    tolerance = _UINT8_BILINEAR_TOLERANCE if interpolation == "bilinear" else _FLOAT_TOLERANCE
+    for seed in range(4):
+        got = transform(frames, generator=torch.Generator().manual_seed(seed))
+        draws = torch.Generator().manual_seed(seed)  # replay the transform's draws on the float path
+        s_h, s_w = (0.9 + (1.33 - 0.9) * torch.rand(2, generator=draws, dtype=torch.float64)).tolist()
+        base_h, base_w = short_side_size(300, 420, 256)
+        size = (max(int(s_h * base_h), 224), max(int(s_w * base_w), 224))
+        clip = to_float_clip(torch.from_numpy(frames), size, interpolation, antialias=False)
+        top = int(torch.randint(size[0] - 223, (1,), generator=draws))
+        left = int(torch.randint(size[1] - 223, (1,), generator=draws))
+        clip = clip[..., top : top + 224, left : left + 224]
+        if float(torch.rand(1, generator=draws)) < 0.5:
+            clip = clip.flip(-1)
+        torch.testing.assert_close(got, clip.permute(1, 0, 2, 3) * np.float32(2 / 255) - 1, rtol=0, atol=tolerance)
+
+
+def test_torchvision_layout_is_accepted_and_ambiguity_refused() -> None:
+    from vivit.data.transforms import as_thwc
+
+    frames = _video(4, 40, 50, seed=2)
+    tchw = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()  # torchvision's (T, C, H, W)
+    evaluate = create_transform({}, resize_size=32, crop_size=24)
+    assert torch.equal(evaluate(tchw), evaluate(frames))
+    train = create_transform({}, train=True)
+    seeded = [torch.Generator().manual_seed(0) for _ in range(2)]
+    assert torch.equal(train(tchw, generator=seeded[0]), train(frames, generator=seeded[1]))
+    assert torch.equal(as_thwc(tchw), torch.from_numpy(frames))
+    with pytest.raises(ValueError, match=r"ambiguous frame layout \(4, 3, 50, 3\)"):
+        as_thwc(torch.zeros(4, 3, 50, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\(T, C, H, W\) is accepted as a torch tensor"):
+        as_thwc(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))  # numpy is always channels last
+
+
+def test_memory_mapped_frames_are_not_copied_whole(tmp_path: Path) -> None:
+    np.save(tmp_path / "v.npy", _video(6, 64, 80, seed=4))
+    frames = np.load(tmp_path / "v.npy", mmap_mode="r")  # read-only
+    out = create_transform({}, resize_size=64, crop_size=48)(frames)
+    assert out.shape == (3, 6, 48, 48)

@@ -7,7 +7,15 @@
 
 __version__ = "0.1.0"
 
-from .data import create_transform, multiview_clip_starts, read_video, resolve_data_config, sample_frame_indices
+from .data import (
+    VideoReader,
+    VideoWarning,
+    create_transform,
+    multiview_clip_starts,
+    read_video,
+    resolve_data_config,
+    sample_frame_indices,
+)
 from .explain import attention_maps
 from .factory import create_model
 from .models import (
@@ -27,6 +35,8 @@ __all__ = [
     "FactorizedSelfAttentionViViT",
     "SpatioTemporalViViT",
     "ViViT",
+    "VideoReader",
+    "VideoWarning",
     "__version__",
     "attention_maps",
     "create_model",

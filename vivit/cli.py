@@ -23,7 +23,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from importlib import resources
 from pathlib import Path
@@ -40,7 +40,7 @@ from .predict import model_data_config, predict_views, top_predictions
 from .models.registry import ModelEntry, get_entry, list_models
 from .models.vivit import ViViT
 from .data.transforms import resolve_data_config
-from .data.video import read_video
+from .data.video import VideoReader, VideoWarning
 from .weights.hub import WeightsDownloadError, atomic_write, scenic_base_url
 
 __all__ = ["CommandError", "UsageError", "build_parser", "main"]
@@ -255,6 +255,26 @@ def build_parser() -> argparse.ArgumentParser:
 def _note(message: str) -> None:
     """A status line for the user, on stderr so that stdout stays machine-readable."""
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _video_warnings(quiet: bool, say: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Print each `VideoWarning` raised inside as one `vivit: warning: ...` line (none with -q).
+
+    Other warnings are shown as Python would show them.
+    """
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", VideoWarning)
+            yield
+    finally:  # also when reading failed after a warning (a truncated file that then breaks)
+        for warning in caught:
+            if not issubclass(warning.category, VideoWarning):
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+            elif not quiet:
+                line = f"{PROG}: warning: {warning.message}"
+                say(line) if say else print(line, file=sys.stderr, flush=True)
 
 
 def _entry(name: str) -> ModelEntry:
@@ -523,15 +543,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         views = args.views or resolve_data_config(cfg)["test_views"]
         failures = 0
         for path, shown, label in inputs:
-            try:
-                frames = read_video(path)
+            try:  # only the frames of the views' clips are decoded, whatever the video's length
+                with _video_warnings(args.quiet), VideoReader(path) as reader:
+                    logits = predict_views(
+                        model, reader, *views, pretrained_cfg=cfg, batch_size=args.batch_size, progress=not args.quiet
+                    )
             except ValueError as err:  # one bad file must not lose the others' results
-                _error(err)
+                _error(err if shown in str(err) or str(path) in str(err) else ValueError(f"{shown}: {err}"))
                 failures += 1
                 continue
-            logits = predict_views(
-                model, frames, *views, pretrained_cfg=cfg, batch_size=args.batch_size, progress=not args.quiet
-            )
             result = {
                 "video": shown,
                 "model": args.model,
@@ -614,14 +634,18 @@ def _cmd_features(args: argparse.Namespace) -> int:
     extract = feature_fn(model, args.per_frame)
     device = next(model.parameters()).device
     failures = 0
+
+    def say(line: str) -> None:
+        tqdm.write(line, file=sys.stderr)  # keeps the progress bar intact
+
     for video in tqdm(todo, desc="features", unit="video", disable=args.quiet, file=sys.stderr):
-        try:
-            frames = read_video(video)
+        try:  # only the frames of the views' clips are decoded
+            with _video_warnings(args.quiet, say), VideoReader(video) as reader:
+                done[video] = video_features(reader, extract, views, cfg, args.batch_size, device)
         except ValueError as err:  # skip it; the rest still gets done and saved
-            tqdm.write(_error_line(err), file=sys.stderr)
+            say(_error_line(err if video in str(err) else ValueError(f"{video}: {err}")))
             failures += 1
             continue
-        done[video] = video_features(frames, extract, views, cfg, args.batch_size, device)
         _write_features(out, done, metadata)
     if not args.quiet:
         _note(f"wrote {len(done)} feature tensors to {out}")

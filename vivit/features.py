@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
 from .models.vivit import FactorizedEncoderViViT, ViViT
-from .predict import iter_views
+from .predict import Video, _iter_views, _sum_over_views, inference_model
 
 __all__ = ["FeatureFn", "feature_fn", "video_features"]
 
@@ -18,7 +16,11 @@ FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def feature_fn(model: ViViT, per_frame: bool) -> FeatureFn:
-    """(B, C, T, H, W) -> (B, D) pooled pre-logits features, or (B, nt, D) per temporal token."""
+    """(B, C, T, H, W) -> (B, D) pooled pre-logits features, or (B, nt, D) per temporal token.
+
+    The model is used in eval mode without being modified (see `vivit.predict.inference_model`).
+    """
+    model = inference_model(model)
     if not per_frame:
         return lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
     if isinstance(model, FactorizedEncoderViViT):  # Model 2: its spatial encoder's per-frame output
@@ -32,16 +34,18 @@ def feature_fn(model: ViViT, per_frame: bool) -> FeatureFn:
 
 
 def video_features(
-    frames: np.ndarray, extract: FeatureFn, views: tuple[int, int], cfg: Mapping[str, Any], batch_size: int, device: torch.device
+    video: Video,
+    extract: FeatureFn,
+    views: tuple[int, int],
+    cfg: Mapping[str, Any],
+    batch_size: int,
+    device: torch.device,
 ) -> torch.Tensor:
-    """Features of one video, averaged over its views, as a contiguous float32 CPU tensor."""
-    total: torch.Tensor | None = None
-    view_iter = iter_views(frames, views[0], views[1], cfg, device)
-    with torch.inference_mode():
-        while batch := list(itertools.islice(view_iter, batch_size)):
-            summed = extract(torch.stack(batch)).float().sum(0)
-            total = summed if total is None else total + summed
-    assert total is not None  # iter_views yields clips * crops >= 1 views
-    return (total / (views[0] * views[1])).cpu().contiguous()
+    """Features of one video (a path, a `VideoReader` or uint8 frames), averaged over its views.
 
-
+    Returns a contiguous float32 CPU tensor. Only the frames of the views' clips are decoded.
+    """
+    view_iter = _iter_views(video, views[0], views[1], cfg, device, stacklevel=3)
+    total = views[0] * views[1]
+    summed = _sum_over_views(extract, view_iter, batch_size, torch.float32, total, False, lambda out, _: out)
+    return (summed / total).cpu().contiguous()

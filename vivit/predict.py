@@ -1,29 +1,36 @@
-"""Multi-view video classification: Scenic's clips x crops test protocol for one decoded video."""
+"""Multi-view video classification: Scenic's clips x crops test protocol for one video.
+
+A video is a file path, a `vivit.VideoReader` or a decoded uint8 frame array. Frame indices are
+chosen first (`vivit.data.sampling`) and only those frames are decoded, one clip at a time, so
+memory does not grow with the video's length. The model is never modified: its train/eval mode
+and state stay as they are, and one model can serve several threads at once.
+"""
 
 from __future__ import annotations
 
+import copy
+import itertools
+import os
 import sys
-from collections.abc import Iterator, Mapping
-from typing import Any
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from einops import rearrange
 from torch import nn
 
 from .data.sampling import multiview_clip_starts, sample_frame_indices
-from .data.transforms import (
-    _as_tensor,
-    _model_size_cfg,
-    _normalize,
-    _validate_frames,
-    center_crop,
-    resize_short_side,
-    resolve_data_config,
-    three_crops,
-)
+from .data.transforms import _model_size_cfg, _test_views, as_thwc, resolve_data_config
+from .data.video import VideoReader, VideoWarning
 
-__all__ = ["iter_views", "model_data_config", "predict_views", "top_predictions"]
+__all__ = ["Video", "inference_model", "iter_views", "model_data_config", "predict_views", "top_predictions"]
+
+#: What the inference jobs take as a video: a file path (decoded with `vivit.VideoReader`, only
+#: the frames each clip needs), an open `VideoReader`, or decoded uint8 frames `(T, H, W, C)`
+#: (numpy or torch; torchvision's `(T, C, H, W)` as a torch tensor).
+Video = str | os.PathLike[str] | VideoReader | np.ndarray | torch.Tensor
 
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -41,8 +48,66 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
+_ModuleT = TypeVar("_ModuleT", bound=nn.Module)
+
+
+def inference_model(model: _ModuleT) -> _ModuleT:
+    """The model in eval mode without touching it: itself if already in eval mode, else a copy.
+
+    The copy is shallow where it matters: every parameter and buffer is the model's own (no
+    memory is duplicated and later weight updates are seen), only the module objects and their
+    plain attributes are new, so that `copy.eval()` switches off dropout and drop-path without
+    flipping the caller's model out of training mode (which another thread may be using).
+
+    Args:
+        model: Any module.
+
+    Returns:
+        A module in eval mode computing what `model.eval()` would.
+
+    Raises:
+        ValueError: If the model is in training mode and cannot be copied; call `model.eval()`.
+    """
+    if not any(module.training for module in model.modules()):
+        return model
+    memo: dict[int, Any] = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    try:
+        twin = copy.deepcopy(model, memo)
+    except Exception as err:  # modules holding locks, files, compiled graphs, ...
+        raise ValueError(
+            f"the model ({type(model).__name__}) is in training mode and could not be copied into an "
+            f"eval-mode twin ({type(err).__name__}: {err}); call model.eval() before inference"
+        ) from None
+    return twin.eval()
+
+
+class _ClipSource:
+    """Frames of one video by index: from a reader (decoding only those) or from an array."""
+
+    def __init__(self, video: Video, channels: int, stack: ExitStack) -> None:
+        if isinstance(video, (str, os.PathLike)):
+            video = stack.enter_context(VideoReader(video))
+        if isinstance(video, VideoReader):
+            self.reader: VideoReader | None = video
+            self.frames: torch.Tensor | None = None
+            self.name = str(video.path)
+            self.length = len(video)
+        else:
+            self.reader = None
+            self.frames = as_thwc(video, channels)
+            self.name = "the video"
+            self.length = int(self.frames.shape[0])
+
+    def clip(self, indices: np.ndarray) -> torch.Tensor:
+        if self.reader is not None:
+            return torch.from_numpy(self.reader.get_frames_at(indices))
+        frames = self.frames
+        assert frames is not None
+        return frames[torch.from_numpy(indices).to(frames.device)]
+
+
 def iter_views(
-    frames: np.ndarray | torch.Tensor,
+    video: Video,
     clips: int,
     crops: int,
     pretrained_cfg: Mapping[str, Any] | None = None,
@@ -51,33 +116,69 @@ def iter_views(
     """Yields the `clips x crops` test views of one video, one at a time, clip-major.
 
     Each clip is `input_size[1]` frames every `frame_stride` frames, started as in
-    `multiview_clip_starts` (evenly spaced; the centred clip when `clips == 1`; short videos
-    loop). Its frames are resized so the short side is `resize_size`, then cut into
-    `three_crops` (`crops == 3`) or one `center_crop` (`crops == 1`), then normalized. Only the
-    current clip's frames are converted and resized, so memory does not grow with the video.
+    `multiview_clip_starts` (evenly spaced; the centred clip when `clips == 1`; videos shorter
+    than a clip loop, with a `VideoWarning`). Only the current clip's frames are decoded (for a
+    path or a `VideoReader`), resized and cropped (`three_crops` when `crops == 3`, one
+    `center_crop` when `crops == 1`) and normalized, so memory does not grow with the video.
 
     Args:
-        frames: The whole decoded video, uint8 `(T, H, W, C)` (numpy or torch).
+        video: A path, a `vivit.VideoReader` or uint8 frames (see `Video`). A path is opened
+            here (errors are raised at once) and closed when the iterator is exhausted or
+            garbage collected.
         clips: Number of temporal clips.
         crops: Spatial crops per clip, 1 or 3.
         pretrained_cfg: Preprocessing cfg (see `vivit.data.transforms.resolve_data_config`).
-        device: Where the views are built (default: where `frames` lives).
+        device: Where the views are built (default: where the frames are; the CPU for files).
 
     Returns:
         An iterator of float32 `(C, T, h, w)` views.
+
+    Raises:
+        ValueError: For bad arguments or frames, or a file that cannot be read (see
+            `vivit.VideoReader`; also FileNotFoundError).
+
+    Warns:
+        VideoWarning: If the video has fewer frames than one clip spans, so frames repeat.
     """
+    return _iter_views(video, clips, crops, pretrained_cfg, device, stacklevel=3)
+
+
+def _iter_views(
+    video: Video,
+    clips: int,
+    crops: int,
+    pretrained_cfg: Mapping[str, Any] | None,
+    device: torch.device | str | None,
+    stacklevel: int,
+) -> Iterator[torch.Tensor]:
+    """`iter_views`, with warnings attributed `stacklevel` frames up (the caller of the public job)."""
     cfg = resolve_data_config(pretrained_cfg)
     channels, num_frames = cfg["input_size"][:2]
-    _validate_frames(frames, channels)
     if crops not in (1, 3):
         raise ValueError(f"crops must be 1 (centre) or 3 (left/centre/right), got {crops!r}")
     if isinstance(clips, bool) or not isinstance(clips, (int, np.integer)) or clips < 1:
         raise ValueError(f"clips must be a positive integer, got {clips!r}")
-    return _generate_views(frames, int(clips), crops, cfg, num_frames, device)
+    stack = ExitStack()
+    try:
+        source = _ClipSource(video, channels, stack)
+    except BaseException:
+        stack.close()
+        raise
+    span = (num_frames - 1) * cfg["frame_stride"] + 1
+    if source.length < span:
+        frames = f"{source.length} frame{'' if source.length == 1 else 's'}"
+        warnings.warn(
+            f"{source.name} has {frames}, fewer than one clip spans ({num_frames} frames every "
+            f"{cfg['frame_stride']} = {span}); its frames are repeated (looped), as DMVR does",
+            VideoWarning,
+            stacklevel=stacklevel,
+        )
+    return _generate_views(source, stack, int(clips), crops, cfg, num_frames, device)
 
 
 def _generate_views(
-    frames: np.ndarray | torch.Tensor,
+    source: _ClipSource,
+    stack: ExitStack,
     clips: int,
     crops: int,
     cfg: Mapping[str, Any],
@@ -87,7 +188,8 @@ def _generate_views(
     """The generator behind `iter_views` (kept separate so argument errors raise eagerly).
 
     Args:
-        frames: Validated uint8 `(T, H, W, C)` frames.
+        source: Where the clips' frames come from.
+        stack: Closes a reader opened for a path, when the generator ends.
         clips: Number of temporal clips.
         crops: 1 or 3.
         cfg: Resolved preprocessing cfg.
@@ -97,29 +199,15 @@ def _generate_views(
     Yields:
         float32 `(C, T, h, w)` views.
     """
-    stride = cfg["frame_stride"]
-    length = frames.shape[0]
-    for start in multiview_clip_starts(length, num_frames, stride, clips):
-        indices = sample_frame_indices(length, num_frames, stride, start=start)
-        if isinstance(frames, torch.Tensor):
-            clip_frames = frames[torch.from_numpy(indices).to(frames.device)]
-        else:
-            # Fancy indexing copies only this clip's frames out of the (possibly huge) video.
-            clip_frames = _as_tensor(frames[indices])
-        if device is not None:
-            # Moving uint8 before resizing keeps the transfer 4x smaller and resizes on device.
-            clip_frames = clip_frames.to(device)
-        clip = resize_short_side(
-            clip_frames, cfg["resize_size"], cfg["interpolation"], cfg["antialias"]
-        )
-        spatial = (
-            three_crops(clip, cfg["crop_size"])
-            if crops == 3
-            else [center_crop(clip, cfg["crop_size"])]
-        )
-        for crop in spatial:
-            yield _normalize(rearrange(crop, "t c h w -> c t h w"), cfg["mean"], cfg["std"])
-        del clip, spatial
+    with stack:
+        stride = cfg["frame_stride"]
+        for start in multiview_clip_starts(source.length, num_frames, stride, clips):
+            clip_frames = source.clip(sample_frame_indices(source.length, num_frames, stride, start=start))
+            if device is not None:
+                # Moving uint8 before resizing keeps the transfer 4x smaller and resizes on device.
+                clip_frames = clip_frames.to(device)
+            yield from _test_views(clip_frames, crops, cfg)
+            del clip_frames
 
 
 def _batched(views: Iterator[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:
@@ -144,7 +232,7 @@ def _batched(views: Iterator[torch.Tensor], size: int) -> Iterator[list[torch.Te
 
 def predict_views(
     model: nn.Module,
-    frames: np.ndarray | torch.Tensor,
+    video: Video,
     clips: int | None = None,
     crops: int | None = None,
     *,
@@ -158,18 +246,23 @@ def predict_views(
     `batch_size` under `torch.inference_mode()` in eval mode, and returns the mean of the
     logits over all views. Scenic averages logits, not probabilities; apply softmax (or, for the
     Epic-Kitchens heads, split nouns/verbs) afterwards. Views are built lazily, so at most
-    `batch_size` of them (plus one resized clip) exist at a time. The model's training flag is
-    restored afterwards.
+    `batch_size` of them (plus one clip's frames) exist at a time; for a path or a reader only
+    the frames of the clips are decoded.
+
+    The model is left untouched: a model in training mode is run through an eval-mode copy that
+    shares its parameters (`inference_model`), so its mode never flips and several threads may
+    call this on one model at the same time.
 
     Example:
         >>> model = vivit.create_model("vivit_b_st_k400", pretrained=True)
-        >>> logits = predict_views(model, frames)  # frames: uint8 (T, H, W, 3), 4 clips x 3 crops
+        >>> logits = predict_views(model, "clip.mp4")  # 4 clips x 3 crops
         >>> top5 = logits.softmax(-1).topk(5)
 
     Args:
         model: A ViViT classifier mapping `(B, C, T, H, W)` to `(B, num_classes)` logits.
-        frames: One whole decoded video, uint8 `(T, H, W, C)` (numpy or torch, any device). For
-            a batch of videos, call once per video (their lengths and views differ).
+        video: One video: a file path, a `vivit.VideoReader`, or its decoded uint8 frames
+            `(T, H, W, C)` (numpy or torch, any device; see `Video`). For a batch of videos,
+            call once per video (their lengths and views differ).
         clips: Temporal clips (default: `test_views[0]` of the cfg; 4 for the released models).
         crops: Spatial crops per clip, 1 (centre) or 3 (default: `test_views[1]`).
         pretrained_cfg: Preprocessing cfg; default `resolve_data_config(model=model)`: the
@@ -180,6 +273,13 @@ def predict_views(
 
     Returns:
         float32 tensor `(num_classes,)` of view-averaged logits, on the model's device.
+
+    Raises:
+        ValueError: For bad arguments, frames or model outputs, or a file that cannot be read
+            (see `vivit.VideoReader`; also FileNotFoundError).
+
+    Warns:
+        VideoWarning: For a truncated file, or a video shorter than one clip (looped).
     """
     if (
         isinstance(batch_size, bool)
@@ -195,44 +295,48 @@ def predict_views(
     clips = cfg["test_views"][0] if clips is None else clips
     crops = cfg["test_views"][1] if crops is None else crops
     device, dtype = _model_device_dtype(model)
-    views = iter_views(frames, clips, crops, cfg, device)
+    views = _iter_views(video, clips, crops, cfg, device, stacklevel=3)
     total = clips * crops
+    logit_sum = _sum_over_views(inference_model(model), views, int(batch_size), dtype, total, progress, _check_logits)
+    return logit_sum / total
 
-    was_training = model.training
-    model.eval()
-    logit_sum: torch.Tensor | None = None
+
+def _check_logits(logits: Any, batch: int) -> torch.Tensor:
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
+        got = f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}"
+        raise ValueError(f"expected the model to return logits of shape ({batch}, num_classes); got {got}")
+    return logits
+
+
+def _sum_over_views(
+    forward: Callable[[torch.Tensor], Any],
+    views: Iterator[torch.Tensor],
+    batch_size: int,
+    dtype: torch.dtype,
+    total: int,
+    progress: bool,
+    check: Callable[[Any, int], torch.Tensor],
+) -> torch.Tensor:
+    """Runs `forward` on batches of views under inference mode; returns the float32 sum of outputs.
+
+    Summing in float32 keeps low-precision (bf16/fp16) models from losing the average.
+    """
+    out_sum: torch.Tensor | None = None
     done = 0
     try:
         with torch.inference_mode():
-            for batch in _batched(views, int(batch_size)):
-                logits = model(torch.stack(batch).to(dtype))
-                if (
-                    not isinstance(logits, torch.Tensor)
-                    or logits.ndim != 2
-                    or logits.shape[0] != len(batch)
-                ):
-                    got = f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}"
-                    expected = f"({len(batch)}, num_classes)"
-                    raise ValueError(
-                        f"expected the model to return logits of shape {expected}; got {got}"
-                    )
-                # Summing in float32 keeps low-precision (bf16/fp16) models from losing the average.
-                batch_sum = logits.float().sum(0)
-                logit_sum = batch_sum if logit_sum is None else logit_sum + batch_sum
+            for batch in _batched(views, batch_size):
+                out = check(forward(torch.stack(batch).to(dtype)), len(batch))
+                batch_sum = out.float().sum(0)
+                out_sum = batch_sum if out_sum is None else out_sum + batch_sum
                 done += len(batch)
                 if progress:
-                    print(
-                        f"\rpredict_views: {done}/{total} views",
-                        end="",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    print(f"\rpredict_views: {done}/{total} views", end="", file=sys.stderr, flush=True)
     finally:
-        model.train(was_training)
         if progress:
             print(file=sys.stderr, flush=True)
-    assert logit_sum is not None  # total >= 1 is guaranteed by iter_views' checks
-    return logit_sum / total
+    assert out_sum is not None  # total >= 1 is guaranteed by iter_views' checks
+    return out_sum
 
 
 def model_data_config(model: nn.Module) -> tuple[dict[str, Any], bool]:

@@ -10,16 +10,31 @@ from .transforms import (
     DEFAULT_DATA_CFG,
     VideoEvalTransform,
     VideoTrainTransform,
+    as_thwc,
     create_transform,
     resolve_data_config,
 )
-from .video import VideoDecoderMissingError, read_video
+from .video import (
+    DEFAULT_MAX_ARRAY_BYTES,
+    DEFAULT_MAX_ASPECT_RATIO,
+    DEFAULT_MAX_FRAME_PIXELS,
+    VideoDecoderMissingError,
+    VideoReader,
+    VideoWarning,
+    read_video,
+)
 
 __all__ = [
     "DEFAULT_DATA_CFG",
+    "DEFAULT_MAX_ARRAY_BYTES",
+    "DEFAULT_MAX_ASPECT_RATIO",
+    "DEFAULT_MAX_FRAME_PIXELS",
     "VideoDecoderMissingError",
+    "VideoReader",
+    "VideoWarning",
     "VideoEvalTransform",
     "VideoTrainTransform",
+    "as_thwc",
     "create_transform",
     "multiview_clip_starts",
     "read_video",

@@ -13,13 +13,22 @@ those two code bases rather than torchvision's:
 * pixels map to `(x / 255 - mean) / std`; with the released models' mean = std = 0.5 this is
   computed as `x * (2 / 255) - 1`, bit-for-bit what `dmvr.processors.normalize_image` does.
 
-Frames go in as decoded uint8 `(T, H, W, C)` (numpy or torch) and come out as float32
-`(C, T, H, W)`, the layout the models take.
+Frames go in as decoded uint8 `(T, H, W, C)` (numpy or torch; also torchvision's `(T, C, H, W)`
+as a torch tensor, see `as_thwc`) and come out as float32 `(C, T, H, W)`, the layout the models take.
+
+The transforms work on uint8 and crop before they resize: only the source region that ends up in
+the crop (plus a margin for the filter) is resampled, with `F.interpolate` on uint8 channels-last
+frames on the CPU, and only the cropped clip is converted to float. Work and memory are therefore
+bounded by the output size, not the frame size. The region is chosen so that its resampling grid
+is the full frame's grid shifted by whole pixels (see `vivit.data._resample`), so the pixels match
+resizing the whole frame in float and cropping (`resize_short_side` + `center_crop`, kept as the
+reference) to within one grey level (the uint8 kernels round their result to integers).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,10 +37,13 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from ._resample import _RESIZE_CHUNK, Box, _resized_crops
+
 __all__ = [
     "DEFAULT_DATA_CFG",
     "VideoEvalTransform",
     "VideoTrainTransform",
+    "as_thwc",
     "center_crop",
     "create_transform",
     "resolve_data_config",
@@ -58,9 +70,6 @@ DEFAULT_DATA_CFG: dict[str, Any] = {
 # Scenic's ViViT configs use DMVR `scale_jitter_augm` with these factors and probability 1.0.
 _DEFAULT_SCALE_JITTER: tuple[float, float] = (0.9, 1.33)
 _INTERPOLATIONS = ("bilinear", "bicubic")
-# Frames converted to float32 at a time while resizing; bounds the transient copy of
-# full-resolution frames (32 float32 1080p frames would otherwise take ~800 MB).
-_RESIZE_CHUNK = 8
 
 
 def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
@@ -175,14 +184,43 @@ def resolve_data_config(
     return cfg
 
 
+def _expected(channels: int) -> str:
+    return f"uint8 frames of shape (T, H, W, C) with C == {channels}"
+
+
 def _validate_frames(frames: np.ndarray | torch.Tensor, channels: int = 3) -> None:
-    """Raises ValueError unless `frames` is uint8 `(T, H, W, C)` (numpy or torch), C == channels.
+    """Raises ValueError unless `frames` is uint8 video in a layout `as_thwc` accepts.
 
     Args:
         frames: The candidate frames.
         channels: The expected C.
     """
-    expected = f"uint8 frames of shape (T, H, W, C) with C == {channels}"
+    as_thwc(frames, channels)
+
+
+def as_thwc(frames: np.ndarray | torch.Tensor, channels: int = 3) -> torch.Tensor:
+    """Validates uint8 video frames and returns them as a `(T, H, W, C)` tensor (no copy if possible).
+
+    Accepted layouts:
+
+    * `(T, H, W, C)`, channels last: what decoders (PyAV, `vivit.VideoReader`) return; numpy or torch;
+    * `(T, C, H, W)`: torchvision's video layout, as a torch tensor only (numpy arrays are always
+      read as channels last). The rule: a torch tensor whose dimension 1 is `C` and whose last
+      dimension is not. A tensor with both equal to `C` (e.g. `(T, 3, W, 3)`, a 3-pixel-high
+      channels-last video or a 3-pixel-wide channels-first one) is ambiguous and refused.
+
+    Args:
+        frames: uint8 numpy array or tensor.
+        channels: The number of channels C (3 for RGB).
+
+    Returns:
+        A uint8 tensor `(T, H, W, C)` sharing memory with `frames` where numpy allows it (a permuted
+        view for `(T, C, H, W)` input).
+
+    Raises:
+        ValueError: For another dtype, rank or layout, an ambiguous layout, or an empty video.
+    """
+    expected = _expected(channels)
     if isinstance(frames, np.ndarray):
         if frames.dtype != np.uint8:
             raise ValueError(f"expected {expected}; got a numpy array of dtype {frames.dtype}")
@@ -196,10 +234,20 @@ def _validate_frames(frames: np.ndarray | torch.Tensor, channels: int = 3) -> No
     shape = tuple(frames.shape)
     if len(shape) != 4:
         raise ValueError(f"expected {expected}; got {len(shape)} dimensions, shape {shape}")
+    if isinstance(frames, torch.Tensor) and shape[1] == channels:
+        if shape[-1] == channels:
+            raise ValueError(
+                f"ambiguous frame layout {shape}: (T, H, W, C) with H == {channels} or (T, C, H, W) with "
+                f"W == {channels}; pass a numpy array (always read as (T, H, W, C)) or frames of another size"
+            )
+        frames = frames.permute(0, 2, 3, 1)  # torchvision's (T, C, H, W)
+        shape = tuple(frames.shape)
     if shape[-1] != channels:
-        raise ValueError(f"expected {expected} (channels last); got shape {shape}")
+        hint = "; (T, C, H, W) is accepted as a torch tensor" if shape[1] == channels else ""
+        raise ValueError(f"expected {expected} (channels last); got shape {shape}{hint}")
     if min(shape[:3]) < 1:
         raise ValueError(f"expected {expected} with non-empty T, H and W; got shape {shape}")
+    return _as_tensor(frames)
 
 
 def _as_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -213,10 +261,14 @@ def _as_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """
     if isinstance(frames, torch.Tensor):
         return frames
-    if any(stride < 0 for stride in frames.strides) or not frames.flags.writeable:
-        # torch.from_numpy rejects negative strides (frames[..., ::-1]) and warns on read-only
-        # buffers (e.g. np.frombuffer output); a copy sidesteps both.
-        frames = np.array(frames)
+    if any(stride < 0 for stride in frames.strides):
+        frames = np.array(frames)  # torch.from_numpy rejects negative strides (frames[..., ::-1])
+    if not frames.flags.writeable:
+        # Read-only buffers (memory-mapped files, np.frombuffer) are only ever read here, so
+        # torch's warning about writing through the tensor does not apply; no copy is needed.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(frames)
     return torch.from_numpy(frames)
 
 
@@ -224,14 +276,13 @@ def _check_frames(frames: np.ndarray | torch.Tensor, channels: int = 3) -> torch
     """Validates decoded frames and returns them as a uint8 tensor `(T, H, W, C)`.
 
     Args:
-        frames: uint8 array or tensor of shape `(T, H, W, C)`.
+        frames: uint8 frames, `(T, H, W, C)` or (torch) `(T, C, H, W)`.
         channels: The expected C.
 
     Returns:
-        The frames as a `torch.uint8` tensor.
+        The frames as a `torch.uint8` tensor `(T, H, W, C)`.
     """
-    _validate_frames(frames, channels)
-    return _as_tensor(frames)
+    return as_thwc(frames, channels)
 
 
 def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -368,7 +419,82 @@ def three_crops(clip: torch.Tensor, crop_size: int | tuple[int, int]) -> list[to
     return [clip[..., y : y + crop_h, x : x + crop_w] for y, x in offsets]
 
 
-def _normalize(clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+# ---------------------------------------------------------------- crops as boxes, then clips
+def _to_clip(
+    crop: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], pad: tuple[int, ...] = ()
+) -> torch.Tensor:
+    """A `(T, C, h, w)` crop (uint8 or float in [0, 255]) as a new normalized float32 `(C, T, h, w)` clip.
+
+    Args:
+        crop: The crop; not modified.
+        mean: Per-channel mean in [0, 1] units.
+        std: Per-channel standard deviation in [0, 1] units.
+        pad: Zero padding `(left, right, top, bottom)` added before normalizing (black), if any.
+
+    Returns:
+        A contiguous float32 tensor `(C, T, h + top + bottom, w + left + right)`.
+    """
+    crop = crop.permute(1, 0, 2, 3)
+    clip = torch.empty(crop.shape, dtype=torch.float32, device=crop.device)
+    clip.copy_(crop)  # the only float conversion: of the cropped clip
+    if any(pad):  # rare (resize_size < crop_size): black borders, as `center_crop`
+        clip = F.pad(clip, pad)
+    return _normalize(clip, mean, std, inplace=True)
+
+
+def _center_boxes(size: tuple[int, int], crop: tuple[int, int]) -> tuple[Box, tuple[int, int, int, int]]:
+    """DMVR's central crop of a `size` frame as a box inside it plus the zero padding it needs.
+
+    Same offsets and padding as `center_crop` (offset rounded down; a side shorter than the crop
+    is padded, the smaller half first).
+    """
+    (height, width), (crop_h, crop_w) = size, crop
+    pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
+    box = ((height - crop_h) // 2 if not pad_h else 0, (width - crop_w) // 2 if not pad_w else 0,
+           min(crop_h, height), min(crop_w, width))  # fmt: skip
+    return box, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+
+
+def _three_boxes(size: tuple[int, int], crop: tuple[int, int]) -> list[Box]:
+    """The boxes of `three_crops` (Scenic's left/centre/right test crops)."""
+    (height, width), (crop_h, crop_w) = size, crop
+    if height < crop_h or width < crop_w:
+        raise ValueError(
+            f"three_crops expected a clip at least {crop_h}x{crop_w} (H x W); got {height}x{width}"
+        )
+    top, left = math.ceil((height - crop_h) / 2), math.ceil((width - crop_w) / 2)
+    if height > width:
+        offsets = [(0, left), (top, left), (height - crop_h, left)]
+    else:
+        offsets = [(top, 0), (top, left), (top, width - crop_w)]
+    return [(y, x, crop_h, crop_w) for y, x in offsets]
+
+
+def _test_views(frames: torch.Tensor, crops: int, cfg: Mapping[str, Any]) -> list[torch.Tensor]:
+    """The `crops` (1: DMVR centre, 3: Scenic left/centre/right) test views of one clip.
+
+    Args:
+        frames: uint8 `(T, H, W, C)` frames of the clip.
+        crops: 1 or 3.
+        cfg: Resolved preprocessing cfg (`resolve_data_config`).
+
+    Returns:
+        `crops` float32 `(C, T, h, w)` views, normalized.
+    """
+    size = short_side_size(frames.shape[1], frames.shape[2], cfg["resize_size"])
+    mean, std = cfg["mean"], cfg["std"]
+    if crops == 3:
+        boxes = _three_boxes(size, cfg["crop_size"])
+        crops_ = _resized_crops(frames, size, boxes, cfg["interpolation"], cfg["antialias"])
+        return [_to_clip(crop, mean, std) for crop in crops_]
+    box, pad = _center_boxes(size, cfg["crop_size"])
+    (crop,) = _resized_crops(frames, size, [box], cfg["interpolation"], cfg["antialias"])
+    return [_to_clip(crop, mean, std, pad)]
+
+
+def _normalize(
+    clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], inplace: bool = False
+) -> torch.Tensor:
     """Maps a float `(C, T, H, W)` clip in [0, 255] to `(x / 255 - mean) / std`.
 
     Written as one multiply and one add with the constants folded in double precision, which for
@@ -378,22 +504,24 @@ def _normalize(clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ..
         clip: float32 tensor `(C, T, H, W)` with values in [0, 255].
         mean: Per-channel mean in [0, 1] units.
         std: Per-channel standard deviation in [0, 1] units.
+        inplace: Overwrite `clip` rather than return a new tensor.
 
     Returns:
-        A new float32 tensor of the same shape.
+        The normalized float32 tensor of the same shape.
     """
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=clip.dtype, device=clip.device)
-    shift = torch.tensor(
-        [-m / s for m, s in zip(mean, std, strict=True)], dtype=clip.dtype, device=clip.device
-    )
-    return clip.mul(scale.view(-1, 1, 1, 1)).add_(shift.view(-1, 1, 1, 1))
+    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], dtype=clip.dtype, device=clip.device)
+    scaled = clip.mul_(scale.view(-1, 1, 1, 1)) if inplace else clip.mul(scale.view(-1, 1, 1, 1))
+    return scaled.add_(shift.view(-1, 1, 1, 1))
 
 
 class VideoEvalTransform:
     """Deterministic evaluation preprocessing: short-side resize, central crop, normalization.
 
-    Takes uint8 frames `(T, H, W, C)` (numpy or torch) and returns float32 `(C, T, h, w)` on the
-    frames' device. All frames of the clip get the same spatial operation.
+    Takes uint8 frames `(T, H, W, C)` (numpy or torch; or torchvision's `(T, C, H, W)` as a tensor)
+    and returns float32 `(C, T, h, w)` on the frames' device. All frames of the clip get the same
+    spatial operation. Only the region that becomes the crop is resized (see the module docstring):
+    within one grey level of resizing the whole frame in float32, with work bounded by the crop.
 
     Args:
         resize_size: Target length of the shorter side (output size as DMVR's `resize_smallest`).
@@ -428,15 +556,17 @@ class VideoEvalTransform:
         """Preprocesses one clip.
 
         Args:
-            frames: uint8 `(T, H, W, C)`.
+            frames: uint8 `(T, H, W, C)` (numpy or torch) or torchvision's `(T, C, H, W)` tensor
+                (see `as_thwc`).
 
         Returns:
-            float32 `(C, T, h, w)`.
+            float32 `(C, T, h, w)`, contiguous.
         """
         video = _check_frames(frames, len(self.mean))
-        clip = resize_short_side(video, self.resize_size, self.interpolation, self.antialias)
-        clip = center_crop(clip, self.crop_size)
-        return _normalize(rearrange(clip, "t c h w -> c t h w"), self.mean, self.std)
+        size = short_side_size(video.shape[1], video.shape[2], self.resize_size)
+        box, pad = _center_boxes(size, self.crop_size)
+        (crop,) = _resized_crops(video, size, [box], self.interpolation, self.antialias)
+        return _to_clip(crop, self.mean, self.std, pad)
 
     def _fields(self) -> dict[str, Any]:
         return {
@@ -513,7 +643,7 @@ class VideoTrainTransform(VideoEvalTransform):
         """Augments one clip.
 
         Args:
-            frames: uint8 `(T, H, W, C)`.
+            frames: uint8 `(T, H, W, C)` (numpy or torch) or torchvision's `(T, C, H, W)` tensor.
             generator: Source of randomness for this call (falls back to the one given at
                 construction, then to torch's global generator). Must live on the CPU.
 
@@ -529,14 +659,13 @@ class VideoTrainTransform(VideoEvalTransform):
         s_h, s_w = (low + (high - low) * torch.rand(2, generator=gen, dtype=torch.float64)).tolist()
         # The floor to the crop size keeps the crop valid when resize_size * low < crop_size.
         size = (max(int(s_h * base_h), crop_h), max(int(s_w * base_w), crop_w))
-        clip = to_float_clip(video, size, self.interpolation, self.antialias)
-
         top = int(torch.randint(size[0] - crop_h + 1, (1,), generator=gen))
         left = int(torch.randint(size[1] - crop_w + 1, (1,), generator=gen))
-        clip = clip[..., top : top + crop_h, left : left + crop_w]
+        box = (top, left, crop_h, crop_w)
+        (crop,) = _resized_crops(video, size, [box], self.interpolation, self.antialias)
         if float(torch.rand(1, generator=gen)) < self.hflip:
-            clip = clip.flip(-1)
-        return _normalize(rearrange(clip, "t c h w -> c t h w"), self.mean, self.std)
+            crop = crop.flip(-1)
+        return _to_clip(crop, self.mean, self.std)
 
     def _fields(self) -> dict[str, Any]:
         return {**super()._fields(), "scale": self.scale, "hflip": self.hflip}
@@ -571,7 +700,8 @@ def create_transform(
             `create_transform(**resolve_data_config(model=model))` works as in timm.
 
     Returns:
-        A callable mapping uint8 `(T, H, W, C)` frames to float32 `(C, T, h, w)`.
+        A callable mapping uint8 `(T, H, W, C)` frames (or a `(T, C, H, W)` tensor) to float32
+        `(C, T, h, w)`. It crops before it resizes, on uint8: its cost is bounded by the crop.
     """
     allowed = _EVAL_KEYS + _SAMPLING_KEYS + (_TRAIN_KEYS if train else ())
     unknown = sorted(set(overrides) - set(allowed))

@@ -1,30 +1,77 @@
-"""Reading videos into uint8 frame arrays, the input `vivit.predict_views` and the transforms take.
+"""Reading videos: `VideoReader` decodes only the frames asked for; `read_video` decodes a whole file.
 
-Two kinds of files are read:
+Two kinds of files are read, through the same reader:
 
-* `.npy` / `.npz` arrays of decoded frames, uint8 `(T, H, W, 3)` (an `.npz` keeps them under the
-  key `frames`). They need no decoder, so tests, the bundled demo clip and pre-decoded datasets
-  work on a bare install.
-* real videos (`.mp4`, `.avi`, `.webm`, `.mkv`, ...) through PyAV (FFmpeg), an optional dependency:
-  `pip install 'vivit[video]'`. PyAV is imported only when such a file is read.
+* real videos (`.mp4`, `.webm`, `.mkv`, `.avi`, `.mov`, `.ts`, ...) through PyAV (FFmpeg), an
+  optional dependency: `pip install 'vivit[video]'`. PyAV is imported only when such a file is read.
+* `.npy` / `.npz` arrays of decoded frames, uint8 `(T, H, W, 3)` RGB (an `.npz` keeps them under
+  the key `frames` and may hold a frame rate under `fps`). They need no decoder, so the bundled
+  demo clip, tests and pre-decoded datasets work on a bare install.
+
+How a video file is read (the method of torchcodec's `VideoDecoder`, written on PyAV):
+
+1. Opening demuxes the video stream's packets once, without decoding them, into an index:
+   presentation timestamps (pts), key-frame flags and decode order. Packets an mp4 edit list hides
+   (`discard` flag) are decoded as references but are not frames of the video, exactly as FFmpeg
+   presents it. Frame `i` is the `i`-th frame in presentation order.
+2. `get_frames_at(indices)` groups the wanted frames into runs; for each run it seeks to the key
+   frame that precedes the run's first frame (in decode order, and before it on screen, so an open
+   GOP's leading B-frames are never the first frames decoded), decodes forward and keeps the frames
+   whose pts are wanted. Nothing else is converted to RGB, so memory is bounded by the frames
+   returned, whatever the length of the file. The pixels are those of a full sequential decode.
+3. Rotation metadata (the display matrix phones write) is applied as FFmpeg's command-line decoder
+   applies it: a portrait phone video comes out portrait.
+
+Files whose packets carry no timestamps (raw `.h264` streams) are read sequentially instead: frames
+are counted by one decoding pass at opening and each read decodes from the start (correct, but
+slow for long files).
 
 Example:
-    >>> frames = read_video("clip.mp4")  # uint8 (T, H, W, 3), RGB
-    >>> logits = vivit.predict_views(model, frames)
+    >>> with VideoReader("clip.mp4") as reader:
+    ...     indices = sample_frame_indices(len(reader), num_frames=32, stride=2)
+    ...     frames = reader.get_frames_at(indices)  # uint8 (32, H, W, 3), RGB
 """
 
 from __future__ import annotations
 
+import math
 import os
+import threading
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ARRAY_SUFFIXES", "VideoDecoderMissingError", "read_video"]
+from ._array_source import _ArraySource
+from ._pyav_source import _PyAVSource
+
+__all__ = [
+    "ARRAY_SUFFIXES",
+    "DEFAULT_MAX_ARRAY_BYTES",
+    "DEFAULT_MAX_ASPECT_RATIO",
+    "DEFAULT_MAX_FRAME_PIXELS",
+    "VideoDecoderMissingError",
+    "VideoReader",
+    "VideoWarning",
+    "read_video",
+]
 
 #: Suffixes read with numpy rather than a video decoder.
 ARRAY_SUFFIXES = (".npy", ".npz")
+#: Largest frame accepted, in pixels (width x height): 8192 x 8192, above 8K UHD (7680 x 4320).
+#: One RGB frame of this size takes 192 MiB, a 32-frame clip 6 GiB.
+DEFAULT_MAX_FRAME_PIXELS = 8192 * 8192
+#: Largest accepted ratio of a frame's long side to its short side. Cinema scope is 2.4, 32:9
+#: monitors 3.6; beyond this a frame is almost certainly broken, and a short-side resize would
+#: turn it into a huge image (a 2 x 8192 frame resized to a short side of 256 is 256 x 1048576).
+DEFAULT_MAX_ASPECT_RATIO = 16.0
+#: Largest `.npz` frame array decompressed into memory (2 GiB); checked against the sizes the
+#: archive declares, before anything is decompressed. Uncompressed `.npz` (`np.savez`) and `.npy`
+#: files are memory-mapped instead and need no budget.
+DEFAULT_MAX_ARRAY_BYTES = 2 * 1024**3
+
 _INSTALL_HINT = "pip install 'vivit[video]'"
 
 
@@ -32,49 +79,341 @@ class VideoDecoderMissingError(ImportError):
     """A real video file was given but PyAV, the optional video decoder, is not installed."""
 
 
-def read_video(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode a whole video into RGB frames.
+class VideoWarning(UserWarning):
+    """A video was readable, but not as its container promised, or was too short for a clip.
+
+    Issued (with the file name) when a file decodes fewer frames than its container declares
+    (a truncated download or damaged data: the frames that exist are read), when frames turn out
+    not to decode while reading (damage inside the data: each is replaced by the frame shown
+    before it) and, by the inference jobs, when a video is shorter than one clip and its frames
+    are repeated (looped). Silence
+    them with `warnings.filterwarnings("ignore", category=vivit.VideoWarning)`; the command line
+    prints each as one `vivit: warning: ...` line unless `-q` is given.
+    """
+
+
+# ---------------------------------------------------------------- public API
+class VideoReader:
+    """Random access to the frames of one video, decoding only what is asked for.
+
+    Names follow torchcodec's `VideoDecoder`. Frames are indexed in presentation order, as
+    FFmpeg's command-line decoder outputs them (mp4 edit lists and rotation applied); times are
+    seconds from the first frame. Opening reads the container's packet index (no pixels, except
+    the first frame, decoded to check that the file can be decoded and to read its rotation).
+
+    A reader is a context manager (`close()` releases the file); one reader serves one thread at
+    a time (calls are serialised by a lock). It can be pickled (e.g. into DataLoader workers):
+    the copy keeps the index and reopens the file when it first decodes.
 
     Args:
-        path: A `.npy` / `.npz` array of uint8 frames `(T, H, W, 3)` (`.npz`: key `frames`), or
-            any video file FFmpeg can decode (needs PyAV, `pip install 'vivit[video]'`).
-
-    Returns:
-        uint8 numpy array `(T, H, W, 3)`, RGB, every frame of the first video stream in order.
-        A whole video is held in memory (about 6 MB per 1080p frame).
+        path: A video file FFmpeg can decode (needs PyAV: `pip install 'vivit[video]'`), or a
+            uint8 `(T, H, W, 3)` frame array saved as `.npy` or `.npz` (key `frames`, optional
+            key `fps`).
+        max_frame_pixels: Refuse frames with more pixels (width x height) than this
+            (default `DEFAULT_MAX_FRAME_PIXELS`, 8192 x 8192).
+        max_aspect_ratio: Refuse frames whose long side exceeds this multiple of the short side
+            (default `DEFAULT_MAX_ASPECT_RATIO`, 16).
+        max_array_bytes: Refuse compressed `.npz` frame arrays that would decompress to more
+            bytes than this (default `DEFAULT_MAX_ARRAY_BYTES`, 2 GiB).
+        fps: Frame rate of a frame array without an `fps` entry (used by `get_frames_played_at`
+            and `duration_seconds`); ignored for video files, which carry timestamps.
+        num_threads: FFmpeg decoding threads; 0 (default) lets FFmpeg use one per CPU core. Pass
+            1 when many readers decode in parallel (e.g. DataLoader workers).
 
     Raises:
         FileNotFoundError: If `path` does not exist or is a directory.
         VideoDecoderMissingError: If the file needs PyAV and it is not installed.
-        ValueError: If the file cannot be read or decoded, or holds no frames; the message names it.
+        ValueError: If the file is empty, cannot be decoded, has no video stream or no frames,
+            or exceeds a limit above; the message names the file (and the limit).
+
+    Warns:
+        VideoWarning: If the file decodes fewer frames than its container declares (truncated or
+            damaged); the frames that exist are readable.
     """
-    path = Path(path)
-    if not path.is_file():
-        what = "is a directory, not a video file" if path.is_dir() else "does not exist"
-        raise FileNotFoundError(f"{path} {what}")
-    frames = _read_array(path) if path.suffix.lower() in ARRAY_SUFFIXES else _decode_with_pyav(path)
-    return _check_frames(frames, path)
+    # Damage inside the data that the container does not reveal is found while reading: see
+    # `get_frames_at`. Where damage is concealed by the decoder, the pixels of frames decoded after
+    # a seek may differ from a sequential decode's (concealment depends on what was decoded before).
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+        max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+        max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
+        fps: float | None = None,
+        num_threads: int = 0,
+    ) -> None:
+        self._path = Path(path).expanduser()
+        self._limits = _Limits(int(max_frame_pixels), float(max_aspect_ratio), int(max_array_bytes))
+        if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a positive number, got {fps!r}")
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 0:
+            raise ValueError(f"num_threads must be a non-negative integer, got {num_threads!r}")
+        self._lock = threading.Lock()
+        path = self._path
+        if not path.is_file():
+            what = "is a directory, not a video file" if path.is_dir() else "does not exist"
+            raise FileNotFoundError(f"{path} {what}")
+        if path.stat().st_size == 0:
+            raise ValueError(f"{path} is empty (0 bytes)")
+        if path.suffix.lower() in ARRAY_SUFFIXES:
+            self._source: _ArraySource | _PyAVSource = _ArraySource(path, self._limits, fps)
+        else:
+            self._source = _PyAVSource(path, _import_av(), self._limits, num_threads)
+            if self._source.warning:
+                warnings.warn(self._source.warning, VideoWarning, stacklevel=2)
+
+    # ------------------------------------------------------------ metadata
+    @property
+    def path(self) -> Path:
+        """The file being read."""
+        return self._path
+
+    @property
+    def num_frames(self) -> int:
+        """Frames in the video (counted from the packet index when the container does not say)."""
+        return self._source.num_frames
+
+    def __len__(self) -> int:
+        return self._source.num_frames
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        """Presentation time of each frame in seconds from the first frame, float64 `(num_frames,)`.
+
+        For a frame array these are `i / fps` (NaN when the rate is unknown).
+        """
+        return self._source.timestamps.copy()
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Seconds from the first frame's presentation to the end of the last frame.
+
+        `None` only for a frame array without a frame rate.
+        """
+        return self._source.duration_seconds
+
+    @property
+    def average_fps(self) -> float | None:
+        """`num_frames / duration_seconds` (variable-rate videos: their mean rate); `None` if unknown."""
+        duration = self._source.duration_seconds
+        if duration is None:
+            return None
+        if duration <= 0:
+            return self._source.nominal_fps
+        return self.num_frames / duration
+
+    @property
+    def rotation(self) -> int:
+        """Degrees (0, 90, 180 or 270, counter-clockwise, as PyAV's `VideoFrame.rotation`) by which
+        the decoded frames are turned to display upright, read from the display matrix; already
+        applied to the frames returned, as FFmpeg's command-line decoder applies it."""
+        return self._source.rotation
+
+    @property
+    def height(self) -> int:
+        """Height of the returned frames in pixels (as displayed, i.e. after rotation)."""
+        h, w = self._source.raw_size
+        return w if self._source.rotation in (90, 270) else h
+
+    @property
+    def width(self) -> int:
+        """Width of the returned frames in pixels (as displayed, i.e. after rotation)."""
+        h, w = self._source.raw_size
+        return h if self._source.rotation in (90, 270) else w
+
+    # ------------------------------------------------------------ frames
+    def get_frames_at(self, indices: Sequence[int] | np.ndarray | Any) -> np.ndarray:
+        """Frames by index, in the order asked (repeats and any order allowed).
+
+        Only the frames asked for are converted to RGB; for video files only the key-frame
+        intervals that contain them are decoded.
+
+        Args:
+            indices: 1-D sequence of frame indices (ints, a numpy or torch integer array, a
+                `range`); negative indices count from the end, as in Python.
+
+        Returns:
+            uint8 numpy array `(len(indices), height, width, 3)`, RGB, rotation applied.
+
+        Raises:
+            IndexError: If an index is outside `[-num_frames, num_frames)`.
+            ValueError: If `indices` is not a 1-D integer sequence, the reader is closed, or no
+                frame near a wanted one can be decoded (a damaged file); the message names the file.
+
+        Warns:
+            VideoWarning: If some wanted frames do not decode (damaged data); each is replaced by
+                the frame shown before it, as a player would show, and listed in the message.
+        """
+        wanted = self._frame_indices(indices)
+        out = np.empty((len(wanted), self.height, self.width, 3), dtype=np.uint8)
+        if not len(wanted):
+            return out
+        unique, inverse = np.unique(wanted, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        slots = dict(zip(unique.tolist(), np.split(order, np.cumsum(np.bincount(inverse))[:-1]), strict=True))
+
+        def sink(index: int, frame: np.ndarray) -> None:
+            out[slots[index]] = frame
+
+        with self._lock:
+            replaced = self._source.read(unique, sink)
+        if replaced:
+            shown = ", ".join(map(str, replaced[:8])) + (", ..." if len(replaced) > 8 else "")
+            warnings.warn(
+                f"{self._path}: {len(replaced)} frame(s) could not be decoded (damaged data): {shown}; each was "
+                "replaced by the frame shown before it",
+                VideoWarning,
+                stacklevel=2,
+            )
+        return out
+
+    def get_frames_played_at(self, seconds: Sequence[float] | np.ndarray | Any) -> np.ndarray:
+        """The frame on screen at each time (by presentation timestamps: right for variable-rate videos).
+
+        The frame shown at time `t` is the last one whose timestamp is `<= t` (see `timestamps`).
+
+        Args:
+            seconds: 1-D sequence of times in seconds from the first frame, each in
+                `[0, duration_seconds)`.
+
+        Returns:
+            uint8 numpy array `(len(seconds), height, width, 3)`, as `get_frames_at`.
+
+        Raises:
+            IndexError: If a time is outside `[0, duration_seconds)`.
+            ValueError: If `seconds` is not a 1-D sequence of numbers, or the frame rate of a
+                frame array is unknown (pass `fps=`).
+        """
+        times = np.asarray(_to_numpy(seconds), dtype=np.float64)
+        if times.ndim != 1:
+            raise ValueError(f"seconds must be a 1-D sequence of times, got shape {times.shape}")
+        duration = self.duration_seconds
+        if duration is None:
+            raise ValueError(
+                f"{self._path} is a frame array without a frame rate: pass VideoReader(..., fps=...) "
+                "or store an 'fps' entry in the .npz to read frames by time"
+            )
+        bad = ~((times >= 0) & (times < duration))
+        if bad.any():
+            raise IndexError(
+                f"{self._path}: time {times[bad][0]!r} s is outside the video, [0, {duration:.6g}) s"
+            )
+        indices = np.searchsorted(self._source.timestamps, times, side="right") - 1
+        return self.get_frames_at(np.maximum(indices, 0))
+
+    def __getitem__(self, key: int | slice) -> np.ndarray:
+        """`reader[i]`: one frame `(H, W, 3)`; `reader[a:b:s]`: frames `(N, H, W, 3)`."""
+        if isinstance(key, slice):
+            return self.get_frames_at(range(*key.indices(len(self))))
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            return self.get_frames_at([key])[0]
+        raise TypeError(f"VideoReader indices must be integers or slices, not {type(key).__name__}")
+
+    def _frame_indices(self, indices: Any) -> np.ndarray:
+        values = np.asarray(_to_numpy(indices))
+        if values.ndim != 1:
+            raise ValueError(f"indices must be a 1-D sequence of frame indices, got shape {values.shape}")
+        if values.size and (values.dtype == np.bool_ or not np.issubdtype(values.dtype, np.integer)):
+            raise ValueError(f"indices must be integers, got dtype {values.dtype}")
+        values = values.astype(np.int64)
+        n = self.num_frames
+        bad = (values < -n) | (values >= n)
+        if bad.any():
+            raise IndexError(f"{self._path}: frame index {int(values[bad][0])} is out of range for {n} frames")
+        return np.where(values < 0, values + n, values)
+
+    # ------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Release the file. Reading afterwards raises ValueError; metadata stays available."""
+        with self._lock:
+            self._source.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        fps = self.average_fps
+        rate = f", {fps:.3g} fps" if fps else ""
+        turn = f", rotation {self.rotation}" if self.rotation else ""
+        return f"VideoReader('{self._path}', {self.num_frames} frames of {self.width}x{self.height}{rate}{turn})"
 
 
-def _read_array(path: Path) -> np.ndarray:
-    """Load pre-decoded frames from `.npy` or `.npz` (key `frames`) without unpickling anything."""
-    try:
-        # allow_pickle=False: an array file from elsewhere must not be able to run code.
-        loaded: Any = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        # numpy reports a file without its magic header as "pickled data" and suggests unpickling
-        # it; that advice is unsafe and the real problem is a file that is not an array at all.
-        reason = "not a numpy array file" if "pickle" in str(err) else str(err)
-        raise ValueError(f"{path} is not a readable {path.suffix} frame array ({reason})") from None
-    if isinstance(loaded, np.ndarray):
-        return loaded
-    with loaded:
-        if "frames" not in loaded.files:
-            raise ValueError(f"{path} has no 'frames' array (it holds {sorted(loaded.files)})")
-        try:
-            return loaded["frames"]
-        except (OSError, ValueError, EOFError) as err:  # a damaged member surfaces only when read
-            raise ValueError(f"{path}: cannot read its 'frames' array ({err})") from None
+def read_video(path: str | os.PathLike[str], **reader_args: Any) -> np.ndarray:
+    """Decode a whole video into RGB frames (rotation applied).
+
+    For long videos prefer `VideoReader(path).get_frames_at(indices)`, which decodes only what a
+    clip needs: a whole video is held in memory here (about 6 MB per 1080p frame).
+
+    Args:
+        path: A video file FFmpeg can decode or a `.npy` / `.npz` uint8 frame array (see
+            `VideoReader`).
+        **reader_args: Limits passed to `VideoReader` (`max_frame_pixels`, ...).
+
+    Returns:
+        uint8 numpy array `(T, H, W, 3)`, RGB, every frame in presentation order.
+
+    Raises:
+        FileNotFoundError, VideoDecoderMissingError, ValueError: As `VideoReader`.
+    """
+    with VideoReader(path, **reader_args) as reader:
+        return reader.get_frames_at(np.arange(len(reader)))
+
+
+# ---------------------------------------------------------------- helpers shared by the sources
+class _Limits:
+    """The reader's size limits and the checks that name the file and the limit."""
+
+    def __init__(self, max_frame_pixels: int, max_aspect_ratio: float, max_array_bytes: int) -> None:
+        for name, value in (
+            ("max_frame_pixels", max_frame_pixels),
+            ("max_aspect_ratio", max_aspect_ratio),
+            ("max_array_bytes", max_array_bytes),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        self.max_frame_pixels = max_frame_pixels
+        self.max_aspect_ratio = max_aspect_ratio
+        self.max_array_bytes = max_array_bytes
+
+    def check_frame(self, path: Path, height: int, width: int) -> None:
+        if height < 1 or width < 1:
+            raise ValueError(f"{path}: frames of {width}x{height} pixels are empty")
+        if height * width > self.max_frame_pixels:
+            raise ValueError(
+                f"{path}: frames of {width}x{height} pixels ({height * width / 1e6:.1f} MP) exceed the limit of "
+                f"{self.max_frame_pixels / 1e6:.1f} MP per frame (max_frame_pixels={self.max_frame_pixels}; "
+                "pass a larger max_frame_pixels to vivit.VideoReader to read it anyway)"
+            )
+        ratio = max(height, width) / min(height, width)
+        if ratio > self.max_aspect_ratio:
+            raise ValueError(
+                f"{path}: frames of {width}x{height} pixels have an aspect ratio of {ratio:.4g}:1, above the limit "
+                f"of {self.max_aspect_ratio:g}:1 (max_aspect_ratio; a short-side resize would make them "
+                "enormous); pass a larger max_aspect_ratio to vivit.VideoReader to read it anyway"
+            )
+
+
+def _to_numpy(values: Any) -> Any:
+    """Torch tensors (which numpy would treat as objects on some devices) as numpy; others as given."""
+    if hasattr(values, "detach") and hasattr(values, "cpu"):
+        return values.detach().cpu().numpy()
+    if isinstance(values, range):
+        return np.arange(values.start, values.stop, values.step, dtype=np.int64)
+    return values
 
 
 def _import_av() -> Any:
@@ -87,34 +426,3 @@ def _import_av() -> Any:
             "uint8 frame arrays saved as .npy/.npz need no decoder"
         ) from None
     return av
-
-
-def _decode_with_pyav(path: Path) -> np.ndarray:
-    """Decode every frame of the first video stream to RGB with PyAV."""
-    av = _import_av()
-    errors = (av.error.FFmpegError, OSError, ValueError, EOFError)
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError("it has no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"  # frame- and slice-threaded decoding; same pixels, faster
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    except errors as err:
-        # FFmpeg errors carry "[Errno N] ...: 'path'"; its plain reason reads better after our prefix.
-        reason = getattr(err, "strerror", None) or str(err)
-        raise ValueError(f"cannot decode {path}: {reason}") from None
-    if not frames:
-        raise ValueError(f"cannot decode {path}: no frames were decoded")
-    return np.stack(frames)
-
-
-def _check_frames(frames: np.ndarray, path: Path) -> np.ndarray:
-    """Ensure uint8 `(T, H, W, 3)`, naming the file and what was found instead."""
-    if frames.dtype != np.uint8:
-        raise ValueError(f"{path}: expected uint8 frames, got dtype {frames.dtype}")
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"{path}: expected frames of shape (T, H, W, 3) (RGB, channels last), got {frames.shape}")
-    if min(frames.shape[:3]) < 1:
-        raise ValueError(f"{path}: the video is empty (shape {frames.shape})")
-    return frames
