@@ -170,19 +170,27 @@ def test_predict_json_matches_predict_views(capsys, files, st_args):
 
 
 def test_predict_model_without_label_names_or_preprocessing(capsys, files, fe_args):
-    code, out, err = run(capsys, "predict", files["c"], *fe_args, "--json", "--top-k", "2")
+    loud = [a for a in fe_args if a != "-q"]
+    code, out, err = run(capsys, "predict", files["c"], *loud, "--json", "--top-k", "2")
     assert code == 0
     (result,) = [json.loads(line) for line in out.splitlines()]
     assert [p["label"] for p in result["predictions"]] == [str(p["index"]) for p in result["predictions"]]
     assert result["views"] == [4, 3]  # Kinetics default views at the model's own input size
-    assert "no preprocessing config" in err
+    assert err.splitlines()[0] == (
+        "vivit: the weights carry no preprocessing config: using Kinetics defaults at the model's input size"
+    )
+    code, quiet_out, err = run(capsys, "predict", files["c"], *fe_args, "--json", "--top-k", "2")
+    assert code == 0 and quiet_out == out and err == ""  # -q silences the note too
 
 
 def test_predict_keeps_going_after_a_bad_video(capsys, files, st_args):
     code, out, err = run(capsys, "predict", files["a"], files["garbage"], files["b"], *st_args, "--top-k", "1")
     assert code == 1
     assert out.count("vivit_ti_st, 2x3 views") == 2  # both good videos were classified
-    assert_one_error_line(err, "garbage.npy")
+    error, *summary = err.splitlines()
+    assert_one_error_line(error, "garbage.npy")
+    # the summary reports the failure even with -q
+    assert summary == ["vivit: 2 of 3 videos classified, 1 failed:", f"  {files['garbage']}"]
 
 
 # ---------------------------------------------------------------- the bundled demo
@@ -233,7 +241,8 @@ def test_features_pooled_then_resume_skips_done_videos(capsys, files, st_args, t
     # a second run has nothing to do: no model is even loaded and the file is not rewritten
     mtime = out.stat().st_mtime_ns
     monkeypatch.setattr(cli, "_load_model", lambda args: pytest.fail("the model was loaded"))
-    code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
+    loud = [a for a in st_args if a != "-q"]  # the note is informational: -q would silence it
+    code, _, err = run(capsys, "features", files["a"], files["b"], *loud, "--out", out)
     assert code == 0 and "2 of 2 videos already in" in err and out.stat().st_mtime_ns == mtime
     monkeypatch.undo()
 
@@ -269,7 +278,8 @@ def test_features_interrupted_run_keeps_finished_videos(capsys, files, st_args, 
     assert list(_read(out)) == [str(files["a"])]
     assert [p.name for p in tmp_path.iterdir()] == ["feats.safetensors"]  # no temporary file left behind
     monkeypatch.undo()
-    code, _, err = run(capsys, "features", files["a"], files["b"], *st_args, "--out", out)
+    loud = [a for a in st_args if a != "-q"]  # the note is informational: -q would silence it
+    code, _, err = run(capsys, "features", files["a"], files["b"], *loud, "--out", out)
     assert code == 0 and "1 of 2 videos already in" in err
     assert sorted(_read(out)) == sorted([str(files["a"]), str(files["b"])])
 
@@ -490,11 +500,11 @@ def test_missing_pyav(capsys, files, st_args, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"\x00" * 64)
-    with pytest.raises(VideoDecoderMissingError, match=re.escape("pip install 'vivit[video]'")):
+    with pytest.raises(VideoDecoderMissingError, match=re.escape("needs PyAV: pip install av")):
         read_video(video)
     code, out, err = run(capsys, "predict", video, *st_args)
     assert code == 1 and out == ""
-    assert_one_error_line(err, "pip install 'vivit[video]'")
+    assert_one_error_line(err, "needs PyAV: pip install av")
     assert read_video(files["a"]).shape == (20, 40, 48, 3)  # arrays still need no decoder
 
 
