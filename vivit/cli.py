@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import logging
 import os
 import re
 import sys
@@ -691,20 +692,44 @@ def _sample_clip() -> Iterator[tuple[Path, str | None]]:
         yield path, label
 
 
+def _printable(text: Any) -> str:
+    """Text from a file or a checkpoint (a path, a label) for the terminal: control characters escaped.
+
+    A label such as `"\x1b[2J"` would otherwise clear the screen; it prints as `\x1b[2J`.
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` with non-finite floats as null, so that `json.dumps(..., allow_nan=False)` succeeds."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _json_line(value: Any) -> str:
+    """One line of strict JSON (RFC 8259: no NaN or Infinity, which most parsers reject)."""
+    return json.dumps(_json_safe(value), allow_nan=False)
+
+
 def _print_predictions(shown: str, result: Mapping[str, Any]) -> None:
-    header = f"{shown} ({result['model']}, {result['views'][0]}x{result['views'][1]} views)"
+    header = f"{_printable(shown)} ({result['model']}, {result['views'][0]}x{result['views'][1]} views)"
     if result.get("true_label") is not None:
-        header += f", true label: {result['true_label']}"
+        header += f", true label: {_printable(result['true_label'])}"
     _out(header)
     if result.get("note"):
-        _out(f"  note: {result['note']}")
+        _out(f"  note: {_printable(result['note'])}")
     split = None
     for item in result["predictions"]:
         if item.get("split") != split:
             split = item["split"]
-            _out(f"  {split}:")
+            _out(f"  {_printable(split)}:")
         indent = "    " if split else "  "
-        _out(f"{indent}{item['probability'] * 100:6.2f}%  {item['label']}")
+        _out(f"{indent}{item['probability'] * 100:6.2f}%  {_printable(item['label'])}")
 
 
 def _synthetic_note(name: str, cfg: Mapping[str, Any]) -> str | None:
@@ -786,7 +811,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             if note is not None:
                 result["note"] = note
             if args.json:
-                _out(json.dumps(result))
+                _out(_json_line(result))
             else:
                 _print_predictions(shown, result)
         if several:
@@ -1024,6 +1049,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _error_line(err: BaseException) -> str:
     """One line for any exception: multi-line messages are joined, unexpected types are named."""
     text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    text = _printable(text)  # a message may quote a hostile file's tensor names or labels
     if not isinstance(err, _EXPECTED_ERRORS):
         text = f"{type(err).__name__}: {text} (set {DEBUG_ENV}=1 for a traceback)"
     return f"{PROG}: error: {text}"
@@ -1032,6 +1058,22 @@ def _error_line(err: BaseException) -> str:
 def _error(err: BaseException) -> None:
     """`vivit: error: ...` on stderr (never silenced), above any progress bar."""
     _write(_error_line(err), sys.stderr)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """Warnings (e.g. a cache that could not be written) as one `vivit: warning: ...` line (none with -q)."""
+    _warn(_printable(message))
+
+
+class _LogHandler(logging.Handler):
+    """vivit's log lines (download retries, waiting for another process's download, a cache rebuilt)
+    as `vivit: ...` lines above any progress bar; silenced by -q."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _note(_printable(record.getMessage()))
 
 
 def _debug() -> bool:
@@ -1044,6 +1086,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: Arguments without the program name (default `sys.argv[1:]`).
     """
+    shown = warnings.showwarning
+    if not _debug():
+        warnings.showwarning = _show_warning
+    handler = _LogHandler()
+    logger = logging.getLogger("vivit")
+    logger.addHandler(handler)
     quiet = _QUIET.set(False)
     try:
         args = build_parser().parse_args(argv)
@@ -1068,6 +1116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         _QUIET.reset(quiet)
+        logger.removeHandler(handler)
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":
