@@ -7,6 +7,7 @@
     vivit convert SRC [--model NAME] --out FILE.safetensors|DIR [--to vivit|transformers]
                                                  any supported checkpoint -> ours (or transformers')
     vivit explain [VIDEO] [--model NAME] --out FILE.{png,gif,mp4}   where the model looks (relevance map)
+    vivit export onnx NAME --out FILE.onnx [--int8]                 ONNX file, validated in ONNX Runtime
 
 Every failure prints one line, `vivit: error: ...`, to stderr and exits with status 2 (the command
 line was wrong: unknown model, bad option) or 1 (anything else: missing or undecodable file, no
@@ -103,6 +104,14 @@ def _views(text: str) -> tuple[int, int]:
     if clips < 1 or crops not in (1, 3):
         raise argparse.ArgumentTypeError(f"{text!r}: clips must be >= 1 and crops 1 or 3")
     return clips, crops
+
+
+def _clip_size(text: str) -> tuple[int, int, int]:
+    """`16x224x224` -> (16, 224, 224): frames, height, width."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected FRAMESxHEIGHTxWIDTH such as 16x224x224, got {text!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 
 def _positive_int(text: str) -> int:
@@ -265,6 +274,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_option(p)
     _add_quiet_option(p)
     p.set_defaults(run=_cmd_explain)
+
+    p = commands.add_parser(
+        "export", help="export a model to ONNX, validated in ONNX Runtime",
+        description="Write the model with its weights as an ONNX file, run it in ONNX Runtime on random clips and "
+        "compare with PyTorch (fp32 fails above 1e-4; nothing is written then). Needs onnx, onnxruntime and "
+        f"onnxscript: {install_hint('onnx onnxruntime onnxscript', 'onnx')}.",
+    )  # fmt: skip
+    p.add_argument("format", choices=("onnx",), help="file format (onnx)")
+    p.add_argument("model", metavar="NAME", help="registered model name (see 'vivit list')")
+    _add_weights_option(p)
+    p.add_argument("--override", action="append", default=[], type=_override, metavar="KEY=VALUE",
+                   help="constructor argument (repeatable), e.g. --override num_frames=16")  # fmt: skip
+    p.add_argument("--out", "-o", required=True, metavar="FILE.onnx")
+    p.add_argument("--int8", action="store_true", help="quantize the linear layers to int8 (ONNX Runtime dynamic quantization)")
+    p.add_argument("--input-size", type=_clip_size, metavar="TxHxW",
+                   help="clip size (frames x height x width) for a model with dynamic_size=true")  # fmt: skip
+    p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to 1 (default: dynamic)")
+    _add_quiet_option(p)
+    p.set_defaults(run=_cmd_export, device="cpu")
     return parser
 
 
@@ -989,6 +1017,31 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     _out(f"wrote {args.out} ({result['frames']} frames): {answer}")
     if note:
         _out(f"  note: {note}")
+    return 0
+
+
+# ---------------------------------------------------------------- export
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportValidationError, _clip_size, _require_onnx, export_onnx
+
+    out = Path(args.out).expanduser()
+    if out.suffix != ".onnx":
+        raise UsageError(f"--out {args.out}: expected a file name ending in .onnx")
+    _require_onnx()  # before any download or model build
+    model = _load_model(args)
+    _clip_size(model, args.input_size)  # a size ONNX cannot represent is refused before the slow part
+    _note(f"exporting {args.model}{' (int8)' if args.int8 else ''} and validating it in ONNX Runtime")
+    try:
+        result = export_onnx(model, out, dynamic_batch=not args.static_batch, int8=args.int8, input_size=args.input_size)
+    except ExportValidationError as err:
+        raise CommandError(str(err)) from None
+    shape = "(" + ", ".join(str(s) for s in result.input_shape) + ")"
+    logits = "(" + ", ".join(str(s) for s in result.output_shape) + ")"
+    _out(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {result.opset}{', int8 linear layers' if result.int8 else ''}): "
+         f"input 'video' float32 {shape} -> 'logits' float32 {logits}")  # fmt: skip
+    limit = "int8: drift, no limit" if result.int8 else "limit 1e-4"
+    _out(f"ONNX Runtime vs PyTorch fp32 on {result.validated} random clips: max abs logit difference "
+         f"{result.max_abs_diff:.2e} ({limit}), top-1 agrees on {result.top1_agree}/{result.validated}")  # fmt: skip
     return 0
 
 
