@@ -13,11 +13,14 @@ subprocess (`bench.py --_child SPEC`): on CPU the process's peak RSS in total an
 workload's peak over the RSS after imports + model build + input creation (VmHWM, reset before the
 workload); on CUDA `torch.cuda.max_memory_allocated` and its increase over what the built model holds.
 MACs are counted once per architecture with `FlopCounterMode` on the meta device (MACs = FLOPs/2);
-"util" is achieved FLOP/s (2 * MACs / latency) divided by a large fp32 matmul's FLOP/s measured in
-the same run.
+"util" is achieved FLOP/s (2 * MACs / latency) divided by the FLOP/s of the best GEMM library of the
+same dtype on this machine (section matmul), re-timed in the same alternation.
 
 Sections (`--sections`, comma separated; default all but `profile`):
-  matmul   reference fp32 (and bf16) matmul throughput
+  matmul   GEMM libraries (MKL, MKL packed, oneDNN; fp32, bf16, int8): the best of each dtype is `util`'s reference
+  fast     Model 1 inference paths in ONE alternating run: eager, HF, optimize_for_inference fp32/bf16/int8,
+           ONNX Runtime fp32/int8, and the GEMM libraries on the model's MLP shape; kernels chosen
+  accuracy demo held-out top-1 and Scenic-fixture logit drift of every inference path
   fwd      Model 1: vivit vs HF `VivitForVideoClassification` (same weights, logits checked to 1e-4)
   train    forward + backward of vivit_b_st, with and without gradient checkpointing
   models   the four B/16x2 variants: latency, MACs next to the paper's Table 2
@@ -32,6 +35,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import resource
@@ -45,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
@@ -53,7 +58,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 import vivit  # noqa: E402
 import vivit.weights  # noqa: E402
 
-SECTIONS = ("matmul", "fwd", "train", "models", "bf16", "compile")
+SECTIONS = ("matmul", "fast", "accuracy", "fwd", "train", "models", "bf16", "compile")
 ALL_SECTIONS = (*SECTIONS, "profile")
 
 # ViViT paper (arXiv 2103.15691) Table 2, ViViT-B/16x2, 32x224^2: GFLOPs (multiply-adds), params (M)
@@ -95,6 +100,7 @@ def plan(quick: bool) -> dict[str, Any]:
             bf16=[cfg("ti", "st", 8, 112, depth=2), cfg("ti", "fe", 8, 112, depth=2)],
             compile=cfg("ti", "st", 8, 112, depth=1),
             profile=[cfg("ti", "st", 8, 112, depth=2)],
+            fast=[cfg("s", "st", 8, 112, depth=2), cfg("s", "st", 16, 112, depth=2)],
         )
     return dict(
         matmul_n=4096,
@@ -104,6 +110,7 @@ def plan(quick: bool) -> dict[str, Any]:
         bf16=[cfg("b", "st", 8, 224), cfg("b", "fe", 8, 224), cfg("b", "st", 32, 224), cfg("b", "fe", 32, 224)],
         compile=cfg("b", "st", 8, 224),
         profile=[cfg("b", "st", 8, 224), cfg("b", "st", 32, 224), cfg("b", "fsa", 32, 224), cfg("b", "fdp", 32, 224)],
+        fast=[cfg("b", "st", 8, 224), cfg("b", "st", 32, 224)],
     )
 
 
@@ -143,6 +150,59 @@ def make_input(c: dict[str, Any], device: str | torch.device = "cpu", seed: int 
 
 def hf_logits(model: torch.nn.Module, x_btchw: torch.Tensor) -> torch.Tensor:
     return model(pixel_values=x_btchw).logits
+
+
+# ------------------------------------------------------------------------------------ GEMM libraries
+def gemm_contenders(m: int, k: int, n: int, device: torch.device, min_s: float = 0.1) -> dict[str, dict[str, Any]]:
+    """The GEMM libraries PyTorch can reach here on `x (m, k) @ w.T (n, k)`: name -> dict(fn, dtype,
+    library, flops, reps). Each `fn` repeats the GEMM `reps` times (so one call takes >= `min_s`)."""
+    from vivit.optimize import _int8_engines, _private_ops_available, _quantize_weight
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(m, k, generator=g).to(device)
+    w = (torch.randn(n, k, generator=g) * k**-0.5).to(device)
+    b = torch.zeros(n, device=device)
+    blas = "MKL" if device.type == "cpu" and torch.backends.mkl.is_available() else ("cuBLAS" if device.type == "cuda" else "BLAS")
+    ops: dict[str, tuple[str, str, Callable[[], Any]]] = {
+        "fp32 F.linear": ("float32", f"F.linear ({blas} sgemm)", lambda: F.linear(x, w, b)),
+    }
+    xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
+    ops["bf16 F.linear"] = ("bfloat16", f"F.linear bf16 ({'oneDNN' if device.type == 'cpu' else blas})", lambda: F.linear(xb, wb, bb))
+    if device.type == "cpu":
+        private = _private_ops_available()
+        if private["mkl"]:
+            wm = torch.ops.mkl._mkl_reorder_linear_weight(w, m)
+            ops["fp32 mkl packed"] = ("float32", "MKL packed weights", lambda: torch.ops.mkl._mkl_linear(x, wm, w, b, m))
+        if private["onednn"]:
+            wd, wdb = torch.ops.mkldnn._reorder_linear_weight(w, m), torch.ops.mkldnn._reorder_linear_weight(wb, m)
+            ops["fp32 onednn packed"] = ("float32", "oneDNN packed weights",
+                                         lambda: torch.ops.mkldnn._linear_pointwise(x, wd, b, "none", [], ""))  # fmt: skip
+            ops["bf16 onednn packed"] = ("bfloat16", "oneDNN bf16 packed weights",
+                                         lambda: torch.ops.mkldnn._linear_pointwise(xb, wdb, bb, "none", [], ""))  # fmt: skip
+        qw = _quantize_weight(w.float())
+        for engine in _int8_engines():
+            before = torch.backends.quantized.engine
+            torch.backends.quantized.engine = engine
+            packed = torch.ops.quantized.linear_prepack(qw, b)
+            torch.backends.quantized.engine = before
+            ops[f"int8 {engine}"] = ("int8", f"int8 dynamic ({engine})",
+                                     lambda p=packed, e=engine: torch.ops.quantized.linear_dynamic(x, p, e != "onednn"))  # fmt: skip
+    out = {}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for name, (dtype, library, fn) in ops.items():
+        fn()
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        reps = max(1, math.ceil(min_s / max(time.perf_counter() - t0, 1e-6)))
+
+        def repeated(fn: Callable[[], Any] = fn, reps: int = reps) -> None:
+            for _ in range(reps):
+                fn()
+
+        out[name] = dict(fn=repeated, dtype=dtype, library=library, flops=2.0 * m * k * n * reps, reps=reps)
+    return out
 
 
 # ------------------------------------------------------------------------------------ timing
@@ -324,7 +384,8 @@ class Bench:
         self.plan = plan(args.quick)
         self.results: dict[str, Any] = {}
         self.md: list[str] = []
-        self.mm_fns: dict[str, Callable[[], Any]] = {}  # reference matmuls by dtype name
+        self.mm_fns: dict[str, Callable[[], Any]] = {}  # best GEMM of each dtype (the util reference)
+        self.mm_flops: dict[str, float] = {}  # FLOPs of one call of mm_fns[dtype]
         self.mm_n = 0
         self._macs: dict[tuple, float] = {}
 
@@ -345,7 +406,7 @@ class Bench:
         behind `util` sees the same machine conditions (other load) as the models it is compared to."""
         extra = {f"_ref_{d}": self.mm_fns[d] for d in refs if d in self.mm_fns}
         t = alternate(self.timer, {**fns, **extra}, runs, warm)
-        ref = {d: 2 * self.mm_n**3 / t.pop(f"_ref_{d}")["median_s"] for d in refs if f"_ref_{d}" in t}
+        ref = {d: self.mm_flops[d] / t.pop(f"_ref_{d}")["median_s"] for d in refs if f"_ref_{d}" in t}
         return t, ref
 
     @staticmethod
@@ -367,22 +428,31 @@ class Bench:
     # matmul ------------------------------------------------------------------------------------
     def matmul(self) -> None:
         n = self.mm_n = self.plan["matmul_n"]
-        g = torch.Generator().manual_seed(0)
-        for dtype in (torch.float32, torch.bfloat16):
-            a = torch.randn(n, n, generator=g).to(self.dev, dtype)
-            b = torch.randn(n, n, generator=g).to(self.dev, dtype)
-            self.mm_fns[str(dtype).removeprefix("torch.")] = lambda a=a, b=b: torch.mm(a, b)
-        t = alternate(self.timer, self.mm_fns, max(self.args.runs, 5), 1)
+        gemms = gemm_contenders(n, n, n, self.dev)
+        t = alternate(self.timer, {name: g["fn"] for name, g in gemms.items()}, max(self.args.runs, 5), 1)
         rows, res = [], {}
-        for d, r in t.items():
-            flops = 2 * n**3 / r["median_s"]
-            res[d] = dict(n=n, flops_per_s=flops, **r)
-            rows.append([f"{n}x{n} @ {n}x{n}", d, f"{r['median_s'] * 1e3:.1f}", f"{flops / 1e9:.1f}"])
-        self.results["matmul"] = res
+        best: dict[str, str] = {}
+        for name, r in t.items():
+            g = gemms[name]
+            flops = g["flops"] / r["median_s"]
+            res[name] = dict(n=n, dtype=g["dtype"], library=g["library"], flops_per_s=flops, **r)
+            if g["dtype"] not in best or flops > res[best[g["dtype"]]]["flops_per_s"]:
+                best[g["dtype"]] = name
+        for name, r in res.items():
+            star = " (best)" if best.get(r["dtype"]) == name else ""
+            rows.append([f"{n}x{n} @ {n}x{n}", r["dtype"], r["library"] + star, f"{r['median_s'] / gemms[name]['reps'] * 1e3:.1f}",
+                         f"{r['flops_per_s'] / 1e9:.1f}"])  # fmt: skip
+        for d, name in best.items():  # the reference for `util` below: the best library of each dtype
+            self.mm_fns[d], self.mm_flops[d] = gemms[name]["fn"], gemms[name]["flops"]
+        self.results["matmul"] = dict(libraries=res, best=best)
         self.table(
-            "Reference matmul", ["shape", "dtype", "median ms", "GFLOP/s"], rows,
-            "`util` below = achieved FLOP/s (2 x MACs / median latency) over the FLOP/s of this fp32 matmul (bf16 "
-            "rows: the bf16 one), re-timed alternately with the models of each table so both see the same load.",
+            "GEMM libraries (the reference for util)", ["shape", "dtype", "library", "median ms", "GFLOP/s (int8: GOP/s)"],
+            rows,
+            "`util` below = achieved FLOP/s (2 x MACs / median latency) over the best library's FLOP/s for the same dtype "
+            "in this table (fp32 rows: the best fp32 GEMM, not only PyTorch's matmul), re-timed alternately with the "
+            "models of each table so both see the same load. MKL packed / oneDNN rows use the private ops that "
+            "vivit.optimize_for_inference may choose (torch.ops.mkl._mkl_linear, torch.ops.mkldnn._linear_pointwise); "
+            "int8 = PyTorch's dynamic quantized linear (activations quantized at run time, included in the time).",
         )  # fmt: skip
 
     # fwd: vivit vs HF ----------------------------------------------------------------------------
@@ -599,6 +669,193 @@ class Bench:
             ["config", "mode", "median ms", "speed-up", "compile s (first call)", "max abs dlogit"], rows,
         )  # fmt: skip
 
+    # fast: the inference paths ----------------------------------------------------------------
+    def fast(self) -> None:
+        """Every inference path for Model 1 in ONE alternating run: eager (the default), HF, the
+        optimize_for_inference modules, ONNX Runtime fp32/int8, and the GEMM libraries on the model's
+        MLP shape (the util reference of this table)."""
+        from vivit.optimize import kernel_choices, optimize_for_inference
+
+        rows, out = [], []
+        for c in self.plan["fast"]:
+            torch.manual_seed(0)
+            hf = build_hf(c, "sdpa", self.dev)
+            ours = build_ours(c, self.dev)
+            ours.load_state_dict(vivit.weights.from_transformers(hf.state_dict(), ours))
+            x = make_input(c, self.dev)
+            x_hf = x.transpose(1, 2).contiguous()
+            fns: dict[str, Callable[[], Any]] = {
+                "vivit eager": lambda m=ours, v=x: m(v), "hf sdpa": lambda m=hf, v=x_hf: hf_logits(m, v),
+            }  # fmt: skip
+            setup_s: dict[str, float] = {}
+            for dtype in (torch.float32, torch.bfloat16, torch.int8):
+                if dtype == torch.int8 and self.dev.type != "cpu":
+                    continue
+                t0 = time.perf_counter()  # copy + kernel timing on this input's shapes
+                fast = optimize_for_inference(ours, dtype, example_input=x)
+                name = f"optimized {str(dtype).removeprefix('torch.')}"
+                setup_s[name] = time.perf_counter() - t0
+                fns[name] = lambda m=fast, v=x: m(v)
+            if self.dev.type == "cpu" and not self.args.no_onnx:
+                sessions = self.ort_sessions(ours, c, setup_s)
+                x_np = x.numpy()
+                for name, sess in sessions.items():
+                    fns[name] = lambda s=sess, v=x_np: s.run(None, {"video": v})
+            tokens = (c["frames"] // 2) * (c["img"] // 16) ** 2 + 1
+            width = HF_SIZES[c["size"]]["hidden_size"]
+            gemms = gemm_contenders(tokens, width, 4 * width, self.dev, min_s=0.05)
+            for name, g in gemms.items():
+                fns[f"GEMM {name}"] = g["fn"]
+            with torch.inference_mode():
+                ref = ours(x).float()
+                diffs = {}
+                for name, fn in fns.items():
+                    if not name.startswith("GEMM"):
+                        y = fn()
+                        y = torch.from_numpy(y[0]) if isinstance(y, list) else y
+                        diffs[name] = (y.float().cpu() - ref.cpu()).abs().max().item()
+                runs, warm = self.runs_for(c)
+                t = alternate(self.timer, fns, runs, warm)
+            del hf, ours, fns
+            macs = self.macs(c)
+            gemm_rate = {n: gemms[n]["flops"] / t[f"GEMM {n}"]["median_s"] for n in gemms}
+            best_gemm: dict[str, tuple[str, float]] = {}
+            for n, rate in gemm_rate.items():
+                d = gemms[n]["dtype"]
+                if d not in best_gemm or rate > best_gemm[d][1]:
+                    best_gemm[d] = (n, rate)
+            dtype_of = {"vivit eager": "float32", "hf sdpa": "float32", "optimized float32": "float32",
+                        "onnxruntime fp32": "float32", "optimized bfloat16": "bfloat16", "optimized int8": "int8",
+                        "onnxruntime int8": "int8"}  # fmt: skip
+            eager = t["vivit eager"]["median_s"]
+            for name, r in t.items():
+                ms = r["median_s"]
+                if name.startswith("GEMM"):
+                    g = gemms[name.removeprefix("GEMM ")]
+                    rate = g["flops"] / ms
+                    star = " (best)" if best_gemm[g["dtype"]][0] == name.removeprefix("GEMM ") else ""
+                    rows.append([cfg_label(c), f"GEMM {g['library']}{star}", f"{ms / g['reps'] * 1e3:.2f}", cpu_ms(r),
+                                 f"{rate / 1e9:.0f} G/s", "-", "-"])  # fmt: skip
+                    continue
+                ref_rate = best_gemm.get(dtype_of.get(name, "float32"), (None, None))[1]
+                rows.append([cfg_label(c), name, f"{ms * 1e3:.0f}", cpu_ms(r), f"{eager / ms:.2f}",
+                             self.util(macs, ms, ref_rate), f"{diffs[name]:.1e}"])  # fmt: skip
+            model_t = {n: r["median_s"] for n, r in t.items() if not n.startswith("GEMM")}
+            fp32_paths = [n for n in ("vivit eager", "optimized float32") if n in model_t]
+            fastest_fp32 = min(fp32_paths, key=model_t.__getitem__)
+            targets = {
+                "fastest fp32 vs onnxruntime fp32": model_t.get("onnxruntime fp32", math.nan) / model_t[fastest_fp32],
+                "default (eager) vs hf sdpa": model_t["hf sdpa"] / model_t["vivit eager"],
+                "bf16 vs eager": model_t["vivit eager"] / model_t["optimized bfloat16"],
+                "int8 vs eager": model_t["vivit eager"] / model_t.get("optimized int8", math.nan),
+                "onnxruntime int8 vs eager": model_t["vivit eager"] / model_t.get("onnxruntime int8", math.nan),
+            }
+            out.append(dict(cfg=c, macs=macs, timings=t, max_abs_logit_diff_vs_eager=diffs, setup_s=setup_s,
+                            gemm_flops_per_s=gemm_rate, best_gemm=best_gemm, fastest_fp32=fastest_fp32,
+                            speedups=targets))  # fmt: skip
+            print(f"{cfg_label(c)}: " + ", ".join(f"{k} {v:.2f}x" for k, v in targets.items()), flush=True)
+        choices = kernel_choices()
+        self.results["fast"] = dict(configs=out, kernel_choices=choices)
+        self.table(
+            f"Inference paths, Model 1 (batch 1, {self.args.threads} threads, {self.args.device}): one alternating run",
+            ["config", "path", "median ms", "CPU ms", "speed-up vs eager", "util (vs best GEMM of its dtype)",
+             "max abs dlogit vs eager"],  # fmt: skip
+            rows,
+            "optimized = vivit.optimize_for_inference(model, dtype), kernels timed on this machine (choices below); "
+            "onnxruntime = vivit.export_onnx (int8: ONNX Runtime's dynamic quantizer), intra-op threads = torch's, "
+            "spinning off so idle ORT threads do not slow the next contender. GEMM rows: the model's fc1 shape "
+            "(tokens x D -> 4D), ms per GEMM; util of each path is relative to the best GEMM of its dtype here. "
+            "Speed-ups: " + "; ".join(f"{cfg_label(o['cfg'])}: " + ", ".join(f"{k} {v:.2f}x" for k, v in o["speedups"].items())
+                                      for o in out),
+        )  # fmt: skip
+        self.table(
+            "Kernels chosen by optimize_for_inference on this machine",
+            ["op", "kernel", "candidates (best ms)"],
+            [[k, v["kernel"], ", ".join(f"{n} {ms:.2f}" for n, ms in v["ms"].items()) or "-"] for k, v in choices.items()
+             if not k.startswith(("gelu", "linear")) or v["ms"]],
+        )  # fmt: skip
+
+    def ort_sessions(self, model: torch.nn.Module, c: dict[str, Any], setup_s: dict[str, float]) -> dict[str, Any]:
+        """ONNX Runtime sessions for the fp32 and int8 exports of `model` (files deleted once loaded)."""
+        import tempfile
+
+        import onnxruntime as ort
+
+        from vivit.export import export_onnx
+
+        sessions = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for int8 in (False, True):
+                name = f"onnxruntime {'int8' if int8 else 'fp32'}"
+                t0 = time.perf_counter()
+                path = export_onnx(model, Path(tmp) / f"{name.split()[1]}.onnx", int8=int8, dynamic_batch=False).path
+                setup_s[name] = time.perf_counter() - t0
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = self.args.threads
+                options.inter_op_num_threads = 1
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return sessions
+
+    # accuracy: the demo's held-out clips and the Scenic fixtures ---------------------------------
+    def accuracy(self) -> None:
+        """Top-1 on the bundled demo's held-out clips (examples/make_demo.py's generator and seed) and
+        the max logit drift on Scenic's reference fixtures, for every inference path."""
+        import tempfile
+
+        import onnxruntime as ort
+
+        from vivit.export import export_onnx
+        from vivit.optimize import optimize_for_inference
+
+        sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "tests")]
+        from finetune import MovingDiscs
+        from scenic_fixtures import FORWARD_NAMES, load_forward_fixture
+
+        def paths(model: torch.nn.Module, tmp: Path) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+            out: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"eager fp32": model}
+            for dtype in (torch.float32, torch.bfloat16, torch.int8):
+                out[f"optimized {str(dtype).removeprefix('torch.')}"] = optimize_for_inference(model, dtype)
+            if not self.args.no_onnx:
+                for int8 in (False, True):
+                    f = export_onnx(model, tmp / f"m{len(list(tmp.iterdir()))}.onnx", int8=int8).path
+                    sess = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
+                    out[f"onnxruntime {'int8' if int8 else 'fp32'}"] = (
+                        lambda v, s=sess: torch.from_numpy(s.run(None, {"video": v.numpy()})[0]))  # fmt: skip
+            return out
+
+        n_clips = 500 if self.args.quick else 2000
+        video, labels, _ = MovingDiscs().sample(2000, torch.Generator().manual_seed(300))  # make_demo: seed 0 + 300
+        video, labels = video[:n_clips], labels[:n_clips]
+        fixtures = FORWARD_NAMES[::4] if self.args.quick else FORWARD_NAMES
+        demo = vivit.create_model("vivit_demo", pretrained=True).eval()
+        drift: dict[str, float] = {}
+        with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+            preds = {n: torch.cat([fn(video[i : i + 250]).argmax(-1) for i in range(0, n_clips, 250)])
+                     for n, fn in paths(demo, Path(tmp)).items()}  # fmt: skip
+            for name in fixtures:
+                f = load_forward_fixture(name)
+                f["model"].load_state_dict(vivit.weights.from_scenic(f["params"], f["model"]))
+                for n, fn in paths(f["model"], Path(tmp)).items():
+                    err = (fn(f["video"]).float() - f["logits"]).abs().max().item()
+                    drift[n] = max(drift.get(n, 0.0), err)
+        base = preds["eager fp32"]
+        res, rows = {}, []
+        for n, p in preds.items():
+            acc = (p == labels).float().mean().item() * 100
+            agree = (p == base).float().mean().item() * 100
+            res[n] = dict(top1=acc, top1_agree_with_eager=agree, fixtures_max_abs_logit_diff=drift[n])
+            rows.append([n, f"{acc:.2f}", f"{agree:.2f}", f"{drift[n]:.1e}"])
+        self.results["accuracy"] = dict(demo_clips=n_clips, fixtures=fixtures, paths=res)
+        self.table(
+            "Accuracy of the inference paths",
+            ["path", f"demo top-1 % ({n_clips} held-out clips)", "top-1 agrees with eager %",
+             f"max abs logit diff, {len(fixtures)} Scenic fixtures"],  # fmt: skip
+            rows,
+            "Demo: vivit_demo on the held-out clips examples/make_demo.py evaluates (MovingDiscs, seed 300). Fixtures: "
+            "Scenic's own logits (random weights, width 32, |logits| <= 2.4); fp32 paths must stay <= 1e-5.",
+        )
+
     # profile -----------------------------------------------------------------------------------
     def profile(self) -> None:
         from torch.profiler import ProfilerActivity, profile
@@ -668,6 +925,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the per-contender memory subprocesses")
     p.add_argument("--no-hf-eager", action="store_true", help="skip HF attn_implementation='eager'")
     p.add_argument("--no-bf16-32", action="store_true", help="bf16 section: skip the 32-frame configs")
+    p.add_argument("--no-onnx", action="store_true", help="fast/accuracy sections: skip ONNX Runtime")
     p.add_argument("--wait-idle", type=float, default=0, metavar="S",
                    help="first wait up to S seconds for the 1-min load average to fall below 1")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
@@ -704,7 +962,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# vivit benchmark\n\n{json.dumps(info)}\n", flush=True)
     t_start = time.perf_counter()
     sections = [s for s in ALL_SECTIONS if s in args.sections.split(",")]
-    if "matmul" not in sections and any(s in sections for s in ("fwd", "train", "models", "bf16")):
+    if "matmul" not in sections and any(s in sections for s in ("fwd", "train", "models", "bf16", "fast")):
         sections.insert(0, "matmul")  # the util columns need it
     errors = {}
     for s in sections:

@@ -10,18 +10,35 @@ The server speaks just enough of the Hub protocol for ``huggingface_hub.hf_hub_d
   ``RevisionNotFound`` (404), ``EntryNotFound`` (404);
 * ``Range: bytes=N-`` requests (used by the client to resume).
 
-Plain files are served under ``/files/<path>`` (the Scenic bucket stand-in). Every request is
-recorded, so a test can assert that a call touched no network. Faults can be injected per file:
-``"truncate"`` (Content-Length announces more than is sent, then the connection closes),
-``"html"`` (an HTML error page with status 200), ``"404"`` and ``"500"``.
+Plain files are served under ``/files/<path>`` (the Scenic bucket stand-in, with its
+``x-goog-hash: crc32c=...,md5=...`` header). Every request is
+recorded, so a test can assert that a call touched no network (`count` counts one path's GETs).
+Faults can be injected per file (GET requests only), for every request or only the first
+``fail_times`` ones (then the file is served normally, honoring ``Range``):
+
+* ``"slow_start"``: the file is served normally after a pause of ``SLOW_START_S`` (so that
+  concurrent clients overlap);
+* ``"truncate"``: Content-Length announces the whole file, half is sent, the connection closes;
+* ``"short_length"``: Content-Length announces 64 bytes less than the body that is sent;
+* ``"slowloris"``: the body trickles at one byte every ``SLOW_INTERVAL_S``;
+* ``"slow_headers"``: the status line, then the headers one byte every ``SLOW_INTERVAL_S``;
+* ``"gzip"``: the body gzip-compressed, with ``Content-Encoding: gzip``;
+* ``"html"``: an HTML error page with status 200 and ``Content-Type: text/html``;
+* ``"html_comment"``: an HTML page behind whitespace and a comment, as ``application/octet-stream``;
+* ``"json_error"``: a JSON error body (``{"error": {"message": ...}}``) with status 200, as
+  ``application/octet-stream``;
+* ``"404"``, ``"500"``, ``"503"``, ``"429"`` (with ``Retry-After: 0``): that status with a JSON body.
 
 Use the ``hub_server`` fixture: ``from hubserver import hub_server  # noqa: F401``.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,8 +49,13 @@ import pytest
 
 __all__ = ["FAULTS", "HubServer", "hub_server"]
 
-FAULTS = ("truncate", "html", "404", "500")
+FAULTS = ("slow_start", "truncate", "short_length", "slowloris", "slow_headers", "gzip", "html", "html_comment", "json_error",
+          "404", "500", "503", "429")  # fmt: skip
+SLOW_INTERVAL_S = 0.05
+SLOW_START_S = 1.0
 _HTML_PAGE = b"<!DOCTYPE html><html><head><title>Error</title></head><body>Sign in</body></html>"
+_HTML_COMMENT_PAGE = b"\n\n   <!-- served by cache-7 -->\n<html><body>Access denied</body></html>"
+_JSON_ERROR = b'{"error": {"code": 403, "message": "Quota exceeded for this bucket"}}'
 
 
 @dataclass
@@ -44,11 +66,21 @@ class _Entry:
         data: The file contents.
         fault: One of :data:`FAULTS`, or ``None`` to serve normally.
         lfs: Whether the Hub would store it with LFS (adds the ``X-Linked-*`` headers).
+        fail_times: Apply the fault to this many GETs only (None: to every GET).
     """
 
     data: bytes
     fault: str | None = None
     lfs: bool = False
+    fail_times: int | None = None
+    failed: int = 0
+
+    def take_fault(self) -> str | None:
+        """The fault for the next GET (counting it), or None once `fail_times` faults were served."""
+        if self.fault is None or (self.fail_times is not None and self.failed >= self.fail_times):
+            return None
+        self.failed += 1
+        return self.fault
 
 
 def _commit_for(repo_id: str, revision: str) -> str:
@@ -126,13 +158,14 @@ class HubServer:
             self._repo_files[(repo_id, revision, filename)] = _Entry(data, fault, lfs)
         return _commit_for(repo_id, revision)
 
-    def add_file(self, path: str, data: bytes, *, fault: str | None = None) -> str:
+    def add_file(self, path: str, data: bytes, *, fault: str | None = None, fail_times: int | None = None) -> str:
         """Publish a plain file at ``/files/<path>``.
 
         Args:
             path: The path below ``/files/``.
             data: The contents.
             fault: One of :data:`FAULTS`.
+            fail_times: Apply the fault to the first this-many GETs only (None: to all).
 
         Returns:
             The file's full URL.
@@ -140,8 +173,13 @@ class HubServer:
         _check_fault(fault)
         path = path.lstrip("/")
         with self._lock:
-            self._files[path] = _Entry(data, fault)
+            self._files[path] = _Entry(data, fault, fail_times=fail_times)
         return f"{self.url}/files/{path}"
+
+    def count(self, path: str, method: str = "GET") -> int:
+        """How many `method` requests a path (e.g. ``/files/a/checkpoint``) has received."""
+        with self._lock:
+            return sum(1 for m, p in self.requests if m == method and p == path)
 
     @property
     def request_count(self) -> int:
@@ -153,6 +191,11 @@ class HubServer:
         """Log a request (called by the handler)."""
         with self._lock:
             self.requests.append((method, path))
+
+    def take_fault(self, entry: _Entry) -> str | None:
+        """The fault to apply to one GET of `entry` (thread-safe)."""
+        with self._lock:
+            return entry.take_fault()
 
     def find_file(self, path: str) -> _Entry | None:
         """Look up a plain file by its path below ``/files/``."""
@@ -228,7 +271,9 @@ class _Handler(BaseHTTPRequestHandler):
             if entry is None:
                 self._send_error(404, {})
             else:
-                self._send_entry(entry, {}, head)
+                # Like Google Cloud Storage (the Scenic bucket): the whole object's MD5, base64.
+                md5 = base64.b64encode(hashlib.md5(entry.data).digest()).decode()
+                self._send_entry(entry, {"x-goog-hash": f"crc32c=AAAAAA==,md5={md5}"}, head)
         elif "/resolve/" in raw_path:
             self._serve_resolve(raw_path, head)
         else:
@@ -266,38 +311,69 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_entry(self, entry: _Entry, headers: dict[str, str], head: bool) -> None:
         """Send a file, honoring its fault and a ``Range: bytes=N-`` header."""
-        if entry.fault in ("404", "500"):
-            self._send_error(int(entry.fault), headers)
+        fault = None if head else self.hub.take_fault(entry)
+        if fault == "slow_start":
+            time.sleep(SLOW_START_S)
+            fault = None
+        if fault in ("404", "500", "503", "429"):
+            if fault == "429":
+                headers = {**headers, "Retry-After": "0"}
+            self._send_error(int(fault), headers)
             return
-        if entry.fault == "html":
+        pages = {"html": (_HTML_PAGE, "text/html; charset=utf-8"), "html_comment": (_HTML_COMMENT_PAGE, None),
+                 "json_error": (_JSON_ERROR, None)}  # fmt: skip
+        if fault in pages:
+            page, content_type = pages[fault]
             self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(_HTML_PAGE)))
+            self.send_header("Content-Type", content_type or "application/octet-stream")
+            self.send_header("Content-Length", str(len(page)))
             self.end_headers()
-            if not head:
-                self.wfile.write(_HTML_PAGE)
+            self.wfile.write(page)
             return
         data, status = entry.data, 200
         start = _range_start(self.headers.get("Range"))
-        if start is not None and 0 < start < len(data):
+        if fault is None and start is not None and 0 < start < len(data):
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
             data, status = data[start:], 206
+        if fault == "gzip":
+            data = gzip.compress(data)
+            headers["Content-Encoding"] = "gzip"
+        if fault == "slow_headers":
+            self._trickle(f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\n".encode() + b"X-Padding: x" * 10000)
+            return
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(len(data)))
+        length = len(data) - 64 if fault == "short_length" else len(data)
+        self.send_header("Content-Length", str(length))
         self.end_headers()
         if head:
             return
-        if entry.fault == "truncate":
+        if fault == "truncate":
             # Announce the full length, send half, then drop the connection.
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
             self.close_connection = True
             return
+        if fault == "slowloris":
+            self._trickle(data)
+            return
         self.wfile.write(data)
+        if fault == "short_length":
+            self.close_connection = True
+
+    def _trickle(self, data: bytes) -> None:
+        """Send `data` one byte every SLOW_INTERVAL_S, until it is sent or the client leaves."""
+        self.close_connection = True
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                time.sleep(SLOW_INTERVAL_S)
+        except OSError:
+            pass
 
 
 def _range_start(value: str | None) -> int | None:
@@ -344,6 +420,11 @@ def hub_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubS
     }
     for name, setting in patched.items():
         monkeypatch.setattr(constants, name, setting)
+    # Retries wait milliseconds, not seconds, so that tests of flaky servers stay fast.
+    from vivit.weights.hub import DownloadLimits
+
+    defaults = DownloadLimits.from_env
+    monkeypatch.setattr(DownloadLimits, "from_env", classmethod(lambda cls, **kw: defaults(**{"backoff_s": 0.01, **kw})))
     try:
         yield server
     finally:

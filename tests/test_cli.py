@@ -19,9 +19,10 @@ from scenic_fixtures import DATA, load_forward_fixture, model_args_from_config
 
 import vivit
 from vivit import cli
+from vivit.predict import iter_views
 from vivit.models.registry import _REGISTRY, register_model
 from vivit.models.vivit import MODEL_CLASSES
-from vivit.data.video import VideoDecoderMissingError, read_video
+from vivit.data.video import VideoDecoderMissingError, VideoReader, read_video
 
 SCENIC_FIXTURE = "m1_spacetime_tubelet_token"
 SCENIC_CHECKPOINT = DATA / "checkpoints" / f"{SCENIC_FIXTURE}.checkpoint"
@@ -169,19 +170,27 @@ def test_predict_json_matches_predict_views(capsys, files, st_args):
 
 
 def test_predict_model_without_label_names_or_preprocessing(capsys, files, fe_args):
-    code, out, err = run(capsys, "predict", files["c"], *fe_args, "--json", "--top-k", "2")
+    loud = [a for a in fe_args if a != "-q"]
+    code, out, err = run(capsys, "predict", files["c"], *loud, "--json", "--top-k", "2")
     assert code == 0
     (result,) = [json.loads(line) for line in out.splitlines()]
     assert [p["label"] for p in result["predictions"]] == [str(p["index"]) for p in result["predictions"]]
     assert result["views"] == [4, 3]  # Kinetics default views at the model's own input size
-    assert "no preprocessing config" in err
+    assert err.splitlines()[0] == (
+        "vivit: the weights carry no preprocessing config: using Kinetics defaults at the model's input size"
+    )
+    code, quiet_out, err = run(capsys, "predict", files["c"], *fe_args, "--json", "--top-k", "2")
+    assert code == 0 and quiet_out == out and err == ""  # -q silences the note too
 
 
 def test_predict_keeps_going_after_a_bad_video(capsys, files, st_args):
     code, out, err = run(capsys, "predict", files["a"], files["garbage"], files["b"], *st_args, "--top-k", "1")
     assert code == 1
     assert out.count("vivit_ti_st, 2x3 views") == 2  # both good videos were classified
-    assert_one_error_line(err, "garbage.npy")
+    error, *summary = err.splitlines()
+    assert_one_error_line(error, "garbage.npy")
+    # the summary reports the failure even with -q
+    assert summary == ["vivit: 2 of 3 videos classified, 1 failed:", f"  {files['garbage']}"]
 
 
 # ---------------------------------------------------------------- the bundled demo
@@ -391,11 +400,11 @@ def test_missing_pyav(capsys, files, st_args, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"\x00" * 64)
-    with pytest.raises(VideoDecoderMissingError, match=re.escape("pip install 'vivit[video]'")):
+    with pytest.raises(VideoDecoderMissingError, match=re.escape("needs PyAV: pip install av")):
         read_video(video)
     code, out, err = run(capsys, "predict", video, *st_args)
     assert code == 1 and out == ""
-    assert_one_error_line(err, "pip install 'vivit[video]'")
+    assert_one_error_line(err, "needs PyAV: pip install av")
     assert read_video(files["a"]).shape == (20, 40, 48, 3)  # arrays still need no decoder
 
 

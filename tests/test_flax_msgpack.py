@@ -209,38 +209,57 @@ def test_chunked_array_is_reassembled() -> None:
 
 
 def test_bfloat16_widening_is_exact() -> None:
-    # 0, -0, 1, -2.5, pi in bf16, smallest subnormal, largest finite, inf, -inf, NaN.
+    # 0, -0, 1, -2.5, pi in bf16, smallest subnormal, largest finite, smallest normal (twice), -1.
     words = np.array(
-        [0x0000, 0x8000, 0x3F80, 0xC020, 0x4049, 0x0001, 0x7F7F, 0x7F80, 0xFF80, 0x7FC0], np.uint16
+        [0x0000, 0x8000, 0x3F80, 0xC020, 0x4049, 0x0001, 0x7F7F, 0x0080, 0xBF80, 0x0080], np.uint16
     )
     raw = msgpack.packb({"w": _ext_array(words.reshape(2, 5), "bfloat16")}, use_bin_type=True)
     out = read_flax_checkpoint(raw)["w"]
     assert out.shape == (2, 5) and out.dtype == np.float32
     np.testing.assert_array_equal(out.reshape(-1).view(np.uint32), words.astype(np.uint32) << 16)
     assert out[0, 2] == 1.0 and out[0, 3] == -2.5 and out[0, 4] == 3.140625
-    assert np.isnan(out[1, 4])
+    assert out[1, 3] == -1.0 and np.isfinite(out).all()
 
 
-@pytest.mark.parametrize(
-    "dtype", ["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool", "complex64"]
-)
-def test_plain_dtypes_round_trip(dtype: str) -> None:
+@pytest.mark.parametrize("word", [0x7F80, 0xFF80, 0x7FC0], ids=["inf", "-inf", "nan"])
+def test_non_finite_bfloat16_is_refused(word: int) -> None:
+    words = np.array([0x3F80, word, 0x3F80], np.uint16)
+    raw = msgpack.packb({"params": {"blk": {"w": _ext_array(words, "bfloat16")}}}, use_bin_type=True)
+    with pytest.raises(ValueError, match=r"1 parameters hold NaN or infinite values: blk/w"):
+        read_flax_checkpoint(raw)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_float_dtypes_round_trip(dtype: str) -> None:
     array = (np.arange(6) % 3).astype(dtype).reshape(2, 3)
     out = read_flax_checkpoint(_pack({"layer": {"w": array}}))["layer/w"]
     assert out.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(out, array)
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int32", "int64", "uint8", "bool", "complex64"])
+def test_non_float_parameters_are_refused(dtype: str) -> None:
+    """Weights are floats: an integer, boolean or complex parameter is refused, never cast."""
+    array = (np.arange(6) % 3).astype(dtype).reshape(2, 3)
+    with pytest.raises(ValueError, match=rf"must be float16, bfloat16, float32 or float64 arrays; 1 are not: layer/w \({dtype}\)"):
+        read_flax_checkpoint(_pack({"layer": {"w": array}, "ok": np.zeros(2, np.float32)}))
+
+
+def test_non_float_arrays_outside_the_parameters_are_skipped() -> None:
+    params = {"w": np.ones(3, np.float32)}
+    state = {"optimizer": {"target": params, "state": {"step": np.int64(7), "rng": np.zeros(2, np.uint32)}}}
+    assert list(read_flax_checkpoint(_pack(state))) == ["w"]
+
+
 def test_scalar_and_complex_leaves() -> None:
     scalar = _ext_array(np.asarray(np.float32(2.5)), code=3)
-    native_complex = msgpack.ExtType(2, msgpack.packb((1.5, -2.0)))
-    raw = msgpack.packb(
-        {"params": {"s": scalar, "c": native_complex, "z": _ext_array(np.zeros((0, 3)))}}, use_bin_type=True
-    )
+    raw = msgpack.packb({"params": {"s": scalar, "z": _ext_array(np.zeros((0, 3)))}}, use_bin_type=True)
     params = read_flax_checkpoint(raw)
     assert params["s"].shape == () and params["s"].dtype == np.float32 and params["s"] == 2.5
-    assert params["c"] == 1.5 - 2.0j
     assert params["z"].shape == (0, 3)
+    native_complex = msgpack.ExtType(2, msgpack.packb((1.5, -2.0)))
+    with pytest.raises(ValueError, match=r"1 are not: c \(complex\)"):
+        read_flax_checkpoint(msgpack.packb({"params": {"c": native_complex}}, use_bin_type=True))
 
 
 def test_legacy_str_encoded_array_bytes() -> None:

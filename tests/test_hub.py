@@ -11,6 +11,7 @@ import pytest
 from hubserver import HubServer, hub_server  # noqa: F401 - the fixture is used by name
 
 from vivit.weights import hub
+from vivit.weights.cache import CacheError
 from vivit.weights.hub import (
     WeightsDownloadError,
     atomic_write,
@@ -101,7 +102,7 @@ def test_hf_download_offline_cold_cache(hub_server: HubServer, monkeypatch: pyte
     with pytest.raises(WeightsDownloadError, match="offline") as info:
         hf_download(REPO, "model.safetensors")
     assert REPO in str(info.value) and "model.safetensors" in str(info.value)
-    assert hub_server.request_count == 0
+    assert hub_server.request_count == 0, hub_server.requests
 
 
 def test_hf_download_pull_request_revision(hub_server: HubServer) -> None:
@@ -246,9 +247,11 @@ def test_download_url_connection_refused(tmp_path: Path, monkeypatch: pytest.Mon
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/checkpoint"
-    with pytest.raises(WeightsDownloadError, match="Could not connect") as info:
+    with pytest.raises(WeightsDownloadError) as info:
         download_url(url, tmp_path / "checkpoint")
-    assert url in str(info.value)
+    # No retries for an unreachable host, and advice for a non-Hub download (not HF_HUB_OFFLINE).
+    assert str(info.value).startswith(f"Cannot download {url}: cannot reach 127.0.0.1:{port} (Connection refused). ")
+    assert "VIVIT_SCENIC_BASE_URL" in str(info.value) and "HF_HUB_OFFLINE" not in str(info.value)
     assert _listing(tmp_path) == []
 
 
@@ -256,7 +259,7 @@ def test_download_url_unwritable_destination(hub_server: HubServer, tmp_path: Pa
     url = hub_server.add_file("a/checkpoint", PAYLOAD)
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")  # a file where a folder is needed
-    with pytest.raises(WeightsDownloadError, match="cannot write"):
+    with pytest.raises(CacheError, match=rf"cannot write the download of {url} to {blocker} .*VIVIT_CACHE"):
         download_url(url, blocker / "checkpoint")
     assert hub_server.request_count == 0
 
@@ -309,3 +312,238 @@ def test_sha256_file(tmp_path: Path) -> None:
     data = os.urandom((1 << 20) + 17)  # spans more than one read chunk
     path.write_bytes(data)
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+# --- Misbehaving servers: every failure is a WeightsDownloadError, within the limits. ---
+
+FAST = hub.DownloadLimits(deadline_s=20.0, retries=3, backoff_s=0.01, read_timeout_s=5.0)
+
+
+def _limits(**changes: float) -> hub.DownloadLimits:
+    import dataclasses
+
+    return dataclasses.replace(FAST, **changes)
+
+
+@pytest.mark.parametrize("fault", ["slowloris", "slow_headers"])
+def test_download_deadline_stops_a_slow_server(hub_server: HubServer, tmp_path: Path, fault: str) -> None:
+    """A server sending one byte every 50 ms (body or headers) is cut off at the total deadline."""
+    import time
+
+    url = hub_server.add_file("slow/checkpoint", PAYLOAD, fault=fault)
+    start = time.monotonic()
+    with pytest.raises(WeightsDownloadError, match=r"did not finish within 1\.5 s \(VIVIT_DOWNLOAD_TIMEOUT\)") as info:
+        download_url(url, tmp_path / "checkpoint", limits=_limits(deadline_s=1.5, min_rate=0), progress=False)
+    elapsed = time.monotonic() - start
+    assert 1.4 < elapsed < 3.0, elapsed
+    assert url in str(info.value)
+    assert _listing(tmp_path) == []
+
+
+def test_download_minimum_rate(hub_server: HubServer, tmp_path: Path) -> None:
+    import time
+
+    url = hub_server.add_file("slow/checkpoint", PAYLOAD, fault="slowloris")
+    start = time.monotonic()
+    with pytest.raises(WeightsDownloadError, match=r"failed after 2 attempts \(too slow: \d+ bytes/s over the last \d\.\d s, below the minimum of 1,000"):
+        download_url(url, tmp_path / "checkpoint", limits=_limits(min_rate=1000, rate_window_s=0.5, retries=1), progress=False)
+    assert time.monotonic() - start < 3.0
+    assert hub_server.count("/files/slow/checkpoint") == 2
+
+
+def test_download_env_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIVIT_DOWNLOAD_TIMEOUT", "90")
+    monkeypatch.setenv("VIVIT_DOWNLOAD_MIN_RATE", "0")
+    monkeypatch.setenv("VIVIT_DOWNLOAD_RETRIES", "5")
+    limits = hub.DownloadLimits.from_env()
+    assert (limits.deadline_s, limits.min_rate, limits.retries) == (90.0, 0.0, 5)
+    assert hub.DownloadLimits() == hub.DownloadLimits(7200.0, 32768.0, 60.0, 3, 1.0, 30.0, 64 << 30)
+    monkeypatch.setenv("VIVIT_DOWNLOAD_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="VIVIT_DOWNLOAD_TIMEOUT='soon': expected a non-negative number"):
+        hub.DownloadLimits.from_env()
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("gzip", r"the server sent a 'gzip'-encoded body although an unencoded file was requested"),
+        ("html", r"returned a text/html document: an HTML/XML page \(<!DOCTYPE html>"),
+        ("html_comment", r"returned an HTML/XML page \(<!-- served by cache-7 --> <html><body>Access denied"),
+        ("json_error", r"returned a JSON document \(Quota exceeded for this bucket\)"),
+        ("404", r"failed with HTTP 404 Not Found; the server said: a JSON document \(not found\)"),
+    ],
+)
+def test_download_error_bodies_are_recognised(hub_server: HubServer, tmp_path: Path, fault: str, message: str) -> None:
+    url = hub_server.add_file("a/checkpoint", PAYLOAD, fault=fault)
+    with pytest.raises(WeightsDownloadError, match=message):
+        download_url(url, tmp_path / "checkpoint", limits=FAST, progress=False)
+    assert hub_server.count("/files/a/checkpoint") == 1  # not retried: the server would answer the same
+    assert _listing(tmp_path) == []
+
+
+def test_download_short_content_length_caught_by_the_servers_md5(hub_server: HubServer, tmp_path: Path) -> None:
+    """Content-Length 64 bytes short: http.client stops early; GCS's x-goog-hash MD5 exposes it."""
+    url = hub_server.add_file("a/checkpoint", PAYLOAD, fault="short_length")
+    with pytest.raises(WeightsDownloadError, match=r"Downloaded .* but its MD5 [0-9a-f]{32} differs from the server's x-goog-hash"):
+        download_url(url, tmp_path / "checkpoint", limits=FAST, progress=False)
+    assert hub_server.count("/files/a/checkpoint") == 2  # downloaded again once, in case it was a glitch
+    assert _listing(tmp_path) == []
+
+
+def test_download_validate_hook(hub_server: HubServer, tmp_path: Path) -> None:
+    """A format check of the finished file: a gzip body served as binary is refused before it is stored."""
+    import gzip
+
+    from vivit.weights.flax_msgpack import open_flax_checkpoint
+
+    def is_flax(path: Path) -> None:
+        open_flax_checkpoint(path).close()
+
+    url = hub_server.add_file("a/checkpoint", gzip.compress(PAYLOAD))
+    with pytest.raises(WeightsDownloadError, match=r"but it is not a valid checkpoint: not a Flax msgpack checkpoint"):
+        download_url(url, tmp_path / "checkpoint", limits=FAST, progress=False, validate=is_flax)
+    assert _listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("fault, times", [("503", 2), ("429", 1), ("500", 3)])
+def test_download_retries_transient_errors(hub_server: HubServer, tmp_path: Path, fault: str, times: int) -> None:
+    url = hub_server.add_file("a/checkpoint", PAYLOAD, fault=fault, fail_times=times)
+    digest = download_url(url, tmp_path / "checkpoint", limits=FAST, progress=False)
+    assert digest == hashlib.sha256(PAYLOAD).hexdigest()
+    assert hub_server.count("/files/a/checkpoint") == times + 1
+
+
+def test_download_gives_up_after_the_retries(hub_server: HubServer, tmp_path: Path) -> None:
+    url = hub_server.add_file("a/checkpoint", PAYLOAD, fault="503")
+    with pytest.raises(WeightsDownloadError, match=r"failed after 4 attempts \(HTTP 503 Service Unavailable"):
+        download_url(url, tmp_path / "checkpoint", limits=FAST, progress=False)
+    assert hub_server.count("/files/a/checkpoint") == 4
+
+
+def test_download_resumes_a_dropped_connection(hub_server: HubServer, tmp_path: Path) -> None:
+    url = hub_server.add_file("a/checkpoint", PAYLOAD, fault="truncate", fail_times=1)
+    dest = tmp_path / "checkpoint"
+    assert download_url(url, dest, limits=FAST, progress=False) == hashlib.sha256(PAYLOAD).hexdigest()
+    assert dest.read_bytes() == PAYLOAD
+    assert hub_server.count("/files/a/checkpoint") == 2
+
+
+def test_download_refuses_when_the_disk_is_too_small(hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = hub_server.add_file("a/checkpoint", PAYLOAD)
+    monkeypatch.setattr(hub, "free_space", lambda folder: 100)
+    with pytest.raises(CacheError, match=rf"cannot write the download of {url} to {tmp_path} \(no space left on the device\); .*VIVIT_CACHE"):
+        download_url(url, tmp_path / "checkpoint", limits=FAST, progress=False)
+    assert _listing(tmp_path) == []
+
+
+def test_download_write_failure_names_the_folder(hub_server: HubServer, tmp_path: Path) -> None:
+    """A real write failure (a file-size limit, as on a full disk) in a subprocess: folder and VIVIT_CACHE named."""
+    import subprocess
+    import sys
+
+    url = hub_server.add_file("a/checkpoint", PAYLOAD * 4)
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "from vivit.weights.hub import download_url\n"
+        "from vivit.weights.cache import CacheError\n"
+        "try:\n"
+        f"    download_url({url!r}, {str(tmp_path / 'checkpoint')!r}, progress=False)\n"
+        "except CacheError as err:\n"
+        "    print(err)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=os.environ)
+    assert out.stdout.startswith(f"cannot write the download of {url} to {tmp_path} (File too large); "), out
+    assert "VIVIT_CACHE" in out.stdout
+    assert _listing(tmp_path) == []
+
+
+def test_hf_download_fails_fast_without_network(tmp_path: Path) -> None:
+    """No network (here: nothing listens on the endpoint): one line within 5 s, no retry warnings."""
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf"), "NO_PROXY": "*"}
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env.pop(key, None)
+    # The failure itself is timed inside the process: starting Python and importing torch on a loaded
+    # 2-core CI machine can take seconds of its own and is not what a user waits for after the call.
+    script = (
+        "import sys, time\n"
+        "from vivit.weights.hub import hf_download, WeightsDownloadError\n"
+        "start = time.monotonic()\n"
+        "try:\n"
+        "    hf_download('google/vivit-b-16x2-kinetics400', 'model.safetensors')\n"
+        "except WeightsDownloadError as err:\n"
+        "    print(err)\n"
+        "print(f'elapsed {time.monotonic() - start:.3f}', file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    elapsed = float(out.stderr.rsplit("elapsed ", 1)[1])
+    assert out.stdout.splitlines()[0] == (
+        f"Cannot reach the Hugging Face Hub at http://127.0.0.1:{port} (Connection refused), and 'model.safetensors' "
+        "from the Hugging Face Hub repo 'google/vivit-b-16x2-kinetics400' (revision 'main') is not in the Hugging "
+        "Face cache. Check your network connection and proxy (HF_ENDPOINT for a mirror); without network, set "
+        "HF_HUB_OFFLINE=1 and pass the path of a local checkpoint."
+    )
+    assert len(out.stdout.splitlines()) == 1 and "Retry" not in out.stderr, out
+    assert elapsed < 5.0, elapsed
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:  # free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Hub endpoint and Scenic bucket on a closed local port, empty caches, offline mode off."""
+    port = _closed_port()
+    for key, value in {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "VIVIT_SCENIC_BASE_URL": f"http://127.0.0.1:{port}/scenic",
+                       "HF_HOME": str(tmp_path / "hf"), "VIVIT_CACHE": str(tmp_path / "cache"), "NO_PROXY": "*"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE"):
+        monkeypatch.delenv(key, raising=False)
+    return port
+
+
+def test_cli_without_network_fails_fast_with_one_line(no_network: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15: both sources of vivit_b_st_k400 unreachable -> one line within 5 s, the real URLs,
+    advice that fits each source (HF_HUB_OFFLINE for the Hub; VIVIT_CACHE, a converted file or
+    VIVIT_SCENIC_BASE_URL for Scenic), no retry chatter."""
+    import time
+
+    from vivit import cli
+
+    port = no_network
+    start = time.monotonic()
+    code = cli.main(["predict", "--model", "vivit_b_st_k400", "-q"])
+    elapsed = time.monotonic() - start
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and elapsed < 5.0, (elapsed, err)
+    assert err.splitlines() == [
+        "vivit: error: could not get weights for vivit_b_st_k400 from any source: "
+        f"Cannot reach the Hugging Face Hub at http://127.0.0.1:{port} (Connection refused), and 'model.safetensors' "
+        "from the Hugging Face Hub repo 'google/vivit-b-16x2-kinetics400' (revision 'refs/pr/3') is not in the Hugging "
+        "Face cache. Check your network connection and proxy (HF_ENDPOINT for a mirror); without network, set "
+        "HF_HUB_OFFLINE=1 and pass the path of a local checkpoint. "
+        f"Cannot download http://127.0.0.1:{port}/scenic/kinetics_400/vivit_base_16x2_unfactorized/checkpoint: cannot "
+        f"reach 127.0.0.1:{port} (Connection refused). Check your network connection and proxy settings. Without "
+        f"network: copy a converted file into {tmp_path / 'cache' / 'converted'} (set VIVIT_CACHE to use another cache "
+        "folder), or set VIVIT_SCENIC_BASE_URL to a mirror you can reach, or pass the path of a local checkpoint."
+    ]
+
+
+def test_scenic_only_entry_without_network(no_network: int, capsys: pytest.CaptureFixture[str]) -> None:
+    from vivit import cli
+
+    assert cli.main(["predict", "--model", "vivit_b_fe_k400", "-q"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "{scenic}" not in line and "HF_HUB_OFFLINE" not in line
+    assert f"Cannot download http://127.0.0.1:{no_network}/scenic/kinetics_400/vivit_base_16x2_fe/checkpoint: " in line
+    assert "VIVIT_CACHE" in line and "VIVIT_SCENIC_BASE_URL" in line

@@ -247,4 +247,7 @@ def test_bad_model_output_raises() -> None:
 
 def test_progress_prints_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     predict_views(MeanLinear(), _video(), pretrained_cfg=CFG, progress=True)
-    assert "9/9 views" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "views:   0%|" in err and "| 0/9 [" in err  # a tqdm bar over the 9 views (cleared when done)
+    predict_views(MeanLinear(), _video(), pretrained_cfg=CFG)
+    assert capsys.readouterr().err == ""

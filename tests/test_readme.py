@@ -46,3 +46,130 @@ def test_python_snippet_at_the_top_runs_offline_as_written(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "left"  # the sample clip's label, as the comment in the snippet says
+
+
+# ---------------------------------------------------------------- the README's model facts are `vivit info`'s
+def _tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Markdown tables as (header cells, rows of cells)."""
+    lines, tables, i = text.splitlines(), [], 0
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    while i < len(lines) - 1:
+        if lines[i].startswith("|") and re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", lines[i + 1].strip()):
+            header, rows, i = cells(lines[i]), [], i + 2
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append(cells(lines[i]))
+                i += 1
+            tables.append((header, rows))
+        else:
+            i += 1
+    return tables
+
+
+def _expand(pattern: str) -> list[str]:
+    """Shell brace expansion: `vivit_{ti,s}_st` -> vivit_ti_st, vivit_s_st."""
+    parts = re.split(r"\{([^}]*)\}", pattern)  # literal, choices, literal, ...
+    names = [""]
+    for i, part in enumerate(parts):
+        names = [n + choice for n in names for choice in (part.split(",") if i % 2 else [part])]
+    return names
+
+
+def _names(row: list[str]) -> list[str]:
+    """The registered names a table row talks about (`vivit_...` in backticks, braces expanded, `except` ones removed)."""
+    text = " | ".join(row)
+    kept, _, dropped = text.partition(" except ")
+    excluded = {n for p in re.findall(r"`(vivit_[\w{},]+)`", dropped) for n in _expand(p)}
+    return [n for p in re.findall(r"`(vivit_[\w{},]+)`", kept) for n in _expand(p) if n not in excluded]
+
+
+_INFO: dict[tuple[str, bool], dict[str, str]] = {}
+
+
+def _info(name: str, macs: bool = False) -> dict[str, str]:
+    """`vivit info NAME` as {field: text}: the lines it prints (`_info_lines`). Multiply-adds are the
+    slow part (a second for ViViT-H, even on the meta device): counted only when `macs`."""
+    import torch
+
+    from vivit import cli
+
+    if (name, macs) not in _INFO:
+        entry = cli._entry(name)
+        with torch.device("meta"):
+            model = cli._create(entry.name, False, {})
+        count_macs = cli._count_macs
+        cli._count_macs = count_macs if macs else lambda *args: 0.0
+        try:
+            lines = list(cli._info_lines(entry.name, model, entry))
+        finally:
+            cli._count_macs = count_macs
+        _INFO[name, macs] = {field: text for field, text in lines if field}
+    return _INFO[name, macs]
+
+
+def _squash(text: str) -> str:
+    """Lower-case letters and digits, without parentheses: "Kinetics-400" -> "kinetics400"."""
+    return re.sub(r"[^a-z0-9]", "", re.sub(r"\(.*\)", "", text.lower()))
+
+
+def _model_number(info: dict[str, str]) -> str:
+    return re.search(r"\(Model (\d):", info["class"])[1]
+
+
+def test_readme_model_facts_match_vivit_info():
+    """Every model named in a README table: its class (or "Model N"), parameter count, GMACs, data and
+    top-1 as the README states them are what `vivit info` prints, so the two cannot drift apart."""
+    import vivit
+
+    tables = [(h, rows) for h, rows in _tables((ROOT / "README.md").read_text()) if any(_names(r) for r in rows)]
+    assert len(tables) >= 3, "the Models, paper numbers and Weights tables"
+    checked = set()
+    for header, rows in tables:
+        for row in rows:
+            names = _names(row)
+            full = len(names) == 1  # a row about one model states its figures
+            for name in names:
+                assert name in vivit.list_models(), f"README names {name}, which is not registered"
+                info = _info(name, macs=full and any(c.startswith("GMACs") for c in header))
+                for column, cell in zip(header, row, strict=True):
+                    if column == "class":
+                        assert info["class"].startswith(cell.strip("`") + " "), (name, cell, info["class"])
+                    for number in re.findall(r"\bModel (\d)\b", cell):
+                        assert number == _model_number(info), (name, cell, info["class"])
+                    if not full:
+                        continue
+                    count = int(re.search(r"\(([\d,]+)\)", info["parameters"])[1].replace(",", ""))
+                    for value in re.findall(r"(?<![(\d.])(\d+\.(\d+))M\b", cell):  # ours, not the paper's "(88.9M)"
+                        assert f"{count / 1e6:.{len(value[1])}f}" == value[0], (name, cell, info["parameters"])
+                    if column.startswith("GMACs"):
+                        assert info["GMACs"].startswith(cell.split()[0] + " per view"), (name, cell, info["GMACs"])
+                    if column == "data":
+                        # "Kinetics-400" ~ "kinetics400", "ImageNet-21k images" ~ "imagenet21k (image weights ...)"
+                        dataset = info["dataset"].split(";")[0]
+                        assert _squash(cell).startswith(_squash(dataset)), (name, cell, info["dataset"])
+                    top1 = re.fullmatch(r"([\d.]+)\D*\((\d+x\d+)\)", cell) if column.startswith("top-1") else None
+                    if top1:
+                        assert f" {top1[1]}% ({top1[2]} views)" in info["accuracy"], (name, cell, info["accuracy"])
+                checked.add(name)
+    assert {"vivit_b_st", "vivit_b_fe_k400", "vivit_demo", "vivit_h_fdp_in21k"} <= checked
+
+
+def test_readme_says_one_thing_about_the_demo():
+    """Wherever the README describes vivit_demo, it is the Model `vivit info` shows, trained by make_demo.py."""
+    number = _model_number(_info("vivit_demo"))
+    units, prose, code = [], [], False  # sentences of prose; table rows and code lines whole
+    for line in (ROOT / "README.md").read_text().splitlines() + [""]:
+        code ^= line.startswith("```")
+        if code or line.startswith("|") or not line.strip():
+            units += re.split(r"(?<=[.!?])\s+(?=[A-Z`(])", " ".join(prose)) + [line]
+            prose = []
+        else:
+            prose.append(line.strip())
+    about_demo = [u for u in units if "vivit_demo" in u]
+    claims = [(u, n) for u in about_demo for n in re.findall(r"\bModel (\d)\b", u)]
+    assert len(claims) >= 3, "the README should say which model the demo is (table, snippet, fine-tuning section)"
+    assert all(n == number for _, n in claims), [u for u, n in claims if n != number]
+    trainers = [t for u in about_demo for t in re.findall(r"trained (?:this way )?by `(examples/\w+\.py)`", u)]
+    assert len(trainers) >= 2 and set(trainers) == {"examples/make_demo.py"}, trainers

@@ -531,10 +531,11 @@ def test_vivit_predict_quiet_silences_warnings_and_keeps_going(capsys: pytest.Ca
     assert out.count("(vivit_demo, 1x1 views)") == 2  # the empty file did not stop the others
     assert sum(line.startswith("vivit: warning: ") for line in err.splitlines()) == 2
     assert sum(line.startswith("vivit: error: ") for line in err.splitlines()) == 1
+    summary = ["vivit: 2 of 3 videos classified, 1 failed:", f"  {videos[1]}"]
+    assert err.splitlines()[-2:] == summary  # the log ends with what failed
     assert cli.main(["predict", *map(str, videos), "--top-k", "1", "-q"]) == 1
-    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("vivit: ")] == [
-        f"vivit: error: {videos[1]} is empty (0 bytes)"
-    ]
+    # -q: the error and the summary of the failures, nothing else
+    assert capsys.readouterr().err.splitlines() == [f"vivit: error: {videos[1]} is empty (0 bytes)", *summary]
 
 
 def test_vivit_features_reads_through_the_reader(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

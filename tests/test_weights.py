@@ -48,7 +48,8 @@ def _scenic_entry(entries, fixture: str, path: str, name: str | None = None) -> 
 
 
 def _cache_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """Files in the cache, without the (empty) lock files that keep concurrent processes apart."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
 
 
 def test_scenic_download_convert_cache_then_no_network(hub_server, entries, monkeypatch, tmp_path):

@@ -18,6 +18,7 @@ from .data import (
     sample_frame_indices,
 )
 from .explain import attention_maps
+from .export import export_onnx
 from .factory import create_model
 from .models import (
     FactorizedDotProductViViT,
@@ -27,6 +28,7 @@ from .models import (
     ViViT,
     list_models,
 )
+from .optimize import optimize_for_inference
 from .predict import predict_views
 from .weights import push_to_hub
 
@@ -43,8 +45,10 @@ __all__ = [
     "attention_maps",
     "create_model",
     "create_transform",
+    "export_onnx",
     "list_models",
     "multiview_clip_starts",
+    "optimize_for_inference",
     "predict_views",
     "push_to_hub",
     "read_video",

@@ -8,6 +8,7 @@
     vivit convert SRC [--model NAME] --out FILE.safetensors|DIR [--to vivit|transformers]
                                                  any supported checkpoint -> ours (or transformers')
     vivit explain [VIDEO] [--model NAME] --out FILE.{png,gif,mp4}   where the model looks (relevance map)
+    vivit export onnx NAME --out FILE.onnx [--int8]                 ONNX file, validated in ONNX Runtime
 
 Every failure prints one line, `vivit: error: ...`, to stderr and exits with status 2 (the command
 line was wrong: unknown model, bad option) or 1 (anything else: missing or undecodable file, no
@@ -19,25 +20,28 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import logging
 import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import __version__
+from ._install import install_hint
 from .factory import create_model
 from .evaluate import evaluate
 from .features import FeatureSettings, extract_features, weights_identity
-from .predict import model_data_config, predict_views, top_predictions
+from .predict import has_untrained_head, model_data_config, predict_views, top_predictions
 from .models.registry import ModelEntry, get_entry, list_models
 from .models.vivit import ViViT
 from .data.transforms import resolve_data_config
@@ -101,6 +105,14 @@ def _views(text: str) -> tuple[int, int]:
     if clips < 1 or crops not in (1, 3):
         raise argparse.ArgumentTypeError(f"{text!r}: clips must be >= 1 and crops 1 or 3")
     return clips, crops
+
+
+def _clip_size(text: str) -> tuple[int, int, int]:
+    """`16x224x224` -> (16, 224, 224): frames, height, width."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected FRAMESxHEIGHTxWIDTH such as 16x224x224, got {text!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 
 def _positive_int(text: str) -> int:
@@ -168,8 +180,19 @@ def _add_run_options(parser: argparse.ArgumentParser, views_help: str) -> None:
     """Options of the commands that run the model on videos."""
     parser.add_argument("--views", type=_views, metavar="CLIPSxCROPS", help=views_help)
     parser.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="views per forward pass (default 4)")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
+    _add_device_option(parser)
+    _add_quiet_option(parser)
+
+
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1, mps (default: cuda if available, else cpu)")
+
+
+def _add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet", "-q", action="store_true",
+        help="no progress bars, notes or warnings on stderr, only errors (bars are never drawn into a file or pipe)",
+    )  # fmt: skip
 
 
 def _add_workers_option(parser: argparse.ArgumentParser) -> None:
@@ -186,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("list", help="list model names", description="List registered model names, one per line.")
     p.add_argument("pattern", nargs="?", default="*", help="shell pattern (vivit_b_*) or substring (fe_k4)")
     p.add_argument("--pretrained", action="store_true", help="only names that come with weights")
+    _add_quiet_option(p)
     p.set_defaults(run=_cmd_list)
 
     p = commands.add_parser(
@@ -194,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--override", action="append", default=[], type=_override, metavar="KEY=VALUE",
                    help="constructor argument (repeatable), e.g. --override num_frames=16")  # fmt: skip
+    _add_quiet_option(p)
     p.set_defaults(run=_cmd_info)
 
     p = commands.add_parser(
@@ -261,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "kernel=average,temporal_init=copy (temporal_init: identity, copy, zero; posemb: resize_tile, tile); "
         "default: the entry's, else central and identity",
     )  # fmt: skip
+    _add_quiet_option(p)
     p.set_defaults(run=_cmd_convert)
 
     p = commands.add_parser(
@@ -268,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draw the model's relevance map (attention rollout, or one block's attention) over the "
         "centre clip of a video as the model sees it: a contact sheet of frames (.png) or an animation "
         f"(.gif, .mp4), with a colour bar and the top predictions. Without VIDEO, explains the sample clip "
-        f"bundled with the package using {DEMO_MODEL}. Needs matplotlib: pip install 'vivit[plot]'.",
+        f"bundled with the package using {DEMO_MODEL}. Needs matplotlib: {install_hint('matplotlib', 'plot')}.",
     )  # fmt: skip
     p.add_argument("video", nargs="?", metavar="VIDEO", help="video file (needs PyAV) or uint8 .npy/.npz frame array")
     _add_model_options(p, default=DEMO_MODEL)
@@ -282,22 +308,142 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", type=int, metavar="H", help="with --block: only head H of that block")
     p.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="predictions in the title (default 3)")
     p.add_argument("--fps", type=_positive_float, default=4.0, metavar="FPS", help="animation speed (default 4)")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    _add_device_option(p)
+    _add_quiet_option(p)
     p.set_defaults(run=_cmd_explain)
+
+    p = commands.add_parser(
+        "export", help="export a model to ONNX, validated in ONNX Runtime",
+        description="Write the model with its weights as an ONNX file, run it in ONNX Runtime on random clips and "
+        "compare with PyTorch (fp32 fails above 1e-4; nothing is written then). Needs onnx, onnxruntime and "
+        f"onnxscript: {install_hint('onnx onnxruntime onnxscript', 'onnx')}.",
+    )  # fmt: skip
+    p.add_argument("format", choices=("onnx",), help="file format (onnx)")
+    p.add_argument("model", metavar="NAME", help="registered model name (see 'vivit list')")
+    _add_weights_option(p)
+    p.add_argument("--override", action="append", default=[], type=_override, metavar="KEY=VALUE",
+                   help="constructor argument (repeatable), e.g. --override num_frames=16")  # fmt: skip
+    p.add_argument("--out", "-o", required=True, metavar="FILE.onnx")
+    p.add_argument("--int8", action="store_true", help="quantize the linear layers to int8 (ONNX Runtime dynamic quantization)")
+    p.add_argument("--input-size", type=_clip_size, metavar="TxHxW",
+                   help="clip size (frames x height x width) for a model with dynamic_size=true")  # fmt: skip
+    p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to 1 (default: dynamic)")
+    _add_quiet_option(p)
+    p.set_defaults(run=_cmd_export, device="cpu")
     return parser
 
 
-# ---------------------------------------------------------------- shared helpers
+# ---------------------------------------------------------------- shared helpers: what the user sees
+# stdout carries only results (predictions, JSON lines, what was written); everything else goes to
+# stderr: errors always, warnings, notes, summaries of successful runs and progress bars only
+# without -q. Progress bars are drawn only on a terminal, so a log file gets whole lines, never `\r`.
+# Every line goes through tqdm.write, which lifts an active bar out of the way and redraws it.
+
+# -q of the running command, set by `main` for the duration of one command: every helper below
+# sees it without passing it around, and an in-process caller (a test, a notebook) gets it reset.
+_QUIET: ContextVar[bool] = ContextVar("vivit_cli_quiet", default=False)
+
+_T = TypeVar("_T")
+
+
+def _quiet() -> bool:
+    """Whether the running command was given -q (informational lines and progress are silenced)."""
+    return _QUIET.get()
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return bool(sys.stderr is not None and sys.stderr.isatty())
+    except (AttributeError, ValueError, OSError):  # a replaced stream without isatty, or a closed one
+        return False
+
+
+def _progress_enabled() -> bool:
+    """Draw progress bars? Only for a person watching: not with -q, not into a file or a pipe."""
+    return not _quiet() and _stderr_is_terminal()
+
+
+def _progress(iterable: Iterable[_T] | None = None, *, desc: str, unit: str, total: int | None = None, leave: bool = True) -> Any:
+    """A tqdm progress bar on stderr, disabled with -q or when stderr is not a terminal.
+
+    Iterate over it as over `iterable` (or call `.update(n)` with `total`); print other lines
+    meanwhile with `_out`, `_note`, `_warn` or `_error`, which keep the bar intact.
+
+    Args:
+        iterable: What to iterate over (its `len` is the total when it has one).
+        desc: Label in front of the bar, e.g. "videos".
+        unit: What one step is, e.g. "video", "view".
+        total: Steps, when `iterable` has no `len` or is None.
+        leave: Keep the finished bar on screen (False for a bar nested inside another).
+
+    Returns:
+        A `tqdm.tqdm` instance (a plain pass-through iterator when disabled).
+    """
+    from tqdm import tqdm
+
+    return tqdm(
+        iterable, total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr,
+        disable=not _progress_enabled(), dynamic_ncols=True,
+    )  # fmt: skip
+
+
+def _write(line: str, stream: IO[str]) -> None:
+    """One line to `stream`, above any progress bar; flushed, so that pipes see it at once."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=stream)
+    stream.flush()
+
+
+def _out(line: str) -> None:
+    """A result line on stdout (kept whole while a progress bar is drawn on the terminal)."""
+    _write(line, sys.stdout)
+
+
 def _note(message: str) -> None:
-    """A status line for the user, on stderr so that stdout stays machine-readable."""
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    """An informational line on stderr, `vivit: MESSAGE`; silenced by -q."""
+    if not _quiet():
+        _write(f"{PROG}: {message}", sys.stderr)
+
+
+def _warn(message: str) -> None:
+    """A warning line on stderr, `vivit: warning: MESSAGE`; silenced by -q (as the README says)."""
+    if not _quiet():
+        _write(f"{PROG}: warning: {message}", sys.stderr)
+
+
+def _summary(total: int, failed: Sequence[str], *, noun: str = "video", done: str = "done") -> None:
+    """The last lines of a run over several inputs: the counts, then each input that failed.
+
+    `vivit: 2 of 3 videos classified, 1 failed:` followed by one indented line per failed input
+    (as given on the command line), so that the end of a long log says what to look at. Printed
+    whenever something failed, even with -q (it reports errors); a clean run's one line is
+    informational (silenced by -q).
+
+    Args:
+        total: Inputs the run was asked to process.
+        failed: The inputs that failed, in order.
+        noun: What an input is (singular; an "s" is added for counts other than 1).
+        done: The past participle of the job, e.g. "classified", "written".
+    """
+    nouns = noun if total == 1 else f"{noun}s"
+    if not failed:
+        _note(f"{total - len(failed)} of {total} {nouns} {done}")
+        return
+    _write(f"{PROG}: {total - len(failed)} of {total} {nouns} {done}, {len(failed)} failed:", sys.stderr)
+    for item in failed:
+        _write(f"  {item}", sys.stderr)
 
 
 @contextmanager
-def _video_warnings(quiet: bool, say: Callable[[str], None] | None = None) -> Iterator[None]:
+def _video_warnings(quiet: bool = False, say: Callable[[str], None] | None = None) -> Iterator[None]:
     """Print each `VideoWarning` raised inside as one `vivit: warning: ...` line (none with -q).
 
     Other warnings are shown as Python would show them.
+
+    Args:
+        quiet: Silence the warnings (they are silenced anyway when the command runs with -q).
+        say: Where a warning line goes (default: stderr, above any progress bar).
     """
     caught: list[warnings.WarningMessage] = []
     try:
@@ -308,9 +454,27 @@ def _video_warnings(quiet: bool, say: Callable[[str], None] | None = None) -> It
         for warning in caught:
             if not issubclass(warning.category, VideoWarning):
                 warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-            elif not quiet:
+            elif not (quiet or _quiet()):
                 line = f"{PROG}: warning: {warning.message}"
-                say(line) if say else print(line, file=sys.stderr, flush=True)
+                say(line) if say else _write(line, sys.stderr)
+
+
+@contextmanager
+def _download_progress() -> Iterator[None]:
+    """Download bars (huggingface_hub's, which vivit's Scenic downloads share) follow `_progress`:
+    off with -q or when stderr is not a terminal; restored afterwards."""
+    if _progress_enabled():
+        yield
+        return
+    from huggingface_hub import utils as hf_utils
+
+    was_disabled = hf_utils.are_progress_bars_disabled()
+    hf_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            hf_utils.enable_progress_bars()
 
 
 def _entry(name: str) -> ModelEntry:
@@ -380,13 +544,49 @@ def _data_cfg(model: nn.Module) -> dict[str, Any]:
     return cfg
 
 
+def _available_devices() -> list[str]:
+    """The devices this torch build can use on this machine, as --device values."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():  # NVIDIA, or AMD under ROCm (also "cuda" in torch)
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        devices += [f"xpu:{i}" for i in range(xpu.device_count())]
+    return devices
+
+
 def _device(name: str | None) -> torch.device:
+    """--device as a torch device this machine can use, else a usage error naming those it can."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def refuse(why: str) -> NoReturn:
+        raise UsageError(f"--device {name}: {why}; devices available here: {', '.join(_available_devices())}")
+
     try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise UsageError(f"--device {name!r}: {err}") from None
+        device = torch.device(name)
+    except RuntimeError:
+        refuse("not a torch device name (e.g. cpu, cuda, cuda:1, mps)")
+    if device.type == "meta":
+        refuse("the meta device holds no data, so nothing can run on it")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        built = torch.backends.cuda.is_built()
+        refuse(f"this torch ({torch.__version__}) " + ("sees no CUDA device" if built else "was built without CUDA"))
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        refuse(f"this machine has {_plural(torch.cuda.device_count(), 'CUDA device')}")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        built = mps is not None and mps.is_built()
+        refuse(f"this torch ({torch.__version__}) " + ("sees no MPS device" if built else "was built without MPS (Apple GPUs)"))
+    try:  # the one question every backend answers: can a tensor live there?
+        torch.empty(0, device=device)
+    except Exception as err:  # noqa: BLE001 - any backend's refusal: RuntimeError "Could not run 'aten::empty...'"
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
+        refuse(f"not usable with this torch ({torch.__version__}: {reason})")
+    return device
 
 
 # ---------------------------------------------------------------- list
@@ -484,11 +684,14 @@ def _info_lines(name: str, model: ViViT, entry: ModelEntry) -> Iterator[tuple[st
     clips, crops = d["test_views"]
     yield "test views", f"{_plural(clips, 'clip')} x {_plural(crops, 'crop')} (logits averaged)"
     if cfg.get("dataset"):
-        yield "dataset", str(cfg["dataset"])
+        synthetic = "; synthetic data only: its answers on real videos mean nothing" if cfg.get("synthetic_data") else ""
+        yield "dataset", f"{cfg['dataset']}{synthetic}"
     labels = "named" if cfg.get("label_names") else "no names (class indices)"
     if cfg.get("class_splits"):
         splits = zip(cfg.get("split_names", ()), cfg["class_splits"], strict=False)
         labels += "; split " + " + ".join(f"{n} {s}" for n, s in splits)
+    if cfg.get("sources") and all(src.get("format") == "vit" for src in cfg["sources"]):
+        labels += "; head untrained (zero): for fine-tuning or features, not for 'vivit predict'"
     yield "classes", f"{cfg.get('num_classes', a['num_classes'])}, {labels}"
     if cfg.get("metrics"):
         yield "accuracy", _describe_metrics(cfg["metrics"])
@@ -526,22 +729,87 @@ def _sample_clip() -> Iterator[tuple[Path, str | None]]:
         yield path, label
 
 
+def _printable(text: Any) -> str:
+    """Text from a file or a checkpoint (a path, a label) for the terminal: control characters escaped.
+
+    A label such as `"\x1b[2J"` would otherwise clear the screen; it prints as `\x1b[2J`.
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` with non-finite floats as null, so that `json.dumps(..., allow_nan=False)` succeeds."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _json_line(value: Any) -> str:
+    """One line of strict JSON (RFC 8259: no NaN or Infinity, which most parsers reject)."""
+    return json.dumps(_json_safe(value), allow_nan=False)
+
+
 def _print_predictions(shown: str, result: Mapping[str, Any]) -> None:
-    header = f"{shown} ({result['model']}, {result['views'][0]}x{result['views'][1]} views)"
+    header = f"{_printable(shown)} ({result['model']}, {result['views'][0]}x{result['views'][1]} views)"
     if result.get("true_label") is not None:
-        header += f", true label: {result['true_label']}"
-    print(header)
+        header += f", true label: {_printable(result['true_label'])}"
+    _out(header)
+    if result.get("note"):
+        _out(f"  note: {_printable(result['note'])}")
     split = None
     for item in result["predictions"]:
         if item.get("split") != split:
             split = item["split"]
-            print(f"  {split}:")
+            _out(f"  {_printable(split)}:")
         indent = "    " if split else "  "
-        print(f"{indent}{item['probability'] * 100:6.2f}%  {item['label']}")
+        _out(f"{indent}{item['probability'] * 100:6.2f}%  {_printable(item['label'])}")
+
+
+def _synthetic_note(name: str, cfg: Mapping[str, Any]) -> str | None:
+    """The line shown beside an answer of a model trained on synthetic data only (the demo), if it is one."""
+    if not cfg.get("synthetic_data"):
+        return None
+    return f"{name} was trained on synthetic clips only; on a real video this answer means nothing"
+
+
+def _untrained_head_error(args: argparse.Namespace, why: str) -> UsageError:
+    weights = f" --weights {args.weights}" if args.weights else ""
+    return UsageError(
+        f"{args.model}: the classifier head is untrained ({why}), so every video would get the same "
+        f"answer; for video embeddings use 'vivit features VIDEO --model {args.model}{weights} --out "
+        "features/', or fine-tune the model first"
+    )
+
+
+def _refuse_untrained_head(entry: ModelEntry, args: argparse.Namespace, model: nn.Module | None = None) -> None:
+    """Refuse to classify with a head that was never trained: from the entry before any download, then
+    from the loaded weights (`has_untrained_head`: all zero)."""
+    cfg = entry.pretrained_cfg or {}
+    classes = dict(args.override).get("num_classes")
+    if model is None:
+        if args.weights is None and cfg.get("sources") and all(src.get("format") == "vit" for src in cfg["sources"]):
+            raise _untrained_head_error(args, "its weights are an image ViT inflated to video, a start for fine-tuning: the head is zero")
+        if args.weights is None and classes is not None and classes != cfg.get("num_classes", classes):
+            raise _untrained_head_error(
+                args, f"--override num_classes={classes} replaces the trained {cfg['num_classes']}-class head with a new one, all zero"
+            )
+        return
+    if not isinstance(getattr(model, "head", None), nn.Linear):
+        raise UsageError(
+            f"{args.model} has no classifier head (num_classes=0: a backbone), so there is nothing to predict; "
+            f"for video embeddings use 'vivit features VIDEO --model {args.model} --out features/'"
+        )
+    if has_untrained_head(model):
+        raise _untrained_head_error(args, "its weights are all zero, as a fresh head from num_classes= or ViT inflation is")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    _entry(args.model)  # an unknown name is reported before any file is touched
+    entry = _entry(args.model)  # an unknown name is reported before any file is touched
+    _refuse_untrained_head(entry, args)  # before any download
     with ExitStack() as stack:
         if args.videos:
             inputs: list[tuple[Path, str, str | None]] = [(Path(v), v, None) for v in args.videos]
@@ -551,20 +819,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             path, label = stack.enter_context(_sample_clip())
             inputs = [(path, str(path), label)]
         model = _load_model(args)
+        _refuse_untrained_head(entry, args, model)
         cfg = _data_cfg(model)
         views = args.views or resolve_data_config(cfg)["test_views"]
-        failures = 0
-        for path, shown, label in inputs:
+        # The bundled sample clip comes from the demo's own (synthetic) test set: its answer is a real one.
+        note = _synthetic_note(args.model, cfg) if args.videos else None
+        failed: list[str] = []
+        several = len(inputs) > 1
+        for path, shown, label in _progress(inputs, desc="videos", unit="video") if several else inputs:
             try:  # only the frames of the views' clips are decoded, whatever the video's length
-                with _video_warnings(args.quiet), VideoReader(path) as reader:
+                with _video_warnings(), VideoReader(path) as reader:
                     logits = predict_views(
-                        model, reader, *views, pretrained_cfg=cfg, batch_size=args.batch_size, progress=not args.quiet
-                    )
+                        model, reader, *views, pretrained_cfg=cfg, batch_size=args.batch_size,
+                        progress=_progress_enabled(),
+                    )  # fmt: skip
             except ValueError as err:  # one bad file must not lose the others' results
                 _error(err if shown in str(err) or str(path) in str(err) else ValueError(f"{shown}: {err}"))
-                failures += 1
+                failed.append(shown)
                 continue
-            result = {
+            result: dict[str, Any] = {
                 "video": shown,
                 "model": args.model,
                 "views": list(views),
@@ -572,11 +845,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             }
             if label is not None:
                 result["true_label"] = label
+            if note is not None:
+                result["note"] = note
             if args.json:
-                print(json.dumps(result), flush=True)
+                _out(_json_line(result))
             else:
                 _print_predictions(shown, result)
-    return 1 if failures else 0
+        if several:
+            _summary(len(inputs), failed, done="classified")
+    return 1 if failed else 0
 
 
 # ---------------------------------------------------------------- features
@@ -609,21 +886,33 @@ def _cmd_features(args: argparse.Namespace) -> int:
         per_frame=args.per_frame, window=args.window, stride=args.stride, views=args.views,
     )  # fmt: skip
     summary = extract_features(
-        args.inputs, out, lambda: _load_model(args, torch.device("cpu")), settings, batch_size=args.batch_size,
-        workers=args.workers, device=args.device or "auto", progress=False if args.quiet else None, verbose=not args.quiet,
+        args.inputs, out, lambda: _load_job_model(args), settings, batch_size=args.batch_size, workers=args.workers,
+        device=args.device or "auto", progress=_progress_enabled(), verbose=not _quiet(),
     )  # fmt: skip
     return 1 if summary.failed else 0
 
 
+def _load_job_model(args: argparse.Namespace) -> ViViT:
+    """The model of a dataset job, on the CPU (the job moves it to this rank's device), with the note
+    about a missing preprocessing config printed once per job (by rank 0 under torchrun)."""
+    model = _load_model(args, torch.device("cpu"))
+    if model_data_config(model)[1] and os.environ.get("RANK", "0") == "0":
+        _note("the weights carry no preprocessing config: using Kinetics defaults at the model's input size")
+    return model
+
+
 # ---------------------------------------------------------------- evaluate
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    entry = _entry(args.model)
+    _refuse_untrained_head(entry, args)  # accuracy of a head that never learned means nothing
     _check_weights_available(args)
     _require_file(args.source, "LIST")
-    model = _load_model(args, torch.device("cpu"))
+    model = _load_job_model(args)
+    _refuse_untrained_head(entry, args, model)
     metrics = evaluate(
         args.source, model, views=args.views, batch_size=args.batch_size, workers=args.workers,
         out_dir=args.out, device=args.device or "auto", model_name=args.model,
-        progress=False if args.quiet else None,
+        progress=_progress_enabled(), verbose=not _quiet(),
     )  # fmt: skip
     return 1 if metrics["num_failed"] else 0
 
@@ -639,10 +928,42 @@ def _described_name(src: str) -> str:
     raise UsageError(f"--model is required for {src}: only vivit and transformers checkpoints name their architecture")
 
 
+def _check_convert_out(text: str, to: str) -> Path:
+    """--out of convert: a .safetensors file (vivit format only) or a directory, existing or new.
+
+    A new name must have no suffix to become a directory: `conv.pt` or `model.bin` is refused rather
+    than silently created as a directory of that name (nothing here writes pickle files).
+    """
+    out = Path(text).expanduser()
+    if to == "transformers":
+        accepted = (
+            "--to transformers writes a directory (model.safetensors, config.json, preprocessor_config.json): "
+            "give an existing directory or a new directory name without a suffix"
+        )
+    else:
+        accepted = (
+            "convert writes a .safetensors file (one file, its config in the metadata) or a directory "
+            "(model.safetensors + config.json): give a name ending in .safetensors, an existing directory, "
+            "or a new directory name without a suffix"
+        )
+    if to == "vivit" and out.suffix == ".safetensors":
+        if out.is_dir():
+            raise UsageError(f"--out {text} is a directory; {accepted}")
+        return out
+    if out.is_dir():
+        return out
+    if out.exists():
+        raise UsageError(f"--out {text} is an existing file, not a directory; {accepted}")
+    if out.suffix:
+        raise UsageError(f"--out {text}: {accepted}")
+    return out
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .weights.hf_transformers import to_transformers
     from .weights.loading import save_pretrained, save_safetensors
 
+    out = _check_convert_out(args.out, args.to)  # a usage error is reported before any loading
     _require_file(args.src, "checkpoint")
     overrides = dict(args.override)
     if args.inflation is not None:
@@ -651,11 +972,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         model = _create(_entry(args.model).name, args.src, overrides)
     else:
         model = create_model(_described_name(args.src), pretrained=True, **overrides)
-    out = Path(args.out).expanduser()
     name = model.pretrained_cfg.get("architecture", args.model)
     if args.to == "transformers":
-        if out.suffix == ".safetensors":
-            raise UsageError("--to transformers writes a folder (model.safetensors, config.json, preprocessor_config.json): give --out a directory")
         to_transformers(model, out)
         load = f"transformers.VivitForVideoClassification.from_pretrained({str(out)!r})"
     elif out.suffix == ".safetensors":
@@ -667,8 +985,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         save_pretrained(model, out)
         load = f"vivit.create_model({'local-dir:' + str(out)!r}, pretrained=True)"
     params = sum(p.numel() for p in model.parameters())
-    print(f"wrote {out}: {type(model).__name__}, {params / 1e6:.1f}M parameters")
-    print(f"load it with {load}")
+    _out(f"wrote {out}: {type(model).__name__}, {params / 1e6:.1f}M parameters")
+    _out(f"load it with {load}")
     return 0
 
 
@@ -695,12 +1013,48 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             check_block_head(model, args.block, args.head)
         except ValueError as err:
             raise UsageError(f"--block/--head: {err}") from None
-        result = explain_video(
-            model, path, args.out, pretrained_cfg=_data_cfg(model), block=args.block, head=args.head,
-            top_k=args.top_k, true_label=label, fps=args.fps, name=args.model,
-        )  # fmt: skip
+        cfg = _data_cfg(model)
+        # The map does not depend on the head (rollout from the class or mean token), so an untrained
+        # head is no reason to refuse; the title and the answer line say it instead of a prediction.
+        untrained = not isinstance(getattr(model, "head", None), nn.Linear) or has_untrained_head(model)
+        note = _synthetic_note(args.model, cfg) if args.video else None  # the sample clip: in its test set
+        title = args.model + (" (untrained head: no real prediction)" if untrained else "")
+        title += " (trained on synthetic data only)" if note else ""
+        with _video_warnings():
+            result = explain_video(
+                model, path, args.out, pretrained_cfg=cfg, block=args.block, head=args.head,
+                top_k=args.top_k, true_label=label, fps=args.fps, name=title,
+            )  # fmt: skip
     top = result["predictions"][0]
-    print(f"wrote {args.out} ({result['frames']} frames): {top['label']} {top['probability'] * 100:.1f}%")
+    answer = "untrained head, no prediction" if untrained else f"{top['label']} {top['probability'] * 100:.1f}%"
+    _out(f"wrote {args.out} ({result['frames']} frames): {answer}")
+    if note:
+        _out(f"  note: {note}")
+    return 0
+
+
+# ---------------------------------------------------------------- export
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportValidationError, _clip_size, _require_onnx, export_onnx
+
+    out = Path(args.out).expanduser()
+    if out.suffix != ".onnx":
+        raise UsageError(f"--out {args.out}: expected a file name ending in .onnx")
+    _require_onnx()  # before any download or model build
+    model = _load_model(args)
+    _clip_size(model, args.input_size)  # a size ONNX cannot represent is refused before the slow part
+    _note(f"exporting {args.model}{' (int8)' if args.int8 else ''} and validating it in ONNX Runtime")
+    try:
+        result = export_onnx(model, out, dynamic_batch=not args.static_batch, int8=args.int8, input_size=args.input_size)
+    except ExportValidationError as err:
+        raise CommandError(str(err)) from None
+    shape = "(" + ", ".join(str(s) for s in result.input_shape) + ")"
+    logits = "(" + ", ".join(str(s) for s in result.output_shape) + ")"
+    _out(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {result.opset}{', int8 linear layers' if result.int8 else ''}): "
+         f"input 'video' float32 {shape} -> 'logits' float32 {logits}")  # fmt: skip
+    limit = "int8: drift, no limit" if result.int8 else "limit 1e-4"
+    _out(f"ONNX Runtime vs PyTorch fp32 on {result.validated} random clips: max abs logit difference "
+         f"{result.max_abs_diff:.2e} ({limit}), top-1 agrees on {result.top1_agree}/{result.validated}")  # fmt: skip
     return 0
 
 
@@ -708,13 +1062,31 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _error_line(err: BaseException) -> str:
     """One line for any exception: multi-line messages are joined, unexpected types are named."""
     text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    text = _printable(text)  # a message may quote a hostile file's tensor names or labels
     if not isinstance(err, _EXPECTED_ERRORS):
         text = f"{type(err).__name__}: {text} (set {DEBUG_ENV}=1 for a traceback)"
     return f"{PROG}: error: {text}"
 
 
 def _error(err: BaseException) -> None:
-    print(_error_line(err), file=sys.stderr, flush=True)
+    """`vivit: error: ...` on stderr (never silenced), above any progress bar."""
+    _write(_error_line(err), sys.stderr)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """Warnings (e.g. a cache that could not be written) as one `vivit: warning: ...` line (none with -q)."""
+    _warn(_printable(message))
+
+
+class _LogHandler(logging.Handler):
+    """vivit's log lines (download retries, waiting for another process's download, a cache rebuilt)
+    as `vivit: ...` lines above any progress bar; silenced by -q."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _note(_printable(record.getMessage()))
 
 
 def _debug() -> bool:
@@ -727,9 +1099,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: Arguments without the program name (default `sys.argv[1:]`).
     """
+    shown = warnings.showwarning
+    if not _debug():
+        warnings.showwarning = _show_warning
+    handler = _LogHandler()
+    logger = logging.getLogger("vivit")
+    logger.addHandler(handler)
+    quiet = _QUIET.set(False)
     try:
         args = build_parser().parse_args(argv)
-        return args.run(args)
+        _QUIET.set(bool(getattr(args, "quiet", False)))
+        with _download_progress():
+            return int(args.run(args))
     except SystemExit as done:  # --help and --version
         return done.code if isinstance(done.code, int) else 0
     except UsageError as err:
@@ -746,6 +1127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _error(err)
         return 1
+    finally:
+        _QUIET.reset(quiet)
+        logger.removeHandler(handler)
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

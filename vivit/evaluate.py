@@ -53,8 +53,6 @@ from .predict import inference_model, model_data_config, top_predictions
 
 __all__ = ["classification_metrics", "evaluate"]
 
-_SHOWN_FAILURES = 20
-
 
 def classification_metrics(
     logits: torch.Tensor | np.ndarray,
@@ -164,6 +162,7 @@ def evaluate(
     model_name: str | None = None,
     progress: bool | None = None,
     verbose: bool = True,
+    silent: bool = False,
 ) -> dict[str, Any]:
     """Classify every video of a labelled set with the multi-view protocol and score it.
 
@@ -185,7 +184,9 @@ def evaluate(
             torchrun), else the CPU; default (`None`): the model's own device.
         model_name: Recorded in `metrics.json`.
         progress: Progress bar on stderr (default: when stderr is a terminal; rank 0 only).
-        verbose: Print warnings, errors and the result to stderr.
+        verbose: Also print the readers' warnings (truncated files, looped short videos).
+        silent: Print nothing (by default rank 0 prints the metrics on stdout, and each video that
+            fails, as it fails and again at the end, on stderr).
 
     Returns:
         The metrics dict (same on every rank): the accuracies (percent), `num_videos` (scored),
@@ -212,22 +213,22 @@ def evaluate(
         loader = DataLoader(
             Subset(dataset, mine), batch_size=1, num_workers=workers, collate_fn=collate_videos,
             pin_memory=target.type == "cuda", prefetch_factor=2 if workers else None,
-            worker_init_fn=functools.partial(_configure_warnings, verbose),
+            worker_init_fn=functools.partial(_configure_warnings, verbose and not silent),
         )  # fmt: skip
         results: list[tuple[int, np.ndarray | None, str | None]] = []
         from tqdm import tqdm
 
-        disable = True if progress is False or (context.rank > 0 and progress is None) else (None if progress is None else False)
+        disable = True if progress is False or context.rank > 0 else (None if progress is None else False)
         with (
             tqdm(total=len(mine), desc="evaluate", unit="video", file=sys.stderr, disable=disable) as bar,
             torch.inference_mode(),
             warnings.catch_warnings(),  # restores this process's warning settings afterwards
         ):
-            _configure_warnings(verbose)
+            _configure_warnings(verbose and not silent)
             for batch in loader:
                 for failure in batch["failed"]:
                     results.append((failure["video_index"], None, failure["error"]))
-                    if verbose:
+                    if not silent:
                         bar.write(f"vivit: error: {failure['error']}", file=sys.stderr)
                 if "video" in batch:
                     (index,) = batch["video_index"].tolist()
@@ -239,7 +240,7 @@ def evaluate(
     if context.is_main:
         if out_dir is not None:
             _write_outputs(Path(out_dir).expanduser(), dataset, gathered, cfg, metrics)
-        if verbose:
+        if not silent:
             _print_metrics(metrics, split_names)
     return metrics
 
@@ -362,7 +363,9 @@ def _print_metrics(metrics: Mapping[str, Any], split_names: list[str] | None) ->
         print(f"({counts})")
     else:
         print(f"{line('')}  ({counts})")
-    for failure in metrics["failed"][:_SHOWN_FAILURES]:
-        print(f"vivit: failed: {failure['error']}", file=sys.stderr)
-    if len(metrics["failed"]) > _SHOWN_FAILURES:
-        print(f"vivit: failed: ... and {len(metrics['failed']) - _SHOWN_FAILURES} more", file=sys.stderr)
+    failed = metrics["failed"]
+    if failed:  # the end of a long log says what to look at
+        total = metrics["num_videos"] + len(failed)
+        print(f"vivit: evaluate: {len(failed)} of {total} videos failed to decode (not scored):", file=sys.stderr)
+        for failure in failed:
+            print(f"  {failure['error']}", file=sys.stderr)

@@ -82,7 +82,6 @@ __all__ = [
 FEATURES_FORMAT = "vivit-features"
 _FORMAT_VERSION = "2"
 _SUFFIX = ".safetensors"
-_SHOWN_FAILURES = 20
 _DECODE_BUDGET_BYTES = 512 * 1024**2  # decoded frames held at once per decoding process
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
@@ -499,7 +498,7 @@ def extract_features(
     device: str | torch.device | None = None,
     progress: bool | None = None,
     verbose: bool = True,
-    summary: bool = True,
+    silent: bool = False,
 ) -> FeaturesSummary:
     """Write sliding-window features of every video named by `inputs`, one file per video.
 
@@ -524,8 +523,10 @@ def extract_features(
             torchrun), else the CPU; `None` (default): the module's own device (`"auto"` when
             `model` is a function).
         progress: Show a progress bar (videos/s, ETA) on stderr; default: when stderr is a terminal.
-        verbose: Print notes, warnings and each error as it happens to stderr.
-        summary: Print the final summary (counts, then every failure with its reason) to stderr.
+        verbose: Also print notes (videos already done, duplicate inputs), the readers' warnings
+            and the summary of a clean run to stderr. Errors (as they happen) and, when something
+            failed, the summary with every failure and its reason are printed regardless.
+        silent: Print nothing at all (the returned summary says what happened).
 
     Returns:
         The `FeaturesSummary` over all ranks (the same on every rank).
@@ -540,7 +541,7 @@ def extract_features(
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
     out = Path(out_dir).expanduser()
-    say = _Say(verbose)
+    say = _Say(verbose and not silent, silent)
     with distributed_context() as context:
         plan = _plan(inputs, out, settings)
         if context.is_main:
@@ -563,22 +564,30 @@ def extract_features(
         failed=plan.failed + [f for _, rank_failed in everyone for f in rank_failed],
         duplicates=plan.duplicates,
     )
-    if context.is_main and summary:
+    if context.is_main:
         _print_summary(result, say)
     return result
 
 
 class _Say:
-    """Prints `vivit: ...` lines to stderr, through tqdm while a progress bar is shown."""
+    """Prints `vivit: ...` lines to stderr, through tqdm while a progress bar is shown.
 
-    def __init__(self, verbose: bool) -> None:
+    Informational lines only when verbose; errors (`force=True`) unless silent.
+    """
+
+    def __init__(self, verbose: bool, silent: bool = False) -> None:
         self.verbose = verbose
+        self.silent = silent
         self.bar: Any = None
 
     def __call__(self, message: str, force: bool = False) -> None:
-        if not (self.verbose or force):
+        if self.silent or not (self.verbose or force):
             return
-        line = f"vivit: {message}"
+        self.raw(f"vivit: {message}")
+
+    def raw(self, line: str) -> None:
+        if self.silent:
+            return
         if self.bar is not None:
             self.bar.write(line, file=sys.stderr)
         else:
@@ -642,7 +651,7 @@ def _run(
                 if "error" in item:
                     partial.pop(index, None)
                     failed.append((shown_path(video.path), item["error"]))
-                    say(f"error: {item['error']}")
+                    say(f"error: {item['error']}", force=True)
                     bar.update(1)
                     continue
                 state = partial.get(index)
@@ -670,7 +679,7 @@ def _run(
                     _write(video.output, features, state["windows"], state["seconds"], metadata)
                 except OSError as err:  # a full disk, a read-only folder: this video fails, the others try
                     failed.append((shown_path(video.path), f"cannot write {shown_path(video.output)}: {err}"))
-                    say(f"error: cannot write {shown_path(video.output)}: {err}")
+                    say(f"error: cannot write {shown_path(video.output)}: {err}", force=True)
                 else:
                     written.append(shown_path(video.path))
                 bar.update(1)
@@ -681,7 +690,7 @@ def _run(
 
 def _bar_disabled(progress: bool | None, context: DistributedContext) -> bool | None:
     """tqdm's `disable`: None (= only on a terminal) by default, and one bar per job (rank 0's)."""
-    if progress is False or (context.rank > 0 and progress is None):
+    if progress is False or context.rank > 0:
         return True
     return None if progress is None else False
 
@@ -703,12 +712,15 @@ def _write(output: Path, features: torch.Tensor, windows: torch.Tensor, seconds:
 
 
 def _print_summary(summary: FeaturesSummary, say: _Say) -> None:
+    """`vivit: features: N written, N already done, N failed` (a note when nothing failed); when
+    something failed, the line ends with `:` and every failure follows on its own indented line,
+    so that the end of a long log says what to look at."""
     parts = [f"{len(summary.written)} written", f"{len(summary.skipped)} already done", f"{len(summary.failed)} failed"]
     if summary.duplicates:
         parts.append(f"{len(summary.duplicates)} duplicate input{'s' if len(summary.duplicates) != 1 else ''}")
-    say(f"features: {', '.join(parts)}", force=True)
-    for video, reason in summary.failed[:_SHOWN_FAILURES]:
-        text = reason if video in reason else f"{video}: {reason}"
-        say(f"failed: {text}", force=True)
-    if len(summary.failed) > _SHOWN_FAILURES:
-        say(f"failed: ... and {len(summary.failed) - _SHOWN_FAILURES} more", force=True)
+    if not summary.failed:
+        say(f"features: {', '.join(parts)}")
+        return
+    say(f"features: {', '.join(parts)}:", force=True)
+    for video, reason in summary.failed:
+        say.raw(f"  {reason if video in reason else f'{video}: {reason}'}")

@@ -15,7 +15,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -25,7 +25,15 @@ from .data.sampling import multiview_clip_starts, sample_frame_indices
 from .data.transforms import _model_size_cfg, _test_views, as_thwc, resolve_data_config
 from .data.video import VideoReader, VideoWarning
 
-__all__ = ["Video", "inference_model", "iter_views", "model_data_config", "predict_views", "top_predictions"]
+__all__ = [
+    "Video",
+    "has_untrained_head",
+    "inference_model",
+    "iter_views",
+    "model_data_config",
+    "predict_views",
+    "top_predictions",
+]
 
 #: What the inference jobs take as a video: a file path (decoded with `vivit.VideoReader`, only
 #: the frames each clip needs), an open `VideoReader`, or decoded uint8 frames `(T, H, W, C)`
@@ -48,7 +56,10 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def inference_model(model: nn.Module) -> nn.Module:
+_ModuleT = TypeVar("_ModuleT", bound=nn.Module)
+
+
+def inference_model(model: _ModuleT) -> _ModuleT:
     """The model in eval mode without touching it: itself if already in eval mode, else a copy.
 
     The copy is shallow where it matters: every parameter and buffer is the model's own (no
@@ -266,7 +277,8 @@ def predict_views(
             model's `pretrained_cfg`, completed from its own `num_frames` / `img_size` when it has
             no `input_size`, then `vivit.data.transforms.DEFAULT_DATA_CFG` for missing keys.
         batch_size: Views per forward pass.
-        progress: Print a view counter to stderr.
+        progress: Show a progress bar of the views on stderr (tqdm; it is drawn wherever stderr
+            goes, so pass `sys.stderr.isatty()` to keep it out of log files).
 
     Returns:
         float32 tensor `(num_classes,)` of view-averaged logits, on the model's device.
@@ -318,22 +330,40 @@ def _sum_over_views(
 
     Summing in float32 keeps low-precision (bf16/fp16) models from losing the average.
     """
+    from tqdm import tqdm
+
     out_sum: torch.Tensor | None = None
-    done = 0
-    try:
-        with torch.inference_mode():
-            for batch in _batched(views, batch_size):
-                out = check(forward(torch.stack(batch).to(dtype)), len(batch))
-                batch_sum = out.float().sum(0)
-                out_sum = batch_sum if out_sum is None else out_sum + batch_sum
-                done += len(batch)
-                if progress:
-                    print(f"\rpredict_views: {done}/{total} views", end="", file=sys.stderr, flush=True)
-    finally:
-        if progress:
-            print(file=sys.stderr, flush=True)
+    # leave=False: the bar disappears when the video is done (the caller prints the answer there)
+    bar = tqdm(total=total, desc="views", unit="view", leave=False, file=sys.stderr, disable=not progress)
+    with bar, torch.inference_mode():
+        for batch in _batched(views, batch_size):
+            out = check(forward(torch.stack(batch).to(dtype)), len(batch))
+            batch_sum = out.float().sum(0)
+            out_sum = batch_sum if out_sum is None else out_sum + batch_sum
+            bar.update(len(batch))
     assert out_sum is not None  # total >= 1 is guaranteed by iter_views' checks
     return out_sum
+
+
+def has_untrained_head(model: nn.Module) -> bool:
+    """Whether the model's classifier head is untrained: a linear `head` whose weights are all zero.
+
+    Such a head maps every video to the same logits (its bias), so its "predictions" say nothing
+    about the input. It is what a new task starts from: `create_model(..., num_classes=N)` and
+    `reset_classifier` zero the head (Scenic's init), as does ViT inflation (the `*_in21k` entries,
+    `vivit.weights.inflate_vit`). Use such a model for features, or fine-tune it first.
+
+    Args:
+        model: Any module; one without a linear `head` (e.g. `num_classes=0`) is not "untrained".
+
+    Returns:
+        True when `model.head.weight` exists, is not empty, and is exactly zero everywhere.
+    """
+    weight = getattr(getattr(model, "head", None), "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.numel() == 0 or weight.is_meta:
+        return False
+    with torch.no_grad():
+        return not bool(weight.any())
 
 
 def model_data_config(model: nn.Module) -> tuple[dict[str, Any], bool]:

@@ -1,9 +1,9 @@
 """Drawing and writing pictures: heat-map overlays on video frames, figures, GIF/MP4 animations.
 
-matplotlib is an optional dependency (`pip install 'vivit[plot]'`); it is imported only when a
+matplotlib is an optional dependency (`pip install matplotlib`, or the `plot` extra); imported only when a
 picture is drawn, and only its object-oriented API is used (a `Figure` on the Agg canvas: no
 pyplot state, no GUI backend, safe in threads and on headless machines). GIFs are written with
-Pillow (a matplotlib dependency), MP4s with PyAV (`vivit[video]`). Every file is written to a
+Pillow (a matplotlib dependency), MP4s with PyAV (`pip install av`). Every file is written to a
 temporary name and renamed, so a reader never sees half a picture.
 
 The pieces are generic so that other pictures (e.g. a timeline of class probabilities over a
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ._install import install_hint
 from .weights.hub import atomic_write
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
     "write_heat_overlay",
 ]
 
-PLOT_INSTALL_HINT = "pip install 'vivit[plot]' (from a source checkout: pip install matplotlib)"
 ANIMATION_SUFFIXES = (".gif", ".mp4")
 PICTURE_SUFFIXES = (".png", *ANIMATION_SUFFIXES)
 DPI = 100
@@ -55,7 +55,7 @@ def require_matplotlib() -> Any:
         import matplotlib
         from matplotlib.backends import backend_agg  # noqa: F401 - fails early if the install is broken
     except ImportError:
-        raise ImportError(f"drawing pictures needs matplotlib: {PLOT_INSTALL_HINT}") from None
+        raise ImportError(f"drawing pictures needs matplotlib: {install_hint('matplotlib', 'plot')}") from None
     return matplotlib
 
 
@@ -76,7 +76,7 @@ def _import_av() -> Any:
     try:
         import av
     except ImportError:
-        raise ImportError("writing .mp4 needs PyAV: pip install 'vivit[video]' (or pip install av); .gif and .png do not") from None
+        raise ImportError(f"writing .mp4 needs PyAV: {install_hint('av', 'video')}; .gif and .png do not") from None
     return av
 
 

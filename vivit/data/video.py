@@ -3,7 +3,8 @@
 Two kinds of files are read, through the same reader:
 
 * real videos (`.mp4`, `.webm`, `.mkv`, `.avi`, `.mov`, `.ts`, ...) through PyAV (FFmpeg), an
-  optional dependency: `pip install 'vivit[video]'`. PyAV is imported only when such a file is read.
+  optional dependency: `pip install av` (or the `video` extra of an installed vivit). PyAV is imported
+  only when such a file is read.
 * `.npy` / `.npz` arrays of decoded frames, uint8 `(T, H, W, 3)` RGB (an `.npz` keeps them under
   the key `frames` and may hold a frame rate under `fps`). They need no decoder, so the bundled
   demo clip, tests and pre-decoded datasets work on a bare install.
@@ -44,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .._install import install_hint
 from ._array_source import _ArraySource
 from ._pyav_source import _PyAVSource
 
@@ -71,9 +73,6 @@ DEFAULT_MAX_ASPECT_RATIO = 16.0
 #: archive declares, before anything is decompressed. Uncompressed `.npz` (`np.savez`) and `.npy`
 #: files are memory-mapped instead and need no budget.
 DEFAULT_MAX_ARRAY_BYTES = 2 * 1024**3
-
-_INSTALL_HINT = "pip install 'vivit[video]'"
-
 
 class VideoDecoderMissingError(ImportError):
     """A real video file was given but PyAV, the optional video decoder, is not installed."""
@@ -106,7 +105,7 @@ class VideoReader:
     the copy keeps the index and reopens the file when it first decodes.
 
     Args:
-        path: A video file FFmpeg can decode (needs PyAV: `pip install 'vivit[video]'`), or a
+        path: A video file FFmpeg can decode (needs PyAV: `pip install av`), or a
             uint8 `(T, H, W, 3)` frame array saved as `.npy` or `.npz` (key `frames`, optional
             key `fps`).
         max_frame_pixels: Refuse frames with more pixels (width x height) than this
@@ -422,7 +421,7 @@ def _import_av() -> Any:
         import av
     except ImportError:
         raise VideoDecoderMissingError(
-            f"reading video files needs PyAV: {_INSTALL_HINT} (or pip install av); "
+            f"reading video files needs PyAV: {install_hint('av', 'video')}; "
             "uint8 frame arrays saved as .npy/.npz need no decoder"
         ) from None
     return av

@@ -119,9 +119,11 @@ for _size, _repo in _IN21K.items():
             }
         )
 
-# A tiny Model 1 trained by examples/make_demo.py (the recipe of examples/finetune.py) to tell which
-# way a disc moves in synthetic 8-frame 32x32 clips. It ships inside the package, with a sample clip,
-# so that `vivit predict` works offline on a fresh install.
+# A tiny Model 1 (SpatioTemporalViViT, width 64, 4 blocks, 0.16M parameters) trained by
+# examples/make_demo.py, with the recipe and the moving-discs generator of examples/finetune.py, to
+# tell which way a disc moves in synthetic 8-frame 32x32 clips. It ships inside the package, with a
+# held-out sample clip, so that `vivit predict` works offline on a fresh install. `synthetic_data`
+# makes the CLI say, beside each answer on a user's video, that such an answer means nothing.
 PRETRAINED_ENTRIES.append(
     {
         "name": "vivit_demo",
@@ -132,7 +134,8 @@ PRETRAINED_ENTRIES.append(
         ),  # fmt: skip
         "pretrained_cfg": {
             "sources": ({"format": "vivit", "file": "assets/vivit_demo.safetensors"},),
-            "dataset": "synthetic moving discs (examples/finetune.py)",
+            "dataset": "synthetic moving discs (examples/make_demo.py)",
+            "synthetic_data": True,  # trained on generated clips only, never on real video
             "num_classes": 4,
             "label_names": ("right", "left", "down", "up"),  # direction of motion
             "metrics": {"top1": 99.0, "views": "1x1"},  # 2000 held-out clips (make_demo.py)

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 
 from ..models.vivit import SpatioTemporalViViT, ViViT
 from .hub import atomic_write
+from .validate import count_blocks
 
 __all__ = [
     "data_config_from_transformers",
@@ -244,7 +245,7 @@ def transformers_model_args(
     num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else 0
     args: dict[str, Any] = {
         "embed_dim": d, "in_chans": c, "tubelet_size": t, "patch_size": (ph, pw), "global_pool": "token",
-        "depth": 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks.")),
+        "depth": count_blocks(sd, r"blocks\.(\d+)\.", "", "blocks"),  # distinct indices 0..N-1, not the largest + 1
         "mlp_dim": sd["blocks.0.mlp.fc1.weight"].shape[0], "num_classes": num_classes,
         "num_heads": int(config.get("num_attention_heads", fallback["num_heads"])),
     }  # fmt: skip

@@ -1,16 +1,29 @@
-"""Downloading and caching of pretrained weights.
+"""Downloading pretrained weights: plain URLs and Hugging Face Hub files.
 
 Two sources are supported:
 
 * plain URLs (the Scenic checkpoints on Google Cloud Storage), fetched with the standard library
-  by :func:`download_url` into vivit's own cache (:func:`cache_dir`);
+  by :func:`download_url` into vivit's own cache (:func:`~vivit.weights.cache.cache_dir`);
 * Hugging Face Hub repositories, fetched by :func:`hf_download` through ``huggingface_hub`` and
   stored in the usual Hugging Face cache.
+
+A plain download is bounded (:class:`DownloadLimits`): a total deadline, a minimum transfer
+rate, retries with exponential backoff on connection errors, dropped or stalled connections and
+HTTP 5xx/429 (resuming with a ``Range`` request when the server allows), and checks of what
+arrives: the status, ``Content-Length``, ``Content-Encoding`` (only ``identity`` is accepted),
+error pages recognised by their content (HTML/XML behind whitespace or a comment, JSON error
+bodies, plain text), Google Cloud Storage's ``x-goog-hash`` MD5, a pinned SHA-256, and an
+optional format check of the finished file. Every failure is a :class:`WeightsDownloadError`, so
+that the next source of an entry is tried. An unreachable host (no network: DNS failure,
+connection refused, no route) fails at once, without retries.
 
 Environment variables, all read when a function is called (not at import):
 
 * ``VIVIT_CACHE``: vivit's cache folder (default ``$HF_HOME/vivit``, else ``~/.cache/vivit``);
 * ``VIVIT_SCENIC_BASE_URL``: where the Scenic checkpoints live (a mirror, or a test server);
+* ``VIVIT_DOWNLOAD_TIMEOUT`` (seconds, default 7200), ``VIVIT_DOWNLOAD_MIN_RATE`` (bytes per
+  second over the last 60 s, default 32768; 0 disables), ``VIVIT_DOWNLOAD_RETRIES`` (default 3):
+  see :class:`DownloadLimits`;
 * ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) = ``1``/``true``/``yes``/``on``: no network;
   cached files are still used;
 * ``HF_ENDPOINT``, ``HF_HOME``, ``HF_HUB_CACHE``: Hub mirror and cache location. huggingface_hub
@@ -20,18 +33,31 @@ Environment variables, all read when a function is called (not at import):
 
 from __future__ import annotations
 
+import base64
+import errno
 import hashlib
 import http.client
+import json
+import logging
+import math
 import os
-import secrets
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+from .cache import atomic_write, cache_dir, cache_write_error, free_space, temp_path
+from .cache import _remove_quietly as _remove_quietly
 
 __all__ = [
+    "DownloadLimits",
     "WeightsDownloadError",
     "atomic_write",
     "cache_dir",
@@ -42,31 +68,71 @@ __all__ = [
     "sha256_file",
 ]
 
+logger = logging.getLogger(__name__)
+
 _DEFAULT_SCENIC_BASE_URL = "https://storage.googleapis.com/scenic-bucket/vivit"
 _TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
 _CHUNK_SIZE = 1 << 20
-# Seconds without any data before a connection or read is abandoned.
-_TIMEOUT_S = 60.0
-_HTML_PREFIXES = (b"<!doctype", b"<html", b"<head", b"<body")
+_SNIFF_BYTES = 512
+# Connection errors that mean "this host cannot be reached from here": retrying will not help.
+_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN})
+_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_ERROR_CONTENT_TYPES = ("text/html", "application/xhtml+xml", "application/json", "application/problem+json",
+                        "text/xml", "application/xml")  # fmt: skip
 
 
 class WeightsDownloadError(RuntimeError):
     """Pretrained weights could not be downloaded (network, server, offline mode, bad content)."""
 
 
-def cache_dir() -> Path:
-    """Return vivit's cache folder for downloaded and converted weights.
+@dataclass(frozen=True)
+class DownloadLimits:
+    """How long and how slowly a plain download may run, and how often it is retried.
 
-    ``$VIVIT_CACHE`` if set, else ``$HF_HOME/vivit`` if ``HF_HOME`` is set, else
-    ``~/.cache/vivit``. The folder is not created.
+    Attributes:
+        deadline_s: Total seconds for the whole download, retries and waits included
+            (``VIVIT_DOWNLOAD_TIMEOUT``, default 7200: a 2.5 GB Scenic train state at 350 KB/s).
+        min_rate: Bytes per second that must arrive, averaged over `rate_window_s`; a slower
+            connection is dropped and retried (``VIVIT_DOWNLOAD_MIN_RATE``, default 32768; 0 off).
+        rate_window_s: The averaging window of `min_rate`, in seconds (default 60).
+        retries: Further attempts after a transient failure (``VIVIT_DOWNLOAD_RETRIES``, default 3).
+        backoff_s: Wait before the first retry, doubled for each further one (1, 2, 4 s), or the
+            server's ``Retry-After`` if it asks for longer (at most 60 s); always within the deadline.
+        read_timeout_s: Seconds without any byte (connecting, or while receiving) before the
+            connection is dropped and retried (default 30).
+        max_bytes: Largest file accepted (default 64 GiB).
     """
-    explicit = os.environ.get("VIVIT_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    hf_home = os.environ.get("HF_HOME")
-    if hf_home:
-        return Path(hf_home).expanduser() / "vivit"
-    return Path("~/.cache/vivit").expanduser()
+
+    deadline_s: float = 7200.0
+    min_rate: float = 32768.0
+    rate_window_s: float = 60.0
+    retries: int = 3
+    backoff_s: float = 1.0
+    read_timeout_s: float = 30.0
+    max_bytes: int = 64 << 30
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> DownloadLimits:
+        """The defaults, with ``VIVIT_DOWNLOAD_TIMEOUT``/``_MIN_RATE``/``_RETRIES`` and `overrides` applied.
+
+        Raises:
+            ValueError: If an environment variable is not a non-negative number.
+        """
+        values: dict[str, Any] = {}
+        for env, field, kind in (("VIVIT_DOWNLOAD_TIMEOUT", "deadline_s", float),
+                                 ("VIVIT_DOWNLOAD_MIN_RATE", "min_rate", float),
+                                 ("VIVIT_DOWNLOAD_RETRIES", "retries", int)):  # fmt: skip
+            text = os.environ.get(env, "").strip()
+            if not text:
+                continue
+            try:
+                value = kind(text)
+            except ValueError:
+                value = -1
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{env}={text!r}: expected a non-negative number")
+            values[field] = value
+        return replace(cls(), **values, **overrides)
 
 
 def scenic_base_url() -> str:
@@ -101,53 +167,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _temp_path(dest: Path) -> Path:
-    """Return an unused hidden temporary path next to ``dest``.
-
-    Same folder, so that the final rename is atomic; random suffix, so that concurrent writers
-    never share a file.
-
-    Args:
-        dest: The final destination.
-    """
-    return dest.parent / f".{dest.name}.{secrets.token_hex(6)}.part"
-
-
-def _remove_quietly(path: Path) -> None:
-    """Delete a temporary file if it exists, never masking the error being handled."""
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-@contextmanager
-def atomic_write(dest: str | os.PathLike[str]) -> Iterator[Path]:
-    """Write a file atomically: readers see either no file or the complete one.
-
-    Yields a temporary path in the destination's folder; write the file there. When the block
-    exits normally the temporary file is renamed onto ``dest`` (replacing any existing file);
-    when it raises, the temporary file is removed and ``dest`` is left untouched.
-
-    Args:
-        dest: The final path. Its parent folders are created.
-
-    Example:
-        >>> with atomic_write(cache_dir() / "model.safetensors") as tmp:
-        ...     safetensors.torch.save_file(state_dict, tmp)
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(dest)
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"atomic_write: nothing was written to {tmp} for {dest}")
-        os.replace(tmp, dest)
-    finally:
-        _remove_quietly(tmp)
-
-
 def _offline_error(what: str, where: str) -> WeightsDownloadError:
     """Build the error raised when a download is needed but offline mode is on.
 
@@ -163,89 +182,411 @@ def _offline_error(what: str, where: str) -> WeightsDownloadError:
     )
 
 
-def _looks_like_html(content_type: str, head: bytes) -> bool:
-    """Tell whether a response is a web page rather than a binary file.
-
-    Args:
-        content_type: The Content-Type header ('' if absent).
-        head: The first bytes of the body.
-    """
-    if content_type.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
-        return True
-    return head.lstrip()[:16].lower().startswith(_HTML_PREFIXES)
+# ---------------------------------------------------------------- recognising what arrived
+def _printable(text: str, limit: int = 120) -> str:
+    """Text from a server for a one-line message: whitespace collapsed, control characters escaped."""
+    text = " ".join(text.split())
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _stream_to(response: Any, out: BinaryIO, url: str, total: int | None, progress: bool) -> str:
-    """Copy an HTTP response body into ``out``, hashing it and showing progress.
-
-    Args:
-        response: The open ``urllib`` response.
-        out: The temporary file.
-        url: The URL, for messages.
-        total: The announced Content-Length, if any.
-        progress: Whether to show a progress bar.
-
-    Returns:
-        The hex SHA-256 of the body.
-    """
-    from huggingface_hub.utils import tqdm  # honors HF_HUB_DISABLE_PROGRESS_BARS
-
-    digest = hashlib.sha256()
-    received = 0
-    name = url.rsplit("/", 1)[-1] or url
-    content_type = response.headers.get("Content-Type", "")
-    with tqdm(  # type: ignore[no-untyped-call]
-        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not progress
-    ) as bar:
-        chunk = response.read(_CHUNK_SIZE)
-        if _looks_like_html(content_type, chunk[:64]):
-            raise WeightsDownloadError(
-                f"Downloading {url} returned an HTML page (Content-Type {content_type or 'unset'}) "
-                "instead of the binary checkpoint: a proxy, captive portal, login or error page "
-                "answered. Check the URL and your network, or download the file by hand and pass "
-                "its local path."
-            )
-        while chunk:
-            digest.update(chunk)
-            out.write(chunk)
-            received += len(chunk)
-            bar.update(len(chunk))
-            chunk = response.read(_CHUNK_SIZE)
-    if total is not None and received != total:
-        raise WeightsDownloadError(
-            f"Download of {url} was truncated: received {received} of {total} bytes. "
-            "The connection dropped; retry, or check your network."
-        )
-    return digest.hexdigest()
-
-
-def _open_url(url: str) -> Any:
-    """Open a URL for streaming, turning failures into :class:`WeightsDownloadError`.
-
-    Args:
-        url: The URL to GET.
-    """
-    request = urllib.request.Request(url, headers={"User-Agent": "vivit", "Accept-Encoding": "identity"})
+def _json_error_text(text: str) -> str:
+    """The message of a JSON error body (``error``/``message``/``detail``), else the text itself."""
     try:
-        return urllib.request.urlopen(request, timeout=_TIMEOUT_S)
-    except urllib.error.HTTPError as err:
-        err.close()  # an HTTPError holds the open connection; release it before raising
-        raise WeightsDownloadError(
-            f"Downloading {url} failed with HTTP {err.code} {err.reason}. "
-            + (
-                "The file does not exist at that address: check the URL (or VIVIT_SCENIC_BASE_URL)."
-                if err.code in (403, 404, 410)
-                else "The server had a problem: retry later, or download the file by hand and pass "
-                "its local path."
+        body = json.loads(text)
+    except ValueError:
+        return text
+    for _ in range(3):  # {"error": {"message": ...}} (Google APIs) or {"error": "..."}
+        if not isinstance(body, dict):
+            break
+        found = next((body[k] for k in ("error", "message", "detail", "Message", "Error") if k in body), None)
+        if found is None:
+            break
+        body = found
+    return body if isinstance(body, str) else text
+
+
+def _text_body(head: bytes) -> str | None:
+    """Describe a body that is text (an error page), or None for binary data.
+
+    A checkpoint is binary: a safetensors file has NUL bytes within its first 8 (the header
+    length), a Flax msgpack file starts with a map byte (0x80-0x8f, 0xde, 0xdf) that is not valid
+    UTF-8 text. So a first block that decodes as UTF-8 without NUL or other control characters is
+    a page of some kind, whatever it starts with (whitespace, a BOM, an HTML comment, JSON).
+
+    Args:
+        head: The first bytes of the body (up to `_SNIFF_BYTES`).
+    """
+    if not head or b"\0" in head:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:  # not merely a character cut at the end of the block
+            return None
+        text = head[: err.start].decode("utf-8")
+    if any(not (c.isprintable() or c in "\t\r\n") for c in text.lstrip("\ufeff")):
+        return None
+    stripped = text.lstrip("\ufeff \t\r\n")
+    if stripped.startswith("<"):
+        return f"an HTML/XML page ({_printable(stripped)})"
+    if stripped.startswith(("{", "[")):
+        return f"a JSON document ({_printable(_json_error_text(stripped))})"
+    return f"a text page ({_printable(stripped)})"
+
+
+def _error_body(response: Any) -> str:
+    """A short description of an HTTP error response's body ('' if empty or unreadable)."""
+    try:
+        head = response.read(_SNIFF_BYTES)
+    except Exception:  # noqa: BLE001 - the body only decorates the message
+        return ""
+    text = _text_body(head) if head else None
+    return f"; the server said: {text}" if text else ""
+
+
+# ---------------------------------------------------------------- connections with a deadline
+class _Watchdog:
+    """Closes the current connection's socket when the deadline passes, unblocking any read.
+
+    Socket timeouts bound one read; a server that sends one byte every few seconds (in the
+    headers or the body) never trips them. This timer bounds the whole download.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shutdown()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+_WATCHDOG = threading.local()
+
+
+def _watched(base: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
+    class Watched(base):  # type: ignore[valid-type,misc]
+        def connect(self) -> None:
+            super().connect()
+            watchdog = getattr(_WATCHDOG, "current", None)
+            if watchdog is not None:
+                watchdog.watch(self.sock)
+
+    return Watched
+
+
+_WatchedHTTP = _watched(http.client.HTTPConnection)
+_WatchedHTTPS = _watched(http.client.HTTPSConnection)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_WatchedHTTP, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_WatchedHTTPS, req, context=getattr(self, "_context", None))
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    # build_opener keeps urllib's proxy (HTTP(S)_PROXY, NO_PROXY) and redirect handling.
+    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+
+
+class _Retry(Exception):
+    """A transient failure: the attempt may be repeated (after `wait` seconds, if given)."""
+
+    def __init__(self, reason: str, wait: float | None = None, restart: bool = False) -> None:
+        super().__init__(reason)
+        self.wait = wait
+        self.restart = restart  # the partial file is useless: start again from byte 0
+
+
+def _unreachable(reason: BaseException) -> bool:
+    """Whether a connection error means the host cannot be reached at all (no network, nothing listening)."""
+    if isinstance(reason, socket.gaierror):
+        return True
+    return isinstance(reason, OSError) and reason.errno in _UNREACHABLE_ERRNOS
+
+
+def _unreachable_message(url: str, reason: BaseException, advice: str) -> str:
+    host = urlsplit(url).netloc or url
+    why = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason) or type(reason).__name__
+    return f"Cannot download {url}: cannot reach {host} ({why}). {advice}"
+
+
+def _scenic_advice() -> str:
+    return (
+        "Check your network connection and proxy settings. Without network: copy a converted file into "
+        f"{cache_dir() / 'converted'} (set VIVIT_CACHE to use another cache folder), or set "
+        "VIVIT_SCENIC_BASE_URL to a mirror you can reach, or pass the path of a local checkpoint."
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value and value.strip().isdigit():
+        return float(value.strip())
+    return None
+
+
+@dataclass
+class _Progress:
+    """What has arrived so far (kept across attempts, so that a retry can resume)."""
+
+    received: int = 0
+    resumable: bool = False
+    total: int | None = None
+    server_md5: str | None = None
+
+    def __post_init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+
+    def restart(self, out: BinaryIO) -> None:
+        out.seek(0)
+        out.truncate()
+        self.received, self.total, self.server_md5 = 0, None, None
+        self.sha256, self.md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+
+
+def _goog_md5(value: str | None) -> str | None:
+    """The hex MD5 in a Google Cloud Storage ``x-goog-hash`` header (``crc32c=...,md5=<base64>``)."""
+    for part in (value or "").split(","):
+        key, _, encoded = part.strip().partition("=")
+        if key == "md5":
+            try:
+                return base64.b64decode(encoded, validate=True).hex()
+            except ValueError:
+                return None
+    return None
+
+
+class _Transfer:
+    """One download: attempts, resumption, rate and deadline checks, writing."""
+
+    def __init__(self, url: str, out: BinaryIO, folder: Path, limits: DownloadLimits, progress: bool) -> None:
+        self.url, self.out, self.folder, self.limits, self.show = url, out, folder, limits, progress
+        self.state = _Progress()
+        self.start = time.monotonic()
+        self.deadline = self.start + limits.deadline_s
+        self.opener = _opener()
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def deadline_error(self) -> WeightsDownloadError:
+        got = f"{self.state.received:,}" + (f" of {self.state.total:,}" if self.state.total else "")
+        return WeightsDownloadError(
+            f"Download of {self.url} did not finish within {self.limits.deadline_s:g} s (VIVIT_DOWNLOAD_TIMEOUT); "
+            f"{got} bytes arrived. The server or the network is too slow: retry later, raise VIVIT_DOWNLOAD_TIMEOUT, "
+            "or download the file by hand and pass its local path."
+        )
+
+    def run(self) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.attempt()
+                return
+            except _Retry as err:
+                if err.restart:
+                    self.state.restart(self.out)
+                if self.limits.retries < attempt:
+                    raise WeightsDownloadError(
+                        f"Download of {self.url} failed after {attempt} attempt{'s' if attempt > 1 else ''} ({err}). "
+                        "Retry later, check your network, or download the file by hand and pass its local path."
+                    ) from None
+                wait = self.limits.backoff_s * 2 ** (attempt - 1)
+                wait = min(max(wait, err.wait or 0.0), 60.0)
+                if wait >= self.remaining():
+                    raise self.deadline_error() from None
+                logger.warning("download of %s: %s; retrying in %.1f s (%d/%d)", self.url, err, wait, attempt, self.limits.retries)
+                time.sleep(wait)
+
+    def attempt(self) -> None:
+        if self.remaining() <= 0:
+            raise self.deadline_error()
+        headers = {"User-Agent": "vivit", "Accept-Encoding": "identity"}
+        if self.state.received and self.state.resumable:
+            headers["Range"] = f"bytes={self.state.received}-"
+        request = urllib.request.Request(self.url, headers=headers)
+        watchdog = _Watchdog(self.remaining())
+        _WATCHDOG.current = watchdog
+        try:
+            response = self.open(request, watchdog)
+            with response:
+                self.receive(response, watchdog)
+        finally:
+            _WATCHDOG.current = None
+            watchdog.cancel()
+
+    def open(self, request: urllib.request.Request, watchdog: _Watchdog) -> Any:
+        try:
+            return self.opener.open(request, timeout=min(self.limits.read_timeout_s, max(self.remaining(), 0.001)))
+        except urllib.error.HTTPError as err:
+            with err:
+                body = _error_body(err)
+            if watchdog.expired:
+                raise self.deadline_error() from None
+            status = f"HTTP {err.code} {err.reason}{body}"
+            if err.code in _RETRY_STATUSES or err.code >= 500:
+                raise _Retry(status, wait=_retry_after(err.headers.get("Retry-After"))) from None
+            if err.code == 416:  # our Range is past the end: the file changed, start over
+                raise _Retry(status, restart=True) from None
+            advice = ("The file does not exist at that address: check the URL (or VIVIT_SCENIC_BASE_URL)."
+                      if err.code in (403, 404, 410) else "Check the URL, or download the file by hand and pass its local path.")  # fmt: skip
+            raise WeightsDownloadError(f"Downloading {self.url} failed with {status}. {advice}") from None
+        except urllib.error.URLError as err:
+            if watchdog.expired:
+                raise self.deadline_error() from None
+            reason = err.reason if isinstance(err.reason, BaseException) else OSError(str(err.reason))
+            if _unreachable(reason):
+                raise WeightsDownloadError(_unreachable_message(self.url, reason, _scenic_advice())) from None
+            raise _Retry(f"could not connect: {_printable(str(reason))}") from None
+        except (http.client.HTTPException, OSError) as err:  # the connection dropped before the headers
+            if watchdog.expired:
+                raise self.deadline_error() from None
+            raise _Retry(f"the connection failed ({type(err).__name__}: {_printable(str(err))})") from None
+
+    def check_headers(self, response: Any) -> None:
+        """Status, encoding, type and length of a response, before its body is stored."""
+        state, headers = self.state, response.headers
+        encoding = (headers.get("Content-Encoding") or "").strip().lower()
+        if encoding not in ("", "identity"):
+            raise WeightsDownloadError(
+                f"Downloading {self.url}: the server sent a {encoding!r}-encoded body although an unencoded file "
+                "was requested (Accept-Encoding: identity); a misconfigured server or proxy. Download the file by "
+                "hand (and decompress it) and pass its local path."
             )
-        ) from err
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise WeightsDownloadError(
-            f"Could not connect to download {url} ({reason}). Check your network connection and "
-            "proxy settings; without network, set HF_HUB_OFFLINE=1 and pass the path of a local "
-            "checkpoint."
-        ) from err
+        content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type in _ERROR_CONTENT_TYPES:
+            text = _text_body(response.read(_SNIFF_BYTES)) or "no readable text"
+            raise WeightsDownloadError(self.page_message(f"a {content_type} document: {text}"))
+        status = response.status
+        if status == 206 and state.received:
+            first = (headers.get("Content-Range") or "").removeprefix("bytes ").split("-")[0]
+            if first != str(state.received):
+                raise _Retry(f"the server resumed at the wrong offset ({headers.get('Content-Range')})", restart=True)
+        elif status == 200:
+            if state.received:
+                state.restart(self.out)  # the server ignored the Range request and sends everything
+        else:
+            raise WeightsDownloadError(f"Downloading {self.url}: unexpected HTTP status {status} {response.reason}.")
+        length = headers.get("Content-Length")
+        if length is not None and not length.strip().isdigit():
+            raise _Retry(f"invalid Content-Length {length[:40]!r}")
+        total = state.received + int(length) if length is not None else None
+        if state.total is not None and total is not None and total != state.total:
+            raise _Retry("the file's size changed between attempts", restart=True)
+        state.total = total if total is not None else state.total
+        if state.total is not None and state.total > self.limits.max_bytes:
+            raise WeightsDownloadError(
+                f"Downloading {self.url}: the server announces {state.total:,} bytes, more than the "
+                f"{self.limits.max_bytes:,} a checkpoint may have; wrong URL?"
+            )
+        free = free_space(self.folder)
+        if state.total is not None and free is not None and free < state.total - state.received:
+            raise cache_write_error(OSError(errno.ENOSPC, "no space"), self.folder, f"the download of {self.url}")
+        state.resumable = (headers.get("Accept-Ranges") or "").strip().lower() == "bytes"
+        state.server_md5 = state.server_md5 or _goog_md5(headers.get("x-goog-hash"))
+
+    def page_message(self, what: str) -> str:
+        return (
+            f"Downloading {self.url} returned {what}, not the binary checkpoint: a proxy, captive portal, login "
+            "or error page answered. Check the URL and your network, or download the file by hand and pass its local path."
+        )
+
+    def receive(self, response: Any, watchdog: _Watchdog) -> None:
+        from huggingface_hub.utils import tqdm  # honors HF_HUB_DISABLE_PROGRESS_BARS
+
+        self.check_headers(response)
+        state, limits = self.state, self.limits
+        window: deque[tuple[float, int]] = deque([(time.monotonic(), state.received)])
+        head = b""
+        name = self.url.rsplit("/", 1)[-1] or self.url
+        with tqdm(  # type: ignore[no-untyped-call]
+            total=state.total, initial=state.received, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=name, disable=not self.show,
+        ) as bar:  # fmt: skip
+            while True:
+                try:
+                    chunk = response.read1(_CHUNK_SIZE) if hasattr(response, "read1") else response.read(_CHUNK_SIZE)
+                except (http.client.HTTPException, OSError) as err:
+                    if watchdog.expired:
+                        raise self.deadline_error() from None
+                    raise _Retry(f"the connection dropped ({type(err).__name__}: {_printable(str(err)) or 'timed out'})") from None
+                if watchdog.expired:
+                    raise self.deadline_error()
+                self.check_rate(window, state.received + len(head) + len(chunk))
+                if state.received == 0:  # collect the first block, to tell a page from a checkpoint
+                    head += chunk
+                    if chunk and len(head) < _SNIFF_BYTES:
+                        continue
+                    page = _text_body(head[:_SNIFF_BYTES])
+                    if page:
+                        raise WeightsDownloadError(self.page_message(page))
+                    chunk, head = head, b""
+                if not chunk:
+                    break
+                try:
+                    self.out.write(chunk)
+                except OSError as err:
+                    raise cache_write_error(err, self.folder, f"the download of {self.url}") from None
+                state.received += len(chunk)
+                state.sha256.update(chunk)
+                state.md5.update(chunk)
+                bar.update(len(chunk))
+                if state.received > limits.max_bytes:
+                    raise WeightsDownloadError(f"Downloading {self.url}: more than {limits.max_bytes:,} bytes arrived; wrong URL?")
+        if state.total is not None and state.received < state.total:
+            raise _Retry(f"the body was truncated: the connection closed after {state.received:,} of {state.total:,} bytes")
+
+    def check_rate(self, window: deque[tuple[float, int]], arrived: int) -> None:
+        """Drop a connection slower than `min_rate` over the last `rate_window_s`.
+
+        Args:
+            window: (time, bytes arrived) samples of this attempt.
+            arrived: Bytes arrived so far.
+        """
+        limits = self.limits
+        if limits.min_rate <= 0:
+            return
+        now = time.monotonic()
+        window.append((now, arrived))
+        while len(window) > 2 and window[1][0] <= now - limits.rate_window_s:
+            window.popleft()
+        since, base = window[0]
+        if now - since >= limits.rate_window_s:
+            rate = (arrived - base) / (now - since)
+            if rate < limits.min_rate:
+                raise _Retry(
+                    f"too slow: {rate:,.0f} bytes/s over the last {now - since:.1f} s, below the minimum of "
+                    f"{limits.min_rate:,.0f} (VIVIT_DOWNLOAD_MIN_RATE)"
+                )
 
 
 def download_url(
@@ -254,63 +595,87 @@ def download_url(
     *,
     expected_sha256: str | None = None,
     progress: bool = True,
+    limits: DownloadLimits | None = None,
+    validate: Callable[[Path], None] | None = None,
 ) -> str:
-    """Download a URL to a file, atomically, verifying its size and optionally its hash.
+    """Download a URL to a file, atomically, with bounded time and checked content.
 
-    The body is streamed to a hidden ``.<name>.<random>.part`` file next to ``dest`` while its
-    SHA-256 is computed, then renamed onto ``dest``. On any failure the partial file is removed
-    and ``dest`` is left as it was. The cache is not consulted: call this only when ``dest`` is
-    missing.
+    The body is streamed to a hidden ``.<name>.<pid>.<random>.part`` file next to ``dest`` while
+    its SHA-256 is computed, then renamed onto ``dest``. On any failure the partial file is
+    removed and ``dest`` is left as it was. The cache is not consulted: call this only when
+    ``dest`` is missing. See the module docstring for the checks and :class:`DownloadLimits` for
+    the time limits and retries.
 
     Args:
-        url: The http(s) URL to fetch.
+        url: The http(s) URL of a binary checkpoint.
         dest: The destination file. Its parent folders are created.
         expected_sha256: If given, the hex SHA-256 the file must have.
         progress: Whether to show a progress bar (also silenced by
             ``HF_HUB_DISABLE_PROGRESS_BARS=1``).
+        limits: Deadline, minimum rate, retries (default: `DownloadLimits.from_env()`).
+        validate: Called with the finished temporary file before it is renamed; a ValueError from
+            it (e.g. a checkpoint cut short by a wrong Content-Length) makes the download fail, and
+            be retried once from the start.
 
     Returns:
         The hex SHA-256 of the downloaded file.
 
     Raises:
-        WeightsDownloadError: In offline mode (before any request), on connection errors, HTTP
-            errors, an HTML page instead of the file, a truncated body, or a hash mismatch.
+        WeightsDownloadError: In offline mode (before any request), if the host is unreachable,
+            on HTTP errors, an error page instead of the file, an encoded or truncated body, a
+            deadline or rate failure after the retries, a hash mismatch or a failed `validate`.
+        CacheError: (an OSError) if the destination folder is full or not writable; the message
+            names the folder and ``VIVIT_CACHE``.
     """
     dest = Path(dest)
     if is_offline():
         raise _offline_error(url, str(dest))
-    tmp = _temp_path(dest)
+    limits = limits or DownloadLimits.from_env()
+    tmp = temp_path(dest)
     try:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            out = open(tmp, "wb")  # noqa: SIM115 - closed by the with statement below
+            out = open(tmp, "w+b", buffering=0)  # unbuffered: a full disk fails in write(), not at close
         except OSError as err:
-            raise WeightsDownloadError(
-                f"Cannot download {url}: cannot write to {dest.parent} ({err}). Check permissions "
-                "and free space, or point VIVIT_CACHE at a writable folder."
-            ) from err
-        with out, _open_url(url) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            try:
-                digest = _stream_to(response, out, url, total, progress)
-            except (http.client.HTTPException, OSError) as err:
-                # http.client reports a body cut short as IncompleteRead; sockets as OSError.
-                raise WeightsDownloadError(
-                    f"Download of {url} was interrupted ({type(err).__name__}: {err}). "
-                    "The file is incomplete; retry, or check your network."
-                ) from err
-        if expected_sha256 is not None and digest != expected_sha256.lower():
-            raise WeightsDownloadError(
-                f"Downloaded {url} but its SHA-256 is {digest}, expected {expected_sha256}. The file "
-                "is corrupt or was changed on the server; retry, or report the mismatch."
-            )
+            raise cache_write_error(err, dest.parent, f"the download of {url}") from None
+        with out:
+            transfer = _Transfer(url, out, dest.parent, limits, progress)
+            for checked in (False, True):
+                transfer.run()
+                try:
+                    out.flush()
+                    _check_download(transfer, tmp, expected_sha256, validate)
+                    break
+                except _Retry as err:
+                    if checked or transfer.remaining() <= 0:
+                        raise WeightsDownloadError(f"Downloaded {url} but {err}") from None
+                    logger.warning("download of %s: %s; downloading it again", url, err)
+                    transfer.state.restart(out)
         os.replace(tmp, dest)
     finally:
         _remove_quietly(tmp)
-    return digest
+    return transfer.state.sha256.hexdigest()
 
 
+def _check_download(transfer: _Transfer, tmp: Path, expected_sha256: str | None, validate: Callable[[Path], None] | None) -> None:
+    """Hashes and format of a finished download; `_Retry` if the body may have been garbled in transit."""
+    state = transfer.state
+    if state.server_md5 and state.md5.hexdigest() != state.server_md5:
+        raise _Retry(f"its MD5 {state.md5.hexdigest()} differs from the server's x-goog-hash {state.server_md5}")
+    digest = state.sha256.hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256.lower():
+        raise WeightsDownloadError(
+            f"Downloaded {transfer.url} but its SHA-256 is {digest}, expected {expected_sha256}. The file is corrupt "
+            "or was changed on the server; retry, or report the mismatch."
+        )
+    if validate is not None:
+        try:
+            validate(tmp)
+        except ValueError as err:
+            raise _Retry(f"it is not a valid checkpoint: {_printable(str(err), 300)}") from None
+
+
+# ---------------------------------------------------------------- Hugging Face Hub
 def _hf_cache_dir() -> str | None:
     """Return the Hub cache folder from the current environment.
 
@@ -416,44 +781,111 @@ def _convert_hf_error(
     )
 
 
-def hf_download(repo_id: str, filename: str, *, revision: str | None = None) -> Path:
+# Probe results per (host, port): (when, error or None). A failed probe is remembered briefly so
+# that an entry's next Hub source fails as fast as the first.
+_PROBES: dict[tuple[str, int], tuple[float, OSError | None]] = {}
+_PROBE_TIMEOUT_S = 3.0
+_PROBE_MEMORY_S = 10.0
+
+
+def _probe_target(endpoint: str) -> tuple[str, int]:
+    """The (host, port) a request to `endpoint` connects to first: its proxy if one applies."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxied = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        return proxied.hostname or "", proxied.port or 80
+    return host, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _reachable(endpoint: str) -> OSError | None:
+    """Try a TCP connection to the Hub endpoint (or its proxy); the error if it cannot be reached.
+
+    Only "unreachable" failures count (DNS failure, refused, no route, timeout): huggingface_hub
+    would retry them for about 25 s (six warnings) before giving up.
+    """
+    target = _probe_target(endpoint)
+    now = time.monotonic()
+    known = _PROBES.get(target)
+    if known is not None and now - known[0] < _PROBE_MEMORY_S:
+        return known[1]
+    error: OSError | None = None
+    try:
+        with socket.create_connection(target, timeout=_PROBE_TIMEOUT_S):
+            pass
+    except (socket.gaierror, TimeoutError) as err:
+        error = err
+    except OSError as err:
+        error = err if err.errno in _UNREACHABLE_ERRNOS else None
+    _PROBES[target] = (now, error)
+    return error
+
+
+def hf_download(
+    repo_id: str, filename: str, *, revision: str | None = None, expected_sha256: str | None = None
+) -> Path:
     """Download one file from a Hugging Face Hub repository into the Hugging Face cache.
 
     A file already cached for this revision is returned without any network request: released
-    weights never change, and this keeps loading fast and working without network. Otherwise
-    ``huggingface_hub.hf_hub_download`` fetches it (with its progress bar, resumption and cache
-    layout). ``HF_ENDPOINT``, ``HF_HOME``/``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are read from the
-    environment at call time.
+    weights never change, and this keeps loading fast and working without network. Otherwise the
+    endpoint is probed with one TCP connection (at most 3 s): if it cannot be reached (no network,
+    DNS failure, connection refused) the call fails at once with one line, instead of
+    huggingface_hub's 25 s of retries. Then ``huggingface_hub.hf_hub_download`` fetches it (with
+    its progress bar, resumption, file lock and cache layout). ``HF_ENDPOINT``,
+    ``HF_HOME``/``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are read from the environment at call time.
 
     Args:
         repo_id: The repository, e.g. ``"google/vivit-b-16x2-kinetics400"``.
         filename: The file inside the repository, e.g. ``"model.safetensors"``.
         revision: A branch, tag, commit hash or pull-request ref such as ``"refs/pr/3"``;
             default ``"main"``.
+        expected_sha256: If given, a freshly downloaded file must have this SHA-256 (a mismatch
+            removes it from the cache).
 
     Returns:
         The local path of the file (inside the cache's ``snapshots`` folder).
 
     Raises:
         WeightsDownloadError: If the file is not cached and cannot be downloaded (offline mode,
-            unknown repo/revision/file, network or server error).
+            unreachable endpoint, unknown repo/revision/file, network or server error, hash mismatch).
     """
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
     cache = _hf_cache_dir()
     endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
+    what = _describe_hf(repo_id, filename, revision)
     try:
         cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision)
         if isinstance(cached, str):
             return Path(cached)
-        path = hf_hub_download(
-            repo_id,
-            filename,
-            revision=revision,
-            cache_dir=cache,
-            endpoint=endpoint,
-            local_files_only=_hf_offline(),
+        offline = _hf_offline()
+        if offline:  # not cached: fail here, without huggingface_hub (it may still contact the Hub for telemetry)
+            raise _offline_error(what, f"Hugging Face cache {cache or constants.HF_HUB_CACHE}")
+        if not offline:
+            hub = endpoint or constants.ENDPOINT
+            unreachable = _reachable(hub)
+            if unreachable is not None:
+                why = unreachable.strerror or str(unreachable) or type(unreachable).__name__
+                raise WeightsDownloadError(
+                    f"Cannot reach the Hugging Face Hub at {hub} ({why}), and {what} is not in the Hugging Face "
+                    "cache. Check your network connection and proxy (HF_ENDPOINT for a mirror); without network, "
+                    "set HF_HUB_OFFLINE=1 and pass the path of a local checkpoint."
+                )
+        path = Path(
+            hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache, endpoint=endpoint, local_files_only=offline)
         )
+    except WeightsDownloadError:
+        raise
     except Exception as err:  # huggingface_hub and its HTTP client raise many unrelated types
         raise _convert_hf_error(err, repo_id, filename, revision) from err
-    return Path(path)
+    if expected_sha256 is not None:
+        digest = sha256_file(path)
+        if digest != expected_sha256.lower():
+            for stale in {path.resolve(), path}:
+                _remove_quietly(stale)
+            raise WeightsDownloadError(
+                f"Downloaded {what} but its SHA-256 is {digest}, expected {expected_sha256}; it was removed "
+                "from the cache. The file was changed on the Hub or corrupted; report the mismatch."
+            )
+    return path

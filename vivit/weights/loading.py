@@ -7,7 +7,11 @@ One function per step:
 2. `_convert_checkpoint`: read the weights (safetensors, Flax msgpack or `.npz`; never pickle), tell
    the format apart by its content and convert (`_convert_scenic`, `_convert_transformers`,
    `_convert_vit` (inflation), `_convert_ours`) -> our `state_dict`, the architecture arguments its
-   tensors imply, its `pretrained_cfg`;
+   tensors imply, its `pretrained_cfg`. Validation comes before allocation: the header (names,
+   shapes, dtypes) is read first, the architecture it implies is capped (`validate.ARCH_LIMITS`,
+   depth = distinct block indices 0..N-1), built on the meta device and compared with it, the
+   embedded `pretrained_cfg` is checked against ranges, and only then are tensors read (finite,
+   floating point). Every failure is a short ValueError naming the file;
 3. `_build`: the model with those arguments and the user's overrides;
 4. `_finish`: adapt (fresh head for another class count, resampled position tables for another
    frame count or size), then `load_state_dict(strict=True)`.
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,14 +35,23 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .. import __version__
 from ..models.pos_embed import resample_pos_embed
 from ..models.registry import ModelEntry, get_entry, list_models, matching_architectures
 from ..models.vivit import MODEL_CLASSES, FactorizedEncoderViViT, SpatioTemporalViViT, ViViT
-from .flax_msgpack import flatten_params, read_flax_checkpoint
+from .cache import CacheError, get_or_build, scratch_dir
+from .flax_msgpack import FlaxCheckpoint, flatten_params, open_flax_checkpoint
+from .formats import (
+    SafetensorsHeader,
+    cast_finite,
+    check_regular_file,
+    load_safetensors,
+    parse_json,
+    read_json_file,
+    read_safetensors_header,
+)
 from .hf_transformers import (
     _label_names,
     data_config_from_transformers,
@@ -50,7 +62,8 @@ from .hf_transformers import (
 from .hub import WeightsDownloadError, atomic_write, cache_dir, download_url, hf_download, is_offline, scenic_base_url
 from .inflate import inflate_vit, inflation_settings
 from .npz import read_npz
-from .scenic import from_scenic, scenic_model_args
+from .scenic import CONVERTER_VERSION, check_scenic_params, from_scenic, scenic_model_args
+from .validate import check_model_args, check_parameter_count, count_blocks, short_list, validate_pretrained_cfg
 
 __all__ = ["load_described_model", "load_pretrained_model", "push_to_hub", "save_pretrained", "save_safetensors"]
 
@@ -231,13 +244,8 @@ class _Checkpoint:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); the file may be corrupted") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} is not a JSON object; the file may be corrupted")
-    return value
+    """A config file beside a checkpoint: a regular file, at most 16 MiB, a JSON object without NaN."""
+    return read_json_file(path, "JSON")
 
 
 def _optional_hub_file(repo: str, filename: str, revision: str | None) -> dict[str, Any] | None:
@@ -275,6 +283,7 @@ def _locate(spec: str, *, weights: bool = True) -> _Checkpoint:
                 f"{path} has no {WEIGHTS_NAME}; expected a directory written by save_pretrained (vivit or transformers){hint}"
             )
         path = path / WEIGHTS_NAME
+    check_regular_file(path)  # a FIFO would block the reader forever, a device never end
     beside = path.parent
     config = _read_json(beside / CONFIG_NAME) if path.suffix == ".safetensors" and (beside / CONFIG_NAME).is_file() else None
     processor = _read_json(beside / PROCESSOR_NAME) if config is not None and (beside / PROCESSOR_NAME).is_file() else None
@@ -288,55 +297,46 @@ class Converted(NamedTuple):
     pretrained_cfg: dict[str, Any]  # the checkpoint's own; {} = the registry entry's
 
 
-def _unreadable(path: Path, err: Exception) -> ValueError:
-    return ValueError(
-        f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupted: "
-        "delete it and download or convert it again"
-    )
-
-
-def _safetensors_metadata(path: Path) -> dict[str, str]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as err:
-        raise _unreadable(path, err) from None
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    metadata = _safetensors_metadata(path)
-    try:
-        return load_file(str(path)), metadata
-    except (SafetensorError, OSError, ValueError) as err:
-        raise _unreadable(path, err) from None
-
-
 def _metadata_config(metadata: Mapping[str, str], origin: str) -> dict[str, Any] | None:
     if "config" not in metadata:
         return None
-    try:
-        config = json.loads(metadata["config"])
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{origin}: its config is not valid JSON ({err}); the file may be corrupted") from None
+    config = parse_json(metadata["config"], origin, "config")  # size and nesting limits, no NaN
     if not isinstance(config, dict):
         raise ValueError(f"{origin}: its config is not a JSON object; the file may be corrupted")
     return config
 
 
-def _tensor_model_args(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Architecture facts read from our tensors; they win over any config that disagrees."""
+def _check_fit(shapes: Mapping[str, tuple[int, ...]], model: ViViT, origin: str) -> None:
+    """Tensor names and shapes against the model's, before anything is loaded (a short message)."""
+    target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in target if k not in shapes]
+    unexpected = [k for k in shapes if k not in target]
+    wrong = [f"{k} {tuple(shapes[k])} (model {target[k]})" for k in target if k in shapes and tuple(shapes[k]) != target[k]]
+    problems = [f"{label} {short_list(keys)}" for label, keys in
+                (("missing", missing), ("unexpected", unexpected), ("wrong shape:", wrong)) if keys]  # fmt: skip
+    if problems:
+        raise ValueError(f"{origin} does not fit {type(model).__name__}: " + "; ".join(problems))
+
+
+def _tensor_model_args(sd: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """Architecture facts read from our tensors (or their header specs); they win over any config that
+    disagrees. The depth is the number of distinct block indices, which must run 0..N-1."""
     args: dict[str, Any] = {}
     if "patch_embed.proj.weight" in sd:
-        d, c, t, h, w = sd["patch_embed.proj.weight"].shape
+        shape = tuple(sd["patch_embed.proj.weight"].shape)
+        if len(shape) != 5:
+            raise ValueError(f"{origin}: patch_embed.proj.weight has shape {shape}, expected (D, C, t, h, w)")
+        d, c, t, h, w = shape
         args.update(embed_dim=d, in_chans=c, tubelet_size=t, patch_size=(h, w))
     for prefix, key in (("blocks", "depth"), ("temporal_blocks", "temporal_depth")):
-        ids = {int(m[1]) for k in sd if (m := re.match(rf"{prefix}\.(\d+)\.", k))}
-        if ids:
-            args[key] = max(ids) + 1
+        depth = count_blocks(sd, rf"{prefix}\.(\d+)\.", origin, prefix)
+        if depth:
+            args[key] = depth
             fc1 = sd.get(f"{prefix}.0.mlp.fc1.weight")
-            if fc1 is not None:  # absent in a corrupted file: load_state_dict names the missing key
+            if fc1 is not None and len(fc1.shape) == 2:  # absent or odd: the fit check names it
                 args["mlp_dim" if prefix == "blocks" else "temporal_mlp_dim"] = fc1.shape[0]
-    args["num_classes"] = sd["head.weight"].shape[0] if "head.weight" in sd else 0
+    head = sd.get("head.weight")
+    args["num_classes"] = head.shape[0] if head is not None and len(head.shape) == 2 else 0
     args["global_pool"] = "token" if "cls_token" in sd else "avg"
     return args
 
@@ -344,13 +344,17 @@ def _tensor_model_args(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 _SIZE_ARGS = ("img_size", "num_frames")
 
 
-def _scenic_grid_tokens(params: Mapping[str, Any]) -> tuple[int, ...]:
-    """Grid tokens in a Scenic checkpoint's position tables (cls slots excluded)."""
+def _scenic_grid_tokens(params: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """Grid tokens in a Scenic checkpoint's position tables (cls slots excluded); None if it has none
+    (the parameter check then names what is missing)."""
     flat = flatten_params(params)
     prefix = int(any(k == "cls" or k.startswith("cls_") for k in flat))
     tables = ("SpatialTransformer", "TemporalTransformer") if "cls_SpatialTransformer" in flat or any(
         k.startswith("SpatialTransformer/") for k in flat) else ("Transformer",)  # fmt: skip
-    return tuple(flat[f"{t}/posembed_input/pos_embedding"].shape[1] - prefix for t in tables)
+    shapes = [tuple(flat[f"{t}/posembed_input/pos_embedding"].shape) for t in tables if f"{t}/posembed_input/pos_embedding" in flat]
+    if len(shapes) != len(tables) or any(len(shape) != 3 for shape in shapes):
+        return None
+    return tuple(shape[1] - prefix for shape in shapes)
 
 
 def _grid_tokens(args: Mapping[str, Any]) -> tuple[int, ...]:
@@ -359,9 +363,10 @@ def _grid_tokens(args: Mapping[str, Any]) -> tuple[int, ...]:
 
 
 def _convert_scenic(
-    params: Mapping[str, Any], entry: ModelEntry, origin: str, overrides: Mapping[str, Any] | None = None
+    flax: FlaxCheckpoint, entry: ModelEntry, origin: str, overrides: Mapping[str, Any] | None = None
 ) -> Converted:
-    inferred = scenic_model_args(params)
+    """A Scenic checkpoint: architecture from its shapes, checked on the meta device, then read."""
+    inferred = scenic_model_args(flax.specs, origin)
     if ("temporal_depth" in inferred) != issubclass(entry.model_cls, FactorizedEncoderViViT):
         kind = "a factorised-encoder (Model 2)" if "temporal_depth" in inferred else "a single-encoder (Model 1/3/4)"
         raise ValueError(f"{origin} holds {kind} ViViT checkpoint, but {entry.name} is a {entry.model_cls.__name__}")
@@ -369,14 +374,15 @@ def _convert_scenic(
     # A checkpoint stores only its position-token count, not its frames and size: when the entry's
     # grid does not fit that count, the user's size overrides describe the checkpoint.
     sizes = {k: v for k, v in (overrides or {}).items() if k in _SIZE_ARGS}
-    stored = _scenic_grid_tokens(params)
-    if sizes and stored != _grid_tokens(args) and stored == _grid_tokens({**args, **sizes}):
+    stored = _scenic_grid_tokens(flax.specs)
+    if sizes and stored is not None and stored != _grid_tokens(args) and stored == _grid_tokens({**args, **sizes}):
         args.update(sizes)
-    model = _build(entry.model_cls, args, device="meta")
-    try:
-        return Converted(from_scenic(params, model), model.model_args, {})
-    except ValueError as err:
-        raise ValueError(f"{origin} does not fit {entry.name}: {err}") from None
+    check_model_args(args, origin)
+    model = _build(entry.model_cls, args, device="meta", origin=origin)
+    check_parameter_count(model, origin)
+    where = f"{origin} does not fit {entry.name}"
+    check_scenic_params(flax.specs, model, where)  # names, shapes, dtypes: nothing read yet
+    return Converted(from_scenic(flax.read(), model, origin), model.model_args, {})
 
 
 def _transformers_fit(args: Mapping[str, Any], entry: ModelEntry, overrides: Mapping[str, Any], origin: str) -> None:
@@ -413,8 +419,9 @@ def _convert_transformers(
         except ValueError as err:
             if config is not None or i == len(guesses):
                 raise ValueError(f"{ckpt.origin}: {err}") from None
+    check_model_args(args, ckpt.origin)
     _transformers_fit(args, entry, overrides, ckpt.origin)
-    sd = from_transformers(hf_sd, _build(SpatioTemporalViViT, args, device="meta"))
+    sd = from_transformers(hf_sd, _build(SpatioTemporalViViT, args, device="meta", origin=ckpt.origin))
     h, w = args["img_size"]
     cfg: dict[str, Any] = {
         "num_classes": args["num_classes"],
@@ -423,7 +430,7 @@ def _convert_transformers(
     }
     if ckpt.processor:
         cfg.update(data_config_from_transformers(ckpt.processor))
-    return Converted(sd, args, cfg)
+    return Converted(sd, args, validate_pretrained_cfg(cfg, ckpt.origin, args["num_classes"]))
 
 
 def _convert_vit(image: Mapping[str, Any], entry: ModelEntry, overrides: Mapping[str, Any], inflation: Any) -> Converted:
@@ -435,10 +442,11 @@ def _convert_vit(image: Mapping[str, Any], entry: ModelEntry, overrides: Mapping
 
 def _described_class(config: Mapping[str, Any]) -> type[ViViT] | None:
     """The model class a vivit config names (format 2: `architecture`; format 1: `model_class`)."""
-    if config.get("model_class") in _CLASSES:
-        return _CLASSES[config["model_class"]]
+    name = config.get("model_class")
+    if isinstance(name, str) and name in _CLASSES:
+        return _CLASSES[name]
     arch = config.get("architecture")
-    if arch:
+    if arch and isinstance(arch, str):
         try:
             return get_entry(arch).model_cls
         except ValueError:
@@ -446,20 +454,32 @@ def _described_class(config: Mapping[str, Any]) -> type[ViViT] | None:
     return None
 
 
-def _convert_ours(sd: dict[str, torch.Tensor], config: Mapping[str, Any], entry: ModelEntry, origin: str) -> Converted:
+def _convert_ours(header: SafetensorsHeader, config: Mapping[str, Any], entry: ModelEntry, origin: str) -> Converted:
+    """Our own format: the architecture from the header (shapes) and config, checked against caps and
+    on the meta device, and only then the tensors read."""
     if config.get("format", FORMAT) != FORMAT:
-        raise ValueError(f"{origin}: not a vivit checkpoint (format {config.get('format')!r})")
+        raise ValueError(f"{origin}: not a vivit checkpoint (format {str(config.get('format'))[:40]!r})")
     cls = _described_class(config) or entry.model_cls
     if cls is not entry.model_cls:
         raise ValueError(f"{origin} holds a {cls.__name__}, but {entry.name!r} is a {entry.model_cls.__name__}")
-    not_float = [f"{k} ({v.dtype})" for k, v in sd.items() if not v.is_floating_point()]
-    if not_float:
-        raise ValueError(f"{origin}: weights must be floating point, got {', '.join(not_float)}; the file may be corrupted")
-    args = {**entry.model_args, **config.get("model_args", {}), **_tensor_model_args(sd)}
-    cfg = dict(config.get("pretrained_cfg") or {})
+    stored_args = config.get("model_args") or {}
+    if not isinstance(stored_args, Mapping):
+        raise ValueError(f"{origin}: its config's model_args is a JSON {type(stored_args).__name__}, expected an object")
+    specs = header.tensors
+    args = {**entry.model_args, **stored_args, **_tensor_model_args(specs, origin)}
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+    check_model_args(args, origin)
+    model = _build(entry.model_cls, args, device="meta", origin=origin)
+    check_parameter_count(model, origin)
+    _check_fit(header.shapes, model, origin)
+    stored_cfg = config.get("pretrained_cfg") or {}
+    if not isinstance(stored_cfg, Mapping):
+        raise ValueError(f"{origin}: its config's pretrained_cfg is a JSON {type(stored_cfg).__name__}, expected an object")
+    cfg = dict(stored_cfg)
     if config.get("label_names") is not None and cfg.get("label_names") is None:
         cfg["label_names"] = config["label_names"]
-    return Converted(sd, {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}, cfg)
+    cfg = validate_pretrained_cfg(cfg, origin, args.get("num_classes"))
+    return Converted(load_safetensors(header.path, header), args, cfg)
 
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
@@ -477,20 +497,32 @@ def _convert_checkpoint(ckpt: _Checkpoint, entry: ModelEntry, overrides: Mapping
     if path.suffix == ".npz":  # Google's ViT releases (vision_transformer, big_vision)
         return _convert_vit(read_npz(path), entry, overrides, inflation)
     if path.suffix != ".safetensors":
-        params = read_flax_checkpoint(path)  # ValueError naming the file if it is not msgpack
-        if inflation is not None or _inflates(entry):
-            return _convert_vit(params, entry, overrides, inflation)
-        return _convert_scenic(params, entry, str(path), overrides)
-    sd, metadata = _read_safetensors(path)
-    patch = next((v for k, v in sd.items() if k.endswith(("patch_embed.proj.weight", "patch_embeddings.projection.weight"))), None)
+        with open_flax_checkpoint(path) as flax:  # ValueError naming the file if it is not msgpack
+            if inflation is not None or _inflates(entry):
+                return _convert_vit(flax.read(), entry, overrides, inflation)
+            return _convert_scenic(flax, entry, str(path), overrides)
+    header = read_safetensors_header(path)  # names, shapes, dtypes and offsets checked; no tensor read
+    kind = _safetensors_kind(header)
+    if kind == "vit":  # a 2D image ViT (timm or transformers layout): goes into the entry's architecture
+        return _convert_vit(load_safetensors(path, header), entry, overrides, inflation)
+    if kind == "transformers":
+        return _convert_transformers(load_safetensors(path, header), ckpt, entry, overrides)
+    config = _metadata_config(header.metadata, str(path)) or ckpt.config or {}
+    return _convert_ours(header, config, entry, str(path))
+
+
+def _safetensors_kind(header: SafetensorsHeader) -> str:
+    """'vit' (2D patch kernel), 'transformers' (HF ViViT names) or 'vivit', from names and shapes only."""
+    path, specs = header.path, header.tensors
+    patch = next((v for k, v in specs.items() if k.endswith(("patch_embed.proj.weight", "patch_embeddings.projection.weight"))), None)
     if patch is None:
         raise ValueError(f"{path}: no patch-embedding tensor; not a ViViT, ViT or transformers checkpoint")
-    if patch.ndim == 4:  # a 2D image ViT (timm or transformers layout)
-        return _convert_vit(sd, entry, overrides, inflation)
-    if any(k.endswith("patch_embeddings.projection.weight") for k in sd):
-        return _convert_transformers(sd, ckpt, entry, overrides)
-    config = _metadata_config(metadata, str(path)) or ckpt.config or {}
-    return _convert_ours(sd, config, entry, str(path))
+    if patch.ndim == 4:
+        return "vit"
+    if any(k.endswith("patch_embeddings.projection.weight") for k in specs):
+        count_blocks(specs, r"(?:vivit\.)?(?:encoder\.layer|layers)\.(\d+)\.", str(path), "layer")
+        return "transformers"
+    return "vivit"
 
 
 def _inflates(entry: ModelEntry) -> bool:
@@ -498,39 +530,64 @@ def _inflates(entry: ModelEntry) -> bool:
 
 
 # ---------------------------------------------------------------- registry sources
+def _scenic_url(src: Mapping[str, Any]) -> str:
+    return str(src["url"]).replace("{scenic}", scenic_base_url())
+
+
+def _is_flax_checkpoint(path: Path) -> None:
+    """A download check: the file is one complete Flax msgpack object (a cut or garbled body is not)."""
+    open_flax_checkpoint(path).close()
+
+
 def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
-    """Download the original Scenic file once, convert it, cache our safetensors; later calls read only that."""
-    url = src["url"].replace("{scenic}", scenic_base_url())
+    """Download the original Scenic file once, convert it, cache our safetensors; later calls read only that.
+
+    The cached file records its source URL, the converter and format versions and the config; one
+    that does not match (or cannot be read) is rebuilt. Concurrent processes (torchrun ranks) wait
+    for the first one's download and conversion (`vivit.weights.cache.get_or_build`).
+    """
+    url = _scenic_url(src)
     cached = cache_dir() / "converted" / f"{entry.name}.safetensors"
-    if cached.exists():
-        try:
-            sd, meta = _read_safetensors(cached)
-            if meta.get("source_url") == url:
-                return Converted(sd, json.loads(meta["config"])["model_args"], {})
-        except ValueError:
-            pass  # unreadable cache: convert again (the write below is atomic)
-    download_dir = cache_dir() / "downloads"
-    download_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=download_dir) as tmp:
-        raw = Path(tmp) / "checkpoint"
-        try:
-            sha = download_url(url, raw)
-        except WeightsDownloadError as err:
-            if not is_offline():
-                raise
-            raise WeightsDownloadError(
-                f"offline mode (HF_HUB_OFFLINE) is on and {entry.name} is not in the cache ({cached}); "
-                "run once with network access, or copy a converted file there"
-            ) from err
-        params = read_flax_checkpoint(raw)
-    sd, args, _ = _convert_scenic(params, entry, url)
-    model = _build(entry.model_cls, args, device="meta")
-    model.pretrained_cfg = {**entry.pretrained_cfg, "architecture": entry.name} if entry.pretrained_cfg else {}
-    config = _config(model)
-    _save_safetensors(
-        sd, cached, config, source_url=url, source_sha256=sha, converter=f"vivit.weights.from_scenic {__version__}"
-    )
-    return Converted(sd, config["model_args"], {})
+    expected = {"source_url": url, "converter_version": str(CONVERTER_VERSION), "format_version": FORMAT_VERSION, "config": "*"}
+
+    def read(path: Path) -> Converted:
+        header = read_safetensors_header(path)
+        config = _metadata_config(header.metadata, str(path)) or {}
+        if not isinstance(config.get("model_args"), Mapping):
+            raise ValueError(f"{path}: its config has no model_args")
+        return _convert_ours(header, config, entry, str(path))._replace(pretrained_cfg={})
+
+    def build() -> tuple[Converted, str]:
+        with scratch_dir() as folder:
+            raw = folder / f"{entry.name}.checkpoint"
+            try:
+                try:
+                    sha = download_url(url, raw, expected_sha256=src.get("sha256"), validate=_is_flax_checkpoint)
+                except WeightsDownloadError as err:
+                    if not is_offline():
+                        raise
+                    raise WeightsDownloadError(
+                        f"offline mode (HF_HUB_OFFLINE) is on and {entry.name} is not in the cache ({cached}); run once "
+                        f"with network access, or copy a converted file there (VIVIT_CACHE sets the cache folder)"
+                    ) from err
+                with open_flax_checkpoint(raw) as flax:
+                    converted = _convert_scenic(flax, entry, url)
+            finally:
+                raw.unlink(missing_ok=True)
+        return converted, sha
+
+    def write(result: tuple[Converted, str], path: Path) -> None:
+        converted, sha = result
+        model = _build(entry.model_cls, converted.model_args, device="meta")
+        model.pretrained_cfg = {**entry.pretrained_cfg, "architecture": entry.name} if entry.pretrained_cfg else {}
+        metadata = {k: v for k, v in expected.items() if k != "config"}
+        tensors = {k: v.detach().contiguous().cpu() for k, v in converted.state_dict.items()}
+        save_file(tensors, str(path), metadata={"config": json.dumps(_jsonable(_config(model))), **metadata,
+                                                "source_sha256": sha, "converter": f"vivit.weights.from_scenic {__version__}"})  # fmt: skip
+
+    result = get_or_build(cached, expected, read=lambda path: (read(path), ""), build=build, write=write,
+                          what=f"converted weights of {entry.name}")  # fmt: skip
+    return result[0]
 
 
 def _source(entry: ModelEntry, src: Mapping[str, Any], overrides: Mapping[str, Any], inflation: Any) -> Converted:
@@ -542,24 +599,32 @@ def _source(entry: ModelEntry, src: Mapping[str, Any], overrides: Mapping[str, A
     if "file" in src:  # shipped inside the package (the offline demo)
         path = Path(__file__).resolve().parent.parent / src["file"]
     else:
-        path = hf_download(src["hf_hub"], src.get("filename", WEIGHTS_NAME), revision=src.get("revision"))
-    sd, metadata = _read_safetensors(path)
+        path = hf_download(src["hf_hub"], src.get("filename", WEIGHTS_NAME), revision=src.get("revision"),
+                           expected_sha256=src.get("sha256"))  # fmt: skip
+    header = read_safetensors_header(path)
     if fmt == "transformers":  # sizes from the entry (a config.json would only repeat them)
-        return Converted(*_convert_transformers(sd, _Checkpoint(path, str(path)), entry, overrides)[:2], {})
+        _safetensors_kind(header)  # the depth rule, before anything is read
+        return Converted(*_convert_transformers(load_safetensors(path, header), _Checkpoint(path, str(path)), entry, overrides)[:2], {})
     if fmt == "vit":
-        return _convert_vit(sd, entry, overrides, inflation)
-    return _convert_ours(sd, _metadata_config(metadata, str(path)) or {}, entry, str(path))
+        return _convert_vit(load_safetensors(path, header), entry, overrides, inflation)
+    return _convert_ours(header, _metadata_config(header.metadata, str(path)) or {}, entry, str(path))
 
 
 # ---------------------------------------------------------------- steps 3 and 4: build, adapt and load
-def _build(cls: type[ViViT], args: Mapping[str, Any], device: str | None = None) -> ViViT:
+def _build(cls: type[ViViT], args: Mapping[str, Any], device: str | None = None, origin: str | None = None) -> ViViT:
+    """The model; with `origin` (arguments read from that file), any refusal names the file."""
     try:
         if device is None:
             return cls(**args)
         with torch.device(device):
             return cls(**args)
     except TypeError as err:
-        raise ValueError(f"invalid arguments for {cls.__name__}: {err}") from None
+        lead = f"{origin}: " if origin else ""
+        raise ValueError(f"{lead}invalid arguments for {cls.__name__}: {str(err)[:300]}") from None
+    except ValueError as err:
+        if origin is None:
+            raise
+        raise ValueError(f"{origin}: {str(err)[:300]}") from None
 
 
 def _grid(args: Mapping[str, Any]) -> tuple[int, int, int]:
@@ -592,11 +657,14 @@ def _adapt(sd: dict[str, torch.Tensor], ckpt_args: Mapping[str, Any], model: ViV
 def _finish(
     model: ViViT, converted: Converted, cfg: Mapping[str, Any], architecture: str
 ) -> ViViT:
+    origin = str(cfg.get("source", "the checkpoint"))
     sd = _adapt(converted.state_dict, converted.model_args, model)
+    _check_fit({k: tuple(v.shape) for k, v in sd.items()}, model, origin)  # a short message, not torch's list
+    sd = cast_finite(sd, {k: v.dtype for k, v in model.state_dict().items()}, origin)  # float64 1e300 is no inf
     try:
         model.load_state_dict(sd, strict=True)
-    except RuntimeError as err:  # missing/unexpected keys or shapes: a corrupted or foreign file
-        raise ValueError(f"{cfg.get('source', 'the checkpoint')} does not fit {type(model).__name__}: {err}") from None
+    except RuntimeError as err:  # anything the checks above did not foresee
+        raise ValueError(f"{origin} does not fit {type(model).__name__}: {str(err)[:300]}") from None
     cfg = {**cfg, "architecture": architecture}
     if cfg.get("num_classes") not in (None, model.num_classes):
         cfg.update(num_classes=model.num_classes, label_names=None)  # a fresh head: old labels no longer apply
@@ -618,8 +686,9 @@ def _from_entry_sources(entry: ModelEntry, overrides: dict[str, Any], inflation:
     for src in cfg["sources"]:
         try:
             converted = _source(entry, src, overrides, inflation)
-        except WeightsDownloadError as err:  # try the next source; other errors are real problems
-            errors.append(f"{src.get('hf_hub') or src.get('url') or src.get('file')}: {err}")
+        except (WeightsDownloadError, CacheError) as err:  # try the next source; other errors are real problems
+            where = f"hf-hub:{src['hf_hub']}" if "hf_hub" in src else _scenic_url(src) if "url" in src else str(src.get("file"))
+            errors.append(str(err) if where in str(err) or src.get("hf_hub", "\0") in str(err) else f"{where}: {err}")
             continue
         model = _build(entry.model_cls, {**entry.model_args, **converted.model_args, **overrides})
         return _finish(model, converted, cfg, entry.name)
@@ -641,7 +710,7 @@ def load_pretrained_model(entry: ModelEntry, pretrained: bool | str | os.PathLik
 
 def _load_checkpoint(entry: ModelEntry, ckpt: _Checkpoint, overrides: Mapping[str, Any], inflation: Any) -> ViViT:
     converted = _convert_checkpoint(ckpt, entry, overrides, inflation)
-    model = _build(entry.model_cls, {**converted.model_args, **overrides})
+    model = _build(entry.model_cls, {**converted.model_args, **overrides}, origin=ckpt.origin)
     cfg = converted.pretrained_cfg or dict(entry.pretrained_cfg or {})
     return _finish(model, converted, {**cfg, "source": ckpt.origin}, entry.name)
 
@@ -688,14 +757,15 @@ def load_described_model(spec: str, pretrained: bool, overrides: Mapping[str, An
     ckpt = _locate(spec, weights=bool(pretrained) or not spec.startswith("hf-hub:"))
     config = ckpt.config
     if ckpt.weights is not None and ckpt.weights.suffix == ".safetensors" and (config or {}).get("model_type") != "vivit":
-        config = _metadata_config(_safetensors_metadata(ckpt.weights), ckpt.origin) or config
+        config = _metadata_config(read_safetensors_header(ckpt.weights).metadata, ckpt.origin) or config
     entry, args = _described_entry(config, ckpt.origin)
     entry = ModelEntry(entry.name, entry.model_cls, {**entry.model_args, **args}, entry.pretrained_cfg)
     if pretrained:
         return _load_checkpoint(entry, ckpt, overrides, inflation)
+    check_model_args(entry.model_args, ckpt.origin)  # sizes from the config: capped before anything is built
     model = _build(entry.model_cls, {**entry.model_args, **overrides})
     config = config or {}
-    cfg = dict(config.get("pretrained_cfg") or {})
+    cfg = validate_pretrained_cfg(config.get("pretrained_cfg") or {}, ckpt.origin)
     names = config.get("label_names") if "model_type" not in config else _label_names(config, model.num_classes)
     if cfg.get("label_names") is None and names is not None and len(names) == model.num_classes:
         cfg["label_names"] = tuple(names)

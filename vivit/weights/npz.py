@@ -8,17 +8,54 @@ reading one cannot run code.
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .formats import MAX_CHECKPOINT_BYTES, check_regular_file
+from .validate import all_finite, short_list
+
 __all__ = ["read_npz"]
+
+
+def _member_specs(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array in the archive, from the `.npy` headers only (nothing allocated).
+
+    Each member's size must match its header, so that a small compressed member cannot announce
+    (and make numpy allocate) a huge array.
+    """
+    specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(member)
+                header = member.tell()
+            if dtype.hasobject:
+                raise ValueError(f"{path} holds pickled Python objects, which are never loaded (they can run code)")
+            size = math.prod(shape) * dtype.itemsize
+            if size != info.file_size - header:
+                raise ValueError(f"{path}: member {info.filename!r} announces {size:,} bytes but holds {info.file_size - header:,}")
+            total += size
+            if total > MAX_CHECKPOINT_BYTES:
+                raise ValueError(f"{path} holds more than {MAX_CHECKPOINT_BYTES >> 30} GiB of arrays")
+            specs[info.filename.removesuffix(".npy")] = (tuple(shape), dtype)
+    return specs
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All arrays of an `.npz` file, by name (of big_vision's `params/...`, `opt/...`: the params).
+
+    The `.npy` headers are checked first (sizes, no pickled objects), then the parameters are read;
+    they must be finite float16/32/64 arrays.
 
     Args:
         path: a `numpy.savez` / `savez_compressed` archive.
@@ -28,24 +65,32 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not an npz archive (or a truncated one), or one holding pickled objects.
+        ValueError: not a regular file or not an npz archive (or a truncated one), one holding pickled
+            objects, members whose size disagrees with their header, or parameters that are not
+            finite floats.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+    path = check_regular_file(path)
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not an .npz archive (numpy.savez's zip of arrays); it may be truncated or corrupted")
     try:
+        specs = _member_specs(path)
+        names = [n for n in specs if n.startswith("params/")] or list(specs)  # big_vision: params/..., opt/...
+        not_float = [f"{n} ({specs[n][1]})" for n in names if specs[n][1].kind != "f" or specs[n][1].itemsize > 8]
+        if not_float:
+            raise ValueError(f"{path}: parameters must be float16, float32 or float64 arrays; {len(not_float)} are not: {short_list(not_float)}")
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, EOFError, OSError) as err:
+            arrays = {name.removeprefix("params/"): archive[name] for name in names}
+    except (zipfile.BadZipFile, EOFError, OSError, struct.error) as err:
         raise ValueError(f"{path} is not a readable .npz archive ({err}); it may be truncated or corrupted") from None
     except ValueError as err:
+        if str(err).startswith(str(path)):
+            raise
         if "allow_pickle" in str(err):
             raise ValueError(f"{path} holds pickled Python objects, which are never loaded (they can run code)") from None
-        raise ValueError(f"{path} is not a readable .npz archive ({err})") from None
+        raise ValueError(f"{path} is not a readable .npz archive ({str(err)[:200]})") from None
     if not arrays:
         raise ValueError(f"{path} holds no arrays")
-    if any(name.startswith("params/") for name in arrays):  # big_vision: params/..., opt/...
-        return {name.removeprefix("params/"): a for name, a in arrays.items() if name.startswith("params/")}
+    non_finite = [name for name, array in arrays.items() if not all_finite(array)]
+    if non_finite:
+        raise ValueError(f"{path}: {len(non_finite)} arrays hold NaN or infinite values: {short_list(non_finite)}")
     return arrays

@@ -1,0 +1,409 @@
+"""The command line as a new user meets it (issue 15): honest answers, precise errors, clean logs.
+
+In-process runs (`vivit.cli.main`) check messages and exit statuses; real subprocesses check what only
+a process shows: the exit status of the console entry point, and what reaches a log file or a
+terminal (no `\\r` fragments in a file, a live progress bar on a terminal).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import pty
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vivit
+import vivit._install
+from vivit import cli, render
+from vivit.data.video import VideoDecoderMissingError, read_video
+from vivit.predict import has_untrained_head
+
+ROOT = Path(__file__).resolve().parents[1]
+VIDEOS = Path(__file__).resolve().parent / "data" / "videos"
+DEMO = ROOT / "vivit" / "assets" / "vivit_demo.safetensors"
+TINY = {"img_size": 32, "num_frames": 8, "patch_size": 8, "depth": 1, "num_classes": 4}
+DEMO_NOTE = "  note: vivit_demo was trained on synthetic clips only; on a real video this answer means nothing"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vivit: error: "), err
+    return lines[0]
+
+
+def subprocess_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "VIVIT_CACHE": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "hf")}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny checkpoints (a zero head, no head, no preprocessing config) and frame arrays."""
+    root = tmp_path_factory.mktemp("first_hour")
+    torch.manual_seed(0)
+    zero = vivit.create_model("vivit_ti_st", **TINY)
+    zero.reset_classifier(4)  # a new task's head: all zero, as num_classes= and ViT inflation give
+    zero.save_pretrained(root / "zero_head")
+    vivit.create_model("vivit_ti_st", **{**TINY, "num_classes": 0}).save_pretrained(root / "no_head")
+    vivit.create_model("vivit_ti_st", **TINY).save_pretrained(root / "no_cfg")  # trained-looking head, no cfg
+    rng = np.random.default_rng(0)
+    np.save(root / "clip.npy", rng.integers(0, 256, (12, 40, 48, 3), dtype=np.uint8))
+    np.save(root / "short.npy", rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))  # < one clip: looped
+    (root / "garbage.npy").write_bytes(b"not an array" * 10)
+    return {p.name.split(".")[0]: p for p in root.iterdir()}
+
+
+@pytest.fixture
+def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a model is built: the error must come before any download or loading."""
+    monkeypatch.setattr(cli, "create_model", lambda *a, **k: pytest.fail("a model was loaded"))
+
+
+# ---------------------------------------------------------------- 1. honest predictions
+def test_has_untrained_head(files):
+    assert has_untrained_head(vivit.create_model("vivit_ti_st", pretrained=files["zero_head"]))
+    assert not has_untrained_head(vivit.create_model("vivit_ti_st", pretrained=files["no_cfg"]))
+    assert not has_untrained_head(vivit.create_model("vivit_ti_st", pretrained=files["no_head"]))  # no head at all
+    model = vivit.create_model("vivit_demo", pretrained=True)
+    assert not has_untrained_head(model)
+    model.reset_classifier(4)
+    assert has_untrained_head(model)
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["--model", "vivit_ti_st_in21k"], "image ViT inflated to video"),
+        (["--model", "vivit_b_fe_in21k", "--override", "num_frames=16"], "image ViT inflated to video"),
+        (["--override", "num_classes=3"], "--override num_classes=3 replaces the trained 4-class head"),
+    ],
+    ids=["in21k", "in21k-override", "num_classes"],
+)
+def test_predict_refuses_an_untrained_head_before_any_download(capsys, files, no_loading, argv, why):
+    code, out, err = run(capsys, "predict", files["clip"], *argv)
+    assert code == 2 and out == ""
+    line = one_error_line(err)
+    assert "the classifier head is untrained" in line and why in line, line
+    assert "use 'vivit features VIDEO --model " in line, line
+
+
+def test_predict_refuses_zero_head_weights(capsys, files):
+    code, out, err = run(capsys, "predict", files["clip"], "--model", "vivit_ti_st", "--weights", files["zero_head"])
+    assert code == 2 and out == ""
+    line = one_error_line(err)
+    assert "vivit_ti_st: the classifier head is untrained (its weights are all zero" in line
+    assert f"'vivit features VIDEO --model vivit_ti_st --weights {files['zero_head']} --out features/'" in line
+    code, out, err = run(capsys, "predict", files["clip"], "--model", "vivit_ti_st", "--weights", files["no_head"])
+    assert code == 2 and out == ""
+    assert "has no classifier head (num_classes=0" in one_error_line(err)
+    code, out, _ = run(capsys, "predict", files["clip"], "--model", "vivit_ti_st", "--weights", files["no_cfg"], "-q")
+    assert code == 0 and "%" in out  # the same architecture with a trained-looking head answers
+
+
+def test_demo_says_it_learned_from_synthetic_data_beside_answers_on_user_videos(capsys, files):
+    av = pytest.importorskip("av")  # noqa: F841 - a real encoded video
+    video = VIDEOS / "odd175x143.mp4"
+    code, out, _ = run(capsys, "predict", video, files["clip"], "-q", "--top-k", "1")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"{video} (vivit_demo, 1x1 views)" and lines[1] == DEMO_NOTE
+    assert lines[3] == f"{files['clip']} (vivit_demo, 1x1 views)" and lines[4] == DEMO_NOTE
+    assert re.fullmatch(r"\s+[\d.]+%  (right|left|down|up)", lines[2])
+    code, out, _ = run(capsys, "predict", video, "-q", "--json")
+    assert json.loads(out)["note"] == DEMO_NOTE.removeprefix("  note: ")
+    # its own sample clip comes from its synthetic test set: the answer is a real one, no note
+    code, out, _ = run(capsys, "predict", "-q")
+    assert code == 0 and "note" not in out and re.fullmatch(r"\s+[\d.]+%  left", out.splitlines()[1])
+    # a model trained on real data gets no note
+    code, out, _ = run(capsys, "predict", files["clip"], "--model", "vivit_ti_st", "--weights", files["no_cfg"], "-q")
+    assert code == 0 and "note" not in out
+
+
+def test_info_says_what_the_demo_is_and_which_heads_are_untrained(capsys):
+    code, out, _ = run(capsys, "info", "vivit_demo")
+    assert code == 0
+    assert "SpatioTemporalViViT (Model 1" in out
+    assert "dataset        synthetic moving discs (examples/make_demo.py); synthetic data only" in out
+    assert vivit.create_model("vivit_demo").pretrained_cfg["synthetic_data"] is True
+    code, out, _ = run(capsys, "info", "vivit_s_fe_in21k")
+    assert "head untrained (zero): for fine-tuning or features, not for 'vivit predict'" in out
+
+
+def test_explain_title_says_synthetic_and_untrained(capsys, files, tmp_path, monkeypatch, one_thread):
+    pytest.importorskip("matplotlib")
+    titles: list[str] = []
+    real = render.prediction_title
+    monkeypatch.setattr(render, "prediction_title", lambda name, *a: titles.append(name) or real(name, *a))
+    code, out, err = run(capsys, "explain", files["clip"], "--out", tmp_path / "demo.png", "-q")
+    assert code == 0, err
+    assert out.splitlines()[1] == DEMO_NOTE and titles[-1] == "vivit_demo (trained on synthetic data only)"
+    code, out, err = run(capsys, "explain", "--out", tmp_path / "sample.png", "-q")  # the sample: no note
+    assert code == 0 and len(out.splitlines()) == 1 and titles[-1] == "vivit_demo"
+    code, out, err = run(capsys, "explain", files["clip"], "--model", "vivit_ti_st", "--weights", files["zero_head"],
+                         "--out", tmp_path / "zero.png", "-q")  # fmt: skip
+    assert code == 0, err  # the map does not depend on the head: drawn, but no prediction claimed
+    assert out == f"wrote {tmp_path / 'zero.png'} (8 frames): untrained head, no prediction\n"
+    assert titles[-1] == "vivit_ti_st (untrained head: no real prediction)"
+
+
+# ---------------------------------------------------------------- 3. precise errors
+@pytest.mark.parametrize(
+    ("out", "to", "fragment"),
+    [
+        ("conv.pt", "vivit", "--out conv.pt: convert writes a .safetensors file"),
+        ("model.bin", "vivit", "or a new directory name without a suffix"),
+        ("weights.pth", "vivit", "a name ending in .safetensors, an existing directory"),
+        ("existing_file", "vivit", "is an existing file, not a directory"),
+        ("model.safetensors", "transformers", "--to transformers writes a directory"),
+        ("hf.pt", "transformers", "give an existing directory or a new directory name without a suffix"),
+    ],
+)
+def test_convert_refuses_an_out_it_would_misname(capsys, tmp_path, no_loading, monkeypatch, out, to, fragment):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "existing_file").write_bytes(b"x")
+    before = sorted(tmp_path.iterdir())
+    code, stdout, err = run(capsys, "convert", DEMO, "--out", out, "--to", to)
+    assert code == 2 and stdout == ""
+    assert fragment in one_error_line(err)
+    assert sorted(tmp_path.iterdir()) == before  # nothing created (no directory named conv.pt)
+
+
+def test_convert_accepts_safetensors_and_directories(capsys, tmp_path):
+    (tmp_path / "v1.0").mkdir()  # an existing directory may have a dot in its name
+    for out, written in [
+        ("one.safetensors", None),
+        ("new_dir", ["config.json", "model.safetensors"]),
+        ("v1.0", ["config.json", "model.safetensors"]),
+    ]:
+        code, stdout, err = run(capsys, "convert", DEMO, "--out", tmp_path / out, "-q")
+        assert code == 0 and err == "", err
+        assert stdout.startswith(f"wrote {tmp_path / out}: SpatioTemporalViViT, 0.2M parameters\n")
+        if written is None:
+            assert (tmp_path / out).is_file()
+        else:
+            assert sorted(p.name for p in (tmp_path / out).iterdir()) == written
+
+
+def _unusable_device() -> str:
+    """A device name torch accepts but this machine cannot use."""
+    return f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+
+
+@pytest.mark.parametrize("command", ["predict", "features", "explain"])
+def test_unusable_device_is_a_usage_error_naming_the_available_ones(capsys, files, tmp_path, no_loading, command):
+    device = _unusable_device()
+    extra = {"predict": [], "features": ["--out", tmp_path / "features"], "explain": ["--out", tmp_path / "x.png"]}
+    code, out, err = run(capsys, command, files["clip"], "--model", "vivit_demo", "--device", device, *extra[command])
+    assert code == 2 and out == ""
+    line = one_error_line(err)
+    assert line.startswith(f"vivit: error: --device {device}: ") and line.endswith(
+        f"; devices available here: {', '.join(cli._available_devices())}"
+    ), line
+    if not torch.cuda.is_available():
+        assert "was built without CUDA" in line or "sees no CUDA device" in line
+    code, _, err = run(capsys, command, files["clip"], "--model", "vivit_demo", "--device", "gpu0", *extra[command])
+    assert code == 2 and "--device gpu0: not a torch device name" in one_error_line(err)
+
+
+def test_unusable_device_exit_status_of_the_process(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "vivit", "predict", "--device", _unusable_device()],
+        capture_output=True, text=True, env=subprocess_env(tmp_path), timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert one_error_line(done.stderr).startswith(f"vivit: error: --device {_unusable_device()}: ")
+    assert "Traceback" not in done.stderr and "AssertionError" not in done.stderr
+
+
+@pytest.mark.parametrize("installed", [True, False], ids=["installed", "source-checkout"])
+def test_pyav_hint_names_what_pip_can_install(tmp_path, monkeypatch, installed):
+    """`pip install av` always; the extra only where pip knows this vivit (the name is not ours on PyPI)."""
+    monkeypatch.setitem(sys.modules, "av", None)
+    monkeypatch.setattr(vivit._install, "_installed_as_distribution", lambda: installed)
+    (tmp_path / "clip.mp4").write_bytes(b"\x00" * 64)
+    with pytest.raises(VideoDecoderMissingError) as info:
+        read_video(tmp_path / "clip.mp4")
+    extra = ' (or pip install "vivit[video]")' if installed else ""
+    assert str(info.value) == (
+        f"reading video files needs PyAV: pip install av{extra}; uint8 frame arrays saved as .npy/.npz need no decoder"
+    )
+
+
+class _FakeDistribution:
+    def __init__(self, direct_url: dict | None, files_at: Path) -> None:
+        self._direct_url, self._files_at = direct_url, files_at
+
+    def read_text(self, name: str) -> str | None:
+        return json.dumps(self._direct_url) if self._direct_url is not None and name == "direct_url.json" else None
+
+    def locate_file(self, name: str) -> Path:
+        return self._files_at / name
+
+
+@pytest.mark.parametrize(
+    ("dist", "expected"),
+    [
+        (None, False),  # run from a checkout on PYTHONPATH: pip does not know this vivit
+        ({"url": ROOT.as_uri(), "dir_info": {"editable": True}}, True),  # pip install -e .
+        ({"url": "file:///somewhere/else", "dir_info": {"editable": True}}, False),  # another checkout's install
+        ("site", True),  # a regular install: the distribution's files are the package being run
+        ("elsewhere", False),  # a stale install elsewhere while this checkout is imported
+    ],
+    ids=["no-distribution", "editable-here", "editable-elsewhere", "installed-here", "installed-elsewhere"],
+)
+def test_installed_as_distribution(monkeypatch, tmp_path, dist, expected):
+    def distribution(name: str):
+        assert name == "vivit"
+        if dist is None:
+            raise metadata.PackageNotFoundError(name)
+        if dist == "site":
+            return _FakeDistribution(None, ROOT)
+        if dist == "elsewhere":
+            return _FakeDistribution(None, tmp_path)
+        return _FakeDistribution(dist, tmp_path)
+
+    monkeypatch.setattr(vivit._install.metadata, "distribution", distribution)
+    vivit._install._installed_as_distribution.cache_clear()
+    try:
+        assert vivit._install._installed_as_distribution() is expected
+    finally:
+        vivit._install._installed_as_distribution.cache_clear()
+
+
+# ---------------------------------------------------------------- 4. clean logs
+def test_quiet_silences_every_informational_line(capsys, files, tmp_path, one_thread):
+    """A model without a preprocessing config (a note) on a clip shorter than one clip (a warning)."""
+    pytest.importorskip("matplotlib")
+    model = ["--model", "vivit_ti_st", "--weights", files["no_cfg"]]
+    commands = {
+        "predict": ["predict", files["short"], *model],
+        "explain": ["explain", files["short"], *model, "--out", tmp_path / "x.png"],
+        "features": ["features", files["short"], *model, "--out", tmp_path / "features"],
+        "convert": ["convert", files["no_cfg"], "--model", "vivit_ti_st", "--out", tmp_path / "c.safetensors"],
+    }
+    for name, argv in commands.items():
+        code, loud_out, loud_err = run(capsys, *argv)
+        assert code == 0, loud_err
+        if name != "convert":  # convert has nothing to say on stderr, with or without -q
+            assert "vivit: the weights carry no preprocessing config" in loud_err, (name, loud_err)
+        if name == "predict":
+            assert "vivit: warning: " in loud_err and "looped" in loud_err
+        shutil.rmtree(tmp_path / "features", ignore_errors=True)  # features would skip the done video
+        code, out, err = run(capsys, *argv, "-q")
+        assert code == 0 and err == "", (name, err)
+        assert out == loud_out, name  # the results themselves are the same
+
+
+def test_predict_views_progress_is_a_tqdm_bar(capsys):
+    model = vivit.create_model("vivit_demo", pretrained=True)
+    frames = np.zeros((8, 32, 32, 3), np.uint8)
+    vivit.predict_views(model, frames, 2, 3, progress=True)
+    err = capsys.readouterr().err
+    assert "views:   0%|" in err and "| 0/6 [" in err and "view/s]" in err  # tqdm's bar, not a hand-made counter
+    vivit.predict_views(model, frames, 2, 3)
+    assert capsys.readouterr().err == ""
+
+
+def test_predict_log_file_gets_whole_lines_and_a_summary(files, tmp_path):
+    """stderr to a file (not a terminal): no progress bar, no `\\r`; the run ends with what failed."""
+    av = pytest.importorskip("av")  # noqa: F841
+    video = VIDEOS / "odd175x143.mp4"
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as stderr:
+        done = subprocess.run(
+            [sys.executable, "-m", "vivit", "predict", video, files["garbage"], files["clip"], "--top-k", "1"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=subprocess_env(tmp_path), timeout=120, check=False,
+        )  # fmt: skip
+    err = log.read_text()
+    assert done.returncode == 1
+    assert "\r" not in err and "\r" not in done.stdout
+    assert done.stdout.splitlines()[:2] == [f"{video} (vivit_demo, 1x1 views)", DEMO_NOTE]
+    assert done.stdout.count("(vivit_demo, 1x1 views)") == 2
+    lines = err.splitlines()
+    assert lines[0].startswith(f"vivit: error: {files['garbage']}")
+    assert lines[1:] == ["vivit: 2 of 3 videos classified, 1 failed:", f"  {files['garbage']}"]
+
+
+def test_predict_on_a_terminal_shows_progress(files, tmp_path):
+    """stderr on a terminal (a pseudo-terminal here): the video and view bars are drawn."""
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vivit", "predict", files["clip"], files["clip"], "--top-k", "1"],
+            stdout=subprocess.PIPE, stderr=slave, env=subprocess_env(tmp_path),
+        )  # fmt: skip
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        os.close(master)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "videos:" in terminal and "2/2" in terminal and "\r" in terminal, terminal
+    assert "vivit: 2 of 2 videos classified" in terminal
+    assert stdout.decode().count("(vivit_demo, 1x1 views)") == 2  # results stay whole on stdout
+
+
+def test_every_imported_distribution_is_declared():
+    """vivit imports tqdm, huggingface_hub, ... at run time: each must be a dependency or in an extra."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[<>=!~\[; ]", req)[0].lower() for req in project["dependencies"]}
+    extras = {re.split(r"[<>=!~\[; ]", req)[0].lower() for reqs in project["optional-dependencies"].values() for req in reqs}
+    distribution = {"huggingface_hub": "huggingface-hub", "PIL": "matplotlib"}  # Pillow comes with matplotlib
+    imported: dict[str, set[str]] = {}
+    for path in (ROOT / "vivit").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top != "vivit":
+                    imported.setdefault(distribution.get(top, top).lower(), set()).add(path.name)
+    assert "tqdm" in core  # imported by cli.py and predict.py, not only pulled in by huggingface-hub
+    missing = {name: sorted(where) for name, where in imported.items() if name not in core | extras}
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_download_bars_follow_the_terminal_rule(capsys, monkeypatch):
+    """huggingface_hub's bars (Hub and Scenic downloads) are off while a command runs into a pipe, and
+    restored afterwards (in-process callers keep their setting)."""
+    from huggingface_hub import utils as hf_utils
+
+    seen = []
+    monkeypatch.setattr(cli, "_cmd_list", lambda args: seen.append(hf_utils.are_progress_bars_disabled()) or 0)
+    before = hf_utils.are_progress_bars_disabled()
+    assert cli.main(["list"]) == 0  # capsys: stderr is not a terminal
+    assert seen == [True] and hf_utils.are_progress_bars_disabled() == before
+    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: True)
+    assert cli.main(["list"]) == 0 and cli.main(["list", "-q"]) == 0
+    assert seen == [True, before, True]  # a terminal: as the user set it; -q: off

@@ -1,0 +1,374 @@
+"""vivit's cache folder: where it is, one writer at a time, nothing stale, nothing outdated.
+
+Several processes (every rank of a `torchrun` job) may ask for the same weights at once, a
+process may be killed mid-download, a cached file may come from an older vivit, and the disk
+may be full or read-only. The rules, in one place:
+
+* `cache_dir`: ``$VIVIT_CACHE``, else ``$HF_HOME/vivit``, else ``~/.cache/vivit``;
+* `cache_lock`: an inter-process file lock (the `filelock` package) per cached file, so that N
+  processes make one download and one conversion; the others wait, then read the result;
+* `atomic_write`: readers see no file or the complete one; temporary files are named
+  ``.<name>.<pid>.<random>.part`` so that `clean_stale_temp_files` can tell those of dead
+  processes (and, under the lock, any leftover for that file) and remove them;
+* `get_or_build`: a cached file is used only if its metadata matches what the caller expects
+  (source, converter version, format) and it reads back; otherwise it is rebuilt. A failure to
+  *write* the cache is a `CacheWarning`, and the freshly built result is still returned;
+* `cache_write_error`: disk-full and permission errors name the folder and ``VIVIT_CACHE``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+__all__ = [
+    "CacheError",
+    "CacheWarning",
+    "atomic_write",
+    "cache_dir",
+    "cache_lock",
+    "cache_write_error",
+    "clean_stale_temp_files",
+    "get_or_build",
+    "scratch_dir",
+    "stale_reason",
+]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Temporary files untouched for this long are stale whoever wrote them (a live download writes
+# every few seconds; the download deadline defaults to 2 hours).
+STALE_AFTER_S = 24 * 3600.0
+# How long a process waits for another one holding the lock before it says so.
+_WAIT_NOTICE_S = 2.0
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{12}\.part$")
+
+
+class CacheError(OSError):
+    """The cache folder cannot be used (full, read-only, locked for too long); the message says what to do."""
+
+
+class CacheWarning(UserWarning):
+    """A cache write failed; the result was still returned but will be rebuilt next time."""
+
+
+def cache_dir() -> Path:
+    """Return vivit's cache folder for downloaded and converted weights.
+
+    ``$VIVIT_CACHE`` if set, else ``$HF_HOME/vivit`` if ``HF_HOME`` is set, else
+    ``~/.cache/vivit``. The folder is not created.
+    """
+    explicit = os.environ.get("VIVIT_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    hf_home = os.environ.get("HF_HOME")
+    if hf_home:
+        return Path(hf_home).expanduser() / "vivit"
+    return Path("~/.cache/vivit").expanduser()
+
+
+def cache_write_error(err: OSError, folder: Path, what: str) -> CacheError:
+    """Turn an OSError met while writing into the cache into a message that says what to do.
+
+    Args:
+        err: The error (``ENOSPC``/``EDQUOT``: full; ``EACCES``/``EPERM``/``EROFS``: not writable).
+        folder: The folder that could not be written.
+        what: What was being written (``"the download of <url>"``, ``"the converted weights"``).
+    """
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "no space left on the device"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = "permission denied: the folder is read-only"
+    else:
+        reason = err.strerror or str(err)
+    error = CacheError(
+        f"cannot write {what} to {folder} ({reason}); free space there, or set VIVIT_CACHE to a writable "
+        f"folder with room (the cache is now {cache_dir()})"
+    )
+    error.errno = err.errno
+    return error
+
+
+def temp_path(dest: Path) -> Path:
+    """An unused hidden temporary path next to `dest`: ``.<name>.<pid>.<random>.part``.
+
+    Same folder, so that the final rename is atomic; the pid lets `clean_stale_temp_files` tell
+    whether its writer is still alive; the random part keeps concurrent writers apart.
+    """
+    return dest.parent / f".{dest.name}.{os.getpid()}.{secrets.token_hex(6)}.part"
+
+
+def _remove_quietly(path: Path) -> None:
+    """Delete a file if it exists, never masking the error being handled."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temp_files(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove temporary ``.part`` files left behind by interrupted writers.
+
+    A temporary file is stale when its writer (the pid in its name) is no longer running on this
+    machine, or when it has not been modified for `STALE_AFTER_S`. With `name` (call it while
+    holding `cache_lock` for that file), every temporary file for `name` is stale, since no other
+    writer can be active.
+
+    Args:
+        folder: The folder to clean (nothing happens if it does not exist).
+        name: Only temporary files of this destination name, all of them.
+
+    Returns:
+        The files removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = _TEMP.match(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        if name is not None:
+            stale = match["name"] == name
+        else:
+            try:
+                old = now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
+            except OSError:
+                continue
+            stale = old or not _pid_alive(int(match["pid"]))
+        if stale:
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    if removed:
+        logger.info("removed %d stale temporary files from %s", len(removed), folder)
+    return removed
+
+
+@contextmanager
+def atomic_write(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a file atomically: readers see either no file or the complete one.
+
+    Yields a temporary path in the destination's folder; write the file there. When the block
+    exits normally the temporary file is renamed onto ``dest`` (replacing any existing file);
+    when it raises, the temporary file is removed and ``dest`` is left untouched.
+
+    Args:
+        dest: The final path. Its parent folders are created.
+
+    Example:
+        >>> with atomic_write(cache_dir() / "model.safetensors") as tmp:
+        ...     safetensors.torch.save_file(state_dict, tmp)
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(dest)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"atomic_write: nothing was written to {tmp} for {dest}")
+        os.replace(tmp, dest)
+    finally:
+        _remove_quietly(tmp)
+
+
+@contextmanager
+def cache_lock(dest: Path, what: str, timeout_s: float | None = None) -> Iterator[bool]:
+    """Hold an inter-process lock for building `dest` (lock file ``.<name>.lock`` beside it).
+
+    The operating system releases the lock of a killed process, so a lock is never stale. If the
+    folder is not writable the lock cannot be taken: a `CacheWarning` says so and the block runs
+    unlocked (yielding False), since the result cannot be cached there anyway.
+
+    Args:
+        dest: The file to be built.
+        what: What is being built, for messages (``"vivit_b_fe_k400"``).
+        timeout_s: How long to wait for another process (default: ``VIVIT_DOWNLOAD_TIMEOUT`` plus
+            10 minutes for a conversion, see `vivit.weights.hub.DownloadLimits`).
+
+    Yields:
+        Whether the lock is held.
+
+    Raises:
+        CacheError: If another process holds the lock for longer than `timeout_s`.
+    """
+    from filelock import FileLock, Timeout
+
+    if timeout_s is None:
+        from .hub import DownloadLimits
+
+        timeout_s = DownloadLimits.from_env().deadline_s + 600
+    lock_path = dest.parent / f".{dest.name}.lock"
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_path))
+        try:
+            lock.acquire(timeout=min(_WAIT_NOTICE_S, timeout_s))
+        except Timeout:
+            logger.warning("waiting for another process to finish %s (lock %s)", what, lock_path)
+            lock.acquire(timeout=max(timeout_s - _WAIT_NOTICE_S, 0))
+    except Timeout:
+        raise CacheError(
+            f"timed out after {timeout_s:.0f} s waiting for another process to finish {what} (lock {lock_path}); "
+            "if no other vivit process is running, delete that file"
+        ) from None
+    except OSError as err:
+        warnings.warn(f"{cache_write_error(err, dest.parent, 'a lock file')}; continuing without the lock", CacheWarning, stacklevel=3)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def stale_reason(metadata: Mapping[str, str] | None, expected: Mapping[str, str]) -> str | None:
+    """Why a cached file's metadata does not match what the caller would write now (None if it does).
+
+    Args:
+        metadata: The cached file's metadata (None: unreadable).
+        expected: Keys that must be present with exactly these values (e.g. ``source_url``,
+            ``converter_version``, ``format_version``); a value of ``"*"`` only requires presence
+            (e.g. ``config``).
+    """
+    if metadata is None:
+        return "it is unreadable"
+    for key, value in expected.items():
+        if key not in metadata:
+            return f"it has no {key}"
+        if value != "*" and metadata[key] != value:
+            return f"its {key} is {metadata[key][:80]!r}, not {value[:80]!r}"
+    return None
+
+
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A folder for a download that is converted and then deleted.
+
+    ``<cache>/downloads`` when it can be written (same disk as the cache, and cleaned of stale
+    temporary files), else a temporary folder of the system (removed afterwards), with a
+    `CacheWarning`.
+    """
+    folder = cache_dir() / "downloads"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temp_path(folder / "probe")
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        warnings.warn(f"{cache_write_error(err, folder, 'downloads')}; downloading to a temporary folder instead",
+                      CacheWarning, stacklevel=3)  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="vivit-") as tmp:
+            yield Path(tmp)
+        return
+    clean_stale_temp_files(folder)
+    yield folder
+
+
+def get_or_build(
+    dest: Path,
+    expected: Mapping[str, str],
+    read: Callable[[Path], T],
+    build: Callable[[], T],
+    write: Callable[[T, Path], None],
+    what: str,
+) -> T:
+    """Return the cached result at `dest` if it is current, else build it once and cache it.
+
+    1. Without the lock: if `dest` exists, its safetensors metadata matches `expected` (see
+       `stale_reason`) and `read(dest)` succeeds, return that.
+    2. Otherwise take `cache_lock` (other processes wait here), check again (another process may
+       have just built it), remove temporary files of `dest` left by dead processes, `build()`,
+       and `write` the result atomically. If writing fails (disk full, read-only folder), warn
+       with a `CacheWarning` naming the folder and ``VIVIT_CACHE`` and return the result anyway.
+
+    Args:
+        dest: The cached file (a `.safetensors` file whose metadata carries `expected`).
+        expected: Metadata the cached file must have.
+        read: Reads a cached file; raises ValueError if it is unusable (it is then rebuilt).
+        build: Makes the result (downloads, converts); its errors propagate.
+        write: Writes a result to the given (temporary) path, including the `expected` metadata.
+        what: What is cached, for messages.
+
+    Returns:
+        The result, from the cache or freshly built.
+    """
+    from .formats import read_safetensors_header
+
+    def current(announce: bool) -> T | None:
+        if not dest.exists():
+            return None
+        try:
+            metadata: Mapping[str, str] | None = read_safetensors_header(dest).metadata
+        except (ValueError, OSError):
+            metadata = None
+        reason = stale_reason(metadata, expected)
+        if reason is None:
+            try:
+                return read(dest)
+            except ValueError as err:
+                reason = f"it cannot be read ({err})"
+        if announce:
+            logger.warning("rebuilding the cached %s at %s: %s", what, dest, reason)
+        return None
+
+    hit = current(announce=False)
+    if hit is not None:
+        return hit
+    with cache_lock(dest, f"building {what}") as locked:
+        if locked:
+            hit = current(announce=True)
+            if hit is not None:
+                return hit
+            clean_stale_temp_files(dest.parent, name=dest.name)
+        result = build()
+        try:
+            with atomic_write(dest) as tmp:
+                write(result, tmp)
+        except OSError as err:
+            warnings.warn(
+                f"{cache_write_error(err, dest.parent, f'the {what}')}; the result is used now but will be "
+                "rebuilt next time",
+                CacheWarning,
+                stacklevel=2,
+            )
+        return result
+
+
+def free_space(folder: Path) -> int | None:
+    """Free bytes on the disk holding `folder` (its nearest existing parent), or None if unknown."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
