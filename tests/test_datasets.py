@@ -7,6 +7,8 @@ few seconds, its one DataLoader with worker processes included.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -258,3 +260,28 @@ def test_dataset_errors(tmp_path):
     with pytest.raises(ValueError, match="mode must be 'train' or 'eval'"):
         VideoDataset([], "test")
     assert isinstance(vivit.data.VideoDataset([]), torch.utils.data.Dataset)
+
+
+def test_workers_forked_after_the_main_process_decoded_do_not_hang(folder, tmp_path):
+    """Reading an item in the main process (as anyone inspecting a dataset does), then a DataLoader with
+    worker processes: FFmpeg's decoder threads do not survive the fork, and freeing the parent's decoders
+    in a child used to hang it. Run in a subprocess, so that a hang is a timeout, not a stuck test run."""
+    root, _ = folder
+    script = (
+        "import gc, sys, torch\n"
+        "from torch.utils.data import DataLoader\n"
+        "from vivit.data import VideoDataset, collate_videos\n"
+        f"cfg = {CFG!r}\n"
+        "gc.disable()  # the garbage below is still there at the fork, as it often is\n"
+        f"dataset = VideoDataset({str(root)!r}, 'eval', pretrained_cfg=cfg)\n"
+        "dataset[0]; dataset[1]  # decoders opened here, with FFmpeg threads\n"
+        "del dataset  # left to the garbage collector (PyAV objects sit in reference cycles)\n"
+        "gc.enable()  # the children collect it as soon as they allocate\n"
+        f"train = VideoDataset({str(root)!r}, 'train', pretrained_cfg=cfg, seed=0)\n"
+        "for _ in range(2):\n"
+        "    batches = list(DataLoader(train, batch_size=3, num_workers=2, collate_fn=collate_videos))\n"
+        "print(sum(len(b['video']) for b in batches))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "6", done.stderr[-2000:]
