@@ -342,6 +342,9 @@ def test_garbage_and_missing_files(tmp_path: Path) -> None:
         VideoReader(tmp_path / "nope.mp4")
     with pytest.raises(FileNotFoundError, match="is a directory"):
         VideoReader(tmp_path)
+    os.mkfifo(tmp_path / "pipe.mp4")  # opening a FIFO for reading would block until a writer comes
+    with pytest.raises(ValueError, match=r"pipe\.mp4 is not a regular file \(a pipe, socket or device\)"):
+        VideoReader(tmp_path / "pipe.mp4")
 
 
 # ---------------------------------------------------------------- limits
@@ -425,6 +428,10 @@ def test_indexing_errors_and_lifetime() -> None:
         reader.get_frames_at([0.5])
     with pytest.raises(ValueError, match="1-D"):
         reader.get_frames_at([[1, 2]])
+    with pytest.raises(IndexError, match=r"frame index 18446744073709551615 is out of range"):
+        reader.get_frames_at(np.array([2**64 - 1], dtype=np.uint64))  # must not wrap to -1, the last frame
+    with pytest.raises(ValueError, match=r"seconds must be a 1-D sequence of times in seconds, got 'soon'"):
+        reader.get_frames_played_at("soon")
     assert "120 frames of 176x144" in repr(reader)
     reader.close()
     assert len(reader) == 120  # metadata stays
