@@ -433,11 +433,18 @@ def _convert_transformers(
     return Converted(sd, args, validate_pretrained_cfg(cfg, ckpt.origin, args["num_classes"]))
 
 
-def _convert_vit(image: Mapping[str, Any], entry: ModelEntry, overrides: Mapping[str, Any], inflation: Any) -> Converted:
+def _convert_vit(
+    image: Mapping[str, Any], entry: ModelEntry, overrides: Mapping[str, Any], inflation: Any, origin: str
+) -> Converted:
     # inflation builds straight into the user's architecture (size, frames, classes)
     model = _build(entry.model_cls, {**entry.model_args, **overrides})
     settings = inflation_settings(inflation, (entry.pretrained_cfg or {}).get("inflation"))
-    return Converted(inflate_vit(image, model, **settings), model.model_args, {})
+    try:
+        state_dict = inflate_vit(image, model, **settings)
+    except (ValueError, IndexError, KeyError, RuntimeError) as err:  # a file that is no fitting ViT: one short line
+        why = "; ".join(line.strip() for line in str(err).splitlines() if line.strip()).replace(":; ", ": ") or type(err).__name__
+        raise ValueError(f"{origin}: {why[:400]}{'...' if len(why) > 400 else ''}") from None
+    return Converted(state_dict, model.model_args, {})
 
 
 def _described_class(config: Mapping[str, Any]) -> type[ViViT] | None:
@@ -495,16 +502,16 @@ def _convert_checkpoint(ckpt: _Checkpoint, entry: ModelEntry, overrides: Mapping
             f"{_SAFETENSORS_HOWTO}. Scenic (Flax msgpack) checkpoints and Google's .npz ViTs are read as they are"
         )
     if path.suffix == ".npz":  # Google's ViT releases (vision_transformer, big_vision)
-        return _convert_vit(read_npz(path), entry, overrides, inflation)
+        return _convert_vit(read_npz(path), entry, overrides, inflation, str(path))
     if path.suffix != ".safetensors":
         with open_flax_checkpoint(path) as flax:  # ValueError naming the file if it is not msgpack
             if inflation is not None or _inflates(entry):
-                return _convert_vit(flax.read(), entry, overrides, inflation)
+                return _convert_vit(flax.read(), entry, overrides, inflation, str(path))
             return _convert_scenic(flax, entry, str(path), overrides)
     header = read_safetensors_header(path)  # names, shapes, dtypes and offsets checked; no tensor read
     kind = _safetensors_kind(header)
     if kind == "vit":  # a 2D image ViT (timm or transformers layout): goes into the entry's architecture
-        return _convert_vit(load_safetensors(path, header), entry, overrides, inflation)
+        return _convert_vit(load_safetensors(path, header), entry, overrides, inflation, str(path))
     if kind == "transformers":
         return _convert_transformers(load_safetensors(path, header), ckpt, entry, overrides)
     config = _metadata_config(header.metadata, str(path)) or ckpt.config or {}
@@ -606,7 +613,7 @@ def _source(entry: ModelEntry, src: Mapping[str, Any], overrides: Mapping[str, A
         _safetensors_kind(header)  # the depth rule, before anything is read
         return Converted(*_convert_transformers(load_safetensors(path, header), _Checkpoint(path, str(path)), entry, overrides)[:2], {})
     if fmt == "vit":
-        return _convert_vit(load_safetensors(path, header), entry, overrides, inflation)
+        return _convert_vit(load_safetensors(path, header), entry, overrides, inflation, str(path))
     return _convert_ours(header, _metadata_config(header.metadata, str(path)) or {}, entry, str(path))
 
 
