@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -155,16 +156,24 @@ def save_pretrained(model: ViViT, directory: str | os.PathLike) -> Path:
     return directory
 
 
+def _cell(text: Any, limit: int = 300) -> str:
+    """Text for one Markdown table cell: one line, control characters escaped, '|' escaped."""
+    shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text)).replace("|", "\\|")
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
 def _model_card(model: ViViT, repo_id: str) -> str:
     """README.md for the Hub: what the model is, what it takes, where it came from, how to load it."""
     cfg = model.pretrained_cfg or {}
     arch = _architecture(model) or type(model).__name__
     a = model.model_args
     license_ = str(cfg.get("license") or "unknown")
+    # the front matter takes a licence identifier (apache-2.0, mit, ...); anything else is 'other'
+    license_id = license_.lower() if re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", license_.lower()) else "other"
     params = sum(p.numel() for p in model.parameters())
     t, ph, pw = model.patch_embed.kernel_size
     labels = list(cfg.get("label_names") or [])
-    shown = ", ".join(map(str, labels[:10])) + (", ..." if len(labels) > 10 else "")
+    shown = _cell(", ".join(map(str, labels[:10])) + (", ..." if len(labels) > 10 else ""), limit=1000)
     sources = "; ".join(str(s.get("url") or s.get("hf_hub") or s.get("file")) for s in cfg.get("sources", ()))
     source = cfg.get("source") or sources or "trained or converted with vivit"
     pre = (
@@ -176,7 +185,7 @@ def _model_card(model: ViViT, repo_id: str) -> str:
     lines = [
         "---",
         "library_name: vivit",
-        f"license: {license_.lower()}",
+        f"license: {license_id}",
         "tags:",
         "- video-classification",
         "- vivit",
@@ -198,11 +207,11 @@ def _model_card(model: ViViT, repo_id: str) -> str:
             f"| input | float `(B, {model.in_chans}, {model.num_frames}, {model.img_size[0]}, {model.img_size[1]})` "
             f"(B, C, T, H, W); tubelet {t}x{ph}x{pw} |"
         ),
-        f"| preprocessing | {pre} |",
+        f"| preprocessing | {_cell(pre)} |",
         f"| outputs | {model.num_classes} logits" + (f": {shown}" if labels else "") + " |",
-        f"| dataset | {cfg.get('dataset', 'not recorded')} |",
-        f"| source | {source} |",
-        f"| licence | {license_} |",
+        f"| dataset | {_cell(cfg.get('dataset', 'not recorded'))} |",
+        f"| source | {_cell(source)} |",
+        f"| licence | {_cell(license_)} |",
         "",
         "## Usage",
         "",
