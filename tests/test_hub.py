@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
@@ -159,6 +160,49 @@ def test_hf_download_network_error_message(hub_server: HubServer, monkeypatch: p
     with pytest.raises(WeightsDownloadError, match="could not be reached") as info:
         hf_download(REPO, "model.safetensors")
     assert "offline mode" not in str(info.value)
+
+
+@pytest.mark.parametrize("fault, times", [("503", 1), ("500", 2), ("truncate", 1)])
+def test_hf_download_retries_transient_errors(hub_server: HubServer, fault: str, times: int) -> None:
+    """A Hub file behind a flaky CDN: HTTP 5xx and dropped connections are retried, as plain downloads
+    are (before: one 503 failed the call at once)."""
+    hub_server.add_repo_file(REPO, "model.safetensors", PAYLOAD, lfs=True, fault=fault, fail_times=times)
+    assert hf_download(REPO, "model.safetensors").read_bytes() == PAYLOAD
+    assert hub_server.count(f"/{REPO}/resolve/main/model.safetensors") == times + 1
+
+
+def test_hf_download_gives_up_after_the_retries(hub_server: HubServer) -> None:
+    hub_server.add_repo_file(REPO, "model.safetensors", PAYLOAD, lfs=True, fault="503")
+    with pytest.raises(WeightsDownloadError, match=r"after 4 attempts.*503"):
+        hf_download(REPO, "model.safetensors")
+    assert hub_server.count(f"/{REPO}/resolve/main/model.safetensors") == 4
+
+
+def test_hf_download_does_not_retry_a_missing_file(hub_server: HubServer) -> None:
+    hub_server.add_repo_file(REPO, "model.safetensors", PAYLOAD, lfs=True, fault="404")
+    with pytest.raises(WeightsDownloadError):
+        hf_download(REPO, "model.safetensors")
+    assert hub_server.count(f"/{REPO}/resolve/main/model.safetensors") == 1
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES, errno.ENOTDIR])
+def test_hf_download_disk_errors_name_the_hugging_face_cache(
+    hub_server: HubServer, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """A full, read-only or misplaced Hugging Face cache is a disk problem, not a network one (before:
+    "Check your network connection")."""
+    import huggingface_hub
+
+    folder = Path(os.environ["HF_HOME"]) / "hub"
+
+    def disk_error(*args: object, **kwargs: object) -> str:
+        raise OSError(code, os.strerror(code), str(folder / "models--google--vivit-test"))
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", disk_error)
+    with pytest.raises(WeightsDownloadError) as info:
+        hf_download(REPO, "model.safetensors")
+    text = str(info.value)
+    assert "network" not in text and "HF_HOME" in text and str(folder) in text, text
 
 
 # --- Plain URL downloads (Scenic bucket). ---
