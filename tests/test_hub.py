@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import socket
 from pathlib import Path
@@ -591,3 +592,27 @@ def test_scenic_only_entry_without_network(no_network: int, capsys: pytest.Captu
     assert "\n" not in line and "{scenic}" not in line and "HF_HUB_OFFLINE" not in line
     assert f"Cannot download http://127.0.0.1:{no_network}/scenic/kinetics_400/vivit_base_16x2_fe/checkpoint: " in line
     assert "VIVIT_CACHE" in line and "VIVIT_SCENIC_BASE_URL" in line
+
+
+def test_short_raw_writes_are_completed_or_refused() -> None:
+    """An unbuffered write may write less than asked (a file-size limit or a disk filling up mid-chunk)
+    and say so only in its return value: before, the rest of the chunk was lost and the download 'passed'."""
+    from vivit.weights.hub import _write_all
+
+    class Dribble(io.RawIOBase):
+        def __init__(self, room: int) -> None:
+            self.data, self.room = bytearray(), room
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b) -> int:  # type: ignore[override]
+            n = min(len(b), 7, self.room - len(self.data))
+            self.data += bytes(b[:n])
+            return n
+
+    sink = Dribble(room=10**6)
+    _write_all(sink, PAYLOAD)  # type: ignore[arg-type]
+    assert bytes(sink.data) == PAYLOAD
+    with pytest.raises(OSError, match="No space left on device"):
+        _write_all(Dribble(room=100), PAYLOAD)  # type: ignore[arg-type]

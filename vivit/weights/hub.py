@@ -553,7 +553,7 @@ class _Transfer:
                 if not chunk:
                     break
                 try:
-                    self.out.write(chunk)
+                    _write_all(self.out, chunk)
                 except OSError as err:
                     raise cache_write_error(err, self.folder, f"the download of {self.url}") from None
                 state.received += len(chunk)
@@ -655,6 +655,17 @@ def download_url(
     finally:
         _remove_quietly(tmp)
     return transfer.state.sha256.hexdigest()
+
+
+def _write_all(out: BinaryIO, data: bytes) -> None:
+    """Write all of `data` to an unbuffered file. A raw write may write less than asked and say so only in
+    its return value: a file-size limit or a disk filling up mid-chunk truncated downloads silently."""
+    view = memoryview(data)
+    while view:
+        written = out.write(view)
+        if not written:  # 0, or None from a non-blocking file: nothing more will go
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
 
 
 def _check_download(transfer: _Transfer, tmp: Path, expected_sha256: str | None, validate: Callable[[Path], None] | None) -> None:
