@@ -139,6 +139,7 @@ class HubServer:
         revision: str = "main",
         lfs: bool = False,
         fault: str | None = None,
+        fail_times: int | None = None,
     ) -> str:
         """Publish a file in a Hub repository.
 
@@ -149,13 +150,14 @@ class HubServer:
             revision: The branch, tag or ref (e.g. ``"refs/pr/3"``).
             lfs: Serve it as an LFS file (``X-Linked-Etag`` = sha256).
             fault: One of :data:`FAULTS`, applied to GET requests.
+            fail_times: Apply the fault to the first this-many GETs only (None: to all).
 
         Returns:
             The commit hash the server reports for this revision.
         """
         _check_fault(fault)
         with self._lock:
-            self._repo_files[(repo_id, revision, filename)] = _Entry(data, fault, lfs)
+            self._repo_files[(repo_id, revision, filename)] = _Entry(data, fault, lfs, fail_times)
         return _commit_for(repo_id, revision)
 
     def add_file(self, path: str, data: bytes, *, fault: str | None = None, fail_times: int | None = None) -> str:

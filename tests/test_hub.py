@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import os
 import socket
 from pathlib import Path
@@ -159,6 +161,49 @@ def test_hf_download_network_error_message(hub_server: HubServer, monkeypatch: p
     with pytest.raises(WeightsDownloadError, match="could not be reached") as info:
         hf_download(REPO, "model.safetensors")
     assert "offline mode" not in str(info.value)
+
+
+@pytest.mark.parametrize("fault, times", [("503", 1), ("500", 2), ("truncate", 1)])
+def test_hf_download_retries_transient_errors(hub_server: HubServer, fault: str, times: int) -> None:
+    """A Hub file behind a flaky CDN: HTTP 5xx and dropped connections are retried, as plain downloads
+    are (before: one 503 failed the call at once)."""
+    hub_server.add_repo_file(REPO, "model.safetensors", PAYLOAD, lfs=True, fault=fault, fail_times=times)
+    assert hf_download(REPO, "model.safetensors").read_bytes() == PAYLOAD
+    assert hub_server.count(f"/{REPO}/resolve/main/model.safetensors") == times + 1
+
+
+def test_hf_download_gives_up_after_the_retries(hub_server: HubServer) -> None:
+    hub_server.add_repo_file(REPO, "model.safetensors", PAYLOAD, lfs=True, fault="503")
+    with pytest.raises(WeightsDownloadError, match=r"after 4 attempts.*503"):
+        hf_download(REPO, "model.safetensors")
+    assert hub_server.count(f"/{REPO}/resolve/main/model.safetensors") == 4
+
+
+def test_hf_download_does_not_retry_a_missing_file(hub_server: HubServer) -> None:
+    hub_server.add_repo_file(REPO, "model.safetensors", PAYLOAD, lfs=True, fault="404")
+    with pytest.raises(WeightsDownloadError):
+        hf_download(REPO, "model.safetensors")
+    assert hub_server.count(f"/{REPO}/resolve/main/model.safetensors") == 1
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES, errno.ENOTDIR])
+def test_hf_download_disk_errors_name_the_hugging_face_cache(
+    hub_server: HubServer, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """A full, read-only or misplaced Hugging Face cache is a disk problem, not a network one (before:
+    "Check your network connection")."""
+    import huggingface_hub
+
+    folder = Path(os.environ["HF_HOME"]) / "hub"
+
+    def disk_error(*args: object, **kwargs: object) -> str:
+        raise OSError(code, os.strerror(code), str(folder / "models--google--vivit-test"))
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", disk_error)
+    with pytest.raises(WeightsDownloadError) as info:
+        hf_download(REPO, "model.safetensors")
+    text = str(info.value)
+    assert "network" not in text and "HF_HOME" in text and str(folder) in text, text
 
 
 # --- Plain URL downloads (Scenic bucket). ---
@@ -547,3 +592,27 @@ def test_scenic_only_entry_without_network(no_network: int, capsys: pytest.Captu
     assert "\n" not in line and "{scenic}" not in line and "HF_HUB_OFFLINE" not in line
     assert f"Cannot download http://127.0.0.1:{no_network}/scenic/kinetics_400/vivit_base_16x2_fe/checkpoint: " in line
     assert "VIVIT_CACHE" in line and "VIVIT_SCENIC_BASE_URL" in line
+
+
+def test_short_raw_writes_are_completed_or_refused() -> None:
+    """An unbuffered write may write less than asked (a file-size limit or a disk filling up mid-chunk)
+    and say so only in its return value: before, the rest of the chunk was lost and the download 'passed'."""
+    from vivit.weights.hub import _write_all
+
+    class Dribble(io.RawIOBase):
+        def __init__(self, room: int) -> None:
+            self.data, self.room = bytearray(), room
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b) -> int:  # type: ignore[override]
+            n = min(len(b), 7, self.room - len(self.data))
+            self.data += bytes(b[:n])
+            return n
+
+    sink = Dribble(room=10**6)
+    _write_all(sink, PAYLOAD)  # type: ignore[arg-type]
+    assert bytes(sink.data) == PAYLOAD
+    with pytest.raises(OSError, match="No space left on device"):
+        _write_all(Dribble(room=100), PAYLOAD)  # type: ignore[arg-type]

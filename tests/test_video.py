@@ -12,6 +12,7 @@ reader's own code.
 from __future__ import annotations
 
 import concurrent.futures
+import fractions
 import importlib.util
 import os
 import pickle
@@ -341,6 +342,9 @@ def test_garbage_and_missing_files(tmp_path: Path) -> None:
         VideoReader(tmp_path / "nope.mp4")
     with pytest.raises(FileNotFoundError, match="is a directory"):
         VideoReader(tmp_path)
+    os.mkfifo(tmp_path / "pipe.mp4")  # opening a FIFO for reading would block until a writer comes
+    with pytest.raises(ValueError, match=r"pipe\.mp4 is not a regular file \(a pipe, socket or device\)"):
+        VideoReader(tmp_path / "pipe.mp4")
 
 
 # ---------------------------------------------------------------- limits
@@ -351,6 +355,45 @@ def test_frame_pixel_budget(tmp_path: Path) -> None:
         VideoReader(path, max_frame_pixels=3000)
     assert len(VideoReader(path, max_frame_pixels=64 * 48)) == 3
     assert vivit.data.DEFAULT_MAX_FRAME_PIXELS == 8192 * 8192
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares `width x height` 16-bit RGBA (8 bytes a pixel) but holds one row."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+    row = zlib.compress(b"\x00" + bytes(width * 8), 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", row) + chunk(b"IEND", b"")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM needs Linux /proc")
+def test_a_tiny_file_declaring_huge_frames_is_refused_before_ffmpeg_allocates_them(tmp_path: Path) -> None:
+    """A 1 kB .mov holding one PNG frame that declares 16000 x 16000 16-bit RGBA: FFmpeg decoded it
+    while opening the file (to probe the stream), allocating 2 GB before the reader's limit ran."""
+    path = tmp_path / "bomb.mov"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("png", rate=25)
+        stream.width = stream.height = 16000
+        stream.pix_fmt = "rgba64be"
+        packet = av.Packet(_png_declaring(16000, 16000))
+        packet.stream, packet.time_base = stream, fractions.Fraction(1, 25)
+        packet.pts = packet.dts = 0
+        container.mux(packet)
+    assert path.stat().st_size < 5_000
+    code = textwrap.dedent(f"""
+        import vivit
+        try:
+            vivit.VideoReader({str(path)!r})
+        except ValueError as err:
+            print(err)
+    """)
+    peak_mb, output = _peak_rss_mb(code)
+    assert "bomb.mov" in output and "max_frame_pixels=67108864" in output, output
+    assert peak_mb < 1000, f"peak RSS {peak_mb:.0f} MB"  # probing the frame: about 2250 MB
 
 
 def test_extreme_aspect_ratio(tmp_path: Path) -> None:
@@ -385,6 +428,10 @@ def test_indexing_errors_and_lifetime() -> None:
         reader.get_frames_at([0.5])
     with pytest.raises(ValueError, match="1-D"):
         reader.get_frames_at([[1, 2]])
+    with pytest.raises(IndexError, match=r"frame index 18446744073709551615 is out of range"):
+        reader.get_frames_at(np.array([2**64 - 1], dtype=np.uint64))  # must not wrap to -1, the last frame
+    with pytest.raises(ValueError, match=r"seconds must be a 1-D sequence of times in seconds, got 'soon'"):
+        reader.get_frames_played_at("soon")
     assert "120 frames of 176x144" in repr(reader)
     reader.close()
     assert len(reader) == 120  # metadata stays

@@ -26,6 +26,8 @@ _NO_PTS = np.iinfo(np.int64).min  # stands for a missing timestamp in the int64 
 _RUN_SLACK_PACKETS = 64
 # Decoding on through this many packets is cheaper than a seek, which restarts the decoder.
 _SEEK_GAP_PACKETS = 4
+# Largest value of FFmpeg's `max_pixels` codec option (an int option bounded by INT_MAX).
+_FFMPEG_MAX_PIXELS = 2**31 - 1
 
 
 # FFmpeg's decoder threads do not survive a fork (DataLoader workers are forked): in a child, freeing
@@ -74,6 +76,8 @@ class _PyAVSource:
         self._closed = False
         self._frame_threads = True
         self._lost = 0  # frames in the index that turned out not to decode (damaged files)
+        self._max_pixels = min(limits.max_frame_pixels, _FFMPEG_MAX_PIXELS)
+        self._size_unknown = False  # the stream did not declare its frame size (see `_first_frame`)
         self._open()
         try:
             self._build_index(limits)
@@ -84,8 +88,13 @@ class _PyAVSource:
     # ------------------------------------------------------------ container
     def _open(self) -> None:
         av = self._av
+        # FFmpeg decodes a frame while opening (to probe the stream) and allocates it at the size
+        # the bitstream declares: a 1 kB .mov holding a PNG frame that declares 16000 x 16000 16-bit
+        # RGBA made it allocate 2 GB before any check of ours could run. FFmpeg's `max_pixels` refuses
+        # such frames before allocating them, while probing and while decoding.
+        max_pixels = {"max_pixels": str(self._max_pixels)}
         try:
-            container = av.open(str(self.path))
+            container = av.open(str(self.path), options=max_pixels)
         except (av.error.FFmpegError, OSError, ValueError, EOFError) as err:
             raise ValueError(f"cannot decode {self.path}: {_reason(err)}") from None
         global _opened_since_fork
@@ -109,6 +118,7 @@ class _PyAVSource:
         # only, which yield what FFmpeg's CLI and a plain sequential decode yield.
         stream.thread_type = "AUTO" if self._frame_threads else "SLICE"
         stream.codec_context.thread_count = self._num_threads
+        stream.codec_context.options = {**stream.codec_context.options, **max_pixels}
         self._container, self._stream = container, stream
         _OPEN_SOURCES.add(self)
 
@@ -143,6 +153,8 @@ class _PyAVSource:
         if width and height:  # before reading a single packet: a hostile header is refused at once
             limits.check_frame(path, height, width)
             limits_checked = True
+        else:  # (also what FFmpeg reports when probing refused a frame above `max_pixels`)
+            self._size_unknown = True
 
         pts, dts, key, discard, corrupt, duration = [], [], [], [], [], []
         demux_failed = False
@@ -469,8 +481,19 @@ class _PyAVSource:
                 if frame.pts == first_pts:
                     return frame.rotation, frame.height, frame.width
                 if frame.pts is not None and frame.pts > first_pts:  # it was skipped: it will not come
-                    raise ValueError(f"cannot decode {self.path}: its first frame could not be decoded")
-        raise ValueError(f"cannot decode {self.path}: its first frame could not be decoded")
+                    raise ValueError(self._undecodable("its first frame could not be decoded"))
+        raise ValueError(self._undecodable("its first frame could not be decoded"))
+
+    def _undecodable(self, what: str) -> str:
+        """The message for a file whose frames do not decode, naming the pixel limit where it may be why."""
+        message = f"cannot decode {self.path}: {what}"
+        if self._size_unknown:  # FFmpeg refuses frames above max_pixels without saying so to us
+            message += (
+                f" (damaged, or its frames exceed the limit of {self._max_pixels / 1e6:.1f} MP per frame: "
+                f"max_frame_pixels={self._max_pixels}; pass a larger max_frame_pixels to vivit.VideoReader "
+                "to read it anyway)"
+            )
+        return message
 
     def _verify_from(self, suspect: int) -> None:
         """Decode from before a suspicious packet to the end; drop the frames that never come out.
@@ -490,7 +513,7 @@ class _PyAVSource:
         self._lost = int((~keep).sum())
         self._frame_pos, self._frame_pts = self._frame_pos[keep], self._frame_pts[keep]
         if not len(self._frame_pts):
-            raise ValueError(f"cannot decode {self.path}: no frame could be decoded")
+            raise ValueError(self._undecodable("no frame could be decoded"))
 
     # ------------------------------------------------------------ files without timestamps
     def _count_frames_sequentially(self) -> None:
@@ -500,7 +523,7 @@ class _PyAVSource:
                 first = (frame.rotation, frame.height, frame.width)
             count += 1
         if first is None:
-            raise ValueError(f"cannot decode {self.path}: no frame could be decoded")
+            raise ValueError(self._undecodable("no frame could be decoded"))
         self._num_frames, self._first_sequential = count, first
 
     def _sequential_frames(self) -> Iterator[Any]:

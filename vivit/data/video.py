@@ -122,8 +122,9 @@ class VideoReader:
     Raises:
         FileNotFoundError: If `path` does not exist or is a directory.
         VideoDecoderMissingError: If the file needs PyAV and it is not installed.
-        ValueError: If the file is empty, cannot be decoded, has no video stream or no frames,
-            or exceeds a limit above; the message names the file (and the limit).
+        ValueError: If the file is not a regular file (a pipe, socket or device), is empty, cannot
+            be decoded, has no video stream or no frames, or exceeds a limit above; the message
+            names the file (and the limit).
 
     Warns:
         VideoWarning: If the file decodes fewer frames than its container declares (truncated or
@@ -152,8 +153,14 @@ class VideoReader:
         self._lock = threading.Lock()
         path = self._path
         if not path.is_file():
-            what = "is a directory, not a video file" if path.is_dir() else "does not exist"
-            raise FileNotFoundError(f"{path} {what}")
+            if path.is_dir():
+                raise FileNotFoundError(f"{path} is a directory, not a video file")
+            if path.exists():  # a FIFO, socket or device: no size, no seeking, maybe no end
+                raise ValueError(
+                    f"{path} is not a regular file (a pipe, socket or device): the reader seeks in the file; "
+                    "save the video to a file first"
+                )
+            raise FileNotFoundError(f"{path} does not exist")
         if path.stat().st_size == 0:
             raise ValueError(f"{path} is empty (0 bytes)")
         if path.suffix.lower() in ARRAY_SUFFIXES:
@@ -285,7 +292,10 @@ class VideoReader:
             ValueError: If `seconds` is not a 1-D sequence of numbers, or the frame rate of a
                 frame array is unknown (pass `fps=`).
         """
-        times = np.asarray(_to_numpy(seconds), dtype=np.float64)
+        try:
+            times = np.asarray(_to_numpy(seconds), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"seconds must be a 1-D sequence of times in seconds, got {seconds!r:.80}") from None
         if times.ndim != 1:
             raise ValueError(f"seconds must be a 1-D sequence of times, got shape {times.shape}")
         duration = self.duration_seconds
@@ -297,7 +307,7 @@ class VideoReader:
         bad = ~((times >= 0) & (times < duration))
         if bad.any():
             raise IndexError(
-                f"{self._path}: time {times[bad][0]!r} s is outside the video, [0, {duration:.6g}) s"
+                f"{self._path}: time {float(times[bad][0])!r} s is outside the video, [0, {duration:.6g}) s"
             )
         indices = np.searchsorted(self._source.timestamps, times, side="right") - 1
         return self.get_frames_at(np.maximum(indices, 0))
@@ -316,11 +326,12 @@ class VideoReader:
             raise ValueError(f"indices must be a 1-D sequence of frame indices, got shape {values.shape}")
         if values.size and (values.dtype == np.bool_ or not np.issubdtype(values.dtype, np.integer)):
             raise ValueError(f"indices must be integers, got dtype {values.dtype}")
-        values = values.astype(np.int64)
         n = self.num_frames
-        bad = (values < -n) | (values >= n)
+        # Unsigned values are compared before the cast: 2**64 - 1 would wrap to -1, the last frame.
+        bad = values >= n if values.dtype.kind == "u" else (values < -n) | (values >= n)
         if bad.any():
             raise IndexError(f"{self._path}: frame index {int(values[bad][0])} is out of range for {n} frames")
+        values = values.astype(np.int64)
         return np.where(values < 0, values + n, values)
 
     # ------------------------------------------------------------ lifetime

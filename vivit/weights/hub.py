@@ -553,7 +553,7 @@ class _Transfer:
                 if not chunk:
                     break
                 try:
-                    self.out.write(chunk)
+                    _write_all(self.out, chunk)
                 except OSError as err:
                     raise cache_write_error(err, self.folder, f"the download of {self.url}") from None
                 state.received += len(chunk)
@@ -655,6 +655,17 @@ def download_url(
     finally:
         _remove_quietly(tmp)
     return transfer.state.sha256.hexdigest()
+
+
+def _write_all(out: BinaryIO, data: bytes) -> None:
+    """Write all of `data` to an unbuffered file. A raw write may write less than asked and say so only in
+    its return value: a file-size limit or a disk filling up mid-chunk truncated downloads silently."""
+    view = memoryview(data)
+    while view:
+        written = out.write(view)
+        if not written:  # 0, or None from a non-blocking file: nothing more will go
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
 
 
 def _check_download(transfer: _Transfer, tmp: Path, expected_sha256: str | None, validate: Callable[[Path], None] | None) -> None:
@@ -759,8 +770,29 @@ def _hf_advice(err: Exception) -> str:
     return "Check your network connection (and HF_ENDPOINT), or pass the path of a local checkpoint."
 
 
+# Errors of huggingface_hub's HTTP client (httpx and its forks) that a later attempt may not meet.
+_TRANSIENT_CLIENT_ERRORS = frozenset({"TransportError", "NetworkError", "ProtocolError", "TimeoutException"})
+# Local disk problems: the Hugging Face cache is full, read-only, not a folder or not ours.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR})
+
+
+def _hf_transient(err: BaseException) -> bool:
+    """Whether a failed ``hf_hub_download`` is worth another attempt: the Hub answered 408, 429 or 5xx,
+    or the connection dropped or stalled (not: a missing repo/file, offline mode, a full disk)."""
+    from huggingface_hub.utils import HfHubHTTPError
+
+    if isinstance(err, HfHubHTTPError):
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        return isinstance(status, int) and (status in (408, 429) or status >= 500)
+    if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+        return False
+    return bool({cls.__name__ for cls in type(err).__mro__} & _TRANSIENT_CLIENT_ERRORS) or isinstance(
+        err, (ConnectionError, TimeoutError)
+    )
+
+
 def _convert_hf_error(
-    err: Exception, repo_id: str, filename: str, revision: str | None
+    err: Exception, repo_id: str, filename: str, revision: str | None, attempts: int = 1
 ) -> WeightsDownloadError:
     """Translate a huggingface_hub exception into a :class:`WeightsDownloadError`.
 
@@ -769,15 +801,24 @@ def _convert_hf_error(
         repo_id: The repository.
         filename: The file in the repository.
         revision: The requested revision.
+        attempts: How many times the download was tried.
     """
     from huggingface_hub import constants
     from huggingface_hub.utils import LocalEntryNotFoundError
 
     what = _describe_hf(repo_id, filename, revision)
+    cache = _hf_cache_dir() or constants.HF_HUB_CACHE
     if isinstance(err, LocalEntryNotFoundError) and _hf_offline():
-        return _offline_error(what, f"Hugging Face cache {_hf_cache_dir() or constants.HF_HUB_CACHE}")
+        return _offline_error(what, f"Hugging Face cache {cache}")
+    if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+        return WeightsDownloadError(
+            f"Could not write {what} into the Hugging Face cache {cache} ({os.strerror(err.errno or 0)}: "
+            f"{err.filename or cache}). Free space there, or set HF_HOME (or HF_HUB_CACHE) to a writable folder "
+            "with room, or pass the path of a local checkpoint."
+        )
+    tried = f" (after {attempts} attempts)" if attempts > 1 else ""
     return WeightsDownloadError(
-        f"Could not download {what}: {type(err).__name__}: {_summary(err)}. {_hf_advice(err)}"
+        f"Could not download {what}{tried}: {type(err).__name__}: {_summary(err)}. {_hf_advice(err)}"
     )
 
 
@@ -872,9 +913,17 @@ def hf_download(
                     "cache. Check your network connection and proxy (HF_ENDPOINT for a mirror); without network, "
                     "set HF_HUB_OFFLINE=1 and pass the path of a local checkpoint."
                 )
-        path = Path(
-            hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache, endpoint=endpoint, local_files_only=offline)
-        )
+        limits = DownloadLimits.from_env()
+        for attempt in range(limits.retries + 1):
+            try:
+                path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache, endpoint=endpoint,
+                                            local_files_only=offline))  # fmt: skip
+                break
+            except Exception as err:  # huggingface_hub and its HTTP client raise many unrelated types
+                if attempt == limits.retries or not _hf_transient(err):
+                    raise _convert_hf_error(err, repo_id, filename, revision, attempts=attempt + 1) from err
+                # a 5xx/429 answer or a dropped connection: wait and try again (the client resumes)
+                time.sleep(min(limits.backoff_s * 2**attempt, 60.0))
     except WeightsDownloadError:
         raise
     except Exception as err:  # huggingface_hub and its HTTP client raise many unrelated types

@@ -62,6 +62,7 @@ from ..models.vivit import FactorizedEncoderViViT, FactorizedSelfAttentionViViT,
 from .flax_msgpack import flatten_params
 from .hf_transformers import _rename as _rename_hf
 from .scenic import _TRANSFORMS as _FLAX_TRANSFORMS
+from .validate import ARCH_LIMITS, short_list
 
 __all__ = ["inflate_vit", "inflation_settings"]
 
@@ -133,6 +134,10 @@ def _fuse_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             parts = [state[k] for w in ("query", "key", "value") if (k := f"{m[1]}.{w}.{m[2]}") in state]
             if len(parts) != 3:
                 raise ValueError(f"image ViT has {m[1]}.query.{m[2]} but not both key and value")
+            want = 2 if m[2] == "weight" else 1
+            if any(part.ndim != want or part.shape[1:] != parts[0].shape[1:] for part in parts):
+                shapes = ", ".join(str(tuple(part.shape)) for part in parts)
+                raise ValueError(f"image ViT {m[1]} query/key/value {m[2]}s have shapes {shapes}; expected {want}-D and alike")
             out[f"{m[1]}.qkv.{m[2]}"] = torch.cat(parts)
     return out
 
@@ -159,6 +164,12 @@ def _unscan(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for name, array in flat.items():
         m = re.fullmatch(r"Transformer/encoderblock/(.+)", name)
         if m:
+            depth = array.shape[0] if array.ndim else 0
+            if not ARCH_LIMITS["depth"][0] <= depth <= ARCH_LIMITS["depth"][1]:
+                raise ValueError(
+                    f"scanned Flax ViT parameter {name} has shape {array.shape}: its first axis (the layers) must "
+                    f"be in {ARCH_LIMITS['depth'][0]}..{ARCH_LIMITS['depth'][1]}"
+                )
             for i, layer in enumerate(array):
                 out[f"Transformer/encoderblock_{i}/{m[1]}"] = layer
         else:
@@ -180,7 +191,7 @@ def _flax_block_modules(flat: Mapping[str, np.ndarray], block: str) -> dict[str,
     mlps = [s for s in subs if s.startswith("MlpBlock")]
     if len(norms) != 2 or len(attns) != 1 or len(mlps) != 1 or len(subs) != 4:
         raise ValueError(
-            f"{block} is not a standard ViT block (2 LayerNorms, 1 attention, 1 MlpBlock); it holds {', '.join(subs)}"
+            f"{block} is not a standard ViT block (2 LayerNorms, 1 attention, 1 MlpBlock); it holds {short_list(subs)}"
         )
     return {
         "norm1": (f"{block}/{norms[0]}", "ln"),
@@ -191,8 +202,32 @@ def _flax_block_modules(flat: Mapping[str, np.ndarray], block: str) -> dict[str,
     }
 
 
+# Number of axes of each Flax ViT leaf (by the last two name parts), checked before any transform so
+# that a file with wrong shapes gets a ValueError naming the parameter instead of a numpy IndexError.
+_FLAX_NDIM = {"embedding/kernel": 4, "embedding/bias": 1, "query/kernel": 3, "key/kernel": 3, "value/kernel": 3,
+              "query/bias": 2, "key/bias": 2, "value/bias": 2, "out/kernel": 3, "out/bias": 1, "cls": 3,
+              "pos_embedding": 3}  # fmt: skip
+
+
+def _flax_ndim(name: str) -> int | None:
+    parts = name.split("/")
+    for key in ("/".join(parts[-2:]), parts[-1]):
+        if key in _FLAX_NDIM:
+            return _FLAX_NDIM[key]
+    if parts[-1] == "kernel" and len(parts) > 1 and parts[-2].startswith("Dense"):
+        return 2
+    if parts[-1] in ("scale", "bias"):
+        return 1
+    return None
+
+
 def _from_flax(params: Mapping[str, Any]) -> _ImageViT:
-    flat = _unscan({k: np.asarray(v, dtype=np.float32) for k, v in flatten_params(_to_numpy_tree(params)).items()})
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused by _canonical_vit
+        flat = _unscan({k: np.asarray(v, dtype=np.float32) for k, v in flatten_params(_to_numpy_tree(params)).items()})
+    misshaped = [f"{n} {tuple(a.shape)}" for n, a in flat.items()
+                 if not _IGNORED_FLAX.match(n) and (want := _flax_ndim(n)) is not None and a.ndim != want]  # fmt: skip
+    if misshaped:
+        raise ValueError(f"Flax ViT parameters with the wrong number of axes: {short_list(misshaped)}")
     pos_name = next((n for n in ("Transformer/posembed_input/pos_embedding", "pos_embedding") if n in flat), None)
     names: dict[str, tuple[str, str]] = {
         "patch_embed.proj": ("embedding", "conv"),
@@ -214,6 +249,9 @@ def _from_flax(params: Mapping[str, Any]) -> _ImageViT:
             converted = _FLAX_TRANSFORMS[kind](flat, theirs)
         except KeyError as err:
             raise ValueError(f"Flax ViT parameters lack {err.args[0]} (needed for {ours})") from None
+        except (ValueError, IndexError) as err:  # numpy reshape/transpose/concatenate of mismatched shapes
+            shapes = short_list(f"{n} {tuple(a.shape)}" for n, a in flat.items() if n == theirs or n.startswith(theirs + "/"))
+            raise ValueError(f"Flax ViT parameters of {theirs} do not fit together ({err}): {shapes}") from None
         for suffix, array in converted.items():
             state[f"{ours}.{suffix}" if suffix else ours] = torch.from_numpy(np.array(array, dtype=np.float32))
         used.update(n for n in flat if n == theirs or n.startswith(theirs + "/"))
@@ -227,6 +265,7 @@ def _from_flax(params: Mapping[str, Any]) -> _ImageViT:
 
 def _canonical_vit(state: Mapping[str, Any]) -> _ImageViT:
     """Detect the source layout from its keys and normalize it to timm layout."""
+    state = _strip_checkpoint_prefix(state)
     keys = list(state.keys())
     if "patch_embed.proj.weight" in state:
         vit = _from_timm(state)
@@ -242,7 +281,22 @@ def _canonical_vit(state: Mapping[str, Any]) -> _ImageViT:
             f"Scenic/big_vision Flax ('embedding/kernel', 'Transformer/encoderblock_0/...') names; got {sample}"
         )
     _check_complete(vit)
+    not_finite = [k for k, v in vit.state.items() if not bool(torch.isfinite(v).all())]
+    if not_finite:
+        raise ValueError(
+            f"image ViT weights hold NaN or infinite values in float32 (float64 values beyond float32's range "
+            f"included): {short_list(not_finite)}; the weights are corrupt and cannot be used"
+        )
     return vit
+
+
+def _strip_checkpoint_prefix(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The parameters of a flat Flax checkpoint saved with its wrapper, as timm's `_load_weights` reads
+    them: big_vision's `params/...` (next to `opt/...`), vision_transformer's `opt/target/...`."""
+    for prefix in ("params/", "opt/target/"):
+        if f"{prefix}embedding/kernel" in state:
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
 
 
 def _check_complete(vit: _ImageViT) -> None:
@@ -264,16 +318,28 @@ def _check_complete(vit: _ImageViT) -> None:
         wanted.add("cls_token")
     missing = sorted(wanted - s.keys())
     extra = sorted(s.keys() - wanted) + list(vit.extra)
-    problems = [f"missing: {', '.join(missing)}"] if missing else []
+    problems = [f"missing: {short_list(missing)}"] if missing else []
     if extra:
         problems.append(
             "parameters ViViT has no place for (layer scale, qk-norm, register tokens, pre-norm, "
-            f"...?): {', '.join(extra)}"
+            f"...?): {short_list(extra)}"
         )
     if depth == 0:
         problems.append("no transformer blocks found")
+    misshaped = [f"{k} {tuple(s[k].shape)}" for k in sorted(wanted & s.keys()) if s[k].ndim != _canonical_ndim(k)]
+    if misshaped:
+        problems.append(f"wrong number of axes: {short_list(misshaped)}")
     if problems:
         raise ValueError(f"{vit.layout} image ViT is not a plain ViT:\n  " + "\n  ".join(problems))
+
+
+def _canonical_ndim(key: str) -> int:
+    """Axes of a canonical (timm-layout) parameter: (D, C, h, w) kernel, (1, N, D) tables, 2-D weights, 1-D rest."""
+    if key == "patch_embed.proj.weight":
+        return 4
+    if key in ("cls_token", "pos_embed"):
+        return 3
+    return 2 if key.endswith(".weight") and not re.search(r"norm\d?\.weight$", key) else 1
 
 
 # ------------------------------------------------------------------ the inflation itself

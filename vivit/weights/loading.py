@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -155,16 +156,24 @@ def save_pretrained(model: ViViT, directory: str | os.PathLike) -> Path:
     return directory
 
 
+def _cell(text: Any, limit: int = 300) -> str:
+    """Text for one Markdown table cell: one line, control characters escaped, '|' escaped."""
+    shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text)).replace("|", "\\|")
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
 def _model_card(model: ViViT, repo_id: str) -> str:
     """README.md for the Hub: what the model is, what it takes, where it came from, how to load it."""
     cfg = model.pretrained_cfg or {}
     arch = _architecture(model) or type(model).__name__
     a = model.model_args
     license_ = str(cfg.get("license") or "unknown")
+    # the front matter takes a licence identifier (apache-2.0, mit, ...); anything else is 'other'
+    license_id = license_.lower() if re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", license_.lower()) else "other"
     params = sum(p.numel() for p in model.parameters())
     t, ph, pw = model.patch_embed.kernel_size
     labels = list(cfg.get("label_names") or [])
-    shown = ", ".join(map(str, labels[:10])) + (", ..." if len(labels) > 10 else "")
+    shown = _cell(", ".join(map(str, labels[:10])) + (", ..." if len(labels) > 10 else ""), limit=1000)
     sources = "; ".join(str(s.get("url") or s.get("hf_hub") or s.get("file")) for s in cfg.get("sources", ()))
     source = cfg.get("source") or sources or "trained or converted with vivit"
     pre = (
@@ -176,7 +185,7 @@ def _model_card(model: ViViT, repo_id: str) -> str:
     lines = [
         "---",
         "library_name: vivit",
-        f"license: {license_.lower()}",
+        f"license: {license_id}",
         "tags:",
         "- video-classification",
         "- vivit",
@@ -198,11 +207,11 @@ def _model_card(model: ViViT, repo_id: str) -> str:
             f"| input | float `(B, {model.in_chans}, {model.num_frames}, {model.img_size[0]}, {model.img_size[1]})` "
             f"(B, C, T, H, W); tubelet {t}x{ph}x{pw} |"
         ),
-        f"| preprocessing | {pre} |",
+        f"| preprocessing | {_cell(pre)} |",
         f"| outputs | {model.num_classes} logits" + (f": {shown}" if labels else "") + " |",
-        f"| dataset | {cfg.get('dataset', 'not recorded')} |",
-        f"| source | {source} |",
-        f"| licence | {license_} |",
+        f"| dataset | {_cell(cfg.get('dataset', 'not recorded'))} |",
+        f"| source | {_cell(source)} |",
+        f"| licence | {_cell(license_)} |",
         "",
         "## Usage",
         "",
@@ -433,11 +442,18 @@ def _convert_transformers(
     return Converted(sd, args, validate_pretrained_cfg(cfg, ckpt.origin, args["num_classes"]))
 
 
-def _convert_vit(image: Mapping[str, Any], entry: ModelEntry, overrides: Mapping[str, Any], inflation: Any) -> Converted:
+def _convert_vit(
+    image: Mapping[str, Any], entry: ModelEntry, overrides: Mapping[str, Any], inflation: Any, origin: str
+) -> Converted:
     # inflation builds straight into the user's architecture (size, frames, classes)
     model = _build(entry.model_cls, {**entry.model_args, **overrides})
     settings = inflation_settings(inflation, (entry.pretrained_cfg or {}).get("inflation"))
-    return Converted(inflate_vit(image, model, **settings), model.model_args, {})
+    try:
+        state_dict = inflate_vit(image, model, **settings)
+    except (ValueError, IndexError, KeyError, RuntimeError) as err:  # a file that is no fitting ViT: one short line
+        why = "; ".join(line.strip() for line in str(err).splitlines() if line.strip()).replace(":; ", ": ") or type(err).__name__
+        raise ValueError(f"{origin}: {why[:400]}{'...' if len(why) > 400 else ''}") from None
+    return Converted(state_dict, model.model_args, {})
 
 
 def _described_class(config: Mapping[str, Any]) -> type[ViViT] | None:
@@ -495,16 +511,16 @@ def _convert_checkpoint(ckpt: _Checkpoint, entry: ModelEntry, overrides: Mapping
             f"{_SAFETENSORS_HOWTO}. Scenic (Flax msgpack) checkpoints and Google's .npz ViTs are read as they are"
         )
     if path.suffix == ".npz":  # Google's ViT releases (vision_transformer, big_vision)
-        return _convert_vit(read_npz(path), entry, overrides, inflation)
+        return _convert_vit(read_npz(path), entry, overrides, inflation, str(path))
     if path.suffix != ".safetensors":
         with open_flax_checkpoint(path) as flax:  # ValueError naming the file if it is not msgpack
             if inflation is not None or _inflates(entry):
-                return _convert_vit(flax.read(), entry, overrides, inflation)
+                return _convert_vit(flax.read(), entry, overrides, inflation, str(path))
             return _convert_scenic(flax, entry, str(path), overrides)
     header = read_safetensors_header(path)  # names, shapes, dtypes and offsets checked; no tensor read
     kind = _safetensors_kind(header)
     if kind == "vit":  # a 2D image ViT (timm or transformers layout): goes into the entry's architecture
-        return _convert_vit(load_safetensors(path, header), entry, overrides, inflation)
+        return _convert_vit(load_safetensors(path, header), entry, overrides, inflation, str(path))
     if kind == "transformers":
         return _convert_transformers(load_safetensors(path, header), ckpt, entry, overrides)
     config = _metadata_config(header.metadata, str(path)) or ckpt.config or {}
@@ -606,7 +622,7 @@ def _source(entry: ModelEntry, src: Mapping[str, Any], overrides: Mapping[str, A
         _safetensors_kind(header)  # the depth rule, before anything is read
         return Converted(*_convert_transformers(load_safetensors(path, header), _Checkpoint(path, str(path)), entry, overrides)[:2], {})
     if fmt == "vit":
-        return _convert_vit(load_safetensors(path, header), entry, overrides, inflation)
+        return _convert_vit(load_safetensors(path, header), entry, overrides, inflation, str(path))
     return _convert_ours(header, _metadata_config(header.metadata, str(path)) or {}, entry, str(path))
 
 

@@ -22,13 +22,24 @@ from .validate import all_finite, short_list
 __all__ = ["read_npz"]
 
 
-def _member_specs(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of every array in the archive, from the `.npy` headers only (nothing allocated).
+# A compressed archive (`numpy.savez_compressed`) may expand at most this much: float weights compress
+# to about 90% of their size, while a few MB of zeros can announce gigabytes (a decompression bomb).
+# Archives that expand to less than _BOMB_FLOOR bytes are never refused.
+MAX_EXPANSION = 50
+_BOMB_FLOOR = 64 << 20
+# Wrappers around the parameters, as timm's `_load_weights` reads them: big_vision's `params/...` (next
+# to `opt/...`), google-research/vision_transformer's train states `opt/target/...`.
+_PARAM_PREFIXES = ("params/", "opt/target/")
+
+
+def _member_specs(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype, int]]:
+    """Shape, dtype and stored (compressed) size of every array in the archive, from the zip directory
+    and the `.npy` headers only (nothing allocated).
 
     Each member's size must match its header, so that a small compressed member cannot announce
     (and make numpy allocate) a huge array.
     """
-    specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    specs: dict[str, tuple[tuple[int, ...], np.dtype, int]] = {}
     total = 0
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
@@ -47,14 +58,16 @@ def _member_specs(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
             total += size
             if total > MAX_CHECKPOINT_BYTES:
                 raise ValueError(f"{path} holds more than {MAX_CHECKPOINT_BYTES >> 30} GiB of arrays")
-            specs[info.filename.removesuffix(".npy")] = (tuple(shape), dtype)
+            specs[info.filename.removesuffix(".npy")] = (tuple(shape), dtype, info.compress_size)
     return specs
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All arrays of an `.npz` file, by name (of big_vision's `params/...`, `opt/...`: the params).
+    """All arrays of an `.npz` file, by name (of big_vision's `params/...`, `opt/...` and of
+    vision_transformer's `opt/target/...`: the parameters, without that prefix).
 
-    The `.npy` headers are checked first (sizes, no pickled objects), then the parameters are read;
+    The `.npy` headers are checked first (sizes, no pickled objects, compressed members that expand more
+    than `MAX_EXPANSION` times), then the parameters are read;
     they must be finite float16/32/64 arrays.
 
     Args:
@@ -66,7 +79,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Raises:
         FileNotFoundError: no such file.
         ValueError: not a regular file or not an npz archive (or a truncated one), one holding pickled
-            objects, members whose size disagrees with their header, or parameters that are not
+            objects, members whose size disagrees with their header, a decompression bomb, or parameters that are not
             finite floats.
     """
     path = check_regular_file(path)
@@ -74,12 +87,22 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is not an .npz archive (numpy.savez's zip of arrays); it may be truncated or corrupted")
     try:
         specs = _member_specs(path)
-        names = [n for n in specs if n.startswith("params/")] or list(specs)  # big_vision: params/..., opt/...
+        prefix = next((p for p in _PARAM_PREFIXES if f"{p}embedding/kernel" in specs), "")
+        if not prefix and any(n.startswith("params/") for n in specs):
+            prefix = "params/"  # big_vision without a ViT embedding: still only the parameters
+        names = [n for n in specs if n.startswith(prefix)]
+        expanded = sum(math.prod(specs[n][0]) * specs[n][1].itemsize for n in names)
+        stored = sum(specs[n][2] for n in names)
+        if expanded > max(_BOMB_FLOOR, MAX_EXPANSION * stored):
+            raise ValueError(
+                f"{path}: its arrays expand to {expanded:,} bytes from {stored:,} compressed bytes (more than "
+                f"{MAX_EXPANSION}x); float weights do not compress like that: a corrupt file or a decompression bomb"
+            )
         not_float = [f"{n} ({specs[n][1]})" for n in names if specs[n][1].kind != "f" or specs[n][1].itemsize > 8]
         if not_float:
             raise ValueError(f"{path}: parameters must be float16, float32 or float64 arrays; {len(not_float)} are not: {short_list(not_float)}")
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {name.removeprefix("params/"): archive[name] for name in names}
+            arrays = {name[len(prefix) :]: archive[name] for name in names}
     except (zipfile.BadZipFile, EOFError, OSError, struct.error) as err:
         raise ValueError(f"{path} is not a readable .npz archive ({err}); it may be truncated or corrupted") from None
     except ValueError as err:
