@@ -940,7 +940,7 @@ def _span(record: Mapping[str, Any]) -> str:
     """`12.50-13.57 s  frames [300, 332)`, the seconds left out when the video has no frame rate."""
     frames = f"frames [{record['start_frame']}, {record['end_frame']})"
     start, end = record["start_seconds"], record["end_seconds"]
-    if start != start or end != end:  # NaN: a frame array without a frame rate
+    if np.isnan(start) or np.isnan(end):  # a frame array without a frame rate
         return frames
     return f"{start:.2f}-{end:.2f} s  {frames}"
 
