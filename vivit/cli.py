@@ -3,6 +3,7 @@
     vivit list [PATTERN] [--pretrained]          registered model names
     vivit info NAME                              size, compute, input and preprocessing, weights
     vivit predict [VIDEO ...] [--model NAME]     classify videos (no VIDEO: the bundled sample clip)
+    vivit predict VIDEO --timeline [--window N] [--stride N] [--plot FILE.png]   what happens when
     vivit features INPUT ... --model NAME --out DIR  sliding-window features, one file per video
     vivit evaluate LIST --model NAME [--views 4x3] [--out DIR]   top-1/top-5 on a labelled set
     vivit convert SRC [--model NAME] --out FILE.safetensors|DIR [--to vivit|transformers]
@@ -41,7 +42,7 @@ from ._install import install_hint
 from .factory import create_model
 from .evaluate import evaluate
 from .features import FeatureSettings, extract_features, weights_identity
-from .predict import has_untrained_head, model_data_config, predict_views, top_predictions
+from .predict import Timeline, has_untrained_head, model_data_config, predict_timeline, predict_views, top_predictions
 from .models.registry import ModelEntry, get_entry, list_models
 from .models.vivit import ViViT
 from .data.transforms import resolve_data_config
@@ -229,9 +230,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="*", metavar="VIDEO", help="video files (needs PyAV) or uint8 .npy/.npz frame arrays")
     _add_model_options(p, default=DEMO_MODEL)
     _add_weights_option(p)
-    _add_run_options(p, "test views, e.g. 4x3 (default: the model's test_views)")
-    p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="classes to show (default 5)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per video")
+    _add_run_options(p, "test views, e.g. 4x3 (default: the model's test_views; with --timeline 1x1 per window)")
+    p.add_argument("--top-k", type=_positive_int, metavar="K",
+                   help="classes to show (default 5; with --timeline 3 per window, and the plot's classes)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print one JSON object per video (with --timeline: its windows)")
+    timeline = p.add_argument_group("timeline (long videos)")
+    timeline.add_argument("--timeline", action="store_true",
+                          help="classify consecutive windows of each video: per window its time span and top-k classes")  # fmt: skip
+    timeline.add_argument("--window", type=_positive_int, metavar="N",
+                          help="frames per window (default: the model's clip, frames x frame stride)")  # fmt: skip
+    timeline.add_argument("--stride", type=_positive_int, metavar="N", help="frames between window starts (default: the window)")
+    timeline.add_argument("--plot", metavar="FILE.png",
+                          help="draw the probabilities of the top-k classes over time (needs matplotlib; one VIDEO)")  # fmt: skip
     p.set_defaults(run=_cmd_predict)
 
     p = commands.add_parser(
@@ -807,8 +817,35 @@ def _refuse_untrained_head(entry: ModelEntry, args: argparse.Namespace, model: n
         raise _untrained_head_error(args, "its weights are all zero, as a fresh head from num_classes= or ViT inflation is")
 
 
+def _check_timeline_args(args: argparse.Namespace) -> None:
+    """Timeline options without --timeline, or a --plot that could not be written: usage errors,
+    reported before any model is loaded; a missing matplotlib too (exit 1, with the install line)."""
+    if not args.timeline:
+        given = [name for name in ("window", "stride", "plot") if getattr(args, name) is not None]
+        if given:
+            raise UsageError(f"--{given[0]} belongs to a timeline: add --timeline")
+        return
+    if args.plot is None:
+        return
+    from .render import check_output_suffix, require_matplotlib
+
+    if len(args.videos) > 1:
+        raise UsageError(f"--plot draws one video's timeline; give one VIDEO, not {len(args.videos)}")
+    try:
+        check_output_suffix(args.plot, (".png",))
+    except ValueError as err:
+        raise UsageError(f"--plot: {err}") from None
+    plot = Path(args.plot).expanduser()
+    if plot.is_dir():
+        raise UsageError(f"--plot {args.plot} is a folder; give a file name ending in .png")
+    if not plot.parent.is_dir():
+        raise UsageError(f"--plot {args.plot}: the folder {plot.parent} does not exist")
+    require_matplotlib()
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     entry = _entry(args.model)  # an unknown name is reported before any file is touched
+    _check_timeline_args(args)
     _refuse_untrained_head(entry, args)  # before any download
     with ExitStack() as stack:
         if args.videos:
@@ -821,9 +858,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         model = _load_model(args)
         _refuse_untrained_head(entry, args, model)
         cfg = _data_cfg(model)
-        views = args.views or resolve_data_config(cfg)["test_views"]
         # The bundled sample clip comes from the demo's own (synthetic) test set: its answer is a real one.
         note = _synthetic_note(args.model, cfg) if args.videos else None
+        if args.timeline:
+            return _predict_timelines(args, model, cfg, inputs, note)
+        views = args.views or resolve_data_config(cfg)["test_views"]
+        top_k = args.top_k or 5
         failed: list[str] = []
         several = len(inputs) > 1
         for path, shown, label in _progress(inputs, desc="videos", unit="video") if several else inputs:
@@ -841,7 +881,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 "video": shown,
                 "model": args.model,
                 "views": list(views),
-                "predictions": top_predictions(logits, cfg, args.top_k),
+                "predictions": top_predictions(logits, cfg, top_k),
             }
             if label is not None:
                 result["true_label"] = label
@@ -854,6 +894,92 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if several:
             _summary(len(inputs), failed, done="classified")
     return 1 if failed else 0
+
+
+def _predict_timelines(
+    args: argparse.Namespace, model: nn.Module, cfg: Mapping[str, Any], inputs: Sequence[tuple[Path, str, str | None]],
+    note: str | None,
+) -> int:
+    """`predict --timeline`: each video's windows classified (`predict_timeline`), printed as they are
+    ready video by video; with --plot, the one video's timeline drawn."""
+    views = args.views or (1, 1)
+    top_k = args.top_k or 3
+    failed: list[str] = []
+    several = len(inputs) > 1
+    for path, shown, label in _progress(inputs, desc="videos", unit="video") if several else inputs:
+        try:  # only the frames of each window's clips are decoded, window after window
+            with _video_warnings(), VideoReader(path) as reader:
+                timeline = predict_timeline(
+                    model, reader, args.window, args.stride, views=views, pretrained_cfg=cfg, top_k=top_k,
+                    batch_size=args.batch_size, progress=_progress_enabled(),
+                )  # fmt: skip
+        except ValueError as err:  # one bad file must not lose the others' results
+            _error(err if shown in str(err) or str(path) in str(err) else ValueError(f"{shown}: {err}"))
+            failed.append(shown)
+            continue
+        result: dict[str, Any] = {
+            "video": shown, "model": args.model, "views": list(timeline.views), "window": timeline.window,
+            "stride": timeline.stride, "video_frames": timeline.video_frames, "video_fps": timeline.video_fps,
+        }  # fmt: skip
+        if label is not None:
+            result["true_label"] = label
+        if note is not None:
+            result["note"] = note
+        if args.json:
+            _out(_json_line({**result, "windows": timeline.records()}))
+        else:
+            _print_timeline(shown, result, timeline)
+        if args.plot is not None:
+            _plot_timeline(args, shown, timeline, note)
+    if several:
+        _summary(len(inputs), failed, done="classified")
+    return 1 if failed else 0
+
+
+def _span(record: Mapping[str, Any]) -> str:
+    """`12.50-13.57 s  frames [300, 332)`, the seconds left out when the video has no frame rate."""
+    frames = f"frames [{record['start_frame']}, {record['end_frame']})"
+    start, end = record["start_seconds"], record["end_seconds"]
+    if np.isnan(start) or np.isnan(end):  # a frame array without a frame rate
+        return frames
+    return f"{start:.2f}-{end:.2f} s  {frames}"
+
+
+def _print_timeline(shown: str, result: Mapping[str, Any], timeline: Timeline) -> None:
+    windows = _plural(len(timeline), "window")
+    header = (
+        f"{_printable(shown)} ({result['model']}, {windows} of {timeline.window} frames every {timeline.stride}, "
+        f"{result['views'][0]}x{result['views'][1]} views each)"
+    )
+    if result.get("true_label") is not None:
+        header += f", true label: {_printable(result['true_label'])}"
+    _out(header)
+    if result.get("note"):
+        _out(f"  note: {_printable(result['note'])}")
+    records = timeline.records()
+    spans = [_span(record) for record in records]
+    width = max(len(span) for span in spans)
+    for span, record in zip(spans, records, strict=True):
+        top = ", ".join(
+            f"{_printable(item['split']) + ' ' if item.get('split') else ''}{_printable(item['label'])} "
+            f"{item['probability'] * 100:.1f}%"
+            for item in record["predictions"]
+        )
+        _out(f"  {span.ljust(width)}  {top}")
+
+
+def _plot_timeline(args: argparse.Namespace, shown: str, timeline: Timeline, note: str | None) -> None:
+    from .render import plot_timeline
+
+    seconds = timeline.window_seconds
+    timed = bool(np.isfinite(seconds).all())
+    title = f"{Path(shown).name}: {args.model}, windows of {timeline.window} frames every {timeline.stride}"
+    title += " (trained on synthetic data only)" if note else ""
+    plot_timeline(
+        Path(args.plot).expanduser(), seconds if timed else timeline.window_frames, timeline.probabilities.numpy(),
+        timeline.labels, classes=args.top_k or 3, title=title, unit="s" if timed else "frames",
+    )  # fmt: skip
+    _note(f"wrote {args.plot}")
 
 
 # ---------------------------------------------------------------- features

@@ -54,7 +54,7 @@ from .data.datasets import (
     read_video_list,
     shown_path,
 )
-from .data.sampling import sliding_windows, view_frame_indices
+from .data.sampling import sliding_windows, view_frame_indices, window_seconds
 from .data.transforms import _test_views, resolve_data_config
 from .data.video import VideoReader, VideoWarning
 from .distributed import DistributedContext, distributed_context, local_device
@@ -63,6 +63,7 @@ from .predict import (
     Video,
     _iter_views,
     _sum_over_views,
+    _window_and_stride,
     inference_model,
     model_data_config,
 )
@@ -392,7 +393,7 @@ class _WindowStream(IterableDataset):
                 )
             header = {
                 "windows": torch.from_numpy(windows.astype(np.int64)),
-                "seconds": torch.from_numpy(_window_seconds(reader, windows)),
+                "seconds": torch.from_numpy(window_seconds(windows, reader.timestamps, reader.duration_seconds)),
                 "frames": count,
                 "fps": float(reader.average_fps or math.nan),
             }
@@ -452,14 +453,6 @@ def _reason(err: BaseException, path: Path) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     shown = shown_path(path)
     return text if shown in text or str(path) in text else f"{shown}: {text}"
-
-
-def _window_seconds(reader: VideoReader, windows: np.ndarray) -> np.ndarray:
-    """`[start, end)` of each window in seconds: the first frame's time, the next window-end frame's time."""
-    times = reader.timestamps
-    end_of_video = reader.duration_seconds
-    ends = np.append(times, np.nan if end_of_video is None else end_of_video)
-    return np.stack([times[windows[:, 0]], ends[windows[:, 1]]], axis=1).astype(np.float64)
 
 
 # ---------------------------------------------------------------- the job
@@ -619,8 +612,7 @@ def _run(
     cfg = resolve_data_config(model_data_config(model)[0])
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     num_frames, frame_stride = cfg["input_size"][1], cfg["frame_stride"]
-    window = num_frames * frame_stride if settings.window is None else settings.window
-    stride = settings.stride or window
+    window, stride = _window_and_stride(cfg, settings.window, settings.stride)
     views = settings.views or (1, 1)
     extract = feature_fn(model, settings.per_frame)  # type: ignore[arg-type]
     geometry = _Geometry(cfg, window, stride, views, batch_size)

@@ -1,4 +1,5 @@
-"""Multi-view video classification: Scenic's clips x crops test protocol for one video.
+"""Multi-view video classification: Scenic's clips x crops test protocol for one video, and a
+timeline of predictions over sliding windows of a long video.
 
 A video is a file path, a `vivit.VideoReader` or a decoded uint8 frame array. Frame indices are
 chosen first (`vivit.data.sampling`) and only those frames are decoded, one clip at a time, so
@@ -15,22 +16,32 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from .data.sampling import multiview_clip_starts, sample_frame_indices
+from .data.sampling import (
+    multiview_clip_starts,
+    sample_frame_indices,
+    sliding_windows,
+    view_frame_indices,
+    window_seconds,
+)
 from .data.transforms import _model_size_cfg, _test_views, as_thwc, resolve_data_config
 from .data.video import VideoReader, VideoWarning
 
 __all__ = [
+    "Timeline",
     "Video",
+    "class_probabilities",
     "has_untrained_head",
     "inference_model",
     "iter_views",
     "model_data_config",
+    "predict_timeline",
     "predict_views",
     "top_predictions",
 ]
@@ -105,6 +116,12 @@ class _ClipSource:
             self.frames = as_thwc(video, channels)
             self.name = "the video"
             self.length = int(self.frames.shape[0])
+
+    def window_seconds(self, windows: np.ndarray) -> np.ndarray:
+        """`[start, end)` seconds of frame windows `(n, 2)`; NaN for frames without a frame rate."""
+        if self.reader is not None:
+            return window_seconds(windows, self.reader.timestamps, self.reader.duration_seconds)
+        return np.full(windows.shape, np.nan)
 
     def clip(self, indices: np.ndarray) -> torch.Tensor:
         if self.reader is not None:
@@ -218,7 +235,10 @@ def _generate_views(
             del clip_frames
 
 
-def _batched(views: Iterator[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:
+_ItemT = TypeVar("_ItemT")
+
+
+def _batched(views: Iterator[_ItemT], size: int) -> Iterator[list[_ItemT]]:
     """Groups an iterator into lists of at most `size` items, pulling lazily.
 
     Args:
@@ -228,7 +248,7 @@ def _batched(views: Iterator[torch.Tensor], size: int) -> Iterator[list[torch.Te
     Yields:
         Lists of up to `size` items.
     """
-    batch: list[torch.Tensor] = []
+    batch: list[_ItemT] = []
     for view in views:
         batch.append(view)
         if len(batch) == size:
@@ -310,6 +330,214 @@ def predict_views(
     return logit_sum / total
 
 
+def _window_and_stride(cfg: Mapping[str, Any], window: int | None, stride: int | None) -> tuple[int, int]:
+    """Frames per window and between window starts, defaults filled in (shared with `vivit.features`).
+
+    `window=None`: one model clip, `num_frames x frame_stride` frames (a clip's frames with the
+    gap after its last one, so that consecutive windows tile the video); `stride=None`: the window
+    (no overlap). `window=0` (the whole video, for features) stays 0.
+    """
+    num_frames, frame_stride = resolve_data_config(cfg)["input_size"][1], cfg["frame_stride"]
+    window = num_frames * frame_stride if window is None else int(window)
+    return window, int(stride) if stride else window
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Predictions of a model on consecutive windows of one video (`predict_timeline`).
+
+    Window `i` covers source frames `[window_frames[i, 0], window_frames[i, 1])`, presented from
+    `window_seconds[i, 0]` until `window_seconds[i, 1]` seconds (when the frame after it is
+    presented, or the video ends), so for a constant frame rate a span is its frames / fps.
+
+    Attributes:
+        window_frames: int64 numpy `(num_windows, 2)`: first and one-past-last frame of each window.
+        window_seconds: float64 numpy `(num_windows, 2)`: the same in seconds from the first frame
+            (NaN for decoded frames or a frame array without a frame rate).
+        logits: float32 `(num_windows, num_classes)` CPU tensor, each window's logits averaged over
+            its views (Scenic averages logits, not probabilities).
+        probabilities: float32 `(num_windows, num_classes)`: softmax of `logits` (per class split).
+        predictions: Per window, its top-k as `top_predictions` gives them.
+        labels: The name of every class (`"split: name"` for split heads such as Epic-Kitchens').
+        video_frames: Frames in the video.
+        video_fps: Its average frame rate (`VideoReader.average_fps`); None when unknown.
+        window: Frames per window (the last window is cut short at the end of the video).
+        stride: Frames between the starts of consecutive windows.
+        views: `(clips, crops)` classified per window.
+    """
+
+    window_frames: np.ndarray
+    window_seconds: np.ndarray
+    logits: torch.Tensor
+    probabilities: torch.Tensor
+    predictions: list[list[dict[str, Any]]]
+    labels: list[str]
+    video_frames: int
+    video_fps: float | None
+    window: int
+    stride: int
+    views: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.window_frames)
+
+    def records(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per window: `window` (its index), `start_frame`, `end_frame` (one past
+        the last), `start_seconds`, `end_seconds` (NaN when unknown) and `predictions` (top-k)."""
+        return [
+            {
+                "window": i, "start_frame": int(frames[0]), "end_frame": int(frames[1]),
+                "start_seconds": float(seconds[0]), "end_seconds": float(seconds[1]), "predictions": top,
+            }
+            for i, (frames, seconds, top) in enumerate(
+                zip(self.window_frames, self.window_seconds, self.predictions, strict=True)
+            )
+        ]
+
+
+def _check_count(name: str, value: Any, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
+
+
+def predict_timeline(
+    model: nn.Module,
+    video: Video,
+    window: int | None = None,
+    stride: int | None = None,
+    *,
+    views: tuple[int, int] = (1, 1),
+    pretrained_cfg: Mapping[str, Any] | None = None,
+    top_k: int = 5,
+    batch_size: int = 4,
+    progress: bool = False,
+) -> Timeline:
+    """Classifies every window of a video: what happens when, along a long video.
+
+    The video is cut into windows of `window` frames starting every `stride` frames
+    (`vivit.data.sampling.sliding_windows`: the last window reaches the end of the video and is
+    cut short there; a video shorter than a window is one window). Each window is classified as
+    `predict_views` classifies a whole video, with the window as the video: its `clips` test
+    clips placed by `view_frame_indices` (one clip: the centred one), `crops` crops each, logits
+    averaged over the views. Windows and names follow `vivit features` (same defaults, same
+    `window_frames` / `window_seconds`), so a timeline lines up with a features file.
+
+    Memory does not grow with the video: only the frames of the current window's clips are
+    decoded (for a path or a `VideoReader`), and at most `batch_size` views (of one or more
+    windows) exist at a time. The model is used in eval mode without being modified
+    (`inference_model`).
+
+    Example:
+        >>> timeline = predict_timeline(model, "match.mp4", window=64, stride=32)
+        >>> for record in timeline.records():
+        ...     print(record["start_seconds"], record["predictions"][0]["label"])
+
+    Args:
+        model: A ViViT classifier mapping `(B, C, T, H, W)` to `(B, num_classes)` logits.
+        video: A file path, a `vivit.VideoReader` or uint8 frames (see `Video`; frames carry no
+            times, so their `window_seconds` are NaN).
+        window: Frames per window (default: one model clip, `num_frames x frame_stride`).
+        stride: Frames between window starts (default: the window, i.e. no overlap; less than
+            the window: overlapping windows; more: gaps).
+        views: `(clips, crops)` per window, crops 1 or 3 (default `(1, 1)`: the centred clip, centre
+            crop, as `vivit features` does; a window of one clip span holds one distinct clip).
+        pretrained_cfg: Preprocessing cfg and label names; default `model_data_config(model)`.
+        top_k: Classes per window (per split) in `predictions`.
+        batch_size: Views per forward pass.
+        progress: Show a progress bar of the windows on stderr (tqdm).
+
+    Returns:
+        A `Timeline`.
+
+    Raises:
+        ValueError: For a window, stride, views, top_k or batch_size that is not a positive
+            integer (crops not 1 or 3), bad frames or model outputs, or a file that cannot be read
+            (see `vivit.VideoReader`; also FileNotFoundError).
+
+    Warns:
+        VideoWarning: When the video is shorter than one window (it is one window), when the
+            windows are shorter than one clip spans (a window's frames repeat to fill its clip),
+            or for a truncated file.
+    """
+    _check_count("window", window, optional=True)
+    _check_count("stride", stride, optional=True)
+    _check_count("top_k", top_k)
+    _check_count("batch_size", batch_size)
+    if not (isinstance(views, (tuple, list)) and len(views) == 2):
+        raise ValueError(f"views must be (clips, crops), got {views!r}")
+    clips, crops = views
+    _check_count("clips", clips)
+    if crops not in (1, 3):
+        raise ValueError(f"crops must be 1 (centre) or 3 (left/centre/right), got {crops!r}")
+    label_cfg = dict(pretrained_cfg) if pretrained_cfg is not None else model_data_config(model)[0]
+    cfg = resolve_data_config(label_cfg)
+    channels, num_frames = cfg["input_size"][:2]
+    frame_stride = cfg["frame_stride"]
+    window, stride = _window_and_stride(cfg, window, stride)
+    device, dtype = _model_device_dtype(model)
+    runner = inference_model(model)
+    with ExitStack() as stack:
+        source = _ClipSource(video, channels, stack)
+        count = source.length
+        windows = sliding_windows(count, window, stride)
+        span = (num_frames - 1) * frame_stride + 1
+        if count < window:
+            warnings.warn(
+                f"{source.name} has {count} frame{'' if count == 1 else 's'}, fewer than one window ({window}): "
+                f"the timeline is one window, frames [0, {count})", VideoWarning, stacklevel=2,
+            )  # fmt: skip
+        if min(window, count) < span:
+            warnings.warn(
+                f"{'the window' if count < window else f'windows of {window} frames'} "
+                f"{'is' if count < window else 'are'} shorter than one clip spans ({num_frames} frames every "
+                f"{frame_stride} = {span}): the frames of a window are repeated (looped) to fill its clip, as DMVR "
+                "does for short videos", VideoWarning, stacklevel=2,
+            )  # fmt: skip
+        seconds = source.window_seconds(windows)
+        fps = source.reader.average_fps if source.reader is not None else None
+        per_window = int(clips) * crops
+
+        def window_views() -> Iterator[tuple[int, torch.Tensor]]:
+            for w, (first, last) in enumerate(windows.tolist()):
+                rows = view_frame_indices(count, num_frames, frame_stride, clips, first=first, last=last)
+                frames = source.clip(rows.reshape(-1))  # one read per window: (clips * T, H, W, C)
+                if device is not None:
+                    frames = frames.to(device)
+                for clip_frames in frames.split(num_frames):
+                    yield from ((w, view) for view in _test_views(clip_frames, crops, cfg))
+                del frames
+
+        from tqdm import tqdm
+
+        sums: torch.Tensor | None = None
+        bar = tqdm(total=len(windows), desc="windows", unit="window", leave=False, file=sys.stderr, disable=not progress)
+        views_done = 0
+        with bar, torch.inference_mode():
+            for batch in _batched(window_views(), int(batch_size)):
+                owners = torch.tensor([w for w, _ in batch])
+                out = _check_logits(runner(torch.stack([v for _, v in batch]).to(dtype)), len(batch)).float()
+                if sums is None:
+                    sums = out.new_zeros((len(windows), out.shape[1]))
+                sums.index_add_(0, owners.to(out.device), out)
+                # views come window after window, `per_window` each
+                bar.update((views_done + len(batch)) // per_window - views_done // per_window)
+                views_done += len(batch)
+    assert sums is not None  # at least one window, one view
+    logits = (sums / per_window).cpu()
+    probabilities = class_probabilities(logits, label_cfg)
+    names = _class_labels(label_cfg, logits.shape[1])
+    sizes, split_names = _class_splits(label_cfg, logits.shape[1])
+    splits = [split for size, split in zip(sizes, split_names, strict=True) for _ in range(size)]
+    return Timeline(
+        window_frames=windows.astype(np.int64), window_seconds=seconds, logits=logits, probabilities=probabilities,
+        predictions=[_top_of_probabilities(row, label_cfg, top_k) for row in probabilities],
+        labels=[f"{split}: {name}" if split else name for split, name in zip(splits, names, strict=True)],
+        video_frames=count, video_fps=fps, window=window, stride=stride, views=(int(clips), crops),
+    )  # fmt: skip
+
+
 def _check_logits(logits: Any, batch: int) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
         got = f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}"
@@ -384,6 +612,30 @@ def model_data_config(model: nn.Module) -> tuple[dict[str, Any], bool]:
     return completed, "input_size" not in cfg and "input_size" in completed
 
 
+def _class_splits(cfg: Mapping[str, Any], num_classes: int) -> tuple[list[int], list[str | None]]:
+    """Sizes and names of the head's separately normalised class groups (one group for most heads)."""
+    sizes = list(cfg.get("class_splits") or [num_classes])
+    split_names = list(cfg.get("split_names") or [None] * len(sizes))
+    if sum(sizes) != num_classes or len(split_names) != len(sizes):
+        return [num_classes], [None]
+    return sizes, split_names
+
+
+def class_probabilities(logits: torch.Tensor, cfg: Mapping[str, Any]) -> torch.Tensor:
+    """Softmax over the classes, per class split (Epic-Kitchens nouns and verbs separately).
+
+    Args:
+        logits: float `(..., num_classes)`.
+        cfg: The model's `pretrained_cfg` (`class_splits` is read; absent: one softmax).
+
+    Returns:
+        float32 `(..., num_classes)` on the CPU; each split sums to 1.
+    """
+    logits = logits.float().cpu()
+    sizes, _ = _class_splits(cfg, logits.shape[-1])
+    return torch.cat([part.softmax(-1) for part in logits.split(sizes, dim=-1)], dim=-1)
+
+
 def top_predictions(logits: torch.Tensor, cfg: Mapping[str, Any], k: int) -> list[dict[str, Any]]:
     """Softmax and top-k, per class split (Epic-Kitchens nouns and verbs are separate softmaxes).
 
@@ -395,22 +647,29 @@ def top_predictions(logits: torch.Tensor, cfg: Mapping[str, Any], k: int) -> lis
     Returns:
         Dicts `{"index", "label", "probability"}` (plus `"split"` for split heads), best first.
     """
-    logits = logits.float().cpu()
-    names = cfg.get("label_names")
-    if names is not None and len(names) != logits.numel():
-        names = None  # a fresh head (e.g. --override num_classes=...) no longer matches the names
-    sizes = list(cfg.get("class_splits") or [logits.numel()])
-    split_names = list(cfg.get("split_names") or [None] * len(sizes))
-    if sum(sizes) != logits.numel() or len(split_names) != len(sizes):
-        sizes, split_names = [logits.numel()], [None]
+    return _top_of_probabilities(class_probabilities(logits, cfg), cfg, k)
+
+
+def _top_of_probabilities(probs: torch.Tensor, cfg: Mapping[str, Any], k: int) -> list[dict[str, Any]]:
+    """`top_predictions` of probabilities `(num_classes,)` already computed by `class_probabilities`."""
+    names = _class_labels(cfg, probs.numel())
+    sizes, split_names = _class_splits(cfg, probs.numel())
     out = []
     start = 0
     for size, split in zip(sizes, split_names, strict=True):
-        probs = logits[start : start + size].softmax(-1)
-        top = probs.topk(min(k, size))
+        top = probs[start : start + size].topk(min(k, size))
         for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
             index = start + i
-            item = {"index": index, "label": names[index] if names else str(index), "probability": p}
+            item = {"index": index, "label": names[index], "probability": p}
             out.append({"split": split, **item} if split else item)
         start += size
     return out
+
+
+def _class_labels(cfg: Mapping[str, Any], num_classes: int) -> list[str]:
+    """The name of every class: the cfg's `label_names`, or the class index as text (also when the
+    names do not match the head, e.g. a fresh head from `--override num_classes=...`)."""
+    names = cfg.get("label_names")
+    if names is None or len(names) != num_classes:
+        return [str(i) for i in range(num_classes)]
+    return [str(name) for name in names]

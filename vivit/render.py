@@ -6,9 +6,9 @@ pyplot state, no GUI backend, safe in threads and on headless machines). GIFs ar
 Pillow (a matplotlib dependency), MP4s with PyAV (`pip install av`). Every file is written to a
 temporary name and renamed, so a reader never sees half a picture.
 
-The pieces are generic so that other pictures (e.g. a timeline of class probabilities over a
-long video) reuse them: `require_matplotlib`, `new_figure`, `figure_to_rgb`, `save_figure`,
-`write_animation`, `prediction_title`.
+The pieces are generic so that other pictures reuse them: `require_matplotlib`, `new_figure`,
+`figure_to_rgb`, `save_figure`, `write_animation`, `prediction_title`. `plot_timeline` draws the
+class probabilities of `vivit.predict.predict_timeline` over a long video.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ __all__ = [
     "check_output_suffix",
     "figure_to_rgb",
     "new_figure",
+    "plot_timeline",
     "prediction_title",
     "require_matplotlib",
     "require_writer",
     "save_figure",
+    "timeline_classes",
     "token_heat_to_pixels",
     "write_animation",
     "write_heat_overlay",
@@ -324,3 +326,118 @@ def write_heat_overlay(
     ]
     write_animation(pictures, out, fps)
     return total
+
+
+TIMELINE_SIZE = (1000, 400)  # pixels of `plot_timeline`'s picture by default
+
+
+def timeline_classes(probabilities: np.ndarray, classes: int, max_classes: int = 10) -> list[int]:
+    """The classes a timeline shows: every class that wins some window, then the highest peaks.
+
+    A class that is the most probable one in some window is always shown (up to `max_classes`,
+    those with the highest peaks), so every segment of the band has its line; the rest, up to
+    `classes` in all, are the classes whose probability peaks highest in some window. Ranking by
+    the peak, not the mean, keeps a short event that a video-level average would drown.
+
+    Args:
+        probabilities: float `(num_windows, num_classes)`.
+        classes: How many to show at least (fewer only when there are fewer classes).
+        max_classes: How many to show at most, when more classes win some window.
+
+    Returns:
+        Class indices: the winners by peak, then the others by peak (ties: lower index first).
+    """
+    probs = np.asarray(probabilities, dtype=np.float64)
+    peaks = probs.max(axis=0)
+    winners = np.zeros(len(peaks), dtype=bool)
+    winners[probs.argmax(axis=1)] = True
+    order = np.lexsort((np.arange(len(peaks)), -peaks, ~winners))  # last key sorts first
+    count = min(max(int(classes), min(int(winners.sum()), int(max_classes))), len(peaks))
+    return [int(i) for i in order[:count]]
+
+
+def plot_timeline(
+    out: str | os.PathLike[str],
+    spans: np.ndarray,
+    probabilities: np.ndarray,
+    labels: Sequence[str],
+    *,
+    classes: int = 5,
+    title: str = "",
+    unit: str = "s",
+    size: tuple[int, int] = TIMELINE_SIZE,
+) -> list[int]:
+    """Draw class probabilities over time as a `.png`: one line per class, a band of the top class.
+
+    Each window's probabilities are drawn flat over its span (from halfway to its neighbours'
+    centres when windows overlap), and the band above the plot shows there the colour of its most
+    probable class (grey when that class is not among those drawn), so that the segments of a long
+    video read at a glance. Windows are expected in time order.
+
+    Args:
+        out: Output path ending in `.png` (written atomically; its folder is created).
+        spans: float `(num_windows, 2)`: `[start, end)` of each window, in seconds (`unit="s"`)
+            or frames (`unit="frames"`, e.g. when the video has no frame rate).
+        probabilities: float `(num_windows, num_classes)`, e.g. `Timeline.probabilities`.
+        labels: Name of every class (`num_classes` of them), used in the legend.
+        classes: How many classes to draw at least (`timeline_classes`: every class that wins a
+            window, up to 10, then the highest peaks).
+        title: Figure title.
+        unit: `"s"` or `"frames"`: what `spans` count (the x axis label).
+        size: `(width, height)` of the picture in pixels.
+
+    Returns:
+        The class indices drawn, in legend order.
+
+    Raises:
+        ValueError: For shapes that do not match, NaN spans, a suffix other than .png, or a size
+            or class count that is not positive.
+        ImportError: matplotlib is missing; the message says how to install it.
+    """
+    check_output_suffix(out, (".png",))
+    spans = np.asarray(spans, dtype=np.float64)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] < 1 or spans.shape != (probs.shape[0], 2):
+        raise ValueError(f"spans must be (num_windows, 2) and probabilities (num_windows, num_classes), got {spans.shape} and {probs.shape}")
+    if len(labels) != probs.shape[1]:
+        raise ValueError(f"expected {probs.shape[1]} labels (one per class), got {len(labels)}")
+    if not np.isfinite(spans).all():
+        raise ValueError("spans must be finite (draw frames with unit='frames' when times are unknown)")
+    if unit not in ("s", "frames"):
+        raise ValueError(f"unit must be 's' or 'frames', got {unit!r}")
+    width, height = (int(v) for v in size)
+    if width < 200 or height < 150 or isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"size must be at least (200, 150) pixels and classes a positive integer, got {size!r} and {classes!r}")
+    shown = timeline_classes(probs, classes)
+    matplotlib = require_matplotlib()
+    palette = matplotlib.colormaps["tab10" if len(shown) <= 10 else "tab20"]
+    colour = {c: palette(i % palette.N) for i, c in enumerate(shown)}
+    fig = new_figure(width / DPI, height / DPI)
+    # Inches for the margins (legend on the right, band on top), so that the layout holds at any size.
+    left, right, bottom, top, band = 0.7 / (width / DPI), 2.4 / (width / DPI), 0.55 / (height / DPI), 0.45 / (height / DPI), 0.18 / (height / DPI)
+    plot_h = 1 - bottom - top - band - 0.04 / (height / DPI)
+    ax = fig.add_axes((left, bottom, 1 - left - right, plot_h))
+    strip = fig.add_axes((left, bottom + plot_h + 0.04 / (height / DPI), 1 - left - right, band), sharex=ax)
+    # Each window owns the time from halfway to its neighbours' centres (its own span when windows
+    # do not overlap): its probabilities are drawn flat there, not as ramps between windows, and
+    # overlapping windows do not paint over each other in the band.
+    centres = spans.mean(axis=1)
+    edges = np.concatenate([[spans[0, 0]], (centres[1:] + centres[:-1]) / 2, [spans[-1, 1]]])
+    for c in shown:
+        ax.stairs(probs[:, c], edges, color=colour[c], linewidth=1.6, baseline=None, label=labels[c])
+    for start, end, c in zip(edges[:-1], edges[1:], probs.argmax(axis=1), strict=True):
+        strip.axvspan(start, end, color=colour.get(int(c), (0.75, 0.75, 0.75)), linewidth=0)
+    strip.set_yticks([])
+    strip.tick_params(labelbottom=False, bottom=False)
+    strip.set_ylabel("top", rotation=0, ha="right", va="center", fontsize=8)
+    ax.set_xlim(float(spans.min()), float(spans.max()))
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("probability", fontsize=9)
+    ax.set_xlabel("time (s)" if unit == "s" else "frame", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, alpha=0.3, linewidth=0.5)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9, y=1 - 0.08 / (height / DPI), va="top")
+    save_figure(fig, out)
+    return shown

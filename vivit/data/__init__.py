@@ -12,6 +12,7 @@ from .sampling import (
     scenic_uniform_frame_indices,
     sliding_windows,
     view_frame_indices,
+    window_seconds,
 )
 from .transforms import (
     DEFAULT_DATA_CFG,
@@ -64,4 +65,5 @@ __all__ = [
     "scenic_uniform_frame_indices",
     "sliding_windows",
     "view_frame_indices",
+    "window_seconds",
 ]

@@ -9,7 +9,8 @@ touches pixels, so a reader can decode only the frames a clip needs:
 * `scenic_uniform_frame_indices` is Scenic's `sample_frames_uniformly`
   (`scenic/common_lib/video_utils.py`) including its float32 arithmetic;
 * `sliding_windows` and `view_frame_indices` cut a video into windows (segments) and place the
-  test clips of one segment, for dataset-scale feature extraction and evaluation.
+  test clips of one segment, for dataset-scale feature extraction, evaluation and timelines;
+  `window_seconds` gives the windows' spans in seconds from the frames' timestamps.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "scenic_uniform_frame_indices",
     "sliding_windows",
     "view_frame_indices",
+    "window_seconds",
 ]
 
 
@@ -232,3 +234,33 @@ def view_frame_indices(
     starts = multiview_clip_starts(length, num_frames, stride, clips)
     rows = [sample_frame_indices(length, num_frames, stride, start=start) for start in starts]
     return np.stack(rows) + int(first)
+
+
+def window_seconds(windows: np.ndarray, timestamps: np.ndarray, end_seconds: float | None) -> np.ndarray:
+    """`[start, end)` of each window in seconds, from its `[start, end)` frames.
+
+    A window starts when its first frame is presented and ends when the frame after it is (for
+    the last frame of the video: at the end of the video), so consecutive windows share their
+    boundary and a constant-rate video's spans are exactly `frames / fps`.
+
+    Args:
+        windows: int `(num_windows, 2)` first and one-past-last frame (e.g. `sliding_windows`).
+        timestamps: float `(num_video_frames,)` presentation time of each frame in seconds
+            (`vivit.VideoReader.timestamps`; NaN where unknown).
+        end_seconds: When the last frame stops being shown (`VideoReader.duration_seconds`);
+            None: unknown (NaN ends for windows that reach the end).
+
+    Returns:
+        float64 numpy array `(num_windows, 2)`.
+
+    Raises:
+        ValueError: If `windows` is not `(num_windows, 2)` or reaches past the timestamps.
+    """
+    windows = np.asarray(windows)
+    times = np.asarray(timestamps, dtype=np.float64)
+    if windows.ndim != 2 or windows.shape[1] != 2 or (windows.size and not (
+        0 <= windows.min() and windows[:, 0].max() < len(times) and windows[:, 1].max() <= len(times)
+    )):  # fmt: skip
+        raise ValueError(f"windows must be [start, end) frames (num_windows, 2) inside {len(times)} frames, got {windows.shape}")
+    ends = np.append(times, np.nan if end_seconds is None else end_seconds)
+    return np.stack([times[windows[:, 0]], ends[windows[:, 1]]], axis=1).astype(np.float64)
