@@ -136,6 +136,31 @@ def test_inference_only_and_bad_dtype():
         optimize_for_inference(_mid_model(), torch.float16)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8], ids=["fp32", "bf16", "int8"])
+def test_dtype_casts_of_the_copy_keep_its_kernels(dtype):
+    """`fast.float()`, `fast.to(device, torch.float32)`, `.double()`: the idioms of a user's loop. The
+    optimized layers keep the dtype they were built for (bf16 weights cast to fp32 met bf16 inputs:
+    "mat1 and mat2 must have the same dtype"); the model's own fp32 parts follow the cast."""
+    model, video = _mid_model(), _video()
+    with torch.no_grad():
+        expected = optimize_for_inference(model, dtype)(video)
+        for cast in (lambda m: m.float(), lambda m: m.to("cpu", torch.float32)):  # before the first call, and after
+            assert torch.equal(cast(optimize_for_inference(model, dtype))(video), expected)
+            fast = optimize_for_inference(model, dtype)
+            fast(video)
+            assert torch.equal(cast(fast)(video), expected)
+        # float64 LayerNorms / softmax around the same bf16 or int8 GEMMs: as close as the dtype allows
+        tolerance = {torch.float32: FP32_TOL, torch.bfloat16: BF16_TOL, torch.int8: INT8_TOL}[dtype]
+        assert _max_diff(optimize_for_inference(model, dtype).double()(video.double()), expected) <= tolerance
+
+
+def test_an_optimized_copy_is_not_optimized_again():
+    """It would keep its first kernels and dtype while `optimized_for_inference` named the second."""
+    fast = optimize_for_inference(_mid_model(), torch.float32)
+    with pytest.raises(ValueError, match=r"already optimized \(dtype float32\).*pass the original model"):
+        optimize_for_inference(fast, torch.bfloat16)
+
+
 def test_fallback_to_public_kernels_on_untested_torch(monkeypatch):
     """On a torch version the private ops were not tested with, only public kernels run."""
     monkeypatch.setattr(opt, "_torch_version", lambda: (2, 99))
