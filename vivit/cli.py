@@ -1035,11 +1035,15 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- export
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import ExportValidationError, _clip_size, _require_onnx, export_onnx
+    from .export import ExportValidationError, _check_destination, _clip_size, _require_onnx, export_onnx
 
     out = Path(args.out).expanduser()
     if out.suffix != ".onnx":
         raise UsageError(f"--out {args.out}: expected a file name ending in .onnx")
+    try:
+        _check_destination(out)  # a folder of that name: refused now, not after the export
+    except ValueError as err:
+        raise UsageError(f"--out: {err}") from None
     _require_onnx()  # before any download or model build
     model = _load_model(args)
     _clip_size(model, args.input_size)  # a size ONNX cannot represent is refused before the slow part

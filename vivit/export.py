@@ -129,6 +129,17 @@ def _clip_size(model: nn.Module, input_size: tuple[int, int, int] | None) -> tup
     return size  # type: ignore[return-value]
 
 
+def _check_destination(dest: Path) -> None:
+    """Refuse, before the slow export, a path that cannot become a file (it would fail at the final rename)."""
+    if dest.is_dir():
+        raise ValueError(f"{dest} is a folder: give a file name, e.g. {dest / 'model.onnx'}")
+    for parent in dest.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write {dest}: {parent} is a file, not a folder")
+            return
+
+
 def _cpu_fp32_eval(model: nn.Module) -> nn.Module:
     ref = next(model.parameters(), None)
     if ref is not None and (ref.device.type != "cpu" or ref.dtype != torch.float32):
@@ -215,13 +226,14 @@ def export_onnx(
     Raises:
         ImportError: onnx, onnxruntime or onnxscript is missing.
         ValueError: a `dynamic_size=True` model without `input_size`, a mismatched `input_size`,
-            or a module that is not a vivit model.
+            a module that is not a vivit model, or a `path` that is a folder or lies under a file.
         ExportValidationError: ONNX Runtime's fp32 logits differ from PyTorch's by more than `atol`.
     """
     _require_onnx()
     from torch.export import Dim
 
     dest = Path(path).expanduser()
+    _check_destination(dest)
     t, h, w = _clip_size(model, input_size)
     was_training = model.training
     model = _cpu_fp32_eval(model)
