@@ -522,6 +522,10 @@ def test_cli_explain_real_video(capsys, tmp_path, one_thread):
         (["--out", "x.png", "--block", "0", "--head", "-1"], 2, "head -1 out of range: block blocks.0 has 4 heads"),
         (["--out", "x.gif", "--fps", "0"], 2, "argument --fps: expected a positive number, got '0'"),
         (["nope.mp4", "--out", "x.png"], 1, "video nope.mp4 does not exist"),
+        # a GIF stores each picture's delay in whole centiseconds, 16 bits: 0.001 fps overflowed after all the
+        # work (OverflowError), 1000 fps became a delay of 0 that viewers show at 10 fps
+        (["--out", "x.gif", "--fps", "0.001"], 2, "--fps: a .gif shows each picture for 0.02 to 655.35 seconds"),
+        (["--out", "x.gif", "--fps", "1000"], 2, "(fps 0.00153 to 50), got fps 1000; .mp4 takes any fps"),
     ],
 )
 def test_cli_explain_errors(capsys, tmp_path, monkeypatch, argv, code, message):
@@ -530,6 +534,20 @@ def test_cli_explain_errors(capsys, tmp_path, monkeypatch, argv, code, message):
     assert got == code and out == ""
     assert err.count("\n") == 1 and err.startswith("vivit: error: ") and message in err, err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_cli_explain_refuses_an_output_that_cannot_be_a_file(capsys, tmp_path, monkeypatch):
+    """A folder named like a picture failed only after the model ran, naming a temporary file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "maps.png").mkdir()
+    (tmp_path / "file").write_bytes(b"")
+    for out, message in [("maps.png", "--out: maps.png is a folder: give a file name, e.g. maps.png/output.png"),
+                         ("file/x.gif", "--out: cannot write file/x.gif: file is a file, not a folder")]:  # fmt: skip
+        code, _, err = run(capsys, "explain", "--out", out)
+        assert code == 2 and err == f"vivit: error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "maps.png"] and not list((tmp_path / "maps.png").iterdir())
+    with pytest.raises(ValueError, match="fps 0.00153 to 50"):
+        render.write_animation([np.zeros((4, 4, 3), np.uint8)], tmp_path / "x.gif", fps=0.001)
 
 
 def test_cli_explain_without_matplotlib(capsys, tmp_path, monkeypatch):

@@ -122,7 +122,7 @@ def test_a_destination_that_cannot_be_a_file_is_refused_before_exporting(tmp_pat
     monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: pytest.fail("exported although the path is unusable"))
     (tmp_path / "folder.onnx").mkdir()
     (tmp_path / "file").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"folder\.onnx is a folder: give a file name, e.g\. .*folder\.onnx/model\.onnx"):
+    with pytest.raises(ValueError, match=r"folder\.onnx is a folder: give a file name, e.g\. .*folder\.onnx/output\.onnx"):
         export_onnx(_tiny(SpatioTemporalViViT), tmp_path / "folder.onnx")
     with pytest.raises(ValueError, match=r"cannot write .*file/sub/m\.onnx: .*file is a file, not a folder"):
         export_onnx(_tiny(SpatioTemporalViViT), tmp_path / "file" / "sub" / "m.onnx")

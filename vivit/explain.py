@@ -659,7 +659,8 @@ def explain_video(
         (as `vivit.predict.top_predictions`).
 
     Raises:
-        ValueError: Unsupported `out` suffix, bad `block`/`head`, unreadable video.
+        ValueError: Unsupported `out` suffix, an `out` that is a folder, an `fps` a .gif cannot
+            play (`render.check_animation_fps`), bad `block`/`head`, unreadable video.
         ImportError: matplotlib (or, for `.mp4`, PyAV) is not installed; the message says how to
             install it.
     """
@@ -667,6 +668,7 @@ def explain_video(
 
     out = Path(out)
     render.require_writer(out)
+    render.check_animation_fps(out, fps)  # before the model runs
     cfg = resolve_data_config(pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", None))
     labels_cfg = dict(pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", None) or {})
     clip = video if isinstance(video, torch.Tensor) else load_clip(video, cfg)

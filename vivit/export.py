@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ._install import install_hint
+from .weights.cache import check_file_destination
 
 __all__ = ["ExportValidationError", "OnnxExport", "export_onnx"]
 
@@ -129,17 +130,6 @@ def _clip_size(model: nn.Module, input_size: tuple[int, int, int] | None) -> tup
     return size  # type: ignore[return-value]
 
 
-def _check_destination(dest: Path) -> None:
-    """Refuse, before the slow export, a path that cannot become a file (it would fail at the final rename)."""
-    if dest.is_dir():
-        raise ValueError(f"{dest} is a folder: give a file name, e.g. {dest / 'model.onnx'}")
-    for parent in dest.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"cannot write {dest}: {parent} is a file, not a folder")
-            return
-
-
 def _cpu_fp32_eval(model: nn.Module) -> nn.Module:
     ref = next(model.parameters(), None)
     if ref is not None and (ref.device.type != "cpu" or ref.dtype != torch.float32):
@@ -233,7 +223,7 @@ def export_onnx(
     from torch.export import Dim
 
     dest = Path(path).expanduser()
-    _check_destination(dest)
+    check_file_destination(dest)  # before the slow export: a folder would fail only at the final rename
     t, h, w = _clip_size(model, input_size)
     was_training = model.training
     model = _cpu_fp32_eval(model)
