@@ -209,6 +209,10 @@ def test_subsets_of_blocks_and_queries(one_thread):
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         attention_maps(_model("fdp"), _video(), **kwargs)
+    # a string is a sequence: blocks="1" was read as the index '1' and called out of range
+    with pytest.raises(TypeError, match="blocks must be None, an int or a list of block indices, got '1'"):
+        attention_maps(_model("fdp"), _video(), blocks="1")
+    assert list(attention_maps(_model("fdp"), _video(), blocks=np.int64(1))) == ["blocks.1"]  # an int from numpy
 
 
 def test_bad_inputs():
@@ -216,6 +220,11 @@ def test_bad_inputs():
         attention_maps(_model("st_token"), torch.zeros(1, 3, 8, 32, 48, dtype=torch.uint8))
     with pytest.raises(TypeError, match="expected one of the four ViViT models, got Linear"):
         attention_maps(torch.nn.Linear(2, 2), _video())
+    model = _model("st_token")  # wrapped models: say how to reach the model inside
+    with pytest.raises(TypeError, match=r"got OptimizedModule \(torch.compile's wrapper\): pass model._orig_mod"):
+        attention_maps(torch.compile(model), _video())
+    with pytest.raises(TypeError, match=r"got DataParallel \(a wrapper\): pass model.module"):
+        relevance(torch.nn.DataParallel(model), _video())
 
 
 def test_memory_budget():

@@ -119,7 +119,12 @@ def _model_kind(model: nn.Module) -> str:
     for cls, kind in kinds.items():
         if isinstance(model, cls):
             return kind
-    raise TypeError(f"expected one of the four ViViT models, got {type(model).__name__}")
+    hint = ""  # the hooks go on the model's own submodules: a wrapper hides them
+    if hasattr(model, "_orig_mod"):
+        hint = " (torch.compile's wrapper): pass model._orig_mod"
+    elif isinstance(getattr(model, "module", None), nn.Module):
+        hint = " (a wrapper): pass model.module"
+    raise TypeError(f"expected one of the four ViViT models, got {type(model).__name__}{hint}")
 
 
 def _vivit(model: nn.Module) -> Any:
@@ -138,9 +143,10 @@ def _block_indices(model: nn.Module, blocks: int | Sequence[int] | None) -> list
     depth = _num_blocks(model)
     if blocks is None:
         return list(range(depth))
-    if isinstance(blocks, bool) or not isinstance(blocks, (int, Sequence)):
+    if isinstance(blocks, (bool, str)) or not isinstance(blocks, (int, np.integer, Sequence)):
         raise TypeError(f"blocks must be None, an int or a list of block indices, got {blocks!r}")
-    if isinstance(blocks, int):
+    if isinstance(blocks, (int, np.integer)):
+        blocks = int(blocks)
         if not 0 < blocks <= depth:
             raise ValueError(f"blocks={blocks}: the model has {depth} blocks (an int n asks for the last n)")
         return list(range(depth - blocks, depth))
