@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -470,6 +471,17 @@ def test_explain_video_on_the_sample_clip(demo_model, tmp_path, one_thread):
         assert im.format == "PNG" and im.size[0] > 500
     with pytest.raises(ValueError, match=r"must end in \.png, \.gif, \.mp4"):
         vivit.explain.explain_video(demo_model, clip, tmp_path / "sheet.jpg")
+
+
+def test_explain_video_refuses_a_clip_that_is_not_preprocessed(demo_model, tmp_path):
+    """A uint8 tensor was cast to float and run on 0..255 pixels (a wrong map, drawn without complaint)."""
+    frames = torch.randint(0, 255, (3, 8, 32, 32), dtype=torch.uint8)
+    for clip, got in [(frames, "torch.uint8 tensor of shape (3, 8, 32, 32)"), (torch.rand(1, 3, 8, 32, 32), "torch.float32 tensor of shape (1, 3, 8, 32, 32)"),
+                      (frames.numpy(), "ndarray")]:  # fmt: skip
+        with pytest.raises(ValueError, match=r"expected a video path or a preprocessed float clip \(C, T, h, w\) "
+                           rf"\(vivit.explain.load_clip\), got {re.escape(got)}"):  # fmt: skip
+            vivit.explain.explain_video(demo_model, clip, tmp_path / "x.png")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("installed", [True, False], ids=["installed", "source-checkout"])

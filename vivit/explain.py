@@ -665,7 +665,8 @@ def explain_video(
         (as `vivit.predict.top_predictions`).
 
     Raises:
-        ValueError: Unsupported `out` suffix, an `out` that is a folder, an `fps` a .gif cannot
+        ValueError: A `video` tensor that is not a float `(C, T, h, w)` clip, unsupported `out` suffix, an
+            `out` that is a folder, an `fps` a .gif cannot
             play (`render.check_animation_fps`), bad `block`/`head`, unreadable video.
         ImportError: matplotlib (or, for `.mp4`, PyAV) is not installed; the message says how to
             install it.
@@ -677,6 +678,14 @@ def explain_video(
     render.check_animation_fps(out, fps)  # before the model runs
     cfg = resolve_data_config(pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", None))
     labels_cfg = dict(pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", None) or {})
+    is_clip = isinstance(video, torch.Tensor) and video.ndim == 4 and video.is_floating_point()
+    if not (is_clip or isinstance(video, (str, os.PathLike))):
+        # a uint8 tensor would be cast to float and run on 0..255 pixels: a wrong map, drawn without complaint
+        got = f"{video.dtype} tensor of shape {tuple(video.shape)}" if isinstance(video, torch.Tensor) else type(video).__name__
+        raise ValueError(
+            "expected a video path or a preprocessed float clip (C, T, h, w) (vivit.explain.load_clip), got "
+            f"{got}; for raw uint8 frames (T, H, W, 3) use vivit.create_transform(model.pretrained_cfg)(frames)"
+        )
     clip = video if isinstance(video, torch.Tensor) else load_clip(video, cfg)
     param = next(model.parameters())
     x = clip[None].to(param.device, param.dtype)
