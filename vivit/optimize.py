@@ -229,6 +229,11 @@ class _TunedLinear(nn.Module):
         act = f", activation={self.activation}" if self.activation else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype={self.compute_dtype}{act}"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # deepcopy / pickle / torch.save: the packed weights are opaque tensors without storage ("Cannot
+        # access storage of OpaqueTensorImpl") and only a cache; a copy packs again at its first call
+        return {**self.__dict__, "_packed": {}}
+
     def _apply(self, fn: Callable, recurse: bool = True) -> nn.Module:  # .to()/.cuda(): repack lazily
         self._packed.clear()
         # The compute dtype is this layer's, fixed at construction: a model-wide `.float()`, `.double()` or
