@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--head", type=int, metavar="H", help="with --block: only head H of that block")
     p.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="predictions in the title (default 3)")
-    p.add_argument("--fps", type=_positive_float, default=4.0, metavar="FPS", help="animation speed (default 4)")
+    p.add_argument("--fps", type=_positive_float, default=4.0, metavar="FPS", help="animation speed (default 4; a .gif plays 0.00153 to 50)")
     _add_device_option(p)
     _add_quiet_option(p)
     p.set_defaults(run=_cmd_explain)
