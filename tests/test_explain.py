@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -209,6 +210,10 @@ def test_subsets_of_blocks_and_queries(one_thread):
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         attention_maps(_model("fdp"), _video(), **kwargs)
+    # a string is a sequence: blocks="1" was read as the index '1' and called out of range
+    with pytest.raises(TypeError, match="blocks must be None, an int or a list of block indices, got '1'"):
+        attention_maps(_model("fdp"), _video(), blocks="1")
+    assert list(attention_maps(_model("fdp"), _video(), blocks=np.int64(1))) == ["blocks.1"]  # an int from numpy
 
 
 def test_bad_inputs():
@@ -216,6 +221,11 @@ def test_bad_inputs():
         attention_maps(_model("st_token"), torch.zeros(1, 3, 8, 32, 48, dtype=torch.uint8))
     with pytest.raises(TypeError, match="expected one of the four ViViT models, got Linear"):
         attention_maps(torch.nn.Linear(2, 2), _video())
+    model = _model("st_token")  # wrapped models: say how to reach the model inside
+    with pytest.raises(TypeError, match=r"got OptimizedModule \(torch.compile's wrapper\): pass model._orig_mod"):
+        attention_maps(torch.compile(model), _video())
+    with pytest.raises(TypeError, match=r"got DataParallel \(a wrapper\): pass model.module"):
+        relevance(torch.nn.DataParallel(model), _video())
 
 
 def test_memory_budget():
@@ -463,6 +473,17 @@ def test_explain_video_on_the_sample_clip(demo_model, tmp_path, one_thread):
         vivit.explain.explain_video(demo_model, clip, tmp_path / "sheet.jpg")
 
 
+def test_explain_video_refuses_a_clip_that_is_not_preprocessed(demo_model, tmp_path):
+    """A uint8 tensor was cast to float and run on 0..255 pixels (a wrong map, drawn without complaint)."""
+    frames = torch.randint(0, 255, (3, 8, 32, 32), dtype=torch.uint8)
+    for clip, got in [(frames, "torch.uint8 tensor of shape (3, 8, 32, 32)"), (torch.rand(1, 3, 8, 32, 32), "torch.float32 tensor of shape (1, 3, 8, 32, 32)"),
+                      (frames.numpy(), "ndarray")]:  # fmt: skip
+        with pytest.raises(ValueError, match=r"expected a video path or a preprocessed float clip \(C, T, h, w\) "
+                           rf"\(vivit.explain.load_clip\), got {re.escape(got)}"):  # fmt: skip
+            vivit.explain.explain_video(demo_model, clip, tmp_path / "x.png")
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("installed", [True, False], ids=["installed", "source-checkout"])
 def test_missing_matplotlib_says_how_to_install(monkeypatch, installed):
     """`pip install matplotlib` always works; the extra only where pip knows this vivit (it is not on PyPI)."""
@@ -522,6 +543,10 @@ def test_cli_explain_real_video(capsys, tmp_path, one_thread):
         (["--out", "x.png", "--block", "0", "--head", "-1"], 2, "head -1 out of range: block blocks.0 has 4 heads"),
         (["--out", "x.gif", "--fps", "0"], 2, "argument --fps: expected a positive number, got '0'"),
         (["nope.mp4", "--out", "x.png"], 1, "video nope.mp4 does not exist"),
+        # a GIF stores each picture's delay in whole centiseconds, 16 bits: 0.001 fps overflowed after all the
+        # work (OverflowError), 1000 fps became a delay of 0 that viewers show at 10 fps
+        (["--out", "x.gif", "--fps", "0.001"], 2, "--fps: a .gif shows each picture for 0.02 to 655.35 seconds"),
+        (["--out", "x.gif", "--fps", "1000"], 2, "(fps 0.00153 to 50), got fps 1000; .mp4 takes any fps"),
     ],
 )
 def test_cli_explain_errors(capsys, tmp_path, monkeypatch, argv, code, message):
@@ -530,6 +555,20 @@ def test_cli_explain_errors(capsys, tmp_path, monkeypatch, argv, code, message):
     assert got == code and out == ""
     assert err.count("\n") == 1 and err.startswith("vivit: error: ") and message in err, err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_cli_explain_refuses_an_output_that_cannot_be_a_file(capsys, tmp_path, monkeypatch):
+    """A folder named like a picture failed only after the model ran, naming a temporary file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "maps.png").mkdir()
+    (tmp_path / "file").write_bytes(b"")
+    for out, message in [("maps.png", "--out: maps.png is a folder: give a file name, e.g. maps.png/output.png"),
+                         ("file/x.gif", "--out: cannot write file/x.gif: file is a file, not a folder")]:  # fmt: skip
+        code, _, err = run(capsys, "explain", "--out", out)
+        assert code == 2 and err == f"vivit: error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "maps.png"] and not list((tmp_path / "maps.png").iterdir())
+    with pytest.raises(ValueError, match="fps 0.00153 to 50"):
+        render.write_animation([np.zeros((4, 4, 3), np.uint8)], tmp_path / "x.gif", fps=0.001)
 
 
 def test_cli_explain_without_matplotlib(capsys, tmp_path, monkeypatch):

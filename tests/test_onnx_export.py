@@ -116,6 +116,22 @@ def test_failed_validation_writes_nothing(tmp_path, monkeypatch):
     assert (tmp_path / "model.onnx").read_bytes() == b"previous"  # the old file is intact
 
 
+def test_a_destination_that_cannot_be_a_file_is_refused_before_exporting(tmp_path, monkeypatch, capsys):
+    """A folder (or a name under a file) failed only at the final rename, after the whole export and
+    validation, with the temporary folder's name in the message."""
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: pytest.fail("exported although the path is unusable"))
+    (tmp_path / "folder.onnx").mkdir()
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"folder\.onnx is a folder: give a file name, e.g\. .*folder\.onnx/output\.onnx"):
+        export_onnx(_tiny(SpatioTemporalViViT), tmp_path / "folder.onnx")
+    with pytest.raises(ValueError, match=r"cannot write .*file/sub/m\.onnx: .*file is a file, not a folder"):
+        export_onnx(_tiny(SpatioTemporalViViT), tmp_path / "file" / "sub" / "m.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.onnx"]  # no temporary folder left
+    code = cli.main(["export", "onnx", "vivit_demo", "--out", str(tmp_path / "folder.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("vivit: error: --out: ") and "is a folder: give a file name" in err
+
+
 def test_refuses_optimized_modules_and_reports_missing_packages(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="export the original model"):
         export_onnx(optimize_for_inference(_tiny(SpatioTemporalViViT)), tmp_path / "o.onnx")

@@ -7,6 +7,9 @@ to the tolerances documented in README "Speed" (measured values noted beside eac
 
 from __future__ import annotations
 
+import copy
+import io
+import pickle
 import sys
 from pathlib import Path
 
@@ -134,6 +137,54 @@ def test_inference_only_and_bad_dtype():
         assert fast(_video().requires_grad_()).shape == (2, 7)
     with pytest.raises(ValueError, match="torch.float32, torch.bfloat16 or torch.int8"):
         optimize_for_inference(_mid_model(), torch.float16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8], ids=["fp32", "bf16", "int8"])
+def test_dtype_casts_of_the_copy_keep_its_kernels(dtype):
+    """`fast.float()`, `fast.to(device, torch.float32)`, `.double()`: the idioms of a user's loop. The
+    optimized layers keep the dtype they were built for (bf16 weights cast to fp32 met bf16 inputs:
+    "mat1 and mat2 must have the same dtype"); the model's own fp32 parts follow the cast."""
+    model, video = _mid_model(), _video()
+    with torch.no_grad():
+        expected = optimize_for_inference(model, dtype)(video)
+        for cast in (lambda m: m.float(), lambda m: m.to("cpu", torch.float32)):  # before the first call, and after
+            assert torch.equal(cast(optimize_for_inference(model, dtype))(video), expected)
+            fast = optimize_for_inference(model, dtype)
+            fast(video)
+            assert torch.equal(cast(fast)(video), expected)
+        # float64 LayerNorms / softmax around the same bf16 or int8 GEMMs: as close as the dtype allows
+        tolerance = {torch.float32: FP32_TOL, torch.bfloat16: BF16_TOL, torch.int8: INT8_TOL}[dtype]
+        assert _max_diff(optimize_for_inference(model, dtype).double()(video.double()), expected) <= tolerance
+
+
+@pytest.mark.parametrize(
+    ("dtype", "kernel"),
+    [(torch.float32, "mkl_packed"), (torch.float32, "onednn_packed"), (torch.bfloat16, "onednn_packed")],
+    ids=["fp32-mkl", "fp32-onednn", "bf16-onednn"],
+)
+def test_copies_and_pickles_after_the_packed_kernels_ran(monkeypatch, dtype, kernel):
+    """The packed weights are opaque tensors (no storage): deepcopy / pickle / torch.save of a copy that had
+    run raised "Cannot access storage of OpaqueTensorImpl". They are a cache, rebuilt at the next call."""
+    if not PRIVATE[kernel.split("_")[0]]:
+        pytest.skip(f"torch.ops.{kernel} not usable with torch {torch.__version__}")
+    monkeypatch.setattr(opt, "_FORCED", {"linear": kernel})
+    video = _video()
+    fast = optimize_for_inference(_mid_model(), dtype, example_input=video)
+    with torch.no_grad():
+        expected = fast(video)
+        buffer = io.BytesIO()
+        torch.save(fast, buffer)
+        buffer.seek(0)
+        for again in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast)), torch.load(buffer, weights_only=False)):
+            assert torch.equal(again(video), expected)
+        assert torch.equal(fast(video), expected)  # the original keeps its packed weights
+
+
+def test_an_optimized_copy_is_not_optimized_again():
+    """It would keep its first kernels and dtype while `optimized_for_inference` named the second."""
+    fast = optimize_for_inference(_mid_model(), torch.float32)
+    with pytest.raises(ValueError, match=r"already optimized \(dtype float32\).*pass the original model"):
+        optimize_for_inference(fast, torch.bfloat16)
 
 
 def test_fallback_to_public_kernels_on_untested_torch(monkeypatch):

@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--head", type=int, metavar="H", help="with --block: only head H of that block")
     p.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="predictions in the title (default 3)")
-    p.add_argument("--fps", type=_positive_float, default=4.0, metavar="FPS", help="animation speed (default 4)")
+    p.add_argument("--fps", type=_positive_float, default=4.0, metavar="FPS", help="animation speed (default 4; a .gif plays 0.00153 to 50)")
     _add_device_option(p)
     _add_quiet_option(p)
     p.set_defaults(run=_cmd_explain)
@@ -1119,15 +1119,19 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- explain
 def _cmd_explain(args: argparse.Namespace) -> int:
     from .explain import check_block_head, explain_video
-    from .render import require_writer
+    from .render import check_animation_fps, require_writer
 
     _entry(args.model)
     if args.head is not None and args.block is None:
         raise UsageError("--head selects one head of one block: give --block too")
     try:
-        require_writer(args.out)  # a wrong suffix or a missing extra is reported before any work
+        require_writer(args.out)  # a wrong suffix or path, or a missing extra, is reported before any work
     except ValueError as err:
         raise UsageError(f"--out: {err}") from None
+    try:
+        check_animation_fps(args.out, args.fps)
+    except ValueError as err:
+        raise UsageError(f"--fps: {err}") from None
     with ExitStack() as stack:
         if args.video:
             _require_file(args.video, "video")
@@ -1162,10 +1166,15 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- export
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import ExportValidationError, _clip_size, _require_onnx, export_onnx
+    from .weights.cache import check_file_destination
 
     out = Path(args.out).expanduser()
     if out.suffix != ".onnx":
         raise UsageError(f"--out {args.out}: expected a file name ending in .onnx")
+    try:
+        check_file_destination(out)  # a folder of that name: refused now, not after the export
+    except ValueError as err:
+        raise UsageError(f"--out: {err}") from None
     _require_onnx()  # before any download or model build
     model = _load_model(args)
     _clip_size(model, args.input_size)  # a size ONNX cannot represent is refused before the slow part

@@ -119,7 +119,12 @@ def _model_kind(model: nn.Module) -> str:
     for cls, kind in kinds.items():
         if isinstance(model, cls):
             return kind
-    raise TypeError(f"expected one of the four ViViT models, got {type(model).__name__}")
+    hint = ""  # the hooks go on the model's own submodules: a wrapper hides them
+    if hasattr(model, "_orig_mod"):
+        hint = " (torch.compile's wrapper): pass model._orig_mod"
+    elif isinstance(getattr(model, "module", None), nn.Module):
+        hint = " (a wrapper): pass model.module"
+    raise TypeError(f"expected one of the four ViViT models, got {type(model).__name__}{hint}")
 
 
 def _vivit(model: nn.Module) -> Any:
@@ -138,9 +143,10 @@ def _block_indices(model: nn.Module, blocks: int | Sequence[int] | None) -> list
     depth = _num_blocks(model)
     if blocks is None:
         return list(range(depth))
-    if isinstance(blocks, bool) or not isinstance(blocks, (int, Sequence)):
+    if isinstance(blocks, (bool, str)) or not isinstance(blocks, (int, np.integer, Sequence)):
         raise TypeError(f"blocks must be None, an int or a list of block indices, got {blocks!r}")
-    if isinstance(blocks, int):
+    if isinstance(blocks, (int, np.integer)):
+        blocks = int(blocks)
         if not 0 < blocks <= depth:
             raise ValueError(f"blocks={blocks}: the model has {depth} blocks (an int n asks for the last n)")
         return list(range(depth - blocks, depth))
@@ -659,7 +665,9 @@ def explain_video(
         (as `vivit.predict.top_predictions`).
 
     Raises:
-        ValueError: Unsupported `out` suffix, bad `block`/`head`, unreadable video.
+        ValueError: A `video` tensor that is not a float `(C, T, h, w)` clip, unsupported `out` suffix, an
+            `out` that is a folder, an `fps` a .gif cannot
+            play (`render.check_animation_fps`), bad `block`/`head`, unreadable video.
         ImportError: matplotlib (or, for `.mp4`, PyAV) is not installed; the message says how to
             install it.
     """
@@ -667,8 +675,17 @@ def explain_video(
 
     out = Path(out)
     render.require_writer(out)
+    render.check_animation_fps(out, fps)  # before the model runs
     cfg = resolve_data_config(pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", None))
     labels_cfg = dict(pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", None) or {})
+    is_clip = isinstance(video, torch.Tensor) and video.ndim == 4 and video.is_floating_point()
+    if not (is_clip or isinstance(video, (str, os.PathLike))):
+        # a uint8 tensor would be cast to float and run on 0..255 pixels: a wrong map, drawn without complaint
+        got = f"{video.dtype} tensor of shape {tuple(video.shape)}" if isinstance(video, torch.Tensor) else type(video).__name__
+        raise ValueError(
+            "expected a video path or a preprocessed float clip (C, T, h, w) (vivit.explain.load_clip), got "
+            f"{got}; for raw uint8 frames (T, H, W, 3) use vivit.create_transform(model.pretrained_cfg)(frames)"
+        )
     clip = video if isinstance(video, torch.Tensor) else load_clip(video, cfg)
     param = next(model.parameters())
     x = clip[None].to(param.device, param.dtype)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ._install import install_hint
+from .weights.cache import check_file_destination
 
 __all__ = ["ExportValidationError", "OnnxExport", "export_onnx"]
 
@@ -215,13 +216,14 @@ def export_onnx(
     Raises:
         ImportError: onnx, onnxruntime or onnxscript is missing.
         ValueError: a `dynamic_size=True` model without `input_size`, a mismatched `input_size`,
-            or a module that is not a vivit model.
+            a module that is not a vivit model, or a `path` that is a folder or lies under a file.
         ExportValidationError: ONNX Runtime's fp32 logits differ from PyTorch's by more than `atol`.
     """
     _require_onnx()
     from torch.export import Dim
 
     dest = Path(path).expanduser()
+    check_file_destination(dest)  # before the slow export: a folder would fail only at the final rename
     t, h, w = _clip_size(model, input_size)
     was_training = model.training
     model = _cpu_fp32_eval(model)

@@ -229,9 +229,17 @@ class _TunedLinear(nn.Module):
         act = f", activation={self.activation}" if self.activation else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype={self.compute_dtype}{act}"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # deepcopy / pickle / torch.save: the packed weights are opaque tensors without storage ("Cannot
+        # access storage of OpaqueTensorImpl") and only a cache; a copy packs again at its first call
+        return {**self.__dict__, "_packed": {}}
+
     def _apply(self, fn: Callable, recurse: bool = True) -> nn.Module:  # .to()/.cuda(): repack lazily
         self._packed.clear()
-        return super()._apply(fn, recurse)
+        # The compute dtype is this layer's, fixed at construction: a model-wide `.float()`, `.double()` or
+        # `.to(device, dtype)` moves the weights but keeps their dtype (bf16 weights cast to fp32 would meet
+        # the bf16 input in the GEMM: "mat1 and mat2 must have the same dtype").
+        return super()._apply(lambda t: fn(t).to(self.compute_dtype), recurse)
 
     # kernels: name -> (prepare(m) -> state, run(state, x) -> y); x is 2-D in the compute dtype
     def _kernels(self) -> dict[str, _LinearKernel]:
@@ -355,6 +363,11 @@ class _Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         act = f", activation={self.activation}" if self.activation else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, dtype=int8 (dynamic){act}"
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> nn.Module:
+        self._packed.clear()  # the packed weights hold the bias: pack again from the buffers
+        # int8 weights are not floating point (a dtype cast leaves them); the bias stays fp32 like the GEMM's output
+        return super()._apply(lambda t: fn(t).float() if t.is_floating_point() else fn(t), recurse)
 
     def _prepared(self, engine: str) -> Any:
         if engine not in self._packed:
@@ -545,11 +558,18 @@ def optimize_for_inference(
         on an input that requires grad raises RuntimeError.
 
     Raises:
-        ValueError: `dtype` is not one of the three, or int8 on a non-CPU model.
+        ValueError: `dtype` is not one of the three, int8 on a non-CPU model, or `model` is itself a
+            copy from `optimize_for_inference`.
         RuntimeError: int8 on a torch build without a working quantized engine.
     """
     if dtype not in _SUPPORTED_DTYPES:
         raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.int8, got {dtype!r}")
+    done = getattr(model, "optimized_for_inference", None)
+    if done is not None:  # its layers are no longer the ones converted here: they would stay as they are
+        raise ValueError(
+            f"this model is already optimized (dtype {done['dtype']}) by vivit.optimize_for_inference; pass the "
+            "original model to optimize it for another dtype"
+        )
     ref = next(model.parameters(), None)
     device = ref.device if ref is not None else torch.device("cpu")
     if dtype == torch.int8 and device.type != "cpu":

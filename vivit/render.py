@@ -23,12 +23,14 @@ from typing import Any
 import numpy as np
 
 from ._install import install_hint
+from .weights.cache import check_file_destination
 from .weights.hub import atomic_write
 
 __all__ = [
     "ANIMATION_SUFFIXES",
     "PICTURE_SUFFIXES",
     "blend_heat",
+    "check_animation_fps",
     "check_output_suffix",
     "figure_to_rgb",
     "new_figure",
@@ -49,6 +51,9 @@ DPI = 100
 HEAT_CMAP = "turbo"  # bright in the middle of its range: middling relevance stays visible
 HEAT_ALPHA = 0.7  # opacity of the heat map where relevance is highest
 MAX_SHEET_FRAMES = 16
+# A GIF stores each picture's delay as a 16-bit count of centiseconds (GIF89a, Graphic Control Extension),
+# and viewers show delays under 2 cs at 10 cs (browsers' rule for "as fast as possible" GIFs).
+_GIF_DELAY_CS = (2, 65535)
 
 
 def require_matplotlib() -> Any:
@@ -62,13 +67,14 @@ def require_matplotlib() -> Any:
 
 
 def require_writer(path: str | os.PathLike[str]) -> None:
-    """Fail before any work when a picture could not be written: bad suffix, matplotlib or PyAV missing.
+    """Fail before any work when a picture could not be written: bad suffix or path, matplotlib or PyAV missing.
 
     Raises:
-        ValueError: The suffix is not .png, .gif or .mp4.
+        ValueError: The suffix is not .png, .gif or .mp4, or `path` is a folder or lies under a file.
         ImportError: matplotlib (any picture) or PyAV (.mp4) is missing; the message says how to install it.
     """
     suffix = check_output_suffix(path)
+    check_file_destination(path)
     require_matplotlib()
     if suffix == ".mp4":
         _import_av()
@@ -88,6 +94,23 @@ def check_output_suffix(path: str | os.PathLike[str], allowed: Sequence[str] = P
     if suffix not in allowed:
         raise ValueError(f"cannot write {os.fspath(path)!r}: the file name must end in {', '.join(allowed)}")
     return suffix
+
+
+def check_animation_fps(path: str | os.PathLike[str], fps: float) -> None:
+    """Check that an animation at `path` can play at `fps` frames per second.
+
+    Raises:
+        ValueError: `fps` is not a positive number, or outside 0.00153-50 for a `.gif`, whose delays are
+            whole centiseconds (2 to 65535: shorter delays are shown at 10 fps by viewers).
+    """
+    if isinstance(fps, bool) or not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    if Path(path).suffix.lower() == ".gif" and not _GIF_DELAY_CS[0] <= round(100 / fps) <= _GIF_DELAY_CS[1]:
+        low, high = (cs / 100 for cs in _GIF_DELAY_CS)
+        raise ValueError(
+            f"a .gif shows each picture for {low:g} to {high:g} seconds (fps {1 / high:.3g} to {1 / low:g}), "
+            f"got fps {fps:g}; .mp4 takes any fps"
+        )
 
 
 def new_figure(width: float, height: float) -> Any:
@@ -121,14 +144,13 @@ def write_animation(images: Sequence[np.ndarray], path: str | os.PathLike[str], 
     FFmpeg build has no H.264 encoder), yuv420p; odd sizes are padded to even ones with white.
 
     Raises:
-        ValueError: No pictures, a non-positive `fps`, or a suffix other than .gif / .mp4.
+        ValueError: No pictures, a bad `fps` (`check_animation_fps`), or a suffix other than .gif / .mp4.
         ImportError: PyAV is missing (for .mp4); the message says how to install it.
     """
     suffix = check_output_suffix(path, ANIMATION_SUFFIXES)
     if not images:
         raise ValueError("no pictures to write")
-    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    check_animation_fps(path, fps)
     if suffix == ".gif":
         _write_gif(images, Path(path), fps)
     else:

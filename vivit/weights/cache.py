@@ -39,6 +39,7 @@ __all__ = [
     "cache_dir",
     "cache_lock",
     "cache_write_error",
+    "check_file_destination",
     "clean_stale_temp_files",
     "get_or_build",
     "scratch_dir",
@@ -199,6 +200,22 @@ def atomic_write(dest: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, dest)
     finally:
         _remove_quietly(tmp)
+
+
+def check_file_destination(dest: str | os.PathLike[str]) -> None:
+    """Refuse a path that `atomic_write` could not turn into a file, before any slow work is done.
+
+    Raises:
+        ValueError: `dest` is an existing folder, or one of its parents is a file.
+    """
+    dest = Path(dest)
+    if dest.is_dir():
+        raise ValueError(f"{dest} is a folder: give a file name, e.g. {dest / ('output' + dest.suffix)}")
+    for parent in dest.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write {dest}: {parent} is a file, not a folder")
+            return
 
 
 @contextmanager
