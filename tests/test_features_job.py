@@ -267,3 +267,24 @@ def test_two_torchrun_ranks_resume_a_killed_run_and_equal_one_process(capsys, tm
         with safe_open(str(path), "pt") as ref, safe_open(str(out / name), "pt") as got:
             assert ref.metadata() == got.metadata()
             assert all(torch.equal(ref.get_tensor(k), got.get_tensor(k)) for k in ref.keys())  # noqa: SIM118
+
+
+def test_the_same_features_make_the_same_file_bytes(capsys, videos, tmp_path, one_thread):
+    # safetensors writes its header's metadata in hash order, which changes from run to run; `diff -r`,
+    # checksums and content-addressed stores (DVC, git-lfs) must see two equal runs as equal files.
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        assert run(capsys, "features", videos / "long.mp4", *MODEL, "--out", out, "--workers", "0")[0] == 0
+    data = (first / "long.mp4.safetensors").read_bytes()
+    assert data == (second / "long.mp4.safetensors").read_bytes()
+    header = data[8 : 8 + int.from_bytes(data[:8], "little")]
+    assert header.startswith(b"{") and len(header) % 8 == 0  # still a valid safetensors header
+    assert read_features(first / "long.mp4.safetensors")[1]["window"] == "8"
+
+
+def test_an_empty_list_is_a_failure_not_a_clean_run(capsys, videos, tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("# nothing yet\n\n", encoding="utf-8")
+    code, _, err = run(capsys, "features", listing, *MODEL, "--out", tmp_path / "f")
+    assert code == 1 and "0 written, 0 already done, 1 failed" in err
+    assert "list.csv: lists no videos" in err

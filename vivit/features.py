@@ -246,6 +246,8 @@ def _collect(inputs: Sequence[str | os.PathLike[str]], out_dir: Path, plan: _Pla
             except ValueError as err:
                 plan.failed.append((shown, str(err)))
                 continue
+            if not records:  # an empty list is a mistake upstream, not a clean run
+                plan.failed.append((shown, "lists no videos (expected one path per line, or CSV/TSV rows path[,label,...])"))
             videos += [_Video(r.path, out_dir / f"{_relative_output(r.path, path.parent)}{_SUFFIX}", r.where) for r in records]
         elif path.exists() or not path.suffix.lower() in LIST_SUFFIXES:
             videos.append(_Video(path, out_dir / f"{path.name}{_SUFFIX}", shown))
@@ -701,7 +703,7 @@ def _write(output: Path, features: torch.Tensor, windows: torch.Tensor, seconds:
     from .weights.hub import atomic_write
 
     tensors = {"features": features, "window_frames": windows.contiguous(), "window_seconds": seconds.contiguous()}
-    data = save(tensors, metadata=metadata)
+    data = _sorted_header(save(tensors, metadata=metadata))
     # A temporary file renamed into place: an interrupted run never leaves a half-written output.
     # Written through Python (safetensors' own file functions refuse non-UTF-8 file names).
     with atomic_write(output) as tmp, open(tmp, "wb") as f:
@@ -709,6 +711,20 @@ def _write(output: Path, features: torch.Tensor, windows: torch.Tensor, seconds:
     # A run killed while writing this video left its temporary file behind; it is of no use now.
     for leftover in output.parent.glob(f".{glob.escape(output.name)}.*.part"):
         leftover.unlink(missing_ok=True)
+
+
+def _sorted_header(data: bytes) -> bytes:
+    """The safetensors bytes with the header's keys sorted, so that equal features give equal files.
+
+    safetensors writes the header from a Rust HashMap, in an order that changes from run to run;
+    `diff -r`, checksums and content-addressed stores (DVC, git-lfs) would see every re-run as
+    new. Data offsets are relative to the end of the header, so its length may change freely
+    (it is padded with spaces to a multiple of 8, as safetensors does).
+    """
+    size = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + data[8 + size :]
 
 
 def _print_summary(summary: FeaturesSummary, say: _Say) -> None:
