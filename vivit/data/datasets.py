@@ -249,7 +249,10 @@ def _records(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | 
             raise ValueError(
                 f"{shown_path(root)} is a video, not a dataset: pass a class folder tree, a list file, or a list of paths"
             )
-        return read_video_list(root)
+        records = read_video_list(root)
+        if not records:  # a list emptied by mistake would otherwise train or score nothing, silently
+            raise ValueError(f"{shown_path(root)} lists no videos (expected rows 'path,label[,start,end]' or one path per line)")
+        return records
     return [item if isinstance(item, VideoRecord) else VideoRecord(Path(item)) for item in source]
 
 
