@@ -288,3 +288,28 @@ def test_an_empty_list_is_a_failure_not_a_clean_run(capsys, videos, tmp_path):
     code, _, err = run(capsys, "features", listing, *MODEL, "--out", tmp_path / "f")
     assert code == 1 and "0 written, 0 already done, 1 failed" in err
     assert "list.csv: lists no videos" in err
+
+
+def test_no_room_in_shared_memory_is_an_error_not_a_hang(videos, tmp_path):
+    """Workers hand decoded clips over in shared memory (/dev/shm: 64 MB in a default docker container).
+    When it cannot be had, `features` hung for ever (torch's queue thread failed and dropped the batch)
+    and `evaluate` printed a worker's traceback as its error. RLIMIT_FSIZE stands in for a full /dev/shm:
+    shared-memory segments are files too. In a subprocess, so that a hang is a timeout."""
+    listing = tmp_path / "val.csv"
+    listing.write_text(f"{videos / 'long.mp4'},right\n", encoding="utf-8")
+    script = (
+        "import resource, sys\n"
+        "from vivit import cli\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        f"codes = [cli.main(['features', {str(videos / 'long.mp4')!r}, '--model', 'vivit_demo', '--out', "
+        f"{str(tmp_path / 'f')!r}, '--workers', '1']),\n"
+        f"         cli.main(['evaluate', {str(listing)!r}, '--model', 'vivit_demo', '--workers', '1'])]\n"
+        "print(codes)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert done.stdout.strip() == "[1, 1]", done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("vivit: error:")]
+    assert len(errors) == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert all("shared memory (/dev/shm)" in line and "--shm-size" in line and "--workers 0" in line for line in errors)
+    assert not list((tmp_path / "f").rglob("*.safetensors"))

@@ -50,6 +50,7 @@ from . import __version__
 from .data.datasets import (
     LIST_SUFFIXES,
     VIDEO_SUFFIXES,
+    _share_in_worker,
     find_videos,
     read_video_list,
     shown_path,
@@ -358,7 +359,8 @@ class _WindowStream(IterableDataset):
     Yields dicts: `index` (position in `paths`), and either `error` (the video cannot be read),
     or `views` float32 `(b, C, T, H, W)`, `window` int64 `(b,)` (window of each view) and `last`
     (the video's final batch); the first batch of a video also carries `windows`, `seconds`,
-    `frames`, `fps`. Warnings raised while reading travel as text in `warnings`.
+    `frames`, `fps`. Warnings raised while reading travel as text in `warnings`. A worker that
+    cannot put its tensors in shared memory yields `fatal` (the message) and stops.
     """
 
     def __init__(self, paths: Sequence[Path], geometry: _Geometry) -> None:
@@ -369,7 +371,14 @@ class _WindowStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         for index in range(worker, len(self.paths), workers):
-            yield from self._video(index, threads=1 if info is not None else 0)
+            for item in self._video(index, threads=1 if info is not None else 0):
+                if info is not None:
+                    try:
+                        _share_in_worker(item.values())
+                    except OSError as err:  # /dev/shm full: stop the job with a clear message
+                        yield {"index": index, "fatal": str(err)}
+                        return
+                yield item
 
     def _video(self, index: int, threads: int) -> Iterator[dict[str, Any]]:
         path = self.paths[index]
@@ -643,15 +652,19 @@ def _run(
                disable=_bar_disabled(progress, context))  # fmt: skip
     say.bar = bar if not bar.disable else None
     partial: dict[int, dict[str, Any]] = {}
+    finished: set[int] = set()
     try:
         with torch.inference_mode():
             for item in loader:
+                if "fatal" in item:
+                    raise OSError(item["fatal"])
                 index = item["index"]
                 video, stat = mine[index]
                 for note in item.get("warnings") or ():
                     say(f"warning: {note}")
                 if "error" in item:
                     partial.pop(index, None)
+                    finished.add(index)
                     failed.append((shown_path(video.path), item["error"]))
                     say(f"error: {item['error']}", force=True)
                     bar.update(1)
@@ -684,7 +697,15 @@ def _run(
                     say(f"error: cannot write {shown_path(video.output)}: {err}", force=True)
                 else:
                     written.append(shown_path(video.path))
+                finished.add(index)
                 bar.update(1)
+        # Every video must come back written or failed: a batch that a worker's queue dropped
+        # (torch prints its error and goes on) is a failure, not a video silently left out.
+        for index, (video, _) in enumerate(mine):
+            if index not in finished:
+                reason = "no result came back from the worker that decoded it (see the errors above); run again to retry"
+                failed.append((shown_path(video.path), reason))
+                say(f"error: {shown_path(video.path)}: {reason}", force=True)
     finally:
         bar.close()
         say.bar = None
