@@ -259,6 +259,9 @@ def test_dataset_errors(tmp_path):
         VideoDataset(tmp_path)
     with pytest.raises(ValueError, match="mode must be 'train' or 'eval'"):
         VideoDataset([], "test")
+    (tmp_path / "val.csv").write_text("path,label\n\n# all entries commented out\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"val.csv lists no videos"):  # as an empty class folder tree
+        VideoDataset(tmp_path / "val.csv", "eval")
     assert isinstance(vivit.data.VideoDataset([]), torch.utils.data.Dataset)
 
 

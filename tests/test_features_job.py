@@ -267,3 +267,49 @@ def test_two_torchrun_ranks_resume_a_killed_run_and_equal_one_process(capsys, tm
         with safe_open(str(path), "pt") as ref, safe_open(str(out / name), "pt") as got:
             assert ref.metadata() == got.metadata()
             assert all(torch.equal(ref.get_tensor(k), got.get_tensor(k)) for k in ref.keys())  # noqa: SIM118
+
+
+def test_the_same_features_make_the_same_file_bytes(capsys, videos, tmp_path, one_thread):
+    # safetensors writes its header's metadata in hash order, which changes from run to run; `diff -r`,
+    # checksums and content-addressed stores (DVC, git-lfs) must see two equal runs as equal files.
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        assert run(capsys, "features", videos / "long.mp4", *MODEL, "--out", out, "--workers", "0")[0] == 0
+    data = (first / "long.mp4.safetensors").read_bytes()
+    assert data == (second / "long.mp4.safetensors").read_bytes()
+    header = data[8 : 8 + int.from_bytes(data[:8], "little")]
+    assert header.startswith(b"{") and len(header) % 8 == 0  # still a valid safetensors header
+    assert read_features(first / "long.mp4.safetensors")[1]["window"] == "8"
+
+
+def test_an_empty_list_is_a_failure_not_a_clean_run(capsys, videos, tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("# nothing yet\n\n", encoding="utf-8")
+    code, _, err = run(capsys, "features", listing, *MODEL, "--out", tmp_path / "f")
+    assert code == 1 and "0 written, 0 already done, 1 failed" in err
+    assert "list.csv: lists no videos" in err
+
+
+def test_no_room_in_shared_memory_is_an_error_not_a_hang(videos, tmp_path):
+    """Workers hand decoded clips over in shared memory (/dev/shm: 64 MB in a default docker container).
+    When it cannot be had, `features` hung for ever (torch's queue thread failed and dropped the batch)
+    and `evaluate` printed a worker's traceback as its error. RLIMIT_FSIZE stands in for a full /dev/shm:
+    shared-memory segments are files too. In a subprocess, so that a hang is a timeout."""
+    listing = tmp_path / "val.csv"
+    listing.write_text(f"{videos / 'long.mp4'},right\n", encoding="utf-8")
+    script = (
+        "import resource, sys\n"
+        "from vivit import cli\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        f"codes = [cli.main(['features', {str(videos / 'long.mp4')!r}, '--model', 'vivit_demo', '--out', "
+        f"{str(tmp_path / 'f')!r}, '--workers', '1']),\n"
+        f"         cli.main(['evaluate', {str(listing)!r}, '--model', 'vivit_demo', '--workers', '1'])]\n"
+        "print(codes)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert done.stdout.strip() == "[1, 1]", done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("vivit: error:")]
+    assert len(errors) == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert all("shared memory (/dev/shm)" in line and "--shm-size" in line and "--workers 0" in line for line in errors)
+    assert not list((tmp_path / "f").rglob("*.safetensors"))

@@ -36,11 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, get_worker_info
 
 from . import __version__
 from .data.datasets import (
     SkippedVideoWarning,
+    _shared_memory_error,
     VideoDataset,
     VideoRecord,
     collate_videos,
@@ -211,7 +212,7 @@ def evaluate(
         dtype = next((p.dtype for p in runner.parameters() if p.is_floating_point()), torch.float32)
         mine = context.shard(range(len(dataset)))
         loader = DataLoader(
-            Subset(dataset, mine), batch_size=1, num_workers=workers, collate_fn=collate_videos,
+            Subset(dataset, mine), batch_size=1, num_workers=workers, collate_fn=_collate,
             pin_memory=target.type == "cuda", prefetch_factor=2 if workers else None,
             worker_init_fn=functools.partial(_configure_warnings, verbose and not silent),
         )  # fmt: skip
@@ -226,6 +227,8 @@ def evaluate(
         ):
             _configure_warnings(verbose and not silent)
             for batch in loader:
+                if "fatal" in batch:
+                    raise OSError(batch["fatal"])
                 for failure in batch["failed"]:
                     results.append((failure["video_index"], None, failure["error"]))
                     if not silent:
@@ -243,6 +246,17 @@ def evaluate(
         if not silent:
             _print_metrics(metrics, split_names)
     return metrics
+
+
+def _collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """`collate_videos`, with a worker's failure to allocate the batch in shared memory (/dev/shm full)
+    returned as `fatal` text: raised in the worker, it would reach the user as that worker's traceback."""
+    try:
+        return collate_videos(items)
+    except RuntimeError as err:  # in a worker, stacking into shared memory is all that can fail here
+        if get_worker_info() is None:
+            raise
+        return {"failed": [], "fatal": str(_shared_memory_error(err))}
 
 
 def _configure_warnings(verbose: bool, worker_id: int | None = None) -> None:

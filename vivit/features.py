@@ -50,6 +50,7 @@ from . import __version__
 from .data.datasets import (
     LIST_SUFFIXES,
     VIDEO_SUFFIXES,
+    _share_in_worker,
     find_videos,
     read_video_list,
     shown_path,
@@ -247,6 +248,8 @@ def _collect(inputs: Sequence[str | os.PathLike[str]], out_dir: Path, plan: _Pla
             except ValueError as err:
                 plan.failed.append((shown, str(err)))
                 continue
+            if not records:  # an empty list is a mistake upstream, not a clean run
+                plan.failed.append((shown, "lists no videos (expected one path per line, or CSV/TSV rows path[,label,...])"))
             videos += [_Video(r.path, out_dir / f"{_relative_output(r.path, path.parent)}{_SUFFIX}", r.where) for r in records]
         elif path.exists() or not path.suffix.lower() in LIST_SUFFIXES:
             videos.append(_Video(path, out_dir / f"{path.name}{_SUFFIX}", shown))
@@ -357,7 +360,8 @@ class _WindowStream(IterableDataset):
     Yields dicts: `index` (position in `paths`), and either `error` (the video cannot be read),
     or `views` float32 `(b, C, T, H, W)`, `window` int64 `(b,)` (window of each view) and `last`
     (the video's final batch); the first batch of a video also carries `windows`, `seconds`,
-    `frames`, `fps`. Warnings raised while reading travel as text in `warnings`.
+    `frames`, `fps`. Warnings raised while reading travel as text in `warnings`. A worker that
+    cannot put its tensors in shared memory yields `fatal` (the message) and stops.
     """
 
     def __init__(self, paths: Sequence[Path], geometry: _Geometry) -> None:
@@ -368,7 +372,14 @@ class _WindowStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         for index in range(worker, len(self.paths), workers):
-            yield from self._video(index, threads=1 if info is not None else 0)
+            for item in self._video(index, threads=1 if info is not None else 0):
+                if info is not None:
+                    try:
+                        _share_in_worker(item.values())
+                    except OSError as err:  # /dev/shm full: stop the job with a clear message
+                        yield {"index": index, "fatal": str(err)}
+                        return
+                yield item
 
     def _video(self, index: int, threads: int) -> Iterator[dict[str, Any]]:
         path = self.paths[index]
@@ -633,15 +644,19 @@ def _run(
                disable=_bar_disabled(progress, context))  # fmt: skip
     say.bar = bar if not bar.disable else None
     partial: dict[int, dict[str, Any]] = {}
+    finished: set[int] = set()
     try:
         with torch.inference_mode():
             for item in loader:
+                if "fatal" in item:
+                    raise OSError(item["fatal"])
                 index = item["index"]
                 video, stat = mine[index]
                 for note in item.get("warnings") or ():
                     say(f"warning: {note}")
                 if "error" in item:
                     partial.pop(index, None)
+                    finished.add(index)
                     failed.append((shown_path(video.path), item["error"]))
                     say(f"error: {item['error']}", force=True)
                     bar.update(1)
@@ -674,7 +689,15 @@ def _run(
                     say(f"error: cannot write {shown_path(video.output)}: {err}", force=True)
                 else:
                     written.append(shown_path(video.path))
+                finished.add(index)
                 bar.update(1)
+        # Every video must come back written or failed: a batch that a worker's queue dropped
+        # (torch prints its error and goes on) is a failure, not a video silently left out.
+        for index, (video, _) in enumerate(mine):
+            if index not in finished:
+                reason = "no result came back from the worker that decoded it (see the errors above); run again to retry"
+                failed.append((shown_path(video.path), reason))
+                say(f"error: {shown_path(video.path)}: {reason}", force=True)
     finally:
         bar.close()
         say.bar = None
@@ -693,7 +716,7 @@ def _write(output: Path, features: torch.Tensor, windows: torch.Tensor, seconds:
     from .weights.hub import atomic_write
 
     tensors = {"features": features, "window_frames": windows.contiguous(), "window_seconds": seconds.contiguous()}
-    data = save(tensors, metadata=metadata)
+    data = _sorted_header(save(tensors, metadata=metadata))
     # A temporary file renamed into place: an interrupted run never leaves a half-written output.
     # Written through Python (safetensors' own file functions refuse non-UTF-8 file names).
     with atomic_write(output) as tmp, open(tmp, "wb") as f:
@@ -701,6 +724,20 @@ def _write(output: Path, features: torch.Tensor, windows: torch.Tensor, seconds:
     # A run killed while writing this video left its temporary file behind; it is of no use now.
     for leftover in output.parent.glob(f".{glob.escape(output.name)}.*.part"):
         leftover.unlink(missing_ok=True)
+
+
+def _sorted_header(data: bytes) -> bytes:
+    """The safetensors bytes with the header's keys sorted, so that equal features give equal files.
+
+    safetensors writes the header from a Rust HashMap, in an order that changes from run to run;
+    `diff -r`, checksums and content-addressed stores (DVC, git-lfs) would see every re-run as
+    new. Data offsets are relative to the end of the header, so its length may change freely
+    (it is padded with spaces to a multiple of 8, as safetensors does).
+    """
+    size = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + data[8 + size :]
 
 
 def _print_summary(summary: FeaturesSummary, say: _Say) -> None:

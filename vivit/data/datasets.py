@@ -91,6 +91,31 @@ _VIDEO_ERRORS = (ValueError, OSError, IndexError, EOFError)
 _READER_CACHE = 2  # open readers kept per process: consecutive segments of one long video
 
 
+def _shared_memory_error(err: BaseException) -> OSError:
+    """The error for a DataLoader worker that cannot hand tensors over in shared memory (/dev/shm full,
+    or a file-size limit): no video is at fault, every one would fail the same way, so the job stops."""
+    text = " ".join(str(err).split())
+    return OSError(
+        f"a DataLoader worker cannot pass decoded clips to the main process through shared memory (/dev/shm): "
+        f"{text}; give /dev/shm room (in docker: docker run --shm-size 4g) or decode in the main process "
+        "(--workers 0, workers=0)"
+    )
+
+
+def _share_in_worker(tensors: Iterable[Any]) -> None:
+    """Move a worker's tensors into shared memory here, where a failure can be reported.
+
+    Left to torch, it happens in a queue thread whose error is printed and its batch dropped,
+    so the main process waits for ever (or misses the video). Raises `_shared_memory_error`.
+    """
+    try:
+        for value in tensors:
+            if isinstance(value, torch.Tensor):
+                value.share_memory_()
+    except RuntimeError as err:
+        raise _shared_memory_error(err) from None
+
+
 class SkippedVideoWarning(VideoWarning):
     """A dataset item could not be read (the message says why) and was skipped."""
 
@@ -249,7 +274,10 @@ def _records(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | 
             raise ValueError(
                 f"{shown_path(root)} is a video, not a dataset: pass a class folder tree, a list file, or a list of paths"
             )
-        return read_video_list(root)
+        records = read_video_list(root)
+        if not records:  # a list emptied by mistake would otherwise train or score nothing, silently
+            raise ValueError(f"{shown_path(root)} lists no videos (expected rows 'path,label[,start,end]' or one path per line)")
+        return records
     return [item if isinstance(item, VideoRecord) else VideoRecord(Path(item)) for item in source]
 
 
