@@ -29,7 +29,7 @@ from .models import (
     list_models,
 )
 from .optimize import optimize_for_inference
-from .predict import predict_views
+from .predict import predict_timeline, predict_views
 from .weights import push_to_hub
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "list_models",
     "multiview_clip_starts",
     "optimize_for_inference",
+    "predict_timeline",
     "predict_views",
     "push_to_hub",
     "read_video",
