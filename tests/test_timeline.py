@@ -162,6 +162,19 @@ def test_bad_arguments(demo, kwargs, message):
         predict_timeline(demo, np.zeros((8, 32, 32, 3), np.uint8), **kwargs)
 
 
+def test_windows_and_strides_longer_than_any_video(demo):
+    """A window or stride past int64 (a user's "whole video, whatever its length") is one window / no
+    second window, as any value past the video's length is, not an OverflowError from numpy."""
+    from vivit.data.sampling import sliding_windows
+
+    huge = 10**20
+    assert sliding_windows(16, huge, 8).tolist() == [[0, 16]]
+    assert sliding_windows(16, 4, huge).tolist() == [[0, 4]]
+    frames = np.zeros((16, 32, 32, 3), np.uint8)
+    with pytest.warns(VideoWarning, match="fewer than one window"):
+        assert predict_timeline(demo, frames, window=huge, stride=huge).window_frames.tolist() == [[0, 16]]
+
+
 def test_timeline_classes_show_every_winner_then_the_highest_peaks():
     probs = np.array([[0.5, 0.3, 0.2, 0.0], [0.1, 0.2, 0.3, 0.4], [0.4, 0.45, 0.15, 0.0]])
     assert render.timeline_classes(probs, 1) == [0, 1, 3]  # winners: peaks 0.5, 0.45, 0.4

@@ -183,6 +183,9 @@ def sliding_windows(num_video_frames: int, window: int, stride: int) -> np.ndarr
     num_video_frames, window, stride = _positive_ints(
         num_video_frames=num_video_frames, window=window, stride=stride
     )
+    # A window or stride past the end acts as one reaching the end (one window; no second start);
+    # capping them keeps the int64 arithmetic below from overflowing on a huge value.
+    window, stride = min(window, num_video_frames), min(stride, num_video_frames)
     # The last window is the first that reaches the end: start + window >= num_video_frames.
     count = max(0, -(-(num_video_frames - window) // stride)) + 1
     starts = stride * np.arange(count, dtype=np.int64)
