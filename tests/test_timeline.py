@@ -249,6 +249,32 @@ def test_cli_plot_writes_the_picture(video, one_thread, capsys, tmp_path):
     assert grey.sum() < 200
 
 
+def band_columns(path: Path, colour_slots: list[int]) -> list[np.ndarray]:
+    """Per colour slot (tab10), the picture's columns where the band above the plot shows it."""
+    import matplotlib
+
+    with Image.open(path) as im:
+        band = np.asarray(im.convert("RGB")).astype(int)[:70]  # the band: above the plot and its legend
+    return [
+        np.flatnonzero((np.abs(band - np.round(np.array(matplotlib.colormaps["tab10"](s)[:3]) * 255)).max(-1) <= 2).any(0))
+        for s in colour_slots
+    ]
+
+
+def test_plot_draws_each_window_over_its_own_span(tmp_path):
+    """Window boundaries are where the windows meet, even when the last window is cut short (not halfway
+    between centres), and the gaps between windows (stride > window) stay empty, not painted over."""
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]])
+    render.plot_timeline(tmp_path / "short.png", np.array([[0, 8], [8, 10]]), probs, ["a", "b"], unit="frames")
+    first, second = band_columns(tmp_path / "short.png", [0, 1])
+    start, end = first.min(), second.max() + 1
+    assert abs((second.min() - start) / (end - start) - 0.8) < 0.01  # frame 8 of 10, not 6.5
+    render.plot_timeline(tmp_path / "gap.png", np.array([[0, 2], [6, 8]]), probs, ["a", "b"], unit="frames")
+    first, second = band_columns(tmp_path / "gap.png", [0, 1])
+    start, end = first.min(), second.max() + 1
+    assert abs((first.max() + 1 - start) / (end - start) - 0.25) < 0.01 and abs((second.min() - start) / (end - start) - 0.75) < 0.01
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -440,14 +440,26 @@ def plot_timeline(
     plot_h = 1 - bottom - top - band - 0.04 / (height / DPI)
     ax = fig.add_axes((left, bottom, 1 - left - right, plot_h))
     strip = fig.add_axes((left, bottom + plot_h + 0.04 / (height / DPI), 1 - left - right, band), sharex=ax)
-    # Each window owns the time from halfway to its neighbours' centres (its own span when windows
-    # do not overlap): its probabilities are drawn flat there, not as ramps between windows, and
-    # overlapping windows do not paint over each other in the band.
+    # Each window owns the time from halfway to its neighbours' centres, kept inside their overlap
+    # (so windows that do not overlap, a last one cut short included, meet where they meet): its
+    # probabilities are drawn flat there, not as ramps between windows, and overlapping windows do
+    # not paint over each other in the band. A gap between windows (stride > window) saw no frames:
+    # it stays empty (a NaN step, which matplotlib leaves undrawn).
     centres = spans.mean(axis=1)
-    edges = np.concatenate([[spans[0, 0]], (centres[1:] + centres[:-1]) / 2, [spans[-1, 1]]])
+    meet = np.clip((centres[1:] + centres[:-1]) / 2, spans[1:, 0], np.maximum(spans[:-1, 1], spans[1:, 0]))
+    gap = spans[:-1, 1] < spans[1:, 0]
+    lefts = np.concatenate([[spans[0, 0]], meet])
+    rights = np.concatenate([np.where(gap, spans[:-1, 1], meet), [spans[-1, 1]]])
+    edges, steps = [lefts[0]], []
+    for w in range(len(probs)):
+        edges.append(rights[w])
+        steps.append(probs[w])
+        if w + 1 < len(probs) and gap[w]:
+            edges.append(lefts[w + 1])
+            steps.append(np.full(probs.shape[1], np.nan))
     for c in shown:
-        ax.stairs(probs[:, c], edges, color=colour[c], linewidth=1.6, baseline=None, label=labels[c])
-    for start, end, c in zip(edges[:-1], edges[1:], probs.argmax(axis=1), strict=True):
+        ax.stairs(np.array(steps)[:, c], edges, color=colour[c], linewidth=1.6, baseline=None, label=labels[c])
+    for start, end, c in zip(lefts, rights, probs.argmax(axis=1), strict=True):
         strip.axvspan(start, end, color=colour.get(int(c), (0.75, 0.75, 0.75)), linewidth=0)
     strip.set_yticks([])
     strip.tick_params(labelbottom=False, bottom=False)
