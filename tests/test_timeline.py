@@ -275,6 +275,15 @@ def test_plot_draws_each_window_over_its_own_span(tmp_path):
     assert abs((first.max() + 1 - start) / (end - start) - 0.25) < 0.01 and abs((second.min() - start) / (end - start) - 0.75) < 0.01
 
 
+def test_plot_shows_labels_and_titles_as_text_not_tex(tmp_path):
+    """Dollar signs in label names or a file name are text: matplotlib would otherwise read `$...$` as
+    TeX math, silently (`costs $5 or $6`) or failing after the whole video was classified (`$\\frac$`)."""
+    probs = np.array([[0.6, 0.4], [0.3, 0.7]])
+    labels = ["$\\frac$", "costs $5 or $6"]
+    render.plot_timeline(tmp_path / "t.png", np.array([[0, 1], [1, 2]]), probs, labels, title="$\\sqrt$.mp4")
+    assert (tmp_path / "t.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

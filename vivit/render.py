@@ -458,7 +458,7 @@ def plot_timeline(
             edges.append(lefts[w + 1])
             steps.append(np.full(probs.shape[1], np.nan))
     for c in shown:
-        ax.stairs(np.array(steps)[:, c], edges, color=colour[c], linewidth=1.6, baseline=None, label=labels[c])
+        ax.stairs(np.array(steps)[:, c], edges, color=colour[c], linewidth=1.6, baseline=None, label=_as_text(labels[c]))
     for start, end, c in zip(lefts, rights, probs.argmax(axis=1), strict=True):
         strip.axvspan(start, end, color=colour.get(int(c), (0.75, 0.75, 0.75)), linewidth=0)
     strip.set_yticks([])
@@ -472,6 +472,12 @@ def plot_timeline(
     ax.grid(True, alpha=0.3, linewidth=0.5)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     if title:
-        fig.suptitle(title, fontsize=9, y=1 - 0.08 / (height / DPI), va="top")
+        fig.suptitle(_as_text(title), fontsize=9, y=1 - 0.08 / (height / DPI), va="top")
     save_figure(fig, out)
     return shown
+
+
+def _as_text(text: str) -> str:
+    """`text` with its dollar signs escaped: matplotlib reads `$...$` as TeX math, which would garble a
+    label or file name holding two dollars and fail to draw one that is not valid TeX."""
+    return str(text).replace("$", r"\$")
