@@ -129,15 +129,15 @@ def test_frame_arrays_and_short_videos(demo, one_thread, tmp_path):
     assert timeline.video_fps is None
     assert [p[0]["label"] for p in timeline.predictions] == [DIRECTIONS[k] for k in labels]
     np.savez(tmp_path / "clip.npz", frames=frames, fps=np.float64(4.0))
-    with VideoReader(tmp_path / "clip.npz") as reader, pytest.warns(VideoWarning, match="windows of 4 frames are shorter"):
+    with VideoReader(tmp_path / "clip.npz") as reader, pytest.warns(VideoWarning, match=r"^windows of 4 frames of .*clip\.npz are shorter"):
         assert predict_timeline(demo, reader, window=4, stride=4).window_seconds.tolist() == [[0, 1], [1, 2], [2, 3], [3, 4]]
     with pytest.warns(VideoWarning) as caught:
         short = predict_timeline(demo, frames[:5], window=8)
     assert short.window_frames.tolist() == [[0, 5]]
     messages = [str(w.message) for w in caught]
     assert messages[0] == "the video has 5 frames, fewer than one window (8): the timeline is one window, frames [0, 5)"
-    assert messages[1].startswith("the window is shorter than one clip spans (8 frames every 1 = 8): the frames of a window")
-    with pytest.warns(VideoWarning, match=r"^windows of 4 frames are shorter than one clip spans"):
+    assert messages[1].startswith("the window of the video is shorter than one clip spans (8 frames every 1 = 8): the frames of a window")
+    with pytest.warns(VideoWarning, match=r"^windows of 4 frames of the video are shorter than one clip spans"):
         predict_timeline(demo, frames, window=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # windows of a clip's span: nothing to say

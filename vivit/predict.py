@@ -490,7 +490,7 @@ def predict_timeline(
             )  # fmt: skip
         if min(window, count) < span:
             warnings.warn(
-                f"{'the window' if count < window else f'windows of {window} frames'} "
+                f"{'the window' if count < window else f'windows of {window} frames'} of {source.name} "
                 f"{'is' if count < window else 'are'} shorter than one clip spans ({num_frames} frames every "
                 f"{frame_stride} = {span}): the frames of a window are repeated (looped) to fill its clip, as DMVR "
                 "does for short videos", VideoWarning, stacklevel=2,
