@@ -282,6 +282,20 @@ def test_plot_shows_labels_and_titles_as_text_not_tex(tmp_path):
     labels = ["$\\frac$", "costs $5 or $6"]
     render.plot_timeline(tmp_path / "t.png", np.array([[0, 1], [1, 2]]), probs, labels, title="$\\sqrt$.mp4")
     assert (tmp_path / "t.png").stat().st_size > 0
+    # the explain pictures' titles and captions too (PNG contact sheet and GIF frames)
+    frames, heat = np.zeros((2, 16, 16, 3), np.uint8), np.ones((2, 16, 16), np.float32)
+    for name in ("o.png", "o.gif"):
+        drawn = render.write_heat_overlay(tmp_path / name, frames, heat, title="$\\frac$ 90%", caption="$\\sqrt$ clip")
+        assert drawn == 2 and (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_cli_plot_into_a_folder_that_takes_no_files_is_refused_first(capsys, tmp_path):
+    """/proc exists and is a folder, but nothing can be created there: refused before the model runs,
+    not after the whole video with the name of our temporary file."""
+    code, out, err = run(capsys, "predict", "--timeline", "--plot", "/proc/timeline.png")
+    assert (code, out) == (2, "")
+    assert err == "vivit: error: --plot: cannot write /proc/timeline.png: the folder /proc does not take new files (No such file or directory)\n", err
 
 
 @pytest.mark.parametrize(

@@ -840,6 +840,12 @@ def _check_timeline_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--plot {args.plot} is a folder; give a file name ending in .png")
     if not plot.parent.is_dir():
         raise UsageError(f"--plot {args.plot}: the folder {plot.parent} does not exist")
+    from .weights.cache import check_file_destination
+
+    try:
+        check_file_destination(plot)  # a folder that takes no files: refused now, not after the whole video
+    except ValueError as err:
+        raise UsageError(f"--plot: {err}") from None
     require_matplotlib()
 
 

@@ -272,8 +272,8 @@ def _overlay_frame_figure(
             bbox=dict(facecolor="black", alpha=0.5, pad=1.5, edgecolor="none"))  # fmt: skip
     cax = fig.add_axes(((img_w + 0.4) / (img_w + 1.6), 0.45 / (img_h + 1.1), 0.15 / (img_w + 1.6), img_h / (img_h + 1.1)))
     _colour_bar(fig, cax, vmin, vmax, "relevance")
-    fig.suptitle(title, fontsize=9, y=1 - 0.12 / (img_h + 1.1), va="top")
-    fig.text(0.5, 0.15 / (img_h + 1.1), caption, ha="center", va="bottom", fontsize=8)
+    fig.suptitle(_as_text(title), fontsize=9, y=1 - 0.12 / (img_h + 1.1), va="top")
+    fig.text(0.5, 0.15 / (img_h + 1.1), _as_text(caption), ha="center", va="bottom", fontsize=8)
     return figure_to_rgb(fig)
 
 
@@ -295,8 +295,8 @@ def _contact_sheet(frames: np.ndarray, indices: Sequence[int], vmin: float, vmax
         ax.set_title(f"frame {index + 1}", fontsize=7, pad=2)
     cax = fig.add_axes(((cols * panel_w + 0.3) / width, 0.45 / height, 0.12 / width, (rows * (panel_h + 0.2) - 0.2) / height))
     _colour_bar(fig, cax, vmin, vmax, "relevance")
-    fig.suptitle(title, fontsize=9, y=1 - 0.08 / height, va="top")
-    fig.text(0.5, 0.12 / height, caption, ha="center", va="bottom", fontsize=8)
+    fig.suptitle(_as_text(title), fontsize=9, y=1 - 0.08 / height, va="top")
+    fig.text(0.5, 0.12 / height, _as_text(caption), ha="center", va="bottom", fontsize=8)
     return fig
 
 

@@ -206,7 +206,9 @@ def check_file_destination(dest: str | os.PathLike[str]) -> None:
     """Refuse a path that `atomic_write` could not turn into a file, before any slow work is done.
 
     Raises:
-        ValueError: `dest` is an existing folder, or one of its parents is a file.
+        ValueError: `dest` is an existing folder, one of its parents is a file, or its nearest
+            existing folder does not take new files (read-only, no permission, a pseudo file
+            system such as /proc): probed by creating and removing a temporary file there.
     """
     dest = Path(dest)
     if dest.is_dir():
@@ -215,6 +217,11 @@ def check_file_destination(dest: str | os.PathLike[str]) -> None:
         if parent.exists():
             if not parent.is_dir():
                 raise ValueError(f"cannot write {dest}: {parent} is a file, not a folder")
+            try:  # permissions alone do not tell (root, read-only mounts, /proc): try it
+                with tempfile.TemporaryFile(dir=parent):
+                    pass
+            except OSError as err:
+                raise ValueError(f"cannot write {dest}: the folder {parent} does not take new files ({err.strerror})") from None
             return
 
 
