@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from .formats import open_regular_file
-from .validate import FLOAT_DTYPES, all_finite, short_list
+from .validate import FLOAT_DTYPES, check_finite, short_list
 
 __all__ = [
     "MAX_DEPTH",
@@ -486,12 +486,7 @@ class FlaxCheckpoint:
         if unknown:
             raise ValueError(f"{self.where}: no parameters named {short_list(unknown)}")
         out = {name: self._materialize(self._leaves[name]) for name in wanted}
-        non_finite = [name for name, array in out.items() if not all_finite(array)]
-        if non_finite:
-            raise ValueError(
-                f"{self.where}: {len(non_finite)} parameters hold NaN or infinite values: {short_list(non_finite)}; "
-                "the weights are corrupt (or diverged in training) and cannot be used"
-            )
+        check_finite(self.where, out, "parameters")
         return out
 
     def _materialize(self, leaf: _ArrayRef | float) -> np.ndarray:

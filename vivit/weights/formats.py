@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import torch
 
-from .validate import all_finite, short_list
+from .validate import all_finite, check_finite, short_list
 
 __all__ = [
     "MAX_CHECKPOINT_BYTES",
@@ -460,10 +460,5 @@ def load_safetensors(
                 tensors[name] = tensor
     except (SafetensorError, OSError) as err:
         raise _corrupt(path, str(err).splitlines()[0][:200] if str(err) else type(err).__name__) from None
-    non_finite = [name for name, tensor in tensors.items() if not all_finite(tensor)]
-    if non_finite:
-        raise ValueError(
-            f"{path}: {len(non_finite)} tensors hold NaN or infinite values: {short_list(non_finite)}; "
-            "the weights are corrupt (or diverged in training) and cannot be used"
-        )
+    check_finite(str(path), tensors)
     return tensors

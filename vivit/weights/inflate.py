@@ -62,7 +62,7 @@ from ..models.vivit import FactorizedEncoderViViT, FactorizedSelfAttentionViViT,
 from .flax_msgpack import flatten_params
 from .hf_transformers import _rename as _rename_hf
 from .scenic import _TRANSFORMS as _FLAX_TRANSFORMS
-from .validate import ARCH_LIMITS, short_list
+from .validate import ARCH_LIMITS, check_finite, short_list
 
 __all__ = ["inflate_vit", "inflation_settings"]
 
@@ -281,12 +281,8 @@ def _canonical_vit(state: Mapping[str, Any]) -> _ImageViT:
             f"Scenic/big_vision Flax ('embedding/kernel', 'Transformer/encoderblock_0/...') names; got {sample}"
         )
     _check_complete(vit)
-    not_finite = [k for k, v in vit.state.items() if not bool(torch.isfinite(v).all())]
-    if not_finite:
-        raise ValueError(
-            f"image ViT weights hold NaN or infinite values in float32 (float64 values beyond float32's range "
-            f"included): {short_list(not_finite)}; the weights are corrupt and cannot be used"
-        )
+    # in float32: float64 values beyond float32's range became infinite here and are refused too
+    check_finite(f"{vit.layout} image ViT", vit.state, "parameters")
     return vit
 
 

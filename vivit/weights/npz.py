@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .formats import MAX_CHECKPOINT_BYTES, check_regular_file
-from .validate import all_finite, short_list
+from .validate import check_finite, short_list
 
 __all__ = ["read_npz"]
 
@@ -113,7 +113,5 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is not a readable .npz archive ({str(err)[:200]})") from None
     if not arrays:
         raise ValueError(f"{path} holds no arrays")
-    non_finite = [name for name, array in arrays.items() if not all_finite(array)]
-    if non_finite:
-        raise ValueError(f"{path}: {len(non_finite)} arrays hold NaN or infinite values: {short_list(non_finite)}")
+    check_finite(str(path), arrays, "arrays")
     return arrays

@@ -32,6 +32,7 @@ __all__ = [
     "FLOAT_DTYPES",
     "MAX_PARAMETERS",
     "all_finite",
+    "check_finite",
     "check_model_args",
     "check_parameter_count",
     "count_blocks",
@@ -390,3 +391,22 @@ def _check_classes(check: _CfgChecker, num_classes: int | None) -> None:
                 check.bad("split_names", "must be one short string per class split")
             else:
                 out["split_names"] = tuple(split_names)
+
+
+def check_finite(where: str, values: Mapping[str, np.ndarray | torch.Tensor], what: str = "tensors") -> None:
+    """Refuse weights holding NaN or infinity: one message for every format, naming the first few.
+
+    Args:
+        where: The file (or source) named in the message.
+        values: Name -> array or tensor.
+        what: What the names are, for the message ("tensors", "parameters", "arrays").
+
+    Raises:
+        ValueError: If any value is not finite.
+    """
+    bad = [name for name, array in values.items() if not all_finite(array)]
+    if bad:
+        raise ValueError(
+            f"{where}: {len(bad)} {what} hold NaN or infinite values: {short_list(bad)}; "
+            "the weights are corrupt (or diverged in training) and cannot be used"
+        )
