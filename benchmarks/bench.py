@@ -127,9 +127,13 @@ def hf_config(c: dict[str, Any], attn: str):
     if "depth" in c:
         size["num_hidden_layers"] = c["depth"]
     return VivitConfig(
-        image_size=c["img"], num_frames=c["frames"], tubelet_size=[2, 16, 16], num_labels=400,
-        attn_implementation=attn, **size,
-    )  # fmt: skip
+        image_size=c["img"],
+        num_frames=c["frames"],
+        tubelet_size=[2, 16, 16],
+        num_labels=400,
+        attn_implementation=attn,
+        **size,
+    )
 
 
 def build_hf(c: dict[str, Any], attn: str = "sdpa", device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -162,31 +166,52 @@ def gemm_contenders(m: int, k: int, n: int, device: torch.device, min_s: float =
     x = torch.randn(m, k, generator=g).to(device)
     w = (torch.randn(n, k, generator=g) * k**-0.5).to(device)
     b = torch.zeros(n, device=device)
-    blas = "MKL" if device.type == "cpu" and torch.backends.mkl.is_available() else ("cuBLAS" if device.type == "cuda" else "BLAS")
+    blas = (
+        "MKL"
+        if device.type == "cpu" and torch.backends.mkl.is_available()
+        else ("cuBLAS" if device.type == "cuda" else "BLAS")
+    )
     ops: dict[str, tuple[str, str, Callable[[], Any]]] = {
         "fp32 F.linear": ("float32", f"F.linear ({blas} sgemm)", lambda: F.linear(x, w, b)),
     }
     xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
-    ops["bf16 F.linear"] = ("bfloat16", f"F.linear bf16 ({'oneDNN' if device.type == 'cpu' else blas})", lambda: F.linear(xb, wb, bb))
+    ops["bf16 F.linear"] = (
+        "bfloat16",
+        f"F.linear bf16 ({'oneDNN' if device.type == 'cpu' else blas})",
+        lambda: F.linear(xb, wb, bb),
+    )
     if device.type == "cpu":
         private = _private_ops_available()
         if private["mkl"]:
             wm = torch.ops.mkl._mkl_reorder_linear_weight(w, m)
-            ops["fp32 mkl packed"] = ("float32", "MKL packed weights", lambda: torch.ops.mkl._mkl_linear(x, wm, w, b, m))
+            ops["fp32 mkl packed"] = (
+                "float32",
+                "MKL packed weights",
+                lambda: torch.ops.mkl._mkl_linear(x, wm, w, b, m),
+            )
         if private["onednn"]:
             wd, wdb = torch.ops.mkldnn._reorder_linear_weight(w, m), torch.ops.mkldnn._reorder_linear_weight(wb, m)
-            ops["fp32 onednn packed"] = ("float32", "oneDNN packed weights",
-                                         lambda: torch.ops.mkldnn._linear_pointwise(x, wd, b, "none", [], ""))  # fmt: skip
-            ops["bf16 onednn packed"] = ("bfloat16", "oneDNN bf16 packed weights",
-                                         lambda: torch.ops.mkldnn._linear_pointwise(xb, wdb, bb, "none", [], ""))  # fmt: skip
+            ops["fp32 onednn packed"] = (
+                "float32",
+                "oneDNN packed weights",
+                lambda: torch.ops.mkldnn._linear_pointwise(x, wd, b, "none", [], ""),
+            )
+            ops["bf16 onednn packed"] = (
+                "bfloat16",
+                "oneDNN bf16 packed weights",
+                lambda: torch.ops.mkldnn._linear_pointwise(xb, wdb, bb, "none", [], ""),
+            )
         qw = _quantize_weight(w.float())
         for engine in _int8_engines():
             before = torch.backends.quantized.engine
             torch.backends.quantized.engine = engine
             packed = torch.ops.quantized.linear_prepack(qw, b)
             torch.backends.quantized.engine = before
-            ops[f"int8 {engine}"] = ("int8", f"int8 dynamic ({engine})",
-                                     lambda p=packed, e=engine: torch.ops.quantized.linear_dynamic(x, p, e != "onednn"))  # fmt: skip
+            ops[f"int8 {engine}"] = (
+                "int8",
+                f"int8 dynamic ({engine})",
+                lambda p=packed, e=engine: torch.ops.quantized.linear_dynamic(x, p, e != "onednn"),
+            )
     out = {}
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for name, (dtype, library, fn) in ops.items():
@@ -351,9 +376,15 @@ def measure_memory(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     if args.no_memory:
         return {"skipped": True}
     cmd = [
-        sys.executable, str(Path(__file__).resolve()), "--_child", json.dumps(spec),
-        "--threads", str(args.threads), "--device", args.device,
-    ]  # fmt: skip
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--_child",
+        json.dumps(spec),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     except subprocess.TimeoutExpired:
@@ -440,20 +471,28 @@ class Bench:
                 best[g["dtype"]] = name
         for name, r in res.items():
             star = " (best)" if best.get(r["dtype"]) == name else ""
-            rows.append([f"{n}x{n} @ {n}x{n}", r["dtype"], r["library"] + star, f"{r['median_s'] / gemms[name]['reps'] * 1e3:.1f}",
-                         f"{r['flops_per_s'] / 1e9:.1f}"])  # fmt: skip
+            rows.append(
+                [
+                    f"{n}x{n} @ {n}x{n}",
+                    r["dtype"],
+                    r["library"] + star,
+                    f"{r['median_s'] / gemms[name]['reps'] * 1e3:.1f}",
+                    f"{r['flops_per_s'] / 1e9:.1f}",
+                ]
+            )
         for d, name in best.items():  # the reference for `util` below: the best library of each dtype
             self.mm_fns[d], self.mm_flops[d] = gemms[name]["fn"], gemms[name]["flops"]
         self.results["matmul"] = dict(libraries=res, best=best)
         self.table(
-            "GEMM libraries (the reference for util)", ["shape", "dtype", "library", "median ms", "GFLOP/s (int8: GOP/s)"],
+            "GEMM libraries (the reference for util)",
+            ["shape", "dtype", "library", "median ms", "GFLOP/s (int8: GOP/s)"],
             rows,
             "`util` below = achieved FLOP/s (2 x MACs / median latency) over the best library's FLOP/s for the same dtype "
             "in this table (fp32 rows: the best fp32 GEMM, not only PyTorch's matmul), re-timed alternately with the "
             "models of each table so both see the same load. MKL packed / oneDNN rows use the private ops that "
             "vivit.optimize_for_inference may choose (torch.ops.mkl._mkl_linear, torch.ops.mkldnn._linear_pointwise); "
             "int8 = PyTorch's dynamic quantized linear (activations quantized at run time, included in the time).",
-        )  # fmt: skip
+        )
 
     # fwd: vivit vs HF ----------------------------------------------------------------------------
     def fwd(self) -> None:
@@ -493,16 +532,33 @@ class Bench:
             for n in t:
                 ms = t[n]["median_s"]
                 peak, inc = mem_cells(mem[n], self.args.device)
-                rows.append([
-                    cfg_label(c), n, f"{ms * 1e3:.0f}", cpu_ms(t[n]), f"{ms / base:.2f}" if n != "vivit" else "1.00",
-                    self.util(macs, ms, ref.get("float32")), peak, inc,
-                    f"{diffs[n]:.1e}" if n in diffs else "-",
-                ])  # fmt: skip
+                rows.append(
+                    [
+                        cfg_label(c),
+                        n,
+                        f"{ms * 1e3:.0f}",
+                        cpu_ms(t[n]),
+                        f"{ms / base:.2f}" if n != "vivit" else "1.00",
+                        self.util(macs, ms, ref.get("float32")),
+                        peak,
+                        inc,
+                        f"{diffs[n]:.1e}" if n in diffs else "-",
+                    ]
+                )
         self.results["fwd"] = out
         self.table(
             f"Model 1 forward: vivit vs HF transformers (fp32, batch 1, {self.args.device})",
-            ["config", "impl", "median ms", "CPU ms", "HF/vivit time", "util", "peak MiB", "+MiB over build",
-             "max abs dlogit"],  # fmt: skip
+            [
+                "config",
+                "impl",
+                "median ms",
+                "CPU ms",
+                "HF/vivit time",
+                "util",
+                "peak MiB",
+                "+MiB over build",
+                "max abs dlogit",
+            ],
             rows,
             "HF/vivit time > 1 means vivit is faster (ratio of median wall times). CPU ms: process CPU time of all "
             "threads (less sensitive to other load than wall time). Memory: each contender in its own process; "
@@ -534,13 +590,31 @@ class Bench:
             out["memory"][n] = m
             ms = t[n]["median_s"]
             peak, inc = mem_cells(m, self.args.device)
-            rows.append([cfg_label(c), n, f"{ms * 1e3:.0f}", cpu_ms(t[n]), f"{ms / t['plain']['median_s']:.2f}",
-                         self.util(3 * macs, ms, ref.get("float32")), peak, inc])  # fmt: skip  (backward ~ 2x fwd)
+            rows.append(
+                [
+                    cfg_label(c),
+                    n,
+                    f"{ms * 1e3:.0f}",
+                    cpu_ms(t[n]),
+                    f"{ms / t['plain']['median_s']:.2f}",
+                    self.util(3 * macs, ms, ref.get("float32")),
+                    peak,
+                    inc,
+                ]
+            )  # backward ~ 2x fwd
         self.results["train"] = out
         self.table(
             f"Training step (forward + backward, no optimizer), {c['name']}, fp32",
-            ["config", "mode", "median ms", "CPU ms", "time vs plain", "util (3x fwd MACs)", "peak MiB",
-             "+MiB over build"],  # fmt: skip
+            [
+                "config",
+                "mode",
+                "median ms",
+                "CPU ms",
+                "time vs plain",
+                "util (3x fwd MACs)",
+                "peak MiB",
+                "+MiB over build",
+            ],
             rows,
             "The baseline for '+MiB' is the RSS after build with the gradients allocated (zeros).",
         )
@@ -566,19 +640,38 @@ class Bench:
             ms = t[n]["median_s"]
             paper = PAPER.get(n) if (c["frames"], c["img"]) == (32, 224) else None
             out.append(dict(cfg=c, macs=macs, params=params[n], paper=paper, timing=t[n], matmul_ref_flops=ref))
-            rows.append([
-                VARIANT_LABEL[c["variant"]], n, f"{params[n] / 1e6:.1f}", f"{paper['params_m']}" if paper else "-",
-                f"{macs / 1e9:.1f}", f"{paper['gmacs']}" if paper else "-", f"{ms * 1e3:.0f}", cpu_ms(t[n]),
-                f"{ms / t[first]['median_s']:.2f}", self.util(macs, ms, ref.get("float32")),
-            ])  # fmt: skip
+            rows.append(
+                [
+                    VARIANT_LABEL[c["variant"]],
+                    n,
+                    f"{params[n] / 1e6:.1f}",
+                    f"{paper['params_m']}" if paper else "-",
+                    f"{macs / 1e9:.1f}",
+                    f"{paper['gmacs']}" if paper else "-",
+                    f"{ms * 1e3:.0f}",
+                    cpu_ms(t[n]),
+                    f"{ms / t[first]['median_s']:.2f}",
+                    self.util(macs, ms, ref.get("float32")),
+                ]
+            )
         self.results["models"] = out
         self.table(
             f"The four variants at {cs[0]['frames']}x{cs[0]['img']}^2 (fp32, batch 1, {self.args.device})",
-            ["model", "name", "params M", "paper params M", "GMACs", "paper GMACs", "median ms", "CPU ms",
-             "time vs Model 1", "util"],
+            [
+                "model",
+                "name",
+                "params M",
+                "paper params M",
+                "GMACs",
+                "paper GMACs",
+                "median ms",
+                "CPU ms",
+                "time vs Model 1",
+                "util",
+            ],
             rows,
             "Paper = Arnab et al. 2021, Table 2 (its 'GFLOPs' are multiply-adds).",
-        )  # fmt: skip
+        )
 
     # bf16 --------------------------------------------------------------------------------------
     def bf16(self) -> None:
@@ -612,24 +705,45 @@ class Bench:
                     agree += int(a.argmax() == b.argmax())
             del model
             macs = self.macs(c)
-            entry = dict(cfg=c, macs=macs, timings=t, max_abs_logit_diff=max(diffs), max_abs_logit=max(scale),
-                         top1_agree=agree, n_inputs=n_inputs, matmul_ref_flops=ref)  # fmt: skip
+            entry = dict(
+                cfg=c,
+                macs=macs,
+                timings=t,
+                max_abs_logit_diff=max(diffs),
+                max_abs_logit=max(scale),
+                top1_agree=agree,
+                n_inputs=n_inputs,
+                matmul_ref_flops=ref,
+            )
             out.append(entry)
             sp = t["fp32"]["median_s"] / t["bf16"]["median_s"]
             for n in ("fp32", "bf16"):
                 ms = t[n]["median_s"]
-                rows.append([
-                    f"{VARIANT_LABEL[c['variant']]} {cfg_label(c)}", n, f"{ms * 1e3:.0f}", cpu_ms(t[n]),
-                    f"{sp:.2f}" if n == "bf16" else "1.00",
-                    self.util(macs, ms, ref.get("bfloat16" if n == "bf16" else "float32")),
-                    f"{max(diffs):.3f} (max abs logit {max(scale):.2f})" if n == "bf16" else "-",
-                    f"{agree}/{n_inputs}" if n == "bf16" else "-",
-                ])  # fmt: skip
+                rows.append(
+                    [
+                        f"{VARIANT_LABEL[c['variant']]} {cfg_label(c)}",
+                        n,
+                        f"{ms * 1e3:.0f}",
+                        cpu_ms(t[n]),
+                        f"{sp:.2f}" if n == "bf16" else "1.00",
+                        self.util(macs, ms, ref.get("bfloat16" if n == "bf16" else "float32")),
+                        f"{max(diffs):.3f} (max abs logit {max(scale):.2f})" if n == "bf16" else "-",
+                        f"{agree}/{n_inputs}" if n == "bf16" else "-",
+                    ]
+                )
         self.results["bf16"] = out
         self.table(
             f"bf16 autocast vs fp32 ({self.args.device})",
-            ["model / config", "dtype", "median ms", "CPU ms", "speed-up", "util (vs same-dtype matmul)",
-             "max abs dlogit", "top-1 agree"],  # fmt: skip
+            [
+                "model / config",
+                "dtype",
+                "median ms",
+                "CPU ms",
+                "speed-up",
+                "util (vs same-dtype matmul)",
+                "max abs dlogit",
+                "top-1 agree",
+            ],
             rows,
             "Random-init weights and random inputs: the logit difference is the meaningful number; "
             "top-1 agreement on near-tied random logits is a weak signal.",
@@ -652,22 +766,32 @@ class Bench:
                 entry["compile_s"] = time.perf_counter() - t0
                 entry["max_abs_logit_diff"] = (y - model(x)).abs().max().item()
                 runs, warm = self.runs_for(c)
-                entry["timings"] = alternate(self.timer, {"eager": lambda: model(x), "compiled": lambda: compiled(x)},
-                                             runs, warm)  # fmt: skip
-        except Exception as e:  # noqa: BLE001 - report any compile failure and go on
+                entry["timings"] = alternate(
+                    self.timer, {"eager": lambda: model(x), "compiled": lambda: compiled(x)}, runs, warm
+                )
+        except Exception as e:
             entry["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         self.results["compile"] = entry
         if "error" in entry:
             self.table(f"torch.compile, {c['name']} {cfg_label(c)}", ["status"], [[f"failed: {entry['error']}"]])
             return
         t = entry["timings"]
-        rows = [[cfg_label(c), n, f"{t[n]['median_s'] * 1e3:.0f}", f"{t['eager']['median_s'] / t[n]['median_s']:.2f}",
-                 f"{entry['compile_s']:.1f}" if n == "compiled" else "-",
-                 f"{entry['max_abs_logit_diff']:.1e}" if n == "compiled" else "-"] for n in t]  # fmt: skip
+        rows = [
+            [
+                cfg_label(c),
+                n,
+                f"{t[n]['median_s'] * 1e3:.0f}",
+                f"{t['eager']['median_s'] / t[n]['median_s']:.2f}",
+                f"{entry['compile_s']:.1f}" if n == "compiled" else "-",
+                f"{entry['max_abs_logit_diff']:.1e}" if n == "compiled" else "-",
+            ]
+            for n in t
+        ]
         self.table(
             f"torch.compile vs eager, {c['name']} (fp32, {self.args.device})",
-            ["config", "mode", "median ms", "speed-up", "compile s (first call)", "max abs dlogit"], rows,
-        )  # fmt: skip
+            ["config", "mode", "median ms", "speed-up", "compile s (first call)", "max abs dlogit"],
+            rows,
+        )
 
     # fast: the inference paths ----------------------------------------------------------------
     def fast(self) -> None:
@@ -685,8 +809,9 @@ class Bench:
             x = make_input(c, self.dev)
             x_hf = x.transpose(1, 2).contiguous()
             fns: dict[str, Callable[[], Any]] = {
-                "vivit eager": lambda m=ours, v=x: m(v), "hf sdpa": lambda m=hf, v=x_hf: hf_logits(m, v),
-            }  # fmt: skip
+                "vivit eager": lambda m=ours, v=x: m(v),
+                "hf sdpa": lambda m=hf, v=x_hf: hf_logits(m, v),
+            }
             setup_s: dict[str, float] = {}
             for dtype in (torch.float32, torch.bfloat16, torch.int8):
                 if dtype == torch.int8 and self.dev.type != "cpu":
@@ -724,9 +849,15 @@ class Bench:
                 d = gemms[n]["dtype"]
                 if d not in best_gemm or rate > best_gemm[d][1]:
                     best_gemm[d] = (n, rate)
-            dtype_of = {"vivit eager": "float32", "hf sdpa": "float32", "optimized float32": "float32",
-                        "onnxruntime fp32": "float32", "optimized bfloat16": "bfloat16", "optimized int8": "int8",
-                        "onnxruntime int8": "int8"}  # fmt: skip
+            dtype_of = {
+                "vivit eager": "float32",
+                "hf sdpa": "float32",
+                "optimized float32": "float32",
+                "onnxruntime fp32": "float32",
+                "optimized bfloat16": "bfloat16",
+                "optimized int8": "int8",
+                "onnxruntime int8": "int8",
+            }
             eager = t["vivit eager"]["median_s"]
             for name, r in t.items():
                 ms = r["median_s"]
@@ -734,12 +865,30 @@ class Bench:
                     g = gemms[name.removeprefix("GEMM ")]
                     rate = g["flops"] / ms
                     star = " (best)" if best_gemm[g["dtype"]][0] == name.removeprefix("GEMM ") else ""
-                    rows.append([cfg_label(c), f"GEMM {g['library']}{star}", f"{ms / g['reps'] * 1e3:.2f}", cpu_ms(r),
-                                 f"{rate / 1e9:.0f} G/s", "-", "-"])  # fmt: skip
+                    rows.append(
+                        [
+                            cfg_label(c),
+                            f"GEMM {g['library']}{star}",
+                            f"{ms / g['reps'] * 1e3:.2f}",
+                            cpu_ms(r),
+                            f"{rate / 1e9:.0f} G/s",
+                            "-",
+                            "-",
+                        ]
+                    )
                     continue
                 ref_rate = best_gemm.get(dtype_of.get(name, "float32"), (None, None))[1]
-                rows.append([cfg_label(c), name, f"{ms * 1e3:.0f}", cpu_ms(r), f"{eager / ms:.2f}",
-                             self.util(macs, ms, ref_rate), f"{diffs[name]:.1e}"])  # fmt: skip
+                rows.append(
+                    [
+                        cfg_label(c),
+                        name,
+                        f"{ms * 1e3:.0f}",
+                        cpu_ms(r),
+                        f"{eager / ms:.2f}",
+                        self.util(macs, ms, ref_rate),
+                        f"{diffs[name]:.1e}",
+                    ]
+                )
             model_t = {n: r["median_s"] for n, r in t.items() if not n.startswith("GEMM")}
             fp32_paths = [n for n in ("vivit eager", "optimized float32") if n in model_t]
             fastest_fp32 = min(fp32_paths, key=model_t.__getitem__)
@@ -750,30 +899,52 @@ class Bench:
                 "int8 vs eager": model_t["vivit eager"] / model_t.get("optimized int8", math.nan),
                 "onnxruntime int8 vs eager": model_t["vivit eager"] / model_t.get("onnxruntime int8", math.nan),
             }
-            out.append(dict(cfg=c, macs=macs, timings=t, max_abs_logit_diff_vs_eager=diffs, setup_s=setup_s,
-                            gemm_flops_per_s=gemm_rate, best_gemm=best_gemm, fastest_fp32=fastest_fp32,
-                            speedups=targets))  # fmt: skip
+            out.append(
+                dict(
+                    cfg=c,
+                    macs=macs,
+                    timings=t,
+                    max_abs_logit_diff_vs_eager=diffs,
+                    setup_s=setup_s,
+                    gemm_flops_per_s=gemm_rate,
+                    best_gemm=best_gemm,
+                    fastest_fp32=fastest_fp32,
+                    speedups=targets,
+                )
+            )
             print(f"{cfg_label(c)}: " + ", ".join(f"{k} {v:.2f}x" for k, v in targets.items()), flush=True)
         choices = kernel_choices()
         self.results["fast"] = dict(configs=out, kernel_choices=choices)
         self.table(
             f"Inference paths, Model 1 (batch 1, {self.args.threads} threads, {self.args.device}): one alternating run",
-            ["config", "path", "median ms", "CPU ms", "speed-up vs eager", "util (vs best GEMM of its dtype)",
-             "max abs dlogit vs eager"],  # fmt: skip
+            [
+                "config",
+                "path",
+                "median ms",
+                "CPU ms",
+                "speed-up vs eager",
+                "util (vs best GEMM of its dtype)",
+                "max abs dlogit vs eager",
+            ],
             rows,
             "optimized = vivit.optimize_for_inference(model, dtype), kernels timed on this machine (choices below); "
             "onnxruntime = vivit.export_onnx (int8: ONNX Runtime's dynamic quantizer), intra-op threads = torch's, "
             "spinning off so idle ORT threads do not slow the next contender. GEMM rows: the model's fc1 shape "
             "(tokens x D -> 4D), ms per GEMM; util of each path is relative to the best GEMM of its dtype here. "
-            "Speed-ups: " + "; ".join(f"{cfg_label(o['cfg'])}: " + ", ".join(f"{k} {v:.2f}x" for k, v in o["speedups"].items())
-                                      for o in out),
-        )  # fmt: skip
+            "Speed-ups: "
+            + "; ".join(
+                f"{cfg_label(o['cfg'])}: " + ", ".join(f"{k} {v:.2f}x" for k, v in o["speedups"].items()) for o in out
+            ),
+        )
         self.table(
             "Kernels chosen by optimize_for_inference on this machine",
             ["op", "kernel", "candidates (best ms)"],
-            [[k, v["kernel"], ", ".join(f"{n} {ms:.2f}" for n, ms in v["ms"].items()) or "-"] for k, v in choices.items()
-             if not k.startswith(("gelu", "linear")) or v["ms"]],
-        )  # fmt: skip
+            [
+                [k, v["kernel"], ", ".join(f"{n} {ms:.2f}" for n, ms in v["ms"].items()) or "-"]
+                for k, v in choices.items()
+                if not k.startswith(("gelu", "linear")) or v["ms"]
+            ],
+        )
 
     def ort_sessions(self, model: torch.nn.Module, c: dict[str, Any], setup_s: dict[str, float]) -> dict[str, Any]:
         """ONNX Runtime sessions for the fp32 and int8 exports of `model` (files deleted once loaded)."""
@@ -820,8 +991,9 @@ class Bench:
                 for int8 in (False, True):
                     f = export_onnx(model, tmp / f"m{len(list(tmp.iterdir()))}.onnx", int8=int8).path
                     sess = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
-                    out[f"onnxruntime {'int8' if int8 else 'fp32'}"] = (
-                        lambda v, s=sess: torch.from_numpy(s.run(None, {"video": v.numpy()})[0]))  # fmt: skip
+                    out[f"onnxruntime {'int8' if int8 else 'fp32'}"] = lambda v, s=sess: torch.from_numpy(
+                        s.run(None, {"video": v.numpy()})[0]
+                    )
             return out
 
         n_clips = 500 if self.args.quick else 2000
@@ -831,8 +1003,10 @@ class Bench:
         demo = vivit.create_model("vivit_demo", pretrained=True).eval()
         drift: dict[str, float] = {}
         with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-            preds = {n: torch.cat([fn(video[i : i + 250]).argmax(-1) for i in range(0, n_clips, 250)])
-                     for n, fn in paths(demo, Path(tmp)).items()}  # fmt: skip
+            preds = {
+                n: torch.cat([fn(video[i : i + 250]).argmax(-1) for i in range(0, n_clips, 250)])
+                for n, fn in paths(demo, Path(tmp)).items()
+            }
             for name in fixtures:
                 f = load_forward_fixture(name)
                 f["model"].load_state_dict(vivit.weights.from_scenic(f["params"], f["model"]))
@@ -849,8 +1023,12 @@ class Bench:
         self.results["accuracy"] = dict(demo_clips=n_clips, fixtures=fixtures, paths=res)
         self.table(
             "Accuracy of the inference paths",
-            ["path", f"demo top-1 % ({n_clips} held-out clips)", "top-1 agrees with eager %",
-             f"max abs logit diff, {len(fixtures)} Scenic fixtures"],  # fmt: skip
+            [
+                "path",
+                f"demo top-1 % ({n_clips} held-out clips)",
+                "top-1 agrees with eager %",
+                f"max abs logit diff, {len(fixtures)} Scenic fixtures",
+            ],
             rows,
             "Demo: vivit_demo on the held-out clips examples/make_demo.py evaluates (MovingDiscs, seed 300). Fixtures: "
             "Scenic's own logits (random weights, width 32, |logits| <= 2.4); fp32 paths must stay <= 1e-5.",
@@ -879,8 +1057,9 @@ class Bench:
             what = "device" if self.dev.type == "cuda" else "CPU"
             self.table(
                 f"Profile {c['name']} {cfg_label(c)} (self {what} time; total {total / 1e3:.0f} ms)",
-                ["op", "calls", "self ms", "share"], rows,
-            )  # fmt: skip
+                ["op", "calls", "self ms", "share"],
+                rows,
+            )
         self.results["profile"] = out
 
 
@@ -893,12 +1072,18 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     info: dict[str, Any] = dict(
-        cpu=cpu, logical_cores=os.cpu_count(), usable_cores=len(os.sched_getaffinity(0)),
-        cpu_capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
-        torch=torch.__version__, python=platform.python_version(), vivit=vivit.__version__,
-        device=args.device, loadavg_start=os.getloadavg(),
+        cpu=cpu,
+        logical_cores=os.cpu_count(),
+        usable_cores=len(os.sched_getaffinity(0)),
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        python=platform.python_version(),
+        vivit=vivit.__version__,
+        device=args.device,
+        loadavg_start=os.getloadavg(),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    )  # fmt: skip
+    )
     for line in torch.__config__.show().splitlines():  # which BLAS / oneDNN build does the work
         if "Math Kernel Library Version" in line or "MKL-DNN v" in line:
             info.setdefault("libs", []).append(line.strip(" -"))
@@ -926,8 +1111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-hf-eager", action="store_true", help="skip HF attn_implementation='eager'")
     p.add_argument("--no-bf16-32", action="store_true", help="bf16 section: skip the 32-frame configs")
     p.add_argument("--no-onnx", action="store_true", help="fast/accuracy sections: skip ONNX Runtime")
-    p.add_argument("--wait-idle", type=float, default=0, metavar="S",
-                   help="first wait up to S seconds for the 1-min load average to fall below 1")
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="S",
+        help="first wait up to S seconds for the 1-min load average to fall below 1",
+    )
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.runs is None:
@@ -957,8 +1147,11 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     info = machine_info(args)
     if info["loadavg_start"][0] > 0.5 * info["usable_cores"]:
-        print(f"warning: load average {info['loadavg_start'][0]:.1f} on {info['usable_cores']} cores: other work "
-              "will skew the timings", file=sys.stderr)
+        print(
+            f"warning: load average {info['loadavg_start'][0]:.1f} on {info['usable_cores']} cores: other work "
+            "will skew the timings",
+            file=sys.stderr,
+        )
     print(f"# vivit benchmark\n\n{json.dumps(info)}\n", flush=True)
     t_start = time.perf_counter()
     sections = [s for s in ALL_SECTIONS if s in args.sections.split(",")]
@@ -971,15 +1164,20 @@ def main(argv: list[str] | None = None) -> int:
             getattr(bench, s)()
         except AssertionError:
             raise
-        except Exception as e:  # noqa: BLE001 - keep the other sections' results
+        except Exception as e:
             errors[s] = traceback.format_exc()
             print(f"section {s} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         bench.results.setdefault("section_seconds", {})[s] = time.perf_counter() - t0
         # other work on the machine skews timings: keep the 1-minute load average with each section
         bench.results.setdefault("section_loadavg_1min", {})[s] = os.getloadavg()[0]
     info.update(loadavg_end=os.getloadavg(), wall_s=time.perf_counter() - t_start)
-    doc = dict(machine=info, args={k: v for k, v in vars(args).items() if k != "_child"}, results=bench.results,
-               errors=errors, markdown="\n".join(bench.md))  # fmt: skip
+    doc = dict(
+        machine=info,
+        args={k: v for k, v in vars(args).items() if k != "_child"},
+        results=bench.results,
+        errors=errors,
+        markdown="\n".join(bench.md),
+    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=1))

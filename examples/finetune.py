@@ -43,14 +43,14 @@ if __name__ == "__main__":
     # It must be set before torch is imported; as a module (imported by the tests) nothing is changed.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
 
-import vivit  # noqa: E402
-from vivit.models.layers import Block, layer_norm  # noqa: E402
-from vivit.weights import inflate_vit  # noqa: E402
+import vivit
+from vivit.models.layers import Block, layer_norm
+from vivit.weights import inflate_vit
 
 DIRECTIONS = ("right", "left", "down", "up")
 # (dy, dx) unit step for each direction, in image coordinates (y grows downwards)
@@ -241,10 +241,16 @@ VIDEO_MODELS: dict[str, str] = {
 def build_video_model(name: str, sizes: Sizes, num_frames: int, num_classes: int) -> nn.Module:
     """One of the four ViViT models (`VIDEO_MODELS` key) at the tiny `sizes`."""
     common = dict(
-        img_size=sizes.img_size, num_frames=num_frames, patch_size=sizes.patch_size,
-        tubelet_size=sizes.tubelet_size, embed_dim=sizes.embed_dim, depth=sizes.depth,
-        num_heads=sizes.num_heads, mlp_dim=sizes.mlp_dim, num_classes=num_classes,
-    )  # fmt: skip
+        img_size=sizes.img_size,
+        num_frames=num_frames,
+        patch_size=sizes.patch_size,
+        tubelet_size=sizes.tubelet_size,
+        embed_dim=sizes.embed_dim,
+        depth=sizes.depth,
+        num_heads=sizes.num_heads,
+        mlp_dim=sizes.mlp_dim,
+        num_classes=num_classes,
+    )
     if name == "model1":
         return vivit.SpatioTemporalViViT(**common)  # pools the class token, which it takes from the image ViT
     if name == "model2":
@@ -455,9 +461,15 @@ def _eval_every(settings: Settings) -> int:
 def _row(experiment: str, model: str, init: str, result: TrainResult) -> Row:
     final_loss = result.mean_loss(last=max(1, len(result.losses) // 10))
     return Row(
-        experiment, model, init, result.curve[-1][1], result.seconds, result.mean_loss(first=10), final_loss,
+        experiment,
+        model,
+        init,
+        result.curve[-1][1],
+        result.seconds,
+        result.mean_loss(first=10),
+        final_loss,
         result.curve,
-    )  # fmt: skip
+    )
 
 
 def pretrain_image_vit(settings: Settings, data: MovingDiscs, sizes: Sizes) -> tuple[TinyViT, float, float]:
@@ -468,14 +480,23 @@ def pretrain_image_vit(settings: Settings, data: MovingDiscs, sizes: Sizes) -> t
     """
     torch.manual_seed(settings.seed)
     vit = TinyViT(
-        img_size=sizes.img_size, patch_size=sizes.patch_size, embed_dim=sizes.embed_dim, depth=sizes.depth,
-        num_heads=sizes.num_heads, mlp_dim=sizes.mlp_dim, num_classes=settings.location_cells**2,
-    )  # fmt: skip
+        img_size=sizes.img_size,
+        patch_size=sizes.patch_size,
+        embed_dim=sizes.embed_dim,
+        depth=sizes.depth,
+        num_heads=sizes.num_heads,
+        mlp_dim=sizes.mlp_dim,
+        num_classes=settings.location_cells**2,
+    )
     stream = image_batches(data, settings.batch_size * 2, settings.seed + 100, settings.location_cells)
     result = train(
-        vit, stream, settings.pretrain_steps, lr=settings.pretrain_lr, desc="pretrain image ViT",
+        vit,
+        stream,
+        settings.pretrain_steps,
+        lr=settings.pretrain_lr,
+        desc="pretrain image ViT",
         progress=settings.progress,
-    )  # fmt: skip
+    )
     x, y = next(image_batches(data, settings.eval_clips, settings.seed + 101, settings.location_cells))
     return vit, evaluate(vit, x, y), result.seconds
 
@@ -496,9 +517,15 @@ def finetune(
     # the same training clips, in the same order, for every model
     stream = clip_batches(data, settings.batch_size, settings.seed + 200)
     result = train(
-        model, stream, settings.steps, lr=settings.lr, eval_fn=lambda m: evaluate(m, *held_out),
-        eval_every=_eval_every(settings), desc=f"{name} {init}", progress=settings.progress,
-    )  # fmt: skip
+        model,
+        stream,
+        settings.steps,
+        lr=settings.lr,
+        eval_fn=lambda m: evaluate(m, *held_out),
+        eval_every=_eval_every(settings),
+        desc=f"{name} {init}",
+        progress=settings.progress,
+    )
     return _row(experiment, VIDEO_MODELS[name], init, result)
 
 
@@ -513,9 +540,15 @@ def finetune_single_frame(
     stream = middle_frames(clip_batches(data, settings.batch_size, settings.seed + 200), middle)
     x, y = held_out
     result = train(
-        vit, stream, settings.steps, lr=settings.lr, eval_fn=lambda m: evaluate(m, x[:, :, middle], y),
-        eval_every=_eval_every(settings), desc="single frame", progress=settings.progress,
-    )  # fmt: skip
+        vit,
+        stream,
+        settings.steps,
+        lr=settings.lr,
+        eval_fn=lambda m: evaluate(m, x[:, :, middle], y),
+        eval_every=_eval_every(settings),
+        desc="single frame",
+        progress=settings.progress,
+    )
     return _row(experiment, f"2D ViT, frame {middle} of 0-{data.num_frames - 1}", "image ViT", result)
 
 
@@ -603,9 +636,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     full, quick = Settings(), Settings.quick()
     p.add_argument("--steps", type=int, help=f"fine-tuning steps per model ({full.steps}; {quick.steps} with --quick)")
     p.add_argument(
-        "--pretrain-steps", type=int,
+        "--pretrain-steps",
+        type=int,
         help=f"image ViT pretraining steps ({full.pretrain_steps}; {quick.pretrain_steps} with --quick)",
-    )  # fmt: skip
+    )
     p.add_argument("--batch-size", type=int, default=full.batch_size, help="clips per step")
     p.add_argument("--eval-clips", type=int, help=f"held-out clips ({full.eval_clips})")
     p.add_argument("--seed", type=int, default=0, help="seed of the data streams and of every initialization")
@@ -632,9 +666,14 @@ def main(argv: list[str] | None = None) -> list[Row]:
     print(f"\ntotal {total:.0f} s on {torch.get_num_threads()} CPU threads; chance is {100 / len(DIRECTIONS):.0f}%")
     if args.json:
         record = dict(
-            settings=asdict(settings), data=asdict(MovingDiscs()), sizes=asdict(Sizes()), pretraining=pretraining,
-            rows=[asdict(r) for r in rows], total_seconds=total, threads=torch.get_num_threads(),
-        )  # fmt: skip
+            settings=asdict(settings),
+            data=asdict(MovingDiscs()),
+            sizes=asdict(Sizes()),
+            pretraining=pretraining,
+            rows=[asdict(r) for r in rows],
+            total_seconds=total,
+            threads=torch.get_num_threads(),
+        )
         with open(args.json, "w") as f:
             json.dump(record, f, indent=2)
         print(f"wrote {args.json}")

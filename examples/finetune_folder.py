@@ -41,13 +41,31 @@ import vivit
 from vivit.data import VideoDataset, VideoRecord, collate_videos, resolve_data_config
 from vivit.weights import inflate_vit
 
-TINY_ARGS = {"img_size": 32, "num_frames": 8, "patch_size": 8, "tubelet_size": 2, "embed_dim": 64, "depth": 4, "num_heads": 4,
-             "mlp_dim": 128}
-TINY_CFG = {"input_size": (3, 8, 32, 32), "frame_stride": 1, "resize_size": 32, "crop_size": 32, "antialias": False,
-            "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "test_views": (1, 1)}  # fmt: skip
+TINY_ARGS = {
+    "img_size": 32,
+    "num_frames": 8,
+    "patch_size": 8,
+    "tubelet_size": 2,
+    "embed_dim": 64,
+    "depth": 4,
+    "num_heads": 4,
+    "mlp_dim": 128,
+}
+TINY_CFG = {
+    "input_size": (3, 8, 32, 32),
+    "frame_stride": 1,
+    "resize_size": 32,
+    "crop_size": 32,
+    "antialias": False,
+    "mean": (0.5, 0.5, 0.5),
+    "std": (0.5, 0.5, 0.5),
+    "test_views": (1, 1),
+}
 
 
-def tiny_image_vit(embed_dim: int = 64, depth: int = 4, mlp_dim: int = 128, patch: int = 8, img: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
+def tiny_image_vit(
+    embed_dim: int = 64, depth: int = 4, mlp_dim: int = 128, patch: int = 8, img: int = 32, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """The state dict of a tiny 2D ViT with timm's names and layouts (random weights, timm's init scales).
 
     Stands in for a real image checkpoint so the example runs offline; pass `--vit` for a real one.
@@ -58,19 +76,32 @@ def tiny_image_vit(embed_dim: int = 64, depth: int = 4, mlp_dim: int = 128, patc
         return torch.randn(*shape, generator=g) * std
 
     d, tokens = embed_dim, (img // patch) ** 2 + 1
-    state = {"patch_embed.proj.weight": normal(d, 3, patch, patch), "patch_embed.proj.bias": torch.zeros(d),
-             "cls_token": normal(1, 1, d), "pos_embed": normal(1, tokens, d), "norm.weight": torch.ones(d),
-             "norm.bias": torch.zeros(d)}  # fmt: skip
+    state = {
+        "patch_embed.proj.weight": normal(d, 3, patch, patch),
+        "patch_embed.proj.bias": torch.zeros(d),
+        "cls_token": normal(1, 1, d),
+        "pos_embed": normal(1, tokens, d),
+        "norm.weight": torch.ones(d),
+        "norm.bias": torch.zeros(d),
+    }
     for i in range(depth):
         b = f"blocks.{i}."
-        state.update({
-            b + "norm1.weight": torch.ones(d), b + "norm1.bias": torch.zeros(d),
-            b + "attn.qkv.weight": normal(3 * d, d), b + "attn.qkv.bias": torch.zeros(3 * d),
-            b + "attn.proj.weight": normal(d, d), b + "attn.proj.bias": torch.zeros(d),
-            b + "norm2.weight": torch.ones(d), b + "norm2.bias": torch.zeros(d),
-            b + "mlp.fc1.weight": normal(mlp_dim, d), b + "mlp.fc1.bias": torch.zeros(mlp_dim),
-            b + "mlp.fc2.weight": normal(d, mlp_dim), b + "mlp.fc2.bias": torch.zeros(d),
-        })  # fmt: skip
+        state.update(
+            {
+                b + "norm1.weight": torch.ones(d),
+                b + "norm1.bias": torch.zeros(d),
+                b + "attn.qkv.weight": normal(3 * d, d),
+                b + "attn.qkv.bias": torch.zeros(3 * d),
+                b + "attn.proj.weight": normal(d, d),
+                b + "attn.proj.bias": torch.zeros(d),
+                b + "norm2.weight": torch.ones(d),
+                b + "norm2.bias": torch.zeros(d),
+                b + "mlp.fc1.weight": normal(mlp_dim, d),
+                b + "mlp.fc1.bias": torch.zeros(mlp_dim),
+                b + "mlp.fc2.weight": normal(d, mlp_dim),
+                b + "mlp.fc2.bias": torch.zeros(d),
+            }
+        )
     return state
 
 
@@ -110,7 +141,9 @@ def held_out_accuracy(model: nn.Module, loader: DataLoader, device: torch.device
                 continue
             views = batch["video"].to(device)  # (B, V, C, T, H, W)
             logits = model(views.flatten(0, 1)).unflatten(0, views.shape[:2]).mean(1)
-            counts += torch.tensor([(logits.argmax(1).cpu() == batch["label"]).sum().item(), len(views)], dtype=torch.float64)
+            counts += torch.tensor(
+                [(logits.argmax(1).cpu() == batch["label"]).sum().item(), len(views)], dtype=torch.float64
+            )
     if dist.is_initialized():
         dist.all_reduce(counts)
     model.train()
@@ -123,7 +156,9 @@ def main() -> None:
     p.add_argument("--val", help="VAL/<class>/<video> (default: every fifth video of TRAIN)")
     p.add_argument("--model", default="vivit_ti_st", help="registry name (default vivit_ti_st)")
     p.add_argument("--vit", help="2D ViT checkpoint to inflate (.safetensors timm/HF, or Google .npz)")
-    p.add_argument("--tiny", action="store_true", help="tiny model inflated from a random tiny 2D ViT (offline demo, CI)")
+    p.add_argument(
+        "--tiny", action="store_true", help="tiny model inflated from a random tiny 2D ViT (offline demo, CI)"
+    )
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8, help="clips per step and process")
     p.add_argument("--lr", type=float, default=3e-4)
@@ -162,16 +197,30 @@ def main() -> None:
     train = VideoDataset(train_source, "train", pretrained_cfg=cfg, label_names=classes, seed=args.seed)
     val = VideoDataset(val_source, "eval", pretrained_cfg=cfg, label_names=classes, views=(1, 1))
     sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
-    loader = DataLoader(train, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
-                        collate_fn=collate_videos, drop_last=True, persistent_workers=args.workers > 0)  # fmt: skip
+    loader = DataLoader(
+        train,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        num_workers=args.workers,
+        collate_fn=collate_videos,
+        drop_last=True,
+        persistent_workers=args.workers > 0,
+    )
     val_indices = list(range(rank, len(val), world))
-    val_loader = DataLoader(torch.utils.data.Subset(val, val_indices), batch_size=4, num_workers=args.workers,
-                            collate_fn=collate_videos)  # fmt: skip
+    val_loader = DataLoader(
+        torch.utils.data.Subset(val, val_indices), batch_size=4, num_workers=args.workers, collate_fn=collate_videos
+    )
     if len(loader) == 0:
-        raise SystemExit(f"{len(train)} training videos are fewer than {world} processes x batch size {args.batch_size}")
+        raise SystemExit(
+            f"{len(train)} training videos are fewer than {world} processes x batch size {args.batch_size}"
+        )
 
     model = model.to(device).train()
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
+    ddp = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if distributed
+        else model
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     warmup = args.warmup if args.warmup is not None else max(1, args.steps // 10)
 
@@ -182,8 +231,10 @@ def main() -> None:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     say = print if rank == 0 else (lambda *a, **k: None)
-    say(f"{len(train)} training videos ({len(classes)} classes), {len(val)} held out; {world} process(es) on {device}; "
-        f"{args.batch_size * world} clips per step")  # fmt: skip
+    say(
+        f"{len(train)} training videos ({len(classes)} classes), {len(val)} held out; {world} process(es) on {device}; "
+        f"{args.batch_size * world} clips per step"
+    )
     log: dict[str, Any] = {"loss": [], "held_out": []}
     step, epoch, start = 0, 0, time.time()
     while step < args.steps:
@@ -205,8 +256,10 @@ def main() -> None:
                 mean_loss /= world
             log["loss"].append(round(float(mean_loss), 5))
             if step % args.log_every == 0 or step == args.steps:
-                say(f"step {step}/{args.steps}  loss {float(mean_loss):.4f}  lr {scheduler.get_last_lr()[0]:.2e}  "
-                    f"{time.time() - start:.0f} s")  # fmt: skip
+                say(
+                    f"step {step}/{args.steps}  loss {float(mean_loss):.4f}  lr {scheduler.get_last_lr()[0]:.2e}  "
+                    f"{time.time() - start:.0f} s"
+                )
             if (args.eval_every and step % args.eval_every == 0) or step == args.steps:
                 accuracy, count = held_out_accuracy(model, val_loader, device)
                 log["held_out"].append({"step": step, "top1": accuracy, "videos": count})
@@ -222,8 +275,10 @@ def main() -> None:
         model.pretrained_cfg = {**cfg, "label_names": tuple(classes), "num_classes": len(classes)}
         vivit.weights.save_safetensors(model, out / "model.safetensors")
         (out / "log.json").write_text(json.dumps(log) + "\n", encoding="utf-8")
-        say(f"saved {out / 'model.safetensors'}; load it with vivit.create_model({args.model!r}, "
-            f"pretrained={str(out / 'model.safetensors')!r}{', **TINY_ARGS' if args.tiny else ''})")  # fmt: skip
+        say(
+            f"saved {out / 'model.safetensors'}; load it with vivit.create_model({args.model!r}, "
+            f"pretrained={str(out / 'model.safetensors')!r}{', **TINY_ARGS' if args.tiny else ''})"
+        )
     if distributed:
         dist.destroy_process_group()
 

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-import vivit
 from finetune import (
     DIRECTIONS,
     MovingDiscs,
@@ -33,6 +31,8 @@ from finetune import (
     pretrain_image_vit,
     train,
 )
+
+import vivit
 from vivit.weights import save_safetensors
 
 ASSETS = Path(vivit.__file__).resolve().parent / "assets"
@@ -56,7 +56,9 @@ def main() -> None:
     vit, _, _ = pretrain_image_vit(settings, data, sizes)
     torch.manual_seed(args.seed)
     model = init_video_model(build_video_model("model1", sizes, data.num_frames, data.num_classes), vit, "central")
-    train(model, clip_batches(data, settings.batch_size, args.seed + 200), settings.steps, lr=settings.lr, progress=True)
+    train(
+        model, clip_batches(data, settings.batch_size, args.seed + 200), settings.steps, lr=settings.lr, progress=True
+    )
 
     video, labels, _ = data.sample(2000, torch.Generator().manual_seed(args.seed + 300))
     accuracy = evaluate(model, video, labels)

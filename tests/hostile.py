@@ -38,13 +38,31 @@ MEMORY_MB = 1024
 TIMEOUT_S = 30.0
 MAX_MESSAGE = 1000
 TINY = dict(img_size=16, num_frames=4, patch_size=8, embed_dim=12, depth=2, num_heads=2, num_classes=3)
-CFG = {"input_size": [3, 4, 16, 16], "frame_stride": 1, "resize_size": 16, "crop_size": 16, "mean": [0.5] * 3,
-       "std": [0.5] * 3, "test_views": [1, 1], "num_classes": 3, "label_names": ["a", "b", "c"]}  # fmt: skip
+CFG = {
+    "input_size": [3, 4, 16, 16],
+    "frame_stride": 1,
+    "resize_size": 16,
+    "crop_size": 16,
+    "mean": [0.5] * 3,
+    "std": [0.5] * 3,
+    "test_views": [1, 1],
+    "num_classes": 3,
+    "label_names": ["a", "b", "c"],
+}
 
 
 # ---------------------------------------------------------------- building the files
-def _ours(root: Path, name: str, *, add: dict | None = None, drop: tuple = (), config: dict | None = None,
-          cfg: dict | None = None, raw_config: str | None = None, change: dict | None = None) -> Path:  # fmt: skip
+def _ours(
+    root: Path,
+    name: str,
+    *,
+    add: dict | None = None,
+    drop: tuple = (),
+    config: dict | None = None,
+    cfg: dict | None = None,
+    raw_config: str | None = None,
+    change: dict | None = None,
+) -> Path:
     """A save_pretrained-style file of a tiny Model 1, edited."""
     import torch
     from safetensors.torch import save_file
@@ -56,9 +74,13 @@ def _ours(root: Path, name: str, *, add: dict | None = None, drop: tuple = (), c
     tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k not in drop}
     tensors.update(change or {})
     tensors.update(add or {})
-    full = {"format": "vivit", "format_version": "1", "model_class": "SpatioTemporalViViT",
-            "model_args": {**model.model_args, "img_size": [16, 16], "patch_size": [8, 8]},
-            "pretrained_cfg": {**CFG, **(cfg or {})}}  # fmt: skip
+    full = {
+        "format": "vivit",
+        "format_version": "1",
+        "model_class": "SpatioTemporalViViT",
+        "model_args": {**model.model_args, "img_size": [16, 16], "patch_size": [8, 8]},
+        "pretrained_cfg": {**CFG, **(cfg or {})},
+    }
     full.update(config or {})
     path = root / f"{name}.safetensors"
     save_file(tensors, str(path), metadata={"config": raw_config if raw_config is not None else json.dumps(full)})
@@ -110,8 +132,15 @@ def build_cases(root: Path) -> list[dict[str, Any]]:
     cases: list[dict[str, Any]] = []
 
     def case(kind: str, name: str, op: str, expect: dict[str, Any], **args: Any) -> None:
-        cases.append({"id": name, "kind": kind, "op": op, "expect": expect,
-                      **{k: str(v) if isinstance(v, Path) else v for k, v in args.items()}})  # fmt: skip
+        cases.append(
+            {
+                "id": name,
+                "kind": kind,
+                "op": op,
+                "expect": expect,
+                **{k: str(v) if isinstance(v, Path) else v for k, v in args.items()},
+            }
+        )
 
     m1 = _fixture_params()
     block0 = "Transformer/encoderblock_0"
@@ -119,10 +148,14 @@ def build_cases(root: Path) -> list[dict[str, Any]]:
     # -- memory and time bombs
     path = _ours(root, "stray_block_index", add={"blocks.999999999.norm1.weight": torch.ones(12)})
     case("bomb", "stray_block_index", "create_model", _refuse(r"999999999"), path=path, entry="vivit_ti_st")
-    path = _ours(root, "huge_embedded_size", config={"model_args": {**TINY, "img_size": [1024, 1024], "num_frames": 740}})
+    path = _ours(
+        root, "huge_embedded_size", config={"model_args": {**TINY, "img_size": [1024, 1024], "num_frames": 740}}
+    )
     case("bomb", "huge_embedded_size", "create_model", _refuse(), path=path, entry="vivit_ti_st")
-    for name, entry, fifo in (("fifo_safetensors", "vivit_ti_st", root / "x.safetensors"),
-                              ("fifo_scenic", "hostile_m1", root / "fifo_checkpoint")):  # fmt: skip
+    for name, entry, fifo in (
+        ("fifo_safetensors", "vivit_ti_st", root / "x.safetensors"),
+        ("fifo_scenic", "hostile_m1", root / "fifo_checkpoint"),
+    ):
         if not fifo.exists():
             os.mkfifo(fifo)
         case("bomb", name, "create_model", _refuse("FIFO"), path=fifo, entry=entry)
@@ -138,8 +171,12 @@ def build_cases(root: Path) -> list[dict[str, Any]]:
     case("bomb", "fake_blocks_4000", "create_model", _refuse(), path=path, entry="hostile_m1")
     rng = np.random.default_rng(0)
     fake = dict(m1)
-    fake.update({f"Transformer/encoderblock_{i}/LayerNorm_0/scale": np.ones(32, np.float32)
-                 for i in rng.integers(2, 10**9, 4000)})  # fmt: skip
+    fake.update(
+        {
+            f"Transformer/encoderblock_{i}/LayerNorm_0/scale": np.ones(32, np.float32)
+            for i in rng.integers(2, 10**9, 4000)
+        }
+    )
     path = _flax(root, "fake_blocks_scattered", fake)
     case("bomb", "fake_blocks_scattered", "create_model", _refuse(), path=path, entry="hostile_m1")
     path = _ours(root, "test_views_bomb", cfg={"test_views": [1_000_000, 3]})
@@ -150,17 +187,45 @@ def build_cases(root: Path) -> list[dict[str, Any]]:
 
     # -- raw exceptions
     params = {k: v for k, v in m1.items() if k != f"{block0}/MultiHeadDotProductAttention_0/query/kernel"}
-    case("raw", "scenic_no_query_kernel", "create_model", _refuse(), path=_flax(root, "no_query", params), entry="hostile_m1")
+    case(
+        "raw",
+        "scenic_no_query_kernel",
+        "create_model",
+        _refuse(),
+        path=_flax(root, "no_query", params),
+        entry="hostile_m1",
+    )
     params = dict(m1)
     kernel = m1["embedding/kernel"]
     params["embedding/kernel"] = msgpack.ExtType(1, msgpack.packb([list(kernel.shape), "f4,(", kernel.tobytes()]))
-    case("raw", "scenic_dtype_syntax", "create_model", _refuse(), path=_flax(root, "dtype_syntax", params), entry="hostile_m1")
+    case(
+        "raw",
+        "scenic_dtype_syntax",
+        "create_model",
+        _refuse(),
+        path=_flax(root, "dtype_syntax", params),
+        entry="hostile_m1",
+    )
     params = dict(m1)
     params["cls"] = msgpack.ExtType(1, msgpack.packb([[1, 1, 32], "float32"])[:-2])
-    case("raw", "scenic_truncated_array_header", "create_model", _refuse(), path=_flax(root, "trunc_header", params), entry="hostile_m1")
+    case(
+        "raw",
+        "scenic_truncated_array_header",
+        "create_model",
+        _refuse(),
+        path=_flax(root, "trunc_header", params),
+        entry="hostile_m1",
+    )
     params = dict(m1)
     params["embedding/kernel"] = kernel.reshape(-1, kernel.shape[-1])
-    case("raw", "scenic_embedding_2d", "create_model", _refuse(), path=_flax(root, "embedding_2d", params), entry="hostile_m1")
+    case(
+        "raw",
+        "scenic_embedding_2d",
+        "create_model",
+        _refuse(),
+        path=_flax(root, "embedding_2d", params),
+        entry="hostile_m1",
+    )
     path = _ours(root, "patch_3d", change={"patch_embed.proj.weight": torch.zeros(12, 3, 8)})
     case("raw", "ours_patch_embed_3d", "create_model", _refuse(), path=path, entry="vivit_ti_st")
     path = _ours(root, "model_args_list", config={"model_args": [1, 2]})
@@ -169,9 +234,13 @@ def build_cases(root: Path) -> list[dict[str, Any]]:
     case("raw", "ours_config_string", "create_model", _refuse(), path=path, entry="vivit_ti_st")
 
     # -- silently accepted values
-    for name, value in (("f64_overflow", np.full((1, 1, 32), 1e300)), ("complex", np.ones((1, 1, 32), np.complex64)),
-                        ("bool", np.ones((1, 1, 32), bool)), ("int64", np.ones((1, 1, 32), np.int64)),
-                        ("nan", np.full((1, 1, 32), np.nan, np.float32))):  # fmt: skip
+    for name, value in (
+        ("f64_overflow", np.full((1, 1, 32), 1e300)),
+        ("complex", np.ones((1, 1, 32), np.complex64)),
+        ("bool", np.ones((1, 1, 32), bool)),
+        ("int64", np.ones((1, 1, 32), np.int64)),
+        ("nan", np.full((1, 1, 32), np.nan, np.float32)),
+    ):
         path = _flax(root, f"scenic_{name}", {**m1, "cls": value})
         case("silent", f"scenic_{name}", "create_model", _refuse(), path=path, entry="hostile_m1")
     qkv = torch.zeros(36, 12)
@@ -180,14 +249,18 @@ def build_cases(root: Path) -> list[dict[str, Any]]:
     case("silent", "ours_nan", "create_model", _refuse(), path=path, entry="vivit_ti_st")
     path = _ours(root, "ours_f64_overflow", change={"cls_token": torch.full((1, 1, 12), 1e300, dtype=torch.float64)})
     case("silent", "ours_f64_overflow", "create_model", _refuse(), path=path, entry="vivit_ti_st")
-    path = _ours(root, "ours_f16_inf", change={"head.bias": torch.tensor([1.0, float("inf"), 0.0], dtype=torch.float16)})
+    path = _ours(
+        root, "ours_f16_inf", change={"head.bias": torch.tensor([1.0, float("inf"), 0.0], dtype=torch.float16)}
+    )
     case("silent", "ours_f16_inf", "create_model", _refuse(), path=path, entry="vivit_ti_st")
 
     # -- lying metadata, and what the CLI prints
-    for name, cfg in (("mean_nan_strings", {"mean": ["nan", "nan", "nan"]}),
-                      ("class_splits_mismatch", {"class_splits": [2, 2], "split_names": ["x", "y"]}),
-                      ("label_count_mismatch", {"label_names": ["a", "b"]}),
-                      ("negative_std", {"std": [0.5, -0.5, 0.5]})):  # fmt: skip
+    for name, cfg in (
+        ("mean_nan_strings", {"mean": ["nan", "nan", "nan"]}),
+        ("class_splits_mismatch", {"class_splits": [2, 2], "split_names": ["x", "y"]}),
+        ("label_count_mismatch", {"label_names": ["a", "b"]}),
+        ("negative_std", {"std": [0.5, -0.5, 0.5]}),
+    ):
         path = _ours(root, name, cfg=cfg)
         case("metadata", name, "create_model", _refuse(), path=path, entry="vivit_ti_st")
     video = root / "clip.npy"
@@ -195,10 +268,25 @@ def build_cases(root: Path) -> list[dict[str, Any]]:
     path = _ours(root, "escape_labels", cfg={"label_names": ["\x1b[2J\x1b[31mred", "bell\x07", "ok\u202eevil"]})
     for fmt in ("text", "json"):
         argv = ["predict", str(video), "--model", "vivit_ti_st", "--weights", str(path), "-q", "--top-k", "3"]
-        case("metadata", f"cli_escape_labels_{fmt}", "cli", {"type": "cli_clean"}, argv=argv + (["--json"] if fmt == "json" else []))
-    path = _ours(root, "nan_mean_json", raw_config=json.dumps(
-        {"format": "vivit", "model_class": "SpatioTemporalViViT", "model_args": {**TINY, "img_size": [16, 16]},
-         "pretrained_cfg": {**CFG, "mean": [float("nan")] * 3}}))  # fmt: skip
+        case(
+            "metadata",
+            f"cli_escape_labels_{fmt}",
+            "cli",
+            {"type": "cli_clean"},
+            argv=argv + (["--json"] if fmt == "json" else []),
+        )
+    path = _ours(
+        root,
+        "nan_mean_json",
+        raw_config=json.dumps(
+            {
+                "format": "vivit",
+                "model_class": "SpatioTemporalViViT",
+                "model_args": {**TINY, "img_size": [16, 16]},
+                "pretrained_cfg": {**CFG, "mean": [float("nan")] * 3},
+            }
+        ),
+    )
     argv = ["predict", str(video), "--model", "vivit_ti_st", "--weights", str(path), "-q", "--json"]
     case("metadata", "cli_json_with_nan_mean", "cli", {"type": "cli_clean"}, argv=argv)
     return cases
@@ -271,14 +359,23 @@ def _child(cases_file: str, start: int) -> None:
         signal.setitimer(signal.ITIMER_REAL, TIMEOUT_S)
         try:
             result = _run_one(case)
-        except BaseException as err:  # noqa: BLE001 - every outcome is reported, the parent judges
+        except BaseException as err:
             frames = traceback.extract_tb(err.__traceback__)
-            result = {"outcome": "raised", "type": type(err).__name__, "message": str(err)[:5000],
-                      "length": len(str(err)), "where": f"{Path(frames[-1].filename).name}:{frames[-1].name}" if frames else ""}  # fmt: skip
+            result = {
+                "outcome": "raised",
+                "type": type(err).__name__,
+                "message": str(err)[:5000],
+                "length": len(str(err)),
+                "where": f"{Path(frames[-1].filename).name}:{frames[-1].name}" if frames else "",
+            }
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-        result.update(index=index, id=case["id"], seconds=round(time.monotonic() - began, 3),
-                      peak_mb=round(max(_status("VmHWM") - rss, 0) / 2**20, 1))  # fmt: skip
+        result.update(
+            index=index,
+            id=case["id"],
+            seconds=round(time.monotonic() - began, 3),
+            peak_mb=round(max(_status("VmHWM") - rss, 0) / 2**20, 1),
+        )
         print(json.dumps(result), flush=True)
 
 
@@ -297,8 +394,13 @@ def run_cases(cases: list[dict[str, Any]], workdir: Path) -> dict[str, dict[str,
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "VIVIT_CACHE": str(workdir / "cache")}
     start = 0
     while start < len(cases):
-        proc = subprocess.Popen([sys.executable, str(Path(__file__)), str(cases_file), str(start)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__)), str(cases_file), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         assert proc.stdout is not None and proc.stderr is not None
         current, began, hung, limit = start, time.monotonic(), False, 120.0  # start-up: importing torch
         with selectors.DefaultSelector() as selector:
@@ -323,8 +425,12 @@ def run_cases(cases: list[dict[str, Any]], workdir: Path) -> dict[str, dict[str,
         proc.wait()
         stderr = proc.stderr.read()
         if current < len(cases) and cases[current]["id"] not in results:  # the child died or hung in this case
-            results[cases[current]["id"]] = {"outcome": "hung" if hung else "died", "returncode": proc.returncode,
-                                             "stderr": stderr[-2000:], "seconds": round(time.monotonic() - began, 1)}  # fmt: skip
+            results[cases[current]["id"]] = {
+                "outcome": "hung" if hung else "died",
+                "returncode": proc.returncode,
+                "stderr": stderr[-2000:],
+                "seconds": round(time.monotonic() - began, 1),
+            }
             current += 1
         start = current
     return results
@@ -345,7 +451,9 @@ def judge(case: dict[str, Any], result: dict[str, Any]) -> list[str]:
         if result.get("peak_mb", 0) > REFUSE_MB:
             problems.append(f"{result['peak_mb']} MB were allocated before it was refused (at most {REFUSE_MB})")
         if result["outcome"] != "raised":
-            problems.append(f"loaded instead of being refused (finite weights: {result.get('finite')}, cfg {result.get('cfg')})")
+            problems.append(
+                f"loaded instead of being refused (finite weights: {result.get('finite')}, cfg {result.get('cfg')})"
+            )
         else:
             name = Path(case["path"]).name
             if result["type"] not in ("ValueError", "FileNotFoundError"):

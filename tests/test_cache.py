@@ -12,16 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hubserver import HubServer, hub_server  # noqa: F401 - the fixture is used by name
+from hubserver import HubServer
 from safetensors.numpy import load_file, save_file
 
+from vivit import files
+from vivit.files import clean_stale_temp_files
 from vivit.weights import cache
 from vivit.weights.cache import (
     CacheError,
     CacheWarning,
     cache_lock,
     cache_write_error,
-    clean_stale_temp_files,
     get_or_build,
     stale_reason,
 )
@@ -49,16 +50,27 @@ model = vivit.create_model("rank_test", pretrained=True)
 with torch.no_grad():
     print(float((model(f["video"]) - f["logits"]).abs().max()))
 """
-CHECKPOINT = Path(__file__).parent / "data" / "scenic" / "checkpoints" / "m2_factorized_encoder_tubelet_token.checkpoint"
+CHECKPOINT = (
+    Path(__file__).parent / "data" / "scenic" / "checkpoints" / "m2_factorized_encoder_tubelet_token.checkpoint"
+)
 
 
+@pytest.mark.slow
 def test_four_processes_make_one_download(hub_server: HubServer, tmp_path: Path) -> None:
     """Four ranks of a job start at once with a cold cache: one downloads and converts, the others wait."""
-    hub_server.add_file("k400/checkpoint", CHECKPOINT.read_bytes(), fault="slow_start")  # 1 s: the others arrive meanwhile
+    hub_server.add_file(
+        "k400/checkpoint", CHECKPOINT.read_bytes(), fault="slow_start"
+    )  # 1 s: the others arrive meanwhile
     tests = str(Path(__file__).parent)
     procs = [
-        subprocess.Popen([sys.executable, "-c", _WORKER, tests], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, tests],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         for _ in range(4)
     ]
     try:
@@ -74,7 +86,10 @@ def test_four_processes_make_one_download(hub_server: HubServer, tmp_path: Path)
     assert all(float(out) <= 1e-5 for out, _ in results)  # every rank got the Scenic fixture's logits
     assert hub_server.count("/files/k400/checkpoint") == 1
     cache_root = Path(os.environ["VIVIT_CACHE"])
-    assert sorted(p.name for p in (cache_root / "converted").iterdir()) == [".rank_test.safetensors.lock", "rank_test.safetensors"]
+    assert sorted(p.name for p in (cache_root / "converted").iterdir()) == [
+        ".rank_test.safetensors.lock",
+        "rank_test.safetensors",
+    ]
     assert os.listdir(cache_root / "downloads") == []
 
 
@@ -109,8 +124,11 @@ def test_cached_result_is_reused_until_it_is_outdated(tmp_path: Path) -> None:
     assert get_or_build(dest, EXPECTED, read, build, write_with(current), "m")[0] == 1
     assert len(calls) == 1
     # written by an older converter, or without its config, or from another source: rebuilt
-    for stale in ({**current, "converter_version": "1"}, {k: v for k, v in current.items() if k != "config"},
-                  {**current, "source_url": "https://mirror/ckpt"}):  # fmt: skip
+    for stale in (
+        {**current, "converter_version": "1"},
+        {k: v for k, v in current.items() if k != "config"},
+        {**current, "source_url": "https://mirror/ckpt"},
+    ):
         save_file({"x": np.zeros(3, np.float32)}, str(dest), metadata=stale)
         before = len(calls)
         assert get_or_build(dest, EXPECTED, read, build, write_with(current), "m")[0] == before + 1
@@ -135,16 +153,21 @@ def test_stale_reason() -> None:
     assert stale_reason(None, {"a": "1"}) == "it is unreadable"
 
 
-def test_cache_write_failure_is_a_warning_and_the_result_is_returned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dest, calls, build, _, read = _store(tmp_path)
+def test_cache_write_failure_is_a_warning_and_the_result_is_returned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest, _calls, build, _, read = _store(tmp_path)
     monkeypatch.setenv("VIVIT_CACHE", str(tmp_path))
 
     def full_disk(data: np.ndarray, path: Path) -> None:
         path.write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.warns(CacheWarning, match=rf"cannot write the m to {dest.parent} \(no space left on the device\); "
-                      rf"free space there, or set VIVIT_CACHE .*the result is used now but will be rebuilt next time"):  # fmt: skip
+    with pytest.warns(
+        CacheWarning,
+        match=rf"cannot write the m to {dest.parent} \(no space left on the device\); "
+        rf"free space there, or set VIVIT_CACHE .*the result is used now but will be rebuilt next time",
+    ):
         assert get_or_build(dest, EXPECTED, read, build, full_disk, "m")[0] == 1
     assert sorted(os.listdir(dest.parent)) == [".m.safetensors.lock"]  # no partial file left
 
@@ -153,7 +176,7 @@ def test_unwritable_cache_folder_still_returns_the_result(tmp_path: Path) -> Non
     """The cache path runs through a file: no lock, no cache, but the model is still built."""
     blocker = tmp_path / "not_a_folder"
     blocker.write_bytes(b"")
-    dest, calls, build, write_with, read = _store(blocker)
+    dest, _calls, build, write_with, read = _store(blocker)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert get_or_build(dest, EXPECTED, read, build, write_with({}), "m")[0] == 1
@@ -164,9 +187,13 @@ def test_unwritable_cache_folder_still_returns_the_result(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     "code, reason",
-    [(errno.ENOSPC, "no space left on the device"), (errno.EDQUOT, "no space left on the device"),
-     (errno.EACCES, "permission denied: the folder is read-only"), (errno.EROFS, "permission denied: the folder is read-only")],
-)  # fmt: skip
+    [
+        (errno.ENOSPC, "no space left on the device"),
+        (errno.EDQUOT, "no space left on the device"),
+        (errno.EACCES, "permission denied: the folder is read-only"),
+        (errno.EROFS, "permission denied: the folder is read-only"),
+    ],
+)
 def test_cache_write_error_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, reason: str) -> None:
     monkeypatch.setenv("VIVIT_CACHE", str(tmp_path / "c"))
     err = cache_write_error(OSError(code, os.strerror(code)), tmp_path / "c" / "downloads", "the download of X")
@@ -192,7 +219,10 @@ def test_lock_timeout_names_the_lock_file(tmp_path: Path) -> None:
     dest = tmp_path / "m.safetensors"
     with FileLock(str(tmp_path / ".m.safetensors.lock")):
         start = time.monotonic()
-        with pytest.raises(CacheError, match=r"timed out after 0 s waiting for another process to finish building m \(lock .*\.m\.safetensors\.lock\)"):
+        with pytest.raises(
+            CacheError,
+            match=r"timed out after 0 s waiting for another process to finish building m \(lock .*\.m\.safetensors\.lock\)",
+        ):
             with cache_lock(dest, "building m", timeout_s=0.3):
                 pass
         assert time.monotonic() - start < 2
@@ -212,7 +242,7 @@ def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path: Path) -> 
     }
     for name in names.values():
         (tmp_path / name).write_bytes(b"x")
-    day_ago = time.time() - cache.STALE_AFTER_S - 60
+    day_ago = time.time() - files.STALE_AFTER_S - 60
     os.utime(tmp_path / names["old"], (day_ago, day_ago))
     removed = clean_stale_temp_files(tmp_path)
     assert sorted(p.name for p in removed) == sorted([names["dead"], names["old"]])
@@ -262,7 +292,12 @@ def scenic_entry(hub_server: HubServer):
     added = []
 
     def add(name: str = "cache_test", **source: str) -> str:
-        register_model(name, MODEL_CLASSES[variant], args, {"sources": ({"format": "scenic", "url": "{scenic}/m2/checkpoint", **source},)})
+        register_model(
+            name,
+            MODEL_CLASSES[variant],
+            args,
+            {"sources": ({"format": "scenic", "url": "{scenic}/m2/checkpoint", **source},)},
+        )
         added.append(name)
         return name
 
@@ -299,12 +334,21 @@ def test_outdated_or_incomplete_cached_conversions_are_rebuilt(hub_server: HubSe
     vivit.create_model(name, pretrained=True)
     assert hub_server.count("/files/m2/checkpoint") == 1
     meta = load_metadata(_converted(name))
-    assert meta["converter_version"] == "2" and meta["format_version"] == "2" and meta["source_url"].endswith("/files/m2/checkpoint")
+    assert (
+        meta["converter_version"] == "2"
+        and meta["format_version"] == "2"
+        and meta["source_url"].endswith("/files/m2/checkpoint")
+    )
     vivit.create_model(name, pretrained=True)
     assert hub_server.count("/files/m2/checkpoint") == 1  # current: read from the cache
     downloads = 1
-    for change in ({"converter_version": "1"}, {"converter_version": None}, {"config": None}, {"config": '{"model_args": 5}'},
-                   {"format_version": "1"}):  # fmt: skip
+    for change in (
+        {"converter_version": "1"},
+        {"converter_version": None},
+        {"config": None},
+        {"config": '{"model_args": 5}'},
+        {"format_version": "1"},
+    ):
         _rewrite_metadata(_converted(name), **change)
         model = vivit.create_model(name, pretrained=True)
         downloads += 1
@@ -351,7 +395,9 @@ def test_pinned_sha256_is_checked(hub_server: HubServer, scenic_entry) -> None:
     assert _converted(name).exists()
 
 
-def test_a_download_cut_short_is_retried_and_a_bad_file_tries_the_next_source(hub_server: HubServer, scenic_entry) -> None:
+def test_a_download_cut_short_is_retried_and_a_bad_file_tries_the_next_source(
+    hub_server: HubServer, scenic_entry
+) -> None:
     """A truncated transfer is resumed; an HTML page in place of the file is a download failure (the
     next source is tried), never a ValueError that stops the fallback."""
     import vivit
@@ -367,5 +413,8 @@ def test_a_download_cut_short_is_retried_and_a_bad_file_tries_the_next_source(hu
     import gzip
 
     hub_server.add_file("m2/checkpoint", gzip.compress(CHECKPOINT.read_bytes()))  # binary, but not msgpack
-    with pytest.raises(WeightsDownloadError, match=r"(?s)from any source.*but it is not a valid checkpoint: not a Flax msgpack checkpoint"):
+    with pytest.raises(
+        WeightsDownloadError,
+        match=r"(?s)from any source.*but it is not a valid checkpoint: not a Flax msgpack checkpoint",
+    ):
         vivit.create_model(add("gzipped"), pretrained=True)

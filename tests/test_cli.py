@@ -19,10 +19,9 @@ from scenic_fixtures import DATA, load_forward_fixture, model_args_from_config
 
 import vivit
 from vivit import cli
-from vivit.predict import iter_views
+from vivit.data.video import VideoDecoderMissingError, read_video
 from vivit.models.registry import _REGISTRY, register_model
 from vivit.models.vivit import MODEL_CLASSES
-from vivit.data.video import VideoDecoderMissingError, VideoReader, read_video
 
 SCENIC_FIXTURE = "m1_spacetime_tubelet_token"
 SCENIC_CHECKPOINT = DATA / "checkpoints" / f"{SCENIC_FIXTURE}.checkpoint"
@@ -54,9 +53,16 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(0)
     st = vivit.create_model("vivit_ti_st", **TINY)
     st.pretrained_cfg = {
-        "input_size": (3, 8, 32, 32), "frame_stride": 1, "resize_size": 36, "crop_size": 32,
-        "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "test_views": (2, 3), "num_classes": 4, "label_names": LABELS,
-    }  # fmt: skip
+        "input_size": (3, 8, 32, 32),
+        "frame_stride": 1,
+        "resize_size": 36,
+        "crop_size": 32,
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "test_views": (2, 3),
+        "num_classes": 4,
+        "label_names": LABELS,
+    }
     st.save_pretrained(root / "tiny_st")
     vivit.create_model("vivit_ti_fe", temporal_depth=1, **TINY).save_pretrained(root / "tiny_fe")
     rng = np.random.default_rng(0)
@@ -126,17 +132,26 @@ def test_info_pretrained_entry(capsys):
     code, out, _ = run(capsys, "info", "vivit_b_fe_k400")
     assert code == 0
     for expected in (
-        "115.1M", "frame stride   2", "resize short side to 256", "centre crop 224", "mean (0.5, 0.5, 0.5)",
-        "4 clips x 3 crops", "kinetics400", "top1 78.4%", "Apache-2.0",
+        "115.1M",
+        "frame stride   2",
+        "resize short side to 256",
+        "centre crop 224",
+        "mean (0.5, 0.5, 0.5)",
+        "4 clips x 3 crops",
+        "kinetics400",
+        "top1 78.4%",
+        "Apache-2.0",
         "scenic-bucket/vivit/kinetics_400/vivit_base_16x2_fe/checkpoint",
-    ):  # fmt: skip
+    ):
         assert expected in out, expected
     code, out, _ = run(capsys, "info", "vivit_l_fe_ek100")
     assert "noun 300 + verb 97" in out and "4 clips x 1 crop " in out and "action_top1 43.6%" in out
 
 
 def test_info_override(capsys):
-    code, out, _ = run(capsys, "info", "vivit_ti_st", "--override", "num_frames=16", "--override", "img_size=[112, 160]")
+    code, out, _ = run(
+        capsys, "info", "vivit_ti_st", "--override", "num_frames=16", "--override", "img_size=[112, 160]"
+    )
     assert code == 0 and "16 frames of 112x160" in out and "8x7x10 tokens" in out
 
 
@@ -254,9 +269,18 @@ def test_convert_to_directory(capsys, files, tmp_path):
 def test_convert_scenic_checkpoint_with_size_overrides(capsys, tmp_path):
     out = tmp_path / "m1.safetensors"
     code, _, err = run(
-        capsys, "convert", SCENIC_CHECKPOINT, "--model", "vivit_ti_st", "--out", out,
-        "--override", "img_size=16", "--override", "num_frames=8",
-    )  # fmt: skip
+        capsys,
+        "convert",
+        SCENIC_CHECKPOINT,
+        "--model",
+        "vivit_ti_st",
+        "--out",
+        out,
+        "--override",
+        "img_size=16",
+        "--override",
+        "num_frames=8",
+    )
     assert code == 0, err
     fixture = load_forward_fixture(SCENIC_FIXTURE)
     with torch.no_grad():
@@ -268,9 +292,16 @@ def test_convert_transformers_both_ways_without_a_model_name(capsys, tmp_path):
     """An HF ViViT folder -> vivit (its config names the architecture) -> transformers again."""
     transformers = pytest.importorskip("transformers")
     config = transformers.VivitConfig(
-        image_size=32, num_frames=8, tubelet_size=[2, 8, 8], hidden_size=192, num_hidden_layers=1,
-        num_attention_heads=3, intermediate_size=384, num_labels=4, id2label=dict(enumerate(LABELS)),
-    )  # fmt: skip
+        image_size=32,
+        num_frames=8,
+        tubelet_size=[2, 8, 8],
+        hidden_size=192,
+        num_hidden_layers=1,
+        num_attention_heads=3,
+        intermediate_size=384,
+        num_labels=4,
+        id2label=dict(enumerate(LABELS)),
+    )
     torch.manual_seed(0)
     hf = transformers.VivitForVideoClassification(config).eval()
     with torch.no_grad():
@@ -295,25 +326,74 @@ def test_convert_transformers_both_ways_without_a_model_name(capsys, tmp_path):
 
 def test_convert_inflation_settings(capsys, tmp_path):
     """--inflation takes a kernel or key=value settings; a bad one is a usage error."""
-    vit = {k.removeprefix("src/"): v for k, v in np.load(DATA / "init" / "m4_tubelet_gap_from_vit_gap_average_tile.npz").items()
-           if k.startswith("src/")}  # fmt: skip
+    vit = {
+        k.removeprefix("src/"): v
+        for k, v in np.load(DATA / "init" / "m4_tubelet_gap_from_vit_gap_average_tile.npz").items()
+        if k.startswith("src/")
+    }
     np.savez(tmp_path / "vit.npz", **vit)  # a Google-layout ViT: width 32, 4 heads, 2 blocks, 4x4 patches
-    tiny = ["--override", "embed_dim=32", "--override", "num_heads=4", "--override", "depth=2", "--override",
-            "mlp_dim=64", "--override", "patch_size=4", "--override", "img_size=16", "--override", "num_frames=8"]  # fmt: skip
+    tiny = [
+        "--override",
+        "embed_dim=32",
+        "--override",
+        "num_heads=4",
+        "--override",
+        "depth=2",
+        "--override",
+        "mlp_dim=64",
+        "--override",
+        "patch_size=4",
+        "--override",
+        "img_size=16",
+        "--override",
+        "num_frames=8",
+    ]
     out = tmp_path / "m3.safetensors"
-    code, _, err = run(capsys, "convert", tmp_path / "vit.npz", "--model", "vivit_ti_fsa", "--out", out,
-                       "--inflation", "kernel=average,temporal_init=copy", *tiny)  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "convert",
+        tmp_path / "vit.npz",
+        "--model",
+        "vivit_ti_fsa",
+        "--out",
+        out,
+        "--inflation",
+        "kernel=average,temporal_init=copy",
+        *tiny,
+    )
     assert code == 0, err
     m3 = vivit.create_model("vivit_ti_fsa", pretrained=out)
     blk = m3.blocks[1]
     assert torch.equal(blk.temporal_attn.proj.weight, blk.attn.proj.weight)  # copy, not the default identity
     assert torch.allclose(m3.patch_embed.proj.weight[:, :, 0], m3.patch_embed.proj.weight[:, :, 1])  # average
-    code, _, err = run(capsys, "convert", tmp_path / "vit.npz", "--model", "vivit_ti_fsa", "--out", out,
-                       "--inflation", "kernel", "--to", "vivit", *tiny)  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "convert",
+        tmp_path / "vit.npz",
+        "--model",
+        "vivit_ti_fsa",
+        "--out",
+        out,
+        "--inflation",
+        "kernel",
+        "--to",
+        "vivit",
+        *tiny,
+    )
     assert code == 1
     assert_one_error_line(err, "inflation kernel must be one of 'central', 'average', got 'kernel'")
-    code, _, err = run(capsys, "convert", tmp_path / "vit.npz", "--model", "vivit_ti_fsa", "--out", tmp_path / "hf",
-                       "--to", "transformers", *tiny)  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "convert",
+        tmp_path / "vit.npz",
+        "--model",
+        "vivit_ti_fsa",
+        "--out",
+        tmp_path / "hf",
+        "--to",
+        "transformers",
+        *tiny,
+    )
     assert code == 1
     assert_one_error_line(err, "transformers' ViViT is Model 1", "not FactorizedSelfAttentionViViT")
     code, _, err = run(capsys, "convert", tmp_path / "vit.npz", "--out", out)
@@ -352,7 +432,16 @@ def test_unknown_model(capsys, files, tmp_path, argv):
         (["features", "{a}", "--out", "x.safetensors"], ["--model"]),
         (["convert", "{a}", "--model", "vivit_ti_st"], ["--out"]),
     ],
-    ids=["command", "views", "top-k", "override-syntax", "override-name", "no-weights", "features-model", "convert-out"],
+    ids=[
+        "command",
+        "views",
+        "top-k",
+        "override-syntax",
+        "override-name",
+        "no-weights",
+        "features-model",
+        "convert-out",
+    ],
 )
 def test_usage_errors(capsys, files, st_args, argv, fragments):
     argv = [a.format(a=files["a"]) for a in argv]
@@ -370,7 +459,9 @@ def test_missing_files(capsys, files, st_args, tmp_path):
     code, _, err = run(capsys, "predict", files["a"], "--model", "vivit_ti_st", "--weights", tmp_path / "none")
     assert code == 1
     assert_one_error_line(err, "--weights", "does not exist")
-    code, _, err = run(capsys, "convert", tmp_path / "none.ckpt", "--model", "vivit_ti_st", "--out", tmp_path / "x.safetensors")
+    code, _, err = run(
+        capsys, "convert", tmp_path / "none.ckpt", "--model", "vivit_ti_st", "--out", tmp_path / "x.safetensors"
+    )
     assert code == 1
     assert_one_error_line(err, "none.ckpt", "does not exist")
 
@@ -422,9 +513,11 @@ def test_read_video_arrays(files, tmp_path):
     np.savez(tmp_path / "other.npz", video=np.zeros((2, 4, 4, 3), np.uint8))
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     for name, message in [
-        ("float.npy", "uint8"), ("gray.npy", r"\(T, H, W, 3\)"), ("other.npz", "no 'frames'"),
+        ("float.npy", "uint8"),
+        ("gray.npy", r"\(T, H, W, 3\)"),
+        ("other.npz", "no 'frames'"),
         ("objects.npy", "not a numpy array file"),
-    ]:  # fmt: skip
+    ]:
         with pytest.raises(ValueError, match=message) as info:
             read_video(tmp_path / name)
         assert name in str(info.value)

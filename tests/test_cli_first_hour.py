@@ -48,7 +48,12 @@ def one_error_line(err: str) -> str:
 
 
 def subprocess_env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "VIVIT_CACHE": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "hf")}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "VIVIT_CACHE": str(tmp_path / "cache"),
+        "HF_HOME": str(tmp_path / "hf"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +159,18 @@ def test_explain_title_says_synthetic_and_untrained(capsys, files, tmp_path, mon
     assert out.splitlines()[1] == DEMO_NOTE and titles[-1] == "vivit_demo (trained on synthetic data only)"
     code, out, err = run(capsys, "explain", "--out", tmp_path / "sample.png", "-q")  # the sample: no note
     assert code == 0 and len(out.splitlines()) == 1 and titles[-1] == "vivit_demo"
-    code, out, err = run(capsys, "explain", files["clip"], "--model", "vivit_ti_st", "--weights", files["zero_head"],
-                         "--out", tmp_path / "zero.png", "-q")  # fmt: skip
+    code, out, err = run(
+        capsys,
+        "explain",
+        files["clip"],
+        "--model",
+        "vivit_ti_st",
+        "--weights",
+        files["zero_head"],
+        "--out",
+        tmp_path / "zero.png",
+        "-q",
+    )
     assert code == 0, err  # the map does not depend on the head: drawn, but no prediction claimed
     assert out == f"wrote {tmp_path / 'zero.png'} (8 frames): untrained head, no prediction\n"
     assert titles[-1] == "vivit_ti_st (untrained head: no real prediction)"
@@ -223,8 +238,12 @@ def test_unusable_device_is_a_usage_error_naming_the_available_ones(capsys, file
 def test_unusable_device_exit_status_of_the_process(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "vivit", "predict", "--device", _unusable_device()],
-        capture_output=True, text=True, env=subprocess_env(tmp_path), timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=subprocess_env(tmp_path),
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2 and done.stdout == ""
     assert one_error_line(done.stderr).startswith(f"vivit: error: --device {_unusable_device()}: ")
     assert "Traceback" not in done.stderr and "AssertionError" not in done.stderr
@@ -327,8 +346,13 @@ def test_predict_log_file_gets_whole_lines_and_a_summary(files, tmp_path):
     with open(log, "w") as stderr:
         done = subprocess.run(
             [sys.executable, "-m", "vivit", "predict", video, files["garbage"], files["clip"], "--top-k", "1"],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env=subprocess_env(tmp_path), timeout=120, check=False,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=subprocess_env(tmp_path),
+            timeout=120,
+            check=False,
+        )
     err = log.read_text()
     assert done.returncode == 1
     assert "\r" not in err and "\r" not in done.stdout
@@ -350,8 +374,10 @@ def test_predict_on_a_terminal_shows_progress(files, tmp_path):
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "vivit", "predict", files["clip"], files["clip"], "--top-k", "1"],
-            stdout=subprocess.PIPE, stderr=slave, env=subprocess_env(tmp_path),
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            env=subprocess_env(tmp_path),
+        )
         os.close(slave)
         chunks = []
         while True:
@@ -377,7 +403,9 @@ def test_every_imported_distribution_is_declared():
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = {re.split(r"[<>=!~\[; ]", req)[0].lower() for req in project["dependencies"]}
-    extras = {re.split(r"[<>=!~\[; ]", req)[0].lower() for reqs in project["optional-dependencies"].values() for req in reqs}
+    extras = {
+        re.split(r"[<>=!~\[; ]", req)[0].lower() for reqs in project["optional-dependencies"].values() for req in reqs
+    }
     distribution = {"huggingface_hub": "huggingface-hub", "PIL": "matplotlib"}  # Pillow comes with matplotlib
     imported: dict[str, set[str]] = {}
     for path in (ROOT / "vivit").rglob("*.py"):

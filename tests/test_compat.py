@@ -60,6 +60,7 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # ---------------------------------------------------------------- torch.compile
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+@pytest.mark.compile
 def test_compile_fullgraph_no_graph_breaks(cls):
     """fullgraph=True raises on any graph break, whatever the backend; aot_eager also traces through
     AOTAutograd (functionalization, decompositions) without inductor's C++ compile time."""
@@ -86,7 +87,10 @@ def test_compile_fullgraph_no_graph_breaks(cls):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # inside inductor
-@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="inductor on CPU needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None, reason="inductor on CPU needs a C++ compiler"
+)
+@pytest.mark.compile
 def test_compile_inductor_model1():
     """One real inductor compile (generated C++ kernels): same logits as eager."""
     model = _tiny(SpatioTemporalViViT, depth=1).eval()
@@ -167,6 +171,7 @@ def _ddp_worker(rank: int, world: int, port: int, workdir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.distributed
 def test_ddp_gradients_equal_single_process(tmp_path):
     """2 gloo ranks x 2 samples give the gradients of one process on all 4 (loss = batch mean)."""
     ctx = mp.start_processes(
@@ -197,7 +202,9 @@ def test_ddp_gradients_equal_single_process(tmp_path):
         assert rank0.keys() == expected.keys()
         for k in expected:
             assert torch.equal(rank0[k], rank1[k]), f"{name}: ranks disagree on {k}"
-            torch.testing.assert_close(rank0[k], expected[k], rtol=TOL, atol=1e-6, msg=lambda m: f"{name} {k}: {m}")
+            torch.testing.assert_close(
+                rank0[k], expected[k], rtol=TOL, atol=1e-6, msg=lambda m, name=name, k=k: f"{name} {k}: {m}"
+            )
         assert any(not torch.allclose(local[k], expected[k], rtol=TOL, atol=1e-6) for k in expected), (
             "half-batch gradients equal full-batch ones: the comparison cannot detect a missing all-reduce"
         )

@@ -49,10 +49,14 @@ def test_split_head_metrics_follow_scenic_joint_accuracy():
     # 3 nouns then 2 verbs; each row: (noun logits, verb logits), label (noun, verb)
     noun = torch.tensor([[5.0, 0, -5], [5, 0, -5], [5, 0, -5], [5, 0, -5]])
     verb = torch.tensor([[3.0, 0], [3, 0], [3, 0], [3, 0]])
-    labels = torch.tensor([[0, 0],  # both right: the action is right
-                           [0, 1],  # noun right, verb wrong
-                           [1, 0],  # noun wrong, verb right
-                           [2, 1]])  # both the least likely: the only pair outside the joint top-5 of 6  # fmt: skip
+    labels = torch.tensor(
+        [
+            [0, 0],  # both right: the action is right
+            [0, 1],  # noun right, verb wrong
+            [1, 0],  # noun wrong, verb right
+            [2, 1],
+        ]
+    )  # both the least likely: the only pair outside the joint top-5 of 6
     metrics = classification_metrics(torch.cat([noun, verb], 1), labels, (3, 2), ("noun", "verb"))
     assert metrics["noun_top1"] == pytest.approx(50.0) and metrics["verb_top1"] == pytest.approx(50.0)
     assert metrics["noun_top5"] == metrics["verb_top5"] == pytest.approx(100.0)  # k is capped at the split's size
@@ -66,8 +70,20 @@ def test_split_head_metrics_follow_scenic_joint_accuracy():
 def test_evaluate_is_predict_views_over_a_folder(capsys, discs, tmp_path, one_thread):
     root, items = discs
     out = tmp_path / "eval"
-    code, stdout, err = run(capsys, "evaluate", root / "val", "--model", "vivit_demo", "--views", "2x3", "--out", out,
-                            "--workers", "0", "-q")  # fmt: skip
+    code, stdout, err = run(
+        capsys,
+        "evaluate",
+        root / "val",
+        "--model",
+        "vivit_demo",
+        "--views",
+        "2x3",
+        "--out",
+        out,
+        "--workers",
+        "0",
+        "-q",
+    )
     assert code == 0, err
     predictions = read_jsonl(out / "predictions.jsonl")
     model = vivit.create_model("vivit_demo", pretrained=True).eval()
@@ -81,7 +97,12 @@ def test_evaluate_is_predict_views_over_a_folder(capsys, discs, tmp_path, one_th
         right += DIRECTIONS[int(logits.argmax())] == label
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["top1"] == pytest.approx(right * 10) and metrics["top1"] >= 80  # the demo model knows this task
-    assert (metrics["num_videos"], metrics["num_failed"], metrics["views"], metrics["model"]) == (10, 0, "2x3", "vivit_demo")
+    assert (metrics["num_videos"], metrics["num_failed"], metrics["views"], metrics["model"]) == (
+        10,
+        0,
+        "2x3",
+        "vivit_demo",
+    )
     assert f"top-1 {metrics['top1']:.2f}%" in stdout and "(10 videos, 2x3 views, 0 failed to decode)" in stdout
 
 
@@ -101,8 +122,10 @@ def test_lists_failures_and_unknown_labels(capsys, discs, tmp_path, one_thread):
     assert [p["label"] for p in predictions] == [label for _, label in items[:4]] + ["up", "left"]
     assert "error" in predictions[4] and "logits" not in predictions[4] and "val.csv:6" in predictions[5]["error"]
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["num_failed"] == 2 and [f["path"] for f in metrics["failed"]] == [str(tmp_path / "broken.mp4"),
-                                                                                     str(tmp_path / "gone.mp4")]  # fmt: skip
+    assert metrics["num_failed"] == 2 and [f["path"] for f in metrics["failed"]] == [
+        str(tmp_path / "broken.mp4"),
+        str(tmp_path / "gone.mp4"),
+    ]
 
     listing.write_text(f"{items[0][0]},rigth\n{items[1][0]},sideways\n", encoding="utf-8")
     code, stdout, err = run(capsys, "evaluate", listing, "--model", "vivit_demo", "-q")
@@ -121,11 +144,19 @@ def test_split_heads_report_noun_verb_and_action(discs, tmp_path, one_thread):
     torch.manual_seed(0)
     model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=8, patch_size=8, depth=1, num_classes=5).eval()
     model.pretrained_cfg = {
-        "input_size": (3, 8, 32, 32), "frame_stride": 1, "resize_size": 32, "crop_size": 32, "test_views": (1, 1),
-        "label_names": ("tap", "cup", "pan", "open", "wash"), "class_splits": (3, 2), "split_names": ("noun", "verb"),
-    }  # fmt: skip
+        "input_size": (3, 8, 32, 32),
+        "frame_stride": 1,
+        "resize_size": 32,
+        "crop_size": 32,
+        "test_views": (1, 1),
+        "label_names": ("tap", "cup", "pan", "open", "wash"),
+        "class_splits": (3, 2),
+        "split_names": ("noun", "verb"),
+    }
     rng = np.random.default_rng(0)
-    rows = ["path,verb,noun"] + [f"{path},{rng.choice(['open', 'wash'])},{rng.choice(['tap', 'cup', '2'])}" for path, _ in items]
+    rows = ["path,verb,noun"] + [
+        f"{path},{rng.choice(['open', 'wash'])},{rng.choice(['tap', 'cup', '2'])}" for path, _ in items
+    ]
     listing = tmp_path / "ek.csv"
     listing.write_text("\n".join(rows) + "\n", encoding="utf-8")
     metrics = evaluate(listing, model, workers=0, out_dir=tmp_path / "eval", verbose=False)
@@ -143,16 +174,49 @@ def test_split_heads_report_noun_verb_and_action(discs, tmp_path, one_thread):
     assert {"verb_top1", "verb_top5", "noun_mean_class_accuracy", "action_top5"} <= set(metrics)
 
 
+@pytest.mark.distributed
 def test_two_torchrun_ranks_equal_one_process(capsys, discs, tmp_path, one_thread):
     root, _ = discs
     (root / "val" / "up" / "zz_broken.mp4").write_bytes(b"broken" * 20)
     try:
-        assert run(capsys, "evaluate", root / "val", "--model", "vivit_demo", "--out", tmp_path / "one", "--workers", "0",
-                   "-q")[0] == 1  # fmt: skip
+        assert (
+            run(
+                capsys,
+                "evaluate",
+                root / "val",
+                "--model",
+                "vivit_demo",
+                "--out",
+                tmp_path / "one",
+                "--workers",
+                "0",
+                "-q",
+            )[0]
+            == 1
+        )
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                   "--master_port", str(free_port()), "-m", "vivit", "evaluate", str(root / "val"), "--model", "vivit_demo",
-                   "--out", str(tmp_path / "two"), "--workers", "1", "-q"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "vivit",
+            "evaluate",
+            str(root / "val"),
+            "--model",
+            "vivit_demo",
+            "--out",
+            str(tmp_path / "two"),
+            "--workers",
+            "1",
+            "-q",
+        ]
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
     finally:
         (root / "val" / "up" / "zz_broken.mp4").unlink()

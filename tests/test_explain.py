@@ -35,9 +35,11 @@ from vivit.cli import main
 from vivit.explain import BlockAttention, attention_maps, attention_maps_nbytes, relevance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import finetune  # noqa: E402 - the demo's synthetic data generator, beside the examples
+import finetune
 
-TINY = dict(img_size=(32, 48), num_frames=8, patch_size=8, tubelet_size=2, embed_dim=32, depth=2, num_heads=4, num_classes=5)
+TINY = dict(
+    img_size=(32, 48), num_frames=8, patch_size=8, tubelet_size=2, embed_dim=32, depth=2, num_heads=4, num_classes=5
+)
 GRID = (4, 4, 6)  # (nt, nh, nw)
 S = GRID[1] * GRID[2]
 MODELS = {
@@ -160,7 +162,9 @@ def test_weight_shapes_follow_the_factorisation(name, one_thread):
         if name.startswith("st"):
             assert shapes == {"joint": (2, h, p + nt * S, p + nt * S)}
         elif name.startswith("fe"):
-            expected = {"space": (2, nt, h, p + S, p + S)} if key.startswith("blocks") else {"time": (2, h, p + nt, p + nt)}
+            expected = (
+                {"space": (2, nt, h, p + S, p + S)} if key.startswith("blocks") else {"time": (2, h, p + nt, p + nt)}
+            )
             assert shapes == expected
         elif name.startswith("fsa"):
             assert shapes == {"time": (2, S, h, nt, nt), "space": (2, nt, h, S, S)}
@@ -180,7 +184,9 @@ def test_subsets_of_blocks_and_queries(one_thread):
     last = attention_maps(model, x, blocks=[-1], queries="cls")  # the temporal class token's row
     assert list(last) == ["temporal_blocks.1"]
     assert last["temporal_blocks.1"].query_indices == (0,)
-    torch.testing.assert_close(last["temporal_blocks.1"].time, full["temporal_blocks.1"].time[..., :1, :], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        last["temporal_blocks.1"].time, full["temporal_blocks.1"].time[..., :1, :], atol=1e-6, rtol=0
+    )
     first = attention_maps(model, x, blocks=[0], queries="cls")  # stops after block 0: same weights
     torch.testing.assert_close(first["blocks.0"].space, full["blocks.0"].space[..., :1, :], atol=1e-6, rtol=0)
     assert list(attention_maps(model, x, blocks=2)) == ["temporal_blocks.0", "temporal_blocks.1"]  # the last 2
@@ -188,7 +194,9 @@ def test_subsets_of_blocks_and_queries(one_thread):
     model = _model("fsa_time_space")
     full = attention_maps(model, x)
     some = attention_maps(model, x, blocks=[1], queries=[0, -1])  # along each attention's own axis
-    torch.testing.assert_close(some["blocks.1"].time, full["blocks.1"].time[..., [0, GRID[0] - 1], :], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        some["blocks.1"].time, full["blocks.1"].time[..., [0, GRID[0] - 1], :], atol=1e-6, rtol=0
+    )
     torch.testing.assert_close(some["blocks.1"].space, full["blocks.1"].space[..., [0, S - 1], :], atol=1e-6, rtol=0)
 
     model.train()
@@ -234,8 +242,11 @@ def test_memory_budget():
     assert attention_maps_nbytes(model, x) == 4 * 2 * 2 * 4 * n * n  # bytes * B * blocks * heads * N^2
     assert attention_maps_nbytes(model, x, queries="cls") == 4 * 2 * 2 * 4 * n
     limit = 4 * 2 * 4 * n * n  # one block's worth
-    with pytest.raises(ValueError, match=r"would return 588\.1 KiB of weights for 2 block\(s\) of 2 clip\(s\), over "
-                       r"max_bytes=294\.0 KiB: ask for fewer blocks \(blocks=\[-1\]\), fewer query tokens"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"would return 588\.1 KiB of weights for 2 block\(s\) of 2 clip\(s\), over "
+        r"max_bytes=294\.0 KiB: ask for fewer blocks \(blocks=\[-1\]\), fewer query tokens",
+    ):
         attention_maps(model, x, max_bytes=limit)
     assert list(attention_maps(model, x, blocks=[-1], max_bytes=limit)) == ["blocks.1"]
     assert len(attention_maps(model, x, queries="cls", max_bytes=limit)) == 2
@@ -247,7 +258,9 @@ def test_memory_budget():
 
 
 # ---------------------------------------------------------------- relevance = attention rollout
-def _dense(maps: BlockAttention, model: torch.nn.Module, head: int | None, sizes: tuple[int, int]) -> list[torch.Tensor]:
+def _dense(
+    maps: BlockAttention, model: torch.nn.Module, head: int | None, sizes: tuple[int, int]
+) -> list[torch.Tensor]:
     """A block's attention(s) as dense `(B, N, N)` mixing matrices over the time-major grid tokens."""
     t, s = sizes
 
@@ -285,7 +298,9 @@ def _rollout_dense(mats: list[torch.Tensor], query: torch.Tensor, residual: bool
     return torch.einsum("bn,bnm->bm", query, product)
 
 
-def reference_relevance(model: torch.nn.Module, x: torch.Tensor, block: int | None = None, head: int | None = None) -> torch.Tensor:
+def reference_relevance(
+    model: torch.nn.Module, x: torch.Tensor, block: int | None = None, head: int | None = None
+) -> torch.Tensor:
     maps = attention_maps(model, x, blocks=None if block is None else [block])
     b, (t, h, w), p = x.shape[0], GRID, model.num_prefix_tokens
     residual = block is None
@@ -303,11 +318,17 @@ def reference_relevance(model: torch.nn.Module, x: torch.Tensor, block: int | No
         temporal = [m.time for k, m in maps.items() if k.startswith("temporal")]
         pick = (lambda a, dim: a.mean(dim)) if head is None else (lambda a, dim: a.select(dim, head))
         if spatial:
-            per_frame = [_rollout_dense([pick(a[:, f], 1) for a in spatial], query(p + h * w), residual) for f in range(t)]
+            per_frame = [
+                _rollout_dense([pick(a[:, f], 1) for a in spatial], query(p + h * w), residual) for f in range(t)
+            ]
             frames = torch.stack(per_frame, 1)[..., p:]
         else:
             frames = torch.full((b, t, h * w), 1 / (h * w))
-        weights = _rollout_dense([pick(a, 1) for a in temporal], query(p + t), residual)[:, p:] if temporal else torch.full((b, t), 1 / t)
+        weights = (
+            _rollout_dense([pick(a, 1) for a in temporal], query(p + t), residual)[:, p:]
+            if temporal
+            else torch.full((b, t), 1 / t)
+        )
         return (weights[..., None] * frames).reshape(b, t, h, w)
     mats = [m for item in maps.values() for m in _dense(item, model, head, (t, h * w))]
     return _rollout_dense(mats, query(mats[0].shape[-1]), residual)[:, p:].reshape(b, t, h, w)
@@ -324,7 +345,10 @@ def test_relevance_is_attention_rollout(name, one_thread):
     last = 3 if name.startswith("fe") else 1
     for block, head in ((0, None), (last, 1), (last, 3)):
         torch.testing.assert_close(
-            relevance(model, x, block=block, head=head), reference_relevance(model, x, block, head), atol=1e-6, rtol=1e-5
+            relevance(model, x, block=block, head=head),
+            reference_relevance(model, x, block, head),
+            atol=1e-6,
+            rtol=1e-5,
         )
 
 
@@ -378,6 +402,7 @@ def test_rollout_of_the_demo_peaks_on_the_moving_disc(seed, demo_model, one_thre
 
 
 # ---------------------------------------------------------------- pictures
+
 
 def test_token_heat_to_pixels_places_each_token_on_its_tubelet():
     heat = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)
@@ -476,10 +501,16 @@ def test_explain_video_on_the_sample_clip(demo_model, tmp_path, one_thread):
 def test_explain_video_refuses_a_clip_that_is_not_preprocessed(demo_model, tmp_path):
     """A uint8 tensor was cast to float and run on 0..255 pixels (a wrong map, drawn without complaint)."""
     frames = torch.randint(0, 255, (3, 8, 32, 32), dtype=torch.uint8)
-    for clip, got in [(frames, "torch.uint8 tensor of shape (3, 8, 32, 32)"), (torch.rand(1, 3, 8, 32, 32), "torch.float32 tensor of shape (1, 3, 8, 32, 32)"),
-                      (frames.numpy(), "ndarray")]:  # fmt: skip
-        with pytest.raises(ValueError, match=r"expected a video path or a preprocessed float clip \(C, T, h, w\) "
-                           rf"\(vivit.explain.load_clip\), got {re.escape(got)}"):  # fmt: skip
+    for clip, got in [
+        (frames, "torch.uint8 tensor of shape (3, 8, 32, 32)"),
+        (torch.rand(1, 3, 8, 32, 32), "torch.float32 tensor of shape (1, 3, 8, 32, 32)"),
+        (frames.numpy(), "ndarray"),
+    ]:
+        with pytest.raises(
+            ValueError,
+            match=r"expected a video path or a preprocessed float clip \(C, T, h, w\) "
+            rf"\(vivit.explain.load_clip\), got {re.escape(got)}",
+        ):
             vivit.explain.explain_video(demo_model, clip, tmp_path / "x.png")
     assert not list(tmp_path.iterdir())
 
@@ -529,7 +560,9 @@ def test_cli_explain_real_video(capsys, tmp_path, one_thread):
     code, _, err = run(capsys, "explain", tmp_path / "clip.mp4", "--out", tmp_path / "clip.gif", "--top-k", "1")
     assert code == 0, err
     assert len(_read_gif(tmp_path / "clip.gif")) == 8
-    code, _, err = run(capsys, "explain", tmp_path / "clip.mp4", "-o", tmp_path / "block.mp4", "--block", "-1", "--head", "2")
+    code, _, err = run(
+        capsys, "explain", tmp_path / "clip.mp4", "-o", tmp_path / "block.mp4", "--block", "-1", "--head", "2"
+    )
     assert code == 0, err
     assert len(_read_mp4(tmp_path / "block.mp4")) == 8
 
@@ -562,11 +595,15 @@ def test_cli_explain_refuses_an_output_that_cannot_be_a_file(capsys, tmp_path, m
     monkeypatch.chdir(tmp_path)
     (tmp_path / "maps.png").mkdir()
     (tmp_path / "file").write_bytes(b"")
-    for out, message in [("maps.png", "--out: maps.png is a folder: give a file name, e.g. maps.png/output.png"),
-                         ("file/x.gif", "--out: cannot write file/x.gif: file is a file, not a folder")]:  # fmt: skip
+    for out, message in [
+        ("maps.png", "--out: maps.png is a folder: give a file name, e.g. maps.png/output.png"),
+        ("file/x.gif", "--out: cannot write file/x.gif: file is a file, not a folder"),
+    ]:
         code, _, err = run(capsys, "explain", "--out", out)
         assert code == 2 and err == f"vivit: error: {message}\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "maps.png"] and not list((tmp_path / "maps.png").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "maps.png"] and not list(
+        (tmp_path / "maps.png").iterdir()
+    )
     with pytest.raises(ValueError, match="fps 0.00153 to 50"):
         render.write_animation([np.zeros((4, 4, 3), np.uint8)], tmp_path / "x.gif", fps=0.001)
 
@@ -575,7 +612,10 @@ def test_cli_explain_without_matplotlib(capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     code, _, err = run(capsys, "explain", "--out", tmp_path / "x.png")
     assert code == 1
-    assert err.startswith("vivit: error: drawing pictures needs matplotlib: pip install matplotlib") and err.count("\n") == 1
+    assert (
+        err.startswith("vivit: error: drawing pictures needs matplotlib: pip install matplotlib")
+        and err.count("\n") == 1
+    )
 
 
 def test_cli_explain_mp4_without_pyav(capsys, tmp_path, monkeypatch):

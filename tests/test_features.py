@@ -16,7 +16,9 @@ from vivit import (
 from vivit.models.pos_embed import resample_pos_embed
 from vivit.optim import param_groups_layer_decay
 
-TINY = dict(img_size=(32, 48), num_frames=8, patch_size=8, tubelet_size=2, embed_dim=32, depth=3, num_heads=4, num_classes=5)
+TINY = dict(
+    img_size=(32, 48), num_frames=8, patch_size=8, tubelet_size=2, embed_dim=32, depth=3, num_heads=4, num_classes=5
+)
 MODELS = {
     "st": lambda **kw: SpatioTemporalViViT(**{**TINY, **kw}),
     "fe": lambda **kw: FactorizedEncoderViViT(**{**TINY, "temporal_depth": 2, **kw}),
@@ -61,8 +63,11 @@ def test_forward_intermediates(variant):
         assert len(inter) == 3 and all(t.shape == (2, d, *GRID) for t in inter)
         assert torch.allclose(nlc[0], feats[:, model.num_prefix_tokens :], atol=1e-6)
         # NCTHW is the time-major token sequence laid out on its grid
-        assert torch.allclose(rearrange(inter[-1], "b d t h w -> b (t h w) d"), model.forward_intermediates(
-            x, indices=1, output_fmt="NLC", intermediates_only=True)[0], atol=1e-6)  # fmt: skip
+        assert torch.allclose(
+            rearrange(inter[-1], "b d t h w -> b (t h w) d"),
+            model.forward_intermediates(x, indices=1, output_fmt="NLC", intermediates_only=True)[0],
+            atol=1e-6,
+        )
     with pytest.raises(ValueError, match="out of range"):
         model.forward_intermediates(x, indices=[7])
     with pytest.raises(ValueError, match="output_fmt must be 'NCTHW' or 'NLC'"):

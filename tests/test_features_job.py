@@ -57,7 +57,9 @@ def outputs(folder: Path) -> dict[str, Path]:
     return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*.safetensors"))}
 
 
-def segment_features(model: torch.nn.Module, path: Path, first: int, last: int, views: tuple[int, int], per_frame: bool) -> torch.Tensor:
+def segment_features(
+    model: torch.nn.Module, path: Path, first: int, last: int, views: tuple[int, int], per_frame: bool
+) -> torch.Tensor:
     """The reference: frames [first, last) decoded as a video of their own, classified as predict_views would."""
     frames = vivit.read_video(path)[first:last]
     extract = feature_fn(model, per_frame)
@@ -71,10 +73,18 @@ def test_default_windows_values_times_and_metadata(capsys, videos, demo, tmp_pat
     out = tmp_path / "features"
     code, _, err = run(capsys, "features", videos, *MODEL, "--out", out, "--workers", "0")
     assert code == 0, err
-    assert list(outputs(out)) == ["arr.npz.safetensors", "long.mp4.safetensors", "sub/deeper/short.mp4.safetensors",
-                                  "sub/exact.mp4.safetensors"]  # fmt: skip
-    expected_windows = {"long.mp4": [[0, 8], [8, 16], [16, 20]], "sub/exact.mp4": [[0, 8], [8, 16]],
-                        "sub/deeper/short.mp4": [[0, 5]], "arr.npz": [[0, 8], [8, 11]]}  # fmt: skip
+    assert list(outputs(out)) == [
+        "arr.npz.safetensors",
+        "long.mp4.safetensors",
+        "sub/deeper/short.mp4.safetensors",
+        "sub/exact.mp4.safetensors",
+    ]
+    expected_windows = {
+        "long.mp4": [[0, 8], [8, 16], [16, 20]],
+        "sub/exact.mp4": [[0, 8], [8, 16]],
+        "sub/deeper/short.mp4": [[0, 5]],
+        "arr.npz": [[0, 8], [8, 11]],
+    }
     for name, windows in expected_windows.items():
         tensors, meta = read_features(out / f"{name}.safetensors")
         source = videos / name
@@ -85,11 +95,19 @@ def test_default_windows_values_times_and_metadata(capsys, videos, demo, tmp_pat
         features = tensors["features"]
         assert features.dtype == torch.float32 and features.shape == (len(windows), 64)
         for row, (first, last) in zip(features, windows, strict=True):
-            torch.testing.assert_close(row, segment_features(demo, source, first, last, (1, 1), False), rtol=0, atol=2e-6)
+            torch.testing.assert_close(
+                row, segment_features(demo, source, first, last, (1, 1), False), rtol=0, atol=2e-6
+            )
         stat = source.stat()
         assert meta["source_path"] == str(source.resolve()) and meta["source_size"] == str(stat.st_size)
         assert meta["source_mtime_ns"] == str(stat.st_mtime_ns)
-        assert (meta["model"], meta["window"], meta["stride"], meta["views"], meta["per_frame"]) == ("vivit_demo", "8", "8", "1x1", "false")
+        assert (meta["model"], meta["window"], meta["stride"], meta["views"], meta["per_frame"]) == (
+            "vivit_demo",
+            "8",
+            "8",
+            "1x1",
+            "false",
+        )
         assert meta["vivit_version"] == vivit.__version__ and meta["weights"] == "released"
     assert not list(out.rglob("*.part"))  # nothing temporary left behind
 
@@ -97,8 +115,25 @@ def test_default_windows_values_times_and_metadata(capsys, videos, demo, tmp_pat
 def test_window_stride_views_per_frame_and_whole_video(capsys, videos, demo, tmp_path, one_thread):
     long = videos / "long.mp4"
     out = tmp_path / "overlap"
-    code, _, err = run(capsys, "features", long, *MODEL, "--out", out, "--window", "12", "--stride", "4", "--views", "2x3",
-                       "--per-frame", "--batch-size", "5", "--workers", "0")  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "features",
+        long,
+        *MODEL,
+        "--out",
+        out,
+        "--window",
+        "12",
+        "--stride",
+        "4",
+        "--views",
+        "2x3",
+        "--per-frame",
+        "--batch-size",
+        "5",
+        "--workers",
+        "0",
+    )
     assert code == 0, err
     tensors, meta = read_features(out / "long.mp4.safetensors")
     windows = [[0, 12], [4, 16], [8, 20]]
@@ -109,7 +144,9 @@ def test_window_stride_views_per_frame_and_whole_video(capsys, videos, demo, tmp
 
     # --window 0: one clip for the whole video, vivit 0.1's features
     out = tmp_path / "whole"
-    assert run(capsys, "features", long, *MODEL, "--out", out, "--window", "0", "--views", "4x3", "--workers", "0")[0] == 0
+    assert (
+        run(capsys, "features", long, *MODEL, "--out", out, "--window", "0", "--views", "4x3", "--workers", "0")[0] == 0
+    )
     tensors, _ = read_features(out / "long.mp4.safetensors")
     assert tensors["window_frames"].tolist() == [[0, 20]] and tensors["window_seconds"].tolist() == [[0.0, 2.5]]
     expected = video_features(long, feature_fn(demo, False), (4, 3), demo.pretrained_cfg, 4, torch.device("cpu"))
@@ -151,7 +188,9 @@ def test_resume_skips_without_the_model_and_recomputes_what_changed(capsys, vide
     assert all(outputs(out)[n].stat().st_mtime_ns == s for n, s in stamps.items() if n != "long.mp4.safetensors")
 
     # other settings: everything is recomputed, in place
-    code, _, err = run(capsys, "features", data, "--model", "vivit_demo", "--out", out, "--stride", "4", "--workers", "0")
+    code, _, err = run(
+        capsys, "features", data, "--model", "vivit_demo", "--out", out, "--stride", "4", "--workers", "0"
+    )
     assert code == 0 and "4 written, 0 already done" in err
 
     # another video of the same name (`cd a; features clip.mp4`, then `cd b; ...`) is not mistaken for it
@@ -190,9 +229,24 @@ def test_bad_inputs_are_reported_counted_and_lose_nothing(capsys, videos, tmp_pa
     os.replace(out / "exact.mp4.safetensors", kept)
     before = kept.read_bytes()
 
-    code, _, err = run(capsys, "features", data / "good.mp4", data / "broken.mp4", data / "notes.md", data / "foreign.mp4",
-                       listing, data / odd, data / "link.mp4", data / "one", data / "two", *MODEL, "--out", out,
-                       "--workers", "0")  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "features",
+        data / "good.mp4",
+        data / "broken.mp4",
+        data / "notes.md",
+        data / "foreign.mp4",
+        listing,
+        data / odd,
+        data / "link.mp4",
+        data / "one",
+        data / "two",
+        *MODEL,
+        "--out",
+        out,
+        "--workers",
+        "0",
+    )
     assert code == 1
     lines = err.splitlines()
     assert "vivit: features: 3 written, 0 already done, 5 failed, 2 duplicate inputs:" in lines, err
@@ -200,13 +254,22 @@ def test_bad_inputs_are_reported_counted_and_lose_nothing(capsys, videos, tmp_pa
     assert len(failed) == 5 and "Traceback" not in err
     assert any("broken.mp4" in line and "cannot decode" in line for line in failed)
     assert any("notes.md" in line and "cannot decode" in line for line in failed)
-    assert any("foreign.mp4.safetensors exists but is not a readable safetensors file" in line and "not overwritten" in line
-               for line in failed)  # fmt: skip
+    assert any(
+        "foreign.mp4.safetensors exists but is not a readable safetensors file" in line and "not overwritten" in line
+        for line in failed
+    )
     assert any("missing.mp4: does not exist (listed at" in line and "list.csv:2" in line for line in failed)
     assert any("two/same.mp4" in line and "same relative name under two inputs" in line for line in failed)
     odd_output = os.fsdecode(b"caf\xe9.mp4.safetensors")
-    assert sorted(outputs(out)) == sorted([odd_output, "earlier.mp4.safetensors", "foreign.mp4.safetensors",
-                                           "good.mp4.safetensors", "same.mp4.safetensors"])  # fmt: skip
+    assert sorted(outputs(out)) == sorted(
+        [
+            odd_output,
+            "earlier.mp4.safetensors",
+            "foreign.mp4.safetensors",
+            "good.mp4.safetensors",
+            "same.mp4.safetensors",
+        ]
+    )
     assert (out / "foreign.mp4.safetensors").read_bytes() == b"someone else's file" and kept.read_bytes() == before
     assert read_features(out / odd_output)[1]["source_path"].endswith("caf\\xe9.mp4")
     assert read_features(out / "same.mp4.safetensors")[1]["source_path"] == str(data / "one" / "same.mp4")
@@ -234,11 +297,22 @@ def free_port() -> int:
 
 def torchrun(nproc: int, *argv: object, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), *map(str, argv)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        *map(str, argv),
+    ]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=300, check=False)
 
 
+@pytest.mark.distributed
 def test_two_torchrun_ranks_resume_a_killed_run_and_equal_one_process(capsys, tmp_path, one_thread):
     data = tmp_path / "data"
     clips, _ = disc_clips(8, frames=20, seed=5)
@@ -256,8 +330,22 @@ def test_two_torchrun_ranks_resume_a_killed_run_and_equal_one_process(capsys, tm
     (out / "g1" / ".v1.mp4.safetensors.0123456789ab.part").parent.mkdir(parents=True, exist_ok=True)
     (out / "g1" / ".v1.mp4.safetensors.0123456789ab.part").write_bytes(b"half a file")
 
-    done = torchrun(2, "-m", "vivit", "features", data, "--model", "vivit_demo", "--out", out, "--window", "6", "--workers", "1",
-                    cwd=tmp_path)  # fmt: skip
+    done = torchrun(
+        2,
+        "-m",
+        "vivit",
+        "features",
+        data,
+        "--model",
+        "vivit_demo",
+        "--out",
+        out,
+        "--window",
+        "6",
+        "--workers",
+        "1",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "vivit: features: 6 written, 2 already done, 0 failed" in done.stderr  # one summary, from rank 0
     assert done.stderr.count("vivit: features:") == 1
@@ -290,6 +378,7 @@ def test_an_empty_list_is_a_failure_not_a_clean_run(capsys, videos, tmp_path):
     assert "list.csv: lists no videos" in err
 
 
+@pytest.mark.slow
 def test_no_room_in_shared_memory_is_an_error_not_a_hang(videos, tmp_path):
     """Workers hand decoded clips over in shared memory (/dev/shm: 64 MB in a default docker container).
     When it cannot be had, `features` hung for ever (torch's queue thread failed and dropped the batch)
@@ -307,7 +396,9 @@ def test_no_room_in_shared_memory_is_an_error_not_a_hang(videos, tmp_path):
         "print(codes)\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
     assert done.stdout.strip() == "[1, 1]", done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("vivit: error:")]
     assert len(errors) == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]

@@ -16,10 +16,12 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import finetune  # noqa: E402
+import finetune
 
-import vivit  # noqa: E402
-from vivit.weights import inflate_vit  # noqa: E402
+import vivit
+from vivit.weights import inflate_vit
+
+pytestmark = [pytest.mark.slow]
 
 CHANCE = 100 / len(finetune.DIRECTIONS)
 
@@ -63,8 +65,15 @@ def test_tiny_vit_has_timm_layout_and_inflates_into_all_four_models() -> None:
     assert shapes["cls_token"] == (1, 1, 64)
     assert shapes["pos_embed"] == (1, 1 + 16, 64)
     assert shapes["blocks.3.attn.qkv.weight"] == (192, 64)
-    assert {"blocks.0.norm1.weight", "blocks.0.attn.proj.bias", "blocks.0.norm2.bias", "blocks.0.mlp.fc1.weight",
-            "blocks.0.mlp.fc2.bias", "norm.weight", "head.weight"} <= shapes.keys()  # fmt: skip
+    assert {
+        "blocks.0.norm1.weight",
+        "blocks.0.attn.proj.bias",
+        "blocks.0.norm2.bias",
+        "blocks.0.mlp.fc1.weight",
+        "blocks.0.mlp.fc2.bias",
+        "norm.weight",
+        "head.weight",
+    } <= shapes.keys()
     clip = finetune.MovingDiscs().sample(2, torch.Generator().manual_seed(0))[0]
     for name in finetune.VIDEO_MODELS:
         model = finetune.build_video_model(name, finetune.Sizes(), num_frames=8, num_classes=4)

@@ -199,9 +199,7 @@ def test_chunked_array_is_reassembled() -> None:
             "1": _ext_array(_bf16_bits(np.array([-0.5, 3], np.float32)), "bfloat16"),
         },
     }
-    raw = msgpack.packb(
-        {"optimizer": {"target": {"big": chunked, "Dense_0": {"kernel": bf16}}}}, use_bin_type=True
-    )
+    raw = msgpack.packb({"optimizer": {"target": {"big": chunked, "Dense_0": {"kernel": bf16}}}}, use_bin_type=True)
     params = read_flax_checkpoint(raw)
     np.testing.assert_array_equal(params["big"], full)
     np.testing.assert_array_equal(params["Dense_0/kernel"], np.array([1, 2, -0.5, 3], np.float32))
@@ -210,9 +208,7 @@ def test_chunked_array_is_reassembled() -> None:
 
 def test_bfloat16_widening_is_exact() -> None:
     # 0, -0, 1, -2.5, pi in bf16, smallest subnormal, largest finite, smallest normal (twice), -1.
-    words = np.array(
-        [0x0000, 0x8000, 0x3F80, 0xC020, 0x4049, 0x0001, 0x7F7F, 0x0080, 0xBF80, 0x0080], np.uint16
-    )
+    words = np.array([0x0000, 0x8000, 0x3F80, 0xC020, 0x4049, 0x0001, 0x7F7F, 0x0080, 0xBF80, 0x0080], np.uint16)
     raw = msgpack.packb({"w": _ext_array(words.reshape(2, 5), "bfloat16")}, use_bin_type=True)
     out = read_flax_checkpoint(raw)["w"]
     assert out.shape == (2, 5) and out.dtype == np.float32
@@ -241,7 +237,9 @@ def test_float_dtypes_round_trip(dtype: str) -> None:
 def test_non_float_parameters_are_refused(dtype: str) -> None:
     """Weights are floats: an integer, boolean or complex parameter is refused, never cast."""
     array = (np.arange(6) % 3).astype(dtype).reshape(2, 3)
-    with pytest.raises(ValueError, match=rf"must be float16, bfloat16, float32 or float64 arrays; 1 are not: layer/w \({dtype}\)"):
+    with pytest.raises(
+        ValueError, match=rf"must be float16, bfloat16, float32 or float64 arrays; 1 are not: layer/w \({dtype}\)"
+    ):
         read_flax_checkpoint(_pack({"layer": {"w": array}, "ok": np.zeros(2, np.float32)}))
 
 

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from hubserver import hub_server  # noqa: F401  (pytest fixture)
 from safetensors.torch import save_file
 
 import vivit
@@ -22,9 +21,15 @@ TOL = 1e-5
 
 def _hf_model(num_labels: int = 7) -> torch.nn.Module:
     config = transformers.VivitConfig(
-        image_size=32, num_frames=8, tubelet_size=[2, 8, 8], hidden_size=48, num_hidden_layers=2,
-        num_attention_heads=4, intermediate_size=96, num_labels=num_labels,
-    )  # fmt: skip
+        image_size=32,
+        num_frames=8,
+        tubelet_size=[2, 8, 8],
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        num_labels=num_labels,
+    )
     torch.manual_seed(0)
     model = transformers.VivitForVideoClassification(config).eval()
     with torch.no_grad():  # HF's init leaves biases/LN at 0/1: randomise everything so all paths count
@@ -35,9 +40,17 @@ def _hf_model(num_labels: int = 7) -> torch.nn.Module:
 
 def _ours(num_classes: int = 7) -> SpatioTemporalViViT:
     return SpatioTemporalViViT(
-        img_size=32, num_frames=8, patch_size=8, tubelet_size=2, embed_dim=48, depth=2, num_heads=4,
-        mlp_dim=96, num_classes=num_classes, global_pool="token",
-    ).eval()  # fmt: skip
+        img_size=32,
+        num_frames=8,
+        patch_size=8,
+        tubelet_size=2,
+        embed_dim=48,
+        depth=2,
+        num_heads=4,
+        mlp_dim=96,
+        num_classes=num_classes,
+        global_pool="token",
+    ).eval()
 
 
 def _v4_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -97,9 +110,15 @@ LABELS = tuple(f"action {i}" for i in range(10))
 
 def _hf_vivit(hidden: int, heads: int, image: int, frames: int, depth: int, labels: int | None) -> torch.nn.Module:
     config = transformers.VivitConfig(
-        image_size=image, num_frames=frames, tubelet_size=[2, 16, 16], hidden_size=hidden, num_hidden_layers=depth,
-        num_attention_heads=heads, intermediate_size=4 * hidden, num_labels=labels or 2,
-    )  # fmt: skip
+        image_size=image,
+        num_frames=frames,
+        tubelet_size=[2, 16, 16],
+        hidden_size=hidden,
+        num_hidden_layers=depth,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        num_labels=labels or 2,
+    )
     if labels == len(LABELS):
         config.id2label = dict(enumerate(LABELS))
         config.label2id = {n: i for i, n in enumerate(LABELS)}
@@ -205,9 +224,14 @@ def test_preprocessing_written_for_transformers_equals_ours(tmp_path):
 def test_transformers_checkpoint_errors(tmp_path):
     hf = _hf_vivit(192, 3, 112, 8, 1, 2)
     hf.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"has width 192 with 3 heads, but vivit_b_st has width 768 with 12 heads; use vivit_ti_st"):
+    with pytest.raises(
+        ValueError, match=r"has width 192 with 3 heads, but vivit_b_st has width 768 with 12 heads; use vivit_ti_st"
+    ):
         vivit.create_model("vivit_b_st", pretrained=tmp_path)
-    with pytest.raises(ValueError, match=r"transformers ViViT, which is Model 1 .*vivit_ti_fe is a FactorizedEncoderViViT; use vivit_ti_st"):
+    with pytest.raises(
+        ValueError,
+        match=r"transformers ViViT, which is Model 1 .*vivit_ti_fe is a FactorizedEncoderViViT; use vivit_ti_st",
+    ):
         vivit.create_model("vivit_ti_fe", pretrained=tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "gelu"}))

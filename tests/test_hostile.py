@@ -15,6 +15,8 @@ from hostile import MEMORY_MB, TIMEOUT_S, build_cases, judge, run_cases
 
 pytest.importorskip("msgpack")
 
+pytestmark = [pytest.mark.slow]
+
 _ROOT: list[Path] = []
 
 
@@ -24,7 +26,9 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     cases = {c["id"]: c for c in build_cases(root / "files")}
     results = run_cases(list(cases.values()), root)
     for case_id, result in results.items():
-        print(f"{case_id:<34} {result.get('outcome'):<8} {result.get('seconds', '?'):>7} s  {result.get('peak_mb', '?'):>7} MB")
+        print(
+            f"{case_id:<34} {result.get('outcome'):<8} {result.get('seconds', '?'):>7} s  {result.get('peak_mb', '?'):>7} MB"
+        )
     return cases, results
 
 
@@ -36,6 +40,8 @@ def _ids() -> list[str]:
 
 
 CASE_IDS = _ids()
+
+
 @pytest.mark.parametrize("case_id", CASE_IDS)
 def test_hostile_file(hostile: tuple[dict, dict], case_id: str) -> None:
     cases, results = hostile

@@ -10,13 +10,13 @@ import socket
 from pathlib import Path
 
 import pytest
-from hubserver import HubServer, hub_server  # noqa: F401 - the fixture is used by name
+from hubserver import HubServer
 
+from vivit.files import atomic_write
 from vivit.weights import hub
 from vivit.weights.cache import CacheError
 from vivit.weights.hub import (
     WeightsDownloadError,
-    atomic_write,
     cache_dir,
     download_url,
     hf_download,
@@ -108,9 +108,7 @@ def test_hf_download_offline_cold_cache(hub_server: HubServer, monkeypatch: pyte
 
 
 def test_hf_download_pull_request_revision(hub_server: HubServer) -> None:
-    commit = hub_server.add_repo_file(
-        REPO, "model.safetensors", b"from the PR", revision="refs/pr/3", lfs=True
-    )
+    commit = hub_server.add_repo_file(REPO, "model.safetensors", b"from the PR", revision="refs/pr/3", lfs=True)
     hub_server.add_repo_file(REPO, "model.safetensors", b"from main", lfs=True)
 
     path = hf_download(REPO, "model.safetensors", revision="refs/pr/3")
@@ -390,8 +388,13 @@ def test_download_minimum_rate(hub_server: HubServer, tmp_path: Path) -> None:
 
     url = hub_server.add_file("slow/checkpoint", PAYLOAD, fault="slowloris")
     start = time.monotonic()
-    with pytest.raises(WeightsDownloadError, match=r"failed after 2 attempts \(too slow: \d+ bytes/s over the last \d\.\d s, below the minimum of 1,000"):
-        download_url(url, tmp_path / "checkpoint", limits=_limits(min_rate=1000, rate_window_s=0.5, retries=1), progress=False)
+    with pytest.raises(
+        WeightsDownloadError,
+        match=r"failed after 2 attempts \(too slow: \d+ bytes/s over the last \d\.\d s, below the minimum of 1,000",
+    ):
+        download_url(
+            url, tmp_path / "checkpoint", limits=_limits(min_rate=1000, rate_window_s=0.5, retries=1), progress=False
+        )
     assert time.monotonic() - start < 3.0
     assert hub_server.count("/files/slow/checkpoint") == 2
 
@@ -429,7 +432,9 @@ def test_download_error_bodies_are_recognised(hub_server: HubServer, tmp_path: P
 def test_download_short_content_length_caught_by_the_servers_md5(hub_server: HubServer, tmp_path: Path) -> None:
     """Content-Length 64 bytes short: http.client stops early; GCS's x-goog-hash MD5 exposes it."""
     url = hub_server.add_file("a/checkpoint", PAYLOAD, fault="short_length")
-    with pytest.raises(WeightsDownloadError, match=r"Downloaded .* but its MD5 [0-9a-f]{32} differs from the server's x-goog-hash"):
+    with pytest.raises(
+        WeightsDownloadError, match=r"Downloaded .* but its MD5 [0-9a-f]{32} differs from the server's x-goog-hash"
+    ):
         download_url(url, tmp_path / "checkpoint", limits=FAST, progress=False)
     assert hub_server.count("/files/a/checkpoint") == 2  # downloaded again once, in case it was a glitch
     assert _listing(tmp_path) == []
@@ -473,10 +478,15 @@ def test_download_resumes_a_dropped_connection(hub_server: HubServer, tmp_path: 
     assert hub_server.count("/files/a/checkpoint") == 2
 
 
-def test_download_refuses_when_the_disk_is_too_small(hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_refuses_when_the_disk_is_too_small(
+    hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = hub_server.add_file("a/checkpoint", PAYLOAD)
     monkeypatch.setattr(hub, "free_space", lambda folder: 100)
-    with pytest.raises(CacheError, match=rf"cannot write the download of {url} to {tmp_path} \(no space left on the device\); .*VIVIT_CACHE"):
+    with pytest.raises(
+        CacheError,
+        match=rf"cannot write the download of {url} to {tmp_path} \(no space left on the device\); .*VIVIT_CACHE",
+    ):
         download_url(url, tmp_path / "checkpoint", limits=FAST, progress=False)
     assert _listing(tmp_path) == []
 
@@ -549,15 +559,22 @@ def _closed_port() -> int:
 def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
     """Hub endpoint and Scenic bucket on a closed local port, empty caches, offline mode off."""
     port = _closed_port()
-    for key, value in {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "VIVIT_SCENIC_BASE_URL": f"http://127.0.0.1:{port}/scenic",
-                       "HF_HOME": str(tmp_path / "hf"), "VIVIT_CACHE": str(tmp_path / "cache"), "NO_PROXY": "*"}.items():  # fmt: skip
+    for key, value in {
+        "HF_ENDPOINT": f"http://127.0.0.1:{port}",
+        "VIVIT_SCENIC_BASE_URL": f"http://127.0.0.1:{port}/scenic",
+        "HF_HOME": str(tmp_path / "hf"),
+        "VIVIT_CACHE": str(tmp_path / "cache"),
+        "NO_PROXY": "*",
+    }.items():
         monkeypatch.setenv(key, value)
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE"):
         monkeypatch.delenv(key, raising=False)
     return port
 
 
-def test_cli_without_network_fails_fast_with_one_line(no_network: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_without_network_fails_fast_with_one_line(
+    no_network: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Issue 15: both sources of vivit_b_st_k400 unreachable -> one line within 5 s, the real URLs,
     advice that fits each source (HF_HUB_OFFLINE for the Hub; VIVIT_CACHE, a converted file or
     VIVIT_SCENIC_BASE_URL for Scenic), no retry chatter."""

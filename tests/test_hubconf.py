@@ -36,9 +36,13 @@ def test_torch_hub_load_local_with_overrides_and_weights(tmp_path):
     model = torch.hub.load(str(ROOT), "vivit_ti_st", source="local", trust_repo=True, verbose=False, **overrides)
     torch.manual_seed(0)
     expected = vivit.create_model("vivit_ti_st", **overrides)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values(), strict=True)
+    )
     model.save_pretrained(tmp_path)
-    loaded = torch.hub.load(str(ROOT), "vivit_ti_st", source="local", trust_repo=True, verbose=False, pretrained=tmp_path)
+    loaded = torch.hub.load(
+        str(ROOT), "vivit_ti_st", source="local", trust_repo=True, verbose=False, pretrained=tmp_path
+    )
     clip = torch.randn(1, 3, 8, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(clip), model.eval()(clip))

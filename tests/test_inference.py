@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 import vivit
+from vivit.data.sampling import multiview_clip_starts, sample_frame_indices
 from vivit.data.video import VideoWarning
 from vivit.predict import inference_model, iter_views, predict_views
-from vivit.data.sampling import multiview_clip_starts, sample_frame_indices
 
 # Small enough to be fast: 6 frames per clip every 2nd frame, short side 32, crop 24.
 CFG = {
@@ -167,8 +167,16 @@ def test_uncopyable_model_in_training_mode_is_refused_clearly() -> None:
 def test_many_threads_on_one_model_in_training_mode() -> None:
     """Threads share one model (dropout on, training mode): every result is the eval-mode one."""
     torch.manual_seed(0)
-    model = vivit.create_model("vivit_ti_st", img_size=24, num_frames=6, patch_size=8, depth=1, num_classes=5,
-                               drop_rate=0.5, drop_path_rate=0.5)  # fmt: skip
+    model = vivit.create_model(
+        "vivit_ti_st",
+        img_size=24,
+        num_frames=6,
+        patch_size=8,
+        depth=1,
+        num_classes=5,
+        drop_rate=0.5,
+        drop_path_rate=0.5,
+    )
     model.pretrained_cfg = CFG
     videos = [_video(seed=i) for i in range(4)]
     expected = [predict_views(model.eval(), v, 1, 1) for v in videos]

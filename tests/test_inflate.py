@@ -57,10 +57,15 @@ def _load_init_fixture(name: str) -> dict[str, Any]:
     model.load_state_dict(from_scenic(part["dst_init"], model))
     method = cfg["model"]["temporal_encoding_config"].get("kernel_init_method")
     return dict(
-        meta=meta, model=model, src=part["src"], dst_init=part["dst_init"], dst=part["dst"],
-        kernel=_KERNEL_INIT.get(method, "central"), posemb=cfg["init_from"]["positional_embed_size_change"],
+        meta=meta,
+        model=model,
+        src=part["src"],
+        dst_init=part["dst_init"],
+        dst=part["dst"],
+        kernel=_KERNEL_INIT.get(method, "central"),
+        posemb=cfg["init_from"]["positional_embed_size_change"],
         temporal_init=_scenic_temporal_init(cfg),
-    )  # fmt: skip
+    )
 
 
 def _scenic_temporal_init(cfg: dict[str, Any]) -> str:
@@ -182,9 +187,16 @@ IMG, PATCH, WIDTH, DEPTH, HEADS, MLP, FRAMES = 16, 4, 32, 2, 4, 64, 8
 
 def _hf_vit(qkv_bias: bool = True, seed: int = 0) -> torch.nn.Module:
     config = transformers.ViTConfig(
-        image_size=IMG, patch_size=PATCH, hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=HEADS,
-        intermediate_size=MLP, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, qkv_bias=qkv_bias,
-    )  # fmt: skip
+        image_size=IMG,
+        patch_size=PATCH,
+        hidden_size=WIDTH,
+        num_hidden_layers=DEPTH,
+        num_attention_heads=HEADS,
+        intermediate_size=MLP,
+        hidden_act="gelu_pytorch_tanh",
+        layer_norm_eps=1e-6,
+        qkv_bias=qkv_bias,
+    )
     torch.manual_seed(seed)
     vit = transformers.ViTModel(config, add_pooling_layer=False).eval()
     with torch.no_grad():  # HF's init leaves LN at 1/0, biases and cls at 0: randomize every path
@@ -206,7 +218,7 @@ def _v4_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         (r"\.attention\.o_proj\.", ".attention.output.dense."),
         (r"\.mlp\.fc1\.", ".intermediate.dense."),
         (r"\.mlp\.fc2\.", ".output.dense."),
-    ]  # fmt: skip
+    ]
     out = {}
     for k, v in sd.items():
         for pattern, repl in table:
@@ -255,10 +267,20 @@ _LAYOUTS = {
 
 
 def _video_model(cls: type, **kw: Any) -> torch.nn.Module:
-    args = dict(
-        img_size=IMG, num_frames=FRAMES, patch_size=PATCH, tubelet_size=2, embed_dim=WIDTH, depth=DEPTH,
-        num_heads=HEADS, mlp_dim=MLP, num_classes=5,
-    ) | kw  # fmt: skip
+    args = (
+        dict(
+            img_size=IMG,
+            num_frames=FRAMES,
+            patch_size=PATCH,
+            tubelet_size=2,
+            embed_dim=WIDTH,
+            depth=DEPTH,
+            num_heads=HEADS,
+            mlp_dim=MLP,
+            num_classes=5,
+        )
+        | kw
+    )
     return cls(**args).eval()
 
 
@@ -288,7 +310,9 @@ def test_model3_temporal_branch_starts_as_identity(temporal_init):
     m3 = _video_model(FactorizedSelfAttentionViViT, global_pool="avg")
     m3.load_state_dict(inflate_vit(sd, m3, temporal_init=temporal_init), strict=True)
     for blk in m3.blocks:
-        assert torch.count_nonzero(blk.temporal_attn.proj.weight) == torch.count_nonzero(blk.temporal_attn.proj.bias) == 0
+        assert (
+            torch.count_nonzero(blk.temporal_attn.proj.weight) == torch.count_nonzero(blk.temporal_attn.proj.bias) == 0
+        )
         qkv = blk.temporal_attn.qkv.weight
         if temporal_init == "identity":  # q/k/v are the image attention's (so they can learn)
             assert torch.equal(qkv, blk.attn.qkv.weight) and torch.equal(blk.temporal_attn.qkv.bias, blk.attn.qkv.bias)
@@ -441,8 +465,13 @@ def test_model3_zero_temporal_init_cannot_learn(one_thread):
     model.load_state_dict(inflate_vit(_hf_vit().state_dict(), model, temporal_init="zero"), strict=True)
     before = _train(model, steps=6)
     stuck = sorted(n for n, p in model.named_parameters() if torch.equal(p, before[n]))
-    leaves = ("temporal_attn.proj.weight", "temporal_attn.qkv.bias", "temporal_attn.qkv.weight",
-              "temporal_norm.bias", "temporal_norm.weight")  # fmt: skip
+    leaves = (
+        "temporal_attn.proj.weight",
+        "temporal_attn.qkv.bias",
+        "temporal_attn.qkv.weight",
+        "temporal_norm.bias",
+        "temporal_norm.weight",
+    )
     expected = [f"blocks.{i}.{leaf}" for i in range(DEPTH) for leaf in leaves]
     assert stuck == sorted(expected)
 

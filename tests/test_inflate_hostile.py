@@ -33,23 +33,46 @@ def _timm(seed: int = 0) -> dict[str, torch.Tensor]:
     def r(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=g) * 0.1
 
-    sd = {"patch_embed.proj.weight": r(D, 3, P, P), "patch_embed.proj.bias": r(D), "cls_token": r(1, 1, D),
-          "pos_embed": r(1, 1 + (S // P) ** 2, D), "norm.weight": 1 + r(D), "norm.bias": r(D)}  # fmt: skip
+    sd = {
+        "patch_embed.proj.weight": r(D, 3, P, P),
+        "patch_embed.proj.bias": r(D),
+        "cls_token": r(1, 1, D),
+        "pos_embed": r(1, 1 + (S // P) ** 2, D),
+        "norm.weight": 1 + r(D),
+        "norm.bias": r(D),
+    }
     for i in range(L):
         b = f"blocks.{i}."
-        sd.update({b + "norm1.weight": 1 + r(D), b + "norm1.bias": r(D), b + "attn.qkv.weight": r(3 * D, D),
-                   b + "attn.qkv.bias": r(3 * D), b + "attn.proj.weight": r(D, D), b + "attn.proj.bias": r(D),
-                   b + "norm2.weight": 1 + r(D), b + "norm2.bias": r(D), b + "mlp.fc1.weight": r(M, D),
-                   b + "mlp.fc1.bias": r(M), b + "mlp.fc2.weight": r(D, M), b + "mlp.fc2.bias": r(D)})  # fmt: skip
+        sd.update(
+            {
+                b + "norm1.weight": 1 + r(D),
+                b + "norm1.bias": r(D),
+                b + "attn.qkv.weight": r(3 * D, D),
+                b + "attn.qkv.bias": r(3 * D),
+                b + "attn.proj.weight": r(D, D),
+                b + "attn.proj.bias": r(D),
+                b + "norm2.weight": 1 + r(D),
+                b + "norm2.bias": r(D),
+                b + "mlp.fc1.weight": r(M, D),
+                b + "mlp.fc1.bias": r(M),
+                b + "mlp.fc2.weight": r(D, M),
+                b + "mlp.fc2.bias": r(D),
+            }
+        )
     return sd
 
 
 def _flax(sd: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """The same ViT under google-research/vision_transformer's Flax names and shapes."""
     n = {k: v.numpy() for k, v in sd.items()}
-    out = {"embedding/kernel": n["patch_embed.proj.weight"].transpose(2, 3, 1, 0), "embedding/bias": n["patch_embed.proj.bias"],
-           "cls": n["cls_token"], "Transformer/posembed_input/pos_embedding": n["pos_embed"],
-           "Transformer/encoder_norm/scale": n["norm.weight"], "Transformer/encoder_norm/bias": n["norm.bias"]}  # fmt: skip
+    out = {
+        "embedding/kernel": n["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
+        "embedding/bias": n["patch_embed.proj.bias"],
+        "cls": n["cls_token"],
+        "Transformer/posembed_input/pos_embedding": n["pos_embed"],
+        "Transformer/encoder_norm/scale": n["norm.weight"],
+        "Transformer/encoder_norm/bias": n["norm.bias"],
+    }
     for i in range(L):
         b, f = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
         attn = f + "MultiHeadDotProductAttention_1/"
@@ -68,17 +91,29 @@ def _flax(sd: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 def _hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The same ViT under transformers 5 `ViTModel` names."""
-    out = {"embeddings.patch_embeddings.projection.weight": sd["patch_embed.proj.weight"],
-           "embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
-           "embeddings.cls_token": sd["cls_token"], "embeddings.position_embeddings": sd["pos_embed"],
-           "layernorm.weight": sd["norm.weight"], "layernorm.bias": sd["norm.bias"]}  # fmt: skip
+    out = {
+        "embeddings.patch_embeddings.projection.weight": sd["patch_embed.proj.weight"],
+        "embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
+        "embeddings.cls_token": sd["cls_token"],
+        "embeddings.position_embeddings": sd["pos_embed"],
+        "layernorm.weight": sd["norm.weight"],
+        "layernorm.bias": sd["norm.bias"],
+    }
     for i in range(L):
         b, h = f"blocks.{i}.", f"layers.{i}."
         for j, w in enumerate(("q_proj", "k_proj", "v_proj")):
             out[h + f"attention.{w}.weight"] = sd[b + "attn.qkv.weight"][j * D : (j + 1) * D]
             out[h + f"attention.{w}.bias"] = sd[b + "attn.qkv.bias"][j * D : (j + 1) * D]
-        out[h + "attention.o_proj.weight"], out[h + "attention.o_proj.bias"] = sd[b + "attn.proj.weight"], sd[b + "attn.proj.bias"]
-        for ours, theirs in (("norm1", "layernorm_before"), ("norm2", "layernorm_after"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+        out[h + "attention.o_proj.weight"], out[h + "attention.o_proj.bias"] = (
+            sd[b + "attn.proj.weight"],
+            sd[b + "attn.proj.bias"],
+        )
+        for ours, theirs in (
+            ("norm1", "layernorm_before"),
+            ("norm2", "layernorm_after"),
+            ("mlp.fc1", "mlp.fc1"),
+            ("mlp.fc2", "mlp.fc2"),
+        ):
             out[h + theirs + ".weight"], out[h + theirs + ".bias"] = sd[b + ours + ".weight"], sd[b + ours + ".bias"]
     return {k: v.contiguous() for k, v in out.items()}
 
@@ -112,9 +147,15 @@ BROKEN = {
     "npz_query_kernel_1d": ("npz", _set(_Q, np.zeros(D, np.float32))),
     "npz_pos_embedding_1d": ("npz", _set("Transformer/posembed_input/pos_embedding", np.zeros(5, np.float32))),
     "npz_layer_norm_2d": ("npz", _set("Transformer/encoderblock_0/LayerNorm_0/scale", np.zeros((D, 2), np.float32))),
-    "npz_4000_fake_blocks": ("npz", _fake_blocks("Transformer/encoderblock_", "/LayerNorm_0/scale", lambda: np.ones(D, np.float32))),
+    "npz_4000_fake_blocks": (
+        "npz",
+        _fake_blocks("Transformer/encoderblock_", "/LayerNorm_0/scale", lambda: np.ones(D, np.float32)),
+    ),
     "npz_stray_block": ("npz", _set("Transformer/encoderblock_999999999/LayerNorm_0/scale", np.ones(D, np.float32))),
-    "npz_extra_modules": ("npz", lambda a: a.update({f"Transformer/encoderblock_0/Weird_{i}/x": np.ones(1, np.float32) for i in range(500)})),
+    "npz_extra_modules": (
+        "npz",
+        lambda a: a.update({f"Transformer/encoderblock_0/Weird_{i}/x": np.ones(1, np.float32) for i in range(500)}),
+    ),
     "timm_qkv_1d": ("timm", _set("blocks.0.attn.qkv.weight", torch.zeros(3 * D))),
     "timm_cls_1d": ("timm", _set("cls_token", torch.zeros(D))),
     "timm_pos_embed_2d": ("timm", _set("pos_embed", torch.zeros(5, D))),
@@ -182,7 +223,10 @@ def test_npz_prefixes_timm_reads(tmp_path: Path) -> None:
     plain = tmp_path / "plain.npz"
     np.savez(plain, **arrays)
     expected = _logits(vivit.create_model("vivit_ti_st", pretrained=str(plain), **TINY))
-    for prefix, extra in (("opt/target/", {}), ("params/", {"opt/mu/embedding/kernel": np.zeros((P, P, 3, D), np.float32)})):
+    for prefix, extra in (
+        ("opt/target/", {}),
+        ("params/", {"opt/mu/embedding/kernel": np.zeros((P, P, 3, D), np.float32)}),
+    ):
         path = tmp_path / f"{prefix.replace('/', '_')}.npz"
         np.savez(path, **{prefix + k: v for k, v in arrays.items()}, **extra)
         model = vivit.create_model("vivit_ti_st", pretrained=str(path), **TINY)

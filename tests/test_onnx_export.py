@@ -26,7 +26,7 @@ from vivit import (
 )
 from vivit.export import ExportValidationError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.onnx]
 
 CLASSES = [SpatioTemporalViViT, FactorizedEncoderViViT, FactorizedSelfAttentionViViT, FactorizedDotProductViViT]
 IDS = ["st", "fe", "fsa", "fdp"]
@@ -122,7 +122,9 @@ def test_a_destination_that_cannot_be_a_file_is_refused_before_exporting(tmp_pat
     monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: pytest.fail("exported although the path is unusable"))
     (tmp_path / "folder.onnx").mkdir()
     (tmp_path / "file").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"folder\.onnx is a folder: give a file name, e.g\. .*folder\.onnx/output\.onnx"):
+    with pytest.raises(
+        ValueError, match=r"folder\.onnx is a folder: give a file name, e.g\. .*folder\.onnx/output\.onnx"
+    ):
         export_onnx(_tiny(SpatioTemporalViViT), tmp_path / "folder.onnx")
     with pytest.raises(ValueError, match=r"cannot write .*file/sub/m\.onnx: .*file is a file, not a folder"):
         export_onnx(_tiny(SpatioTemporalViViT), tmp_path / "file" / "sub" / "m.onnx")
@@ -153,10 +155,23 @@ def test_cli_export_onnx(tmp_path, capsys, monkeypatch):
     with torch.no_grad():
         assert np.abs(_run(out, video) - model(video).numpy()).max() <= 1e-4
 
-    code = cli.main(["export", "onnx", "vivit_ti_fe", "--weights", str(tmp_path / "weights"), "--out", str(tmp_path / "x.pt")])
+    code = cli.main(
+        ["export", "onnx", "vivit_ti_fe", "--weights", str(tmp_path / "weights"), "--out", str(tmp_path / "x.pt")]
+    )
     assert code == 2 and "expected a file name ending in .onnx" in capsys.readouterr().err
-    code = cli.main(["export", "onnx", "vivit_ti_fe", "--weights", str(tmp_path / "weights"), "--out", str(out),
-                     "--override", "dynamic_size=true"])  # fmt: skip
+    code = cli.main(
+        [
+            "export",
+            "onnx",
+            "vivit_ti_fe",
+            "--weights",
+            str(tmp_path / "weights"),
+            "--out",
+            str(out),
+            "--override",
+            "dynamic_size=true",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("vivit: error: ") and "--input-size TxHxW" in err and "Traceback" not in err
     code = cli.main(["export", "onnx", "vivit_ti_fe", "--out", str(out), "--input-size", "8x32"])

@@ -23,7 +23,7 @@ from vivit import FactorizedEncoderViViT, SpatioTemporalViViT, optimize_for_infe
 from vivit.weights import from_scenic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import finetune  # noqa: E402
+import finetune
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -99,8 +99,10 @@ def test_fp32_tuned_keeps_outputs_and_feature_api():
     fast = optimize_for_inference(model, example_input=video)
     choices = opt.kernel_choices()
     assert any(k.startswith("linear 514x128->384 float32") for k in choices), choices  # timed on 2 x 257 tokens
-    assert all(v["kernel"] in ("aten", "mkl_packed", "onednn_packed", "onednn_packed_gelu", "sigmoid", "sdpa", "matmul")
-               for v in choices.values())  # fmt: skip
+    assert all(
+        v["kernel"] in ("aten", "mkl_packed", "onednn_packed", "onednn_packed_gelu", "sigmoid", "sdpa", "matmul")
+        for v in choices.values()
+    )
     assert isinstance(fast, SpatioTemporalViViT) and not fast.training
     with torch.inference_mode():
         assert _max_diff(fast(video), model(video)) <= FP32_TOL
@@ -243,6 +245,7 @@ def test_int8_fixtures_drift_and_layers(fixtures):
     assert isinstance(fast.head, torch.nn.Linear)  # the head stays fp32
 
 
+@pytest.mark.slow
 def test_bf16_and_int8_on_the_demo_held_out_clips():
     """The bundled demo's held-out clips (examples/make_demo.py: MovingDiscs, seed 0 + 300): bf16 top-1
     equals fp32 on every clip; int8 accuracy within 0.5 points (measured: all 2000 top-1 equal, 99.0%)."""

@@ -70,7 +70,9 @@ def model_configs(draw, dynamic_size: bool | None = None) -> tuple[str, dict]:
         dynamic_size=draw(st.booleans()) if dynamic_size is None else dynamic_size,
     )
     if variant == "fe":
-        args.update(temporal_depth=1, temporal_num_heads=draw(st.sampled_from([h for h in (1, 2, 4) if embed_dim % h == 0])))
+        args.update(
+            temporal_depth=1, temporal_num_heads=draw(st.sampled_from([h for h in (1, 2, 4) if embed_dim % h == 0]))
+        )
     if variant == "fsa":
         args["attention_order"] = draw(st.sampled_from(["time_space", "space_time"]))
     return variant, args
@@ -180,7 +182,16 @@ def test_invalid_inputs_raise_clear_value_errors(config, fault, data):
 
 
 # ---------------------------------------------------------------- constructor arguments
-CTOR_FAULTS = ["odd_heads", "token_pool", "indivisible", "indivisible_temporal", "no_tokens", "pool_name", "tubelet", "order"]
+CTOR_FAULTS = [
+    "odd_heads",
+    "token_pool",
+    "indivisible",
+    "indivisible_temporal",
+    "no_tokens",
+    "pool_name",
+    "tubelet",
+    "order",
+]
 
 
 @settings(max_examples=100, **SETTINGS)
@@ -200,7 +211,9 @@ def test_invalid_constructor_args_raise_value_errors(config, fault, data):
     elif fault == "indivisible":
         heads = args["num_heads"]
         assume(heads > 1)
-        args["embed_dim"] = heads * data.draw(st.integers(1, 4), label="k") + data.draw(st.integers(1, heads - 1), label="r")
+        args["embed_dim"] = heads * data.draw(st.integers(1, 4), label="k") + data.draw(
+            st.integers(1, heads - 1), label="r"
+        )
         args.pop("temporal_num_heads", None)  # Model 2's temporal heads default to num_heads
         match = rf"embed_dim \({args['embed_dim']}\) must be divisible by num_heads \({heads}\)"
     elif fault == "indivisible_temporal":
@@ -235,7 +248,14 @@ def test_invalid_constructor_args_raise_value_errors(config, fault, data):
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op:UserWarning")
 @pytest.mark.parametrize(
     "arg, value",
-    [("num_heads", 0), ("num_heads", -2), ("patch_size", 0), ("embed_dim", 0), ("in_chans", 0), ("temporal_num_heads", -2)],
+    [
+        ("num_heads", 0),
+        ("num_heads", -2),
+        ("patch_size", 0),
+        ("embed_dim", 0),
+        ("in_chans", 0),
+        ("temporal_num_heads", -2),
+    ],
 )
 def test_non_positive_sizes_raise_value_errors(arg, value):
     cls = FactorizedEncoderViViT if arg.startswith("temporal") else SpatioTemporalViViT
@@ -256,7 +276,9 @@ def test_non_positive_sizes_raise_value_errors(arg, value):
 )
 def test_empty_batch(variant):
     """A batch of 0 clips (e.g. the last shard of a dataset) gives (0, num_classes), like torch layers."""
-    args = dict(img_size=16, num_frames=4, patch_size=8, embed_dim=8, depth=1, num_heads=2, num_classes=3, global_pool="avg")
+    args = dict(
+        img_size=16, num_frames=4, patch_size=8, embed_dim=8, depth=1, num_heads=2, num_classes=3, global_pool="avg"
+    )
     model = _build(variant, args)
     with torch.no_grad():
         assert model(torch.zeros(0, 3, 4, 16, 16)).shape == (0, 3)
@@ -318,7 +340,9 @@ def test_truncated_checkpoint_raises_value_error(checkpoints, scratch, variant, 
     ckpt = checkpoints[variant]
     # cut anywhere: inside the 8-byte length, the JSON header, or the tensor data
     region = data.draw(st.sampled_from(["length", "header", "data"]), label="region")
-    lo, hi = {"length": (0, 7), "header": (8, ckpt.header_end - 1), "data": (ckpt.header_end, len(ckpt.data) - 1)}[region]
+    lo, hi = {"length": (0, 7), "header": (8, ckpt.header_end - 1), "data": (ckpt.header_end, len(ckpt.data) - 1)}[
+        region
+    ]
     cut = data.draw(st.integers(lo, hi), label="cut")
     path = ckpt.with_bytes(ckpt.data[:cut], scratch / f"trunc_{variant}.safetensors")
     with pytest.raises(ValueError, match=r"not a readable safetensors file .*truncated or corrupted"):
@@ -379,19 +403,25 @@ def _edit_header(ckpt: Checkpoint, old: bytes, new: bytes) -> bytes:
 _HEADER_FAULTS = {
     # name: (variant saved, (old, new) same-length header edit, expected message)
     "config_not_json": ("st", (b'"config":"{', b'"config":"X'), r"(?i)config.*(json|corrupt)"),
-    "tensor_renamed": ("st", (b'"blocks.0.mlp.fc1.weight"', b'"blocks.0.mlp.fc1.weighu"'), r"blocks\.0\.mlp\.fc1\.weigh"),
+    "tensor_renamed": (
+        "st",
+        (b'"blocks.0.mlp.fc1.weight"', b'"blocks.0.mlp.fc1.weighu"'),
+        r"blocks\.0\.mlp\.fc1\.weigh",
+    ),
     "head_renamed": ("st", (b'"head.weight"', b'"head.weighu"'), r"head\.weigh"),
     "config_size_disagrees": ("st", (b'\\"img_size\\": [16, 16]', b'\\"img_size\\": [56, 16]'), r"pos_embed"),
-    "integer_dtype": ("fe", (b'"pos_embed":{"dtype":"F32"', b'"pos_embed":{"dtype":"I32"'), r"(?i)pos_embed.*(int32|floating)"),
+    "integer_dtype": (
+        "fe",
+        (b'"pos_embed":{"dtype":"F32"', b'"pos_embed":{"dtype":"I32"'),
+        r"(?i)pos_embed.*(int32|floating)",
+    ),
     "zero_heads_in_config": ("fdp", (b'\\"num_heads\\": 2', b'\\"num_heads\\": 0'), r"num_heads must be >= 1"),
 }
 
 
 @pytest.mark.parametrize(
     "fault",
-    [
-        f for f in _HEADER_FAULTS
-    ],
+    [f for f in _HEADER_FAULTS],
 )
 def test_malformed_header_raises_clear_value_error(checkpoints, tmp_path, fault):
     variant, (old, new), match = _HEADER_FAULTS[fault]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -24,6 +26,7 @@ def test_ci_runs_the_readme_test_command():
     assert test_command.startswith("python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0")
 
 
+@pytest.mark.slow
 def test_main_job_runs_offline_and_prints_a_real_prediction(tmp_path):
     main_command, _ = _first_commands()
     assert main_command.endswith("&& vivit predict")
@@ -36,6 +39,7 @@ def test_main_job_runs_offline_and_prints_a_real_prediction(tmp_path):
     assert top[2] == true_label and float(top[1]) > 50, out
 
 
+@pytest.mark.slow
 def test_python_snippet_at_the_top_runs_offline_as_written(tmp_path):
     """The README's first Python block, verbatim, on the bundled model and clip, with no network."""
     snippet = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[1]

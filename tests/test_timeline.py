@@ -81,7 +81,9 @@ def test_window_spans_are_frames_over_fps(demo, video, one_thread):
     ("window", "stride", "views", "batch_size"),
     [(8, 8, (1, 1), 4), (12, 5, (2, 3), 5)],  # batches of 5 views cut across windows of 6 views
 )
-def test_window_probabilities_equal_predict_views_on_the_windows_frames(demo, video, one_thread, window, stride, views, batch_size):
+def test_window_probabilities_equal_predict_views_on_the_windows_frames(
+    demo, video, one_thread, window, stride, views, batch_size
+):
     path, _ = video
     frames, _ = decode_with_pyav(path)
     timeline = predict_timeline(demo, path, window, stride, views=views, batch_size=batch_size, top_k=2)
@@ -129,14 +131,24 @@ def test_frame_arrays_and_short_videos(demo, one_thread, tmp_path):
     assert timeline.video_fps is None
     assert [p[0]["label"] for p in timeline.predictions] == [DIRECTIONS[k] for k in labels]
     np.savez(tmp_path / "clip.npz", frames=frames, fps=np.float64(4.0))
-    with VideoReader(tmp_path / "clip.npz") as reader, pytest.warns(VideoWarning, match=r"^windows of 4 frames of .*clip\.npz are shorter"):
-        assert predict_timeline(demo, reader, window=4, stride=4).window_seconds.tolist() == [[0, 1], [1, 2], [2, 3], [3, 4]]
+    with (
+        VideoReader(tmp_path / "clip.npz") as reader,
+        pytest.warns(VideoWarning, match=r"^windows of 4 frames of .*clip\.npz are shorter"),
+    ):
+        assert predict_timeline(demo, reader, window=4, stride=4).window_seconds.tolist() == [
+            [0, 1],
+            [1, 2],
+            [2, 3],
+            [3, 4],
+        ]
     with pytest.warns(VideoWarning) as caught:
         short = predict_timeline(demo, frames[:5], window=8)
     assert short.window_frames.tolist() == [[0, 5]]
     messages = [str(w.message) for w in caught]
     assert messages[0] == "the video has 5 frames, fewer than one window (8): the timeline is one window, frames [0, 5)"
-    assert messages[1].startswith("the window of the video is shorter than one clip spans (8 frames every 1 = 8): the frames of a window")
+    assert messages[1].startswith(
+        "the window of the video is shorter than one clip spans (8 frames every 1 = 8): the frames of a window"
+    )
     with pytest.warns(VideoWarning, match=r"^windows of 4 frames of the video are shorter than one clip spans"):
         predict_timeline(demo, frames, window=4)
     with warnings.catch_warnings():
@@ -189,7 +201,9 @@ def test_cli_prints_each_windows_span_and_labels(video, one_thread, capsys):
     assert code == 0 and err == "", err
     lines = out.splitlines()
     assert lines[0] == f"{path} (vivit_demo, 6 windows of 8 frames every 8, 1x1 views each)"
-    assert lines[1] == "  note: vivit_demo was trained on synthetic clips only; on a real video this answer means nothing"
+    assert (
+        lines[1] == "  note: vivit_demo was trained on synthetic clips only; on a real video this answer means nothing"
+    )
     assert len(lines) == 2 + SEGMENTS
     for i, (line, label) in enumerate(zip(lines[2:], labels, strict=True)):
         span = f"{i:.2f}-{i + 1:.2f} s  frames [{8 * i}, {8 * i + 8})"
@@ -198,21 +212,40 @@ def test_cli_prints_each_windows_span_and_labels(video, one_thread, capsys):
 
 def test_cli_json_has_the_records(demo, video, one_thread, capsys):
     path, _ = video
-    code, out, _ = run(capsys, "predict", path, "--timeline", "--window", "12", "--stride", "9", "--json", "--top-k", "2")
+    code, out, _ = run(
+        capsys, "predict", path, "--timeline", "--window", "12", "--stride", "9", "--json", "--top-k", "2"
+    )
     assert code == 0
     (line,) = out.splitlines()
     result = json.loads(line, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
     assert {k: result[k] for k in ("video", "model", "views", "window", "stride", "video_frames", "video_fps")} == {
-        "video": str(path), "model": "vivit_demo", "views": [1, 1], "window": 12, "stride": 9, "video_frames": 48, "video_fps": 8.0,
-    }  # fmt: skip
+        "video": str(path),
+        "model": "vivit_demo",
+        "views": [1, 1],
+        "window": 12,
+        "stride": 9,
+        "video_frames": 48,
+        "video_fps": 8.0,
+    }
     frames, _ = decode_with_pyav(path)
-    assert [(w["start_frame"], w["end_frame"]) for w in result["windows"]] == [(0, 12), (9, 21), (18, 30), (27, 39), (36, 48)]
+    assert [(w["start_frame"], w["end_frame"]) for w in result["windows"]] == [
+        (0, 12),
+        (9, 21),
+        (18, 30),
+        (27, 39),
+        (36, 48),
+    ]
     for i, record in enumerate(result["windows"]):
         assert record["window"] == i
-        assert (record["start_seconds"], record["end_seconds"]) == (record["start_frame"] / RATE, record["end_frame"] / RATE)
+        assert (record["start_seconds"], record["end_seconds"]) == (
+            record["start_frame"] / RATE,
+            record["end_frame"] / RATE,
+        )
         reference = predict_views(demo, frames[record["start_frame"] : record["end_frame"]], 1, 1).softmax(-1)
         assert [p["index"] for p in record["predictions"]] == reference.topk(2).indices.tolist()
-        np.testing.assert_allclose([p["probability"] for p in record["predictions"]], reference.topk(2).values, atol=1e-6)
+        np.testing.assert_allclose(
+            [p["probability"] for p in record["predictions"]], reference.topk(2).values, atol=1e-6
+        )
 
 
 def test_cli_sample_clip_has_no_times_and_is_one_window(one_thread, capsys):
@@ -220,7 +253,12 @@ def test_cli_sample_clip_has_no_times_and_is_one_window(one_thread, capsys):
     code, out, err = run(capsys, "predict", "--timeline", "--json", "--window", "20")
     assert code == 0
     (window,) = json.loads(out)["windows"]
-    assert (window["start_frame"], window["end_frame"], window["start_seconds"], window["end_seconds"]) == (0, 8, None, None)
+    assert (window["start_frame"], window["end_frame"], window["start_seconds"], window["end_seconds"]) == (
+        0,
+        8,
+        None,
+        None,
+    )
     assert window["predictions"][0]["label"] == "left"
     assert "has 8 frames, fewer than one window (20): the timeline is one window, frames [0, 8)" in err
     code, out, _ = run(capsys, "predict", "--timeline", "-q")
@@ -256,7 +294,9 @@ def band_columns(path: Path, colour_slots: list[int]) -> list[np.ndarray]:
     with Image.open(path) as im:
         band = np.asarray(im.convert("RGB")).astype(int)[:70]  # the band: above the plot and its legend
     return [
-        np.flatnonzero((np.abs(band - np.round(np.array(matplotlib.colormaps["tab10"](s)[:3]) * 255)).max(-1) <= 2).any(0))
+        np.flatnonzero(
+            (np.abs(band - np.round(np.array(matplotlib.colormaps["tab10"](s)[:3]) * 255)).max(-1) <= 2).any(0)
+        )
         for s in colour_slots
     ]
 
@@ -272,7 +312,10 @@ def test_plot_draws_each_window_over_its_own_span(tmp_path):
     render.plot_timeline(tmp_path / "gap.png", np.array([[0, 2], [6, 8]]), probs, ["a", "b"], unit="frames")
     first, second = band_columns(tmp_path / "gap.png", [0, 1])
     start, end = first.min(), second.max() + 1
-    assert abs((first.max() + 1 - start) / (end - start) - 0.25) < 0.01 and abs((second.min() - start) / (end - start) - 0.75) < 0.01
+    assert (
+        abs((first.max() + 1 - start) / (end - start) - 0.25) < 0.01
+        and abs((second.min() - start) / (end - start) - 0.75) < 0.01
+    )
 
 
 def test_plot_shows_labels_and_titles_as_text_not_tex(tmp_path):
@@ -295,7 +338,10 @@ def test_cli_plot_into_a_folder_that_takes_no_files_is_refused_first(capsys, tmp
     not after the whole video with the name of our temporary file."""
     code, out, err = run(capsys, "predict", "--timeline", "--plot", "/proc/timeline.png")
     assert (code, out) == (2, "")
-    assert err == "vivit: error: --plot: cannot write /proc/timeline.png: the folder /proc does not take new files (No such file or directory)\n", err
+    assert (
+        err
+        == "vivit: error: --plot: cannot write /proc/timeline.png: the folder /proc does not take new files (No such file or directory)\n"
+    ), err
 
 
 @pytest.mark.parametrize(
@@ -310,7 +356,10 @@ def test_cli_plot_into_a_folder_that_takes_no_files_is_refused_first(capsys, tmp
         (["--timeline", "--plot", "t.jpg"], "--plot: cannot write 't.jpg': the file name must end in .png"),
         (["--timeline", "--plot", "missing/t.png"], "--plot missing/t.png: the folder missing does not exist"),
         (["--timeline", "--plot", "folder.png"], "--plot folder.png is a folder; give a file name ending in .png"),
-        (["a.mp4", "b.mp4", "--timeline", "--plot", "t.png"], "--plot draws one video's timeline; give one VIDEO, not 2"),
+        (
+            ["a.mp4", "b.mp4", "--timeline", "--plot", "t.png"],
+            "--plot draws one video's timeline; give one VIDEO, not 2",
+        ),
         (["--timeline", "--override", "num_classes=7"], "the classifier head is untrained"),
     ],
 )
@@ -332,6 +381,9 @@ def test_cli_without_matplotlib_says_how_to_install(capsys, tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     code, out, err = run(capsys, "predict", "--timeline", "--plot", tmp_path / "t.png")
     assert code == 1 and out == "" and not list(tmp_path.iterdir())
-    assert err.startswith("vivit: error: drawing pictures needs matplotlib: pip install matplotlib") and err.count("\n") == 1
+    assert (
+        err.startswith("vivit: error: drawing pictures needs matplotlib: pip install matplotlib")
+        and err.count("\n") == 1
+    )
     code, out, _ = run(capsys, "predict", "--timeline", "-q")  # no --plot: no matplotlib needed
     assert code == 0 and "left" in out

@@ -43,11 +43,19 @@ def test_group_matcher_factorized_encoder():
     model = vivit.create_model("vivit_ti_fe", temporal_depth=2, **TINY)
     layers = _layers(model)
     expected = {
-        "cls_token": 0, "pos_embed": 0, "patch_embed.proj.weight": 0, "blocks.0.norm1.weight": 1,
-        "blocks.2.mlp.fc2.bias": 3, "norm.weight": 3, "temporal_cls_token": 4, "temporal_pos_embed": 4,
-        "temporal_blocks.0.attn.qkv.weight": 4, "temporal_blocks.1.attn.proj.bias": 5, "temporal_norm.bias": 5,
+        "cls_token": 0,
+        "pos_embed": 0,
+        "patch_embed.proj.weight": 0,
+        "blocks.0.norm1.weight": 1,
+        "blocks.2.mlp.fc2.bias": 3,
+        "norm.weight": 3,
+        "temporal_cls_token": 4,
+        "temporal_pos_embed": 4,
+        "temporal_blocks.0.attn.qkv.weight": 4,
+        "temporal_blocks.1.attn.proj.bias": 5,
+        "temporal_norm.bias": 5,
         "head.weight": 6,
-    }  # fmt: skip
+    }
     assert {k: layers[k] for k in expected} == expected
     assert set(layers.values()) == set(range(7))
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from vivit.data.sampling import multiview_clip_starts, sample_frame_indices, scenic_uniform_frame_indices
 from vivit.data.transforms import (
     DEFAULT_DATA_CFG,
     VideoEvalTransform,
@@ -26,7 +27,6 @@ from vivit.data.transforms import (
     three_crops,
     to_float_clip,
 )
-from vivit.data.sampling import multiview_clip_starts, sample_frame_indices, scenic_uniform_frame_indices
 
 HERE = Path(__file__).parent
 FIXTURE_DIRS = [
@@ -87,11 +87,7 @@ def test_create_transform_rejects_unknown_override() -> None:
 
 def test_repr_is_readable() -> None:
     text = repr(create_transform({"resize_size": 288, "crop_size": 256}))
-    assert (
-        text.startswith("VideoEvalTransform(")
-        and "resize_size=288" in text
-        and "crop_size=(256, 256)" in text
-    )
+    assert text.startswith("VideoEvalTransform(") and "resize_size=288" in text and "crop_size=(256, 256)" in text
     assert "hflip=0.5" in repr(create_transform({}, train=True))
 
 
@@ -117,9 +113,7 @@ def test_eval_general_mean_std() -> None:
     np.testing.assert_allclose(out, expected.transpose(3, 0, 1, 2), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "shape", [(4, 240, 320), (4, 320, 240), (2, 97, 131), (1, 1080 // 4, 1920 // 4)]
-)
+@pytest.mark.parametrize("shape", [(4, 240, 320), (4, 320, 240), (2, 97, 131), (1, 1080 // 4, 1920 // 4)])
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
 def test_eval_shapes_and_range(shape: tuple[int, int, int], interpolation: str) -> None:
     frames = _video(*shape)
@@ -155,9 +149,15 @@ def test_constant_video_survives_resize() -> None:
 @pytest.mark.parametrize(
     "hw, expected",
     # DMVR resize_smallest(min_resize=256) output sizes.
-    [((240, 320), (256, 341)), ((320, 240), (341, 256)), ((256, 256), (256, 256)),
-     ((1080, 1920), (256, 455)), ((100, 300), (256, 768)), ((257, 999), (256, 995))],
-)  # fmt: skip
+    [
+        ((240, 320), (256, 341)),
+        ((320, 240), (341, 256)),
+        ((256, 256), (256, 256)),
+        ((1080, 1920), (256, 455)),
+        ((100, 300), (256, 768)),
+        ((257, 999), (256, 995)),
+    ],
+)
 def test_short_side_size_matches_dmvr(hw: tuple[int, int], expected: tuple[int, int]) -> None:
     assert short_side_size(*hw, 256) == expected
     out = resize_short_side(torch.zeros(1, *hw, 3, dtype=torch.uint8), 256)
@@ -166,9 +166,7 @@ def test_short_side_size_matches_dmvr(hw: tuple[int, int], expected: tuple[int, 
 
 def test_resize_without_antialias_is_half_pixel_bilinear() -> None:
     # 2x upsampling with half-pixel centres: output col 1 sits at input x = 0.25 -> 0.75*a + 0.25*b.
-    frames = (
-        torch.tensor([0, 100], dtype=torch.uint8).view(1, 1, 2, 1).expand(1, 2, 2, 3).contiguous()
-    )
+    frames = torch.tensor([0, 100], dtype=torch.uint8).view(1, 1, 2, 1).expand(1, 2, 2, 3).contiguous()
     out = resize_short_side(frames, 4, antialias=False)
     torch.testing.assert_close(out[0, 0, 0], torch.tensor([0.0, 25.0, 75.0, 100.0]))
 
@@ -185,12 +183,14 @@ def _offsets(crops: list[torch.Tensor]) -> list[tuple[int, int]]:
 @pytest.mark.parametrize(
     "h, w, size, expected",
     # Scenic video_ops.three_spatial_crops, run on an index grid.
-    [(256, 341, 224, [(16, 0), (16, 59), (16, 117)]),
-     (341, 256, 224, [(0, 16), (59, 16), (117, 16)]),
-     (256, 256, 224, [(16, 0), (16, 16), (16, 32)]),
-     (257, 300, 224, [(17, 0), (17, 38), (17, 76)]),
-     (288, 513, 256, [(16, 0), (16, 129), (16, 257)])],
-)  # fmt: skip
+    [
+        (256, 341, 224, [(16, 0), (16, 59), (16, 117)]),
+        (341, 256, 224, [(0, 16), (59, 16), (117, 16)]),
+        (256, 256, 224, [(16, 0), (16, 16), (16, 32)]),
+        (257, 300, 224, [(17, 0), (17, 38), (17, 76)]),
+        (288, 513, 256, [(16, 0), (16, 129), (16, 257)]),
+    ],
+)
 def test_three_crops_match_scenic(h: int, w: int, size: int, expected: list) -> None:
     crops = three_crops(_index_grid(h, w), size)
     assert _offsets(crops) == expected
@@ -252,9 +252,7 @@ def test_bad_frames_raise(frames: object, match: str) -> None:
 def test_train_shape_range_and_determinism() -> None:
     frames = _video(4, 240, 320, seed=3)
     transform = create_transform({}, train=True)
-    assert isinstance(transform, VideoTrainTransform) and isinstance(
-        create_transform({}), VideoEvalTransform
-    )
+    assert isinstance(transform, VideoTrainTransform) and isinstance(create_transform({}), VideoEvalTransform)
     a = transform(frames, generator=torch.Generator().manual_seed(7))
     b = transform(frames, generator=torch.Generator().manual_seed(7))
     c = transform(frames, generator=torch.Generator().manual_seed(8))
@@ -275,21 +273,17 @@ def test_train_flips_for_some_seeds_only() -> None:
         cols = _decode_columns(transform(frames, generator=torch.Generator().manual_seed(seed)))
         step = cols[1:] - cols[:-1]
         assert bool((step == 1).all()) or bool((step == -1).all())
-        assert 0 <= int(cols.min()) and int(cols.max()) <= 59
+        assert int(cols.min()) >= 0 and int(cols.max()) <= 59
         flipped.append(bool(step[0] == -1))
     assert any(flipped) and not all(flipped)
-    always = create_transform(
-        {}, train=True, resize_size=32, crop_size=24, scale=(1.0, 1.0), hflip=1.0
-    )
+    always = create_transform({}, train=True, resize_size=32, crop_size=24, scale=(1.0, 1.0), hflip=1.0)
     cols = _decode_columns(always(frames, generator=torch.Generator().manual_seed(0)))
     assert bool((cols[1:] - cols[:-1] == -1).all())
 
 
 def test_train_same_op_for_every_frame() -> None:
     frame = _video(1, 200, 260, seed=5)
-    out = create_transform({}, train=True)(
-        np.repeat(frame, 3, axis=0), generator=torch.Generator().manual_seed(1)
-    )
+    out = create_transform({}, train=True)(np.repeat(frame, 3, axis=0), generator=torch.Generator().manual_seed(1))
     assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 0], out[:, 2])
 
 
@@ -332,19 +326,14 @@ def test_sample_frame_indices_stride_start_and_loop() -> None:
     # DMVR sample_sequence(random=False) first indices.
     [(100, 32, 2, 18), (301, 32, 2, 118), (31, 8, 2, 7), (5, 4, 3, 0)],
 )
-def test_sample_frame_indices_centered_matches_dmvr(
-    length: int, n: int, s: int, first: int
-) -> None:
+def test_sample_frame_indices_centered_matches_dmvr(length: int, n: int, s: int, first: int) -> None:
     idx = sample_frame_indices(length, n, s)
     assert idx[0] == first and len(idx) == n
     np.testing.assert_array_equal(idx, (first + s * np.arange(n)) % length)
 
 
 def test_sample_frame_indices_random() -> None:
-    starts = {
-        int(sample_frame_indices(100, 8, 4, generator=torch.Generator().manual_seed(s))[0])
-        for s in range(200)
-    }
+    starts = {int(sample_frame_indices(100, 8, 4, generator=torch.Generator().manual_seed(s))[0]) for s in range(200)}
     # Random starts keep the whole clip inside the video: start <= 100 - 7 * 4 - 1.
     assert min(starts) >= 0 and max(starts) <= 71 and len(starts) > 30
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
@@ -352,9 +341,7 @@ def test_sample_frame_indices_random() -> None:
         sample_frame_indices(100, 8, 4, generator=g1), sample_frame_indices(100, 8, 4, generator=g2)
     )
     # A video too short for the clip always starts at 0 and loops.
-    np.testing.assert_array_equal(
-        sample_frame_indices(6, 4, 2, generator=torch.Generator()), [0, 2, 4, 0]
-    )
+    np.testing.assert_array_equal(sample_frame_indices(6, 4, 2, generator=torch.Generator()), [0, 2, 4, 0])
     # An explicit start wins over the generator.
     assert sample_frame_indices(100, 8, 4, start=5, generator=torch.Generator())[0] == 5
 
@@ -376,21 +363,22 @@ def test_sample_frame_indices_bad_args(args: tuple, match: str) -> None:
 @pytest.mark.parametrize(
     "length, n, s, clips, expected",
     # DMVR sample_linspace_sequence offsets (max offset = length - n * s, float32 linspace).
-    [(300, 32, 2, 4, [0, 78, 157, 236]), (250, 32, 2, 4, [0, 62, 124, 186]),
-     (1000, 32, 1, 4, [0, 322, 645, 968]), (31, 8, 2, 5, [0, 3, 7, 11, 15]),
-     (333, 16, 4, 7, [0, 44, 89, 134, 179, 224, 269]), (65, 32, 2, 4, [0, 0, 0, 1]),
-     (63, 32, 2, 3, [0, 0, 0])],
-)  # fmt: skip
-def test_multiview_clip_starts_match_dmvr(
-    length: int, n: int, s: int, clips: int, expected: list
-) -> None:
+    [
+        (300, 32, 2, 4, [0, 78, 157, 236]),
+        (250, 32, 2, 4, [0, 62, 124, 186]),
+        (1000, 32, 1, 4, [0, 322, 645, 968]),
+        (31, 8, 2, 5, [0, 3, 7, 11, 15]),
+        (333, 16, 4, 7, [0, 44, 89, 134, 179, 224, 269]),
+        (65, 32, 2, 4, [0, 0, 0, 1]),
+        (63, 32, 2, 3, [0, 0, 0]),
+    ],
+)
+def test_multiview_clip_starts_match_dmvr(length: int, n: int, s: int, clips: int, expected: list) -> None:
     assert multiview_clip_starts(length, n, s, clips) == expected
 
 
 def test_multiview_single_clip_is_centered() -> None:
-    assert (
-        multiview_clip_starts(100, 32, 2, 1) == [18] == [int(sample_frame_indices(100, 32, 2)[0])]
-    )
+    assert multiview_clip_starts(100, 32, 2, 1) == [18] == [int(sample_frame_indices(100, 32, 2)[0])]
     with pytest.raises(ValueError, match="num_clips"):
         multiview_clip_starts(100, 32, 2, 0)
 
@@ -473,8 +461,9 @@ def test_crop_first_path_matches_whole_frame_float_path(interpolation: str, anti
             assert a.shape == b.shape == (3, shape[0], 224, 224) and a.is_contiguous()
             torch.testing.assert_close(a, b, rtol=0, atol=tolerance)
     # the eval transform is the centre view
-    torch.testing.assert_close(create_transform(cfg)(frames), _float_reference_views(frames, cfg, 1)[0],
-                               rtol=0, atol=tolerance)  # fmt: skip
+    torch.testing.assert_close(
+        create_transform(cfg)(frames), _float_reference_views(frames, cfg, 1)[0], rtol=0, atol=tolerance
+    )
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 USER_CODE = """\
@@ -33,7 +35,9 @@ transform = vivit.create_transform(**vivit.resolve_data_config(model=model))
 
 def test_py_typed_marker_is_shipped():
     assert (ROOT / "vivit" / "py.typed").is_file()
-    package_data = next(line for line in (ROOT / "pyproject.toml").read_text().splitlines() if line.startswith("vivit = ["))
+    package_data = next(
+        line for line in (ROOT / "pyproject.toml").read_text().splitlines() if line.startswith("vivit = [")
+    )
     assert '"py.typed"' in package_data  # [tool.setuptools.package-data]: installed beside the modules
 
 
@@ -45,13 +49,19 @@ def test_mypy_package_clean_and_user_code_typed(tmp_path):
     # one run for both (the torch stubs are analysed once); the config in pyproject.toml applies
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "vivit", "hubconf.py", str(user)],
-        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = result.stdout.splitlines()
     package_errors = [line for line in lines if ": error:" in line and not line.startswith(str(user))]
     assert package_errors == [], result.stdout
     # mypy versions differ only in whether builtins are qualified
-    user_lines = [line.removeprefix(f"{user}:").replace("builtins.", "") for line in lines if line.startswith(str(user))]
+    user_lines = [
+        line.removeprefix(f"{user}:").replace("builtins.", "") for line in lines if line.startswith(str(user))
+    ]
     assert user_lines == [
         '8: note: Revealed type is "vivit.models.vivit.ViViT"',
         '9: note: Revealed type is "torch._tensor.Tensor"',

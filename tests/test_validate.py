@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -44,8 +44,15 @@ def _raw_safetensors(path: Path, header: dict, data: bytes = b"") -> Path:
 def test_non_regular_files_are_refused_before_opening(tmp_path: Path) -> None:
     fifo = tmp_path / "x.safetensors"
     os.mkfifo(fifo)
-    for path, kind in ((fifo, "a FIFO (named pipe)"), (tmp_path, "a directory"), (Path("/dev/zero"), "a character device")):
-        with pytest.raises(ValueError, match=rf"^{re.escape(str(path))} is {re.escape(kind)}, not a regular file; expected a checkpoint file$"):
+    for path, kind in (
+        (fifo, "a FIFO (named pipe)"),
+        (tmp_path, "a directory"),
+        (Path("/dev/zero"), "a character device"),
+    ):
+        with pytest.raises(
+            ValueError,
+            match=rf"^{re.escape(str(path))} is {re.escape(kind)}, not a regular file; expected a checkpoint file$",
+        ):
             read_safetensors_header(path)
         with pytest.raises(ValueError, match="not a regular file"):
             check_regular_file(path)
@@ -66,18 +73,38 @@ def test_safetensors_header_read_without_tensors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "header, data, message",
     [
-        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 12, r"cover 8 bytes of data, the file holds 12"),
-        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, r"tensor 'a' starts at byte 4 .* gap or overlap"),
-        ({"a": {"dtype": "F32", "shape": [2**20, 2**20], "data_offsets": [0, 4]}}, b"\0" * 4, r"malformed entries for 1 tensors: a"),
+        (
+            {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}},
+            b"\0" * 12,
+            r"cover 8 bytes of data, the file holds 12",
+        ),
+        (
+            {"a": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}},
+            b"\0" * 12,
+            r"tensor 'a' starts at byte 4 .* gap or overlap",
+        ),
+        (
+            {"a": {"dtype": "F32", "shape": [2**20, 2**20], "data_offsets": [0, 4]}},
+            b"\0" * 4,
+            r"malformed entries for 1 tensors: a",
+        ),
         ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4, r"malformed entries"),
-        ({"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4, r"not floating point .*: a \(\['F32'\]\)"),
-        ({"a": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8, r"1 tensors are not floating point \(float16, bfloat16, float32 or float64\): a \(I64 = int64\)"),
+        (
+            {"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}},
+            b"\0" * 4,
+            r"not floating point .*: a \(\['F32'\]\)",
+        ),
+        (
+            {"a": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}},
+            b"\0" * 8,
+            r"1 tensors are not floating point \(float16, bfloat16, float32 or float64\): a \(I64 = int64\)",
+        ),
         ({"a": {"dtype": "BOOL", "shape": [1], "data_offsets": [0, 1]}}, b"\0", r"a \(BOOL = bool\)"),
         ({"a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8, r"a \(C64 = complex64\)"),
         ({"__metadata__": {"config": 5}}, b"", r"__metadata__ is not a map of strings"),
         ([1, 2], b"", r"the header is not a JSON object"),
     ],
-)  # fmt: skip
+)
 def test_safetensors_header_faults(tmp_path: Path, header: object, data: bytes, message: str) -> None:
     path = _raw_safetensors(tmp_path / "bad.safetensors", header, data)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=message) as info:
@@ -100,14 +127,21 @@ def test_safetensors_header_size_limits(tmp_path: Path) -> None:
 
 def test_non_finite_tensors_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "nan.safetensors"
-    save_file({f"w{i}": torch.tensor([1.0, math.nan if i % 2 else math.inf]) for i in range(40)} | {"ok": torch.ones(2)}, str(path))
-    with pytest.raises(ValueError, match=r"nan\.safetensors: 40 tensors hold NaN or infinite values: w0, w1, w10, w11, w12 and 35 more"):
+    save_file(
+        {f"w{i}": torch.tensor([1.0, math.nan if i % 2 else math.inf]) for i in range(40)} | {"ok": torch.ones(2)},
+        str(path),
+    )
+    with pytest.raises(
+        ValueError, match=r"nan\.safetensors: 40 tensors hold NaN or infinite values: w0, w1, w10, w11, w12 and 35 more"
+    ):
         load_safetensors(path)
 
 
 def test_cast_finite_refuses_overflow_instead_of_inf() -> None:
     tensors = {"big": torch.tensor([1e300], dtype=torch.float64), "fine": torch.tensor([1.5], dtype=torch.float64)}
-    with pytest.raises(ValueError, match=r"f\.safetensors: 1 tensors hold values beyond the range of the model's dtype \(big\)"):
+    with pytest.raises(
+        ValueError, match=r"f\.safetensors: 1 tensors hold values beyond the range of the model's dtype \(big\)"
+    ):
         cast_finite(tensors, {"big": torch.float32, "fine": torch.float32}, "f.safetensors")
     out = cast_finite({"fine": tensors["fine"]}, {"fine": torch.float32}, "f")
     assert out["fine"].dtype == torch.float32 and out["fine"].item() == 1.5
@@ -123,7 +157,7 @@ def test_cast_finite_refuses_overflow_instead_of_inf() -> None:
         ('{"a": 1, "a": 2}', r"duplicate keys a"),
         (b"\xff\xfe", "not valid JSON"),
     ],
-)  # fmt: skip
+)
 def test_json_limits(text: str | bytes, message: str) -> None:
     with pytest.raises(ValueError, match=rf"^cfg\.json: its config .*{message}"):
         parse_json(text, "cfg.json", "config")
@@ -145,7 +179,10 @@ def test_block_count_is_distinct_consecutive_indices() -> None:
     names = [f"blocks.{i}.norm1.weight" for i in range(3)] + [f"blocks.{i}.norm2.weight" for i in range(3)]
     assert count_blocks(names, r"blocks\.(\d+)\.", "f") == 3
     assert count_blocks(["head.weight"], r"blocks\.(\d+)\.", "f") == 0
-    with pytest.raises(ValueError, match=r"^f: blocks indices must run 0\.\.2 without gaps \(3 distinct indices\); beyond the end: 999999999; missing: 2;"):
+    with pytest.raises(
+        ValueError,
+        match=r"^f: blocks indices must run 0\.\.2 without gaps \(3 distinct indices\); beyond the end: 999999999; missing: 2;",
+    ):
         count_blocks([*names[:2], "blocks.999999999.x"], r"blocks\.(\d+)\.", "f")
     many = [f"blocks.{i}.x" for i in range(300)]
     with pytest.raises(ValueError, match="300 blocks is more than the supported 256"):
@@ -160,15 +197,30 @@ def test_block_count_is_distinct_consecutive_indices() -> None:
 
 
 def test_architecture_caps() -> None:
-    check_model_args({"embed_dim": 1280, "depth": 32, "num_heads": 16, "mlp_dim": 5120, "img_size": (224, 224),
-                      "num_frames": 32, "patch_size": 14, "tubelet_size": 2}, "f")  # fmt: skip  # ViViT-H fits
-    with pytest.raises(ValueError, match=r"f: .*outside the supported limits: 6062080 tubelets per clip is outside 1\.\.65536"):
+    check_model_args(
+        {
+            "embed_dim": 1280,
+            "depth": 32,
+            "num_heads": 16,
+            "mlp_dim": 5120,
+            "img_size": (224, 224),
+            "num_frames": 32,
+            "patch_size": 14,
+            "tubelet_size": 2,
+        },
+        "f",
+    )  # ViViT-H fits
+    with pytest.raises(
+        ValueError, match=r"f: .*outside the supported limits: 6062080 tubelets per clip is outside 1\.\.65536"
+    ):
         check_model_args({"img_size": [1024, 1024], "num_frames": 740, "patch_size": 8, "tubelet_size": 2}, "f")
     with pytest.raises(ValueError, match=r"embed_dim=100000 is outside 1\.\.8192; num_classes=10000000 is outside"):
         check_model_args({"embed_dim": 100000, "num_classes": 10**7}, "f")
     with pytest.raises(ValueError, match=r"num_heads='2' is not an integer"):
         check_model_args({"num_heads": "2"}, "f")
-    check_model_args({"num_heads": 0, "tubelet_size": 0, "img_size": 16, "num_frames": 4, "patch_size": 8}, "f")  # the constructor says why
+    check_model_args(
+        {"num_heads": 0, "tubelet_size": 0, "img_size": 16, "num_frames": 4, "patch_size": 8}, "f"
+    )  # the constructor says why
     assert set(ARCH_LIMITS) >= {"embed_dim", "depth", "tokens", "num_classes"}
 
 
@@ -186,10 +238,24 @@ def test_short_list() -> None:
 
 
 # ---------------------------------------------------------------- embedded pretrained_cfg
-GOOD = {"input_size": [3, 8, 32, 32], "crop_size": 32, "resize_size": 36, "frame_stride": 2, "test_views": [4, 3],
-        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bilinear", "antialias": False,
-        "num_classes": 3, "label_names": ["a", "b", "c"], "class_splits": [2, 1], "split_names": ["x", "y"],
-        "metrics": {"top1": 80.1, "views": "4x3", "top5": None}, "dataset": "k400", "sources": [{"url": "u"}]}  # fmt: skip
+GOOD = {
+    "input_size": [3, 8, 32, 32],
+    "crop_size": 32,
+    "resize_size": 36,
+    "frame_stride": 2,
+    "test_views": [4, 3],
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.5, 0.5, 0.5],
+    "interpolation": "bilinear",
+    "antialias": False,
+    "num_classes": 3,
+    "label_names": ["a", "b", "c"],
+    "class_splits": [2, 1],
+    "split_names": ["x", "y"],
+    "metrics": {"top1": 80.1, "views": "4x3", "top5": None},
+    "dataset": "k400",
+    "sources": [{"url": "u"}],
+}
 
 
 def test_valid_cfg_passes_unchanged() -> None:
@@ -217,7 +283,7 @@ def test_valid_cfg_passes_unchanged() -> None:
         ({"extra": {"x": float("nan")}}, r"extra=\{'x': nan\} is not plain JSON data"),
         ({"dataset": "x" * 5000}, r"dataset=.* is not plain JSON data"),
     ],
-)  # fmt: skip
+)
 def test_invalid_cfg_fields(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=rf"^m\.safetensors: its embedded pretrained_cfg is invalid: {message}"):
         validate_pretrained_cfg({**GOOD, **change}, "m.safetensors", num_classes=3)
@@ -233,6 +299,10 @@ def test_several_problems_are_listed_briefly() -> None:
 # ---------------------------------------------------------------- what the CLI prints
 def test_cli_json_is_strict_and_labels_are_escaped() -> None:
     line = cli._json_line({"p": float("nan"), "q": [float("inf"), 1.5], "label": "\x1b[2J"})
-    assert json.loads(line, parse_constant=lambda c: pytest.fail(c)) == {"p": None, "q": [None, 1.5], "label": "\x1b[2J"}
+    assert json.loads(line, parse_constant=lambda c: pytest.fail(c)) == {
+        "p": None,
+        "q": [None, 1.5],
+        "label": "\x1b[2J",
+    }
     assert cli._printable("\x1b[2Jred\x07 ok\u202e") == "\\x1b[2Jred\\x07 ok\\u202e"
     assert cli._printable("näive café 猫") == "näive café 猫"

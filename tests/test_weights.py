@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hubserver import hub_server  # noqa: F401  (pytest fixture)
 from safetensors import safe_open
 from safetensors.torch import save_file
 from scenic_fixtures import DATA, FORWARD_NAMES, load_forward_fixture, model_args_from_config, write_flax_checkpoint
@@ -104,7 +103,10 @@ def test_bad_downloads_fail_clearly_and_leave_no_cache(hub_server, entries, tmp_
         "truncate": (WeightsDownloadError, "(?i)interrupted|incomplete|truncat"),
         "html": (WeightsDownloadError, "HTML"),
         "404": (WeightsDownloadError, "404"),
-        "foreign": (ValueError, "holds a factorised-encoder \\(Model 2\\) ViViT checkpoint, but test_m1_spacetime_tubelet_token is a SpatioTemporalViViT"),
+        "foreign": (
+            ValueError,
+            "holds a factorised-encoder \\(Model 2\\) ViViT checkpoint, but test_m1_spacetime_tubelet_token is a SpatioTemporalViViT",
+        ),
     }[fault]
     with pytest.raises(expected[0], match=expected[1]):
         vivit.create_model(name, pretrained=True)
@@ -114,9 +116,15 @@ def test_bad_downloads_fail_clearly_and_leave_no_cache(hub_server, entries, tmp_
 def _tiny_hf_vivit():
     transformers = pytest.importorskip("transformers")
     config = transformers.VivitConfig(
-        image_size=32, num_frames=8, tubelet_size=[2, 8, 8], hidden_size=32, num_hidden_layers=3,
-        num_attention_heads=4, intermediate_size=64, num_labels=6,
-    )  # fmt: skip
+        image_size=32,
+        num_frames=8,
+        tubelet_size=[2, 8, 8],
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=6,
+    )
     torch.manual_seed(0)
     hf = transformers.VivitForVideoClassification(config).eval()
     with torch.no_grad():
@@ -129,10 +137,27 @@ def test_transformers_source_with_pr_revision(hub_server, entries, tmp_path):
     hf = _tiny_hf_vivit()
     path = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, str(path))
-    hub_server.add_repo_file("google/vivit-tiny", "model.safetensors", path.read_bytes(), revision="refs/pr/3", lfs=True)
-    args = dict(img_size=32, num_frames=8, patch_size=8, tubelet_size=2, embed_dim=32, depth=12, num_heads=4,
-                mlp_dim=64, num_classes=6, global_pool="token")  # fmt: skip
-    source = {"format": "transformers", "hf_hub": "google/vivit-tiny", "revision": "refs/pr/3", "filename": "model.safetensors"}
+    hub_server.add_repo_file(
+        "google/vivit-tiny", "model.safetensors", path.read_bytes(), revision="refs/pr/3", lfs=True
+    )
+    args = dict(
+        img_size=32,
+        num_frames=8,
+        patch_size=8,
+        tubelet_size=2,
+        embed_dim=32,
+        depth=12,
+        num_heads=4,
+        mlp_dim=64,
+        num_classes=6,
+        global_pool="token",
+    )
+    source = {
+        "format": "transformers",
+        "hf_hub": "google/vivit-tiny",
+        "revision": "refs/pr/3",
+        "filename": "model.safetensors",
+    }
     name = entries("test_hf_vivit", "st", args, [source])
     model = vivit.create_model(name, pretrained=True)  # depth 3 read from the tensors, not the entry's 12
     assert len(model.blocks) == 3
@@ -204,9 +229,17 @@ def test_push_to_hub_then_load_by_repo_name_alone(hub_server, monkeypatch):
     assert config["pretrained_cfg"]["dataset"] == "pets"
     card = uploaded["README.md"].decode()
     params = f"({sum(p.numel() for p in model.parameters()):,})"
-    for text in ("license: apache-2.0", "FactorizedSelfAttentionViViT", "`vivit_ti_fsa`", params,
-                 "(B, 3, 4, 32, 32)", "tubelet 2x8x8", "3 logits: cat, dog, bird", "pets",
-                 'vivit.create_model("hf-hub:me/tiny", pretrained=True)'):  # fmt: skip
+    for text in (
+        "license: apache-2.0",
+        "FactorizedSelfAttentionViViT",
+        "`vivit_ti_fsa`",
+        params,
+        "(B, 3, 4, 32, 32)",
+        "tubelet 2x8x8",
+        "3 logits: cat, dog, bird",
+        "pets",
+        'vivit.create_model("hf-hub:me/tiny", pretrained=True)',
+    ):
         assert text in card, text
 
     loaded = vivit.create_model("hf-hub:me/tiny", pretrained=True)
@@ -234,10 +267,16 @@ def test_local_dir_and_the_version_1_config(tmp_path):
         old.mkdir()
         (old / "model.safetensors").write_bytes((tmp_path / "new" / "model.safetensors").read_bytes())
         config = json.loads((tmp_path / "new" / "config.json").read_text())
-        v1 = {k: config[k] for k in ("model_class", "model_args", "pretrained_cfg")} | {"format": "vivit", "format_version": "1"}
+        v1 = {k: config[k] for k in ("model_class", "model_args", "pretrained_cfg")} | {
+            "format": "vivit",
+            "format_version": "1",
+        }
         (old / "config.json").write_text(json.dumps(v1))
         save_file(model.state_dict(), str(old / "model.safetensors"), metadata={"config": json.dumps(v1)})
-        for loaded in (vivit.create_model(f"local-dir:{old}", pretrained=True), vivit.create_model("vivit_s_fe", pretrained=old)):
+        for loaded in (
+            vivit.create_model(f"local-dir:{old}", pretrained=True),
+            vivit.create_model("vivit_s_fe", pretrained=old),
+        ):
             assert torch.equal(loaded(video), expected)
     (tmp_path / "bare").mkdir()
     save_file(model.state_dict(), str(tmp_path / "bare" / "model.safetensors"))
@@ -261,12 +300,17 @@ def test_overrides_fresh_head_and_resampled_positions(tmp_path):
 
 def test_refuses_pickle_and_corrupt_files(tmp_path):
     (tmp_path / "model.pth").write_bytes(b"\x80\x04not really")
-    with pytest.raises(ValueError, match=r"pickled checkpoints .* are refused.*save_for_hf\(model, dir, "
-                       r"safe_serialization=True\).*save_pretrained\(dir, safe_serialization=True\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"pickled checkpoints .* are refused.*save_for_hf\(model, dir, "
+        r"safe_serialization=True\).*save_pretrained\(dir, safe_serialization=True\)",
+    ):
         vivit.create_model("vivit_ti_st", pretrained=tmp_path / "model.pth")
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
-    with pytest.raises(FileNotFoundError, match=r"has no model.safetensors.*pytorch_model.bin, pickled weights.*safe_serialization"):
+    with pytest.raises(
+        FileNotFoundError, match=r"has no model.safetensors.*pytorch_model.bin, pickled weights.*safe_serialization"
+    ):
         vivit.create_model("vivit_ti_st", pretrained=tmp_path / "hf")
     model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=4, patch_size=8)
     model.save_pretrained(tmp_path)
@@ -304,8 +348,11 @@ def test_pretrained_registry_entries():
 
 
 def test_no_weights_for_a_bare_architecture():
-    with pytest.raises(ValueError, match=r"'vivit_b_fe' has no pretrained weights; entries with weights for it: "
-                       r"vivit_b_fe_in21k, vivit_b_fe_k400"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"'vivit_b_fe' has no pretrained weights; entries with weights for it: "
+        r"vivit_b_fe_in21k, vivit_b_fe_k400",
+    ):
         vivit.create_model("vivit_b_fe", pretrained=True)
 
 
@@ -314,17 +361,32 @@ def test_in21k_entry_inflates_timm_weights(hub_server, tmp_path):
     pytest.importorskip("vivit.weights.inflate")
     d, depth, n = 192, 12, 14 * 14
     g = torch.Generator().manual_seed(0)
-    vit = {"patch_embed.proj.weight": torch.randn(d, 3, 16, 16, generator=g), "patch_embed.proj.bias": torch.randn(d, generator=g),
-           "cls_token": torch.randn(1, 1, d, generator=g), "pos_embed": torch.randn(1, 1 + n, d, generator=g),
-           "norm.weight": torch.randn(d, generator=g), "norm.bias": torch.randn(d, generator=g)}  # fmt: skip
+    vit = {
+        "patch_embed.proj.weight": torch.randn(d, 3, 16, 16, generator=g),
+        "patch_embed.proj.bias": torch.randn(d, generator=g),
+        "cls_token": torch.randn(1, 1, d, generator=g),
+        "pos_embed": torch.randn(1, 1 + n, d, generator=g),
+        "norm.weight": torch.randn(d, generator=g),
+        "norm.bias": torch.randn(d, generator=g),
+    }
     for i in range(depth):
-        for name, shape in {"norm1": (d,), "norm2": (d,), "attn.qkv": (3 * d, d), "attn.proj": (d, d),
-                            "mlp.fc1": (4 * d, d), "mlp.fc2": (d, 4 * d)}.items():  # fmt: skip
+        for name, shape in {
+            "norm1": (d,),
+            "norm2": (d,),
+            "attn.qkv": (3 * d, d),
+            "attn.proj": (d, d),
+            "mlp.fc1": (4 * d, d),
+            "mlp.fc2": (d, 4 * d),
+        }.items():
             vit[f"blocks.{i}.{name}.weight"] = torch.randn(shape, generator=g)
             vit[f"blocks.{i}.{name}.bias"] = torch.randn(shape[0], generator=g)
     save_file(vit, str(tmp_path / "vit.safetensors"))
-    hub_server.add_repo_file("timm/vit_tiny_patch16_224.augreg_in21k", "model.safetensors",
-                             (tmp_path / "vit.safetensors").read_bytes(), lfs=True)  # fmt: skip
+    hub_server.add_repo_file(
+        "timm/vit_tiny_patch16_224.augreg_in21k",
+        "model.safetensors",
+        (tmp_path / "vit.safetensors").read_bytes(),
+        lfs=True,
+    )
     model = vivit.create_model("vivit_ti_st_in21k", pretrained=True, num_frames=4, num_classes=10)
     kernel = model.patch_embed.proj.weight.detach()
     assert torch.equal(kernel[:, :, 1], vit["patch_embed.proj.weight"]) and kernel[:, :, 0].abs().sum() == 0
@@ -376,14 +438,20 @@ def test_google_npz_vit_everywhere_a_vit_is(entries, tmp_path, fixture, layout):
     np.savez(tmp_path / "vit.npz", **vit)
     variant, args = model_args_from_config(meta["target_config"])
     name = entries(f"test_npz_{fixture}", variant, args, [])
-    settings = {"kernel": "average" if "average" in fixture else "central",
-                "temporal_init": "copy", "posemb": meta["target_config"]["init_from"]["positional_embed_size_change"]}  # fmt: skip
+    settings = {
+        "kernel": "average" if "average" in fixture else "central",
+        "temporal_init": "copy",
+        "posemb": meta["target_config"]["init_from"]["positional_embed_size_change"],
+    }
     torch.manual_seed(0)
     loaded = vivit.create_model(name, pretrained=tmp_path / "vit.npz", inflation=settings)
     torch.manual_seed(0)  # the same fresh init for what the ViT does not provide (Model 2's temporal encoder)
     fresh = vivit.create_model(name)
-    expected = inflate_vit({k.removeprefix("params/"): v for k, v in np.load(tmp_path / "vit.npz").items()
-                            if not k.startswith("opt/")}, fresh, **settings)  # fmt: skip
+    expected = inflate_vit(
+        {k.removeprefix("params/"): v for k, v in np.load(tmp_path / "vit.npz").items() if not k.startswith("opt/")},
+        fresh,
+        **settings,
+    )
     got = loaded.state_dict()
     assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
 
@@ -406,8 +474,11 @@ def test_model_card_keeps_its_table_and_front_matter_whatever_the_labels():
     from vivit.weights.loading import _model_card
 
     model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=4, patch_size=8, depth=1, num_classes=3)
-    model.pretrained_cfg = {"label_names": ["a|b", "c\nd", "\x1b[31mred"], "dataset": "x | y",
-                            "license": "MIT\nlibrary_name: evil"}  # fmt: skip
+    model.pretrained_cfg = {
+        "label_names": ["a|b", "c\nd", "\x1b[31mred"],
+        "dataset": "x | y",
+        "license": "MIT\nlibrary_name: evil",
+    }
     card = _model_card(model, "me/repo")
     front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
     assert "evil" not in front and "license: other" in front

@@ -1,11 +1,9 @@
 """ViViT: Video Vision Transformers in PyTorch (Arnab et al., ICCV 2021).
 
-    import vivit
-    model = vivit.create_model("vivit_b_fe_k400", pretrained=True)
-    logits = model(video)  # video: float (B, C, T, H, W)
+import vivit
+model = vivit.create_model("vivit_b_fe_k400", pretrained=True)
+logits = model(video)  # video: float (B, C, T, H, W)
 """
-
-__version__ = "0.1.0"
 
 from .data import (
     VideoDataset,
@@ -30,6 +28,7 @@ from .models import (
 )
 from .optimize import optimize_for_inference
 from .predict import predict_timeline, predict_views
+from .version import __version__
 from .weights import push_to_hub
 
 __all__ = [

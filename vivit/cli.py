@@ -37,16 +37,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
 from ._install import install_hint
-from .factory import create_model
-from .evaluate import evaluate
-from .features import FeatureSettings, extract_features, weights_identity
-from .predict import Timeline, has_untrained_head, model_data_config, predict_timeline, predict_views, top_predictions
-from .models.registry import ModelEntry, get_entry, list_models
-from .models.vivit import ViViT
 from .data.transforms import resolve_data_config
 from .data.video import VideoReader, VideoWarning
+from .evaluate import evaluate
+from .factory import create_model
+from .features import FeatureSettings, extract_features, weights_identity
+from .files import check_file_destination
+from .models.registry import ModelEntry, get_entry, list_models
+from .models.vivit import ViViT
+from .predict import Timeline, has_untrained_head, model_data_config, predict_timeline, predict_views, top_predictions
+from .version import __version__
 from .weights.hub import WeightsDownloadError, scenic_base_url
 
 __all__ = ["CommandError", "UsageError", "build_parser", "main"]
@@ -142,7 +143,9 @@ def _inflation(text: str) -> str | dict[str, str]:
         return text
     pairs = [part.partition("=") for part in text.split(",") if part.strip()]
     if any(not sep or not key.strip() for key, sep, _ in pairs):
-        raise argparse.ArgumentTypeError(f"expected KERNEL or KEY=VALUE,... (e.g. kernel=average,temporal_init=copy), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected KERNEL or KEY=VALUE,... (e.g. kernel=average,temporal_init=copy), got {text!r}"
+        )
     return {key.strip(): value.strip() for key, _, value in pairs}
 
 
@@ -159,46 +162,68 @@ def _positive_float(text: str) -> float:
 def _add_model_options(parser: argparse.ArgumentParser, *, default: str | None, required: bool = True) -> None:
     """--model / --weights / --override, shared by predict, features and convert."""
     parser.add_argument(
-        "--model", "-m", default=default, required=default is None and required, metavar="NAME",
-        help="registered model name (see 'vivit list')" + (f"; default {default}" if default else "")
+        "--model",
+        "-m",
+        default=default,
+        required=default is None and required,
+        metavar="NAME",
+        help="registered model name (see 'vivit list')"
+        + (f"; default {default}" if default else "")
         + ("" if required else "; may be left out when SRC's config names it (vivit or transformers)"),
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--override", action="append", default=[], type=_override, metavar="KEY=VALUE",
+        "--override",
+        action="append",
+        default=[],
+        type=_override,
+        metavar="KEY=VALUE",
         help="constructor argument, JSON value (repeatable), e.g. --override num_frames=16",
-    )  # fmt: skip
+    )
 
 
 def _add_weights_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--weights", "-w", metavar="PATH",
+        "--weights",
+        "-w",
+        metavar="PATH",
         help="checkpoint to load instead of the entry's released weights: a .safetensors file, a "
         "save_pretrained directory, a Scenic checkpoint or hf-hub:org/repo",
-    )  # fmt: skip
+    )
 
 
 def _add_run_options(parser: argparse.ArgumentParser, views_help: str) -> None:
     """Options of the commands that run the model on videos."""
     parser.add_argument("--views", type=_views, metavar="CLIPSxCROPS", help=views_help)
-    parser.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="views per forward pass (default 4)")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=4, metavar="N", help="views per forward pass (default 4)"
+    )
     _add_device_option(parser)
     _add_quiet_option(parser)
 
 
 def _add_device_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1, mps (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--device", help="torch device, e.g. cpu, cuda, cuda:1, mps (default: cuda if available, else cpu)"
+    )
 
 
 def _add_quiet_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--quiet", "-q", action="store_true",
+        "--quiet",
+        "-q",
+        action="store_true",
         help="no progress bars, notes or warnings on stderr, only errors (bars are never drawn into a file or pipe)",
-    )  # fmt: skip
+    )
 
 
 def _add_workers_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=_non_negative_int, default=2, metavar="W",
-                        help="processes that decode videos while the model runs (default 2; 0: none)")  # fmt: skip
+    parser.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        default=2,
+        metavar="W",
+        help="processes that decode videos while the model runs (default 2; 0: none)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,60 +242,101 @@ def build_parser() -> argparse.ArgumentParser:
         "info", help="describe a model", description="Parameters, compute, input, preprocessing and weights of a model."
     )
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--override", action="append", default=[], type=_override, metavar="KEY=VALUE",
-                   help="constructor argument (repeatable), e.g. --override num_frames=16")  # fmt: skip
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        type=_override,
+        metavar="KEY=VALUE",
+        help="constructor argument (repeatable), e.g. --override num_frames=16",
+    )
     _add_quiet_option(p)
     p.set_defaults(run=_cmd_info)
 
     p = commands.add_parser(
-        "predict", help="classify videos",
+        "predict",
+        help="classify videos",
         description="Classify videos with the multi-view test protocol (logits averaged over views). "
         f"Without VIDEO, classifies the sample clip bundled with the package using {DEMO_MODEL}.",
-    )  # fmt: skip
-    p.add_argument("videos", nargs="*", metavar="VIDEO", help="video files (needs PyAV) or uint8 .npy/.npz frame arrays")
+    )
+    p.add_argument(
+        "videos", nargs="*", metavar="VIDEO", help="video files (needs PyAV) or uint8 .npy/.npz frame arrays"
+    )
     _add_model_options(p, default=DEMO_MODEL)
     _add_weights_option(p)
     _add_run_options(p, "test views, e.g. 4x3 (default: the model's test_views; with --timeline 1x1 per window)")
-    p.add_argument("--top-k", type=_positive_int, metavar="K",
-                   help="classes to show (default 5; with --timeline 3 per window, and the plot's classes)")  # fmt: skip
+    p.add_argument(
+        "--top-k",
+        type=_positive_int,
+        metavar="K",
+        help="classes to show (default 5; with --timeline 3 per window, and the plot's classes)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per video (with --timeline: its windows)")
     timeline = p.add_argument_group("timeline (long videos)")
-    timeline.add_argument("--timeline", action="store_true",
-                          help="classify consecutive windows of each video: per window its time span and top-k classes")  # fmt: skip
-    timeline.add_argument("--window", type=_positive_int, metavar="N",
-                          help="frames per window (default: the model's clip, frames x frame stride)")  # fmt: skip
-    timeline.add_argument("--stride", type=_positive_int, metavar="N", help="frames between window starts (default: the window)")
-    timeline.add_argument("--plot", metavar="FILE.png",
-                          help="draw the probabilities of the top-k classes over time (needs matplotlib; one VIDEO)")  # fmt: skip
+    timeline.add_argument(
+        "--timeline",
+        action="store_true",
+        help="classify consecutive windows of each video: per window its time span and top-k classes",
+    )
+    timeline.add_argument(
+        "--window",
+        type=_positive_int,
+        metavar="N",
+        help="frames per window (default: the model's clip, frames x frame stride)",
+    )
+    timeline.add_argument(
+        "--stride", type=_positive_int, metavar="N", help="frames between window starts (default: the window)"
+    )
+    timeline.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="draw the probabilities of the top-k classes over time (needs matplotlib; one VIDEO)",
+    )
     p.set_defaults(run=_cmd_predict)
 
     p = commands.add_parser(
-        "features", help="extract sliding-window features, one file per video",
+        "features",
+        help="extract sliding-window features, one file per video",
         description="Write the features of every window of every video to OUT/<video path relative to its "
         "input>.safetensors (features (windows, D) or (windows, nt, D), window_frames, window_seconds; metadata: "
         "source, model, settings). Resumable: a video whose output matches its file and the settings is skipped. "
         "Runs unchanged under torchrun (the videos are split across ranks).",
-    )  # fmt: skip
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="video files, folders (searched recursively) or list files (.csv/.tsv/.txt, paths relative to the list)")  # fmt: skip
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="video files, folders (searched recursively) or list files (.csv/.tsv/.txt, paths relative to the list)",
+    )
     _add_model_options(p, default=None)
     _add_weights_option(p)
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (one .safetensors per video)")
-    p.add_argument("--window", type=_non_negative_int, metavar="N",
-                   help="frames per window (default: the model's clip, frames x frame stride; 0: one clip for the whole video)")  # fmt: skip
-    p.add_argument("--stride", type=_positive_int, metavar="N", help="frames between window starts (default: the window)")
+    p.add_argument(
+        "--window",
+        type=_non_negative_int,
+        metavar="N",
+        help="frames per window (default: the model's clip, frames x frame stride; 0: one clip for the whole video)",
+    )
+    p.add_argument(
+        "--stride", type=_positive_int, metavar="N", help="frames between window starts (default: the window)"
+    )
     p.add_argument("--per-frame", action="store_true", help="one feature per temporal token (nt, D) instead of (D,)")
     _add_run_options(p, "views averaged per window (default 1x1: the centre clip, centre crop)")
     _add_workers_option(p)
     p.set_defaults(run=_cmd_features)
 
     p = commands.add_parser(
-        "evaluate", help="measure accuracy on a labelled set of videos",
+        "evaluate",
+        help="measure accuracy on a labelled set of videos",
         description="Classify every video of a labelled list or class-folder tree with the multi-view test "
         "protocol and print top-1, top-5 and mean per-class accuracy (EPIC-KITCHENS heads: noun, verb and "
         "action). With --out, write predictions.jsonl and metrics.json. Runs unchanged under torchrun.",
-    )  # fmt: skip
-    p.add_argument("source", metavar="LIST", help="CSV/TSV list (path,label[,start,end]) or a class-folder tree root/<class>/<video>")
+    )
+    p.add_argument(
+        "source",
+        metavar="LIST",
+        help="CSV/TSV list (path,label[,start,end]) or a class-folder tree root/<class>/<video>",
+    )
     _add_model_options(p, default=None)
     _add_weights_option(p)
     p.add_argument("--out", "-o", metavar="DIR", help="write DIR/predictions.jsonl and DIR/metrics.json")
@@ -279,64 +345,100 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_evaluate)
 
     p = commands.add_parser(
-        "convert", help="convert a checkpoint to vivit's (or transformers') format",
+        "convert",
+        help="convert a checkpoint to vivit's (or transformers') format",
         description="Load a Scenic (Flax msgpack), transformers ViViT, 2D ViT (safetensors or Google .npz, "
         "inflated) or vivit checkpoint into a registered architecture and save it in vivit's format, or "
         "with --to transformers as a transformers ViViT folder (Model 1 only).",
-    )  # fmt: skip
+    )
     p.add_argument("src", metavar="SRC", help="checkpoint file, save_pretrained directory or hf-hub:org/repo")
     _add_model_options(p, default=None, required=False)
-    p.add_argument("--out", "-o", required=True, metavar="FILE.safetensors|DIR",
-                   help="a .safetensors file, or a directory (model.safetensors + config.json)")  # fmt: skip
-    p.add_argument("--to", choices=("vivit", "transformers"), default="vivit",
-                   help="output format (default vivit); transformers writes a VivitForVideoClassification folder")  # fmt: skip
     p.add_argument(
-        "--inflation", type=_inflation, metavar="KERNEL|KEY=VALUE,...",
+        "--out",
+        "-o",
+        required=True,
+        metavar="FILE.safetensors|DIR",
+        help="a .safetensors file, or a directory (model.safetensors + config.json)",
+    )
+    p.add_argument(
+        "--to",
+        choices=("vivit", "transformers"),
+        default="vivit",
+        help="output format (default vivit); transformers writes a VivitForVideoClassification folder",
+    )
+    p.add_argument(
+        "--inflation",
+        type=_inflation,
+        metavar="KERNEL|KEY=VALUE,...",
         help="how a 2D ViT is inflated: a tubelet kernel (central, average) or settings such as "
         "kernel=average,temporal_init=copy (temporal_init: identity, copy, zero; posemb: resize_tile, tile); "
         "default: the entry's, else central and identity",
-    )  # fmt: skip
+    )
     _add_quiet_option(p)
     p.set_defaults(run=_cmd_convert)
 
     p = commands.add_parser(
-        "explain", help="draw where the model looks on a video",
+        "explain",
+        help="draw where the model looks on a video",
         description="Draw the model's relevance map (attention rollout, or one block's attention) over the "
         "centre clip of a video as the model sees it: a contact sheet of frames (.png) or an animation "
         f"(.gif, .mp4), with a colour bar and the top predictions. Without VIDEO, explains the sample clip "
         f"bundled with the package using {DEMO_MODEL}. Needs matplotlib: {install_hint('matplotlib', 'plot')}.",
-    )  # fmt: skip
+    )
     p.add_argument("video", nargs="?", metavar="VIDEO", help="video file (needs PyAV) or uint8 .npy/.npz frame array")
     _add_model_options(p, default=DEMO_MODEL)
     _add_weights_option(p)
-    p.add_argument("--out", "-o", required=True, metavar="FILE", help="picture to write: .png (contact sheet), .gif or .mp4")
     p.add_argument(
-        "--block", type=int, metavar="N",
+        "--out", "-o", required=True, metavar="FILE", help="picture to write: .png (contact sheet), .gif or .mp4"
+    )
+    p.add_argument(
+        "--block",
+        type=int,
+        metavar="N",
         help="show block N's own attention instead of the rollout (0-based, negative from the end; "
         "Model 2 counts its spatial blocks, then its temporal blocks)",
-    )  # fmt: skip
+    )
     p.add_argument("--head", type=int, metavar="H", help="with --block: only head H of that block")
     p.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="predictions in the title (default 3)")
-    p.add_argument("--fps", type=_positive_float, default=4.0, metavar="FPS", help="animation speed (default 4; a .gif plays 0.00153 to 50)")
+    p.add_argument(
+        "--fps",
+        type=_positive_float,
+        default=4.0,
+        metavar="FPS",
+        help="animation speed (default 4; a .gif plays 0.00153 to 50)",
+    )
     _add_device_option(p)
     _add_quiet_option(p)
     p.set_defaults(run=_cmd_explain)
 
     p = commands.add_parser(
-        "export", help="export a model to ONNX, validated in ONNX Runtime",
+        "export",
+        help="export a model to ONNX, validated in ONNX Runtime",
         description="Write the model with its weights as an ONNX file, run it in ONNX Runtime on random clips and "
         "compare with PyTorch (fp32 fails above 1e-4; nothing is written then). Needs onnx, onnxruntime and "
         f"onnxscript: {install_hint('onnx onnxruntime onnxscript', 'onnx')}.",
-    )  # fmt: skip
+    )
     p.add_argument("format", choices=("onnx",), help="file format (onnx)")
     p.add_argument("model", metavar="NAME", help="registered model name (see 'vivit list')")
     _add_weights_option(p)
-    p.add_argument("--override", action="append", default=[], type=_override, metavar="KEY=VALUE",
-                   help="constructor argument (repeatable), e.g. --override num_frames=16")  # fmt: skip
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        type=_override,
+        metavar="KEY=VALUE",
+        help="constructor argument (repeatable), e.g. --override num_frames=16",
+    )
     p.add_argument("--out", "-o", required=True, metavar="FILE.onnx")
-    p.add_argument("--int8", action="store_true", help="quantize the linear layers to int8 (ONNX Runtime dynamic quantization)")
-    p.add_argument("--input-size", type=_clip_size, metavar="TxHxW",
-                   help="clip size (frames x height x width) for a model with dynamic_size=true")  # fmt: skip
+    p.add_argument(
+        "--int8", action="store_true", help="quantize the linear layers to int8 (ONNX Runtime dynamic quantization)"
+    )
+    p.add_argument(
+        "--input-size",
+        type=_clip_size,
+        metavar="TxHxW",
+        help="clip size (frames x height x width) for a model with dynamic_size=true",
+    )
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to 1 (default: dynamic)")
     _add_quiet_option(p)
     p.set_defaults(run=_cmd_export, device="cpu")
@@ -373,7 +475,9 @@ def _progress_enabled() -> bool:
     return not _quiet() and _stderr_is_terminal()
 
 
-def _progress(iterable: Iterable[_T] | None = None, *, desc: str, unit: str, total: int | None = None, leave: bool = True) -> Any:
+def _progress(
+    iterable: Iterable[_T] | None = None, *, desc: str, unit: str, total: int | None = None, leave: bool = True
+) -> Any:
     """A tqdm progress bar on stderr, disabled with -q or when stderr is not a terminal.
 
     Iterate over it as over `iterable` (or call `.update(n)` with `total`); print other lines
@@ -392,9 +496,15 @@ def _progress(iterable: Iterable[_T] | None = None, *, desc: str, unit: str, tot
     from tqdm import tqdm
 
     return tqdm(
-        iterable, total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr,
-        disable=not _progress_enabled(), dynamic_ncols=True,
-    )  # fmt: skip
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        leave=leave,
+        file=sys.stderr,
+        disable=not _progress_enabled(),
+        dynamic_ncols=True,
+    )
 
 
 def _write(line: str, stream: IO[str]) -> None:
@@ -590,10 +700,13 @@ def _device(name: str | None) -> torch.device:
     mps = getattr(torch.backends, "mps", None)
     if device.type == "mps" and not (mps is not None and mps.is_available()):
         built = mps is not None and mps.is_built()
-        refuse(f"this torch ({torch.__version__}) " + ("sees no MPS device" if built else "was built without MPS (Apple GPUs)"))
+        refuse(
+            f"this torch ({torch.__version__}) "
+            + ("sees no MPS device" if built else "was built without MPS (Apple GPUs)")
+        )
     try:  # the one question every backend answers: can a tensor live there?
         torch.empty(0, device=device)
-    except Exception as err:  # noqa: BLE001 - any backend's refusal: RuntimeError "Could not run 'aten::empty...'"
+    except Exception as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
         refuse(f"not usable with this torch ({torch.__version__}: {reason})")
     return device
@@ -660,7 +773,9 @@ def _info_lines(name: str, model: ViViT, entry: ModelEntry) -> Iterator[tuple[st
     yield "class", f"{cls} ({_MODEL_KINDS.get(cls, 'custom')})"
     widths = f"embed_dim {a['embed_dim']}, depth {a['depth']}, heads {a['num_heads']}, mlp {a['mlp_dim']}"
     if "temporal_depth" in a:
-        widths += f"; temporal depth {a['temporal_depth']}, heads {a['temporal_num_heads']}, mlp {a['temporal_mlp_dim']}"
+        widths += (
+            f"; temporal depth {a['temporal_depth']}, heads {a['temporal_num_heads']}, mlp {a['temporal_mlp_dim']}"
+        )
     yield "architecture", f"{widths}; pool {a['global_pool']}; {a['num_classes']} outputs"
     params = sum(p.numel() for p in model.parameters())
     yield "parameters", f"{params / 1e6:.1f}M ({params:,})"
@@ -676,25 +791,36 @@ def _info_lines(name: str, model: ViViT, entry: ModelEntry) -> Iterator[tuple[st
         clips, crops = resolve_data_config(cfg)["test_views"]
         line += f"; {_giga(clips * crops * macs)} per video with {clips}x{crops} views"
     yield "GMACs", line
-    yield "input", (
-        f"{model.num_frames} frames of {height}x{width}, {model.in_chans} channels; "
-        f"tubelet {t}x{ph}x{pw} (t x h x w) -> {nt}x{nh}x{nw} tokens"
+    yield (
+        "input",
+        (
+            f"{model.num_frames} frames of {height}x{width}, {model.in_chans} channels; "
+            f"tubelet {t}x{ph}x{pw} (t x h x w) -> {nt}x{nh}x{nw} tokens"
+        ),
     )
     if not cfg:
         with_weights = list_models(f"{name}_*", pretrained=True)
-        yield "weights", "no pretrained weights" + (f" (entries with weights: {', '.join(with_weights)})" if with_weights else "")
+        yield (
+            "weights",
+            "no pretrained weights" + (f" (entries with weights: {', '.join(with_weights)})" if with_weights else ""),
+        )
         return
     d = resolve_data_config(cfg)
     yield "frame stride", str(d["frame_stride"])
     crop = d["crop_size"][0] if d["crop_size"][0] == d["crop_size"][1] else "x".join(map(str, d["crop_size"]))
-    yield "preprocessing", (
-        f"resize short side to {d['resize_size']} ({d['interpolation']}, antialias {'on' if d['antialias'] else 'off'}), "
-        f"centre crop {crop}, (x/255 - mean)/std with mean {_fmt_tuple(d['mean'])}, std {_fmt_tuple(d['std'])}"
+    yield (
+        "preprocessing",
+        (
+            f"resize short side to {d['resize_size']} ({d['interpolation']}, antialias {'on' if d['antialias'] else 'off'}), "
+            f"centre crop {crop}, (x/255 - mean)/std with mean {_fmt_tuple(d['mean'])}, std {_fmt_tuple(d['std'])}"
+        ),
     )
     clips, crops = d["test_views"]
     yield "test views", f"{_plural(clips, 'clip')} x {_plural(crops, 'crop')} (logits averaged)"
     if cfg.get("dataset"):
-        synthetic = "; synthetic data only: its answers on real videos mean nothing" if cfg.get("synthetic_data") else ""
+        synthetic = (
+            "; synthetic data only: its answers on real videos mean nothing" if cfg.get("synthetic_data") else ""
+        )
         yield "dataset", f"{cfg['dataset']}{synthetic}"
     labels = "named" if cfg.get("label_names") else "no names (class indices)"
     if cfg.get("class_splits"):
@@ -802,10 +928,13 @@ def _refuse_untrained_head(entry: ModelEntry, args: argparse.Namespace, model: n
     classes = dict(args.override).get("num_classes")
     if model is None:
         if args.weights is None and cfg.get("sources") and all(src.get("format") == "vit" for src in cfg["sources"]):
-            raise _untrained_head_error(args, "its weights are an image ViT inflated to video, a start for fine-tuning: the head is zero")
+            raise _untrained_head_error(
+                args, "its weights are an image ViT inflated to video, a start for fine-tuning: the head is zero"
+            )
         if args.weights is None and classes is not None and classes != cfg.get("num_classes", classes):
             raise _untrained_head_error(
-                args, f"--override num_classes={classes} replaces the trained {cfg['num_classes']}-class head with a new one, all zero"
+                args,
+                f"--override num_classes={classes} replaces the trained {cfg['num_classes']}-class head with a new one, all zero",
             )
         return
     if not isinstance(getattr(model, "head", None), nn.Linear):
@@ -814,7 +943,9 @@ def _refuse_untrained_head(entry: ModelEntry, args: argparse.Namespace, model: n
             f"for video embeddings use 'vivit features VIDEO --model {args.model} --out features/'"
         )
     if has_untrained_head(model):
-        raise _untrained_head_error(args, "its weights are all zero, as a fresh head from num_classes= or ViT inflation is")
+        raise _untrained_head_error(
+            args, "its weights are all zero, as a fresh head from num_classes= or ViT inflation is"
+        )
 
 
 def _check_timeline_args(args: argparse.Namespace) -> None:
@@ -840,7 +971,6 @@ def _check_timeline_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--plot {args.plot} is a folder; give a file name ending in .png")
     if not plot.parent.is_dir():
         raise UsageError(f"--plot {args.plot}: the folder {plot.parent} does not exist")
-    from .weights.cache import check_file_destination
 
     try:
         check_file_destination(plot)  # a folder that takes no files: refused now, not after the whole video
@@ -876,9 +1006,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             try:  # only the frames of the views' clips are decoded, whatever the video's length
                 with _video_warnings(), VideoReader(path) as reader:
                     logits = predict_views(
-                        model, reader, *views, pretrained_cfg=cfg, batch_size=args.batch_size,
+                        model,
+                        reader,
+                        *views,
+                        pretrained_cfg=cfg,
+                        batch_size=args.batch_size,
                         progress=_progress_enabled(),
-                    )  # fmt: skip
+                    )
             except ValueError as err:  # one bad file must not lose the others' results
                 _error(err if shown in str(err) or str(path) in str(err) else ValueError(f"{shown}: {err}"))
                 failed.append(shown)
@@ -903,7 +1037,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_timelines(
-    args: argparse.Namespace, model: nn.Module, cfg: Mapping[str, Any], inputs: Sequence[tuple[Path, str, str | None]],
+    args: argparse.Namespace,
+    model: nn.Module,
+    cfg: Mapping[str, Any],
+    inputs: Sequence[tuple[Path, str, str | None]],
     note: str | None,
 ) -> int:
     """`predict --timeline`: each video's windows classified (`predict_timeline`), printed as they are
@@ -916,17 +1053,29 @@ def _predict_timelines(
         try:  # only the frames of each window's clips are decoded, window after window
             with _video_warnings(), VideoReader(path) as reader:
                 timeline = predict_timeline(
-                    model, reader, args.window, args.stride, views=views, pretrained_cfg=cfg, top_k=top_k,
-                    batch_size=args.batch_size, progress=_progress_enabled(),
-                )  # fmt: skip
+                    model,
+                    reader,
+                    args.window,
+                    args.stride,
+                    views=views,
+                    pretrained_cfg=cfg,
+                    top_k=top_k,
+                    batch_size=args.batch_size,
+                    progress=_progress_enabled(),
+                )
         except ValueError as err:  # one bad file must not lose the others' results
             _error(err if shown in str(err) or str(path) in str(err) else ValueError(f"{shown}: {err}"))
             failed.append(shown)
             continue
         result: dict[str, Any] = {
-            "video": shown, "model": args.model, "views": list(timeline.views), "window": timeline.window,
-            "stride": timeline.stride, "video_frames": timeline.video_frames, "video_fps": timeline.video_fps,
-        }  # fmt: skip
+            "video": shown,
+            "model": args.model,
+            "views": list(timeline.views),
+            "window": timeline.window,
+            "stride": timeline.stride,
+            "video_frames": timeline.video_frames,
+            "video_fps": timeline.video_fps,
+        }
         if label is not None:
             result["true_label"] = label
         if note is not None:
@@ -982,9 +1131,14 @@ def _plot_timeline(args: argparse.Namespace, shown: str, timeline: Timeline, not
     title = f"{Path(shown).name}: {args.model}, windows of {timeline.window} frames every {timeline.stride}"
     title += " (trained on synthetic data only)" if note else ""
     plot_timeline(
-        Path(args.plot).expanduser(), seconds if timed else timeline.window_frames, timeline.probabilities.numpy(),
-        timeline.labels, classes=args.top_k or 3, title=title, unit="s" if timed else "frames",
-    )  # fmt: skip
+        Path(args.plot).expanduser(),
+        seconds if timed else timeline.window_frames,
+        timeline.probabilities.numpy(),
+        timeline.labels,
+        classes=args.top_k or 3,
+        title=title,
+        unit="s" if timed else "frames",
+    )
     _note(f"wrote {args.plot}")
 
 
@@ -997,7 +1151,9 @@ def _check_weights_available(args: argparse.Namespace) -> None:
     elif not entry.has_weights:
         with_weights = list_models(f"{entry.name}_*", pretrained=True)
         hint = f" (entries with weights: {', '.join(with_weights)})" if with_weights else ""
-        raise UsageError(f"{entry.name} has no pretrained weights{hint}; pass --weights PATH or pick a name from 'vivit list --pretrained'")
+        raise UsageError(
+            f"{entry.name} has no pretrained weights{hint}; pass --weights PATH or pick a name from 'vivit list --pretrained'"
+        )
     if args.device is not None:
         _device(args.device)
 
@@ -1014,13 +1170,25 @@ def _cmd_features(args: argparse.Namespace) -> int:
         raise UsageError("--stride needs windows: --window 0 is one clip for the whole video")
     _check_weights_available(args)
     settings = FeatureSettings(
-        model=args.model, weights=weights_identity(args.weights), overrides=json.dumps(sorted(dict(args.override).items())),
-        per_frame=args.per_frame, window=args.window, stride=args.stride, views=args.views,
-    )  # fmt: skip
+        model=args.model,
+        weights=weights_identity(args.weights),
+        overrides=json.dumps(sorted(dict(args.override).items())),
+        per_frame=args.per_frame,
+        window=args.window,
+        stride=args.stride,
+        views=args.views,
+    )
     summary = extract_features(
-        args.inputs, out, lambda: _load_job_model(args), settings, batch_size=args.batch_size, workers=args.workers,
-        device=args.device or "auto", progress=_progress_enabled(), verbose=not _quiet(),
-    )  # fmt: skip
+        args.inputs,
+        out,
+        lambda: _load_job_model(args),
+        settings,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device or "auto",
+        progress=_progress_enabled(),
+        verbose=not _quiet(),
+    )
     return 1 if summary.failed else 0
 
 
@@ -1042,10 +1210,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model = _load_job_model(args)
     _refuse_untrained_head(entry, args, model)
     metrics = evaluate(
-        args.source, model, views=args.views, batch_size=args.batch_size, workers=args.workers,
-        out_dir=args.out, device=args.device or "auto", model_name=args.model,
-        progress=_progress_enabled(), verbose=not _quiet(),
-    )  # fmt: skip
+        args.source,
+        model,
+        views=args.views,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        out_dir=args.out,
+        device=args.device or "auto",
+        model_name=args.model,
+        progress=_progress_enabled(),
+        verbose=not _quiet(),
+    )
     return 1 if metrics["num_failed"] else 0
 
 
@@ -1158,9 +1333,17 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         title += " (trained on synthetic data only)" if note else ""
         with _video_warnings():
             result = explain_video(
-                model, path, args.out, pretrained_cfg=cfg, block=args.block, head=args.head,
-                top_k=args.top_k, true_label=label, fps=args.fps, name=title,
-            )  # fmt: skip
+                model,
+                path,
+                args.out,
+                pretrained_cfg=cfg,
+                block=args.block,
+                head=args.head,
+                top_k=args.top_k,
+                true_label=label,
+                fps=args.fps,
+                name=title,
+            )
     top = result["predictions"][0]
     answer = "untrained head, no prediction" if untrained else f"{top['label']} {top['probability'] * 100:.1f}%"
     _out(f"wrote {args.out} ({result['frames']} frames): {answer}")
@@ -1172,7 +1355,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- export
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import ExportValidationError, _clip_size, _require_onnx, export_onnx
-    from .weights.cache import check_file_destination
 
     out = Path(args.out).expanduser()
     if out.suffix != ".onnx":
@@ -1186,16 +1368,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     _clip_size(model, args.input_size)  # a size ONNX cannot represent is refused before the slow part
     _note(f"exporting {args.model}{' (int8)' if args.int8 else ''} and validating it in ONNX Runtime")
     try:
-        result = export_onnx(model, out, dynamic_batch=not args.static_batch, int8=args.int8, input_size=args.input_size)
+        result = export_onnx(
+            model, out, dynamic_batch=not args.static_batch, int8=args.int8, input_size=args.input_size
+        )
     except ExportValidationError as err:
         raise CommandError(str(err)) from None
     shape = "(" + ", ".join(str(s) for s in result.input_shape) + ")"
     logits = "(" + ", ".join(str(s) for s in result.output_shape) + ")"
-    _out(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {result.opset}{', int8 linear layers' if result.int8 else ''}): "
-         f"input 'video' float32 {shape} -> 'logits' float32 {logits}")  # fmt: skip
+    _out(
+        f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {result.opset}{', int8 linear layers' if result.int8 else ''}): "
+        f"input 'video' float32 {shape} -> 'logits' float32 {logits}"
+    )
     limit = "int8: drift, no limit" if result.int8 else "limit 1e-4"
-    _out(f"ONNX Runtime vs PyTorch fp32 on {result.validated} random clips: max abs logit difference "
-         f"{result.max_abs_diff:.2e} ({limit}), top-1 agrees on {result.top1_agree}/{result.validated}")  # fmt: skip
+    _out(
+        f"ONNX Runtime vs PyTorch fp32 on {result.validated} random clips: max abs logit difference "
+        f"{result.max_abs_diff:.2e} ({limit}), top-1 agrees on {result.top1_agree}/{result.validated}"
+    )
     return 0
 
 

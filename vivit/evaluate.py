@@ -38,19 +38,20 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset, get_worker_info
 
-from . import __version__
 from .data.datasets import (
     SkippedVideoWarning,
-    _shared_memory_error,
     VideoDataset,
     VideoRecord,
+    _shared_memory_error,
     collate_videos,
     shown_path,
 )
 from .data.transforms import resolve_data_config
 from .data.video import VideoWarning
 from .distributed import distributed_context, local_device
+from .files import atomic_write
 from .predict import inference_model, model_data_config, top_predictions
+from .version import __version__
 
 __all__ = ["classification_metrics", "evaluate"]
 
@@ -120,7 +121,9 @@ def _single_head(logits: torch.Tensor, labels: torch.Tensor, prefix: str) -> dic
     }
 
 
-def _joint(first: torch.Tensor, second: torch.Tensor, first_labels: torch.Tensor, second_labels: torch.Tensor) -> dict[str, float]:
+def _joint(
+    first: torch.Tensor, second: torch.Tensor, first_labels: torch.Tensor, second_labels: torch.Tensor
+) -> dict[str, float]:
     """Scenic's `get_joint_logits_labels` + top-k: rank pairs by the product of the two softmaxes."""
     hit1, hit5 = [], []
     n_second = second.shape[1]
@@ -132,7 +135,10 @@ def _joint(first: torch.Tensor, second: torch.Tensor, first_labels: torch.Tensor
         hit1.append(pairs.argmax(dim=1) == target)
         hit5.append((pairs.topk(min(5, pairs.shape[1]), dim=1).indices == target[:, None]).any(dim=1))
     none = torch.zeros(0, dtype=torch.bool)
-    return {"action_top1": _percent(torch.cat(hit1) if hit1 else none), "action_top5": _percent(torch.cat(hit5) if hit5 else none)}
+    return {
+        "action_top1": _percent(torch.cat(hit1) if hit1 else none),
+        "action_top5": _percent(torch.cat(hit5) if hit5 else none),
+    }
 
 
 def _label_names(cfg: Mapping[str, Any], num_classes: int) -> list[str] | dict[str, list[str]] | None:
@@ -212,10 +218,14 @@ def evaluate(
         dtype = next((p.dtype for p in runner.parameters() if p.is_floating_point()), torch.float32)
         mine = context.shard(range(len(dataset)))
         loader = DataLoader(
-            Subset(dataset, mine), batch_size=1, num_workers=workers, collate_fn=_collate,
-            pin_memory=target.type == "cuda", prefetch_factor=2 if workers else None,
+            Subset(dataset, mine),
+            batch_size=1,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=target.type == "cuda",
+            prefetch_factor=2 if workers else None,
             worker_init_fn=functools.partial(_configure_warnings, verbose and not silent),
-        )  # fmt: skip
+        )
         results: list[tuple[int, np.ndarray | None, str | None]] = []
         from tqdm import tqdm
 
@@ -272,7 +282,9 @@ def _configure_warnings(verbose: bool, worker_id: int | None = None) -> None:
         return
     original = warnings.showwarning
 
-    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    def show(
+        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
         if issubclass(category, VideoWarning):
             print(f"vivit: warning: {message}", file=sys.stderr, flush=True)
         else:
@@ -282,8 +294,11 @@ def _configure_warnings(verbose: bool, worker_id: int | None = None) -> None:
 
 
 def _check_labels(dataset: VideoDataset, names: Any, num_classes: int) -> None:
-    unlabelled = [r.where or shown_path(r.path) for r, t in zip(dataset.records, dataset.targets, strict=True)
-                  if (min(t) if isinstance(t, tuple) else t) < 0]  # fmt: skip
+    unlabelled = [
+        r.where or shown_path(r.path)
+        for r, t in zip(dataset.records, dataset.targets, strict=True)
+        if (min(t) if isinstance(t, tuple) else t) < 0
+    ]
     if unlabelled:
         raise ValueError(
             f"{len(unlabelled)} of {len(dataset)} videos have no label (first: {unlabelled[0]}); evaluation needs "
@@ -300,7 +315,9 @@ def _check_labels(dataset: VideoDataset, names: Any, num_classes: int) -> None:
             )
 
 
-def _average_logits(model: nn.Module, views: torch.Tensor, batch_size: int, device: torch.device, dtype: torch.dtype) -> np.ndarray:
+def _average_logits(
+    model: nn.Module, views: torch.Tensor, batch_size: int, device: torch.device, dtype: torch.dtype
+) -> np.ndarray:
     """View-averaged float32 logits, batched and summed exactly as `vivit.predict_views` does."""
     total: torch.Tensor | None = None
     for chunk in views.split(batch_size):
@@ -320,9 +337,15 @@ def _score(
     model_name: str | None,
 ) -> dict[str, Any]:
     scored = [(i, logits) for i, logits, _ in results if logits is not None]
-    failed = [{"path": shown_path(dataset.records[i].path), "error": error} for i, logits, error in results if logits is None]
-    metrics: dict[str, Any] = {"model": model_name, "views": f"{views[0]}x{views[1]}", "num_videos": len(scored),
-                               "num_failed": len(failed)}  # fmt: skip
+    failed = [
+        {"path": shown_path(dataset.records[i].path), "error": error} for i, logits, error in results if logits is None
+    ]
+    metrics: dict[str, Any] = {
+        "model": model_name,
+        "views": f"{views[0]}x{views[1]}",
+        "num_videos": len(scored),
+        "num_failed": len(failed),
+    }
     if scored:
         logits = np.stack([lg for _, lg in scored])
         labels = np.array([dataset.targets[i] for i, _ in scored], dtype=np.int64)
@@ -336,19 +359,28 @@ def _label_text(dataset: VideoDataset, index: int) -> Any:
     target = dataset.targets[index]
     classes = dataset.classes
     if isinstance(target, tuple):
-        return {name: (classes[name][t] if classes and classes.get(name) else t) for name, t in zip(classes, target, strict=True)}
+        return {
+            name: (classes[name][t] if classes and classes.get(name) else t)
+            for name, t in zip(classes, target, strict=True)
+        }
     return classes[target] if classes else target
 
 
 def _write_outputs(
-    out: Path, dataset: VideoDataset, results: list[tuple[int, np.ndarray | None, str | None]], cfg: Mapping[str, Any], metrics: dict[str, Any]
+    out: Path,
+    dataset: VideoDataset,
+    results: list[tuple[int, np.ndarray | None, str | None]],
+    cfg: Mapping[str, Any],
+    metrics: dict[str, Any],
 ) -> None:
-    from .weights.hub import atomic_write
 
     lines = []
     for index, logits, error in results:
-        entry: dict[str, Any] = {"path": shown_path(dataset.records[index].path), "label": _label_text(dataset, index),
-                                 "label_index": list(t) if isinstance(t := dataset.targets[index], tuple) else t}  # fmt: skip
+        entry: dict[str, Any] = {
+            "path": shown_path(dataset.records[index].path),
+            "label": _label_text(dataset, index),
+            "label_index": list(t) if isinstance(t := dataset.targets[index], tuple) else t,
+        }
         if logits is None:
             entry["error"] = error
         else:
@@ -363,8 +395,10 @@ def _write_outputs(
 
 def _print_metrics(metrics: Mapping[str, Any], split_names: list[str] | None) -> None:
     def line(prefix: str) -> str:
-        return (f"top-1 {metrics[prefix + 'top1']:.2f}%  top-5 {metrics[prefix + 'top5']:.2f}%  "
-                f"mean per-class {metrics[prefix + 'mean_class_accuracy']:.2f}%")  # fmt: skip
+        return (
+            f"top-1 {metrics[prefix + 'top1']:.2f}%  top-5 {metrics[prefix + 'top5']:.2f}%  "
+            f"mean per-class {metrics[prefix + 'mean_class_accuracy']:.2f}%"
+        )
 
     counts = f"{metrics['num_videos']} videos, {metrics['views']} views, {metrics['num_failed']} failed to decode"
     if not metrics["num_videos"]:

@@ -180,7 +180,9 @@ def _sites(model: nn.Module, index: int) -> list[_Site]:
     return [_Site(key, block.attn.qkv, block.attn.num_heads, site_kind, prefix)]
 
 
-def _split_qk(site: _Site, qkv: torch.Tensor, grid: tuple[int, int, int]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _split_qk(
+    site: _Site, qkv: torch.Tensor, grid: tuple[int, int, int]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The hooked qkv output -> {axis: (q, k)}, each `(*groups, heads, tokens, head_dim)`, as the model groups them."""
     t = grid[0]
     heads = site.num_heads
@@ -487,10 +489,16 @@ def check_block_head(model: nn.Module, block: int | None, head: int | None) -> N
         return
     depth = _num_blocks(model)
     if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or not -depth <= block < depth:
-        raise ValueError(f"block {block!r} out of range: the model has {depth} blocks (0..{depth - 1}, or negative from the end)")
+        raise ValueError(
+            f"block {block!r} out of range: the model has {depth} blocks (0..{depth - 1}, or negative from the end)"
+        )
     (site, *_) = _sites(model, int(block) % depth)
-    if head is not None and (isinstance(head, bool) or not isinstance(head, (int, np.integer)) or not 0 <= head < site.num_heads):
-        raise ValueError(f"head {head!r} out of range: block {site.key} has {site.num_heads} heads (0..{site.num_heads - 1})")
+    if head is not None and (
+        isinstance(head, bool) or not isinstance(head, (int, np.integer)) or not 0 <= head < site.num_heads
+    ):
+        raise ValueError(
+            f"head {head!r} out of range: block {site.key} has {site.num_heads} heads (0..{site.num_heads - 1})"
+        )
 
 
 def _rollout(
@@ -547,8 +555,11 @@ def _rollout(
     r = torch.full((b, t, s), 1.0 / (t * s), device=device)  # Models 3 and 4: no class token
     for site in reversed(sites):
         # Model 3: one axis per site; Model 4: both, or the one axis of the selected head
-        parts = [mix(r, mats[(site.key, axis)]) for axis, mix in (("time", _mix_time), ("space", _mix_space))
-                 if (site.key, axis) in mats and site.kind in (axis, "split")]  # fmt: skip
+        parts = [
+            mix(r, mats[(site.key, axis)])
+            for axis, mix in (("time", _mix_time), ("space", _mix_space))
+            if (site.key, axis) in mats and site.kind in (axis, "split")
+        ]
         mixed = sum(parts[1:], parts[0]) / len(parts)  # Model 4: half time heads, half space heads
         r = (r + mixed) / 2 if residual else mixed
     return r.reshape(b, t, h, w), logits
@@ -681,7 +692,11 @@ def explain_video(
     is_clip = isinstance(video, torch.Tensor) and video.ndim == 4 and video.is_floating_point()
     if not (is_clip or isinstance(video, (str, os.PathLike))):
         # a uint8 tensor would be cast to float and run on 0..255 pixels: a wrong map, drawn without complaint
-        got = f"{video.dtype} tensor of shape {tuple(video.shape)}" if isinstance(video, torch.Tensor) else type(video).__name__
+        got = (
+            f"{video.dtype} tensor of shape {tuple(video.shape)}"
+            if isinstance(video, torch.Tensor)
+            else type(video).__name__
+        )
         raise ValueError(
             "expected a video path or a preprocessed float clip (C, T, h, w) (vivit.explain.load_clip), got "
             f"{got}; for raw uint8 frames (T, H, W, 3) use vivit.create_transform(model.pretrained_cfg)(frames)"
@@ -715,4 +730,3 @@ def explain_video(
 def _block_name(model: nn.Module, block: int) -> str:
     (index,) = _block_indices(model, [block])
     return _sites(model, index)[0].key.replace("blocks.", "").replace("temporal_", "temporal ")
-

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ._install import install_hint
-from .weights.cache import check_file_destination
+from .files import check_file_destination
 
 __all__ = ["ExportValidationError", "OnnxExport", "export_onnx"]
 
@@ -160,9 +160,14 @@ def _quantize_int8(src: Path, dst: Path, large: bool) -> None:
     # MatMul with a constant weight only: the linear layers of the blocks (and the head). Attention's
     # activation x activation MatMuls and the tubelet Conv stay fp32, as in optimize_for_inference(int8).
     quantize_dynamic(
-        src, dst, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
-        use_external_data_format=large, extra_options={"MatMulConstBOnly": True},
-    )  # fmt: skip
+        src,
+        dst,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        use_external_data_format=large,
+        extra_options={"MatMulConstBOnly": True},
+    )
 
 
 def _move_into_place(files: list[Path], dest: Path) -> None:
@@ -245,9 +250,16 @@ def export_onnx(
             dynamic_shapes = ({0: Dim("batch", min=1, max=1 << 16)},) if dynamic_batch else None
             with _quiet():
                 program = torch.onnx.export(
-                    model, (example,), dynamo=True, input_names=["video"], output_names=["logits"],
-                    dynamic_shapes=dynamic_shapes, opset_version=ONNX_OPSET, external_data=large, verbose=False,
-                )  # fmt: skip
+                    model,
+                    (example,),
+                    dynamo=True,
+                    input_names=["video"],
+                    output_names=["logits"],
+                    dynamic_shapes=dynamic_shapes,
+                    opset_version=ONNX_OPSET,
+                    external_data=large,
+                    verbose=False,
+                )
                 assert program is not None  # dynamo=True always returns the program
                 program.save(str(fp32_path), external_data=large)
             diff, agree = (math.nan, 0)
@@ -271,6 +283,12 @@ def export_onnx(
     num_classes = int(expected.shape[-1])
     batch: int | str = "batch" if dynamic_batch else 1
     return OnnxExport(
-        path=dest, input_shape=(batch, in_chans, t, h, w), output_shape=(batch, num_classes), int8=int8,
-        max_abs_diff=diff, top1_agree=agree, validated=check_batch if validate else 0, opset=ONNX_OPSET,
-    )  # fmt: skip
+        path=dest,
+        input_shape=(batch, in_chans, t, h, w),
+        output_shape=(batch, num_classes),
+        int8=int8,
+        max_abs_diff=diff,
+        top1_agree=agree,
+        validated=check_batch if validate else 0,
+        opset=ONNX_OPSET,
+    )

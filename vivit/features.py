@@ -46,7 +46,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from . import __version__
 from .data.datasets import (
     LIST_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -59,6 +58,7 @@ from .data.sampling import sliding_windows, view_frame_indices, window_seconds
 from .data.transforms import _test_views, resolve_data_config
 from .data.video import VideoReader, VideoWarning
 from .distributed import DistributedContext, distributed_context, local_device
+from .files import atomic_write
 from .models.vivit import FactorizedEncoderViViT, ViViT
 from .predict import (
     Video,
@@ -68,6 +68,7 @@ from .predict import (
     inference_model,
     model_data_config,
 )
+from .version import __version__
 
 __all__ = [
     "FEATURES_FORMAT",
@@ -240,7 +241,9 @@ def _collect(inputs: Sequence[str | os.PathLike[str]], out_dir: Path, plan: _Pla
         if path.is_dir():
             found = find_videos(path)
             if not found:
-                plan.failed.append((shown, f"no videos in this folder (looked for {', '.join(sorted(VIDEO_SUFFIXES))})"))
+                plan.failed.append(
+                    (shown, f"no videos in this folder (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+                )
             videos += [_Video(p, out_dir / f"{_relative_output(p, path)}{_SUFFIX}", shown) for p in found]
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             try:
@@ -249,9 +252,13 @@ def _collect(inputs: Sequence[str | os.PathLike[str]], out_dir: Path, plan: _Pla
                 plan.failed.append((shown, str(err)))
                 continue
             if not records:  # an empty list is a mistake upstream, not a clean run
-                plan.failed.append((shown, "lists no videos (expected one path per line, or CSV/TSV rows path[,label,...])"))
-            videos += [_Video(r.path, out_dir / f"{_relative_output(r.path, path.parent)}{_SUFFIX}", r.where) for r in records]
-        elif path.exists() or not path.suffix.lower() in LIST_SUFFIXES:
+                plan.failed.append(
+                    (shown, "lists no videos (expected one path per line, or CSV/TSV rows path[,label,...])")
+                )
+            videos += [
+                _Video(r.path, out_dir / f"{_relative_output(r.path, path.parent)}{_SUFFIX}", r.where) for r in records
+            ]
+        elif path.exists() or path.suffix.lower() not in LIST_SUFFIXES:
             videos.append(_Video(path, out_dir / f"{path.name}{_SUFFIX}", shown))
         else:
             plan.failed.append((shown, "list file does not exist"))
@@ -291,7 +298,10 @@ def _output_state(output: Path, source: Path, stat: os.stat_result, key: str) ->
         return "absent", ""
     except (OSError, ValueError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        return "foreign", f"{shown_path(output)} exists but is not a readable safetensors file ({reason}); not overwritten"
+        return (
+            "foreign",
+            f"{shown_path(output)} exists but is not a readable safetensors file ({reason}); not overwritten",
+        )
     if metadata.get("format") != FEATURES_FORMAT:
         return "foreign", f"{shown_path(output)} exists and is not a vivit features file; not overwritten"
     if (
@@ -418,8 +428,12 @@ class _WindowStream(IterableDataset):
             owners: list[int] = []
             for first in range(0, len(windows), group):
                 chosen = range(first, min(first + group, len(windows)))
-                rows = [view_frame_indices(count, num_frames, frame_stride, clips, first=int(windows[w][0]),
-                                           last=int(windows[w][1])) for w in chosen]  # fmt: skip
+                rows = [
+                    view_frame_indices(
+                        count, num_frames, frame_stride, clips, first=int(windows[w][0]), last=int(windows[w][1])
+                    )
+                    for w in chosen
+                ]
                 wanted = np.concatenate(rows).reshape(-1)
                 try:
                     frames = _caught(notes, functools.partial(reader.get_frames_at, wanted))
@@ -435,9 +449,13 @@ class _WindowStream(IterableDataset):
                 while len(pending) >= g.batch_size or (pending and chosen.stop == len(windows)):
                     take = min(g.batch_size, len(pending))
                     last = chosen.stop == len(windows) and take == len(pending)
-                    item = {"index": index, "views": torch.stack(pending[:take]),
-                            "window": torch.tensor(owners[:take], dtype=torch.int64), "last": last,
-                            "warnings": notes}  # fmt: skip
+                    item = {
+                        "index": index,
+                        "views": torch.stack(pending[:take]),
+                        "window": torch.tensor(owners[:take], dtype=torch.int64),
+                        "last": last,
+                        "warnings": notes,
+                    }
                     if header:
                         item.update(header)
                         header = {}
@@ -552,7 +570,9 @@ def extract_features(
             for message in plan.duplicates:
                 say(f"note: {message}")
             if plan.skipped:
-                say(f"{len(plan.skipped)} of {len(plan.skipped) + len(plan.todo)} videos already done in {shown_path(out)}; skipping them")
+                say(
+                    f"{len(plan.skipped)} of {len(plan.skipped) + len(plan.todo)} videos already done in {shown_path(out)}; skipping them"
+                )
         # Nobody writes before every rank has seen the same finished outputs: the shares below are
         # cut from the same to-do list on every rank.
         context.barrier()
@@ -629,19 +649,37 @@ def _run(
     geometry = _Geometry(cfg, window, stride, views, batch_size)
     stream = _WindowStream([video.path for video, _ in mine], geometry)
     loader = DataLoader(
-        stream, batch_size=None, num_workers=workers, pin_memory=target.type == "cuda",
-        prefetch_factor=2 if workers else None, persistent_workers=False,
-    )  # fmt: skip
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=target.type == "cuda",
+        prefetch_factor=2 if workers else None,
+        persistent_workers=False,
+    )
     fixed = {
-        "format": FEATURES_FORMAT, "format_version": _FORMAT_VERSION, "model": settings.model,
-        "weights": settings.weights, "overrides": settings.overrides, "per_frame": str(settings.per_frame).lower(),
-        "window": str(window), "stride": str(stride), "views": f"{views[0]}x{views[1]}",
-        "clip_frames": str(num_frames), "frame_stride": str(frame_stride), "settings": settings.key(),
+        "format": FEATURES_FORMAT,
+        "format_version": _FORMAT_VERSION,
+        "model": settings.model,
+        "weights": settings.weights,
+        "overrides": settings.overrides,
+        "per_frame": str(settings.per_frame).lower(),
+        "window": str(window),
+        "stride": str(stride),
+        "views": f"{views[0]}x{views[1]}",
+        "clip_frames": str(num_frames),
+        "frame_stride": str(frame_stride),
+        "settings": settings.key(),
         "vivit_version": __version__,
-    }  # fmt: skip
+    }
     label = "features" if not context.distributed else f"features (rank {context.rank}/{context.world_size})"
-    bar = tqdm(total=len(mine), desc=label, unit="video", file=sys.stderr, dynamic_ncols=True,
-               disable=_bar_disabled(progress, context))  # fmt: skip
+    bar = tqdm(
+        total=len(mine),
+        desc=label,
+        unit="video",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=_bar_disabled(progress, context),
+    )
     say.bar = bar if not bar.disable else None
     partial: dict[int, dict[str, Any]] = {}
     finished: set[int] = set()
@@ -678,10 +716,12 @@ def _run(
                 features = (sums / (views[0] * views[1])).cpu().contiguous()
                 metadata = {
                     **fixed,
-                    "source_path": shown_path(video.path.resolve()), "source_size": str(stat.st_size),
-                    "source_mtime_ns": str(stat.st_mtime_ns), "video_frames": str(state["frames"]),
+                    "source_path": shown_path(video.path.resolve()),
+                    "source_size": str(stat.st_size),
+                    "source_mtime_ns": str(stat.st_mtime_ns),
+                    "video_frames": str(state["frames"]),
                     "video_fps": repr(state["fps"]),
-                }  # fmt: skip
+                }
                 try:
                     _write(video.output, features, state["windows"], state["seconds"], metadata)
                 except OSError as err:  # a full disk, a read-only folder: this video fails, the others try
@@ -695,7 +735,9 @@ def _run(
         # (torch prints its error and goes on) is a failure, not a video silently left out.
         for index, (video, _) in enumerate(mine):
             if index not in finished:
-                reason = "no result came back from the worker that decoded it (see the errors above); run again to retry"
+                reason = (
+                    "no result came back from the worker that decoded it (see the errors above); run again to retry"
+                )
                 failed.append((shown_path(video.path), reason))
                 say(f"error: {shown_path(video.path)}: {reason}", force=True)
     finally:
@@ -710,10 +752,10 @@ def _bar_disabled(progress: bool | None, context: DistributedContext) -> bool | 
     return None if progress is None else False
 
 
-def _write(output: Path, features: torch.Tensor, windows: torch.Tensor, seconds: torch.Tensor, metadata: dict[str, str]) -> None:
+def _write(
+    output: Path, features: torch.Tensor, windows: torch.Tensor, seconds: torch.Tensor, metadata: dict[str, str]
+) -> None:
     from safetensors.torch import save
-
-    from .weights.hub import atomic_write
 
     tensors = {"features": features, "window_frames": windows.contiguous(), "window_seconds": seconds.contiguous()}
     data = _sorted_header(save(tensors, metadata=metadata))
@@ -735,7 +777,9 @@ def _sorted_header(data: bytes) -> bytes:
     (it is padded with spaces to a multiple of 8, as safetensors does).
     """
     size = int.from_bytes(data[:8], "little")
-    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    header = json.dumps(
+        json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
     header += b" " * (-len(header) % 8)
     return len(header).to_bytes(8, "little") + header + data[8 + size :]
 

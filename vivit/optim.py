@@ -103,7 +103,13 @@ def param_groups_layer_decay(
         scale = layer_decay ** (last - layer)
         group = groups.setdefault(
             (layer, decay),
-            {"params": [], "lr": lr * scale, "lr_scale": scale, "weight_decay": weight_decay if decay else 0.0, "layer": layer},
+            {
+                "params": [],
+                "lr": lr * scale,
+                "lr_scale": scale,
+                "weight_decay": weight_decay if decay else 0.0,
+                "layer": layer,
+            },
         )
         group["params"].append(p)
     return [groups[k] for k in sorted(groups)]

@@ -87,18 +87,25 @@ def _private_ops_available() -> dict[str, bool]:
     def check(run: Callable[[], torch.Tensor]) -> bool:
         try:
             return bool(torch.allclose(run(), ref, atol=1e-4, rtol=1e-4))
-        except Exception:  # noqa: BLE001 - any failure means "not usable here"
+        except Exception:
             return False
 
     _PRIVATE_OK["mkl"] = (
-        tested and bool(getattr(torch._C, "has_mkl", False)) and hasattr(torch.ops.mkl, "_mkl_linear")
+        tested
+        and bool(getattr(torch._C, "has_mkl", False))
+        and hasattr(torch.ops.mkl, "_mkl_linear")
         and check(lambda: torch.ops.mkl._mkl_linear(x, torch.ops.mkl._mkl_reorder_linear_weight(w, 5), w, b, 5))
-    )  # fmt: skip
+    )
     _PRIVATE_OK["onednn"] = (
-        tested and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-        and check(lambda: torch.ops.mkldnn._linear_pointwise(
-            x, torch.ops.mkldnn._reorder_linear_weight(w, 5), b, "none", [], ""))
-    )  # fmt: skip
+        tested
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and check(
+            lambda: torch.ops.mkldnn._linear_pointwise(
+                x, torch.ops.mkldnn._reorder_linear_weight(w, 5), b, "none", [], ""
+            )
+        )
+    )
     return _PRIVATE_OK
 
 
@@ -291,8 +298,13 @@ class _TunedLinear(nn.Module):
                 gelu = _gelu_fn(F.linear(x, self.weight, self.bias), self.tune)
         macs = x.shape[0] * self.in_features * self.out_features
         if _tunable(x, self.tune) and (macs >= _MIN_TUNED_MACS or "linear" in _FORCED):
-            key: _Key = ("linear", (x.shape[0], self.in_features, self.out_features), self.compute_dtype,
-                         self.activation or "", torch.get_num_threads())  # fmt: skip
+            key: _Key = (
+                "linear",
+                (x.shape[0], self.in_features, self.out_features),
+                self.compute_dtype,
+                self.activation or "",
+                torch.get_num_threads(),
+            )
 
             def run(n: str, x: torch.Tensor = x, gelu: _Gelu = gelu) -> Callable[[], Any]:
                 return lambda: self._run(n, x, gelu)
@@ -337,7 +349,7 @@ def _int8_engines() -> list[str]:
                 y = torch.ops.quantized.linear_dynamic(x, packed, engine != "onednn")
                 if (y - ref).abs().max() <= 0.05 * ref.abs().max():
                     _INT8_OK.append(engine)
-            except Exception:  # noqa: BLE001, S110 - an engine that fails is simply not used
+            except Exception:
                 pass
             finally:
                 torch.backends.quantized.engine = before
@@ -394,6 +406,7 @@ class _Int8Linear(nn.Module):
         engine = self.engines[0]
         if self.tune and len(self.engines) > 1 and x.numel() > 0:
             key = ("linear", (x.shape[0], self.in_features, self.out_features), torch.int8, "", torch.get_num_threads())
+
             def run(e: str, x: torch.Tensor = x) -> Callable[[], Any]:
                 return lambda: self._run(e, x)
 
@@ -509,7 +522,7 @@ def _native_bf16(strict: bool = False) -> bool:
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     try:
         return bool(check()) if check is not None else not strict
-    except Exception:  # noqa: BLE001
+    except Exception:
         return not strict
 
 
@@ -582,9 +595,10 @@ def optimize_for_inference(
         )
     if dtype == torch.bfloat16 and device.type == "cpu" and not _native_bf16():
         warnings.warn(
-            "this CPU has no native bf16 instructions (AVX512-BF16/AMX): bf16 is emulated and likely slower "
-            "than fp32", RuntimeWarning, stacklevel=2,
-        )  # fmt: skip
+            "this CPU has no native bf16 instructions (AVX512-BF16/AMX): bf16 is emulated and likely slower than fp32",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     opt = copy.deepcopy(model).float().eval().requires_grad_(False)
     if hasattr(opt, "grad_checkpointing"):
         setattr(opt, "grad_checkpointing", False)  # noqa: B010 - nothing to save for a backward pass

@@ -310,11 +310,7 @@ def predict_views(
     Warns:
         VideoWarning: For a truncated file, or a video shorter than one clip (looped).
     """
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     cfg = (
         resolve_data_config(pretrained_cfg)
@@ -386,8 +382,12 @@ class Timeline:
         the last), `start_seconds`, `end_seconds` (NaN when unknown) and `predictions` (top-k)."""
         return [
             {
-                "window": i, "start_frame": int(frames[0]), "end_frame": int(frames[1]),
-                "start_seconds": float(seconds[0]), "end_seconds": float(seconds[1]), "predictions": top,
+                "window": i,
+                "start_frame": int(frames[0]),
+                "end_frame": int(frames[1]),
+                "start_seconds": float(seconds[0]),
+                "end_seconds": float(seconds[1]),
+                "predictions": top,
             }
             for i, (frames, seconds, top) in enumerate(
                 zip(self.window_frames, self.window_seconds, self.predictions, strict=True)
@@ -486,15 +486,19 @@ def predict_timeline(
         if count < window:
             warnings.warn(
                 f"{source.name} has {count} frame{'' if count == 1 else 's'}, fewer than one window ({window}): "
-                f"the timeline is one window, frames [0, {count})", VideoWarning, stacklevel=2,
-            )  # fmt: skip
+                f"the timeline is one window, frames [0, {count})",
+                VideoWarning,
+                stacklevel=2,
+            )
         if min(window, count) < span:
             warnings.warn(
                 f"{'the window' if count < window else f'windows of {window} frames'} of {source.name} "
                 f"{'is' if count < window else 'are'} shorter than one clip spans ({num_frames} frames every "
                 f"{frame_stride} = {span}): the frames of a window are repeated (looped) to fill its clip, as DMVR "
-                "does for short videos", VideoWarning, stacklevel=2,
-            )  # fmt: skip
+                "does for short videos",
+                VideoWarning,
+                stacklevel=2,
+            )
         seconds = source.window_seconds(windows)
         fps = source.reader.average_fps if source.reader is not None else None
         per_window = int(clips) * crops
@@ -512,7 +516,9 @@ def predict_timeline(
         from tqdm import tqdm
 
         sums: torch.Tensor | None = None
-        bar = tqdm(total=len(windows), desc="windows", unit="window", leave=False, file=sys.stderr, disable=not progress)
+        bar = tqdm(
+            total=len(windows), desc="windows", unit="window", leave=False, file=sys.stderr, disable=not progress
+        )
         views_done = 0
         with bar, torch.inference_mode():
             for batch in _batched(window_views(), int(batch_size)):
@@ -531,11 +537,18 @@ def predict_timeline(
     sizes, split_names = _class_splits(label_cfg, logits.shape[1])
     splits = [split for size, split in zip(sizes, split_names, strict=True) for _ in range(size)]
     return Timeline(
-        window_frames=windows.astype(np.int64), window_seconds=seconds, logits=logits, probabilities=probabilities,
+        window_frames=windows.astype(np.int64),
+        window_seconds=seconds,
+        logits=logits,
+        probabilities=probabilities,
         predictions=[_top_of_probabilities(row, label_cfg, top_k) for row in probabilities],
         labels=[f"{split}: {name}" if split else name for split, name in zip(splits, names, strict=True)],
-        video_frames=count, video_fps=fps, window=window, stride=stride, views=(int(clips), crops),
-    )  # fmt: skip
+        video_frames=count,
+        video_fps=fps,
+        window=window,
+        stride=stride,
+        views=(int(clips), crops),
+    )
 
 
 def _check_logits(logits: Any, batch: int) -> torch.Tensor:

@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from ._install import install_hint
-from .weights.cache import check_file_destination
-from .weights.hub import atomic_write
+from .files import atomic_write, check_file_destination
 
 __all__ = [
     "ANIMATION_SUFFIXES",
@@ -172,17 +171,16 @@ def _write_mp4(images: Sequence[np.ndarray], path: Path, fps: float) -> None:
     height, width = images[0].shape[:2]
     even_h, even_w = height + height % 2, width + width % 2  # yuv420p halves both sizes
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with atomic_write(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
-            stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
-            if codec == "libx264":
-                stream.options = {"crf": "20"}
-            for image in images:
-                padded = np.full((even_h, even_w, 3), 255, np.uint8)
-                padded[:height, :width] = image
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")))
-            container.mux(stream.encode())
+    with atomic_write(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "20"}
+        for image in images:
+            padded = np.full((even_h, even_w, 3), 255, np.uint8)
+            padded[:height, :width] = image
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")))
+        container.mux(stream.encode())
 
 
 def prediction_title(name: str, predictions: Sequence[Mapping[str, Any]], true_label: str | None = None) -> str:
@@ -268,16 +266,29 @@ def _overlay_frame_figure(
     ax = fig.add_axes((0.2 / (img_w + 1.6), 0.45 / (img_h + 1.1), img_w / (img_w + 1.6), img_h / (img_h + 1.1)))
     ax.imshow(frame, interpolation="nearest")
     ax.set_axis_off()
-    ax.text(0.01, 0.99, frame_label, transform=ax.transAxes, va="top", ha="left", fontsize=8, color="white",
-            bbox=dict(facecolor="black", alpha=0.5, pad=1.5, edgecolor="none"))  # fmt: skip
-    cax = fig.add_axes(((img_w + 0.4) / (img_w + 1.6), 0.45 / (img_h + 1.1), 0.15 / (img_w + 1.6), img_h / (img_h + 1.1)))
+    ax.text(
+        0.01,
+        0.99,
+        frame_label,
+        transform=ax.transAxes,
+        va="top",
+        ha="left",
+        fontsize=8,
+        color="white",
+        bbox=dict(facecolor="black", alpha=0.5, pad=1.5, edgecolor="none"),
+    )
+    cax = fig.add_axes(
+        ((img_w + 0.4) / (img_w + 1.6), 0.45 / (img_h + 1.1), 0.15 / (img_w + 1.6), img_h / (img_h + 1.1))
+    )
     _colour_bar(fig, cax, vmin, vmax, "relevance")
     fig.suptitle(_as_text(title), fontsize=9, y=1 - 0.12 / (img_h + 1.1), va="top")
     fig.text(0.5, 0.15 / (img_h + 1.1), _as_text(caption), ha="center", va="bottom", fontsize=8)
     return figure_to_rgb(fig)
 
 
-def _contact_sheet(frames: np.ndarray, indices: Sequence[int], vmin: float, vmax: float, title: str, caption: str) -> Any:
+def _contact_sheet(
+    frames: np.ndarray, indices: Sequence[int], vmin: float, vmax: float, title: str, caption: str
+) -> Any:
     """A grid of blended frames with one colour bar."""
     n = len(indices)
     cols = n if n <= 4 else (4 if n <= 8 else 8)
@@ -293,7 +304,9 @@ def _contact_sheet(frames: np.ndarray, indices: Sequence[int], vmin: float, vmax
         ax.imshow(frames[index], interpolation="nearest")
         ax.set_axis_off()
         ax.set_title(f"frame {index + 1}", fontsize=7, pad=2)
-    cax = fig.add_axes(((cols * panel_w + 0.3) / width, 0.45 / height, 0.12 / width, (rows * (panel_h + 0.2) - 0.2) / height))
+    cax = fig.add_axes(
+        ((cols * panel_w + 0.3) / width, 0.45 / height, 0.12 / width, (rows * (panel_h + 0.2) - 0.2) / height)
+    )
     _colour_bar(fig, cax, vmin, vmax, "relevance")
     fig.suptitle(_as_text(title), fontsize=9, y=1 - 0.08 / height, va="top")
     fig.text(0.5, 0.12 / height, _as_text(caption), ha="center", va="bottom", fontsize=8)
@@ -340,11 +353,16 @@ def write_heat_overlay(
     blended = blend_heat(frames, heat, vmin, vmax)
     total = len(frames)
     if suffix == ".png":
-        indices = list(range(total)) if total <= MAX_SHEET_FRAMES else np.linspace(0, total - 1, MAX_SHEET_FRAMES).round().astype(int).tolist()
+        indices = (
+            list(range(total))
+            if total <= MAX_SHEET_FRAMES
+            else np.linspace(0, total - 1, MAX_SHEET_FRAMES).round().astype(int).tolist()
+        )
         save_figure(_contact_sheet(blended, indices, vmin, vmax, title, caption), out)
         return len(indices)
     pictures = [
-        _overlay_frame_figure(frame, vmin, vmax, title, caption, f"frame {i + 1}/{total}") for i, frame in enumerate(blended)
+        _overlay_frame_figure(frame, vmin, vmax, title, caption, f"frame {i + 1}/{total}")
+        for i, frame in enumerate(blended)
     ]
     write_animation(pictures, out, fps)
     return total
@@ -420,7 +438,9 @@ def plot_timeline(
     spans = np.asarray(spans, dtype=np.float64)
     probs = np.asarray(probabilities, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[0] < 1 or spans.shape != (probs.shape[0], 2):
-        raise ValueError(f"spans must be (num_windows, 2) and probabilities (num_windows, num_classes), got {spans.shape} and {probs.shape}")
+        raise ValueError(
+            f"spans must be (num_windows, 2) and probabilities (num_windows, num_classes), got {spans.shape} and {probs.shape}"
+        )
     if len(labels) != probs.shape[1]:
         raise ValueError(f"expected {probs.shape[1]} labels (one per class), got {len(labels)}")
     if not np.isfinite(spans).all():
@@ -429,14 +449,22 @@ def plot_timeline(
         raise ValueError(f"unit must be 's' or 'frames', got {unit!r}")
     width, height = (int(v) for v in size)
     if width < 200 or height < 150 or isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-        raise ValueError(f"size must be at least (200, 150) pixels and classes a positive integer, got {size!r} and {classes!r}")
+        raise ValueError(
+            f"size must be at least (200, 150) pixels and classes a positive integer, got {size!r} and {classes!r}"
+        )
     shown = timeline_classes(probs, classes)
     matplotlib = require_matplotlib()
     palette = matplotlib.colormaps["tab10" if len(shown) <= 10 else "tab20"]
     colour = {c: palette(i % palette.N) for i, c in enumerate(shown)}
     fig = new_figure(width / DPI, height / DPI)
     # Inches for the margins (legend on the right, band on top), so that the layout holds at any size.
-    left, right, bottom, top, band = 0.7 / (width / DPI), 2.4 / (width / DPI), 0.55 / (height / DPI), 0.45 / (height / DPI), 0.18 / (height / DPI)
+    left, right, bottom, top, band = (
+        0.7 / (width / DPI),
+        2.4 / (width / DPI),
+        0.55 / (height / DPI),
+        0.45 / (height / DPI),
+        0.18 / (height / DPI),
+    )
     plot_h = 1 - bottom - top - band - 0.04 / (height / DPI)
     ax = fig.add_axes((left, bottom, 1 - left - right, plot_h))
     strip = fig.add_axes((left, bottom + plot_h + 0.04 / (height / DPI), 1 - left - right, band), sharex=ax)
@@ -458,7 +486,9 @@ def plot_timeline(
             edges.append(lefts[w + 1])
             steps.append(np.full(probs.shape[1], np.nan))
     for c in shown:
-        ax.stairs(np.array(steps)[:, c], edges, color=colour[c], linewidth=1.6, baseline=None, label=_as_text(labels[c]))
+        ax.stairs(
+            np.array(steps)[:, c], edges, color=colour[c], linewidth=1.6, baseline=None, label=_as_text(labels[c])
+        )
     for start, end, c in zip(lefts, rights, probs.argmax(axis=1), strict=True):
         strip.axvspan(start, end, color=colour.get(int(c), (0.75, 0.75, 0.75)), linewidth=0)
     strip.set_yticks([])

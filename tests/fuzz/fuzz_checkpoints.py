@@ -15,7 +15,7 @@ msgpack tags, lengths, shapes and dtype names).
 
 The contract checked for every input: it loads, or raises ``ValueError``/``FileNotFoundError``
 whose message names the input (``fuzz.*`` or ``bytes in memory``) and is at most 2,000
-characters, within ``--timeout`` seconds and ``--memory-mb`` MB above the start-up footprint.
+characters, within ``--timeout`` seconds of CPU time and ``--memory-mb`` MB above the start-up footprint.
 Anything else is a *crash*, grouped by signature: exception type + innermost frame in vivit.
 The first input of each signature is saved under ``--crashes``.
 
@@ -50,11 +50,82 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS = ROOT / "tests" / "data" / "scenic" / "checkpoints"
 MAX_MESSAGE = 2000
-INTERESTING_BYTES = [0x00, 0x01, 0x7F, 0x80, 0xFF, 0xC0, 0xC1, 0xC4, 0xC6, 0xC7, 0xC9, 0xCB, 0xD4, 0xD9, 0xDB,
-                     0xDC, 0xDD, 0xDE, 0xDF, 0x90, 0x9F, 0x8F, 0x22, 0x5B, 0x7B, 0x2C, 0x30, 0x39]  # fmt: skip
-INTERESTING_INTS = [0, 1, 2, 3, 7, 8, 255, 256, 4096, 65535, 65536, 2**31 - 1, 2**31, 2**32 - 1, 2**40, 2**63 - 1, 2**64 - 1]
-INTERESTING_JSON = [0, -1, 1, 3, 1000000, 999999999, 2**40, 2**64, 1e300, -1e300, "nan", "F64", "I64", "BOOL", "C64",
-                    "F8_E4M3", None, [], {}, [[[[[]]]]], [1000000, 3], "\x1b[2J", "x" * 5000, 1.5, True]  # fmt: skip
+INTERESTING_BYTES = [
+    0x00,
+    0x01,
+    0x7F,
+    0x80,
+    0xFF,
+    0xC0,
+    0xC1,
+    0xC4,
+    0xC6,
+    0xC7,
+    0xC9,
+    0xCB,
+    0xD4,
+    0xD9,
+    0xDB,
+    0xDC,
+    0xDD,
+    0xDE,
+    0xDF,
+    0x90,
+    0x9F,
+    0x8F,
+    0x22,
+    0x5B,
+    0x7B,
+    0x2C,
+    0x30,
+    0x39,
+]
+INTERESTING_INTS = [
+    0,
+    1,
+    2,
+    3,
+    7,
+    8,
+    255,
+    256,
+    4096,
+    65535,
+    65536,
+    2**31 - 1,
+    2**31,
+    2**32 - 1,
+    2**40,
+    2**63 - 1,
+    2**64 - 1,
+]
+INTERESTING_JSON = [
+    0,
+    -1,
+    1,
+    3,
+    1000000,
+    999999999,
+    2**40,
+    2**64,
+    1e300,
+    -1e300,
+    "nan",
+    "F64",
+    "I64",
+    "BOOL",
+    "C64",
+    "F8_E4M3",
+    None,
+    [],
+    {},
+    [[[[[]]]]],
+    [1000000, 3],
+    "\x1b[2J",
+    "x" * 5000,
+    1.5,
+    True,
+]
 
 
 class _Timeout(BaseException):
@@ -68,10 +139,17 @@ def _tiny_safetensors(folder: Path) -> bytes:
     import vivit
 
     torch.manual_seed(0)
-    model = vivit.create_model("vivit_ti_st", img_size=16, num_frames=4, patch_size=8, embed_dim=12, depth=2, num_heads=2,
-                               num_classes=3)  # fmt: skip
-    model.pretrained_cfg = {"input_size": (3, 4, 16, 16), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-                            "test_views": (1, 1), "num_classes": 3, "label_names": ["a", "b", "c"]}  # fmt: skip
+    model = vivit.create_model(
+        "vivit_ti_st", img_size=16, num_frames=4, patch_size=8, embed_dim=12, depth=2, num_heads=2, num_classes=3
+    )
+    model.pretrained_cfg = {
+        "input_size": (3, 4, 16, 16),
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "test_views": (1, 1),
+        "num_classes": 3,
+        "label_names": ["a", "b", "c"],
+    }
     model.save_pretrained(folder / "seed")
     return (folder / "seed" / "model.safetensors").read_bytes()
 
@@ -131,8 +209,26 @@ def _mutate_json_header(data: bytes, rng: random.Random) -> bytes:
     return struct.pack("<Q", len(raw)) + raw + data[8 + length :]
 
 
-DTYPE_NAMES = ["float32", "float64", "float16", "bfloat16", "int64", "int8", "uint32", "bool", "complex64", "V8", "O",
-               "(", "f4,(", "<f4", "float8_e4m3fn", "", "\x00", "float32" * 100]  # fmt: skip
+DTYPE_NAMES = [
+    "float32",
+    "float64",
+    "float16",
+    "bfloat16",
+    "int64",
+    "int8",
+    "uint32",
+    "bool",
+    "complex64",
+    "V8",
+    "O",
+    "(",
+    "f4,(",
+    "<f4",
+    "float8_e4m3fn",
+    "",
+    "\x00",
+    "float32" * 100,
+]
 
 
 def _mutate_msgpack(data: bytes, rng: random.Random) -> bytes:
@@ -141,7 +237,7 @@ def _mutate_msgpack(data: bytes, rng: random.Random) -> bytes:
 
     try:
         tree = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception:  # noqa: BLE001 - not decodable: fall back to byte mutations
+    except Exception:
         return _mutate_bytes(data, rng)
     maps = []
     stack = [tree]
@@ -162,7 +258,7 @@ def _mutate_msgpack(data: bytes, rng: random.Random) -> bytes:
     if op == 0 and isinstance(value, msgpack.ExtType):  # edit the array header
         try:
             shape, dtype, raw = msgpack.unpackb(value.data, raw=False)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return _mutate_bytes(data, rng)
         which = rng.randrange(4)
         if which == 0:
@@ -195,7 +291,7 @@ def _mutate_msgpack(data: bytes, rng: random.Random) -> bytes:
             node[f"{key}_{i}" if "encoderblock_" not in str(key) else f"encoderblock_{i + 100}"] = value
     try:
         return msgpack.packb(tree, use_bin_type=True)
-    except Exception:  # noqa: BLE001 - e.g. nesting beyond msgpack's own limit
+    except Exception:
         return _mutate_bytes(data, rng)
 
 
@@ -239,10 +335,12 @@ def mutate(target: str, data: bytes, rng: random.Random) -> bytes:
 
 def _mutate(target: str, data: bytes, rng: random.Random) -> bytes:
     for _ in range(rng.randint(1, 3)):
-        structured = {"safetensors": _mutate_json_header, "flax": _mutate_msgpack}.get(target.split(":")[0].removesuffix("_file"))
+        structured = {"safetensors": _mutate_json_header, "flax": _mutate_msgpack}.get(
+            target.split(":")[0].removesuffix("_file")
+        )
         try:
             data = structured(data, rng) if structured and rng.random() < 0.5 else _mutate_bytes(data, rng)
-        except (Exception, RecursionError):  # noqa: BLE001 - an edit the encoder refuses (e.g. an int out of range)
+        except (Exception, RecursionError):
             data = _mutate_bytes(data, rng)
     return data
 
@@ -269,7 +367,7 @@ class Harness:
         self.signatures: dict[str, dict[str, Any]] = {}
         self.counts = {"inputs": 0, "loaded": 0, "refused": 0, "crash": 0}
         self.entries = self._register_entries()
-        signal.signal(signal.SIGALRM, self._alarm)
+        signal.signal(signal.SIGPROF, self._alarm)
 
     def _register_entries(self) -> dict[str, str]:
         sys.path.insert(0, str(ROOT / "tests"))
@@ -308,10 +406,14 @@ class Harness:
             name = path.name
             entry = "vivit_ti_st" if target == "safetensors" else self.entries[target.split(":", 1)[1]]
             call = lambda: vivit.create_model(entry, pretrained=path)  # noqa: E731
-        signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
+        # CPU time, not wall-clock time: a loaded machine slows every input down without making any of
+        # them loop, so the verdict must not depend on how busy the machine is
+        signal.setitimer(signal.ITIMER_PROF, self.timeout_s)
         try:
             result = call()
-            outcome = "loaded" if _finite_floats(result) else self._crash("NonFiniteOrNonFloatAccepted", None, target, data)
+            outcome = (
+                "loaded" if _finite_floats(result) else self._crash("NonFiniteOrNonFloatAccepted", None, target, data)
+            )
         except (ValueError, FileNotFoundError) as err:
             message = str(err)
             if name not in message:
@@ -320,10 +422,10 @@ class Harness:
                 outcome = self._crash("LongMessage", err, target, data)
             else:
                 outcome = "refused"
-        except (Exception, _Timeout) as err:  # noqa: BLE001 - every other exception is what we are looking for
+        except (Exception, _Timeout) as err:
             outcome = self._crash(type(err).__name__, err, target, data)
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
         self.counts[outcome] += 1
         return outcome
 
@@ -339,8 +441,11 @@ class Harness:
                 self.crashes.mkdir(parents=True, exist_ok=True)
                 saved = self.crashes / f"crash-{len(self.signatures):03d}-{target.split(':')[0]}"
                 saved.write_bytes(data)
-            self.signatures[signature] = {"count": 0, "example": str(saved) if saved else None,
-                                          "message": str(err)[:300]}  # fmt: skip
+            self.signatures[signature] = {
+                "count": 0,
+                "example": str(saved) if saved else None,
+                "message": str(err)[:300],
+            }
         self.signatures[signature]["count"] += 1
         return "crash"
 
@@ -379,8 +484,13 @@ def run_hypothesis(harness: Harness, seeds: list[tuple[str, bytes]], seconds: fl
         size = min(200, inputs - done)
 
         @hypothesis_seed(seed + batch)
-        @settings(max_examples=size, deadline=None, database=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @settings(
+            max_examples=size,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(index=st.integers(0, len(seeds) - 1), mutation_seed=st.integers(0, 2**32 - 1))
         def one(index: int, mutation_seed: int) -> None:
             nonlocal done
@@ -397,8 +507,9 @@ def run_hypothesis(harness: Harness, seeds: list[tuple[str, bytes]], seconds: fl
             break
 
 
-def run_atheris(harness: Harness, seeds: list[tuple[str, bytes]], seconds: float, argv: list[str],
-                report: Callable[[], None]) -> None:  # fmt: skip
+def run_atheris(
+    harness: Harness, seeds: list[tuple[str, bytes]], seconds: float, argv: list[str], report: Callable[[], None]
+) -> None:
     import atheris
 
     end = time.monotonic() + seconds
@@ -420,7 +531,9 @@ def run_atheris(harness: Harness, seeds: list[tuple[str, bytes]], seconds: float
     corpus.mkdir(exist_ok=True)
     for i, (_, data) in enumerate(seeds):
         (corpus / f"seed{i}").write_bytes(bytes([i, 1]) + data)
-    atheris.Setup([sys.argv[0], f"-max_total_time={int(seconds) + 60}", "-rss_limit_mb=0", *argv, str(corpus)], one_input)
+    atheris.Setup(
+        [sys.argv[0], f"-max_total_time={int(seconds) + 60}", "-rss_limit_mb=0", *argv, str(corpus)], one_input
+    )
     atheris.Fuzz()
 
 
@@ -430,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="time budget")
     parser.add_argument("--inputs", type=int, default=10**9, help="at most this many inputs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per input")
+    parser.add_argument("--timeout", type=float, default=30.0, help="CPU seconds per input")
     parser.add_argument("--memory-mb", type=int, default=1024, help="memory above the start-up footprint")
     parser.add_argument("--targets", default="flax,flax_file,safetensors", help="comma-separated targets to fuzz")
     parser.add_argument("--crashes", type=Path, default=None, help="save the first input of each signature here")

@@ -6,6 +6,14 @@ the models take, `datasets` serves whole labelled sets to a DataLoader. Each mod
 ones listed before it.
 """
 
+from .datasets import (
+    SkippedVideoWarning,
+    VideoDataset,
+    VideoRecord,
+    collate_videos,
+    find_videos,
+    read_video_list,
+)
 from .sampling import (
     multiview_clip_starts,
     sample_frame_indices,
@@ -31,14 +39,6 @@ from .video import (
     VideoWarning,
     read_video,
 )
-from .datasets import (
-    SkippedVideoWarning,
-    VideoDataset,
-    VideoRecord,
-    collate_videos,
-    find_videos,
-    read_video_list,
-)
 
 __all__ = [
     "DEFAULT_DATA_CFG",
@@ -48,11 +48,11 @@ __all__ = [
     "SkippedVideoWarning",
     "VideoDataset",
     "VideoDecoderMissingError",
+    "VideoEvalTransform",
     "VideoReader",
     "VideoRecord",
-    "VideoWarning",
-    "VideoEvalTransform",
     "VideoTrainTransform",
+    "VideoWarning",
     "as_thwc",
     "collate_videos",
     "create_transform",

@@ -278,7 +278,7 @@ class _PyAVSource:
         `start` are skipped, not decoded.
         """
         self._ensure_open()
-        for target in ([start, 0] if start > 0 else [0]):
+        for target in [start, 0] if start > 0 else [0]:
             if not self._seek(target):
                 continue
             packets = self._container.demux(self._stream)

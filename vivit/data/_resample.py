@@ -92,11 +92,14 @@ def _uint8_resize(
         )
     frames = [
         F.interpolate(
-            frame[None, top:bottom].permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False,
+            frame[None, top:bottom].permute(0, 3, 1, 2),
+            size=size,
+            mode="bilinear",
+            align_corners=False,
             antialias=antialias,
         )
         for frame in video
-    ]  # fmt: skip
+    ]
     return torch.cat(frames)
 
 

@@ -78,9 +78,26 @@ __all__ = [
 #: File suffixes taken for videos when a folder is searched (lower case; `.npy`/`.npz` are
 #: uint8 frame arrays, which `vivit.VideoReader` reads without a decoder).
 VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
-     ".flv", ".wmv", ".3gp", ".ogv", ".npy", ".npz"}
-)  # fmt: skip
+    {
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".mpg",
+        ".mpeg",
+        ".ts",
+        ".mts",
+        ".m2ts",
+        ".flv",
+        ".wmv",
+        ".3gp",
+        ".ogv",
+        ".npy",
+        ".npz",
+    }
+)
 #: Suffixes read as lists of videos rather than as videos.
 LIST_SUFFIXES = (".csv", ".tsv", ".txt", ".lst", ".list")
 
@@ -183,7 +200,9 @@ def _class_folder_records(root: Path) -> list[VideoRecord]:
         for path in find_videos(root / name)
     ]
     if not records:
-        raise ValueError(f"{shown_path(root)}: no videos in its class folders (suffixes: {', '.join(sorted(VIDEO_SUFFIXES))})")
+        raise ValueError(
+            f"{shown_path(root)}: no videos in its class folders (suffixes: {', '.join(sorted(VIDEO_SUFFIXES))})"
+        )
     return records
 
 
@@ -214,9 +233,19 @@ def read_video_list(path: str | os.PathLike[str]) -> list[VideoRecord]:
     if not path.is_file():
         raise FileNotFoundError(f"list {shown_path(path)} {'is a directory' if path.is_dir() else 'does not exist'}")
     text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        (n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")
+    ]
     suffix = path.suffix.lower()
-    delimiter = "," if suffix == ".csv" else "\t" if suffix == ".tsv" else "\t" if any("\t" in line for _, line in lines) else None
+    delimiter = (
+        ","
+        if suffix == ".csv"
+        else "\t"
+        if suffix == ".tsv"
+        else "\t"
+        if any("\t" in line for _, line in lines)
+        else None
+    )
     base = path.parent
     records: list[VideoRecord] = []
     columns = ["path", "label", "start", "end"]
@@ -269,14 +298,18 @@ def _records(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | 
         if root.is_dir():
             return _class_folder_records(root)
         if not root.exists():
-            raise FileNotFoundError(f"{shown_path(root)} does not exist (expected a class folder tree or a CSV/TSV list)")
+            raise FileNotFoundError(
+                f"{shown_path(root)} does not exist (expected a class folder tree or a CSV/TSV list)"
+            )
         if root.suffix.lower() in VIDEO_SUFFIXES:
             raise ValueError(
                 f"{shown_path(root)} is a video, not a dataset: pass a class folder tree, a list file, or a list of paths"
             )
         records = read_video_list(root)
         if not records:  # a list emptied by mistake would otherwise train or score nothing, silently
-            raise ValueError(f"{shown_path(root)} lists no videos (expected rows 'path,label[,start,end]' or one path per line)")
+            raise ValueError(
+                f"{shown_path(root)} lists no videos (expected rows 'path,label[,start,end]' or one path per line)"
+            )
         return records
     return [item if isinstance(item, VideoRecord) else VideoRecord(Path(item)) for item in source]
 
@@ -286,9 +319,7 @@ def _normalized(name: str) -> str:
     return " ".join(name.replace("_", " ").split()).casefold()
 
 
-def match_labels(
-    values: Sequence[tuple[str, str]], label_names: Sequence[str], what: str = "label"
-) -> list[int]:
+def match_labels(values: Sequence[tuple[str, str]], label_names: Sequence[str], what: str = "label") -> list[int]:
     """Indices of labels written as names or integer indices into `label_names`.
 
     A value is matched, in order: to a name exactly; to an integer index in range; to the one
@@ -337,7 +368,8 @@ def match_labels(
         more = f"; and {len(distinct) - 10} more unknown" if len(distinct) > 10 else ""
         raise ValueError(
             f"{len(unknown)} {what}{'s' if len(unknown) != 1 else ''} not among the {len(names)} known classes: "
-            + "; ".join(parts) + more
+            + "; ".join(parts)
+            + more
         )
     return out
 
@@ -426,7 +458,11 @@ class VideoDataset(Dataset):
         if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1 or crops not in (1, 3):
             raise ValueError(f"views must be (clips >= 1, crops 1 or 3), got {views!r}")
         self.views = (clips, crops)
-        self.transform: Any = transform if transform is not None else (create_transform(self.cfg, train=True) if mode == "train" else None)
+        self.transform: Any = (
+            transform
+            if transform is not None
+            else (create_transform(self.cfg, train=True) if mode == "train" else None)
+        )
         self.seed = seed
         self.reader_args = dict(reader_args or {})
         self.max_retries = int(max_retries)
@@ -503,7 +539,12 @@ class VideoDataset(Dataset):
                 return self._eval_item(index)
             except _VIDEO_ERRORS as err:
                 message = self._fail(index, err)
-                return {"video_index": index, "path": str(self.records[index].path), "label": self._label(index), "error": message}
+                return {
+                    "video_index": index,
+                    "path": str(self.records[index].path),
+                    "label": self._label(index),
+                    "error": message,
+                }
         failures = []
         for attempt in range(max(self.max_retries, 1)):
             current = (index + attempt) % len(self.records)
@@ -583,9 +624,7 @@ class VideoDataset(Dataset):
         reader = self._reader(record.path)
         first, last = self._segment(reader, record)
         clips, crops = self.views
-        indices = view_frame_indices(
-            len(reader), self.num_frames, self.frame_stride, clips, first=first, last=last
-        )  # fmt: skip
+        indices = view_frame_indices(len(reader), self.num_frames, self.frame_stride, clips, first=first, last=last)
         views = []
         for row in indices:  # one clip's frames at a time: memory bounded by a clip, not the video
             views.extend(_test_views(torch.from_numpy(reader.get_frames_at(row)), crops, self.cfg))

@@ -93,9 +93,7 @@ def sample_frame_indices(
     return steps % num_video_frames
 
 
-def multiview_clip_starts(
-    num_video_frames: int, num_frames: int, stride: int, num_clips: int
-) -> list[int]:
+def multiview_clip_starts(num_video_frames: int, num_frames: int, stride: int, num_clips: int) -> list[int]:
     """First frames of the `num_clips` evenly spaced test clips (DMVR/Scenic multi-clip testing).
 
     For `num_clips > 1` this is DMVR's `sample_linspace_sequence`: starts are
@@ -180,9 +178,7 @@ def sliding_windows(num_video_frames: int, window: int, stride: int) -> np.ndarr
     Raises:
         ValueError: If an argument is not a positive integer.
     """
-    num_video_frames, window, stride = _positive_ints(
-        num_video_frames=num_video_frames, window=window, stride=stride
-    )
+    num_video_frames, window, stride = _positive_ints(num_video_frames=num_video_frames, window=window, stride=stride)
     # A window or stride past the end acts as one reaching the end (one window; no second start);
     # capping them keeps the int64 arithmetic below from overflowing on a huge value.
     window, stride = min(window, num_video_frames), min(stride, num_video_frames)
@@ -261,9 +257,16 @@ def window_seconds(windows: np.ndarray, timestamps: np.ndarray, end_seconds: flo
     """
     windows = np.asarray(windows)
     times = np.asarray(timestamps, dtype=np.float64)
-    if windows.ndim != 2 or windows.shape[1] != 2 or (windows.size and not (
-        0 <= windows.min() and windows[:, 0].max() < len(times) and windows[:, 1].max() <= len(times)
-    )):  # fmt: skip
-        raise ValueError(f"windows must be [start, end) frames (num_windows, 2) inside {len(times)} frames, got {windows.shape}")
+    if (
+        windows.ndim != 2
+        or windows.shape[1] != 2
+        or (
+            windows.size
+            and not (windows.min() >= 0 and windows[:, 0].max() < len(times) and windows[:, 1].max() <= len(times))
+        )
+    ):
+        raise ValueError(
+            f"windows must be [start, end) frames (num_windows, 2) inside {len(times)} frames, got {windows.shape}"
+        )
     ends = np.append(times, np.nan if end_seconds is None else end_seconds)
     return np.stack([times[windows[:, 0]], ends[windows[:, 1]]], axis=1).astype(np.float64)

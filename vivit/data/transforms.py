@@ -46,8 +46,8 @@ __all__ = [
     "as_thwc",
     "center_crop",
     "create_transform",
-    "resolve_data_config",
     "resize_short_side",
+    "resolve_data_config",
     "short_side_size",
     "three_crops",
     "to_float_clip",
@@ -151,9 +151,7 @@ def resolve_data_config(
 
     input_size = tuple(int(v) for v in cfg["input_size"])
     if len(input_size) != 4 or min(input_size) < 1:
-        raise ValueError(
-            f"input_size must be (C, T, H, W) with positive entries, got {input_size!r}"
-        )
+        raise ValueError(f"input_size must be (C, T, H, W) with positive entries, got {input_size!r}")
     cfg["input_size"] = input_size
     cfg["crop_size"] = _pair(cfg["crop_size"], "crop_size")
     cfg["resize_size"] = int(cfg["resize_size"])
@@ -163,17 +161,13 @@ def resolve_data_config(
     if cfg["frame_stride"] < 1:
         raise ValueError(f"frame_stride must be positive, got {cfg['frame_stride']!r}")
     if cfg["interpolation"] not in _INTERPOLATIONS:
-        raise ValueError(
-            f"interpolation must be one of {_INTERPOLATIONS}, got {cfg['interpolation']!r}"
-        )
+        raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {cfg['interpolation']!r}")
     cfg["antialias"] = bool(cfg["antialias"])
     channels = input_size[0]
     for key in ("mean", "std"):
         values = tuple(float(v) for v in cfg[key])
         if len(values) != channels:
-            raise ValueError(
-                f"{key} must have {channels} entries (one per channel), got {values!r}"
-            )
+            raise ValueError(f"{key} must have {channels} entries (one per channel), got {values!r}")
         cfg[key] = values
     if min(cfg["std"]) <= 0:
         raise ValueError(f"std must be positive, got {cfg['std']!r}")
@@ -228,9 +222,7 @@ def as_thwc(frames: np.ndarray | torch.Tensor, channels: int = 3) -> torch.Tenso
         if frames.dtype != torch.uint8:
             raise ValueError(f"expected {expected}; got a tensor of dtype {frames.dtype}")
     else:
-        raise ValueError(
-            f"expected {expected} as a numpy array or torch tensor; got {type(frames).__name__}"
-        )
+        raise ValueError(f"expected {expected} as a numpy array or torch tensor; got {type(frames).__name__}")
     shape = tuple(frames.shape)
     if len(shape) != 4:
         raise ValueError(f"expected {expected}; got {len(shape)} dimensions, shape {shape}")
@@ -407,9 +399,7 @@ def three_crops(clip: torch.Tensor, crop_size: int | tuple[int, int]) -> list[to
     crop_h, crop_w = _pair(crop_size, "crop_size")
     height, width = clip.shape[-2:]
     if height < crop_h or width < crop_w:
-        raise ValueError(
-            f"three_crops expected a clip at least {crop_h}x{crop_w} (H x W); got {height}x{width}"
-        )
+        raise ValueError(f"three_crops expected a clip at least {crop_h}x{crop_w} (H x W); got {height}x{width}")
     top = math.ceil((height - crop_h) / 2)
     left = math.ceil((width - crop_w) / 2)
     if height > width:
@@ -450,8 +440,12 @@ def _center_boxes(size: tuple[int, int], crop: tuple[int, int]) -> tuple[Box, tu
     """
     (height, width), (crop_h, crop_w) = size, crop
     pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
-    box = ((height - crop_h) // 2 if not pad_h else 0, (width - crop_w) // 2 if not pad_w else 0,
-           min(crop_h, height), min(crop_w, width))  # fmt: skip
+    box = (
+        (height - crop_h) // 2 if not pad_h else 0,
+        (width - crop_w) // 2 if not pad_w else 0,
+        min(crop_h, height),
+        min(crop_w, width),
+    )
     return box, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
 
 
@@ -459,9 +453,7 @@ def _three_boxes(size: tuple[int, int], crop: tuple[int, int]) -> list[Box]:
     """The boxes of `three_crops` (Scenic's left/centre/right test crops)."""
     (height, width), (crop_h, crop_w) = size, crop
     if height < crop_h or width < crop_w:
-        raise ValueError(
-            f"three_crops expected a clip at least {crop_h}x{crop_w} (H x W); got {height}x{width}"
-        )
+        raise ValueError(f"three_crops expected a clip at least {crop_h}x{crop_w} (H x W); got {height}x{width}")
     top, left = math.ceil((height - crop_h) / 2), math.ceil((width - crop_w) / 2)
     if height > width:
         offsets = [(0, left), (top, left), (height - crop_h, left)]
@@ -542,9 +534,7 @@ class VideoEvalTransform:
         std: tuple[float, ...] = (0.5, 0.5, 0.5),
     ) -> None:
         if interpolation not in _INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}"
-            )
+            raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
         self.resize_size = int(resize_size)
         self.crop_size = _pair(crop_size, "crop_size")
         self.interpolation = interpolation
@@ -637,9 +627,7 @@ class VideoTrainTransform(VideoEvalTransform):
         self.hflip = float(hflip)
         self.generator = generator
 
-    def __call__(
-        self, frames: np.ndarray | torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def __call__(self, frames: np.ndarray | torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augments one clip.
 
         Args:
@@ -706,10 +694,7 @@ def create_transform(
     allowed = _EVAL_KEYS + _SAMPLING_KEYS + (_TRAIN_KEYS if train else ())
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
-        raise TypeError(
-            f"create_transform(train={train}) got unexpected overrides {unknown}; "
-            f"allowed: {list(allowed)}"
-        )
+        raise TypeError(f"create_transform(train={train}) got unexpected overrides {unknown}; allowed: {list(allowed)}")
     train_args = {key: overrides.pop(key) for key in _TRAIN_KEYS if key in overrides}
     # A cfg may pin the augmentation too (e.g. `hflip: 0.0` for direction-sensitive labels).
     for key in ("scale", "hflip"):

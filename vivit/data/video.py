@@ -74,6 +74,7 @@ DEFAULT_MAX_ASPECT_RATIO = 16.0
 #: files are memory-mapped instead and need no budget.
 DEFAULT_MAX_ARRAY_BYTES = 2 * 1024**3
 
+
 class VideoDecoderMissingError(ImportError):
     """A real video file was given but PyAV, the optional video decoder, is not installed."""
 
@@ -130,6 +131,7 @@ class VideoReader:
         VideoWarning: If the file decodes fewer frames than its container declares (truncated or
             damaged); the frames that exist are readable.
     """
+
     # Damage inside the data that the container does not reveal is found while reading: see
     # `get_frames_at`. Where damage is concealed by the decoder, the pixels of frames decoded after
     # a seek may differ from a sequential decode's (concealment depends on what was decoded before).

@@ -198,7 +198,9 @@ class FactorizedSelfAttentionBlock(nn.Module):
         # LayerNorm and the projections act per token, so they run in the time-major layout; only
         # q/k/v and the output are regrouped into one sequence over t per spatial position
         a = self.temporal_attn
-        qkv = rearrange(a.qkv(self.temporal_norm(x)), "b (t s) (three h d) -> three (b s) h t d", three=3, t=t, h=a.num_heads)
+        qkv = rearrange(
+            a.qkv(self.temporal_norm(x)), "b (t s) (three h d) -> three (b s) h t d", three=3, t=t, h=a.num_heads
+        )
         z = rearrange(a._sdpa(*qkv), "(b s) h t d -> b (t s) (h d)", s=x.shape[1] // t)
         return x + self.drop_path(a.proj_drop(a.proj(z)))
 

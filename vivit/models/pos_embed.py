@@ -16,7 +16,7 @@ __all__ = ["resample_pos_embed", "resample_temporal_pos_embed"]
 
 def _interp_space(grid: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     # grid: (t, D, h, w); bicubic/bilinear resample each frame's table independently
-    align = True if mode == "linear_align_corners" else False
+    align = mode == "linear_align_corners"
     mode = "bilinear" if mode.startswith("linear") else mode
     kwargs = {} if mode == "nearest" else {"align_corners": align}
     return F.interpolate(grid, size=size, mode=mode, **kwargs)

@@ -28,10 +28,16 @@ def label_names(name: str) -> tuple[str, ...]:
 # Scenic's released video preprocessing (eval): 32 frames, short side 256, centre crop 224,
 # pixels x/255*2-1 (mean = std = 0.5), 4 clips x 3 crops with averaged logits.
 _KINETICS_EVAL = dict(
-    input_size=(3, 32, 224, 224), frame_stride=2, resize_size=256, crop_size=224, interpolation="bilinear",
-    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), test_views=(4, 3),
+    input_size=(3, 32, 224, 224),
+    frame_stride=2,
+    resize_size=256,
+    crop_size=224,
+    interpolation="bilinear",
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    test_views=(4, 3),
     antialias=False,  # DMVR resizes with plain bilinear: match it for the released accuracy
-)  # fmt: skip
+)
 _SCENIC_LICENSE = "Apache-2.0"  # google-research/scenic, code and released checkpoints
 
 
@@ -61,11 +67,21 @@ def _kinetics(name: str, arch: str, classes: str, top1: float, scenic_path: str,
 
 PRETRAINED_ENTRIES: list[dict[str, Any]] = [
     _kinetics(
-        "vivit_b_st_k400", "vivit_b_st", "kinetics400", 79.9, "kinetics_400/vivit_base_16x2_unfactorized",
+        "vivit_b_st_k400",
+        "vivit_b_st",
+        "kinetics400",
+        79.9,
+        "kinetics_400/vivit_base_16x2_unfactorized",
         # the same weights, converted by HF; safetensors only on the PR branch
-        extra_sources=({"format": "transformers", "hf_hub": "google/vivit-b-16x2-kinetics400",
-                        "revision": "refs/pr/3", "filename": "model.safetensors"},),
-    ),  # fmt: skip
+        extra_sources=(
+            {
+                "format": "transformers",
+                "hf_hub": "google/vivit-b-16x2-kinetics400",
+                "revision": "refs/pr/3",
+                "filename": "model.safetensors",
+            },
+        ),
+    ),
     _kinetics("vivit_b_fe_k400", "vivit_b_fe", "kinetics400", 78.4, "kinetics_400/vivit_base_16x2_fe"),
     _kinetics("vivit_l_fe_k400", "vivit_l_fe", "kinetics400", 80.3, "kinetics_400/vivit_large_16x2_fe"),
     _kinetics("vivit_l_fe_k600", "vivit_l_fe", "kinetics600", 81.6, "kinetics_600/vivit_large_16x2_fe"),
@@ -129,9 +145,17 @@ PRETRAINED_ENTRIES.append(
         "name": "vivit_demo",
         "architecture": "vivit_ti_st",
         "model_args": dict(
-            img_size=32, num_frames=8, patch_size=8, tubelet_size=2, embed_dim=64, depth=4, num_heads=4,
-            mlp_dim=128, num_classes=4, global_pool="token",
-        ),  # fmt: skip
+            img_size=32,
+            num_frames=8,
+            patch_size=8,
+            tubelet_size=2,
+            embed_dim=64,
+            depth=4,
+            num_heads=4,
+            mlp_dim=128,
+            num_classes=4,
+            global_pool="token",
+        ),
         "pretrained_cfg": {
             "sources": ({"format": "vivit", "file": "assets/vivit_demo.safetensors"},),
             "dataset": "synthetic moving discs (examples/make_demo.py)",
@@ -140,9 +164,15 @@ PRETRAINED_ENTRIES.append(
             "label_names": ("right", "left", "down", "up"),  # direction of motion
             "metrics": {"top1": 99.0, "views": "1x1"},  # 2000 held-out clips (make_demo.py)
             "license": "Apache-2.0",
-            "input_size": (3, 8, 32, 32), "frame_stride": 1, "resize_size": 32, "crop_size": 32,
-            "interpolation": "bilinear", "antialias": False, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+            "input_size": (3, 8, 32, 32),
+            "frame_stride": 1,
+            "resize_size": 32,
+            "crop_size": 32,
+            "interpolation": "bilinear",
+            "antialias": False,
+            "mean": (0.5, 0.5, 0.5),
+            "std": (0.5, 0.5, 0.5),
             "test_views": (1, 1),
-        },  # fmt: skip
+        },
     }
 )

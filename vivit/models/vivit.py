@@ -120,11 +120,14 @@ class ViViT(nn.Module):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
         if global_pool == "token" and not self.allows_token_pool:
             raise ValueError(
-                f"{type(self).__name__} has no class token (as in the paper and Scenic); "
-                "use global_pool='avg'"
+                f"{type(self).__name__} has no class token (as in the paper and Scenic); use global_pool='avg'"
             )
-        for arg, value in (("embed_dim", embed_dim), ("num_heads", num_heads), ("in_chans", in_chans),
-                           ("patch_size", min(_pair(patch_size)))):  # fmt: skip
+        for arg, value in (
+            ("embed_dim", embed_dim),
+            ("num_heads", num_heads),
+            ("in_chans", in_chans),
+            ("patch_size", min(_pair(patch_size))),
+        ):
             if value < 1:
                 raise ValueError(f"{arg} must be >= 1, got {value}")
         if tubelet_size < 1:
@@ -152,12 +155,22 @@ class ViViT(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         # Everything needed to rebuild this architecture (saved in config.json).
         self.model_args: dict[str, Any] = dict(
-            img_size=self.img_size, num_frames=self.num_frames, patch_size=self.patch_embed.patch_size,
-            tubelet_size=tubelet_size, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
-            num_heads=num_heads, mlp_dim=self.mlp_dim, num_classes=num_classes, global_pool=global_pool,
-            drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
+            img_size=self.img_size,
+            num_frames=self.num_frames,
+            patch_size=self.patch_embed.patch_size,
+            tubelet_size=tubelet_size,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_dim=self.mlp_dim,
+            num_classes=num_classes,
+            global_pool=global_pool,
+            drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate,
+            drop_path_rate=drop_path_rate,
             dynamic_size=dynamic_size,
-        )  # fmt: skip
+        )
 
     # ---------------------------------------------------------------- construction helpers
     def _new_cls_token(self) -> nn.Parameter | None:
@@ -341,12 +354,15 @@ class ViViT(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: GlobalPool | None = None) -> None:
         """Replace the head with a fresh zero-initialized one (Scenic's init for a new task)."""
-        if global_pool is not None and global_pool != self.global_pool:
-            if (global_pool == "token") != (self.num_prefix_tokens == 1):
-                raise ValueError(
-                    f"cannot switch global_pool from {self.global_pool!r} to {global_pool!r}: the class "
-                    "token is part of the architecture; create a new model instead"
-                )
+        if (
+            global_pool is not None
+            and global_pool != self.global_pool
+            and (global_pool == "token") != (self.num_prefix_tokens == 1)
+        ):
+            raise ValueError(
+                f"cannot switch global_pool from {self.global_pool!r} to {global_pool!r}: the class "
+                "token is part of the architecture; create a new model instead"
+            )
         self.num_classes = self.model_args["num_classes"] = num_classes
         ref = self.head.weight if isinstance(self.head, nn.Linear) else self.patch_embed.proj.weight
         if num_classes > 0:
@@ -410,9 +426,14 @@ class _JointTokenViViT(ViViT):
     def _make_block(self, drop_path: float) -> nn.Module:
         a = self.model_args
         return Block(
-            self.embed_dim, a["num_heads"], self.mlp_dim, drop=a["drop_rate"], attn_drop=a["attn_drop_rate"],
-            drop_path=drop_path, attn_layer=self.attn_layer,
-        )  # fmt: skip
+            self.embed_dim,
+            a["num_heads"],
+            self.mlp_dim,
+            drop=a["drop_rate"],
+            attn_drop=a["attn_drop_rate"],
+            drop_path=drop_path,
+            attn_layer=self.attn_layer,
+        )
 
     attn_layer: type[Attention] = Attention
 
@@ -430,7 +451,9 @@ class _JointTokenViViT(ViViT):
         take = _take_indices(indices, len(self.blocks))
         x = self._tokenize(x)
         grid = _grid3(x)
-        x = self._add_pos(rearrange(x, "b d t h w -> b (t h w) d"), self.cls_token, self.pos_embed, self.grid_size, grid)
+        x = self._add_pos(
+            rearrange(x, "b d t h w -> b (t h w) d"), self.cls_token, self.pos_embed, self.grid_size, grid
+        )
         intermediates = []
         for i, blk in enumerate(self.blocks):
             x = self._run_blocks([blk], x, (grid[0], grid[1] * grid[2]))
@@ -476,9 +499,14 @@ class FactorizedSelfAttentionViViT(_JointTokenViViT):
     def _make_block(self, drop_path: float) -> nn.Module:
         a = self.model_args
         return FactorizedSelfAttentionBlock(
-            self.embed_dim, a["num_heads"], self.mlp_dim, drop=a["drop_rate"], attn_drop=a["attn_drop_rate"],
-            drop_path=drop_path, attention_order=self.attention_order,
-        )  # fmt: skip
+            self.embed_dim,
+            a["num_heads"],
+            self.mlp_dim,
+            drop=a["drop_rate"],
+            attn_drop=a["attn_drop_rate"],
+            drop_path=drop_path,
+            attention_order=self.attention_order,
+        )
 
 
 class FactorizedDotProductViViT(_JointTokenViViT):
@@ -521,7 +549,9 @@ class FactorizedEncoderViViT(ViViT):
         a = self.model_args
         temporal_num_heads = a["num_heads"] if temporal_num_heads is None else temporal_num_heads
         temporal_mlp_dim = self.mlp_dim if temporal_mlp_dim is None else temporal_mlp_dim
-        a.update(temporal_depth=temporal_depth, temporal_num_heads=temporal_num_heads, temporal_mlp_dim=temporal_mlp_dim)
+        a.update(
+            temporal_depth=temporal_depth, temporal_num_heads=temporal_num_heads, temporal_mlp_dim=temporal_mlp_dim
+        )
         nt, nh, nw = self.grid_size
         common = dict(drop=a["drop_rate"], attn_drop=a["attn_drop_rate"])
 

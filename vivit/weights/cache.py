@@ -7,9 +7,8 @@ may be full or read-only. The rules, in one place:
 * `cache_dir`: ``$VIVIT_CACHE``, else ``$HF_HOME/vivit``, else ``~/.cache/vivit``;
 * `cache_lock`: an inter-process file lock (the `filelock` package) per cached file, so that N
   processes make one download and one conversion; the others wait, then read the result;
-* `atomic_write`: readers see no file or the complete one; temporary files are named
-  ``.<name>.<pid>.<random>.part`` so that `clean_stale_temp_files` can tell those of dead
-  processes (and, under the lock, any leftover for that file) and remove them;
+* writes go through `vivit.files.atomic_write` (readers see no file or the complete one), and,
+  under the lock, `vivit.files.clean_stale_temp_files` removes any leftover for that file;
 * `get_or_build`: a cached file is used only if its metadata matches what the caller expects
   (source, converter version, format) and it reads back; otherwise it is rebuilt. A failure to
   *write* the cache is a `CacheWarning`, and the freshly built result is still returned;
@@ -21,26 +20,21 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
-import secrets
-import shutil
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from ..files import atomic_write, clean_stale_temp_files, temp_path
+
 __all__ = [
     "CacheError",
     "CacheWarning",
-    "atomic_write",
     "cache_dir",
     "cache_lock",
     "cache_write_error",
-    "check_file_destination",
-    "clean_stale_temp_files",
     "get_or_build",
     "scratch_dir",
     "stale_reason",
@@ -49,12 +43,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Temporary files untouched for this long are stale whoever wrote them (a live download writes
-# every few seconds; the download deadline defaults to 2 hours).
-STALE_AFTER_S = 24 * 3600.0
 # How long a process waits for another one holding the lock before it says so.
 _WAIT_NOTICE_S = 2.0
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{12}\.part$")
 
 
 class CacheError(OSError):
@@ -102,129 +92,6 @@ def cache_write_error(err: OSError, folder: Path, what: str) -> CacheError:
     return error
 
 
-def temp_path(dest: Path) -> Path:
-    """An unused hidden temporary path next to `dest`: ``.<name>.<pid>.<random>.part``.
-
-    Same folder, so that the final rename is atomic; the pid lets `clean_stale_temp_files` tell
-    whether its writer is still alive; the random part keeps concurrent writers apart.
-    """
-    return dest.parent / f".{dest.name}.{os.getpid()}.{secrets.token_hex(6)}.part"
-
-
-def _remove_quietly(path: Path) -> None:
-    """Delete a file if it exists, never masking the error being handled."""
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
-def clean_stale_temp_files(folder: Path, name: str | None = None) -> list[Path]:
-    """Remove temporary ``.part`` files left behind by interrupted writers.
-
-    A temporary file is stale when its writer (the pid in its name) is no longer running on this
-    machine, or when it has not been modified for `STALE_AFTER_S`. With `name` (call it while
-    holding `cache_lock` for that file), every temporary file for `name` is stale, since no other
-    writer can be active.
-
-    Args:
-        folder: The folder to clean (nothing happens if it does not exist).
-        name: Only temporary files of this destination name, all of them.
-
-    Returns:
-        The files removed.
-    """
-    removed: list[Path] = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    now = time.time()
-    for entry in entries:
-        match = _TEMP.match(entry.name)
-        if match is None or not entry.is_file(follow_symlinks=False):
-            continue
-        if name is not None:
-            stale = match["name"] == name
-        else:
-            try:
-                old = now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
-            except OSError:
-                continue
-            stale = old or not _pid_alive(int(match["pid"]))
-        if stale:
-            try:
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-            except OSError:
-                pass
-    if removed:
-        logger.info("removed %d stale temporary files from %s", len(removed), folder)
-    return removed
-
-
-@contextmanager
-def atomic_write(dest: str | os.PathLike[str]) -> Iterator[Path]:
-    """Write a file atomically: readers see either no file or the complete one.
-
-    Yields a temporary path in the destination's folder; write the file there. When the block
-    exits normally the temporary file is renamed onto ``dest`` (replacing any existing file);
-    when it raises, the temporary file is removed and ``dest`` is left untouched.
-
-    Args:
-        dest: The final path. Its parent folders are created.
-
-    Example:
-        >>> with atomic_write(cache_dir() / "model.safetensors") as tmp:
-        ...     safetensors.torch.save_file(state_dict, tmp)
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(dest)
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"atomic_write: nothing was written to {tmp} for {dest}")
-        os.replace(tmp, dest)
-    finally:
-        _remove_quietly(tmp)
-
-
-def check_file_destination(dest: str | os.PathLike[str]) -> None:
-    """Refuse a path that `atomic_write` could not turn into a file, before any slow work is done.
-
-    Raises:
-        ValueError: `dest` is an existing folder, one of its parents is a file, or its nearest
-            existing folder does not take new files (read-only, no permission, a pseudo file
-            system such as /proc): probed by creating and removing a temporary file there.
-    """
-    dest = Path(dest)
-    if dest.is_dir():
-        raise ValueError(f"{dest} is a folder: give a file name, e.g. {dest / ('output' + dest.suffix)}")
-    for parent in dest.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"cannot write {dest}: {parent} is a file, not a folder")
-            try:  # permissions alone do not tell (root, read-only mounts, /proc): try it
-                with tempfile.TemporaryFile(dir=parent):
-                    pass
-            except OSError as err:
-                raise ValueError(f"cannot write {dest}: the folder {parent} does not take new files ({err.strerror})") from None
-            return
-
-
 @contextmanager
 def cache_lock(dest: Path, what: str, timeout_s: float | None = None) -> Iterator[bool]:
     """Hold an inter-process lock for building `dest` (lock file ``.<name>.lock`` beside it).
@@ -266,7 +133,11 @@ def cache_lock(dest: Path, what: str, timeout_s: float | None = None) -> Iterato
             "if no other vivit process is running, delete that file"
         ) from None
     except OSError as err:
-        warnings.warn(f"{cache_write_error(err, dest.parent, 'a lock file')}; continuing without the lock", CacheWarning, stacklevel=3)
+        warnings.warn(
+            f"{cache_write_error(err, dest.parent, 'a lock file')}; continuing without the lock",
+            CacheWarning,
+            stacklevel=3,
+        )
         yield False
         return
     try:
@@ -309,8 +180,11 @@ def scratch_dir() -> Iterator[Path]:
         probe.touch()
         probe.unlink()
     except OSError as err:
-        warnings.warn(f"{cache_write_error(err, folder, 'downloads')}; downloading to a temporary folder instead",
-                      CacheWarning, stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"{cache_write_error(err, folder, 'downloads')}; downloading to a temporary folder instead",
+            CacheWarning,
+            stacklevel=3,
+        )
         with tempfile.TemporaryDirectory(prefix="vivit-") as tmp:
             yield Path(tmp)
         return
@@ -386,13 +260,3 @@ def get_or_build(
                 stacklevel=2,
             )
         return result
-
-
-def free_space(folder: Path) -> int | None:
-    """Free bytes on the disk holding `folder` (its nearest existing parent), or None if unknown."""
-    for candidate in (folder, *folder.parents):
-        try:
-            return shutil.disk_usage(candidate).free
-        except OSError:
-            continue
-    return None

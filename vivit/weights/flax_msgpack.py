@@ -249,8 +249,10 @@ class _Walker:
         if start >= end or self.buf[start] != 0x93:
             raise _Corrupt(f"the array at offset {start} does not start with [shape, dtype, bytes]")
         shape, pos = inner.value(start + 1, MAX_DEPTH - 1)
-        if not isinstance(shape, list) or len(shape) > _MAX_NDIM or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        if (
+            not isinstance(shape, list)
+            or len(shape) > _MAX_NDIM
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
         ):
             raise _Corrupt(f"the array at offset {start} has an invalid shape")
         dtype, pos = inner.value(pos, MAX_DEPTH)
@@ -351,7 +353,9 @@ def _unchunk(node: Mapping[str, Any]) -> _ArrayRef:
         raise _Corrupt(f"a chunked array mixes dtypes {short_list(sorted(dtypes))}")
     spec = ArraySpec(tuple(dims), dtypes.pop())
     if sum(c.spec.size for c in chunks) != spec.size:
-        raise _Corrupt(f"a chunked array of shape {spec.shape} has chunks of {sum(c.spec.size for c in chunks)} elements")
+        raise _Corrupt(
+            f"a chunked array of shape {spec.shape} has chunks of {sum(c.spec.size for c in chunks)} elements"
+        )
     return _ArrayRef(spec, tuple(span for c in chunks for span in c.spans))
 
 

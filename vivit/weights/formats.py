@@ -62,9 +62,20 @@ _SAFETENSORS_FLOATS = {
     "F32": (torch.float32, 4),
     "F64": (torch.float64, 8),
 }
-_OTHER_DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16", "U32": "uint32",
-                 "I32": "int32", "U64": "uint64", "I64": "int64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
-                 "C64": "complex64"}  # fmt: skip
+_OTHER_DTYPES = {
+    "BOOL": "bool",
+    "U8": "uint8",
+    "I8": "int8",
+    "U16": "uint16",
+    "I16": "int16",
+    "U32": "uint32",
+    "I32": "int32",
+    "U64": "uint64",
+    "I64": "int64",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "C64": "complex64",
+}
 _FILE_KINDS = {
     stat.S_IFDIR: "a directory",
     stat.S_IFIFO: "a FIFO (named pipe)",
@@ -221,7 +232,9 @@ def _has_infinity(value: Any) -> bool:
     return False
 
 
-def read_json_file(path: str | os.PathLike[str], what: str = "JSON file", max_bytes: int = MAX_HEADER_BYTES) -> dict[str, Any]:
+def read_json_file(
+    path: str | os.PathLike[str], what: str = "JSON file", max_bytes: int = MAX_HEADER_BYTES
+) -> dict[str, Any]:
     """A JSON object from a (config) file: regular file, at most `max_bytes`, parsed by `parse_json`.
 
     Raises:
@@ -233,11 +246,15 @@ def read_json_file(path: str | os.PathLike[str], what: str = "JSON file", max_by
         raw = handle.read(max_bytes + 1)
     value = parse_json(raw, str(path), what, max_bytes=max_bytes)
     if not isinstance(value, dict):
-        raise ValueError(f"{path}: its {what} is a JSON {type(value).__name__}, expected an object; the file may be corrupted")
+        raise ValueError(
+            f"{path}: its {what} is a JSON {type(value).__name__}, expected an object; the file may be corrupted"
+        )
     return value
 
 
-def cast_finite(tensors: Mapping[str, torch.Tensor], dtypes: Mapping[str, torch.dtype], where: str) -> dict[str, torch.Tensor]:
+def cast_finite(
+    tensors: Mapping[str, torch.Tensor], dtypes: Mapping[str, torch.dtype], where: str
+) -> dict[str, torch.Tensor]:
     """Cast tensors to the dtypes of the parameters they will fill, refusing values that do not fit.
 
     `load_state_dict` would copy a float64 1e300 into a float32 parameter as infinity; here such a
@@ -386,9 +403,13 @@ def _check_entries(
             malformed.append(name)
             continue
         shape, offsets, code = _shape(info["shape"]), info["data_offsets"], info["dtype"]
-        if (shape is None or not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
-                or offsets[0] > offsets[1]):  # fmt: skip
+        if (
+            shape is None
+            or not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+            or offsets[0] > offsets[1]
+        ):
             malformed.append(name)
             continue
         spans.append((offsets[0], offsets[1], name))
@@ -414,7 +435,9 @@ def _check_entries(
     position = 0
     for start, end, name in spans:
         if start != position:
-            raise _corrupt(path, f"tensor {name!r} starts at byte {start} of the data, expected {position} (a gap or overlap)")
+            raise _corrupt(
+                path, f"tensor {name!r} starts at byte {start} of the data, expected {position} (a gap or overlap)"
+            )
         position = end
     if position != data_size:
         raise _corrupt(path, f"the tensors cover {position:,} bytes of data, the file holds {data_size:,}")

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from ..files import atomic_write
 from ..models.vivit import SpatioTemporalViViT, ViViT
-from .hub import atomic_write
 from .validate import count_blocks
 
 __all__ = [
@@ -244,11 +244,16 @@ def transformers_model_args(
     tokens = sd["pos_embed"].shape[1] - 1  # after the class token's slot
     num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else 0
     args: dict[str, Any] = {
-        "embed_dim": d, "in_chans": c, "tubelet_size": t, "patch_size": (ph, pw), "global_pool": "token",
+        "embed_dim": d,
+        "in_chans": c,
+        "tubelet_size": t,
+        "patch_size": (ph, pw),
+        "global_pool": "token",
         "depth": count_blocks(sd, r"blocks\.(\d+)\.", "", "blocks"),  # distinct indices 0..N-1, not the largest + 1
-        "mlp_dim": sd["blocks.0.mlp.fc1.weight"].shape[0], "num_classes": num_classes,
+        "mlp_dim": sd["blocks.0.mlp.fc1.weight"].shape[0],
+        "num_classes": num_classes,
         "num_heads": int(config.get("num_attention_heads", fallback["num_heads"])),
-    }  # fmt: skip
+    }
     size = config.get("image_size", fallback["img_size"])
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     per_frame = (h // ph) * (w // pw)
@@ -280,12 +285,17 @@ def model_args_from_transformers_config(config: Mapping[str, Any]) -> dict[str, 
     head = "VivitModel" not in (config.get("architectures") or [])
     return {
         "img_size": (size, size) if isinstance(size, int) else (int(size[0]), int(size[1])),
-        "num_frames": int(config.get("num_frames", 32)), "tubelet_size": t, "patch_size": (ph, pw),
-        "in_chans": int(config.get("num_channels", 3)), "embed_dim": int(config.get("hidden_size", 768)),
-        "depth": int(config.get("num_hidden_layers", 12)), "num_heads": int(config.get("num_attention_heads", 12)),
+        "num_frames": int(config.get("num_frames", 32)),
+        "tubelet_size": t,
+        "patch_size": (ph, pw),
+        "in_chans": int(config.get("num_channels", 3)),
+        "embed_dim": int(config.get("hidden_size", 768)),
+        "depth": int(config.get("num_hidden_layers", 12)),
+        "num_heads": int(config.get("num_attention_heads", 12)),
         "mlp_dim": int(config.get("intermediate_size", 3072)),
-        "num_classes": int(config.get("num_labels", len(id2label) or 2)) if head else 0, "global_pool": "token",
-    }  # fmt: skip
+        "num_classes": int(config.get("num_labels", len(id2label) or 2)) if head else 0,
+        "global_pool": "token",
+    }
 
 
 def data_config_from_transformers(processor: Mapping[str, Any]) -> dict[str, Any]:

@@ -53,13 +53,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from .cache import atomic_write, cache_dir, cache_write_error, free_space, temp_path
-from .cache import _remove_quietly as _remove_quietly
+from ..files import free_space, remove_quietly, temp_path
+from .cache import cache_dir, cache_write_error
 
 __all__ = [
     "DownloadLimits",
     "WeightsDownloadError",
-    "atomic_write",
     "cache_dir",
     "download_url",
     "hf_download",
@@ -75,10 +74,18 @@ _TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
 _CHUNK_SIZE = 1 << 20
 _SNIFF_BYTES = 512
 # Connection errors that mean "this host cannot be reached from here": retrying will not help.
-_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN})
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
+)
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-_ERROR_CONTENT_TYPES = ("text/html", "application/xhtml+xml", "application/json", "application/problem+json",
-                        "text/xml", "application/xml")  # fmt: skip
+_ERROR_CONTENT_TYPES = (
+    "text/html",
+    "application/xhtml+xml",
+    "application/json",
+    "application/problem+json",
+    "text/xml",
+    "application/xml",
+)
 
 
 class WeightsDownloadError(RuntimeError):
@@ -119,9 +126,11 @@ class DownloadLimits:
             ValueError: If an environment variable is not a non-negative number.
         """
         values: dict[str, Any] = {}
-        for env, field, kind in (("VIVIT_DOWNLOAD_TIMEOUT", "deadline_s", float),
-                                 ("VIVIT_DOWNLOAD_MIN_RATE", "min_rate", float),
-                                 ("VIVIT_DOWNLOAD_RETRIES", "retries", int)):  # fmt: skip
+        for env, field, kind in (
+            ("VIVIT_DOWNLOAD_TIMEOUT", "deadline_s", float),
+            ("VIVIT_DOWNLOAD_MIN_RATE", "min_rate", float),
+            ("VIVIT_DOWNLOAD_RETRIES", "retries", int),
+        ):
             text = os.environ.get(env, "").strip()
             if not text:
                 continue
@@ -149,8 +158,7 @@ def is_offline() -> bool:
     The environment is read at each call, unlike huggingface_hub which reads it at import.
     """
     return any(
-        os.environ.get(name, "").strip().lower() in _TRUE_VALUES
-        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+        os.environ.get(name, "").strip().lower() in _TRUE_VALUES for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
 
 
@@ -239,7 +247,7 @@ def _error_body(response: Any) -> str:
     """A short description of an HTTP error response's body ('' if empty or unreadable)."""
     try:
         head = response.read(_SNIFF_BYTES)
-    except Exception:  # noqa: BLE001 - the body only decorates the message
+    except Exception:
         return ""
     text = _text_body(head) if head else None
     return f"; the server said: {text}" if text else ""
@@ -424,7 +432,9 @@ class _Transfer:
                 wait = min(max(wait, err.wait or 0.0), 60.0)
                 if wait >= self.remaining():
                     raise self.deadline_error() from None
-                logger.warning("download of %s: %s; retrying in %.1f s (%d/%d)", self.url, err, wait, attempt, self.limits.retries)
+                logger.warning(
+                    "download of %s: %s; retrying in %.1f s (%d/%d)", self.url, err, wait, attempt, self.limits.retries
+                )
                 time.sleep(wait)
 
     def attempt(self) -> None:
@@ -457,8 +467,11 @@ class _Transfer:
                 raise _Retry(status, wait=_retry_after(err.headers.get("Retry-After"))) from None
             if err.code == 416:  # our Range is past the end: the file changed, start over
                 raise _Retry(status, restart=True) from None
-            advice = ("The file does not exist at that address: check the URL (or VIVIT_SCENIC_BASE_URL)."
-                      if err.code in (403, 404, 410) else "Check the URL, or download the file by hand and pass its local path.")  # fmt: skip
+            advice = (
+                "The file does not exist at that address: check the URL (or VIVIT_SCENIC_BASE_URL)."
+                if err.code in (403, 404, 410)
+                else "Check the URL, or download the file by hand and pass its local path."
+            )
             raise WeightsDownloadError(f"Downloading {self.url} failed with {status}. {advice}") from None
         except urllib.error.URLError as err:
             if watchdog.expired:
@@ -529,16 +542,23 @@ class _Transfer:
         head = b""
         name = self.url.rsplit("/", 1)[-1] or self.url
         with tqdm(  # type: ignore[no-untyped-call]
-            total=state.total, initial=state.received, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=name, disable=not self.show,
-        ) as bar:  # fmt: skip
+            total=state.total,
+            initial=state.received,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=name,
+            disable=not self.show,
+        ) as bar:
             while True:
                 try:
                     chunk = response.read1(_CHUNK_SIZE) if hasattr(response, "read1") else response.read(_CHUNK_SIZE)
                 except (http.client.HTTPException, OSError) as err:
                     if watchdog.expired:
                         raise self.deadline_error() from None
-                    raise _Retry(f"the connection dropped ({type(err).__name__}: {_printable(str(err)) or 'timed out'})") from None
+                    raise _Retry(
+                        f"the connection dropped ({type(err).__name__}: {_printable(str(err)) or 'timed out'})"
+                    ) from None
                 if watchdog.expired:
                     raise self.deadline_error()
                 self.check_rate(window, state.received + len(head) + len(chunk))
@@ -561,9 +581,13 @@ class _Transfer:
                 state.md5.update(chunk)
                 bar.update(len(chunk))
                 if state.received > limits.max_bytes:
-                    raise WeightsDownloadError(f"Downloading {self.url}: more than {limits.max_bytes:,} bytes arrived; wrong URL?")
+                    raise WeightsDownloadError(
+                        f"Downloading {self.url}: more than {limits.max_bytes:,} bytes arrived; wrong URL?"
+                    )
         if state.total is not None and state.received < state.total:
-            raise _Retry(f"the body was truncated: the connection closed after {state.received:,} of {state.total:,} bytes")
+            raise _Retry(
+                f"the body was truncated: the connection closed after {state.received:,} of {state.total:,} bytes"
+            )
 
     def check_rate(self, window: deque[tuple[float, int]], arrived: int) -> None:
         """Drop a connection slower than `min_rate` over the last `rate_window_s`.
@@ -635,7 +659,7 @@ def download_url(
     try:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            out = open(tmp, "w+b", buffering=0)  # unbuffered: a full disk fails in write(), not at close
+            out = open(tmp, "w+b", buffering=0)  # noqa: SIM115 - closed by the with below; unbuffered: a full disk fails in write(), not at close
         except OSError as err:
             raise cache_write_error(err, dest.parent, f"the download of {url}") from None
         with out:
@@ -653,7 +677,7 @@ def download_url(
                     transfer.state.restart(out)
         os.replace(tmp, dest)
     finally:
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
     return transfer.state.sha256.hexdigest()
 
 
@@ -668,7 +692,9 @@ def _write_all(out: BinaryIO, data: bytes) -> None:
         view = view[written:]
 
 
-def _check_download(transfer: _Transfer, tmp: Path, expected_sha256: str | None, validate: Callable[[Path], None] | None) -> None:
+def _check_download(
+    transfer: _Transfer, tmp: Path, expected_sha256: str | None, validate: Callable[[Path], None] | None
+) -> None:
     """Hashes and format of a finished download; `_Retry` if the body may have been garbled in transit."""
     state = transfer.state
     if state.server_md5 and state.md5.hexdigest() != state.server_md5:
@@ -743,8 +769,7 @@ def _hf_advice(err: Exception) -> str:
         ),
         (
             GatedRepoError,
-            "The repository is gated: accept its terms on the Hub and log in "
-            "(`hf auth login`, or set HF_TOKEN).",
+            "The repository is gated: accept its terms on the Hub and log in (`hf auth login`, or set HF_TOKEN).",
         ),
         (
             RepositoryNotFoundError,
@@ -916,8 +941,16 @@ def hf_download(
         limits = DownloadLimits.from_env()
         for attempt in range(limits.retries + 1):
             try:
-                path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache, endpoint=endpoint,
-                                            local_files_only=offline))  # fmt: skip
+                path = Path(
+                    hf_hub_download(
+                        repo_id,
+                        filename,
+                        revision=revision,
+                        cache_dir=cache,
+                        endpoint=endpoint,
+                        local_files_only=offline,
+                    )
+                )
                 break
             except Exception as err:  # huggingface_hub and its HTTP client raise many unrelated types
                 if attempt == limits.retries or not _hf_transient(err):
@@ -932,7 +965,7 @@ def hf_download(
         digest = sha256_file(path)
         if digest != expected_sha256.lower():
             for stale in {path.resolve(), path}:
-                _remove_quietly(stale)
+                remove_quietly(stale)
             raise WeightsDownloadError(
                 f"Downloaded {what} but its SHA-256 is {digest}, expected {expected_sha256}; it was removed "
                 "from the cache. The file was changed on the Hub or corrupted; report the mismatch."

@@ -137,7 +137,9 @@ def _fuse_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             want = 2 if m[2] == "weight" else 1
             if any(part.ndim != want or part.shape[1:] != parts[0].shape[1:] for part in parts):
                 shapes = ", ".join(str(tuple(part.shape)) for part in parts)
-                raise ValueError(f"image ViT {m[1]} query/key/value {m[2]}s have shapes {shapes}; expected {want}-D and alike")
+                raise ValueError(
+                    f"image ViT {m[1]} query/key/value {m[2]}s have shapes {shapes}; expected {want}-D and alike"
+                )
             out[f"{m[1]}.qkv.{m[2]}"] = torch.cat(parts)
     return out
 
@@ -204,9 +206,20 @@ def _flax_block_modules(flat: Mapping[str, np.ndarray], block: str) -> dict[str,
 
 # Number of axes of each Flax ViT leaf (by the last two name parts), checked before any transform so
 # that a file with wrong shapes gets a ValueError naming the parameter instead of a numpy IndexError.
-_FLAX_NDIM = {"embedding/kernel": 4, "embedding/bias": 1, "query/kernel": 3, "key/kernel": 3, "value/kernel": 3,
-              "query/bias": 2, "key/bias": 2, "value/bias": 2, "out/kernel": 3, "out/bias": 1, "cls": 3,
-              "pos_embedding": 3}  # fmt: skip
+_FLAX_NDIM = {
+    "embedding/kernel": 4,
+    "embedding/bias": 1,
+    "query/kernel": 3,
+    "key/kernel": 3,
+    "value/kernel": 3,
+    "query/bias": 2,
+    "key/bias": 2,
+    "value/bias": 2,
+    "out/kernel": 3,
+    "out/bias": 1,
+    "cls": 3,
+    "pos_embedding": 3,
+}
 
 
 def _flax_ndim(name: str) -> int | None:
@@ -224,8 +237,11 @@ def _flax_ndim(name: str) -> int | None:
 def _from_flax(params: Mapping[str, Any]) -> _ImageViT:
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused by _canonical_vit
         flat = _unscan({k: np.asarray(v, dtype=np.float32) for k, v in flatten_params(_to_numpy_tree(params)).items()})
-    misshaped = [f"{n} {tuple(a.shape)}" for n, a in flat.items()
-                 if not _IGNORED_FLAX.match(n) and (want := _flax_ndim(n)) is not None and a.ndim != want]  # fmt: skip
+    misshaped = [
+        f"{n} {tuple(a.shape)}"
+        for n, a in flat.items()
+        if not _IGNORED_FLAX.match(n) and (want := _flax_ndim(n)) is not None and a.ndim != want
+    ]
     if misshaped:
         raise ValueError(f"Flax ViT parameters with the wrong number of axes: {short_list(misshaped)}")
     pos_name = next((n for n in ("Transformer/posembed_input/pos_embedding", "pos_embedding") if n in flat), None)
@@ -250,7 +266,9 @@ def _from_flax(params: Mapping[str, Any]) -> _ImageViT:
         except KeyError as err:
             raise ValueError(f"Flax ViT parameters lack {err.args[0]} (needed for {ours})") from None
         except (ValueError, IndexError) as err:  # numpy reshape/transpose/concatenate of mismatched shapes
-            shapes = short_list(f"{n} {tuple(a.shape)}" for n, a in flat.items() if n == theirs or n.startswith(theirs + "/"))
+            shapes = short_list(
+                f"{n} {tuple(a.shape)}" for n, a in flat.items() if n == theirs or n.startswith(theirs + "/")
+            )
             raise ValueError(f"Flax ViT parameters of {theirs} do not fit together ({err}): {shapes}") from None
         for suffix, array in converted.items():
             state[f"{ours}.{suffix}" if suffix else ours] = torch.from_numpy(np.array(array, dtype=np.float32))
@@ -418,7 +436,9 @@ def _temporal_attention(src: Mapping[str, torch.Tensor], depth: int, init: Tempo
     return out
 
 
-def inflation_settings(spec: str | Mapping[str, Any] | None, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def inflation_settings(
+    spec: str | Mapping[str, Any] | None, defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Keyword arguments for `inflate_vit` from the `inflation=` setting of `create_model`.
 
     Args:
@@ -444,7 +464,9 @@ def inflation_settings(spec: str | Mapping[str, Any] | None, defaults: Mapping[s
     for key, value in settings.items():
         if key == "image_grid":
             ok = value is None or (
-                isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)
+                isinstance(value, (list, tuple))
+                and len(value) == 2
+                and all(isinstance(v, int) and v > 0 for v in value)
             )
             if not ok:
                 raise ValueError(f"inflation image_grid must be (rows, cols), got {value!r}")

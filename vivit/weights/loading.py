@@ -38,10 +38,11 @@ from typing import Any, NamedTuple
 import torch
 from safetensors.torch import save_file
 
-from .. import __version__
+from ..files import atomic_write
 from ..models.pos_embed import resample_pos_embed
 from ..models.registry import ModelEntry, get_entry, list_models, matching_architectures
 from ..models.vivit import MODEL_CLASSES, FactorizedEncoderViViT, SpatioTemporalViViT, ViViT
+from ..version import __version__
 from .cache import CacheError, get_or_build, scratch_dir
 from .flax_msgpack import FlaxCheckpoint, flatten_params, open_flax_checkpoint
 from .formats import (
@@ -60,7 +61,7 @@ from .hf_transformers import (
     model_args_from_transformers_config,
     transformers_model_args,
 )
-from .hub import WeightsDownloadError, atomic_write, cache_dir, download_url, hf_download, is_offline, scenic_base_url
+from .hub import WeightsDownloadError, cache_dir, download_url, hf_download, is_offline, scenic_base_url
 from .inflate import inflate_vit, inflation_settings
 from .npz import read_npz
 from .scenic import CONVERTER_VERSION, check_scenic_params, from_scenic, scenic_model_args
@@ -121,7 +122,9 @@ def _config(model: ViViT) -> dict[str, Any]:
     }
 
 
-def _save_safetensors(state_dict: Mapping[str, torch.Tensor], path: Path, config: Mapping[str, Any], **meta: str) -> None:
+def _save_safetensors(
+    state_dict: Mapping[str, torch.Tensor], path: Path, config: Mapping[str, Any], **meta: str
+) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     metadata = {"config": json.dumps(_jsonable(config)), **meta}
     with atomic_write(path) as tmp:
@@ -287,15 +290,23 @@ def _locate(spec: str, *, weights: bool = True) -> _Checkpoint:
     if path.is_dir():
         if not (path / WEIGHTS_NAME).exists():
             pickled = sorted(p.name for p in path.glob("*") if p.suffix in _PICKLE_SUFFIXES)
-            hint = f" (it holds {', '.join(pickled)}, pickled weights, which are never loaded; {_SAFETENSORS_HOWTO})" if pickled else ""
+            hint = (
+                f" (it holds {', '.join(pickled)}, pickled weights, which are never loaded; {_SAFETENSORS_HOWTO})"
+                if pickled
+                else ""
+            )
             raise FileNotFoundError(
                 f"{path} has no {WEIGHTS_NAME}; expected a directory written by save_pretrained (vivit or transformers){hint}"
             )
         path = path / WEIGHTS_NAME
     check_regular_file(path)  # a FIFO would block the reader forever, a device never end
     beside = path.parent
-    config = _read_json(beside / CONFIG_NAME) if path.suffix == ".safetensors" and (beside / CONFIG_NAME).is_file() else None
-    processor = _read_json(beside / PROCESSOR_NAME) if config is not None and (beside / PROCESSOR_NAME).is_file() else None
+    config = (
+        _read_json(beside / CONFIG_NAME) if path.suffix == ".safetensors" and (beside / CONFIG_NAME).is_file() else None
+    )
+    processor = (
+        _read_json(beside / PROCESSOR_NAME) if config is not None and (beside / PROCESSOR_NAME).is_file() else None
+    )
     return _Checkpoint(path, spec, config, processor)
 
 
@@ -320,9 +331,14 @@ def _check_fit(shapes: Mapping[str, tuple[int, ...]], model: ViViT, origin: str)
     target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = [k for k in target if k not in shapes]
     unexpected = [k for k in shapes if k not in target]
-    wrong = [f"{k} {tuple(shapes[k])} (model {target[k]})" for k in target if k in shapes and tuple(shapes[k]) != target[k]]
-    problems = [f"{label} {short_list(keys)}" for label, keys in
-                (("missing", missing), ("unexpected", unexpected), ("wrong shape:", wrong)) if keys]  # fmt: skip
+    wrong = [
+        f"{k} {tuple(shapes[k])} (model {target[k]})" for k in target if k in shapes and tuple(shapes[k]) != target[k]
+    ]
+    problems = [
+        f"{label} {short_list(keys)}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape:", wrong))
+        if keys
+    ]
     if problems:
         raise ValueError(f"{origin} does not fit {type(model).__name__}: " + "; ".join(problems))
 
@@ -358,9 +374,16 @@ def _scenic_grid_tokens(params: Mapping[str, Any]) -> tuple[int, ...] | None:
     (the parameter check then names what is missing)."""
     flat = flatten_params(params)
     prefix = int(any(k == "cls" or k.startswith("cls_") for k in flat))
-    tables = ("SpatialTransformer", "TemporalTransformer") if "cls_SpatialTransformer" in flat or any(
-        k.startswith("SpatialTransformer/") for k in flat) else ("Transformer",)  # fmt: skip
-    shapes = [tuple(flat[f"{t}/posembed_input/pos_embedding"].shape) for t in tables if f"{t}/posembed_input/pos_embedding" in flat]
+    tables = (
+        ("SpatialTransformer", "TemporalTransformer")
+        if "cls_SpatialTransformer" in flat or any(k.startswith("SpatialTransformer/") for k in flat)
+        else ("Transformer",)
+    )
+    shapes = [
+        tuple(flat[f"{t}/posembed_input/pos_embedding"].shape)
+        for t in tables
+        if f"{t}/posembed_input/pos_embedding" in flat
+    ]
     if len(shapes) != len(tables) or any(len(shape) != 3 for shape in shapes):
         return None
     return tuple(shape[1] - prefix for shape in shapes)
@@ -398,7 +421,11 @@ def _transformers_fit(args: Mapping[str, Any], entry: ModelEntry, overrides: Map
     """A transformers ViViT only goes into Model 1 of its own width and head count."""
     d, heads = args["embed_dim"], args["num_heads"]
     fits = matching_architectures(SpatioTemporalViViT, embed_dim=d, num_heads=heads)
-    use = f"use {' or '.join(fits)}" if fits else f"no registered architecture has that; pass embed_dim={d}, num_heads={heads}"
+    use = (
+        f"use {' or '.join(fits)}"
+        if fits
+        else f"no registered architecture has that; pass embed_dim={d}, num_heads={heads}"
+    )
     if not issubclass(entry.model_cls, SpatioTemporalViViT):
         raise ValueError(
             f"{origin} is a transformers ViViT, which is Model 1 (SpatioTemporalViViT), but {entry.name} is a "
@@ -451,7 +478,10 @@ def _convert_vit(
     try:
         state_dict = inflate_vit(image, model, **settings)
     except (ValueError, IndexError, KeyError, RuntimeError) as err:  # a file that is no fitting ViT: one short line
-        why = "; ".join(line.strip() for line in str(err).splitlines() if line.strip()).replace(":; ", ": ") or type(err).__name__
+        why = (
+            "; ".join(line.strip() for line in str(err).splitlines() if line.strip()).replace(":; ", ": ")
+            or type(err).__name__
+        )
         raise ValueError(f"{origin}: {why[:400]}{'...' if len(why) > 400 else ''}") from None
     return Converted(state_dict, model.model_args, {})
 
@@ -480,7 +510,9 @@ def _convert_ours(header: SafetensorsHeader, config: Mapping[str, Any], entry: M
         raise ValueError(f"{origin} holds a {cls.__name__}, but {entry.name!r} is a {entry.model_cls.__name__}")
     stored_args = config.get("model_args") or {}
     if not isinstance(stored_args, Mapping):
-        raise ValueError(f"{origin}: its config's model_args is a JSON {type(stored_args).__name__}, expected an object")
+        raise ValueError(
+            f"{origin}: its config's model_args is a JSON {type(stored_args).__name__}, expected an object"
+        )
     specs = header.tensors
     args = {**entry.model_args, **stored_args, **_tensor_model_args(specs, origin)}
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
@@ -490,7 +522,9 @@ def _convert_ours(header: SafetensorsHeader, config: Mapping[str, Any], entry: M
     _check_fit(header.shapes, model, origin)
     stored_cfg = config.get("pretrained_cfg") or {}
     if not isinstance(stored_cfg, Mapping):
-        raise ValueError(f"{origin}: its config's pretrained_cfg is a JSON {type(stored_cfg).__name__}, expected an object")
+        raise ValueError(
+            f"{origin}: its config's pretrained_cfg is a JSON {type(stored_cfg).__name__}, expected an object"
+        )
     cfg = dict(stored_cfg)
     if config.get("label_names") is not None and cfg.get("label_names") is None:
         cfg["label_names"] = config["label_names"]
@@ -501,7 +535,9 @@ def _convert_ours(header: SafetensorsHeader, config: Mapping[str, Any], entry: M
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
 
 
-def _convert_checkpoint(ckpt: _Checkpoint, entry: ModelEntry, overrides: Mapping[str, Any], inflation: Any) -> Converted:
+def _convert_checkpoint(
+    ckpt: _Checkpoint, entry: ModelEntry, overrides: Mapping[str, Any], inflation: Any
+) -> Converted:
     """Any checkpoint file we can read, identified by its content."""
     path = ckpt.weights
     assert path is not None
@@ -530,7 +566,10 @@ def _convert_checkpoint(ckpt: _Checkpoint, entry: ModelEntry, overrides: Mapping
 def _safetensors_kind(header: SafetensorsHeader) -> str:
     """'vit' (2D patch kernel), 'transformers' (HF ViViT names) or 'vivit', from names and shapes only."""
     path, specs = header.path, header.tensors
-    patch = next((v for k, v in specs.items() if k.endswith(("patch_embed.proj.weight", "patch_embeddings.projection.weight"))), None)
+    patch = next(
+        (v for k, v in specs.items() if k.endswith(("patch_embed.proj.weight", "patch_embeddings.projection.weight"))),
+        None,
+    )
     if patch is None:
         raise ValueError(f"{path}: no patch-embedding tensor; not a ViViT, ViT or transformers checkpoint")
     if patch.ndim == 4:
@@ -564,7 +603,12 @@ def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
     """
     url = _scenic_url(src)
     cached = cache_dir() / "converted" / f"{entry.name}.safetensors"
-    expected = {"source_url": url, "converter_version": str(CONVERTER_VERSION), "format_version": FORMAT_VERSION, "config": "*"}
+    expected = {
+        "source_url": url,
+        "converter_version": str(CONVERTER_VERSION),
+        "format_version": FORMAT_VERSION,
+        "config": "*",
+    }
 
     def read(path: Path) -> Converted:
         header = read_safetensors_header(path)
@@ -598,11 +642,25 @@ def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
         model.pretrained_cfg = {**entry.pretrained_cfg, "architecture": entry.name} if entry.pretrained_cfg else {}
         metadata = {k: v for k, v in expected.items() if k != "config"}
         tensors = {k: v.detach().contiguous().cpu() for k, v in converted.state_dict.items()}
-        save_file(tensors, str(path), metadata={"config": json.dumps(_jsonable(_config(model))), **metadata,
-                                                "source_sha256": sha, "converter": f"vivit.weights.from_scenic {__version__}"})  # fmt: skip
+        save_file(
+            tensors,
+            str(path),
+            metadata={
+                "config": json.dumps(_jsonable(_config(model))),
+                **metadata,
+                "source_sha256": sha,
+                "converter": f"vivit.weights.from_scenic {__version__}",
+            },
+        )
 
-    result = get_or_build(cached, expected, read=lambda path: (read(path), ""), build=build, write=write,
-                          what=f"converted weights of {entry.name}")  # fmt: skip
+    result = get_or_build(
+        cached,
+        expected,
+        read=lambda path: (read(path), ""),
+        build=build,
+        write=write,
+        what=f"converted weights of {entry.name}",
+    )
     return result[0]
 
 
@@ -615,12 +673,19 @@ def _source(entry: ModelEntry, src: Mapping[str, Any], overrides: Mapping[str, A
     if "file" in src:  # shipped inside the package (the offline demo)
         path = Path(__file__).resolve().parent.parent / src["file"]
     else:
-        path = hf_download(src["hf_hub"], src.get("filename", WEIGHTS_NAME), revision=src.get("revision"),
-                           expected_sha256=src.get("sha256"))  # fmt: skip
+        path = hf_download(
+            src["hf_hub"],
+            src.get("filename", WEIGHTS_NAME),
+            revision=src.get("revision"),
+            expected_sha256=src.get("sha256"),
+        )
     header = read_safetensors_header(path)
     if fmt == "transformers":  # sizes from the entry (a config.json would only repeat them)
         _safetensors_kind(header)  # the depth rule, before anything is read
-        return Converted(*_convert_transformers(load_safetensors(path, header), _Checkpoint(path, str(path)), entry, overrides)[:2], {})
+        return Converted(
+            *_convert_transformers(load_safetensors(path, header), _Checkpoint(path, str(path)), entry, overrides)[:2],
+            {},
+        )
     if fmt == "vit":
         return _convert_vit(load_safetensors(path, header), entry, overrides, inflation, str(path))
     return _convert_ours(header, _metadata_config(header.metadata, str(path)) or {}, entry, str(path))
@@ -664,15 +729,15 @@ def _adapt(sd: dict[str, torch.Tensor], ckpt_args: Mapping[str, Any], model: ViV
         prefix = model.num_prefix_tokens
         if isinstance(model, FactorizedEncoderViViT):
             sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], (1, *old[1:]), (1, *new[1:]), prefix)
-            sd["temporal_pos_embed"] = resample_pos_embed(sd["temporal_pos_embed"], (old[0], 1, 1), (new[0], 1, 1), prefix)
+            sd["temporal_pos_embed"] = resample_pos_embed(
+                sd["temporal_pos_embed"], (old[0], 1, 1), (new[0], 1, 1), prefix
+            )
         else:
             sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], old, new, prefix)
     return sd
 
 
-def _finish(
-    model: ViViT, converted: Converted, cfg: Mapping[str, Any], architecture: str
-) -> ViViT:
+def _finish(model: ViViT, converted: Converted, cfg: Mapping[str, Any], architecture: str) -> ViViT:
     origin = str(cfg.get("source", "the checkpoint"))
     sd = _adapt(converted.state_dict, converted.model_args, model)
     _check_fit({k: tuple(v.shape) for k, v in sd.items()}, model, origin)  # a short message, not torch's list
@@ -703,7 +768,13 @@ def _from_entry_sources(entry: ModelEntry, overrides: dict[str, Any], inflation:
         try:
             converted = _source(entry, src, overrides, inflation)
         except (WeightsDownloadError, CacheError) as err:  # try the next source; other errors are real problems
-            where = f"hf-hub:{src['hf_hub']}" if "hf_hub" in src else _scenic_url(src) if "url" in src else str(src.get("file"))
+            where = (
+                f"hf-hub:{src['hf_hub']}"
+                if "hf_hub" in src
+                else _scenic_url(src)
+                if "url" in src
+                else str(src.get("file"))
+            )
             errors.append(str(err) if where in str(err) or src.get("hf_hub", "\0") in str(err) else f"{where}: {err}")
             continue
         model = _build(entry.model_cls, {**entry.model_args, **converted.model_args, **overrides})
@@ -711,7 +782,9 @@ def _from_entry_sources(entry: ModelEntry, overrides: dict[str, Any], inflation:
     raise WeightsDownloadError(f"could not get weights for {entry.name} from any source:\n  " + "\n  ".join(errors))
 
 
-def load_pretrained_model(entry: ModelEntry, pretrained: bool | str | os.PathLike, overrides: Mapping[str, Any]) -> ViViT:
+def load_pretrained_model(
+    entry: ModelEntry, pretrained: bool | str | os.PathLike, overrides: Mapping[str, Any]
+) -> ViViT:
     """`create_model(name, pretrained=...)` lands here; see `vivit.create_model` for the arguments."""
     overrides = dict(overrides)
     inflation = overrides.pop("inflation", None)
@@ -772,7 +845,11 @@ def load_described_model(spec: str, pretrained: bool, overrides: Mapping[str, An
     inflation = overrides.pop("inflation", None)
     ckpt = _locate(spec, weights=bool(pretrained) or not spec.startswith("hf-hub:"))
     config = ckpt.config
-    if ckpt.weights is not None and ckpt.weights.suffix == ".safetensors" and (config or {}).get("model_type") != "vivit":
+    if (
+        ckpt.weights is not None
+        and ckpt.weights.suffix == ".safetensors"
+        and (config or {}).get("model_type") != "vivit"
+    ):
         config = _metadata_config(read_safetensors_header(ckpt.weights).metadata, ckpt.origin) or config
     entry, args = _described_entry(config, ckpt.origin)
     entry = ModelEntry(entry.name, entry.model_cls, {**entry.model_args, **args}, entry.pretrained_cfg)

@@ -47,14 +47,18 @@ def _member_specs(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype, int]
                 continue
             with archive.open(info) as member:
                 version = np.lib.format.read_magic(member)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, _, dtype = read_header(member)
                 header = member.tell()
             if dtype.hasobject:
                 raise ValueError(f"{path} holds pickled Python objects, which are never loaded (they can run code)")
             size = math.prod(shape) * dtype.itemsize
             if size != info.file_size - header:
-                raise ValueError(f"{path}: member {info.filename!r} announces {size:,} bytes but holds {info.file_size - header:,}")
+                raise ValueError(
+                    f"{path}: member {info.filename!r} announces {size:,} bytes but holds {info.file_size - header:,}"
+                )
             total += size
             if total > MAX_CHECKPOINT_BYTES:
                 raise ValueError(f"{path} holds more than {MAX_CHECKPOINT_BYTES >> 30} GiB of arrays")
@@ -84,7 +88,9 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     path = check_regular_file(path)
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not an .npz archive (numpy.savez's zip of arrays); it may be truncated or corrupted")
+        raise ValueError(
+            f"{path} is not an .npz archive (numpy.savez's zip of arrays); it may be truncated or corrupted"
+        )
     try:
         specs = _member_specs(path)
         prefix = next((p for p in _PARAM_PREFIXES if f"{p}embedding/kernel" in specs), "")
@@ -100,7 +106,9 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             )
         not_float = [f"{n} ({specs[n][1]})" for n in names if specs[n][1].kind != "f" or specs[n][1].itemsize > 8]
         if not_float:
-            raise ValueError(f"{path}: parameters must be float16, float32 or float64 arrays; {len(not_float)} are not: {short_list(not_float)}")
+            raise ValueError(
+                f"{path}: parameters must be float16, float32 or float64 arrays; {len(not_float)} are not: {short_list(not_float)}"
+            )
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name[len(prefix) :]: archive[name] for name in names}
     except (zipfile.BadZipFile, EOFError, OSError, struct.error) as err:
@@ -109,7 +117,9 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if str(err).startswith(str(path)):
             raise
         if "allow_pickle" in str(err):
-            raise ValueError(f"{path} holds pickled Python objects, which are never loaded (they can run code)") from None
+            raise ValueError(
+                f"{path} holds pickled Python objects, which are never loaded (they can run code)"
+            ) from None
         raise ValueError(f"{path} is not a readable .npz archive ({str(err)[:200]})") from None
     if not arrays:
         raise ValueError(f"{path} holds no arrays")

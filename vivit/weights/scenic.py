@@ -289,8 +289,13 @@ def scenic_model_args(params: Mapping[str, Any], where: str = "the checkpoint") 
     def _encoder(prefix: str) -> dict[str, int]:
         depth = count_blocks(flat, rf"{prefix}/encoderblock_(\d+)/", where, f"{prefix} blocks")
         block0 = f"{prefix}/encoderblock_0"
-        attn = next((k for k in flat if k.startswith(f"{block0}/") and k.endswith("query/kernel")), f"{block0}/.../query/kernel")
-        mlp = next((k for k in flat if k.startswith(f"{block0}/") and k.endswith("Dense_0/kernel")), f"{block0}/.../Dense_0/kernel")
+        attn = next(
+            (k for k in flat if k.startswith(f"{block0}/") and k.endswith("query/kernel")), f"{block0}/.../query/kernel"
+        )
+        mlp = next(
+            (k for k in flat if k.startswith(f"{block0}/") and k.endswith("Dense_0/kernel")),
+            f"{block0}/.../Dense_0/kernel",
+        )
         return {"depth": depth, "num_heads": shape(attn, (3,))[1], "mlp_dim": shape(mlp, (2,))[1]}
 
     args: dict[str, Any] = {

@@ -241,7 +241,11 @@ class _CfgChecker:
     def ints(self, key: str, count: Collection[int], limits: tuple[str, ...]) -> tuple[int, ...] | None:
         value = self.cfg.get(key)
         values = value if isinstance(value, (list, tuple)) else None
-        if values is None or len(values) not in count or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        if (
+            values is None
+            or len(values) not in count
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
+        ):
             self.bad(key, f"must be a list of {' or '.join(map(str, sorted(count)))} integers")
             return None
         for v, name in zip(values, limits * len(values), strict=False):
@@ -267,15 +271,27 @@ def _json_safe(value: Any, depth: int = 0) -> bool:
     return False
 
 
-_CHECKED_FIELDS = frozenset({
-    "input_size", "crop_size", "resize_size", "frame_stride", "test_views", "mean", "std", "interpolation",
-    "antialias", "num_classes", "label_names", "class_splits", "split_names", "metrics",
-})  # fmt: skip
+_CHECKED_FIELDS = frozenset(
+    {
+        "input_size",
+        "crop_size",
+        "resize_size",
+        "frame_stride",
+        "test_views",
+        "mean",
+        "std",
+        "interpolation",
+        "antialias",
+        "num_classes",
+        "label_names",
+        "class_splits",
+        "split_names",
+        "metrics",
+    }
+)
 
 
-def validate_pretrained_cfg(
-    cfg: Any, where: str, num_classes: int | None = None
-) -> dict[str, Any]:
+def validate_pretrained_cfg(cfg: Any, where: str, num_classes: int | None = None) -> dict[str, Any]:
     """Check an embedded `pretrained_cfg` against ranges; return a copy.
 
     Checked when present: `input_size` (C, T, H, W), `crop_size`, `resize_size`, `frame_stride`,
@@ -312,8 +328,11 @@ def validate_pretrained_cfg(
         channels = size[0] if size else None
     if "crop_size" in cfg:
         value = cfg["crop_size"]
-        out["crop_size"] = (check.int_in("crop_size", "pixels") if not isinstance(value, (list, tuple))
-                            else check.ints("crop_size", {2}, ("pixels",)))  # fmt: skip
+        out["crop_size"] = (
+            check.int_in("crop_size", "pixels")
+            if not isinstance(value, (list, tuple))
+            else check.ints("crop_size", {2}, ("pixels",))
+        )
     for key, limit in (("resize_size", "pixels"), ("frame_stride", "frame_stride")):
         if key in cfg:
             out[key] = check.int_in(key, limit)
@@ -326,8 +345,11 @@ def validate_pretrained_cfg(
         if key not in cfg:
             continue
         values = cfg[key]
-        if (not isinstance(values, (list, tuple)) or not 1 <= len(values) <= CFG_LIMITS["channels"][1]
-                or not all(_is_number(v) and math.isfinite(v) for v in values)):  # fmt: skip
+        if (
+            not isinstance(values, (list, tuple))
+            or not 1 <= len(values) <= CFG_LIMITS["channels"][1]
+            or not all(_is_number(v) and math.isfinite(v) for v in values)
+        ):
             check.bad(key, "must be a list of finite numbers, one per channel")
             continue
         if channels is not None and len(values) != channels:
@@ -343,13 +365,16 @@ def validate_pretrained_cfg(
     if "metrics" in cfg:
         metrics = cfg["metrics"]
         if not isinstance(metrics, Mapping) or not all(
-            isinstance(k, str) and (v is None or (_is_number(v) and math.isfinite(v)) or (isinstance(v, str) and len(v) <= 256))
+            isinstance(k, str)
+            and (v is None or (_is_number(v) and math.isfinite(v)) or (isinstance(v, str) and len(v) <= 256))
             for k, v in metrics.items()
         ):
             check.bad("metrics", "must map names to finite numbers, short strings or null")
     for key, value in cfg.items():
         if isinstance(key, str) and key not in _CHECKED_FIELDS and not _json_safe(value):
-            check.problems.append(f"{key}={_clip(value)} is not plain JSON data (NaN/inf, too long, or nested too deep)")
+            check.problems.append(
+                f"{key}={_clip(value)} is not plain JSON data (NaN/inf, too long, or nested too deep)"
+            )
     if check.problems:
         raise ValueError(
             f"{where}: its embedded pretrained_cfg is invalid: {short_list(check.problems, 3, sep='; ')}; "
@@ -377,8 +402,11 @@ def _check_classes(check: _CfgChecker, num_classes: int | None) -> None:
             out["label_names"] = tuple(names)
     splits = cfg.get("class_splits")
     if splits is not None:
-        if (not isinstance(splits, (list, tuple)) or not splits
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in splits)):  # fmt: skip
+        if (
+            not isinstance(splits, (list, tuple))
+            or not splits
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in splits)
+        ):
             check.bad("class_splits", "must be a list of positive integers")
         elif classes is not None and sum(splits) != classes:
             check.bad("class_splits", f"sums to {sum(splits)}, not the {classes} classes")
@@ -386,8 +414,12 @@ def _check_classes(check: _CfgChecker, num_classes: int | None) -> None:
             out["class_splits"] = tuple(splits)
         split_names = cfg.get("split_names")
         if split_names is not None:
-            if (not isinstance(split_names, (list, tuple)) or not isinstance(splits, (list, tuple))
-                    or len(split_names) != len(splits) or not all(isinstance(n, str) and len(n) <= 64 for n in split_names)):  # fmt: skip
+            if (
+                not isinstance(split_names, (list, tuple))
+                or not isinstance(splits, (list, tuple))
+                or len(split_names) != len(splits)
+                or not all(isinstance(n, str) and len(n) <= 64 for n in split_names)
+            ):
                 check.bad("split_names", "must be one short string per class split")
             else:
                 out["split_names"] = tuple(split_names)
