@@ -134,7 +134,7 @@ def bench_preprocessing(repeats: int) -> dict:
         return T._normalize(T.center_crop(clip, 224).permute(1, 0, 2, 3), cfg["mean"], cfg["std"])
 
     def fast_three() -> list[torch.Tensor]:
-        return T._test_views(torch.from_numpy(frames), 3, cfg)
+        return T.crop_test_views(torch.from_numpy(frames), 3, cfg)
 
     diff = float((fast(frames) - old_path()).abs().max()) * 127.5
     names = ("uint8 crop-first, 1 crop", "float32 whole frame, 1 crop", "uint8 crop-first, 3 crops")

@@ -450,13 +450,13 @@ _FLOAT_TOLERANCE = 0.1 / 127.5  # bicubic resamples the cropped region in float3
 @pytest.mark.parametrize("antialias", [False, True])
 @pytest.mark.parametrize("shape", [(2, 360, 640), (2, 143, 175), (2, 500, 290)])
 def test_crop_first_path_matches_whole_frame_float_path(interpolation: str, antialias: bool, shape: tuple) -> None:
-    from vivit.data.transforms import _test_views
+    from vivit.data.transforms import crop_test_views
 
     frames = _video(*shape, seed=5)
     cfg = resolve_data_config({}, interpolation=interpolation, antialias=antialias)
     tolerance = _UINT8_BILINEAR_TOLERANCE if interpolation == "bilinear" else _FLOAT_TOLERANCE
     for crops in (1, 3):
-        got = _test_views(torch.from_numpy(frames), crops, cfg)
+        got = crop_test_views(torch.from_numpy(frames), crops, cfg)
         for a, b in zip(got, _float_reference_views(frames, cfg, crops), strict=True):
             assert a.shape == b.shape == (3, shape[0], 224, 224) and a.is_contiguous()
             torch.testing.assert_close(a, b, rtol=0, atol=tolerance)

@@ -1354,7 +1354,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- export
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import ExportValidationError, _clip_size, _require_onnx, export_onnx
+    from .export import ExportValidationError, export_clip_size, export_onnx, require_onnx
 
     out = Path(args.out).expanduser()
     if out.suffix != ".onnx":
@@ -1363,9 +1363,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         check_file_destination(out)  # a folder of that name: refused now, not after the export
     except ValueError as err:
         raise UsageError(f"--out: {err}") from None
-    _require_onnx()  # before any download or model build
+    require_onnx()  # before any download or model build
     model = _load_model(args)
-    _clip_size(model, args.input_size)  # a size ONNX cannot represent is refused before the slow part
+    export_clip_size(model, args.input_size)  # a size ONNX cannot represent is refused before the slow part
     _note(f"exporting {args.model}{' (int8)' if args.int8 else ''} and validating it in ONNX Runtime")
     try:
         result = export_onnx(

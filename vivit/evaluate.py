@@ -42,8 +42,8 @@ from .data.datasets import (
     SkippedVideoWarning,
     VideoDataset,
     VideoRecord,
-    _shared_memory_error,
     collate_videos,
+    shared_memory_error,
     shown_path,
 )
 from .data.transforms import resolve_data_config
@@ -266,7 +266,7 @@ def _collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     except RuntimeError as err:  # in a worker, stacking into shared memory is all that can fail here
         if get_worker_info() is None:
             raise
-        return {"failed": [], "fatal": str(_shared_memory_error(err))}
+        return {"failed": [], "fatal": str(shared_memory_error(err))}
 
 
 def _configure_warnings(verbose: bool, worker_id: int | None = None) -> None:

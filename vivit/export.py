@@ -67,7 +67,7 @@ class OnnxExport:
     opset: int
 
 
-def _require_onnx() -> None:
+def require_onnx() -> None:
     missing = []
     for module in ("onnx", "onnxruntime", "onnxscript"):
         try:
@@ -97,7 +97,7 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _clip_size(model: nn.Module, input_size: tuple[int, int, int] | None) -> tuple[int, int, int]:
+def export_clip_size(model: nn.Module, input_size: tuple[int, int, int] | None) -> tuple[int, int, int]:
     """(T, H, W) to export for, refusing what an ONNX graph cannot represent."""
     if getattr(model, "optimized_for_inference", None) is not None:
         raise ValueError(
@@ -224,12 +224,12 @@ def export_onnx(
             a module that is not a vivit model, or a `path` that is a folder or lies under a file.
         ExportValidationError: ONNX Runtime's fp32 logits differ from PyTorch's by more than `atol`.
     """
-    _require_onnx()
+    require_onnx()
     from torch.export import Dim
 
     dest = Path(path).expanduser()
     check_file_destination(dest)  # before the slow export: a folder would fail only at the final rename
-    t, h, w = _clip_size(model, input_size)
+    t, h, w = export_clip_size(model, input_size)
     was_training = model.training
     model = _cpu_fp32_eval(model)
     in_chans = int(getattr(model, "in_chans", 3))

@@ -49,13 +49,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from .data.datasets import (
     LIST_SUFFIXES,
     VIDEO_SUFFIXES,
-    _share_in_worker,
     find_videos,
     read_video_list,
+    share_in_worker,
     shown_path,
 )
 from .data.sampling import sliding_windows, view_frame_indices, window_seconds
-from .data.transforms import _test_views, resolve_data_config
+from .data.transforms import crop_test_views, resolve_data_config
 from .data.video import VideoReader, VideoWarning
 from .distributed import DistributedContext, distributed_context, local_device
 from .files import atomic_write
@@ -385,7 +385,7 @@ class _WindowStream(IterableDataset):
             for item in self._video(index, threads=1 if info is not None else 0):
                 if info is not None:
                     try:
-                        _share_in_worker(item.values())
+                        share_in_worker(item.values())
                     except OSError as err:  # /dev/shm full: stop the job with a clear message
                         yield {"index": index, "fatal": str(err)}
                         return
@@ -443,7 +443,7 @@ class _WindowStream(IterableDataset):
                 clip_frames = torch.from_numpy(frames).unflatten(0, (-1, num_frames))  # (windows * clips, T, H, W, 3)
                 for k, w in enumerate(chosen):
                     for c in range(clips):
-                        pending += _test_views(clip_frames[k * clips + c], crops, g.cfg)
+                        pending += crop_test_views(clip_frames[k * clips + c], crops, g.cfg)
                         owners += [w] * crops
                 del frames, clip_frames
                 while len(pending) >= g.batch_size or (pending and chosen.stop == len(windows)):

@@ -30,7 +30,7 @@ from .data.sampling import (
     view_frame_indices,
     window_seconds,
 )
-from .data.transforms import _model_size_cfg, _test_views, as_thwc, resolve_data_config
+from .data.transforms import as_thwc, complete_cfg_from_model, crop_test_views, resolve_data_config
 from .data.video import VideoReader, VideoWarning
 
 __all__ = [
@@ -231,7 +231,7 @@ def _generate_views(
             if device is not None:
                 # Moving uint8 before resizing keeps the transfer 4x smaller and resizes on device.
                 clip_frames = clip_frames.to(device)
-            yield from _test_views(clip_frames, crops, cfg)
+            yield from crop_test_views(clip_frames, crops, cfg)
             del clip_frames
 
 
@@ -510,7 +510,7 @@ def predict_timeline(
                 if device is not None:
                     frames = frames.to(device)
                 for clip_frames in frames.split(num_frames):
-                    yield from ((w, view) for view in _test_views(clip_frames, crops, cfg))
+                    yield from ((w, view) for view in crop_test_views(clip_frames, crops, cfg))
                 del frames
 
         from tqdm import tqdm
@@ -621,7 +621,7 @@ def model_data_config(model: nn.Module) -> tuple[dict[str, Any], bool]:
         `(cfg, defaulted)`: a new cfg dict, and whether the input size had to come from the model.
     """
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    completed = _model_size_cfg(model, cfg)  # the same completion as resolve_data_config(model=...)
+    completed = complete_cfg_from_model(model, cfg)  # the same completion as resolve_data_config(model=...)
     return completed, "input_size" not in cfg and "input_size" in completed
 
 

@@ -60,7 +60,7 @@ import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from .sampling import sample_frame_indices, view_frame_indices
-from .transforms import _test_views, create_transform, resolve_data_config
+from .transforms import create_transform, crop_test_views, resolve_data_config
 from .video import VideoReader, VideoWarning
 
 __all__ = [
@@ -108,7 +108,7 @@ _VIDEO_ERRORS = (ValueError, OSError, IndexError, EOFError)
 _READER_CACHE = 2  # open readers kept per process: consecutive segments of one long video
 
 
-def _shared_memory_error(err: BaseException) -> OSError:
+def shared_memory_error(err: BaseException) -> OSError:
     """The error for a DataLoader worker that cannot hand tensors over in shared memory (/dev/shm full,
     or a file-size limit): no video is at fault, every one would fail the same way, so the job stops."""
     text = " ".join(str(err).split())
@@ -119,18 +119,18 @@ def _shared_memory_error(err: BaseException) -> OSError:
     )
 
 
-def _share_in_worker(tensors: Iterable[Any]) -> None:
+def share_in_worker(tensors: Iterable[Any]) -> None:
     """Move a worker's tensors into shared memory here, where a failure can be reported.
 
     Left to torch, it happens in a queue thread whose error is printed and its batch dropped,
-    so the main process waits for ever (or misses the video). Raises `_shared_memory_error`.
+    so the main process waits for ever (or misses the video). Raises `shared_memory_error`.
     """
     try:
         for value in tensors:
             if isinstance(value, torch.Tensor):
                 value.share_memory_()
     except RuntimeError as err:
-        raise _shared_memory_error(err) from None
+        raise shared_memory_error(err) from None
 
 
 class SkippedVideoWarning(VideoWarning):
@@ -627,7 +627,7 @@ class VideoDataset(Dataset):
         indices = view_frame_indices(len(reader), self.num_frames, self.frame_stride, clips, first=first, last=last)
         views = []
         for row in indices:  # one clip's frames at a time: memory bounded by a clip, not the video
-            views.extend(_test_views(torch.from_numpy(reader.get_frames_at(row)), crops, self.cfg))
+            views.extend(crop_test_views(torch.from_numpy(reader.get_frames_at(row)), crops, self.cfg))
         return {
             "video": torch.stack(views),
             "label": self._label(index),

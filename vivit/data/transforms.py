@@ -97,7 +97,7 @@ def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int
     return pair
 
 
-def _model_size_cfg(model: Any, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def complete_cfg_from_model(model: Any, cfg: Mapping[str, Any]) -> dict[str, Any]:
     """`cfg` completed from the model itself where it says nothing about the input size.
 
     A cfg without `input_size` would fall back to 32 frames of 224x224, which a model built for
@@ -141,7 +141,9 @@ def resolve_data_config(
         A new dict with at least every key of `DEFAULT_DATA_CFG`, validated.
     """
     if model is not None:
-        cfg = _model_size_cfg(model, {**(getattr(model, "pretrained_cfg", None) or {}), **(pretrained_cfg or {})})
+        cfg = complete_cfg_from_model(
+            model, {**(getattr(model, "pretrained_cfg", None) or {}), **(pretrained_cfg or {})}
+        )
         resolved = resolve_data_config(cfg, **overrides)
         return {key: resolved[key] for key in DEFAULT_DATA_CFG}
     given = {**(pretrained_cfg or {}), **{k: v for k, v in overrides.items() if v is not None}}
@@ -462,7 +464,7 @@ def _three_boxes(size: tuple[int, int], crop: tuple[int, int]) -> list[Box]:
     return [(y, x, crop_h, crop_w) for y, x in offsets]
 
 
-def _test_views(frames: torch.Tensor, crops: int, cfg: Mapping[str, Any]) -> list[torch.Tensor]:
+def crop_test_views(frames: torch.Tensor, crops: int, cfg: Mapping[str, Any]) -> list[torch.Tensor]:
     """The `crops` (1: DMVR centre, 3: Scenic left/centre/right) test views of one clip.
 
     Args:
