@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import vivit
 import vivit.export as export_module
 from vivit import (
     FactorizedDotProductViViT,
@@ -24,7 +25,8 @@ from vivit import (
     export_onnx,
     optimize_for_inference,
 )
-from vivit.export import ExportValidationError
+from vivit.backends import parse_deployment_metadata
+from vivit.export import ExportValidationError, read_onnx_metadata
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.onnx]
 
@@ -82,6 +84,29 @@ def test_int8_export_quantizes_only_weight_matmuls(tmp_path):
         assert np.abs(_run(result.path, video) - model(video).numpy()).max() < 0.1
 
 
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_labels_and_preprocessing_travel_in_the_file(tmp_path, int8):
+    """Issue 21 point 6: a user of the .onnx file alone finds the label names, mean/std, resize/crop, frames,
+    stride and vivit version in its metadata_props (read here by ONNX Runtime itself)."""
+    import onnxruntime as ort
+
+    model = vivit.create_model("vivit_demo", pretrained=True).eval()
+    result = export_onnx(model, tmp_path / "demo.onnx", int8=int8)
+    meta = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    stored = meta.custom_metadata_map
+    assert stored == read_onnx_metadata(result.path)
+    assert {key: stored[key] for key in result.metadata} == result.metadata  # int8 adds ORT's own onnx.infer key
+    cfg = parse_deployment_metadata(stored)
+    assert cfg["label_names"] == ("right", "left", "down", "up") == model.pretrained_cfg["label_names"]
+    assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["std"] == (0.5, 0.5, 0.5)
+    assert cfg["num_frames"] == 8 and cfg["frame_stride"] == 1 and cfg["crop_size"] == (32, 32)
+    assert cfg["resize_size"] == 32 and cfg["input_size"] == (3, 8, 32, 32) and cfg["input_layout"] == "NCTHW"
+    assert cfg["vivit_version"] == vivit.__version__ and cfg["architecture"] == "vivit_demo"
+    video = _video((1, 3, 8, 32, 32))
+    with torch.no_grad():
+        assert np.abs(_run(result.path, video) - model(video).numpy()).max() <= (0.1 if int8 else 1e-4)
+
+
 def test_dynamic_size_refused_unless_a_size_is_given(tmp_path):
     model = _tiny(SpatioTemporalViViT, dynamic_size=True)
     with pytest.raises(ValueError, match=r"dynamic_size=True.*input_size=\(T, H, W\)"):
@@ -89,6 +114,7 @@ def test_dynamic_size_refused_unless_a_size_is_given(tmp_path):
     assert not (tmp_path / "dyn.onnx").exists()
     result = export_onnx(model, tmp_path / "dyn.onnx", input_size=(12, 40, 48))  # tables resampled for this size
     assert result.input_shape == ("batch", 3, 12, 40, 48) and result.max_abs_diff <= 1e-4
+    assert result.metadata["num_frames"] == "12" and result.metadata["input_size"] == "[3, 12, 40, 48]"
     with pytest.raises(Exception, match="(?i)invalid dimensions|shape"):  # ONNX Runtime checks the fixed size
         _run(result.path, _video((1, 3, 8, 32, 32)))
     with pytest.raises(ValueError, match="differs from the model's clip size"):
@@ -101,6 +127,7 @@ def test_weights_over_2gb_go_to_a_data_file_beside_it(tmp_path, monkeypatch, int
     model = _tiny(SpatioTemporalViViT)
     result = export_onnx(model, tmp_path / "big.onnx", int8=int8)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    assert read_onnx_metadata(tmp_path / "big.onnx")["num_classes"] == "5"  # set without loading the .data
     assert result.max_abs_diff <= (0.1 if int8 else 1e-4)
     video = _video((1, 3, 8, 32, 32))
     with torch.no_grad():

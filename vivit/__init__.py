@@ -4,6 +4,13 @@ import vivit
 model = vivit.create_model("vivit_b_fe_k400", pretrained=True)
 logits = model(video)  # video: float (B, C, T, H, W)
 """
+# ruff: noqa: E402 - the OpenMP wait policy must be chosen before the imports below load torch
+
+# First, before anything imports torch: OpenMP reads its wait policy once, when torch loads it, and its
+# default (spinning) costs 3-9x on a busy machine (vivit/threads.py).
+from .threads import prefer_passive_openmp
+
+prefer_passive_openmp()
 
 from .data import (
     VideoDataset,

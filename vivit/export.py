@@ -1,22 +1,30 @@
-"""ONNX export, validated in ONNX Runtime: `export_onnx(model, path)`.
+"""Export to other inference engines, validated against PyTorch: `export_onnx`, `export_openvino`.
 
-The graph comes from PyTorch's `torch.export`-based ONNX exporter (`torch.onnx.export(...,
+ONNX: the graph comes from PyTorch's `torch.export`-based ONNX exporter (`torch.onnx.export(...,
 dynamo=True)`, which needs `onnxscript`); int8 models from ONNX Runtime's dynamic quantizer
 (`onnxruntime.quantization.quantize_dynamic`) applied to that graph. Every export is run in ONNX
 Runtime on a random clip and compared with PyTorch before the file appears at its destination.
 Needs onnx, onnxruntime and onnxscript (the `onnx` extra).
+
+OpenVINO: IR files (.xml + .bin) from `vivit.backends` (OpenVINO's converter; int8: nncf's static
+quantization), validated the same way (the `openvino` extra).
+
+Both carry what a user of the file needs without vivit (`vivit.backends.deployment_metadata`:
+label names, mean/std, resize/crop, frames, stride, vivit version): ONNX in `metadata_props`,
+OpenVINO in `rt_info["vivit"]`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,20 +33,33 @@ import torch
 from torch import nn
 
 from ._install import install_hint
+from .backends import (
+    FP32_TOLERANCE,
+    OPENVINO_PRECISIONS,
+    ExportValidationError,
+    build_openvino_graph,
+    deployment_metadata,
+    export_clip_size,
+    openvino_metadata,
+    save_openvino,
+)
 from .files import check_file_destination
 
-__all__ = ["ExportValidationError", "OnnxExport", "export_onnx"]
+__all__ = [
+    "ExportValidationError",
+    "OnnxExport",
+    "OpenVINOExport",
+    "export_clip_size",
+    "export_onnx",
+    "export_openvino",
+    "read_onnx_metadata",
+]
 
 ONNX_OPSET = 20  # the first opset with Gelu(approximate="tanh") as one op (ONNX 1.15)
-FP32_TOLERANCE = 1e-4  # max abs logit difference ONNX Runtime vs PyTorch accepted for fp32
 _VALIDATION_BATCH = 2  # > 1, so a dynamic batch axis is exercised (on other values than the traced ones)
 _TRACE_BATCH = 2  # torch.export specialises a dimension of size 1, so trace with 2 and mark it dynamic
 # weights above this go to `<file>.data` beside the .onnx (protobuf cannot hold a message over 2 GB)
 _EXTERNAL_DATA_BYTES = int(1.8 * 2**30)
-
-
-class ExportValidationError(RuntimeError):
-    """The exported model's output in ONNX Runtime differs from PyTorch's beyond the tolerance."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,7 @@ class OnnxExport:
         top1_agree: Validation clips whose top-1 class agrees, out of `validated`.
         validated: Number of validation clips (0 when not validated).
         opset: ONNX opset of the graph.
+        metadata: What the file's `metadata_props` carry (`vivit.backends.deployment_metadata`).
     """
 
     path: Path
@@ -65,6 +87,7 @@ class OnnxExport:
     top1_agree: int
     validated: int
     opset: int
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def require_onnx() -> None:
@@ -95,39 +118,6 @@ def _quiet() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-
-
-def export_clip_size(model: nn.Module, input_size: tuple[int, int, int] | None) -> tuple[int, int, int]:
-    """(T, H, W) to export for, refusing what an ONNX graph cannot represent."""
-    if getattr(model, "optimized_for_inference", None) is not None:
-        raise ValueError(
-            "this model comes from vivit.optimize_for_inference (inference-only kernels that ONNX cannot "
-            "represent); export the original model"
-        )
-    if not hasattr(model, "num_frames") or not hasattr(model, "img_size"):
-        raise ValueError(f"expected a vivit model (with num_frames and img_size), got {type(model).__name__}")
-    img_size: tuple[int, int] = getattr(model, "img_size")  # noqa: B009 - nn.Module attributes are untyped
-    own = (int(getattr(model, "num_frames")), int(img_size[0]), int(img_size[1]))  # noqa: B009
-    dynamic = bool(getattr(model, "dynamic_size", False))
-    if input_size is None:
-        if dynamic:
-            raise ValueError(
-                "this model was built with dynamic_size=True, which resamples its position tables for each "
-                "clip size while it runs; an ONNX graph would only be right at the traced size (ONNX Runtime "
-                "rejects or mis-computes other sizes). Pass input_size=(T, H, W) (CLI: --input-size TxHxW) to "
-                f"export for exactly that clip size (e.g. {own}), or create the model with num_frames=/img_size= "
-                "for the size you need and dynamic_size=False"
-            )
-        return own  # type: ignore[return-value]
-    size = tuple(int(s) for s in input_size)
-    if len(size) != 3 or min(size) < 1:
-        raise ValueError(f"input_size must be (T, H, W) with positive sizes, got {input_size!r}")
-    if not dynamic and size != own:
-        raise ValueError(
-            f"input_size {size} differs from the model's clip size {own} (T, H, W); create the model with "
-            "num_frames=/img_size= overrides, or with dynamic_size=True to export a resampled copy for one size"
-        )
-    return size  # type: ignore[return-value]
 
 
 def _cpu_fp32_eval(model: nn.Module) -> nn.Module:
@@ -168,6 +158,34 @@ def _quantize_int8(src: Path, dst: Path, large: bool) -> None:
         use_external_data_format=large,
         extra_options={"MatMulConstBOnly": True},
     )
+
+
+def _write_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Set the model's `metadata_props` (replacing keys of the same name), leaving external data in place."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)  # tensors in a .data file stay referenced, not loaded
+    kept = [p for p in proto.metadata_props if p.key not in metadata]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+
+
+def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The `metadata_props` of an .onnx file (vivit's: `vivit.backends.deployment_metadata`), as text.
+
+    `vivit.backends.parse_deployment_metadata` turns the values back into numbers and lists. ONNX
+    Runtime reads the same map: `session.get_modelmeta().custom_metadata_map`.
+
+    Raises:
+        ImportError: onnx is missing.
+    """
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
 
 
 def _move_into_place(files: list[Path], dest: Path) -> None:
@@ -277,6 +295,8 @@ def export_onnx(
                     _quantize_int8(fp32_path, final, large)
                 if validate:
                     diff, agree = _compare(final, video, expected)
+            metadata = deployment_metadata(model, (t, h, w))
+            _write_onnx_metadata(final, metadata)
             _move_into_place([f for f in Path(tmp).iterdir() if f.name.startswith(dest.name)], dest)
     finally:
         model.train(was_training)
@@ -291,4 +311,104 @@ def export_onnx(
         top1_agree=agree,
         validated=check_batch if validate else 0,
         opset=ONNX_OPSET,
+        metadata=metadata,
+    )
+
+
+@dataclass(frozen=True)
+class OpenVINOExport:
+    """What `export_openvino` wrote and how it was validated.
+
+    Attributes:
+        path: The .xml file (its weights in the .bin beside it).
+        precision: "fp32", "bf16" (a float graph, compiled for bf16 when loaded) or "int8" (static, nncf).
+        input_shape: Of input `video`, float32 `("batch", C, T, H, W)` (dynamic batch).
+        output_shape: Of output `logits`, float32 `("batch", num_classes)` (output `pre_logits`: the
+            pooled features before the head).
+        max_abs_diff: Max abs logit difference OpenVINO (at `precision`) vs PyTorch fp32 on the
+            validation clips (random U(-1, 1) for float graphs; the first calibration clips for int8).
+        top1_agree: Validation clips whose top-1 class agrees, out of `validated`.
+        validated: Number of validation clips.
+        openvino_version: The OpenVINO that converted it (a graph is read by that version or later).
+        metadata: What the graph's `rt_info["vivit"]` carries (`vivit.backends.deployment_metadata`).
+    """
+
+    path: Path
+    precision: str
+    input_shape: tuple[int | str, ...]
+    output_shape: tuple[int | str, ...]
+    max_abs_diff: float
+    top1_agree: int
+    validated: int
+    openvino_version: str
+    metadata: dict[str, str]
+
+
+def export_openvino(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    precision: str = "fp32",
+    calibration: torch.Tensor | Iterable[torch.Tensor] | None = None,
+    input_size: tuple[int, int, int] | None = None,
+    atol: float = FP32_TOLERANCE,
+) -> OpenVINOExport:
+    """Export a vivit model to OpenVINO IR (`path` .xml + .bin), checked in OpenVINO against PyTorch.
+
+    The graph takes input `video`, float32 `(batch, C, T, H, W)` preprocessed as for the PyTorch
+    model (`vivit.create_transform`), and returns `logits` `(batch, num_classes)` and
+    `pre_logits` `(batch, D)`. Read it back with `vivit.backends.load_openvino(path)` (a module
+    with the model's call signature) or OpenVINO itself (`openvino.Core().read_model(path)`).
+    For a converted-once, cached graph without choosing a path, use `vivit.backends.openvino_model`.
+
+    Validation: the fp32 graph must match PyTorch within `atol` on random clips U(-1, 1); the
+    drift at `precision` is measured and returned (bf16: on the same clips; int8: on the first
+    calibration clips) and stored in the graph (`rt_info["vivit"]["validation"]`). The files appear
+    complete or not at all.
+
+    Args:
+        model: A vivit model (any device/dtype: a CPU fp32 copy is converted).
+        path: Destination `.xml` file; the `.bin` goes beside it; parent folders are created.
+        precision: "fp32", "bf16" (one float graph serves both; the precision is chosen when
+            compiling) or "int8" (nncf's static post-training quantization, needs `calibration`).
+        calibration: int8 only: clips of the task `(N, C, T, H, W)` preprocessed like the input.
+        input_size: (T, H, W) for a `dynamic_size=True` model; must match the model's otherwise.
+        atol: Max abs logit difference accepted for fp32.
+
+    Returns:
+        An `OpenVINOExport` with the path, shapes, validation figures and metadata.
+
+    Raises:
+        ImportError: openvino (int8: nncf) is missing.
+        ValueError: a bad precision, clip size or path (not .xml, a folder, under a file), or int8
+            without calibration clips.
+        ExportValidationError: OpenVINO's fp32 logits differ from PyTorch's by more than `atol`.
+    """
+    import json
+
+    if precision not in OPENVINO_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(OPENVINO_PRECISIONS)}, got {precision!r}")
+    dest = Path(path).expanduser()
+    if dest.suffix != ".xml":
+        raise ValueError(
+            f"expected a file name ending in .xml (OpenVINO IR; the weights go to .bin beside it), got {dest}"
+        )
+    check_file_destination(dest)  # before the slow conversion
+    graph = build_openvino_graph(model, precision, calibration=calibration, input_size=input_size, atol=atol)
+    save_openvino(graph, dest)
+    import openvino as ov
+
+    meta = openvino_metadata(graph)
+    figures = json.loads(meta["validation"])[precision]
+    shape = graph.inputs[0].get_partial_shape()
+    return OpenVINOExport(
+        path=dest,
+        precision=precision,
+        input_shape=("batch", *(int(d.get_length()) for d in list(shape)[1:])),
+        output_shape=("batch", int(graph.outputs[0].get_partial_shape()[1].get_length())),
+        max_abs_diff=float(figures["max_abs_diff"]),
+        top1_agree=int(figures["top1_agree"]),
+        validated=int(json.loads(meta["validation"])["clips"]),
+        openvino_version=ov.get_version(),
+        metadata={k: v for k, v in meta.items() if k not in ("validation", "graph_precision")},
     )
