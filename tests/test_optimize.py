@@ -28,7 +28,7 @@ import finetune
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FP32_TOL = 1e-5
-BF16_TOL = 3e-2  # max abs logit difference on the fixtures (|logits| <= 2.4); measured <= 1.2e-2
+BF16_TOL = 3e-2  # max abs logit difference on the fixtures (|logits| <= 2.4); measured <= 1.7e-2 (bf16 stream)
 INT8_TOL = 0.2  # same, int8; measured <= 8e-2 (random weights of width 32: a hard case for 8 bits)
 PRIVATE = opt._private_ops_available()
 
@@ -220,16 +220,23 @@ def test_fallback_when_a_private_op_misbehaves(monkeypatch):
 
 
 # ---------------------------------------------------------------- bf16 and int8
-def test_bf16_fixtures_within_tolerance(fixtures):
+@pytest.mark.parametrize("bf16_stream", [True, False], ids=["bf16-stream", "fp32-stream"])
+def test_bf16_fixtures_within_tolerance(fixtures, bf16_stream):
+    """bf16 GEMMs and attention; with `bf16_stream` (the default) also the residual stream and the blocks'
+    LayerNorms (measured drift 1.7e-2), without it those stay fp32 (1.2e-2)."""
     for f in fixtures:
-        fast = optimize_for_inference(f["model"], torch.bfloat16)
+        fast = optimize_for_inference(f["model"], torch.bfloat16, bf16_stream=bf16_stream)
         with torch.inference_mode():
             logits = fast(f["video"])
-        assert logits.dtype == torch.float32
+            features = fast.forward_features(f["video"])
+        assert logits.dtype == features.dtype == torch.float32
         err = _max_diff(logits, f["logits"])
         assert err <= BF16_TOL, f"{f['meta']['name']}: bf16 max abs error {err:.2e}"
     linear = fast.blocks[0].mlp.fc2
-    assert linear.weight.dtype == torch.bfloat16 and fast.blocks[0].norm1.weight.dtype == torch.float32
+    assert linear.weight.dtype == torch.bfloat16
+    assert fast.blocks[0].norm1.weight.dtype == (torch.bfloat16 if bf16_stream else torch.float32)
+    assert fast.norm.weight.dtype == torch.float32 and fast.pos_embed.dtype == torch.float32
+    assert fast.optimized_for_inference["stream"] == ("bfloat16" if bf16_stream else "float32")
 
 
 def test_int8_fixtures_drift_and_layers(fixtures):

@@ -23,7 +23,7 @@ from .data import (
     sample_frame_indices,
 )
 from .explain import attention_maps
-from .export import export_onnx
+from .export import export_onnx, export_openvino
 from .factory import create_model
 from .models import (
     FactorizedDotProductViViT,
@@ -52,6 +52,7 @@ __all__ = [
     "create_model",
     "create_transform",
     "export_onnx",
+    "export_openvino",
     "list_models",
     "multiview_clip_starts",
     "optimize_for_inference",

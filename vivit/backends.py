@@ -228,7 +228,7 @@ class _LogitsAndFeatures(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model  # a ViViT: forward_features / forward_head / head
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model.forward_head(self.model.forward_features(video), pre_logits=True)

@@ -37,7 +37,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .models.layers import Attention, FactorizedDotProductAttention, Mlp, TubeletEmbed
+from .models.layers import (
+    Attention,
+    Block,
+    FactorizedDotProductAttention,
+    FactorizedSelfAttentionBlock,
+    Mlp,
+    TubeletEmbed,
+)
 
 __all__ = ["kernel_choices", "optimize_for_inference"]
 
@@ -507,6 +514,50 @@ class _LinearTubeletEmbed(TubeletEmbed):
         return rearrange(self.linear(tubelets).float(), "b nt nh nw d -> b d nt nh nw")
 
 
+class _LayerNormIn(nn.LayerNorm):
+    """LayerNorm that casts its input to the dtype of its weights. `pinned`: model-wide casts
+    (`.float()`, `.to(dtype)`) leave that dtype alone (the bf16 norms inside the blocks of a bf16
+    residual stream; ATen's CPU kernel accumulates bf16 in fp32); else it follows them (the encoders'
+    final norms, so that features, pooling and head see the model's dtype, fp32, as in the original)."""
+
+    def __init__(self, norm: nn.LayerNorm, dtype: torch.dtype, pinned: bool) -> None:
+        super().__init__(norm.normalized_shape, eps=norm.eps, elementwise_affine=norm.elementwise_affine)
+        self.pinned, self.compute_dtype = pinned, dtype
+        if norm.elementwise_affine:
+            with torch.no_grad():
+                self.weight.copy_(norm.weight)
+                if norm.bias is not None and self.bias is not None:
+                    self.bias.copy_(norm.bias)
+        self.to(dtype).requires_grad_(False)
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> nn.Module:
+        if getattr(self, "pinned", False):
+            return super()._apply(lambda t: fn(t).to(self.compute_dtype), recurse)
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = self.weight.dtype if self.weight is not None else self.compute_dtype
+        return super().forward(x.to(dtype))
+
+
+class _Bf16StreamBlock(Block):
+    """A block whose residual stream is bf16: the input is cast once (a no-op after the first block)."""
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        return super().forward(x.to(torch.bfloat16), grid)
+
+
+class _Bf16StreamFactorizedSelfAttentionBlock(FactorizedSelfAttentionBlock):
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        return super().forward(x.to(torch.bfloat16), grid)
+
+
+_BF16_STREAM_BLOCKS: dict[type, tuple[type, tuple[str, ...]]] = {  # block -> (its bf16-stream class, its norms)
+    Block: (_Bf16StreamBlock, ("norm1", "norm2")),
+    FactorizedSelfAttentionBlock: (_Bf16StreamFactorizedSelfAttentionBlock, ("temporal_norm", "norm1", "norm2")),
+}
+
+
 def _conv_as_linear(conv: nn.Conv3d) -> nn.Linear:
     linear = nn.Linear(conv.weight[0].numel(), conv.out_channels, bias=conv.bias is not None)
     with torch.no_grad():
@@ -532,6 +583,7 @@ def optimize_for_inference(
     *,
     example_input: torch.Tensor | None = None,
     tune: bool = True,
+    bf16_stream: bool = True,
 ) -> nn.Module:
     """A copy of `model` for fast inference in fp32, bf16 or int8; `model` itself is not changed.
 
@@ -608,6 +660,8 @@ def optimize_for_inference(
         torch.int8: ("sdpa", "matmul") + (("sdpa_bf16",) if device.type == "cpu" and _native_bf16(strict=True) else ()),
     }[dtype]
 
+    stream = torch.bfloat16 if dtype == torch.bfloat16 and bf16_stream else torch.float32
+
     def convert(linear: nn.Linear, activation: str | None) -> nn.Module:
         if dtype == torch.int8:
             return _Int8Linear(linear, activation, tune).to(device)
@@ -628,7 +682,23 @@ def optimize_for_inference(
             setattr(module, "fc1", convert(module.fc1, "gelu_tanh"))  # noqa: B010
             setattr(module, "act", nn.Identity())  # noqa: B010
             setattr(module, "fc2", convert(module.fc2, None))  # noqa: B010
-    setattr(opt, "optimized_for_inference", {"dtype": str(dtype).removeprefix("torch."), "tune": tune})  # noqa: B010
+    if stream == torch.bfloat16:
+        # the residual stream in bf16 through the blocks (their LayerNorms and residual adds); the
+        # encoders' final norms cast back to fp32. Position tables stay fp32 parameters (added in fp32).
+        for module in list(opt.modules()):
+            if type(module) in _BF16_STREAM_BLOCKS:
+                block_class, norms = _BF16_STREAM_BLOCKS[type(module)]
+                module.__class__ = block_class
+                for name in norms:
+                    setattr(module, name, _LayerNormIn(getattr(module, name), torch.bfloat16, pinned=True))
+        for name in ("norm", "temporal_norm"):
+            if isinstance(getattr(opt, name, None), nn.LayerNorm):
+                setattr(opt, name, _LayerNormIn(getattr(opt, name), torch.float32, pinned=False))
+    setattr(  # noqa: B010
+        opt,
+        "optimized_for_inference",
+        {"dtype": str(dtype).removeprefix("torch."), "tune": tune, "stream": str(stream).removeprefix("torch.")},
+    )
     if example_input is not None:
         with torch.inference_mode():
             opt(example_input)
