@@ -426,6 +426,7 @@ class Bench:
         self.mm_flops: dict[str, float] = {}  # FLOPs of one call of mm_fns[dtype]
         self.mm_n = 0
         self._macs: dict[tuple, float] = {}
+        self.checkpoint: Callable[[], None] = lambda: None  # main() sets it: write the JSON so far
 
     # helpers
     def runs_for(self, c: dict[str, Any]) -> tuple[int, int]:
@@ -859,7 +860,8 @@ class Bench:
             gc.collect()
             configs.append(entry)
             self.paths_table(entry)
-        self.results["paths"] = dict(configs=configs, kernel_choices=kernel_choices())
+            self.results["paths"] = dict(configs=configs, kernel_choices=kernel_choices())
+            self.checkpoint()
 
     def paths_table(self, e: dict[str, Any]) -> None:
         import engines
@@ -1355,7 +1357,24 @@ def main(argv: list[str] | None = None) -> int:
     sections = [s for s in ALL_SECTIONS if s in args.sections.split(",")]
     if "matmul" not in sections and any(s in sections for s in ("fwd", "train", "models", "bf16", "paths")):
         sections.insert(0, "matmul")  # the util columns need it
-    errors = {}
+    errors: dict[str, str] = {}
+
+    def write(final: bool) -> None:
+        """The JSON after every section (a run cut short keeps what it measured) and at the end."""
+        info.update(loadavg_end=os.getloadavg(), wall_s=time.perf_counter() - t_start)
+        doc = dict(
+            machine=info,
+            args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if not k.startswith("_")},
+            results=bench.results,
+            errors=errors,
+            complete=final,
+            markdown="\n".join(bench.md),
+        )
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(doc, indent=1))
+
+    bench.checkpoint = lambda: write(final=False)
     for s in sections:
         t0 = time.perf_counter()
         try:
@@ -1368,19 +1387,11 @@ def main(argv: list[str] | None = None) -> int:
         bench.results.setdefault("section_seconds", {})[s] = time.perf_counter() - t0
         # other work on the machine skews timings: keep the 1-minute load average with each section
         bench.results.setdefault("section_loadavg_1min", {})[s] = os.getloadavg()[0]
+        write(final=False)
     if "paths" in sections:
         bench.summary()
-    info.update(loadavg_end=os.getloadavg(), wall_s=time.perf_counter() - t_start)
-    doc = dict(
-        machine=info,
-        args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if not k.startswith("_")},
-        results=bench.results,
-        errors=errors,
-        markdown="\n".join(bench.md),
-    )
+    write(final=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(doc, indent=1))
         print(f"wrote {args.json} ({info['wall_s']:.0f} s)")
     return 1 if errors else 0
 

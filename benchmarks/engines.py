@@ -25,6 +25,7 @@ ONNX Runtime and OpenVINO get `--threads` intra-op threads, one stream, and ONNX
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import time
 import warnings
@@ -66,6 +67,7 @@ class Settings:
     calibration: torch.Tensor | None = None  # int8 calibration clips (N, C, T, H, W)
     dynamic_batch: bool = False  # ONNX graphs for any batch (accuracy runs in batches of clips)
     keep_files: bool = False  # reuse ONNX files already in `tmp` (section load: one export for every child)
+    memo: dict[str, Any] = field(default_factory=dict)  # one OpenVINO conversion for its three precisions
 
 
 @dataclass
@@ -137,8 +139,11 @@ def _onnxruntime(model, x, s: Settings, precision: str):
 def _openvino(model, x, s: Settings, precision: str):
     import openvino as ov
 
-    with quiet(), torch.no_grad():
-        graph = ov.convert_model(model, example_input=x)
+    key = f"openvino {id(model)} {tuple(x.shape)}"
+    if key not in s.memo:
+        with quiet(), torch.no_grad():
+            s.memo[key] = ov.convert_model(model, example_input=x)
+    graph = s.memo[key]
     if precision == "int8":
         import nncf
 
@@ -156,9 +161,18 @@ def _openvino(model, x, s: Settings, precision: str):
         "NUM_STREAMS": 1,
         "PERFORMANCE_HINT": "LATENCY",
     }
-    compiled = ov.Core().compile_model(graph, "CPU", config)
+    compiled = core().compile_model(graph, "CPU", config)
     request = compiled.create_infer_request()
     return lambda v: torch.from_numpy(request.infer({0: v.numpy()}, share_inputs=True)[0].copy())
+
+
+@functools.cache
+def core():
+    """One OpenVINO Core for the process, as OpenVINO recommends (and see vivit.backends.openvino_core:
+    Cores released in creation order leave the thread's signal stack unmapped)."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 def _vivit_openvino(model, x, s: Settings, precision: str):

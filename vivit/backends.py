@@ -31,6 +31,7 @@ Precisions (OpenVINO's CPU plugin; see README "Speed" for the measured drift):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -55,6 +56,7 @@ from .version import __version__
 from .weights.cache import CacheWarning, cache_dir, cache_lock, cache_write_error
 
 __all__ = [
+    "BACKENDS",
     "FP32_TOLERANCE",
     "OPENVINO_PRECISIONS",
     "ExportValidationError",
@@ -63,7 +65,9 @@ __all__ = [
     "default_float_precision",
     "deployment_metadata",
     "export_clip_size",
+    "inference_backend",
     "load_openvino",
+    "openvino_core",
     "openvino_metadata",
     "openvino_model",
     "parse_deployment_metadata",
@@ -343,16 +347,29 @@ def openvino_metadata(graph: Any) -> dict[str, str]:
     return {key: str(value.astype(str)) for key, value in section.items()}
 
 
-def _compile(graph: Any, precision: str, threads: int | None) -> Any:
+@functools.cache
+def openvino_core() -> Any:
+    """The one `openvino.Core` of this process, kept until it exits.
+
+    One Core, not one per call: OpenVINO's CPU plugin (2026.4) gives the calling thread a new alternate
+    signal stack per Core and, when the Core goes, puts back the one it found. Two Cores released in the
+    order they were made leave the thread on the first one's stack after it was unmapped, and the next
+    signal (Ctrl-C, a child process ending under a DataLoader's SIGCHLD handler) kills the process with
+    SIGSEGV (measured: tests/test_openvino.py). A Core that lives as long as the process is never released.
+    """
     import openvino as ov
 
+    return ov.Core()
+
+
+def _compile(graph: Any, precision: str, threads: int | None) -> Any:
     config = {
         "INFERENCE_PRECISION_HINT": _HINT[precision],
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
         "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
     }
-    return ov.Core().compile_model(graph, "CPU", config)
+    return openvino_core().compile_model(graph, "CPU", config)
 
 
 def _drift(compiled: Any, clips: np.ndarray, expected: np.ndarray) -> tuple[float, int]:
@@ -451,7 +468,8 @@ class OpenVINOModel(nn.Module):
     `backend(video)` takes a float video `(B, C, T, H, W)` of the clip size it was converted for
     (any batch; a graph is compiled per batch size at its first use) and returns float32 logits
     `(B, num_classes)` on the CPU; `forward_pre_logits(video)` the pooled features `(B, D)` before
-    the head. It has no parameters and is always in eval mode; `pretrained_cfg` (labels,
+    the head. Its only parameter is an empty CPU float32 tensor (so `next(backend.parameters())`
+    names the input's device and dtype) and it is always in eval mode; `pretrained_cfg` (labels,
     preprocessing) comes from the graph's metadata, so a job can use it in place of the model.
 
     Attributes:
@@ -482,6 +500,9 @@ class OpenVINOModel(nn.Module):
         self.img_size = (self.input_shape[2], self.input_shape[3])
         self.num_classes = int(graph.outputs[0].get_partial_shape()[1].get_length())
         self._graph = graph
+        # Empty, never used: jobs that ask `next(model.parameters())` for the input's device and dtype get
+        # CPU float32, which is what the graph takes.
+        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
         self._compiled: dict[int, Any] = {}
         self._lock = threading.Lock()
         self.eval()
@@ -551,12 +572,11 @@ def load_openvino(
         ValueError: a precision the graph cannot run as.
     """
     require_openvino()
-    import openvino as ov
 
     xml = Path(path).expanduser()
     if not xml.is_file() or not xml.with_suffix(".bin").is_file():
         raise FileNotFoundError(f"no OpenVINO IR at {xml} (the .xml and its .bin are needed)")
-    graph = ov.Core().read_model(str(xml))
+    graph = openvino_core().read_model(str(xml))
     kind = openvino_metadata(graph).get("graph_precision", "float")
     if precision is None:
         precision = "int8" if kind == "int8" else default_float_precision()
@@ -565,9 +585,8 @@ def load_openvino(
 
 def default_float_precision() -> str:
     """ "bf16" where OpenVINO's CPU plugin computes bf16 natively (AVX512-BF16, AMX), else "fp32"."""
-    import openvino as ov
 
-    return "bf16" if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "fp32"
+    return "bf16" if "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "fp32"
 
 
 def openvino_model(
@@ -605,7 +624,6 @@ def openvino_model(
     """
     _check_precision(precision)
     require_openvino(int8=precision == "int8")
-    import openvino as ov
 
     clip = export_clip_size(model, input_size)
     in_chans = int(getattr(model, "in_chans", 3))
@@ -628,7 +646,7 @@ def openvino_model(
         if not (xml.is_file() and xml.with_suffix(".bin").is_file()):
             return None
         try:
-            graph = ov.Core().read_model(str(xml))
+            graph = openvino_core().read_model(str(xml))
         except Exception as err:  # a truncated or foreign file: rebuilt below
             logger.warning("rebuilding the cached OpenVINO graph %s: it cannot be read (%s)", xml, err)
             return None
@@ -659,3 +677,50 @@ def openvino_model(
                     )
                     return OpenVINOModel(graph, precision, threads=threads)
     return OpenVINOModel(graph, precision, path=xml, threads=threads)
+
+
+BACKENDS = ("pytorch", "openvino")
+
+
+def inference_backend(
+    model: nn.Module,
+    backend: str = "pytorch",
+    precision: str = "fp32",
+    *,
+    calibration: torch.Tensor | Iterable[torch.Tensor] | None = None,
+    threads: int | None = None,
+    cache: str | os.PathLike[str] | None = None,
+) -> nn.Module:
+    """What a job runs in place of `model` for a `--backend` and `--precision`: one entry point.
+
+    | backend | fp32 | bf16 | int8 |
+    |---|---|---|---|
+    | pytorch | `model` itself | `optimize_for_inference(model, bfloat16)` | `optimize_for_inference(model, int8)` (dynamic) |
+    | openvino | `openvino_model(model, "fp32")` | `openvino_model(model, "bf16")` | `openvino_model(model, "int8", calibration=...)` (static) |
+
+    Every result is called like the model (`(B, C, T, H, W)` float video -> `(B, num_classes)` float32
+    logits); the OpenVINO ones take only the clip size they were converted for, run on the CPU, and
+    give pooled features through `forward_pre_logits` instead of `forward_features`/`forward_head`.
+
+    Args:
+        model: A vivit model in eval mode.
+        backend: "pytorch" or "openvino".
+        precision: "fp32", "bf16" or "int8".
+        calibration: OpenVINO int8 only: clips of the task `(N, C, T, H, W)`, preprocessed.
+        threads: OpenVINO inference threads (PyTorch's are `torch.set_num_threads`, see `vivit.threads`).
+        cache: OpenVINO cache folder (default `<vivit cache>/openvino`).
+
+    Raises:
+        ValueError: an unknown backend or precision, or int8 on OpenVINO without calibration clips.
+        ImportError: openvino (int8: nncf) is missing for backend "openvino".
+    """
+    _check_precision(precision)
+    if backend == "openvino":
+        return openvino_model(model, precision, calibration=calibration, threads=threads, cache=cache)
+    if backend != "pytorch":
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if precision == "fp32":
+        return model
+    from .optimize import optimize_for_inference
+
+    return optimize_for_inference(model, torch.bfloat16 if precision == "bf16" else torch.int8)
