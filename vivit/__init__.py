@@ -18,6 +18,7 @@ from .data import (
 from .explain import attention_maps
 from .export import export_onnx
 from .factory import create_model
+from .live import predict_stream
 from .models import (
     FactorizedDotProductViViT,
     FactorizedEncoderViViT,
@@ -48,6 +49,7 @@ __all__ = [
     "list_models",
     "multiview_clip_starts",
     "optimize_for_inference",
+    "predict_stream",
     "predict_timeline",
     "predict_views",
     "push_to_hub",
