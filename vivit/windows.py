@@ -178,7 +178,9 @@ class WindowRunner:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if any(module.training for module in model.modules()):
+        # The root's flag (what `model.eval()` sets): `optimize_for_inference` copies hold new
+        # submodules left in training mode, which have no train-time behaviour.
+        if model.training:
             raise ValueError(
                 "the model is in training mode (dropout and drop-path would make every window's result random); "
                 "pass model.eval() or vivit.predict.inference_model(model)"
@@ -261,6 +263,11 @@ class WindowRunner:
     def clear(self) -> None:
         """Forget the cached slices (before running another video)."""
         self._cache.clear()
+
+    @property
+    def cached_slices(self) -> int:
+        """Slice embeddings held now (at most one window's slices, times its views, between windows)."""
+        return len(self._cache)
 
     def _view_keys(self, first: int, last: int) -> list[list[_SliceKey]]:
         """The slice keys of each view of window `[first, last)`, clip-major then crop."""
