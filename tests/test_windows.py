@@ -248,3 +248,8 @@ def test_bad_input_is_refused(frames):
         list(runner.run(np.array([[5, 5]]), lambda idx: frames[idx]))
     with pytest.raises(ValueError, match="get_frames returned 1 frames for 8 indices"):
         runner.step(0, 16, lambda idx: frames[:1])
+    runner.step(8, 24, lambda idx: frames[idx])
+    with pytest.raises(ValueError, match=r"in order of their starts: \[4, 20\) after a window starting at 8"):
+        runner.step(4, 20, lambda idx: frames[idx])
+    runner.clear()
+    runner.step(4, 20, lambda idx: frames[idx])

@@ -23,13 +23,14 @@ the decoding thread stops, the source is closed and `summary.interrupted` is set
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
@@ -145,7 +146,6 @@ class LiveStream(Iterator[dict[str, Any]]):
         self._last_duration: float | None = None  # of the newest frame: ends a window cut by the end
         self._ready: deque[_Window] = deque()
         self._next_full = 0  # the first window whose last frame has not arrived
-        self._taken = 0  # start of the window the model is on (frames before it are done with)
         self._pending_skips = 0
         self._ended = False
         self._error: BaseException | None = None
@@ -175,7 +175,7 @@ class LiveStream(Iterator[dict[str, Any]]):
     def __del__(self) -> None:
         self._stop.set()
 
-    def _generate(self) -> Iterator[dict[str, Any]]:
+    def _generate(self) -> Generator[dict[str, Any], None, None]:
         try:
             while True:
                 with self._cond:
@@ -189,10 +189,9 @@ class LiveStream(Iterator[dict[str, Any]]):
                     skipped, self._pending_skips = self._pending_skips, 0
                     rows = np.unique(self._runner.clip_rows(win.first, win.last))
                     frames = {i: self._rgb.get(i, self._raw.get(i)) for i in rows.tolist()}
-                    self._taken = win.first
                     self._prune()
                     self._cond.notify_all()
-                logits = self._runner.step(win.first, win.last, lambda idx, f=frames: self._pixels(f, idx))
+                logits = self._runner.step(win.first, win.last, functools.partial(self._pixels, frames))
                 del frames
                 logits = logits.float().cpu()
                 self.summary.windows += 1
@@ -208,8 +207,6 @@ class LiveStream(Iterator[dict[str, Any]]):
                     "skipped": skipped,
                     "latency_seconds": time.monotonic() - win.arrival,
                 }
-            if self._pending_skips:  # windows skipped after the last record (never with a waiting source)
-                self._pending_skips = 0
             self._shutdown(self._video.end_reason or "end of stream")
         except KeyboardInterrupt:
             self.summary.interrupted = True
@@ -224,8 +221,9 @@ class LiveStream(Iterator[dict[str, Any]]):
         return np.stack(out)
 
     def _shutdown(self, reason: str) -> None:
-        if not self.summary.end:
-            self.summary.end = reason
+        if self.summary.end:  # done before
+            return
+        self.summary.end = reason
         self._stop.set()
         with self._cond:
             self._cond.notify_all()

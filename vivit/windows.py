@@ -210,6 +210,7 @@ class WindowRunner:
         self.slices = self.num_frames // self.tubelet  # a clip's leftover frames are dropped (VALID), as the conv does
         self._cache: dict[_SliceKey, torch.Tensor] = {}
         self._frame_bytes = 0
+        self._last_start = 0
         #: Counters since construction: windows and views done, slices encoded and served from
         #: the cache (Model 2 reuse), clips run through the whole model (otherwise).
         self.stats = {"windows": 0, "views": 0, "slices_encoded": 0, "slices_reused": 0, "clips_encoded": 0}
@@ -263,6 +264,7 @@ class WindowRunner:
     def clear(self) -> None:
         """Forget the cached slices (before running another video)."""
         self._cache.clear()
+        self._last_start = 0
 
     @property
     def cached_slices(self) -> int:
@@ -274,6 +276,12 @@ class WindowRunner:
         return _slice_keys(self.clip_rows(first, last), self.views[1], self.tubelet, self.slices)
 
     def _run_group(self, group: list[tuple[int, int]], get_frames: FrameGetter) -> list[torch.Tensor]:
+        if group[0][0] < self._last_start:  # the cache has dropped what an earlier start would need
+            raise ValueError(
+                f"windows must come in order of their starts: [{group[0][0]}, {group[0][1]}) after a window "
+                f"starting at {self._last_start} (call clear() before another video)"
+            )
+        self._last_start = group[-1][0]
         with torch.inference_mode():
             outs = self._group_slices(group, get_frames) if self.reuse else self._group_clips(group, get_frames)
         self.stats["windows"] += len(group)
@@ -290,7 +298,8 @@ class WindowRunner:
         def flush(count: int) -> None:
             out = self._checked(self.fn(torch.stack(views[:count]).to(self.dtype)), count).float()
             for w, part in _runs(owners[:count], out):
-                sums[w] = part.sum(0) if sums[w] is None else sums[w] + part.sum(0)
+                total = sums[w]
+                sums[w] = part.sum(0) if total is None else total + part.sum(0)
             del views[:count], owners[:count]
 
         for w, (first, last) in enumerate(group):

@@ -189,6 +189,12 @@ class LiveVideo:
                     yield make(frame)
         except (av.error.FFmpegError, OSError, EOFError) as err:
             self.end_reason = f"read error: {_reason(err)}"
+            try:  # the frames the decoder still holds came from data that did arrive
+                flushed = self._stream.decode(None)
+            except av.error.FFmpegError:
+                flushed = []
+            for frame in flushed:
+                yield make(frame)
             return
         self.end_reason = "end of stream"
 
@@ -254,7 +260,7 @@ def open_stream(
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     kind = source_kind(source)
     av = _import_av()
-    name = "standard input" if kind == "stdin" else (os.fspath(source) if kind != "pipe" else "the input pipe")
+    name = {"stdin": "standard input", "pipe": "the input pipe"}.get(kind) or os.fspath(source)  # type: ignore[arg-type]
     target: Any = source
     if kind == "stdin":
         if os.isatty(0):
@@ -269,7 +275,7 @@ def open_stream(
         except (AttributeError, OSError, ValueError):
             target = source  # read through Python
     elif kind in ("fifo", "file", "device"):
-        target = os.fspath(source).removeprefix("file://")
+        target = name.removeprefix("file://")
     if kind == "device" and format is None:
         format = _V4L2
     kwargs: dict[str, Any] = {"options": dict(options or {})}
