@@ -49,14 +49,14 @@ CHILD = (
     + """
 import json, sys
 torch.set_num_threads(1)
-stream = vivit.predict_stream(model, "-", int(sys.argv[1]), int(sys.argv[2]))
-for record in stream:
-    print(json.dumps(record), flush=True)
+with vivit.predict_stream(model, "-", int(sys.argv[1]), int(sys.argv[2])) as stream:
+    for record in stream:
+        print(json.dumps(record), flush=True)
 print(json.dumps({"summary": stream.summary.as_dict()}), flush=True)
 """
 )
 MEMORY_CHILD = (
-    CHILD.replace("    print(json.dumps(record), flush=True)", "    pass")
+    CHILD.replace("        print(json.dumps(record), flush=True)", "        pass")
     + "print(json.dumps({'rss_kb': int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])}))\n"
 )
 

@@ -17,8 +17,9 @@ windows were skipped just before it (`skipped`; the total is in `LiveStream.summ
 The end. When the stream ends, the window that reaches its end is cut short there, as
 `sliding_windows` cuts a file's last window: it is reported (not dropped), with `"partial": true`,
 its clips placed inside the frames it has (looped when shorter than a clip). Ctrl-C
-(KeyboardInterrupt) while the stream is read or a window computed ends the iteration cleanly:
-the decoding thread stops, the source is closed and `summary.interrupted` is set.
+(KeyboardInterrupt) while the stream is read or a window computed ends the iteration cleanly, and
+so does one anywhere inside `with predict_stream(...) as stream:`: the decoding thread stops, the
+source is closed and `summary.interrupted` is set.
 """
 
 from __future__ import annotations
@@ -109,6 +110,11 @@ class LiveStream(Iterator[dict[str, Any]]):
     just before this one) and `latency_seconds` (from the decoding of the window's last frame to
     the record). `summary` says what happened so far. Close it (or use it as a context manager)
     to stop early; it is closed when exhausted, interrupted, or garbage collected.
+
+    Ctrl-C: a KeyboardInterrupt while the iterator waits for frames or computes a window ends the
+    iteration (no exception); one raised in the caller's own loop body propagates as usual, unless
+    the loop runs inside `with predict_stream(...) as stream:`, whose exit ends it cleanly too.
+    Either way `summary.interrupted` is set.
     """
 
     def __init__(
@@ -169,8 +175,13 @@ class LiveStream(Iterator[dict[str, Any]]):
     def __enter__(self) -> LiveStream:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        """Closes the stream; a KeyboardInterrupt (Ctrl-C) anywhere in the `with` block ends it cleanly."""
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.summary.interrupted = True
+            self._shutdown("interrupted")
         self.close()
+        return self.summary.interrupted and exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
 
     def __del__(self) -> None:
         self._stop.set()
@@ -225,14 +236,15 @@ class LiveStream(Iterator[dict[str, Any]]):
             return
         self.summary.end = reason
         self._stop.set()
+        self._video.stop()
         with self._cond:
             self._cond.notify_all()
             self._rgb.clear()
             self._raw.clear()
             self._ready.clear()
         if threading.current_thread() is not self._thread:
-            # A source that waits (a pipe) may hold the thread in a read until its writer sends or
-            # closes; it is a daemon thread and closes the source itself when the read returns.
+            # Pipes wake within 0.2 s (`LiveVideo.stop`); a silent device or URL holds a read up to its
+            # timeout: the daemon thread then closes the source itself when the read returns.
             self._thread.join(timeout=1.0)
 
     # ------------------------------------------------------------ the decoding thread

@@ -28,7 +28,9 @@ import errno
 import math
 import os
 import re
+import select
 import stat
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -121,6 +123,30 @@ def _import_av() -> Any:
     return av
 
 
+class _PipeInput:
+    """A pipe's file descriptor read for FFmpeg through PyAV's Python I/O, waking every 0.2 s to see
+    whether the reader was asked to stop (`LiveVideo.stop`).
+
+    FFmpeg's own `pipe:` protocol blocks in `read(2)` while the writer is silent, holding the
+    decoding thread (and, at exit, the end of the program) until the writer sends or closes; here a
+    stop request ends the stream instead. The descriptor is not closed (its owner closes it).
+    """
+
+    def __init__(self, fd: int, stop: threading.Event) -> None:
+        self.fd = fd
+        self._stop = stop
+
+    def read(self, size: int) -> bytes:
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([self.fd], [], [], 0.2)
+                if ready:
+                    return os.read(self.fd, size)
+            except (BlockingIOError, InterruptedError):
+                continue
+        return b""
+
+
 class LiveVideo:
     """An open live source, decoded once, in order. Use `open_stream` to get one.
 
@@ -133,7 +159,17 @@ class LiveVideo:
         rotation: Degrees the frames are turned to display upright (0, 90, 180, 270).
     """
 
-    def __init__(self, name: str, kind: SourceKind, container: Any, stream: Any, first: Any, av: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        kind: SourceKind,
+        container: Any,
+        stream: Any,
+        first: Any,
+        av: Any,
+        stop: threading.Event,
+        own_fd: int | None = None,
+    ) -> None:
         self.name = name
         self.kind: SourceKind = kind
         self.can_wait = kind in WAITING_KINDS
@@ -148,8 +184,10 @@ class LiveVideo:
         self.rotation = _right_angle(first.rotation)
         turned = self.rotation in (90, 270)
         self.height, self.width = (first.width, first.height) if turned else (first.height, first.width)
-        #: Why `frames` stopped: "end of stream", or the read error that ended it.
+        #: Why `frames` stopped: "end of stream", "stopped", or the read error that ended it.
         self.end_reason: str | None = None
+        self._stop = stop
+        self._own_fd = own_fd  # a FIFO opened here: closed with the container
 
     def frames(self) -> Iterator[StreamFrame]:
         """Decodes the stream from its first frame to its end (or a read error: see `end_reason`).
@@ -196,7 +234,7 @@ class LiveVideo:
             for frame in flushed:
                 yield make(frame)
             return
-        self.end_reason = "end of stream"
+        self.end_reason = "stopped" if self._stop.is_set() else "end of stream"
 
     def to_rgb(self, frame: Any) -> np.ndarray:
         """uint8 RGB `(height, width, 3)` of a decoded frame, upright, at the first frame's size."""
@@ -207,11 +245,20 @@ class LiveVideo:
             image = frame.to_ndarray(format="rgb24")
         return np.ascontiguousarray(np.rot90(image, self.rotation // 90)) if self.rotation else image
 
+    def stop(self) -> None:
+        """Ask `frames` to end soon, from any thread: a pipe, FIFO or standard input ends within 0.2 s
+        even when its writer is silent; a device or URL at its next frame or read timeout; a file at
+        its next frame."""
+        self._stop.set()
+
     def close(self) -> None:
         """Close the source (call from the thread that decodes, or once it has stopped)."""
         if self._container is not None:
             self._container.close()
             self._container = None
+            if self._own_fd is not None:
+                os.close(self._own_fd)
+                self._own_fd = None
 
     def __enter__(self) -> LiveVideo:
         return self
@@ -233,9 +280,10 @@ def open_stream(
 ) -> LiveVideo:
     """Opens a live source and decodes its first frame (see the module docstring for the kinds).
 
-    Standard input and file objects with a file descriptor are read by FFmpeg itself (its `pipe:`
-    protocol); a FIFO waits here until a writer opens it, as `cat` does. Devices are opened as
-    V4L2 (`format="video4linux2"`) unless `format` says otherwise.
+    Standard input, FIFOs and file objects with a file descriptor are read through `_PipeInput`
+    (which `LiveVideo.stop` can end while the writer is silent); opening a FIFO waits until a writer
+    opens it, as `cat` does. Devices are opened as V4L2 (`format="video4linux2"`) unless `format`
+    says otherwise; files and URLs are read by FFmpeg itself.
 
     Args:
         source: `"-"` (standard input), a path (named pipe, video device, regular file), a URL
@@ -261,6 +309,7 @@ def open_stream(
     kind = source_kind(source)
     av = _import_av()
     name = {"stdin": "standard input", "pipe": "the input pipe"}.get(kind) or os.fspath(source)  # type: ignore[arg-type]
+    stop = threading.Event()
     target: Any = source
     if kind == "stdin":
         if os.isatty(0):
@@ -268,13 +317,17 @@ def open_stream(
                 "standard input is a terminal: pipe a video stream into it, e.g. "
                 "`ffmpeg -i CAMERA_OR_FILE -f mpegts - | vivit predict - --live`"
             )
-        target = "pipe:0"
+        target = _PipeInput(0, stop)
     elif kind == "pipe":
         try:
-            target = f"pipe:{source.fileno()}"  # type: ignore[union-attr]
+            target = _PipeInput(source.fileno(), stop)  # type: ignore[union-attr]
         except (AttributeError, OSError, ValueError):
-            target = source  # read through Python
-    elif kind in ("fifo", "file", "device"):
+            target = source  # a file object without a descriptor: read as it is
+    elif kind == "fifo":
+        # Opening waits for a writer, as `cat` does (Ctrl-C interrupts it); reads then go through
+        # `_PipeInput`, like standard input. The descriptor is closed with the container.
+        target = _PipeInput(os.open(name, os.O_RDONLY), stop)
+    elif kind in ("file", "device"):
         target = name.removeprefix("file://")
     if kind == "device" and format is None:
         format = _V4L2
@@ -287,6 +340,7 @@ def open_stream(
     try:
         container = av.open(target, **kwargs)
     except Exception as err:  # FFmpeg's errors, OSError, ValueError (unknown format), ...
+        _close_fifo(kind, target)
         raise ValueError(_open_error(name, kind, err, time.monotonic() - started, float(timeout), av)) from None
     try:
         videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
@@ -301,8 +355,15 @@ def open_stream(
         first = _first_frame(container, stream, av, name)
     except BaseException:
         container.close()
+        _close_fifo(kind, target)
         raise
-    return LiveVideo(name, kind, container, stream, first, av)
+    return LiveVideo(name, kind, container, stream, first, av, stop, target.fd if kind == "fifo" else None)
+
+
+def _close_fifo(kind: SourceKind, target: Any) -> None:
+    """Close the descriptor of a FIFO opened by `open_stream` (when opening it as video failed)."""
+    if kind == "fifo":
+        os.close(target.fd)
 
 
 def _first_frame(container: Any, stream: Any, av: Any, name: str) -> Any:
