@@ -43,6 +43,7 @@ from .._install import install_hint
 from .video import VideoDecoderMissingError
 
 __all__ = [
+    "WAITING_KINDS",
     "LiveVideo",
     "SourceKind",
     "StreamFrame",
@@ -326,7 +327,7 @@ def open_stream(
     elif kind == "fifo":
         # Opening waits for a writer, as `cat` does (Ctrl-C interrupts it); reads then go through
         # `_PipeInput`, like standard input. The descriptor is closed with the container.
-        target = _PipeInput(os.open(name, os.O_RDONLY), stop)
+        target = _PipeInput(os.open(name.removeprefix("file://"), os.O_RDONLY), stop)
     elif kind in ("file", "device"):
         target = name.removeprefix("file://")
     if kind == "device" and format is None:
