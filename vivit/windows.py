@@ -44,6 +44,7 @@ from .data.video import VideoReader
 from .models.vivit import FactorizedEncoderViViT
 
 __all__ = [
+    "ClipRows",
     "FrameGetter",
     "Output",
     "WindowRunner",
@@ -59,6 +60,12 @@ __all__ = [
 #: `forward_frame_features`; other models: the last block's normed tokens averaged over space).
 Output = Literal["logits", "features", "frame_features"]
 _OUTPUTS = ("logits", "features", "frame_features")
+
+#: Which source frames a window's clips read: `(first, last)` -> int `(clips, num_frames)` frame
+#: indices inside `[first, last)`. The default is `view_frame_indices` (DMVR's index sampling, as
+#: `predict_timeline` and `vivit features` place clips); a time-based rule (`sample_fps`) fits as well:
+#: slices are matched by the frames they hold, whatever rule chose them.
+ClipRows = Callable[[int, int], np.ndarray]
 
 #: Frames of a video by index: called with sorted, distinct int64 frame indices, returns uint8
 #: frames `(n, H, W, C)` in that order (numpy or torch), e.g. `VideoReader.get_frames_at`.
@@ -160,6 +167,7 @@ class WindowRunner:
         reuse: Encode Model 2's slices once (True) or every window from its pixels (False; no
             effect for Models 1, 3 and 4). Jobs pass `shares_slices(...)`: with no shared slice,
             reuse saves nothing.
+        clip_rows: Which frames a window's clips read (see `ClipRows`); default `view_frame_indices`.
 
     Raises:
         ValueError: For a model in training mode (dropout would make windows differ), an unknown
@@ -175,6 +183,7 @@ class WindowRunner:
         pretrained_cfg: Mapping[str, Any] | None = None,
         batch_size: int = 4,
         reuse: bool = True,
+        clip_rows: ClipRows | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -208,6 +217,7 @@ class WindowRunner:
         self.reuse = bool(reuse) and isinstance(model, FactorizedEncoderViViT)
         self.tubelet = int(model.patch_embed.kernel_size[0]) if isinstance(model, FactorizedEncoderViViT) else 1
         self.slices = self.num_frames // self.tubelet  # a clip's leftover frames are dropped (VALID), as the conv does
+        self._rows = clip_rows
         self._cache: dict[_SliceKey, torch.Tensor] = {}
         self._frame_bytes = 0
         self._last_start = 0
@@ -217,8 +227,12 @@ class WindowRunner:
 
     # ------------------------------------------------------------ geometry
     def clip_rows(self, first: int, last: int) -> np.ndarray:
-        """Source frames `(clips, num_frames)` of the test clips of window `[first, last)`."""
-        return view_frame_indices(last, self.num_frames, self.frame_stride, self.views[0], first=first, last=last)
+        """Source frames `(clips, num_frames)` of the test clips of window `[first, last)`.
+
+        Raises:
+            ValueError: When a `clip_rows` function returns another shape or frames outside the window.
+        """
+        return _rows(self._rows, first, last, self.num_frames, self.frame_stride, self.views[0])
 
     # ------------------------------------------------------------ running
     def run(self, windows: Iterable[Sequence[int]] | np.ndarray, get_frames: FrameGetter) -> Iterator[torch.Tensor]:
@@ -440,6 +454,18 @@ def _iter_windows(windows: Iterable[Sequence[int]] | np.ndarray) -> Iterator[tup
         yield int(first), int(last)
 
 
+def _rows(rule: ClipRows | None, first: int, last: int, num_frames: int, frame_stride: int, clips: int) -> np.ndarray:
+    """The clips' frames of window `[first, last)` by `rule` (default `view_frame_indices`), checked."""
+    if rule is None:
+        return view_frame_indices(last, num_frames, frame_stride, clips, first=first, last=last)
+    rows = np.asarray(rule(first, last))
+    if rows.shape != (clips, num_frames) or not np.issubdtype(rows.dtype, np.integer):
+        raise ValueError(f"clip_rows must return ({clips}, {num_frames}) frame indices, got {rows.dtype} {rows.shape}")
+    if rows.size and (rows.min() < first or rows.max() >= last):
+        raise ValueError(f"clip_rows returned frames outside the window [{first}, {last})")
+    return rows.astype(np.int64)
+
+
 def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     """Device and floating dtype of the model's first floating parameter (or buffer); CPU/fp32 if none."""
     for tensor in (*model.parameters(), *model.buffers()):
@@ -454,6 +480,7 @@ def shares_slices(
     *,
     views: tuple[int, int] = (1, 1),
     pretrained_cfg: Mapping[str, Any] | None = None,
+    clip_rows: ClipRows | None = None,
 ) -> bool:
     """Whether reusing Model 2's slice encodings saves work on these windows.
 
@@ -467,6 +494,7 @@ def shares_slices(
         windows: `[first, last)` frames, starts non-decreasing.
         views: `(clips, crops)` per window.
         pretrained_cfg: Preprocessing cfg (frames per clip, frame stride); default the model's.
+        clip_rows: Which frames a window's clips read (see `ClipRows`); default `view_frame_indices`.
 
     Returns:
         Whether any slice would be encoded once and used again.
@@ -479,7 +507,7 @@ def shares_slices(
     slices = num_frames // tubelet
     seen: set[tuple[int, ...]] = set()
     for first, last in _check_windows(windows).tolist():
-        rows = view_frame_indices(last, num_frames, frame_stride, views[0], first=first, last=last)
+        rows = _rows(clip_rows, first, last, num_frames, frame_stride, views[0])
         for view in _slice_keys(rows, 1, tubelet, slices):  # crops come with their frames: one suffices
             for _, frames in view:
                 if frames in seen:
@@ -503,6 +531,7 @@ def window_outputs(
     pretrained_cfg: Mapping[str, Any] | None = None,
     batch_size: int = 4,
     reuse: bool | None = None,
+    clip_rows: ClipRows | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yields the output of every window of one video, in order (see `WindowRunner`).
 
@@ -516,6 +545,7 @@ def window_outputs(
         pretrained_cfg: Preprocessing cfg; default the model's.
         batch_size: Clips per forward pass.
         reuse: Model 2's slice reuse; None (default): when `shares_slices` says it saves work.
+        clip_rows: Which frames a window's clips read (see `ClipRows`); default `view_frame_indices`.
 
     Yields:
         float32 tensors on the model's device, one per window.
@@ -525,9 +555,15 @@ def window_outputs(
     """
     windows = _check_windows(windows)
     if reuse is None:
-        reuse = shares_slices(model, windows, views=views, pretrained_cfg=pretrained_cfg)
+        reuse = shares_slices(model, windows, views=views, pretrained_cfg=pretrained_cfg, clip_rows=clip_rows)
     runner = WindowRunner(
-        model, output=output, views=views, pretrained_cfg=pretrained_cfg, batch_size=batch_size, reuse=reuse
+        model,
+        output=output,
+        views=views,
+        pretrained_cfg=pretrained_cfg,
+        batch_size=batch_size,
+        reuse=reuse,
+        clip_rows=clip_rows,
     )
     stack = ExitStack()
     if isinstance(video, (str, os.PathLike)):
