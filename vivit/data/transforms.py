@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ._resample import _RESIZE_CHUNK, Box, _resized_crops
+from ._resample import RESIZE_CHUNK, Box, resized_crops
 
 __all__ = [
     "DEFAULT_DATA_CFG",
@@ -321,7 +321,7 @@ def to_float_clip(
         return rearrange(frames, "t h w c -> t c h w").float()
     shrink = size[0] < height or size[1] < width
     chunks = []
-    for part in frames.split(_RESIZE_CHUNK):
+    for part in frames.split(RESIZE_CHUNK):
         part = rearrange(part, "t h w c -> t c h w").float()
         part = F.interpolate(
             part,
@@ -479,10 +479,10 @@ def crop_test_views(frames: torch.Tensor, crops: int, cfg: Mapping[str, Any]) ->
     mean, std = cfg["mean"], cfg["std"]
     if crops == 3:
         boxes = _three_boxes(size, cfg["crop_size"])
-        crops_ = _resized_crops(frames, size, boxes, cfg["interpolation"], cfg["antialias"])
+        crops_ = resized_crops(frames, size, boxes, cfg["interpolation"], cfg["antialias"])
         return [_to_clip(crop, mean, std) for crop in crops_]
     box, pad = _center_boxes(size, cfg["crop_size"])
-    (crop,) = _resized_crops(frames, size, [box], cfg["interpolation"], cfg["antialias"])
+    (crop,) = resized_crops(frames, size, [box], cfg["interpolation"], cfg["antialias"])
     return [_to_clip(crop, mean, std, pad)]
 
 
@@ -557,7 +557,7 @@ class VideoEvalTransform:
         video = _check_frames(frames, len(self.mean))
         size = short_side_size(video.shape[1], video.shape[2], self.resize_size)
         box, pad = _center_boxes(size, self.crop_size)
-        (crop,) = _resized_crops(video, size, [box], self.interpolation, self.antialias)
+        (crop,) = resized_crops(video, size, [box], self.interpolation, self.antialias)
         return _to_clip(crop, self.mean, self.std, pad)
 
     def _fields(self) -> dict[str, Any]:
@@ -652,7 +652,7 @@ class VideoTrainTransform(VideoEvalTransform):
         top = int(torch.randint(size[0] - crop_h + 1, (1,), generator=gen))
         left = int(torch.randint(size[1] - crop_w + 1, (1,), generator=gen))
         box = (top, left, crop_h, crop_w)
-        (crop,) = _resized_crops(video, size, [box], self.interpolation, self.antialias)
+        (crop,) = resized_crops(video, size, [box], self.interpolation, self.antialias)
         if float(torch.rand(1, generator=gen)) < self.hflip:
             crop = crop.flip(-1)
         return _to_clip(crop, self.mean, self.std)
