@@ -480,6 +480,30 @@ def test_broken_videos_are_skipped_counted_and_never_stop_an_epoch(folder, tmp_p
         assert collate_videos([evaluation[5]]) == {"failed": [evaluation[5]]}
 
 
+def test_a_video_that_never_ends_is_one_failed_item_within_the_timeout(folder, tmp_path):
+    """A clip followed by a 2 GB hole (a download written into a preallocated file): FFmpeg scanned the
+    hole for its next packet (about 30 s per 2 GB, so a worker stalled for minutes on 20 GB)."""
+    _, items = folder
+    stuck = tmp_path / "stuck.avi"
+    frames, _ = disc_clips(1, frames=12)
+    import av
+
+    with av.open(str(stuck), "w") as container:  # MPEG-4 in AVI, as UCF101 and HMDB ship
+        stream = container.add_stream("mpeg4", rate=RATE)
+        stream.height, stream.width = 32, 32
+        stream.pix_fmt = "yuv420p"
+        for frame in frames[0]:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    os.truncate(stuck, 2 * 2**30)
+    if stuck.stat().st_blocks * 512 > 2**28:
+        pytest.skip("this filesystem has no sparse files")
+    dataset = VideoDataset([stuck, items[0][0]], "eval", pretrained_cfg=CFG, reader_args={"timeout": 1})
+    with pytest.warns(SkippedVideoWarning, match=r"stuck\.avi: gave up after 1 s of reading without finding video"):
+        batch = collate_videos([dataset[0], dataset[1]])
+    assert batch["video_index"].tolist() == [1] and dataset.failed_indices() == [0]
+
+
 def test_unknown_labels_and_non_utf8_names(tmp_path):
     clip = disc_clips(1, frames=8)[0][0]
     right = tmp_path / "right"

@@ -44,8 +44,8 @@ class ArraySource:
     """Frames from `.npy` (memory-mapped) or `.npz` (key `frames`; memory-mapped when stored
     uncompressed, as `np.savez` does, decompressed within `max_array_bytes` otherwise)."""
 
-    rotation = 0
-    nominal_fps = None
+    rotation: int = 0
+    nominal_fps: float | None = None
 
     def __init__(self, path: Path, limits: Limits, fps: float | None) -> None:
         self.path = path

@@ -17,7 +17,8 @@ Sources (`VideoDataset(source)`):
   tab, else one path per line). Columns are `path[,label[,start,end]]` (Kinetics-style; times
   in seconds, a segment of the video), or named by a header row whose first field is `path`
   (`path,label,start,end`, or one column per label split such as `path,noun,verb` for
-  EPIC-KITCHENS). Relative paths are relative to the list's folder; `#` starts a comment line;
+  EPIC-KITCHENS); a misspelt header (`paht,label`, `path,lable`) is refused with the header
+  expected. Relative paths are relative to the list's folder; `#` starts a comment line;
 * a sequence of paths (no labels).
 
 Labels are class names or integer indices. With `label_names` (e.g. a model's
@@ -25,7 +26,8 @@ Labels are class names or integer indices. With `label_names` (e.g. a model's
 and `_` versus space); an unknown name is an error that lists close matches. Without it, names
 are numbered in sorted order (`dataset.classes`).
 
-A video that cannot be read (missing, damaged, not a video) never stops an epoch: it is counted
+A video that cannot be read (missing, damaged, not a video, a list line that cannot be read, a
+file that holds no video data for `reader_args["timeout"]` seconds) never stops an epoch: it is counted
 (`dataset.failed_indices()`, shared with DataLoader workers) and announced with a
 `SkippedVideoWarning`. In training the next video of the list is read in its place, so every
 batch keeps its size (which `DistributedDataParallel` needs); in evaluation the item is a dict
