@@ -357,7 +357,7 @@ def _is_header(fields: list[str], delimiter: str | None, base: Path, where: str)
     candidate = Path(fields[0]).expanduser()
     if (candidate if candidate.is_absolute() else base / candidate).is_file():
         return False
-    row = ",".join(fields)
+    row = (delimiter or ",").join(fields)
     guess = _close_column(first)
     hint = f" (did you mean {guess!r}?)" if guess in _PATH_COLUMNS else ""
     raise ValueError(
