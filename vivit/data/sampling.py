@@ -409,7 +409,8 @@ def sample_frame_indices_by_time(
         raise ValueError(f"start must be a time in seconds, got {start!r}")
     elif not (math.isfinite(start) and start >= 0):
         raise ValueError(f"start must be a non-negative number of seconds, got {start!r}")
-    targets = float(start) + np.arange(num_frames, dtype=np.float64) / rate
+    with np.errstate(over="ignore"):
+        targets = float(start) + np.arange(num_frames, dtype=np.float64) / rate
     if not np.isfinite(targets).all():
         raise ValueError(f"sample_fps {sample_fps!r} is too small: the clip would span more seconds than a float holds")
     return _nearest_frames(times, targets, end)
