@@ -5,9 +5,10 @@ decode position (their order in the file), frames by presentation index, times a
 
 Every read of the file goes through `PyAVSource._demux`, which bounds the time FFmpeg may spend
 without finding a packet of the video stream (`Limits.timeout`): PyAV's interrupt callback stops
-an FFmpeg read that scans junk for longer (MPEG-PS, AVI, MP4 scan byte by byte for their next
-packet header), and MPEG-TS, whose demuxer returns EAGAIN after each failed resync, is read on as
-FFmpeg's command-line tool reads on, within the same bound.
+an FFmpeg read that scans junk for longer (MPEG-PS, AVI, Matroska, FLV scan byte by byte for
+their next packet header; MP4 reads from its index and does not), and MPEG-TS, whose demuxer
+returns EAGAIN after each failed resync, is read on as FFmpeg's command-line tool reads on,
+within the same bound.
 """
 
 from __future__ import annotations
