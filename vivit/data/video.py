@@ -69,6 +69,7 @@ __all__ = [
     "VideoDecoderMissingError",
     "VideoReader",
     "VideoWarning",
+    "check_input_file",
     "read_video",
 ]
 
