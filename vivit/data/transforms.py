@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ._resample import _RESIZE_CHUNK, Box, _resized_crops
+from ._resample import RESIZE_CHUNK, Box, resized_crops
+from .sampling import check_sample_fps
 
 __all__ = [
     "DEFAULT_DATA_CFG",
@@ -45,6 +46,7 @@ __all__ = [
     "VideoTrainTransform",
     "as_thwc",
     "center_crop",
+    "check_crop_fits",
     "create_transform",
     "resize_short_side",
     "resolve_data_config",
@@ -65,6 +67,10 @@ DEFAULT_DATA_CFG: dict[str, Any] = {
     "mean": (0.5, 0.5, 0.5),
     "std": (0.5, 0.5, 0.5),
     "test_views": (4, 3),
+    # Frames by presentation time, this many per second (`vivit.data.sampling.*_by_time`); None:
+    # every `frame_stride` frames, as DMVR and Scenic sample (the released models were trained and
+    # evaluated so). A cfg may record the rate a model was trained at.
+    "sample_fps": None,
 }
 
 # Scenic's ViViT configs use DMVR `scale_jitter_augm` with these factors and probability 1.0.
@@ -159,6 +165,7 @@ def resolve_data_config(
     cfg["resize_size"] = int(cfg["resize_size"])
     if cfg["resize_size"] < 1:
         raise ValueError(f"resize_size must be positive, got {cfg['resize_size']!r}")
+    check_crop_fits(cfg["resize_size"], cfg["crop_size"])
     cfg["frame_stride"] = int(cfg["frame_stride"])
     if cfg["frame_stride"] < 1:
         raise ValueError(f"frame_stride must be positive, got {cfg['frame_stride']!r}")
@@ -177,7 +184,29 @@ def resolve_data_config(
     if len(views) != 2 or min(views) < 1:
         raise ValueError(f"test_views must be (clips, crops) with positive entries, got {views!r}")
     cfg["test_views"] = views
+    if cfg["sample_fps"] is not None:
+        cfg["sample_fps"] = check_sample_fps(cfg["sample_fps"])
     return cfg
+
+
+def check_crop_fits(resize_size: int, crop_size: tuple[int, int]) -> None:
+    """Refuse a preprocessing cfg whose crop cannot fit in any resized frame.
+
+    Frames are resized so that their short side is `resize_size`, then `crop_size` is cut out;
+    a crop whose shorter side exceeds `resize_size` fits in no frame, whatever the video (a
+    non-square crop may still not fit a frame of the other orientation: that is the video's
+    shape, reported when it happens).
+
+    Raises:
+        ValueError: Saying the cfg is inconsistent, with both numbers.
+    """
+    if min(crop_size) > resize_size:
+        crop = f"{crop_size[0]}" if crop_size[0] == crop_size[1] else f"{crop_size[0]}x{crop_size[1]}"
+        raise ValueError(
+            f"inconsistent preprocessing cfg: crop_size {crop} > resize_size {resize_size} (frames are resized to "
+            f"a short side of resize_size, then crop_size is cut from them); fix the checkpoint's pretrained_cfg "
+            "or override resize_size / crop_size"
+        )
 
 
 def _expected(channels: int) -> str:
@@ -321,7 +350,7 @@ def to_float_clip(
         return rearrange(frames, "t h w c -> t c h w").float()
     shrink = size[0] < height or size[1] < width
     chunks = []
-    for part in frames.split(_RESIZE_CHUNK):
+    for part in frames.split(RESIZE_CHUNK):
         part = rearrange(part, "t h w c -> t c h w").float()
         part = F.interpolate(
             part,
@@ -429,7 +458,7 @@ def _to_clip(
     crop = crop.permute(1, 0, 2, 3)
     clip = torch.empty(crop.shape, dtype=torch.float32, device=crop.device)
     clip.copy_(crop)  # the only float conversion: of the cropped clip
-    if any(pad):  # rare (resize_size < crop_size): black borders, as `center_crop`
+    if any(pad):  # a non-square crop longer than the resized frame: black borders, as `center_crop`
         clip = F.pad(clip, pad)
     return _normalize(clip, mean, std, inplace=True)
 
@@ -479,10 +508,10 @@ def crop_test_views(frames: torch.Tensor, crops: int, cfg: Mapping[str, Any]) ->
     mean, std = cfg["mean"], cfg["std"]
     if crops == 3:
         boxes = _three_boxes(size, cfg["crop_size"])
-        crops_ = _resized_crops(frames, size, boxes, cfg["interpolation"], cfg["antialias"])
+        crops_ = resized_crops(frames, size, boxes, cfg["interpolation"], cfg["antialias"])
         return [_to_clip(crop, mean, std) for crop in crops_]
     box, pad = _center_boxes(size, cfg["crop_size"])
-    (crop,) = _resized_crops(frames, size, [box], cfg["interpolation"], cfg["antialias"])
+    (crop,) = resized_crops(frames, size, [box], cfg["interpolation"], cfg["antialias"])
     return [_to_clip(crop, mean, std, pad)]
 
 
@@ -539,6 +568,7 @@ class VideoEvalTransform:
             raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
         self.resize_size = int(resize_size)
         self.crop_size = _pair(crop_size, "crop_size")
+        check_crop_fits(self.resize_size, self.crop_size)
         self.interpolation = interpolation
         self.antialias = bool(antialias)
         self.mean = tuple(float(m) for m in mean)
@@ -557,7 +587,7 @@ class VideoEvalTransform:
         video = _check_frames(frames, len(self.mean))
         size = short_side_size(video.shape[1], video.shape[2], self.resize_size)
         box, pad = _center_boxes(size, self.crop_size)
-        (crop,) = _resized_crops(video, size, [box], self.interpolation, self.antialias)
+        (crop,) = resized_crops(video, size, [box], self.interpolation, self.antialias)
         return _to_clip(crop, self.mean, self.std, pad)
 
     def _fields(self) -> dict[str, Any]:
@@ -652,7 +682,7 @@ class VideoTrainTransform(VideoEvalTransform):
         top = int(torch.randint(size[0] - crop_h + 1, (1,), generator=gen))
         left = int(torch.randint(size[1] - crop_w + 1, (1,), generator=gen))
         box = (top, left, crop_h, crop_w)
-        (crop,) = _resized_crops(video, size, [box], self.interpolation, self.antialias)
+        (crop,) = resized_crops(video, size, [box], self.interpolation, self.antialias)
         if float(torch.rand(1, generator=gen)) < self.hflip:
             crop = crop.flip(-1)
         return _to_clip(crop, self.mean, self.std)
@@ -665,7 +695,7 @@ _EVAL_KEYS = ("resize_size", "crop_size", "interpolation", "antialias", "mean", 
 _TRAIN_KEYS = ("scale", "hflip", "generator")
 # Keys of a resolved data config that choose frames, not pixels: accepted (so that
 # `create_transform(**resolve_data_config(model=model))` works, as in timm) and not used here.
-_SAMPLING_KEYS = ("input_size", "frame_stride", "test_views")
+_SAMPLING_KEYS = ("input_size", "frame_stride", "test_views", "sample_fps")
 
 
 def create_transform(
@@ -686,7 +716,7 @@ def create_transform(
         **overrides: Replace cfg values: any of `resize_size`, `crop_size`, `interpolation`,
             `antialias`, `mean`, `std`; with `train=True` also `scale` (jitter range), `hflip`
             (probability) and `generator` (a `torch.Generator`). `input_size` (its H, W is the crop
-            when `crop_size` is not given), `frame_stride` and `test_views` are accepted too, so
+            when `crop_size` is not given), `frame_stride`, `test_views` and `sample_fps` are accepted too, so
             `create_transform(**resolve_data_config(model=model))` works as in timm.
 
     Returns:
