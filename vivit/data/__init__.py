@@ -6,6 +6,7 @@ the models take, `datasets` serves whole labelled sets to a DataLoader. Each mod
 ones listed before it.
 """
 
+from .augment import ColorAugment, RandAugment
 from .datasets import (
     SkippedVideoWarning,
     VideoDataset,
@@ -14,6 +15,7 @@ from .datasets import (
     find_videos,
     read_video_list,
 )
+from .mixup import Mixup
 from .sampling import (
     multiview_clip_starts,
     sample_frame_indices,
@@ -45,6 +47,9 @@ __all__ = [
     "DEFAULT_MAX_ARRAY_BYTES",
     "DEFAULT_MAX_ASPECT_RATIO",
     "DEFAULT_MAX_FRAME_PIXELS",
+    "ColorAugment",
+    "Mixup",
+    "RandAugment",
     "SkippedVideoWarning",
     "VideoDataset",
     "VideoDecoderMissingError",
