@@ -9,8 +9,9 @@ both are vectorised over all frames at once.
   maps them back to [0, 1], applies `tf.image.random_brightness` (max delta 32/255),
   `random_saturation` (0.6..1.4), `random_contrast` (0.6..1.4) and `random_hue` (max delta 0.2)
   in that fixed order (DMVR does not shuffle them), clips to [0, 1], and maps back. The ops
-  reproduce TensorFlow's kernels (`adjust_saturation_op.cc`, `adjust_hue_op.cc`: their HSV
-  conversions, including how they treat values outside [0, 1] after the brightness shift).
+  give TensorFlow's kernels' results to float32 rounding (`adjust_saturation_op.cc`,
+  `adjust_hue_op.cc`: their HSV models, including how they treat values outside [0, 1] after
+  the brightness shift), computed in closed form over the whole clip.
 * `RandAugment` is Scenic's `video_ops.distort_image_with_randaugment` (`scenic/dataset_lib/
   video_ops.py`), which runs the per-image ops of tf-models' `official/vision/image_classification/
   augment.py` on the clip reshaped to one tall image `(T*H, W, C)`: the op and its magnitude are
@@ -462,15 +463,16 @@ class RandAugment:
     (Rotate, Shear, Translate) is in Scenic's list; none of its ops is randomly negated. Scenic's
     recipes: EPIC-Kitchens N=2, M=15; SSv2 N=2, M=20; `cutout_const=40`.
 
-    Where this differs from what Scenic's code computes (all three measured against TF 2.21):
+    Where this differs from what Scenic's code computes (checked against TF 2.21):
 
     * Contrast: tf-models (as Scenic imports it, `official.vision.image_classification.augment`)
       blends toward grey level `min(255, pixels / 256)` instead of the mean grey level (a bug,
       fixed upstream in 2024); for video clips that is white. `scenic_contrast=True` (default)
       reproduces it; `False` blends toward the clip's mean grey level, as PIL does.
     * Sharpness: the smoothing kernel's weighted mean is taken exactly (integer arithmetic);
-      TF's float32 convolution lands one grey level lower where that mean is a whole number
-      (about 3% of pixels of a random image, more in flat regions).
+      TF's float32 convolution (fused multiply-adds) lands one grey level lower on some pixels
+      where that mean is a whole number: 0.5% of the pixels of real 224^2 video frames, more in
+      flat regions, before the blend (which multiplies the difference by `factor - 1`).
     * Non-uint8 input is refused rather than clipped and cast (the transform passes uint8).
 
     Args:
