@@ -1,6 +1,7 @@
 """Training data rate with Scenic's augmentation against the model's training step (issue 19 target).
 
-    python benchmarks/train_data.py [--clips 24] [--rounds 2] [--workers 2] [--recipes ek100,none,k400] [--json out.json]
+    python benchmarks/train_data.py [--clips 24] [--rounds 2] [--workers 2] [--recipes ek100,none,k400]
+                                     [--transform-repeats 20] [--json out.json]
 
 Figures (target in brackets):
 

@@ -46,7 +46,8 @@ class Mixup:
 
     Args:
         mixup_alpha: Beta(alpha, alpha) parameter of the mixup weight; mixup is on when > 0
-            (Scenic: 0.1 EPIC-Kitchens, 0.3 SSv2).
+            (Scenic: 0.1 EPIC-Kitchens, 0.3 SSv2). With both alphas 0 (and no `cutmix_minmax`)
+            nothing is mixed and the targets are only smoothed (timm raises instead).
         cutmix_alpha: Beta parameter of the CutMix weight; CutMix is on when > 0.
         cutmix_minmax: `(min, max)` box side as fractions of H and W; when set, CutMix is on and
             the box size is drawn uniformly in that range instead of from a Beta weight (timm).

@@ -726,15 +726,17 @@ def create_transform(
     Args:
         pretrained_cfg: The model's `pretrained_cfg` (keys `resize_size`, `crop_size`,
             `interpolation`, `antialias`, `mean`, `std`, `input_size`, and for training `scale`,
-            `hflip`, `color_prob`, `color_drop_prob`, `randaugment`); missing keys fall back to `DEFAULT_DATA_CFG`, other keys are ignored.
+            `hflip`, `color_prob`, `color_drop_prob`, `randaugment`); missing keys fall back to
+            `DEFAULT_DATA_CFG`, other keys are ignored.
         train: Return the random training augmentation (`VideoTrainTransform`) instead of the
             deterministic evaluation transform (`VideoEvalTransform`).
         **overrides: Replace cfg values: any of `resize_size`, `crop_size`, `interpolation`,
             `antialias`, `mean`, `std`; with `train=True` also `scale` (jitter range), `hflip`
             (probability), `generator` (a `torch.Generator`), `color_prob` and `color_drop_prob`
             (DMVR colour augmentation; Kinetics recipe 0.8 and 0.1) and `randaugment`
-            (`(num_ops, magnitude)`, e.g. `(2, 15)`; exclusive with colour augmentation). `input_size` (its H, W is the crop
-            when `crop_size` is not given), `frame_stride` and `test_views` are accepted too, so
+            (`(num_ops, magnitude)`, e.g. `(2, 15)`; exclusive with colour augmentation).
+            `input_size` (its H, W is the crop when `crop_size` is not given), `frame_stride` and
+            `test_views` are accepted too, so
             `create_transform(**resolve_data_config(model=model))` works as in timm.
 
     Returns:
