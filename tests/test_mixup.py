@@ -154,17 +154,23 @@ def test_cutmix_minmax_boxes_and_reproducibility() -> None:
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])  # torch's RNG state covers it
 
 
-def test_timm_style_cut_would_span_time_but_ours_does_not() -> None:
-    """The issue's report: on a (B, C, T, H, W) batch, slicing dims 2 and 3 (timm's `x[:, :, yl:yh, xl:xh]`)
-    cuts T x H. Ours leaves every frame with the same box, whatever T and H are."""
-    clips = _tagged_batch(2, t=16, h=16, w=16)
+def test_timm_slicing_cuts_time_but_ours_cuts_each_frame() -> None:
+    """The issue's report: timm draws its box over the last two dims (H, W) but pastes it with
+    `x[:, :, yl:yh, xl:xh]`, which on (B, C, T, H, W) are T and H: the pixels do not match the label."""
+    clips = _tagged_batch(2, t=8, h=32, w=32)
+    yl, yh, xl, xh = 6, 26, 6, 26  # a 20 x 20 box: timm's label weight for the partner is 400 / 1024
+    timm = clips.clone()
+    timm[:, :, yl:yh, xl:xh] = timm.flip(0)[:, :, yl:yh, xl:xh]
+    timm_replaced = float((timm[0] != 10.0).float().mean())
+    assert timm_replaced == pytest.approx(2 / 8 * 20 / 32)  # frames 6-7 only, rows 6-25, every column
+    assert abs(timm_replaced - 400 / 1024) > 0.2
     mixup = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=0.0, num_classes=2)
     for seed in range(20):
         mixup.generator = torch.Generator().manual_seed(seed)
         out, targets = mixup(clips.clone(), torch.arange(2))
         replaced = out[0] != 10.0
         per_frame = replaced[0].flatten(1).float().mean(1)
-        assert torch.equal(per_frame, per_frame[:1].expand_as(per_frame))
+        assert torch.equal(per_frame, per_frame[:1].expand_as(per_frame))  # every frame cut alike
         assert float(targets[0, 1]) == pytest.approx(float(replaced.float().mean()))
 
 
