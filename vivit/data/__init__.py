@@ -9,6 +9,7 @@ uint8 frames into the float clips the models take (`_resample` resizes only what
 from outside `vivit.data` except the install hint (`vivit._install`).
 """
 
+from .augment import ColorAugment, RandAugment
 from .datasets import (
     SkippedVideoWarning,
     VideoDataset,
@@ -17,6 +18,7 @@ from .datasets import (
     find_videos,
     read_video_list,
 )
+from .mixup import Mixup
 from .sampling import (
     multiview_clip_starts,
     sample_frame_indices,
@@ -53,6 +55,9 @@ __all__ = [
     "DEFAULT_MAX_ASPECT_RATIO",
     "DEFAULT_MAX_FRAME_PIXELS",
     "DEFAULT_TIMEOUT",
+    "ColorAugment",
+    "Mixup",
+    "RandAugment",
     "SkippedVideoWarning",
     "VideoDataset",
     "VideoDecoderMissingError",

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ._resample import RESIZE_CHUNK, Box, resized_crops
+from .augment import ColorAugment, RandAugment
 from .sampling import check_sample_fps
 
 __all__ = [
@@ -606,7 +607,7 @@ class VideoEvalTransform:
 
 
 class VideoTrainTransform(VideoEvalTransform):
-    """Scenic's basic ViViT training augmentation: scale jitter, random crop, horizontal flip.
+    """Scenic's ViViT training augmentation: scale jitter, random crop, flip, then RandAugment or colour.
 
     The recipe, per clip (one draw shared by all its frames):
 
@@ -619,10 +620,14 @@ class VideoTrainTransform(VideoEvalTransform):
     3. a `crop_size` crop at a uniformly random offset (DMVR `crop_image(random=True)`);
     4. horizontal flip with probability `hflip` (DMVR `random_flip_left_right`: 0.5; Scenic
        turns it off for Something-Something, whose labels are direction-sensitive);
-    5. normalization as in evaluation.
+    5. with `randaugment=(N, M)`: Scenic's video RandAugment on the uint8 crop
+       (`vivit.data.augment.RandAugment`; Scenic's EPIC-Kitchens recipe (2, 15), SSv2 (2, 20));
+    6. with `color_prob` / `color_drop_prob`: DMVR's `color_default_augm` on the crop's [0, 1]
+       pixels (`vivit.data.augment.ColorAugment`; Scenic's Kinetics recipe 0.8 and 0.1);
+    7. normalization as in evaluation.
 
-    Scenic's ViViT Kinetics configs also turn on color augmentation (probability 0.8, color drop
-    0.1); that, and any mixup, is left to the user.
+    Scenic runs RandAugment and colour augmentation as alternatives (`video_ops.additional_augmentations`),
+    so setting both is refused. Mixup acts on batches: see `vivit.data.Mixup`.
 
     Args:
         resize_size: Short side before jitter.
@@ -635,6 +640,13 @@ class VideoTrainTransform(VideoEvalTransform):
         hflip: Probability of a horizontal flip.
         generator: Default source of randomness (a call's own `generator` wins); `None` uses
             torch's global generator.
+        color_prob: Probability of the colour jitter (0 = off).
+        color_drop_prob: Probability of turning the clip grey (0 = off).
+        randaugment: `(num_ops, magnitude)` of RandAugment, or `None` (off).
+
+    Raises:
+        ValueError: For a bad range or probability, a malformed `randaugment`, or RandAugment
+            together with colour augmentation.
     """
 
     def __init__(
@@ -648,6 +660,9 @@ class VideoTrainTransform(VideoEvalTransform):
         scale: tuple[float, float] = _DEFAULT_SCALE_JITTER,
         hflip: float = 0.5,
         generator: torch.Generator | None = None,
+        color_prob: float = 0.0,
+        color_drop_prob: float = 0.0,
+        randaugment: tuple[int, float] | None = None,
     ) -> None:
         super().__init__(resize_size, crop_size, interpolation, antialias, mean, std)
         low, high = (float(v) for v in scale)
@@ -658,6 +673,23 @@ class VideoTrainTransform(VideoEvalTransform):
         self.scale = (low, high)
         self.hflip = float(hflip)
         self.generator = generator
+        color_prob, color_drop_prob = color_prob or 0.0, color_drop_prob or 0.0  # None in a cfg: off
+        self._color = ColorAugment(color_prob, color_drop_prob) if color_prob or color_drop_prob else None
+        self.color_prob, self.color_drop_prob = float(color_prob), float(color_drop_prob)
+        self._randaugment = None
+        self.randaugment: tuple[int, float] | None = None
+        if randaugment is not None:
+            if isinstance(randaugment, (str, bytes)) or len(randaugment) != 2:
+                raise ValueError(f"randaugment must be (num_ops, magnitude), e.g. (2, 15); got {randaugment!r}")
+            if self._color is not None:
+                raise ValueError(
+                    "RandAugment and colour augmentation are alternatives in Scenic's recipes: set randaugment "
+                    f"or color_prob/color_drop_prob, not both (got randaugment={tuple(randaugment)!r}, "
+                    f"color_prob={color_prob!r}, color_drop_prob={color_drop_prob!r})"
+                )
+            num_ops, magnitude = randaugment
+            self._randaugment = RandAugment(num_ops, magnitude)
+            self.randaugment = (self._randaugment.num_ops, self._randaugment.magnitude)
 
     def __call__(self, frames: np.ndarray | torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augments one clip.
@@ -668,7 +700,7 @@ class VideoTrainTransform(VideoEvalTransform):
                 construction, then to torch's global generator). Must live on the CPU.
 
         Returns:
-            float32 `(C, T, h, w)`.
+            float32 `(C, T, h, w)`, contiguous.
         """
         video = _check_frames(frames, len(self.mean))
         gen = generator if generator is not None else self.generator
@@ -685,14 +717,28 @@ class VideoTrainTransform(VideoEvalTransform):
         (crop,) = resized_crops(video, size, [box], self.interpolation, self.antialias)
         if float(torch.rand(1, generator=gen)) < self.hflip:
             crop = crop.flip(-1)
-        return _to_clip(crop, self.mean, self.std)
+        if self._randaugment is not None:
+            if crop.dtype != torch.uint8:  # float path (bicubic, GPU): Scenic clips and truncates to uint8
+                crop = crop.clamp(0.0, 255.0).to(torch.uint8)
+            crop = self._randaugment(crop.permute(0, 2, 3, 1), generator=gen).permute(0, 3, 1, 2)
+        if self._color is None:
+            return _to_clip(crop, self.mean, self.std)
+        clip = torch.empty(crop.shape[1], crop.shape[0], *crop.shape[2:], dtype=torch.float32, device=crop.device)
+        clip.copy_(crop.permute(1, 0, 2, 3)).mul_(1.0 / 255.0)  # DMVR jitters [0, 1] pixels
+        clip = self._color(clip, generator=gen)
+        return _normalize(clip.mul_(255.0), self.mean, self.std, inplace=True).contiguous()
 
     def _fields(self) -> dict[str, Any]:
-        return {**super()._fields(), "scale": self.scale, "hflip": self.hflip}
+        fields = {**super()._fields(), "scale": self.scale, "hflip": self.hflip}
+        if self._color is not None:
+            fields.update(color_prob=self.color_prob, color_drop_prob=self.color_drop_prob)
+        if self.randaugment is not None:
+            fields["randaugment"] = self.randaugment
+        return fields
 
 
 _EVAL_KEYS = ("resize_size", "crop_size", "interpolation", "antialias", "mean", "std")
-_TRAIN_KEYS = ("scale", "hflip", "generator")
+_TRAIN_KEYS = ("scale", "hflip", "generator", "color_prob", "color_drop_prob", "randaugment")
 # Keys of a resolved data config that choose frames, not pixels: accepted (so that
 # `create_transform(**resolve_data_config(model=model))` works, as in timm) and not used here.
 _SAMPLING_KEYS = ("input_size", "frame_stride", "test_views", "sample_fps")
@@ -710,13 +756,17 @@ def create_transform(
     Args:
         pretrained_cfg: The model's `pretrained_cfg` (keys `resize_size`, `crop_size`,
             `interpolation`, `antialias`, `mean`, `std`, `input_size`, and for training `scale`,
-            `hflip`); missing keys fall back to `DEFAULT_DATA_CFG`, other keys are ignored.
+            `hflip`, `color_prob`, `color_drop_prob`, `randaugment`); missing keys fall back to
+            `DEFAULT_DATA_CFG`, other keys are ignored.
         train: Return the random training augmentation (`VideoTrainTransform`) instead of the
             deterministic evaluation transform (`VideoEvalTransform`).
         **overrides: Replace cfg values: any of `resize_size`, `crop_size`, `interpolation`,
             `antialias`, `mean`, `std`; with `train=True` also `scale` (jitter range), `hflip`
-            (probability) and `generator` (a `torch.Generator`). `input_size` (its H, W is the crop
-            when `crop_size` is not given), `frame_stride`, `test_views` and `sample_fps` are accepted too, so
+            (probability), `generator` (a `torch.Generator`), `color_prob` and `color_drop_prob`
+            (DMVR colour augmentation; Kinetics recipe 0.8 and 0.1) and `randaugment`
+            (`(num_ops, magnitude)`, e.g. `(2, 15)`; exclusive with colour augmentation).
+            `input_size` (its H, W is the crop when `crop_size` is not given), `frame_stride`,
+            `test_views` and `sample_fps` are accepted too, so
             `create_transform(**resolve_data_config(model=model))` works as in timm.
 
     Returns:
@@ -729,7 +779,7 @@ def create_transform(
         raise TypeError(f"create_transform(train={train}) got unexpected overrides {unknown}; allowed: {list(allowed)}")
     train_args = {key: overrides.pop(key) for key in _TRAIN_KEYS if key in overrides}
     # A cfg may pin the augmentation too (e.g. `hflip: 0.0` for direction-sensitive labels).
-    for key in ("scale", "hflip"):
+    for key in ("scale", "hflip", "color_prob", "color_drop_prob", "randaugment"):
         if key not in train_args and pretrained_cfg is not None and key in pretrained_cfg:
             train_args[key] = pretrained_cfg[key]
     cfg = resolve_data_config(pretrained_cfg, **overrides)
