@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import IO, Any
 
+from ..data.video import VideoWarning
+
 __all__ = [
     "PROG",
     "ProgressBar",
@@ -273,7 +275,7 @@ def session(quiet: bool = False, *, show_warnings: bool = True) -> Iterator[None
             if show_warnings:
                 warnings.showwarning = _show_warning
             # every occurrence is news (another video, another file), not a repeat to hide
-            warnings.simplefilter("always", UserWarning)
+            warnings.simplefilter("always", VideoWarning)
             yield
     finally:
         logger.removeHandler(handler)
