@@ -432,3 +432,186 @@ def test_download_bars_follow_the_terminal_rule(monkeypatch):
     monkeypatch.setattr(console, "stderr_is_terminal", lambda: True)
     assert cli.main(["list"]) == 0 and cli.main(["list", "-q"]) == 0
     assert seen == [True, before, True]  # a terminal: as the user set it; -q: off
+
+
+# ---------------------------------------------------------------- 5. every answer right (issue 21, point 6)
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory, tiny_named_model) -> dict[str, Path]:
+    """A tiny Model 2 as a save_pretrained folder and as one self-describing .safetensors file, with labels."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    model = tiny_named_model("vivit_ti_fe")
+    model.pretrained_cfg = {**model.pretrained_cfg, "label_names": ("up", "down", "left", "right")}
+    model.save_pretrained(root / "m2")
+    from vivit.weights.loading import save_safetensors
+
+    save_safetensors(model, root / "m2.safetensors")
+    return {"dir": root / "m2", "file": root / "m2.safetensors"}
+
+
+@pytest.mark.parametrize("kind", ["dir", "file"])
+def test_predict_weights_without_model_runs_and_names_the_checkpoint_architecture(
+    files, checkpoints, kind, run_cli, one_thread
+):
+    """`--weights CKPT` alone ran the checkpoint but called it vivit_demo, and a Model 2 checkpoint was refused."""
+    code, out, err = run_cli("predict", files["clip"], "--weights", checkpoints[kind], "--json", "-q")
+    assert code == 0, err
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert record["model"] == "vivit_ti_fe" and record["weights"] == str(checkpoints[kind])
+    assert {p["label"] for p in record["predictions"]} <= {"up", "down", "left", "right"}
+    code, out, err = run_cli("predict", files["clip"], "--weights", checkpoints[kind], "-q")
+    assert code == 0 and out.startswith(f"{files['clip']} (vivit_ti_fe, 4x3 views)"), out
+
+
+def test_local_dir_and_hub_names_are_model_names_everywhere(files, checkpoints, tmp_path, run_cli, one_thread):
+    """`vivit convert` prints `local-dir:` as the way to load its output: every --model takes it."""
+    name = f"local-dir:{checkpoints['dir']}"
+    code, out, err = run_cli("predict", files["clip"], "--model", name, "--json", "-q")
+    assert code == 0, err
+    assert json.loads(out)["model"] == "vivit_ti_fe"
+    code, out, err = run_cli(
+        "features", files["clip"], "--model", name, "--out", tmp_path / "f", "--workers", "0", "-q"
+    )
+    assert code == 0, err
+    from vivit.features import read_features
+
+    _, meta = read_features(tmp_path / "f" / "clip.npy.safetensors")
+    assert meta["model"] == name and str(checkpoints["dir"]) in meta["weights"]  # the identity of the weights
+    code, out, _ = run_cli("info", name)
+    assert code == 0 and "FactorizedEncoderViViT" in out
+    code, _, err = run_cli("predict", files["clip"], "--model", name, "--weights", checkpoints["file"])
+    assert code == 2 and "already, with its own weights" in err
+
+
+def test_override_values_the_model_does_not_take_are_usage_errors(files, no_loading, run_cli, one_error_line):
+    code, out, err = run_cli("predict", files["clip"], "--override", "num_frames=abc")
+    assert code == 2 and out == ""  # was exit 1 with a bare "invalid literal for int()"
+    one_error_line(err, "--override num_frames=abc", "SpatioTemporalViViT does not take it")
+    code, _, err = run_cli("info", "vivit_ti_st", "--override", "img_size=[1, 2, 3]")
+    assert code == 2
+    one_error_line(err, "--override img_size=")
+
+
+def test_evaluate_out_that_is_a_file_is_a_usage_error_before_any_work(
+    files, tmp_path, no_loading, run_cli, one_error_line
+):
+    (tmp_path / "eval.csv").write_text("x", encoding="utf-8")
+    listing = tmp_path / "val.csv"
+    listing.write_text(f"{files['clip']},left\n", encoding="utf-8")
+    code, out, err = run_cli("evaluate", listing, "--model", "vivit_demo", "--out", tmp_path / "eval.csv")
+    assert code == 2 and out == ""  # was `[Errno 17] File exists` after classifying every video
+    one_error_line(err, "--out", "eval.csv is an existing file, not a folder")
+
+
+def test_convert_accepts_a_registered_name_as_its_source(tmp_path, run_cli):
+    pytest.importorskip("transformers")
+    code, _, err = run_cli("convert", "vivit_demo", "--to", "transformers", "--out", tmp_path / "hf", "-q")
+    assert code == 0, err  # was "checkpoint vivit_demo does not exist"
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]
+    code, _, err = run_cli("convert", "vivit_demo", "--out", tmp_path / "demo.safetensors", "-q")
+    assert code == 0, err
+    again = vivit.create_model("vivit_demo", pretrained=tmp_path / "demo.safetensors")
+    demo = vivit.create_model("vivit_demo", pretrained=True)
+    assert all(torch.equal(a, b) for a, b in zip(demo.state_dict().values(), again.state_dict().values(), strict=True))
+    code, _, err = run_cli("convert", "vivit_ti_st", "--out", tmp_path / "x.safetensors")
+    assert code == 2 and "has no released weights to convert" in err
+    code, _, err = run_cli("convert", "vivit_dmeo", "--out", tmp_path / "x.safetensors")
+    assert code == 1 and "does not exist (nor is it a registered model name" in err
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_evaluate_warns_about_short_videos_as_predict_and_features_do(files, tmp_path, workers, run_cli, one_thread):
+    listing = tmp_path / "val.csv"
+    listing.write_text(f"{files['short']},left\n{files['clip']},up\n", encoding="utf-8")
+    code, _, err = run_cli("evaluate", listing, "--model", "vivit_demo", "--workers", workers)
+    assert code == 0, err
+    warning = (
+        f"vivit: warning: {files['short']} has 6 frames, fewer than one clip spans (8 frames every 1 = 8); "
+        "its frames are repeated (looped), as DMVR does"
+    )
+    assert err.splitlines().count(warning) == 1, err
+    code, _, predict_err = run_cli("predict", files["short"])
+    assert "vivit: warning: " in predict_err and "has 6 frames, fewer than one clip spans" in predict_err
+    code, _, err = run_cli("evaluate", listing, "--model", "vivit_demo", "--workers", workers, "-q")
+    assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "suggestion"),
+    [
+        (["predcit"], "did you mean 'predict'?"),
+        (["predict", "--windw", "3"], "did you mean '--window'?"),
+        (["features", "x.npy", "--model", "vivit_demo", "--out", "f", "--per-frmae"], "did you mean '--per-frame'?"),
+        (["convert", "vivit_demo", "--out", "x", "--to", "transfomers"], "did you mean 'transformers'?"),
+    ],
+)
+def test_typos_get_a_did_you_mean(argv, suggestion, run_cli, one_error_line):
+    code, out, err = run_cli(*argv)
+    assert code == 2 and out == ""
+    one_error_line(err, suggestion)
+
+
+def test_features_names_outputs_the_same_through_a_list_and_a_folder(tmp_path, run_cli, one_thread):
+    """A list of absolute paths (as `find $PWD/videos` writes it, kept elsewhere) names the outputs as the folder does."""
+    rng = np.random.default_rng(1)
+    videos = tmp_path / "videos"
+    (videos / "sub").mkdir(parents=True)
+    for name in ("a.npy", "sub/b.npy"):
+        np.save(videos / name, rng.integers(0, 256, (9, 32, 32, 3), dtype=np.uint8))
+    (tmp_path / "lists").mkdir()
+    listing = tmp_path / "lists" / "all.txt"
+    listing.write_text(f"{videos / 'a.npy'}\n{videos / 'sub' / 'b.npy'}\n", encoding="utf-8")
+    relative = tmp_path / "lists" / "relative.txt"
+    relative.write_text("../videos/a.npy\n../videos/sub/b.npy\n", encoding="utf-8")
+    inside = videos / "list.csv"
+    inside.write_text("a.npy\nsub/b.npy\n", encoding="utf-8")
+    names = {}
+    for key, source in {"folder": videos, "list": listing, "relative": relative, "inside": inside}.items():
+        out = tmp_path / f"out_{key}"
+        code, _, err = run_cli("features", source, "--model", "vivit_demo", "--out", out, "--workers", "0", "-q")
+        assert code == 0, err
+        names[key] = sorted(str(p.relative_to(out)) for p in out.rglob("*.safetensors"))
+    assert names["folder"] == ["a.npy.safetensors", "sub/b.npy.safetensors"]
+    assert names["list"] == names["relative"] == names["inside"] == names["folder"], names
+
+
+def test_predict_json_writes_a_record_for_a_video_that_failed(files, run_cli):
+    code, out, err = run_cli("predict", files["clip"], files["garbage"], "--json", "-q")
+    assert code == 1
+    good, bad = (json.loads(line) for line in out.splitlines())
+    assert good["video"] == str(files["clip"]) and good["predictions"]
+    assert bad["video"] == str(files["garbage"]) and bad["model"] == "vivit_demo" and "predictions" not in bad
+    assert "garbage.npy" in bad["error"] and bad["error"] in err
+
+
+def _pyav_shim(tmp_path: Path) -> str:
+    """A folder that, first on PYTHONPATH, makes `import av` fail as it does where PyAV is not installed."""
+    shim = tmp_path / "no_av"
+    shim.mkdir(exist_ok=True)
+    (shim / "av.py").write_text("raise ImportError(\"No module named 'av'\")\n", encoding="utf-8")
+    return str(shim)
+
+
+@pytest.mark.slow
+def test_without_pyav_predict_features_and_evaluate_print_the_same_one_line(tmp_path, run_cli_process, cli_env):
+    """features and evaluate printed a worker's whole traceback on one ~1,500-character line."""
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    listing = tmp_path / "val.csv"
+    listing.write_text(f"{video},left\n", encoding="utf-8")
+    env = {**cli_env, "PYTHONPATH": _pyav_shim(tmp_path) + os.pathsep + cli_env.get("PYTHONPATH", "")}
+    lines = {}
+    for name, argv in {
+        "predict": ["predict", video],
+        "features": ["features", video, "--model", "vivit_demo", "--out", tmp_path / "f", "--workers", "1"],
+        "evaluate": ["evaluate", listing, "--model", "vivit_demo", "--workers", "1"],
+    }.items():
+        done = run_cli_process(*argv, env=env, timeout=300)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        (lines[name],) = done.stderr.splitlines()
+    assert lines["predict"] == lines["features"] == lines["evaluate"], lines
+    assert lines["predict"].startswith("vivit: error: reading video files needs PyAV: pip install av")
+    assert len(lines["predict"]) < 300

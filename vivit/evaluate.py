@@ -57,7 +57,7 @@ from .distributed import distributed_context, local_device
 from .files import WriteError, atomic_write, check_output_dir, writing
 from .predict import ProgressFn, inference_model, model_data_config, top_predictions
 from .version import __version__
-from .workers import loader_items
+from .workers import loader_items, share_batch
 
 __all__ = ["Evaluation", "EvaluationNotWrittenError", "classification_metrics", "evaluate"]
 
@@ -200,9 +200,18 @@ class Evaluation:
             "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in self.predictions),
             json.dumps(self.metrics, indent=2, ensure_ascii=False) + "\n",
         ]
-        for path, text in zip(files, texts, strict=True):
-            with writing(path), atomic_write(path) as tmp:
-                tmp.write_text(text, encoding="utf-8")
+        created = [folder for folder in (out, *out.parents) if not folder.exists()]
+        try:
+            for path, text in zip(files, texts, strict=True):
+                with writing(path), atomic_write(path) as tmp:
+                    tmp.write_text(text, encoding="utf-8")
+        except WriteError:
+            for folder in created:  # deepest first: the folders this call made, if they stayed empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise
         return files
 
 
@@ -396,6 +405,11 @@ def _collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if get_worker_info() is None:
             raise
         return {"failed": [], "warnings": notes, "fatal": str(shared_memory_error(err)), "kind": "shm"}
+    if get_worker_info() is not None:
+        try:  # the small tensors too (labels, indices): torch's queue thread would drop the batch on failure
+            share_batch(batch)
+        except OSError as err:
+            return {"failed": [], "warnings": notes, "fatal": str(err), "kind": "shm"}
     batch["warnings"] = notes
     return batch
 

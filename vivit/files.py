@@ -260,9 +260,16 @@ def write_error(dest: str | os.PathLike[str], err: BaseException) -> WriteError:
     if isinstance(err, OSError):
         return WriteError(dest, err.strerror or str(err) or type(err).__name__, err.errno)
     text = " ".join(str(err).split())
-    found = re.search(r'message: "([^"]+)"', text)
-    code = re.search(r"code: (\d+)", text)
-    return WriteError(dest, found[1] if found else text or type(err).__name__, int(code[1]) if code else None)
+    # safetensors words an I/O error as `I/O error: No space left on device (os error 28)` (or, in older
+    # releases, `IoError(Os { code: 28, ..., message: "No space left on device" })`)
+    found = re.search(r"I/O error: (.+?) \(os error (\d+)\)", text) or re.search(
+        r'code: (?P<code>\d+).*?message: "(?P<message>[^"]+)"', text
+    )
+    if found is None:
+        return WriteError(dest, text or type(err).__name__)
+    if found.re.groupindex:
+        return WriteError(dest, found["message"], int(found["code"]))
+    return WriteError(dest, found[1], int(found[2]))
 
 
 @contextmanager
@@ -307,8 +314,8 @@ def check_name_fits(path: str | os.PathLike[str], limit: int | None = None) -> N
         if size > limit and part != os.sep:
             raise WriteError(
                 path,
-                f"the name {_shown(part)[:40]}... is {size} bytes, longer than the {limit} bytes this file system "
-                "takes (NAME_MAX); shorten the input's name",
+                f"name {_shown(part)[:40]}… is {size} bytes, longer than the {limit} bytes this file system takes "
+                "(NAME_MAX); shorten the input's name",
                 errno.ENAMETOOLONG,
             )
 

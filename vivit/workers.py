@@ -15,6 +15,7 @@ import errno
 import os
 import shutil
 import sys
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,14 +23,18 @@ from torch.utils.data import DataLoader
 
 from .data.datasets import shared_memory_error
 
-__all__ = ["SHM_FOLDER", "check_shared_memory", "loader_items"]
+__all__ = ["SHM_FOLDER", "check_shared_memory", "loader_items", "share_batch"]
 
 #: Where POSIX shared memory lives on Linux (torch's `file_descriptor` sharing strategy uses it).
 SHM_FOLDER = "/dev/shm"
 
 
-def _megabytes(n: float) -> str:
-    return f"{n / 2**20:,.0f} MB"
+def _size(n: float) -> str:
+    """Bytes for people: `512 KB`, `231 MB`, `3.9 GB`."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} bytes"
 
 
 def check_shared_memory(batch_bytes: int, workers: int, folder: str = SHM_FOLDER) -> None:
@@ -51,11 +56,34 @@ def check_shared_memory(batch_bytes: int, workers: int, folder: str = SHM_FOLDER
     except OSError:
         return
     if free < batch_bytes:
-        err = OSError(
-            errno.ENOSPC,
-            f"{folder} has {_megabytes(free)} free, and one batch of decoded clips needs {_megabytes(batch_bytes)}",
-        )
+        err = OSError(f"{folder} has {_size(free)} free, and one batch of decoded clips needs {_size(batch_bytes)}")
         raise shared_memory_error(err)
+
+
+def share_batch(batch: Any) -> None:
+    """In a DataLoader worker: move every tensor of `batch` (dicts and lists walked) into shared memory now.
+
+    Left to torch, a tensor not yet shared is moved by the worker's queue thread, whose failure (no
+    room in /dev/shm) is printed as a traceback and drops the batch: the main process then waits for
+    ever. Here the failure is raised where it can be reported.
+
+    Raises:
+        OSError: `shared_memory_error` when there is no room.
+    """
+    import torch
+
+    pending = [batch]
+    try:
+        while pending:
+            value = pending.pop()
+            if isinstance(value, torch.Tensor):
+                value.share_memory_()
+            elif isinstance(value, dict):
+                pending.extend(value.values())
+            elif isinstance(value, (list, tuple)):
+                pending.extend(value)
+    except RuntimeError as err:
+        raise shared_memory_error(err) from None
 
 
 class _QuietHalfBuiltIterator:
@@ -115,14 +143,21 @@ def loader_items(loader: DataLoader, batch_bytes: int | None = None) -> Iterator
     workers = int(getattr(loader, "num_workers", 0) or 0)
     if batch_bytes is not None:
         check_shared_memory(batch_bytes, workers)
-    iterator = None
+    failure: BaseException | None = None
     with _QuietHalfBuiltIterator():
         try:
             iterator = iter(loader)
         except (OSError, RuntimeError) as err:
-            if workers and _is_shared_memory_error(err):
-                raise shared_memory_error(err) from None
-            raise
+            if not (workers and _is_shared_memory_error(err)):
+                raise
+            failure = err
+        if failure is not None:
+            # The half-built iterator lives on in the traceback's frames: free it now, while its failing
+            # __del__ is filtered, not when the error is printed.
+            traceback.clear_frames(failure.__traceback__)
+            failure.__traceback__ = None
+    if failure is not None:
+        raise shared_memory_error(failure)
     try:
         yield from iterator
     except (OSError, RuntimeError) as err:
