@@ -281,7 +281,12 @@ def evaluate(
     num_classes = int(getattr(model, "num_classes", 0) or cfg.get("num_classes") or 0)
     names = _label_names(cfg, num_classes)
     views = tuple(views or cfg["test_views"])  # type: ignore[assignment]
-    dataset = VideoDataset(source, "eval", pretrained_cfg=cfg, label_names=names, views=views)  # type: ignore[arg-type]
+    try:
+        dataset = VideoDataset(source, "eval", pretrained_cfg=cfg, label_names=names, views=views)  # type: ignore[arg-type]
+    except RuntimeError as err:  # its failure counters live in shared memory, for the workers to update
+        if "shared memory" not in str(err):
+            raise
+        raise shared_memory_error(err) from None
     _check_labels(dataset, names, num_classes)
     splits = [len(v) for v in names.values()] if isinstance(names, dict) else None
     split_names = list(names) if isinstance(names, dict) else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from ..distributed import launch_env
 from ..features import FeatureSettings, FeaturesSummary, extract_features
@@ -70,7 +69,7 @@ def load_job_model(choice: ModelChoice) -> ViViT:
 
 def run_features(args: argparse.Namespace) -> int:
     choice = model_choice(args)
-    if args.out.endswith(".safetensors") or os.path.isfile(os.path.expanduser(args.out)):
+    if args.out.endswith(".safetensors"):
         raise UsageError(
             f"--out {args.out}: features are now written one file per video into a folder "
             "(DIR/<video>.safetensors, with window_frames and window_seconds); give a folder, e.g. --out features/"
