@@ -310,6 +310,20 @@ def test_plot_draws_each_window_over_its_own_span(tmp_path):
     )
 
 
+def test_plot_fits_a_long_title_and_kinetics_length_labels_inside_the_picture(tmp_path):
+    """A long file name in the title and long class names in the legend ran off the picture's edges."""
+    from PIL import Image
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+    labels = ["passing American football (not in game)", "exercising with an exercise ball", "pushing wheelchair"]
+    title = "a_rather_long_video_file_name_from_a_camera_2024-06-01_14-33-12_highlights.mp4: vivit_b_fe_k400, " * 2
+    render.plot_timeline(tmp_path / "t.png", np.array([[0, 2.0], [2, 4], [4, 6]]), probs, labels, title=title)
+    picture = np.asarray(Image.open(tmp_path / "t.png").convert("RGB"))
+    assert picture.shape == (400, 1000, 3)  # the size asked for, whatever the text
+    edges = np.concatenate([picture[:, :3], picture[:, -3:]], axis=1)
+    assert (edges > 240).all(), "text runs off the left or right edge"
+
+
 def test_plot_shows_labels_and_titles_as_text_not_tex(tmp_path):
     """Dollar signs in label names or a file name are text: matplotlib would otherwise read `$...$` as
     TeX math, silently (`costs $5 or $6`) or failing after the whole video was classified (`$\\frac$`)."""

@@ -524,11 +524,13 @@ def plot_timeline(
     colour = {c: palette(i % palette.N) for i, c in enumerate(shown)}
     fig = new_figure(width / DPI, height / DPI)
     # Inches for the margins (legend on the right, band on top), so that the layout holds at any size.
+    # A long title (a file name, the model) wraps to at most two lines, each fitting the width.
+    title_lines = text_lines(title, width / DPI - 0.2, max_lines=2) if title else []
     left, right, bottom, top, band = (
         0.7 / (width / DPI),
         2.4 / (width / DPI),
         0.55 / (height / DPI),
-        0.45 / (height / DPI),
+        (0.3 + max(len(title_lines), 1) * _LINE_INCHES) / (height / DPI),
         0.18 / (height / DPI),
     )
     plot_h = 1 - bottom - top - band - 0.04 / (height / DPI)
@@ -553,7 +555,12 @@ def plot_timeline(
             steps.append(np.full(probs.shape[1], np.nan))
     for c in shown:
         ax.stairs(
-            np.array(steps)[:, c], edges, color=colour[c], linewidth=1.6, baseline=None, label=_as_text(labels[c])
+            np.array(steps)[:, c],
+            edges,
+            color=colour[c],
+            linewidth=1.6,
+            baseline=None,
+            label=_as_text(text_lines(labels[c], 1.7, fontsize=8, max_lines=1)[0]),  # the legend's room
         )
     for start, end, c in zip(lefts, rights, probs.argmax(axis=1), strict=True):
         strip.axvspan(start, end, color=colour.get(int(c), (0.75, 0.75, 0.75)), linewidth=0)
@@ -568,7 +575,7 @@ def plot_timeline(
     ax.grid(True, alpha=0.3, linewidth=0.5)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     if title:
-        fig.suptitle(_as_text(title), fontsize=9, y=1 - 0.08 / (height / DPI), va="top")
+        fig.suptitle(_as_text("\n".join(title_lines)), fontsize=TITLE_FONTSIZE, y=1 - 0.08 / (height / DPI), va="top")
     save_figure(fig, out)
     return shown
 
