@@ -43,13 +43,13 @@ TINY_NAMED_ARGS = dict(img_size=32, num_frames=8, patch_size=8, depth=1, num_cla
 
 
 def build_tiny_model(variant: str = "st", seed: int | None = 0, **overrides):
-    """A tiny model of one of the four classes (`st`, `fe`, `fsa`, `fdp`), seeded, in eval mode."""
+    """A tiny model of one of the four classes (`st`, `fe`, `fsa`, `fdp`), seeded (None: not), as built (training mode)."""
     from vivit.models.vivit import MODEL_CLASSES
 
     if seed is not None:
         torch.manual_seed(seed)
     extra = {"temporal_depth": 2} if variant == "fe" else {}
-    return MODEL_CLASSES[variant](**{**TINY_ARGS, **extra, **overrides}).eval()
+    return MODEL_CLASSES[variant](**{**TINY_ARGS, **extra, **overrides})
 
 
 @pytest.fixture(scope="session")

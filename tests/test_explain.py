@@ -28,27 +28,24 @@ from vivit import (
     FactorizedDotProductViViT,
     FactorizedEncoderViViT,
     FactorizedSelfAttentionViViT,
-    SpatioTemporalViViT,
     render,
 )
 from vivit.explain import BlockAttention, attention_maps, attention_maps_nbytes, relevance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import finetune
+from conftest import TINY_GRID, build_tiny_model
 
-TINY = dict(
-    img_size=(32, 48), num_frames=8, patch_size=8, tubelet_size=2, embed_dim=32, depth=2, num_heads=4, num_classes=5
-)
-GRID = (4, 4, 6)  # (nt, nh, nw)
+GRID = TINY_GRID  # (nt, nh, nw)
 S = GRID[1] * GRID[2]
 MODELS = {
-    "st_token": lambda: SpatioTemporalViViT(**TINY, global_pool="token"),
-    "st_avg": lambda: SpatioTemporalViViT(**TINY, global_pool="avg"),
-    "fe_token": lambda: FactorizedEncoderViViT(**TINY, temporal_depth=2, global_pool="token"),
-    "fe_avg": lambda: FactorizedEncoderViViT(**TINY, temporal_depth=2, global_pool="avg"),
-    "fsa_time_space": lambda: FactorizedSelfAttentionViViT(**TINY, attention_order="time_space"),
-    "fsa_space_time": lambda: FactorizedSelfAttentionViViT(**TINY, attention_order="space_time"),
-    "fdp": lambda: FactorizedDotProductViViT(**TINY),
+    "st_token": lambda: build_tiny_model("st", seed=None, global_pool="token"),
+    "st_avg": lambda: build_tiny_model("st", seed=None, global_pool="avg"),
+    "fe_token": lambda: build_tiny_model("fe", seed=None, global_pool="token"),
+    "fe_avg": lambda: build_tiny_model("fe", seed=None, global_pool="avg"),
+    "fsa_time_space": lambda: build_tiny_model("fsa", seed=None, attention_order="time_space"),
+    "fsa_space_time": lambda: build_tiny_model("fsa", seed=None, attention_order="space_time"),
+    "fdp": lambda: build_tiny_model("fdp", seed=None),
 }
 
 
