@@ -34,6 +34,7 @@ from pathlib import Path, PurePath
 
 __all__ = [
     "NAME_MAX",
+    "PATH_MAX",
     "STALE_AFTER_S",
     "WriteError",
     "atomic_write",
@@ -63,6 +64,8 @@ _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{12}\.part$")
 #: The longest file name (bytes) POSIX file systems take (ext4, xfs, btrfs, tmpfs: NAME_MAX); used when
 #: the folder cannot be asked (`name_max`).
 NAME_MAX = 255
+#: The longest path (bytes, with its terminating NUL) Linux system calls take.
+PATH_MAX = 4096
 # What a temporary name adds around its stem: "." + stem + "." + pid (at most 7 digits on Linux,
 # 10 elsewhere) + "." + 12 hex digits + ".part".
 _TEMP_OVERHEAD = 1 + 1 + 10 + 1 + 12 + 5
@@ -309,6 +312,14 @@ def check_name_fits(path: str | os.PathLike[str], limit: int | None = None) -> N
     """
     path = Path(path)
     limit = name_max(path.parent) if limit is None else limit
+    total = len(os.fsencode(os.path.abspath(path)))
+    if total >= PATH_MAX - _TEMP_OVERHEAD:
+        raise WriteError(
+            path,
+            f"the path is {total} bytes, longer than the {PATH_MAX - _TEMP_OVERHEAD} bytes the system takes "
+            "(PATH_MAX, with room for a temporary name); choose a shorter --out or input path",
+            errno.ENAMETOOLONG,
+        )
     for part in path.parts:
         size = len(os.fsencode(part))
         if size > limit and part != os.sep:
@@ -357,7 +368,11 @@ def check_output_dir(folder: str | os.PathLike[str], what: str = "output folder"
     for candidate in (path, *path.parents):
         if not candidate.exists():
             if candidate.is_symlink():
-                raise ValueError(f"{what} {shown}: {_shown(candidate)} is a broken symbolic link")
+                try:
+                    os.stat(candidate)
+                except OSError as err:
+                    kind = "a symbolic link loop" if err.errno == errno.ELOOP else "a broken symbolic link"
+                    raise ValueError(f"{what} {shown}: {_shown(candidate)} is {kind}") from None
             continue
         if not candidate.is_dir():
             raise ValueError(f"{what} {shown}: {_shown(candidate)} is a file, not a folder")
