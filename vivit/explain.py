@@ -728,9 +728,7 @@ def explain_video(
     pixel_heat = token_heat_to_pixels(
         heat[0].float().cpu().numpy(), frames.shape[0], _vivit(model).patch_embed.kernel_size, frames.shape[1:3]
     )
-    drawn = write_heat_overlay(
-        out, frames, pixel_heat, title=title, caption=f"{what} ({query} as query)", fps=fps
-    )
+    drawn = write_heat_overlay(out, frames, pixel_heat, title=title, caption=f"{what} ({query} as query)", fps=fps)
     return {"out": str(out), "frames": drawn, "predictions": predictions}
 
 

@@ -84,6 +84,7 @@ from .files import (
     check_output_dir,
     clean_stale_temp_files,
     common_folder,
+    describe_path_problem,
     output_key,
     relative_output,
     writing,
@@ -106,7 +107,6 @@ __all__ = [
     "FeatureFn",
     "FeatureSettings",
     "FeaturesSummary",
-    "describe_path_problem",
     "extract_features",
     "feature_fn",
     "read_features",
@@ -258,25 +258,6 @@ class _Plan:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
-
-
-def describe_path_problem(path: str | os.PathLike[str]) -> str:
-    """Why `path` cannot be opened, in words: `does not exist`, `is a symbolic link loop`, `is a broken
-    symbolic link (to X)`, or the operating system's reason (no permission, a NUL byte in the name)."""
-    path = Path(path)
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        if path.is_symlink():
-            return f"is a broken symbolic link (to {shown_path(os.readlink(path))})"
-        return "does not exist"
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            return "is a symbolic link loop (it points back at itself); fix or remove the link"
-        return err.strerror or str(err)
-    except ValueError as err:  # "embedded null byte"
-        return f"is not a usable file name ({err})"
-    return "is not a file"
 
 
 def _list_root(listing: Path, paths: Sequence[Path]) -> Path:

@@ -44,6 +44,7 @@ __all__ = [
     "check_output_dir",
     "clean_stale_temp_files",
     "common_folder",
+    "describe_path_problem",
     "free_space",
     "is_inside",
     "name_max",
@@ -455,3 +456,22 @@ def output_key(path: str | os.PathLike[str], insensitive: bool = False) -> str:
     key = os.path.join(os.path.realpath(existing), *reversed(rest))
     key = os.path.normpath(key)
     return key.casefold() if insensitive else key
+
+
+def describe_path_problem(path: str | os.PathLike[str]) -> str:
+    """Why `path` cannot be opened, in words: `does not exist`, `is a symbolic link loop`, `is a broken
+    symbolic link (to X)`, or the operating system's reason (no permission, a NUL byte in the name)."""
+    path = Path(path)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"is a broken symbolic link (to {_shown(os.readlink(path))})"
+        return "does not exist"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "is a symbolic link loop (it points back at itself); fix or remove the link"
+        return err.strerror or str(err)
+    except ValueError as err:  # "embedded null byte"
+        return f"is not a usable file name ({err})"
+    return "is not a file"

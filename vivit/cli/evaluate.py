@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..distributed import launch_env
-from ..evaluate import Evaluation, evaluate
 from . import console
+
+if TYPE_CHECKING:
+    from ..evaluate import Evaluation
 from .features import load_job_model
 from .options import (
     add_model_options,
@@ -45,6 +47,8 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate
+
     choice = model_choice(args)
     refuse_untrained_head(choice, command="evaluate")  # accuracy of a head that never learned means nothing
     out = out_folder_option(args.out) if args.out is not None else None  # before the work, not after it

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from ..distributed import launch_env
-from ..features import FeatureSettings, FeaturesSummary, extract_features
 from ..models.vivit import ViViT
 from . import console
+
+if TYPE_CHECKING:
+    from ..features import FeaturesSummary
 from .options import (
     ModelChoice,
     UsageError,
@@ -68,6 +71,8 @@ def load_job_model(choice: ModelChoice) -> ViViT:
 
 
 def run_features(args: argparse.Namespace) -> int:
+    from ..features import FeatureSettings, extract_features
+
     choice = model_choice(args)
     if args.out.endswith(".safetensors"):
         raise UsageError(

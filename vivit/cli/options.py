@@ -25,8 +25,7 @@ from torch import nn
 
 from ..distributed import resolve_device
 from ..factory import create_model
-from ..features import describe_path_problem, weights_identity
-from ..files import check_output_dir
+from ..files import check_output_dir, describe_path_problem
 from ..models.registry import ModelEntry, get_entry, list_models
 from ..models.vivit import ViViT
 from ..predict import UntrainedHeadError, check_classifier, untrained_head_reason
@@ -342,6 +341,8 @@ class ModelChoice:
 
     def weights_identity(self) -> str:
         """What a features file records as the weights (a path with its size and mtime, or "released")."""
+        from ..features import weights_identity
+
         return weights_identity(self.weights.removeprefix("local-dir:") if self.weights else None)
 
 
