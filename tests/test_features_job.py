@@ -315,8 +315,11 @@ def test_two_torchrun_ranks_resume_a_killed_run_and_equal_one_process(tmp_path, 
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(reference / name, out / name)
     kept = {name: (out / name).stat().st_mtime_ns for name in ("g0/v0.mp4.safetensors", "g2/v5.mp4.safetensors")}
-    (out / "g1" / ".v1.mp4.safetensors.0123456789ab.part").parent.mkdir(parents=True, exist_ok=True)
-    (out / "g1" / ".v1.mp4.safetensors.0123456789ab.part").write_bytes(b"half a file")
+    # (its name carries the pid of the process that was killed: only such a file is known to be abandoned)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = out / "g1" / f".v1.mp4.safetensors.{int(dead.stdout)}.0123456789ab.part"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"half a file")
 
     done = torchrun(
         2,
