@@ -18,12 +18,20 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistributedContext", "distributed_context", "launch_env", "local_device", "shard"]
+__all__ = [
+    "DistributedContext",
+    "available_devices",
+    "distributed_context",
+    "launch_env",
+    "local_device",
+    "resolve_device",
+    "shard",
+]
 
 T = TypeVar("T")
 
@@ -179,4 +187,61 @@ def local_device(requested: str | torch.device | None, context: DistributedConte
     device = torch.device(requested)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", context.local_rank if context.distributed else torch.cuda.current_device())
+    return device
+
+
+def available_devices() -> list[str]:
+    """The devices this torch build can use on this machine, as device names (`cpu`, `cuda:0`, `mps`, ...)."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():  # NVIDIA, or AMD under ROCm (also "cuda" in torch)
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        devices += [f"xpu:{i}" for i in range(xpu.device_count())]
+    return devices
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """A device name as a torch device this machine can use (None: CUDA when available, else the CPU).
+
+    Checked by what every backend answers: can a tensor live there? So a CUDA name on a machine or
+    torch build without CUDA, an index past the GPUs there are, `mps` off Apple silicon or the
+    `meta` device are refused here, before any model is built or downloaded.
+
+    Raises:
+        ValueError: `name` cannot be used; the message says why and lists `available_devices()`.
+    """
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def refuse(why: str) -> NoReturn:
+        raise ValueError(f"{name}: {why}; devices available here: {', '.join(available_devices())}")
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        refuse("not a torch device name (e.g. cpu, cuda, cuda:1, mps)")
+    if device.type == "meta":
+        refuse("the meta device holds no data, so nothing can run on it")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        built = torch.backends.cuda.is_built()
+        refuse(f"this torch ({torch.__version__}) " + ("sees no CUDA device" if built else "was built without CUDA"))
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        refuse(f"this machine has {count} CUDA device{'' if count == 1 else 's'}")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        built = mps is not None and mps.is_built()
+        refuse(
+            f"this torch ({torch.__version__}) "
+            + ("sees no MPS device" if built else "was built without MPS (Apple GPUs)")
+        )
+    try:  # the one question every backend answers: can a tensor live there?
+        torch.empty(0, device=device)
+    except Exception as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
+        refuse(f"not usable with this torch ({torch.__version__}: {reason})")
     return device
