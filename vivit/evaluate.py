@@ -423,7 +423,8 @@ def _check_labels(dataset: VideoDataset, names: Any, num_classes: int) -> None:
     unlabelled = [
         r.where or shown_path(r.path)
         for r, t in zip(dataset.records, dataset.targets, strict=True)
-        if (min(t) if isinstance(t, tuple) else t) < 0
+        # a broken list line is a counted failure when it is loaded, not a missing label
+        if getattr(r, "error", None) is None and (min(t) if isinstance(t, tuple) else t) < 0
     ]
     if unlabelled:
         raise ValueError(
