@@ -575,9 +575,9 @@ def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
 def test_cli_without_network_fails_fast_with_one_line(
     no_network: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 15: both sources of vivit_b_st_k400 unreachable -> one line within 5 s, the real URLs,
-    advice that fits each source (HF_HUB_OFFLINE for the Hub; VIVIT_CACHE, a converted file or
-    VIVIT_SCENIC_BASE_URL for Scenic), no retry chatter."""
+    """Issues 15 and 21.6: both sources of vivit_b_st_k400 unreachable -> one short line within 5 s that names
+    the hosts, where to save a file downloaded by hand and under which name, and the env var; no retry chatter
+    (before: ~700 characters of both sources' errors, and no file name)."""
     import time
 
     from vivit import cli
@@ -589,16 +589,13 @@ def test_cli_without_network_fails_fast_with_one_line(
     out, err = capsys.readouterr()
     assert code == 1 and out == "" and elapsed < 5.0, (elapsed, err)
     assert err.splitlines() == [
-        "vivit: error: could not get weights for vivit_b_st_k400 from any source: "
-        f"Cannot reach the Hugging Face Hub at http://127.0.0.1:{port} (Connection refused), and 'model.safetensors' "
-        "from the Hugging Face Hub repo 'google/vivit-b-16x2-kinetics400' (revision 'refs/pr/3') is not in the Hugging "
-        "Face cache. Check your network connection and proxy (HF_ENDPOINT for a mirror); without network, set "
-        "HF_HUB_OFFLINE=1 and pass the path of a local checkpoint. "
-        f"Cannot download http://127.0.0.1:{port}/scenic/kinetics_400/vivit_base_16x2_unfactorized/checkpoint: cannot "
-        f"reach 127.0.0.1:{port} (Connection refused). Check your network connection and proxy settings. Without "
-        f"network: copy a converted file into {tmp_path / 'cache' / 'converted'} (set VIVIT_CACHE to use another cache "
-        "folder), or set VIVIT_SCENIC_BASE_URL to a mirror you can reach, or pass the path of a local checkpoint."
+        f"vivit: error: could not get weights for vivit_b_st_k400: no network (cannot reach 127.0.0.1:{port}); "
+        f"download http://127.0.0.1:{port}/scenic/kinetics_400/vivit_base_16x2_unfactorized/checkpoint elsewhere "
+        f"and save it as {tmp_path / 'cache' / 'downloads' / 'vivit_b_st_k400.checkpoint'} (VIVIT_CACHE sets the "
+        "cache folder), or pass a local checkpoint (pretrained=PATH, vivit --weights PATH)"
     ]
+    # half the old message (about 900 characters with this folder), most of it the URL and the path it must name
+    assert len(err) - len(str(tmp_path)) < 380, len(err)
 
 
 def test_scenic_only_entry_without_network(no_network: int, capsys: pytest.CaptureFixture[str]) -> None:
@@ -607,8 +604,48 @@ def test_scenic_only_entry_without_network(no_network: int, capsys: pytest.Captu
     assert cli.main(["predict", "--model", "vivit_b_fe_k400", "-q"]) == 1
     line = capsys.readouterr().err.strip()
     assert "\n" not in line and "{scenic}" not in line and "HF_HUB_OFFLINE" not in line
-    assert f"Cannot download http://127.0.0.1:{no_network}/scenic/kinetics_400/vivit_base_16x2_fe/checkpoint: " in line
-    assert "VIVIT_CACHE" in line and "VIVIT_SCENIC_BASE_URL" in line
+    assert f"download http://127.0.0.1:{no_network}/scenic/kinetics_400/vivit_base_16x2_fe/checkpoint elsewhere" in line
+    assert "vivit_b_fe_k400.checkpoint (VIVIT_CACHE sets the cache folder)" in line
+
+
+def test_offline_mode_names_the_file_to_copy_and_then_uses_it(
+    hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21.6: offline, a Scenic entry's error says where to save the original checkpoint and under which
+    name; a file saved there is converted and cached without any request."""
+    import sys as _sys
+
+    import torch
+
+    import vivit
+    from vivit.models.registry import _REGISTRY, register_model
+    from vivit.models.vivit import MODEL_CLASSES
+
+    _sys.path.insert(0, str(Path(__file__).parent))
+    from scenic_fixtures import DATA, load_forward_fixture, model_args_from_config
+
+    f = load_forward_fixture("m1_spacetime_tubelet_token")
+    variant, args = model_args_from_config(f["meta"]["config"])
+    register_model("offline_test", MODEL_CLASSES[variant], args, {"sources": ({"format": "scenic", "url": "{scenic}/m1"},)})
+    try:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        with pytest.raises(WeightsDownloadError) as info:
+            vivit.create_model("offline_test", pretrained=True)
+        target = cache_dir() / "downloads" / "offline_test.checkpoint"
+        assert str(info.value) == (
+            f"could not get weights for offline_test: offline mode is on (HF_HUB_OFFLINE); download "
+            f"{hub_server.url}/files/m1 elsewhere and save it as {target} (VIVIT_CACHE sets the cache folder), or "
+            "pass a local checkpoint (pretrained=PATH, vivit --weights PATH)"
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((DATA / "checkpoints" / "m1_spacetime_tubelet_token.checkpoint").read_bytes())
+        model = vivit.create_model("offline_test", pretrained=True)
+        with torch.no_grad():
+            assert (model(f["video"]) - f["logits"]).abs().max() <= 1e-5
+        assert hub_server.request_count == 0 and not target.exists()  # converted, cached, and removed
+        assert (cache_dir() / "converted" / "offline_test.safetensors").is_file()
+    finally:
+        del _REGISTRY["offline_test"]
 
 
 def test_short_raw_writes_are_completed_or_refused() -> None:

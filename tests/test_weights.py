@@ -471,7 +471,7 @@ def test_npz_that_is_not_a_vit_or_pickled(tmp_path):
 def test_model_card_keeps_its_table_and_front_matter_whatever_the_labels():
     """Label names, dataset and licence strings come from checkpoints: a '|' or a newline in them must not
     break the card's table, and a licence must not add keys to its YAML front matter."""
-    from vivit.weights.loading import _model_card
+    from vivit.weights.saving import model_card
 
     model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=4, patch_size=8, depth=1, num_classes=3)
     model.pretrained_cfg = {
@@ -479,7 +479,7 @@ def test_model_card_keeps_its_table_and_front_matter_whatever_the_labels():
         "dataset": "x | y",
         "license": "MIT\nlibrary_name: evil",
     }
-    card = _model_card(model, "me/repo")
+    card = model_card(model, "me/repo")
     front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
     assert "evil" not in front and "license: other" in front
     rows = [line for line in body.splitlines() if line.startswith("|")]

@@ -35,6 +35,8 @@ __all__ = [
     "from_transformers",
     "model_args_from_transformers_config",
     "to_transformers",
+    "transformers_key",
+    "transformers_label_names",
     "transformers_model_args",
 ]
 
@@ -97,7 +99,7 @@ def _stored_name(key: str) -> str:
     return key
 
 
-def _rename(key: str) -> str:
+def transformers_key(key: str) -> str:
     """transformers key -> our name, with q/k/v still separate (`blocks.N.attn.query.weight`).
 
     Keys the table does not know come back in their stored form (the caller reports them).
@@ -189,9 +191,11 @@ def _require_model1(model: ViViT, verb: str) -> None:
         )
 
 
-def _label_names(config: Mapping[str, Any], num_classes: int) -> tuple[str, ...] | None:
+def transformers_label_names(config: Mapping[str, Any], num_classes: int) -> tuple[str, ...] | None:
     """`id2label` in index order, or None when absent or transformers' placeholder `LABEL_i`."""
     id2label = config.get("id2label") or {}
+    if not isinstance(id2label, Mapping):
+        return None
     try:
         names = tuple(str(id2label[i] if i in id2label else id2label[str(i)]) for i in range(num_classes))
     except KeyError:
@@ -272,7 +276,7 @@ def transformers_model_args(
             f"{h}x{w} with {t}x{ph}x{pw} tubelets ({(num_frames // t) * per_frame}); the files do not belong together"
         )
     args.update(img_size=(h, w), num_frames=num_frames)
-    return args, _label_names(config, num_classes)
+    return args, transformers_label_names(config, num_classes)
 
 
 def model_args_from_transformers_config(config: Mapping[str, Any]) -> dict[str, Any]:
