@@ -626,7 +626,9 @@ def test_offline_mode_names_the_file_to_copy_and_then_uses_it(
 
     f = load_forward_fixture("m1_spacetime_tubelet_token")
     variant, args = model_args_from_config(f["meta"]["config"])
-    register_model("offline_test", MODEL_CLASSES[variant], args, {"sources": ({"format": "scenic", "url": "{scenic}/m1"},)})
+    register_model(
+        "offline_test", MODEL_CLASSES[variant], args, {"sources": ({"format": "scenic", "url": "{scenic}/m1"},)}
+    )
     try:
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         with pytest.raises(WeightsDownloadError) as info:

@@ -226,7 +226,9 @@ def test_architecture_caps() -> None:
         check_model_args({"num_heads": 0, "tubelet_size": 0, "img_size": 16, "num_frames": 4, "patch_size": 8}, "f")
     with pytest.raises(ValueError, match=r"img_size=\[32\] is not an integer or a pair of integers"):
         check_model_args({"img_size": [32]}, "f")
-    with pytest.raises(ValueError, match=r"drop_path_rate=-1 is not a number in \[0, 1\); global_pool='max' is not one"):
+    with pytest.raises(
+        ValueError, match=r"drop_path_rate=-1 is not a number in \[0, 1\); global_pool='max' is not one"
+    ):
         check_model_args({"drop_path_rate": -1, "global_pool": "max"}, "f")
     check_model_args({"mlp_dim": None, "temporal_num_heads": None, "img_size": [32, 48]}, "f")  # None: derived
     assert set(ARCH_LIMITS) >= {"embed_dim", "depth", "tokens", "num_classes"}

@@ -635,7 +635,9 @@ def _no_network_message(entry: ModelEntry) -> str:
 
     sources = list((entry.pretrained_cfg or {}).get("sources", ()))
     hub = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
-    hosts = sorted({urlsplit(_scenic_url(s) if "url" in s else hub).netloc for s in sources if "url" in s or "hf_hub" in s})
+    hosts = sorted(
+        {urlsplit(_scenic_url(s) if "url" in s else hub).netloc for s in sources if "url" in s or "hf_hub" in s}
+    )
     why = "offline mode is on (HF_HUB_OFFLINE)" if is_offline() else f"no network (cannot reach {', '.join(hosts)})"
     scenic = [s for s in sources if "url" in s]
     if scenic:
