@@ -672,3 +672,62 @@ def test_short_raw_writes_are_completed_or_refused() -> None:
     assert bytes(sink.data) == PAYLOAD
     with pytest.raises(OSError, match="No space left on device"):
         _write_all(Dribble(room=100), PAYLOAD)  # type: ignore[arg-type]
+
+
+# --- Issue 22.4: the deadline and the minimum rate hold when no byte arrives (plain and Hub downloads). ---
+
+
+def _fetch(hub_server: HubServer, tmp_path: Path, where: str, fault: str, **limits: float) -> None:
+    """One download of a faulty file, plain (the Scenic bucket) or from a Hub repo."""
+    if where == "plain":
+        url = hub_server.add_file("a/checkpoint", PAYLOAD, fault=fault)
+        download_url(url, tmp_path / "checkpoint", progress=False, limits=_limits(**limits) if limits else None)
+    else:
+        hub_server.add_repo_file(REPO, "model.safetensors", PAYLOAD, lfs=True, fault=fault)
+        hf_download(REPO, "model.safetensors", limits=_limits(**limits) if limits else None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["plain", "hub"])
+@pytest.mark.parametrize("fault", ["stall", "drip_body", "drip_headers", "slowloris"])
+def test_the_deadline_holds_whatever_the_server_does(
+    hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, fault: str
+) -> None:
+    """A server that hangs mid-body for 600 s, sends a byte every 5 s in the body or the headers, or serves
+    20 bytes/s: VIVIT_DOWNLOAD_TIMEOUT=2 ends the download (before: still being read after 100-120 s, and a
+    Hub download had no deadline at all). The bound is generous: only a real hang fails it."""
+    import time
+
+    monkeypatch.setenv("VIVIT_DOWNLOAD_TIMEOUT", "2")
+    monkeypatch.setenv("VIVIT_DOWNLOAD_MIN_RATE", "0")
+    start = time.monotonic()
+    with pytest.raises(WeightsDownloadError, match=r"did not finish within 2 s \(VIVIT_DOWNLOAD_TIMEOUT\)"):
+        _fetch(hub_server, tmp_path, where, fault)
+    assert time.monotonic() - start < 30
+    if where == "plain":
+        assert _listing(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["plain", "hub"])
+def test_the_minimum_rate_holds_when_no_byte_arrives(hub_server: HubServer, tmp_path: Path, where: str) -> None:
+    """Half the file, then silence: the rate rule drops the connection (and the retry) although no read
+    returns; before, only a socket timeout could, and each retry restarted the window."""
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(WeightsDownloadError, match=r"failed after 2 attempts \(too slow: \d+ bytes/s over the last"):
+        _fetch(hub_server, tmp_path, where, "stall", min_rate=1000, rate_window_s=1.0, retries=1, read_timeout_s=600)
+    assert time.monotonic() - start < 30
+    path = "/files/a/checkpoint" if where == "plain" else f"/{REPO}/resolve/main/model.safetensors"
+    assert hub_server.count(path) == 2
+
+
+def test_download_limits_from_the_environment_reach_hub_downloads(
+    hub_server: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIVIT_DOWNLOAD_RETRIES", "1")
+    hub_server.add_repo_file(REPO, "model.safetensors", PAYLOAD, lfs=True, fault="503")
+    with pytest.raises(WeightsDownloadError, match=r"after 2 attempts.*503"):
+        hf_download(REPO, "model.safetensors")
+    assert hub_server.count(f"/{REPO}/resolve/main/model.safetensors") == 2

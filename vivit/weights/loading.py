@@ -330,6 +330,12 @@ def _convert_transformers(
     """An HF ViViT (Model 1 only): sizes, classes and labels from its tensors and config.json,
     preprocessing from its preprocessor_config.json."""
     config = ckpt.config if (ckpt.config or {}).get("model_type") == "vivit" else None
+    if config is not None:  # every field, even those the tensors decide
+        where = ckpt.config_file or ckpt.origin
+        try:
+            check_model_args(model_args_from_transformers_config(config), where)
+        except ValueError as err:
+            raise ValueError(str(err) if str(err).startswith(where) else f"{where}: {err}") from None
     # Without a config.json the image size is a guess: the user's img_size override when the position
     # table fits it (as for Scenic files), else the registered architecture's.
     guesses = [{**entry.model_args, "img_size": overrides["img_size"]}] if "img_size" in overrides else []
@@ -424,6 +430,7 @@ def _convert_ours(header: SafetensorsHeader, config: Mapping[str, Any], entry: M
     """vivit's own format: the architecture from the header's shapes and the config, checked against
     the limits and on the meta device, and only then the tensors read."""
     cls, _, stored_args = _config_fields(config, origin)
+    check_model_args(stored_args, origin)  # the config's own values, even those the tensors will override
     cls = cls or entry.model_cls
     if cls is not entry.model_cls:
         raise ValueError(f"{origin} holds a {cls.__name__}, but {entry.name!r} is a {entry.model_cls.__name__}")
@@ -738,7 +745,7 @@ def _described_entry(config: Mapping[str, Any] | None, where: str) -> tuple[Mode
     if config.get("model_type") == "vivit":  # transformers
         try:
             args = model_args_from_transformers_config(config)
-        except (TypeError, ValueError) as err:
+        except ValueError as err:
             raise ValueError(f"{where}: {str(err)[:300]}") from None
         fits = matching_architectures(SpatioTemporalViViT, embed_dim=args["embed_dim"], num_heads=args["num_heads"])
         return get_entry(fits[0] if fits else matching_architectures(SpatioTemporalViViT)[0]), args
@@ -779,12 +786,12 @@ def load_described_model(spec: str, pretrained: bool, overrides: Mapping[str, An
         if embedded is not None:
             config, where = embedded, str(ckpt.weights)
     entry, args = _described_entry(config, where)
+    check_model_args(args, where)  # the config's own values, even those the tensors will override
     entry = ModelEntry(entry.name, entry.model_cls, {**entry.model_args, **args}, entry.pretrained_cfg)
     if pretrained:
         converted = convert_checkpoint(ckpt, entry, overrides, inflation)
         cfg = converted.pretrained_cfg or dict(entry.pretrained_cfg or {})
         return _finish(entry, converted, overrides, cfg, entry.name, source=spec)
-    check_model_args(entry.model_args, where)  # the config's own sizes, named with its file
     described = where if not overrides else f"{where} with {', '.join(f'{k}={v!r}' for k, v in overrides.items())}"
     model = build_model(
         entry.model_cls, {**entry.model_args, **overrides}, described, from_file=not overrides, device=None
