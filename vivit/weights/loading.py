@@ -208,6 +208,7 @@ class Converted(NamedTuple):
     state_dict: dict[str, torch.Tensor]
     model_args: dict[str, Any]
     pretrained_cfg: dict[str, Any]
+    model: ViViT | None = None  # the checkpoint's architecture on the meta device, if it was built
 
 
 def _metadata_config(metadata: Mapping[str, str], origin: str) -> dict[str, Any] | None:
@@ -321,7 +322,7 @@ def _convert_scenic(flax: FlaxCheckpoint, entry: ModelEntry, origin: str, overri
         args.update(sizes)
     model = build_model(entry.model_cls, args, origin)
     check_scenic_params(flax.specs, model, f"{origin} does not fit {entry.name}")  # nothing read yet
-    return Converted(from_scenic(flax.read(), model, origin), model.model_args, {})
+    return Converted(from_scenic(flax.read(), model, origin), model.model_args, {}, model)
 
 
 def _convert_transformers(
@@ -444,7 +445,7 @@ def _convert_ours(header: SafetensorsHeader, config: Mapping[str, Any], entry: M
     if config.get("label_names") is not None and cfg.get("label_names") is None:
         cfg["label_names"] = config["label_names"]
     cfg = validate_pretrained_cfg(cfg, origin, args.get("num_classes"))
-    return Converted(load_safetensors(header.path, header), args, cfg)
+    return Converted(load_safetensors(header.path, header), args, cfg, model)
 
 
 def _safetensors_kind(header: SafetensorsHeader) -> str:
@@ -695,7 +696,9 @@ def _finish(
     origin = source or str(cfg.get("source", entry.name))
     args = {**entry.model_args, **converted.model_args, **overrides}
     where = origin if not overrides else f"{origin} with {', '.join(f'{k}={v!r}' for k, v in overrides.items())}"
-    model = build_model(entry.model_cls, args, where, from_file=not overrides)
+    # the model the converter built for the checkpoint is the one to load when nothing is overridden
+    model = converted.model if converted.model is not None and not overrides else None
+    model = model or build_model(entry.model_cls, args, where, from_file=not overrides)
     sd = checkpoint_filter_fn(converted.state_dict, model, converted.model_args)
     _check_fit({k: tuple(v.shape) for k, v in sd.items()}, model, origin)  # a short message, not torch's list
     sd = cast_finite(sd, {k: v.dtype for k, v in model.state_dict().items()}, origin)  # float64 1e300 is no inf
