@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,10 +25,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import vivit  # noqa: E402
-from vivit.models.registry import get_entry  # noqa: E402
+import vivit
+from vivit.models.registry import get_entry
 
 
 def before(name: str, checkpoint: Path) -> torch.nn.Module:
