@@ -34,6 +34,7 @@ __all__ = [
     "MAX_OBJECTS",
     "ArraySpec",
     "FlaxCheckpoint",
+    "check_flax_file",
     "flatten_params",
     "open_flax_checkpoint",
     "read_flax_checkpoint",
@@ -377,6 +378,34 @@ def open_flax_checkpoint(source: str | os.PathLike[str] | bytes | bytearray | me
                 "The file may be truncated or corrupt: delete it and download it again."
             ) from None
     return FlaxCheckpoint(state, where)
+
+
+def check_flax_file(path: str | os.PathLike[str]) -> None:
+    """Check that a file is one complete msgpack map, skipping through it without decoding arrays (a
+    download check: a body cut short or garbled in transit is refused, in a fraction of a full read).
+
+    Raises:
+        ImportError: If msgpack is not installed.
+        ValueError: If it is not (`"not a Flax msgpack checkpoint: ..."`), naming the file.
+    """
+    msgpack = require_msgpack()
+    with open_regular_file(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        buffer = min(max(size, 1), (1 << 31) - 1)
+        unpacker = msgpack.Unpacker(handle, read_size=min(1 << 20, buffer), max_buffer_size=buffer)
+        try:
+            for _ in range(unpacker.read_map_header()):
+                unpacker.skip()
+                unpacker.skip()
+        except (ValueError, msgpack.UnpackException) as err:
+            raise ValueError(
+                f"{_NOT_A_CHECKPOINT}: '{os.fspath(path)}' is not one complete msgpack map ({err})"
+            ) from None
+        try:
+            unpacker.skip()
+        except msgpack.OutOfData:
+            return
+    raise ValueError(f"{_NOT_A_CHECKPOINT}: '{os.fspath(path)}' holds more data after its msgpack map")
 
 
 def read_flax_checkpoint(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> dict[str, np.ndarray]:

@@ -37,7 +37,14 @@ from ..models.adapt import checkpoint_filter_fn, token_grid
 from ..models.registry import ModelEntry, get_entry, list_models, matching_architectures
 from ..models.vivit import FactorizedEncoderViViT, SpatioTemporalViViT, ViViT
 from .cache import CacheError, get_or_build, scratch_dir
-from .flax_msgpack import ArraySpec, FlaxCheckpoint, flatten_params, open_flax_checkpoint, require_msgpack
+from .flax_msgpack import (
+    ArraySpec,
+    FlaxCheckpoint,
+    check_flax_file,
+    flatten_params,
+    open_flax_checkpoint,
+    require_msgpack,
+)
 from .formats import (
     ACCEPTED,
     SafetensorsHeader,
@@ -518,11 +525,6 @@ def manual_download_path(name: str) -> Path:
     return cache_dir() / "downloads" / f"{name}.checkpoint"
 
 
-def _is_flax_checkpoint(path: Path) -> None:
-    """A download check: the file is one complete Flax msgpack object (a cut or garbled body is not)."""
-    open_flax_checkpoint(path).close()
-
-
 def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
     """Download the original Scenic file once (or take the one saved by hand at `manual_download_path`),
     convert it and cache our safetensors; later calls read only that.
@@ -559,7 +561,7 @@ def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
                 else:
                     limits = DownloadLimits.from_env()
                     sha = download_url(
-                        url, raw, expected_sha256=src.get("sha256"), limits=limits, validate=_is_flax_checkpoint
+                        url, raw, expected_sha256=src.get("sha256"), limits=limits, validate=check_flax_file
                     )
                 with open_flax_checkpoint(raw) as flax:
                     converted = _convert_scenic(flax, entry, url, {})
@@ -599,7 +601,7 @@ def _check_manual(path: Path, src: Mapping[str, Any]) -> str:
     sha = sha256_file(path)
     if src.get("sha256") and sha != str(src["sha256"]).lower():
         raise ValueError(f"{path}: its SHA-256 is {sha}, expected {src['sha256']}; download it again")
-    _is_flax_checkpoint(path)
+    check_flax_file(path)
     return sha
 
 
