@@ -709,3 +709,13 @@ def test_save_pretrained_files_are_readable_as_the_umask_says(tmp_path, umask):
         tmp_path / "one.safetensors",
     ):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, (path, oct(path.stat().st_mode))
+
+
+def test_a_checkpoint_loads_onto_the_default_device(tmp_path):
+    """Built on the meta device and given the checkpoint's CPU tensors, the model still lands where a plain
+    constructor would: on the default device (`with torch.device(...)`; here meta, as a stand-in for cuda)."""
+    vivit.create_model("vivit_ti_st", img_size=16, num_frames=4, patch_size=8, depth=1).save_pretrained(tmp_path)
+    with torch.device("meta"):
+        model = vivit.create_model("vivit_ti_st", pretrained=tmp_path)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert {p.device.type for p in vivit.create_model("vivit_ti_st", pretrained=tmp_path).parameters()} == {"cpu"}

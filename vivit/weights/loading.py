@@ -711,6 +711,9 @@ def _finish(
         model.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as err:  # anything the checks above did not foresee
         raise ValueError(f"{origin} does not fit {type(model).__name__}: {str(err)[:300]}") from None
+    device = torch.get_default_device()  # `with torch.device("cuda"):` builds there, as a plain constructor would
+    if device.type != "cpu":
+        model = model.to(device)
     cfg = {**cfg, "architecture": architecture}
     if source is not None:
         cfg["source"] = source
