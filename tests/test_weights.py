@@ -719,3 +719,61 @@ def test_a_checkpoint_loads_onto_the_default_device(tmp_path):
         model = vivit.create_model("vivit_ti_st", pretrained=tmp_path)
     assert {p.device.type for p in model.parameters()} == {"meta"}
     assert {p.device.type for p in vivit.create_model("vivit_ti_st", pretrained=tmp_path).parameters()} == {"cpu"}
+
+
+def _vivit_imports() -> dict[str, set[tuple[str, str]]]:
+    """module -> {(imported module, name)} for every import in the package, deferred ones included."""
+    import ast
+
+    root = Path(vivit.__file__).parent
+    graph: dict[str, set[tuple[str, str]]] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = module if parts[-1] == "__init__" else module.rpartition(".")[0]
+        edges = graph.setdefault(module, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join([*base, *([node.module] if node.module else [])])
+                edges.update((target, alias.name) for alias in node.names if target.startswith("vivit"))
+            elif isinstance(node, ast.Import):
+                edges.update((alias.name, "") for alias in node.names if alias.name.startswith("vivit"))
+    return graph
+
+
+def test_weights_and_models_imports_point_one_way():
+    """Issue 21.1: no import cycle inside vivit.weights (there were cache <-> hub and a six-file circle through
+    the registry), nothing in vivit.models imports vivit.weights (not even deferred), and no private name is
+    imported from another module."""
+    graph = _vivit_imports()
+    modules = set(graph)
+
+    def targets(module: str) -> set[str]:
+        out = set()
+        for target, name in graph[module]:
+            out.add(f"{target}.{name}" if f"{target}.{name}" in modules else target)
+        return {t for t in out if t in modules and t != module}
+
+    upward = [
+        (m, t) for m in modules if m.startswith("vivit.models") for t in targets(m) if t.startswith("vivit.weights")
+    ]
+    assert upward == []
+    private = [
+        (m, t, n)
+        for m in modules
+        if m.startswith(("vivit.weights", "vivit.models", "vivit.factory"))
+        for t, n in graph[m]
+        if n.startswith("_") and not n.startswith("__") and f"{t}.{n}" not in modules
+    ]
+    assert private == []
+    weights = {m for m in modules if m.startswith("vivit.weights.")}
+    # a cycle exists iff some module reaches itself
+    for start in weights:
+        seen, stack = set(), [t for t in targets(start) if t in weights]
+        while stack:
+            current = stack.pop()
+            assert current != start, f"import cycle through {start}"
+            if current not in seen:
+                seen.add(current)
+                stack.extend(t for t in targets(current) if t in weights)
