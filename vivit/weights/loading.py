@@ -96,6 +96,7 @@ __all__ = [
     "load_described_model",
     "load_pretrained_model",
     "locate",
+    "manual_download_path",
     "push_to_hub",
     "save_pretrained",
     "save_safetensors",
@@ -571,7 +572,7 @@ def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
 
     def write(result: tuple[Converted, str], path: Path) -> None:
         converted, sha = result
-        model = build_model(entry.model_cls, converted.model_args, url)
+        model = converted.model or build_model(entry.model_cls, converted.model_args, url)
         model.pretrained_cfg = {**entry.pretrained_cfg, "architecture": entry.name} if entry.pretrained_cfg else {}
         tensors = {k: v.detach().contiguous().cpu() for k, v in converted.state_dict.items()}
         metadata = {k: v for k, v in expected.items() if k != "config"}
