@@ -152,6 +152,7 @@ _MAGIC: tuple[tuple[int, bytes, str], ...] = (  # (offset, bytes, what the file 
     (257, b"ustar", "a tar archive (extract it first)"),
     (0, b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras/TensorFlow weights)"),
     (0, b"GGUF", "a GGUF file (llama.cpp)"),
+    (0, b"\x93NUMPY", "one NumPy array (.npy; a ViT's weights come as an .npz archive of arrays)"),
 )
 
 
