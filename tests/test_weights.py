@@ -777,3 +777,18 @@ def test_weights_and_models_imports_point_one_way():
             if current not in seen:
                 seen.add(current)
                 stack.extend(t for t in targets(current) if t in weights)
+
+
+def test_cli_weights_of_another_kind_is_one_line_naming_it(tmp_path, capsys):
+    """Issue 21.6 as a user meets it: `vivit predict --weights labels.csv` said 'corrupt Flax file'."""
+    from vivit import cli
+
+    (tmp_path / "labels.csv").write_text("path,label\nclip.mp4,3\n")
+    sample = Path(vivit.__file__).parent / "assets" / "sample_clip.npz"
+    assert cli.main(["predict", str(sample), "--model", "vivit_demo", "--weights", str(tmp_path / "labels.csv")]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"vivit: error: {tmp_path / 'labels.csv'} is a CSV/TSV text file (path,label), not a checkpoint; expected a "
+        ".safetensors file or a folder written by save_pretrained (vivit, timm, transformers), a Scenic/big_vision "
+        "Flax msgpack checkpoint, or a Google .npz ViT"
+    ]
