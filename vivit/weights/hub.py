@@ -41,7 +41,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -179,10 +178,48 @@ class _Stopped(Exception):
 
 
 _LOCAL = threading.local()  # .monitor: the download running in this thread
-_SOCKETS: weakref.WeakKeyDictionary[socket.socket, int] = weakref.WeakKeyDictionary()  # -> thread id
 _HOOK_LOCK = threading.Lock()
 _HOOKED = False
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
+
+
+@dataclass
+class _Conn:
+    """A connection a download opened: its socket object, descriptor, peer and last received-byte count.
+
+    The object alone is not enough: wrapping for TLS (`ssl.wrap_socket`) detaches it and moves its
+    descriptor to a new `SSLSocket`, so the descriptor is kept and used while it still leads to the
+    same peer.
+    """
+
+    sock: socket.socket
+    fd: int
+    address: Any
+    thread: int
+    received: int = 0
+
+    @contextmanager
+    def live(self) -> Iterator[socket.socket | None]:
+        """The connection's socket now (None if it is gone)."""
+        if self.sock.fileno() != -1:
+            yield self.sock
+            return
+        try:
+            other = socket.socket(fileno=self.fd)
+        except OSError:
+            yield None
+            return
+        try:
+            same = tuple(other.getpeername())[:2] == tuple(self.address)[:2]
+        except OSError:
+            same = False
+        try:
+            yield other if same else None
+        finally:
+            other.detach()  # the descriptor belongs to the SSLSocket (or to someone else)
+
+
+_CONNS: dict[int, _Conn] = {}  # descriptor -> connection opened under a monitor (kept-alive ones are adopted)
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
@@ -190,7 +227,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         return
     monitor = getattr(_LOCAL, "monitor", None)
     if monitor is not None:
-        monitor.watch(args[0])
+        monitor.watch(args[0], args[1])
 
 
 def _install_hook() -> None:
@@ -228,7 +265,7 @@ class _Monitor:
         self.slow = False  # the reason is the minimum rate (worth a retry), not the deadline
         self._received = received or self._kernel_received
         self._counted = received is not None  # whether byte counts are known (kernel counters: once one is read)
-        self._sockets: dict[socket.socket, int] = {}
+        self._conns: list[_Conn] = []
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._samples: deque[tuple[float, int]] = deque()
@@ -236,19 +273,22 @@ class _Monitor:
 
     def _kernel_received(self) -> int:
         with self._lock:
-            for sock in list(self._sockets):
-                count = _kernel_bytes(sock)
+            for conn in self._conns:
+                with conn.live() as sock:
+                    count = _kernel_bytes(sock) if sock is not None else None
                 if count is not None:
-                    self._sockets[sock] = count  # the last count survives the socket's closing
+                    conn.received = count  # the last count survives the socket's closing
                     self._counted = True
-            return sum(self._sockets.values())
+            return sum(conn.received for conn in self._conns)
 
-    def watch(self, sock: socket.socket) -> None:
+    def watch(self, sock: socket.socket, address: Any) -> None:
+        """A connection this download opens (called by the audit hook, before it connects)."""
         if self.reason is not None:
             raise _Stopped(self.reason)
+        conn = _Conn(sock, sock.fileno(), address, threading.get_ident())
         with self._lock:
-            self._sockets.setdefault(sock, 0)
-        _SOCKETS[sock] = threading.get_ident()
+            self._conns.append(conn)
+        _CONNS[conn.fd] = conn
 
     def restart_rate(self) -> None:
         """Start a new rate window (after a retry) and clear a rate failure."""
@@ -271,11 +311,13 @@ class _Monitor:
             if self.reason is not None:
                 return
             self.reason, self.slow = reason, slow
-            for sock in self._sockets:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            for conn in self._conns:
+                with conn.live() as sock:
+                    try:
+                        if sock is not None:
+                            sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
 
     def _check(self) -> None:
         now = time.monotonic()
@@ -308,10 +350,13 @@ class _Monitor:
         """Watch this thread's connections while the block runs (including ones left open by an earlier
         download in this thread: huggingface_hub keeps connections alive)."""
         _install_hook()
-        me = threading.get_ident()
-        for sock, owner in list(_SOCKETS.items()):
-            if owner == me and sock.fileno() != -1:
-                self._sockets.setdefault(sock, _kernel_bytes(sock) or 0)
+        for fd, conn in list(_CONNS.items()):
+            with conn.live() as sock:
+                if sock is None:
+                    del _CONNS[fd]
+                elif conn.thread == threading.get_ident() and conn not in self._conns:
+                    conn.received = _kernel_bytes(sock) or 0
+                    self._conns.append(conn)
         self.restart_rate()
         self._done.clear()
         _LOCAL.monitor = self
@@ -832,7 +877,7 @@ def hf_download(
                 if attempt > limits.retries:
                     if isinstance(error, WeightsDownloadError):
                         raise WeightsDownloadError(
-                            f"Download of {what} failed after {attempt} attempts ({error})."
+                            f"Download of {what} failed after {attempt} attempt{'s' if attempt > 1 else ''} ({error})."
                         ) from None
                     raise _convert_hf_error(err, what, attempts=attempt) from err
                 wait = min(limits.backoff_s * 2 ** (attempt - 1), 60.0)
