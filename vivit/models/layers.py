@@ -37,6 +37,7 @@ def layer_norm(dim: int) -> nn.LayerNorm:
 
 
 def pair(x: int | tuple[int, int]) -> tuple[int, int]:
+    """An (h, w) pair from an int or a pair (sizes of frames, patches and crops)."""
     return (x, x) if isinstance(x, int) else (int(x[0]), int(x[1]))
 
 

@@ -399,16 +399,16 @@ class ViViT(nn.Module):
         """Recompute block activations in backward: less memory, identical gradients."""
         self.grad_checkpointing = enable
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write `model.safetensors` + `config.json` (timm's Hub layout) to `directory` and return it;
-        reload with `create_model(name, pretrained=directory)` or `create_model('local-dir:' + directory)`.
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write `model.safetensors` + `config.json` (timm's Hub layout) to `directory`; reload with
+        `create_model(name, pretrained=directory)` or `create_model('local-dir:' + directory)`.
 
         The writer lives with the other file formats (`vivit.weights.saving.save_pretrained`), which
         registers itself here: models never import the weights package (DESIGN.md section 11).
         """
         if _SAVER is None:
             raise RuntimeError("no checkpoint writer is registered; import vivit (it registers vivit.weights.saving)")
-        return _SAVER(self, directory)
+        _SAVER(self, directory)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -132,7 +132,7 @@ def _ext_hook(code: int, payload: bytes) -> _Array | _Other:
     return _Array(spec, (data,))
 
 
-def _decode(source: io.BufferedIOBase | io.BytesIO, size: int) -> dict[str, Any]:
+def _decode(source: IO[bytes], size: int) -> dict[str, Any]:
     """The top-level map of a Flax file; under `optimizer`, only `target` is decoded (the rest skipped)."""
     msgpack = require_msgpack()
     count = [0]
@@ -352,12 +352,13 @@ def open_flax_checkpoint(source: str | os.PathLike[str] | bytes | bytearray | me
             deep, a web page, no parameter arrays) or a parameter is not a float array; naming the file.
     """
     msgpack = require_msgpack()
+    handle: IO[bytes]
     if isinstance(source, (bytes, bytearray, memoryview)):
-        where, handle = f"<{len(source)} bytes in memory>", io.BytesIO(bytes(source))
+        where, handle, size = f"<{len(source)} bytes in memory>", io.BytesIO(bytes(source)), len(source)
     else:
         where, handle = f"'{os.fspath(source)}'", open_regular_file(source)
+        size = os.fstat(handle.fileno()).st_size
     with handle:
-        size = os.fstat(handle.fileno()).st_size if not isinstance(handle, io.BytesIO) else len(handle.getbuffer())
         head = handle.read(512)
         handle.seek(0)
         if not head:
@@ -366,7 +367,7 @@ def open_flax_checkpoint(source: str | os.PathLike[str] | bytes | bytearray | me
         if text:
             raise ValueError(f"{_NOT_A_CHECKPOINT}: {where} is {text}, not msgpack data. Delete it and download again.")
         try:
-            state = _decode(handle, size)  # type: ignore[arg-type]
+            state = _decode(handle, size)
         except msgpack.OutOfData:
             raise ValueError(
                 f"{_NOT_A_CHECKPOINT}: {where} is truncated (its data ends inside an object). "

@@ -413,7 +413,9 @@ class _Transfer:
 
     def __init__(self, url: str, out: BinaryIO, folder: Path, limits: DownloadLimits, progress: bool) -> None:
         self.url, self.out, self.folder, self.limits, self.show = url, out, folder, limits, progress
-        self.received, self.total, self.resumable, self.server_md5 = 0, None, False, None
+        self.received, self.resumable = 0, False
+        self.total: int | None = None
+        self.server_md5: str | None = None
         self.sha256, self.md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
         self.head = b""  # the first block, held back until it is known not to be a page
         self.monitor = _Monitor(url, limits, lambda: self.received + len(self.head))
