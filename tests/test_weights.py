@@ -792,3 +792,23 @@ def test_cli_weights_of_another_kind_is_one_line_naming_it(tmp_path, capsys):
         ".safetensors file or a folder written by save_pretrained (vivit, timm, transformers), a Scenic/big_vision "
         "Flax msgpack checkpoint, or a Google .npz ViT"
     ]
+
+
+def test_vivits_own_files_are_64_byte_aligned_so_loading_copies_nothing(tmp_path, monkeypatch):
+    """save_pretrained pads safetensors' header so that the data starts at 64 bytes: a loaded model's
+    parameters are then the file's memory map itself (issue 23.4: no copy), still bit-identical."""
+    import struct
+
+    torch.manual_seed(0)
+    model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=4, patch_size=8, depth=2, embed_dim=64, num_heads=4)
+    model.save_pretrained(tmp_path)
+    with open(tmp_path / "model.safetensors", "rb") as handle:
+        assert (8 + struct.unpack("<Q", handle.read(8))[0]) % 64 == 0
+    clones = []
+    real = torch.Tensor.clone
+    monkeypatch.setattr(torch.Tensor, "clone", lambda self, *a, **k: clones.append(1) or real(self, *a, **k))
+    loaded = vivit.create_model("vivit_ti_st", pretrained=tmp_path)
+    assert clones == []
+    video = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(video), model.eval()(video))

@@ -73,6 +73,7 @@ from .saving import (
     MODEL_CLASSES_BY_NAME,
     PROCESSOR_NAME,
     WEIGHTS_NAME,
+    aligned_metadata,
     jsonable,
     model_config,
     push_to_hub,
@@ -576,11 +577,8 @@ def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
         model.pretrained_cfg = {**entry.pretrained_cfg, "architecture": entry.name} if entry.pretrained_cfg else {}
         tensors = {k: v.detach().contiguous().cpu() for k, v in converted.state_dict.items()}
         metadata = {k: v for k, v in expected.items() if k != "config"}
-        save_file(
-            tensors,
-            str(path),
-            metadata={"config": json.dumps(jsonable(model_config(model))), **metadata, "source_sha256": sha},
-        )
+        metadata |= {"config": json.dumps(jsonable(model_config(model))), "source_sha256": sha}
+        save_file(tensors, str(path), metadata=aligned_metadata(tensors, metadata))
 
     limits = DownloadLimits.from_env()
     result = get_or_build(

@@ -29,6 +29,9 @@ __all__ = [
     "MODEL_CLASSES_BY_NAME",
     "PROCESSOR_NAME",
     "WEIGHTS_NAME",
+    "aligned_metadata",
+    "architecture_name",
+    "jsonable",
     "model_card",
     "model_config",
     "push_to_hub",
@@ -88,11 +91,38 @@ def model_config(model: ViViT) -> dict[str, Any]:
     }
 
 
+_CODES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64"}
+
+
+def aligned_metadata(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> dict[str, str]:
+    """`metadata` plus an `alignment` entry of spaces that makes the data section start at a multiple of
+    64 bytes (safetensors aligns it to 8).
+
+    CPU kernels take other, not bit-identical, paths on memory that is not 64-byte aligned, so the
+    loader copies such tensors; with this padding (and tensors whose sizes are multiples of 64 bytes, as
+    every ViT width is) it uses the file's memory map as it is. The header's length is computed as
+    safetensors writes it (compact JSON, tensors by dtype size then name); were it ever off, the file
+    would only be unaligned, and copied when loaded.
+    """
+    if any(t.dtype not in _CODES for t in tensors.values()):
+        return dict(metadata)
+    header: dict[str, Any] = {"__metadata__": {**metadata, "alignment": ""}}
+    offset = 0
+    for name in sorted(tensors, key=lambda k: (-tensors[k].element_size(), k)):
+        tensor = tensors[name]
+        end = offset + tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": _CODES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, end]}
+        offset = end
+    length = len(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode())
+    return {**metadata, "alignment": " " * ((56 - length) % 64)}  # 8-byte length + header = 64 k
+
+
 def write_safetensors(
     state_dict: Mapping[str, torch.Tensor], path: Path, config: Mapping[str, Any], **meta: str
 ) -> None:
+    """Write tensors and a config atomically (`vivit.files.atomic_write`), data 64-byte aligned."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    metadata = {"config": json.dumps(jsonable(config)), **meta}
+    metadata = aligned_metadata(tensors, {"config": json.dumps(jsonable(config)), **meta})
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
