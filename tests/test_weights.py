@@ -800,7 +800,9 @@ def test_vivits_own_files_are_64_byte_aligned_so_loading_copies_nothing(tmp_path
     import struct
 
     torch.manual_seed(0)
-    model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=4, patch_size=8, depth=2, embed_dim=64, num_heads=4)
+    model = vivit.create_model(
+        "vivit_ti_st", img_size=32, num_frames=4, patch_size=8, depth=2, embed_dim=64, num_heads=4
+    )
     model.save_pretrained(tmp_path)
     with open(tmp_path / "model.safetensors", "rb") as handle:
         assert (8 + struct.unpack("<Q", handle.read(8))[0]) % 64 == 0
