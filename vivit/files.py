@@ -170,8 +170,9 @@ def atomic_write(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Write a file atomically: readers see either no file or the complete one.
 
     Yields a temporary path in the destination's folder; write the file there. When the block
-    exits normally the temporary file is renamed onto ``dest`` (replacing any existing file);
-    when it raises, the temporary file is removed and ``dest`` is left untouched.
+    exits normally the temporary file gets the permissions of a new file (``0o666 & ~umask``) and
+    is renamed onto ``dest`` (replacing any existing file); when it raises, the temporary file is
+    removed and ``dest`` is left untouched.
 
     Args:
         dest: The final path. Its parent folders are created.
@@ -187,9 +188,23 @@ def atomic_write(dest: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"atomic_write: nothing was written to {tmp} for {dest}")
+        # A new file is readable as the umask says, whoever wrote the temporary file (safetensors
+        # creates its files 0600, which made a folder prepared for sharing unreadable to others).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dest)
     finally:
         remove_quietly(tmp)
+
+
+def _umask() -> int:
+    """The process's umask: from /proc on Linux (no side effect), else set and restored at once."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 def check_file_destination(dest: str | os.PathLike[str]) -> None:

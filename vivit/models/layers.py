@@ -25,6 +25,7 @@ __all__ = [
     "Mlp",
     "TubeletEmbed",
     "layer_norm",
+    "pair",
 ]
 
 LAYER_NORM_EPS = 1e-6
@@ -35,7 +36,8 @@ def layer_norm(dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
 
 
-def _pair(x: int | tuple[int, int]) -> tuple[int, int]:
+def pair(x: int | tuple[int, int]) -> tuple[int, int]:
+    """An (h, w) pair from an int or a pair (sizes of frames, patches and crops)."""
     return (x, x) if isinstance(x, int) else (int(x[0]), int(x[1]))
 
 
@@ -234,7 +236,7 @@ class TubeletEmbed(nn.Module):
         embed_dim: int = 768,
     ) -> None:
         super().__init__()
-        self.patch_size = _pair(patch_size)
+        self.patch_size = pair(patch_size)
         self.tubelet_size = int(tubelet_size)
         self.kernel_size = (self.tubelet_size, *self.patch_size)
         self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=self.kernel_size, stride=self.kernel_size)
