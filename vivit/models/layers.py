@@ -42,7 +42,13 @@ def pair(x: int | tuple[int, int]) -> tuple[int, int]:
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drops the whole residual branch per sample (timm / Scenic semantics)."""
+    """Stochastic depth: drops the whole residual branch of each example with probability `drop_prob`.
+
+    Scenic's code (`scenic/model_lib/layers/nn_layers.py` `StochasticDepth`, used by the ViViT encoder
+    blocks) multiplies by `1 - mask` and does not rescale the kept branches, although its docstring says
+    it scales by `1 / (1 - rate)`; timm rescales. We follow Scenic's code, so that the paper's recipes
+    (drop path 0.2 / 0.3) train the models as Scenic trained them; evaluation is the identity either way.
+    """
 
     def __init__(self, drop_prob: float = 0.0) -> None:
         super().__init__()
@@ -51,11 +57,8 @@ class DropPath(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.drop_prob == 0.0 or not self.training:
             return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        # Scenic does not rescale by 1/keep; timm does. We follow timm so that eval needs no rescale
-        # of a model trained here; loaded Scenic weights are unaffected (eval only).
-        return x * mask / keep
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - self.drop_prob)
+        return x * keep
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
