@@ -3,8 +3,9 @@
 
 * Only the command line's output module writes to the terminal: library code returns, raises, warns
   and logs (an AST scan of every module for print(), sys.stdout, sys.stderr and tqdm).
-* The jobs import only the layers below them (data, weights, models, factory, files, version) and
-  each other's public names; never the package root or the command line.
+* Arrows point one way (DESIGN.md §11): `cli -> jobs -> data, weights -> models`, with the leaf modules
+  `files`, `version` and `_install` at the bottom; every import counts, deferred and type-only ones too.
+  No import cycles, and no private name imported from another module.
 * `import vivit` does not import every job: the rest comes on first use, and every documented
   submodule is reachable as an attribute (`vivit.optim.param_groups_layer_decay`, `vivit.features`).
 """
@@ -23,15 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "vivit"
 OUTPUT_MODULE = PACKAGE / "cli" / "console.py"
 
-# Modules of other branches that still draw their own bars: huggingface_hub's download bar in the
-# hand-written downloader, which the `weights` branch replaces with huggingface_hub's own download.
-# Remove an entry once its module is clean: the test then keeps it clean.
+# The one exception: vivit's plain-URL downloads (Scenic's files) draw huggingface_hub's own download bar,
+# as `hf_hub_download` does for Hub files, so that one switch (`HF_HUB_DISABLE_PROGRESS_BARS`, which the
+# CLI's output module sets for -q and non-terminals) governs every download bar.
 KNOWN_ELSEWHERE = {"weights/hub.py": {"tqdm"}}
-
-JOBS = ("predict", "features", "evaluate", "explain", "render", "info", "workers", "distributed")
-# What a job may import from vivit: the layers below it, the leaf modules, and the other jobs.
-JOB_MAY_IMPORT = ("vivit.data", "vivit.weights", "vivit.models", "vivit.factory", "vivit.files", "vivit.version")
-JOB_MAY_IMPORT += ("vivit._install",) + tuple(f"vivit.{job}" for job in (*JOBS, "export", "optimize"))
 
 
 def _writes_to_terminal(tree: ast.AST) -> list[str]:
@@ -79,46 +75,162 @@ def test_the_scan_sees_every_way_of_writing():
     ]
 
 
-def _imports(path: Path) -> set[str]:
-    """The vivit modules `path` imports (relative imports resolved), deferred ones included."""
-    module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-    package = module.split(".")[:-1]  # the jobs are modules, not packages
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            if target == "vivit" or target.startswith("vivit."):
-                # `from . import render` names a module: count the module, not the package root
-                names = [f"{target}.{a.name}" for a in node.names] if not node.module else [target]
-                found.update(names)
-        elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name == "vivit" or a.name.startswith("vivit."))
-    return found
+# rank of each top-level area; a module may import only lower ranks, or its own area
+_RANKS = {
+    "version": 0,
+    "files": 0,
+    "_install": 0,
+    "models": 1,
+    "data": 2,
+    "weights": 2,
+    "factory": 3,
+    "optim": 3,
+    "optimize": 3,
+    "loss": 1,
+    "distributed": 3,
+    "windows": 3,
+    "render": 3,
+    "recipes": 3,
+    "openvino": 3,
+    "predict": 4,
+    "features": 4,
+    "evaluate": 4,
+    "train": 4,
+    "explain": 4,
+    "export": 4,
+    "live": 4,
+    "info": 3,
+    "workers": 3,
+    "cli": 5,
+    "__main__": 6,
+}
+_JOBS = {name for name, rank in _RANKS.items() if rank == 4}
 
 
-@pytest.mark.parametrize("job", JOBS)
-def test_jobs_import_only_the_layers_below_them(job):
-    imported = _imports(PACKAGE / f"{job}.py")
-    upward = sorted(m for m in imported if not m.startswith(JOB_MAY_IMPORT))
-    assert not upward, f"vivit/{job}.py imports {upward} (the package root, the command line or an unknown layer)"
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
 
 
-def test_no_private_name_is_imported_from_another_module_of_mine():
-    """`features` took `_iter_views`, `_sum_over_views`, `_window_and_stride` from `predict`: now public."""
-    for job in JOBS:
-        tree = ast.parse((PACKAGE / f"{job}.py").read_text(encoding="utf-8"))
-        private = [
-            f"{node.module}.{a.name}"
-            for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("vivit"))
-            for a in node.names
-            if a.name.startswith("_") and not a.name.startswith("__")
-        ]
-        assert not private, (job, private)
+def _imports() -> dict[str, list[tuple[str, list[str], int]]]:
+    """module -> [(imported module, names imported from it, line)] for every vivit import in it."""
+    graph: dict[str, list[tuple[str, list[str], int]]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        found = graph.setdefault(module, [])
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if target == "vivit" or target.startswith("vivit."):
+                    names = [alias.name for alias in node.names]
+                    # `from . import x` where x is a submodule imports the submodule
+                    submodules = [
+                        n
+                        for n in names
+                        if (ROOT / (target + "." + n).replace(".", "/")).with_suffix(".py").exists()
+                        or (ROOT / (target + "." + n).replace(".", "/")).is_dir()
+                    ]
+                    for sub in submodules:
+                        found.append((f"{target}.{sub}", [], node.lineno))
+                    rest = [n for n in names if n not in submodules]
+                    if rest or not submodules:
+                        found.append((target, rest, node.lineno))
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name == "vivit" or alias.name.startswith("vivit."):
+                        found.append((alias.name, [], node.lineno))
+    return graph
+
+
+def _area(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+GRAPH = _imports()
+
+
+def test_every_area_has_a_rank() -> None:
+    unranked = sorted({_area(m) for m in GRAPH if m != "vivit"} - set(_RANKS))
+    assert unranked == [], f"give these modules a place in the layout (_RANKS): {unranked}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m != "vivit"))
+def test_arrows_point_down(module: str) -> None:
+    area = _area(module)
+    wrong = []
+    for target, _, line in GRAPH[module]:
+        if target == "vivit":
+            wrong.append(f"line {line}: imports the package root")
+            continue
+        other = _area(target)
+        if other == area:
+            continue
+        if area in _JOBS and other in _JOBS:
+            continue  # a job may call another job's public function (cycles are caught below)
+        if _RANKS.get(other, 99) >= _RANKS.get(area, -1):
+            wrong.append(
+                f"line {line}: {target} (a {_RANKS.get(other)}-level module from a {_RANKS.get(area)}-level one)"
+            )
+    assert wrong == [], f"{module} imports upward or sideways: " + "; ".join(wrong)
+
+
+def test_no_import_cycles() -> None:
+    edges = {m: {t for t, _, _ in targets if t in GRAPH and t != m} for m, targets in GRAPH.items()}
+    # a package's __init__ importing its own children is how packages are built, not a cycle
+    for module in edges:
+        edges[module] = {t for t in edges[module] if not t.startswith(module + ".")}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = [0]
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in edges[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    assert cycles == [], f"import cycles: {cycles}"
+
+
+def test_no_private_names_across_modules() -> None:
+    crossing = [
+        f"{module} imports {name} from {target} (line {line})"
+        for module, targets in GRAPH.items()
+        for target, names, line in targets
+        for name in names
+        if name.startswith("_") and not name.startswith("__") and target != module
+    ]
+    assert crossing == [], "make these public in the module that owns them, or move the code:\n" + "\n".join(crossing)
 
 
 _PROBE = """
