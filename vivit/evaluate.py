@@ -46,6 +46,7 @@ from .data.datasets import (
     shared_memory_error,
     shown_path,
 )
+from .data.temporal import TEMPORAL_PERTURBATIONS, perturb_time
 from .data.transforms import resolve_data_config
 from .data.video import VideoWarning
 from .distributed import distributed_context, local_device
@@ -170,6 +171,7 @@ def evaluate(
     progress: bool | None = None,
     verbose: bool = True,
     silent: bool = False,
+    temporal_check: bool = False,
 ) -> dict[str, Any]:
     """Classify every video of a labelled set with the multi-view protocol and score it.
 
@@ -194,6 +196,10 @@ def evaluate(
         verbose: Also print the readers' warnings (truncated files, looped short videos).
         silent: Print nothing (by default rank 0 prints the metrics on stdout, and each video that
             fails, as it fails and again at the end, on stderr).
+        temporal_check: Also score every video with its views' frames shuffled, reversed and
+            replaced by the middle frame (`vivit.data.temporal`): `metrics["temporal_check"]` holds
+            the top-1 of each (`normal`, `shuffled`, `reversed`, `middle_frame`). A model that uses
+            motion loses accuracy; one that recognises scenes does not.
 
     Returns:
         The metrics dict (same on every rank): the accuracies (percent), `num_videos` (scored),
@@ -227,6 +233,7 @@ def evaluate(
             worker_init_fn=functools.partial(_configure_warnings, verbose and not silent),
         )
         results: list[tuple[int, np.ndarray | None, str | None]] = []
+        perturbed: list[tuple[int, dict[str, np.ndarray]]] = []
         from tqdm import tqdm
 
         disable = True if progress is False or context.rank > 0 else (None if progress is None else False)
@@ -246,10 +253,18 @@ def evaluate(
                 if "video" in batch:
                     (index,) = batch["video_index"].tolist()
                     results.append((index, _average_logits(runner, batch["video"][0], batch_size, target, dtype), None))
+                    if temporal_check:
+                        perturbed.append(
+                            (index, _perturbed_logits(runner, batch["video"][0], index, batch_size, target, dtype))
+                        )
                 bar.update(1)
         gathered = [r for rank_results in context.all_gather(results) for r in rank_results]
     gathered.sort(key=lambda r: r[0])
     metrics = _score(dataset, gathered, splits, split_names, views, model_name)
+    if temporal_check:
+        metrics["temporal_check"] = _temporal_scores(
+            dataset, metrics, [r for part in context.all_gather(perturbed) for r in part], splits, split_names
+        )
     if context.is_main:
         if out_dir is not None:
             _write_outputs(Path(out_dir).expanduser(), dataset, gathered, cfg, metrics)
@@ -326,6 +341,36 @@ def _average_logits(
         total = part if total is None else total + part
     assert total is not None
     return (total / len(views)).cpu().numpy()
+
+
+def _perturbed_logits(
+    model: nn.Module, views: torch.Tensor, index: int, batch_size: int, device: torch.device, dtype: torch.dtype
+) -> dict[str, np.ndarray]:
+    """View-averaged logits with the frames shuffled (the order seeded by the video's index), reversed, frozen."""
+    return {
+        mode: _average_logits(
+            model, perturb_time(views, mode, torch.Generator().manual_seed(index)), batch_size, device, dtype
+        )
+        for mode in TEMPORAL_PERTURBATIONS
+    }
+
+
+def _temporal_scores(
+    dataset: VideoDataset,
+    metrics: Mapping[str, Any],
+    perturbed: list[tuple[int, dict[str, np.ndarray]]],
+    splits: list[int] | None,
+    split_names: list[str] | None,
+) -> dict[str, float]:
+    """Top-1 (action top-1 for two splits) of the clips as they are and with their time destroyed."""
+    key = "action_top1" if "action_top1" in metrics else next((k for k in metrics if k.endswith("top1")), "top1")
+    out = {"normal": metrics.get(key, math.nan)}
+    perturbed.sort(key=lambda r: r[0])
+    labels = np.array([dataset.targets[i] for i, _ in perturbed], dtype=np.int64)
+    for mode, name in zip(TEMPORAL_PERTURBATIONS, ("shuffled", "reversed", "middle_frame"), strict=True):
+        logits = [r[1][mode] for r in perturbed]
+        out[name] = classification_metrics(np.stack(logits), labels, splits, split_names)[key] if logits else math.nan
+    return out
 
 
 def _score(
@@ -411,6 +456,9 @@ def _print_metrics(metrics: Mapping[str, Any], split_names: list[str] | None) ->
         print(f"({counts})")
     else:
         print(f"{line('')}  ({counts})")
+    if "temporal_check" in metrics:
+        shown = ", ".join(f"{k.replace('_', ' ')} {v:.2f}%" for k, v in metrics["temporal_check"].items())
+        print(f"temporal check, top-1: {shown}")
     failed = metrics["failed"]
     if failed:  # the end of a long log says what to look at
         total = metrics["num_videos"] + len(failed)

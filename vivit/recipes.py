@@ -63,7 +63,8 @@ class Recipe:
         test_views: `(clips, crops)` of the evaluation.
         eval_every: epochs between evaluations on the validation set (and always at the end).
         lr_by_model: `((model class, embed_dim, lr), ...)`: rates the configs set for one model.
-        sources: field -> where the value comes from.
+        reference: the Scenic config the recipe transcribes.
+        sources: field -> where the value comes from (`reference: ...` when it is that file).
     """
 
     name: str
@@ -93,6 +94,7 @@ class Recipe:
     test_views: tuple[int, int] = (4, 3)
     eval_every: int = 5
     lr_by_model: tuple[tuple[str, int, float], ...] = ()
+    reference: str = field(default="", compare=False)
     sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -144,7 +146,7 @@ class Recipe:
     @classmethod
     def fields(cls) -> list[str]:
         """The names of the settings (everything but name, description, lr_by_model, sources)."""
-        skip = {"name", "description", "lr_by_model", "sources"}
+        skip = {"name", "description", "lr_by_model", "reference", "sources"}
         return [f.name for f in dataclasses.fields(cls) if f.name not in skip]
 
     def source(self, key: str) -> str:
@@ -186,8 +188,9 @@ class Recipe:
     def rows(self) -> list[tuple[str, Any, str]]:
         """`(setting, value, source)` for every setting, for display."""
         out = [(key, getattr(self, key), self.source(key)) for key in self.fields()]
+        kinds = {"SpatioTemporalViViT": "Model 1", "FactorizedEncoderViViT": "Model 2"}
         for class_name, width, lr in self.lr_by_model:
-            out.insert(1, (f"lr ({class_name}, width {width})", lr, self.source("lr_by_model")))
+            out.insert(1, (f"lr ({kinds.get(class_name, class_name)}, D={width})", lr, self.source("lr_by_model")))
         return out
 
     def data_config(self, crop: tuple[int, int], num_frames: int) -> dict[str, Any]:
@@ -235,6 +238,7 @@ def _sources(path: str, extra: Mapping[str, str]) -> tuple[tuple[str, str], ...]
 RECIPES: dict[str, Recipe] = {
     "k400": Recipe(
         name="k400",
+        reference=_K400,
         description="Kinetics-400 (Scenic configs/kinetics400): SGD, 30 epochs, scale jitter, crop, flip, colour",
         lr=0.1,
         epochs=30,
@@ -260,6 +264,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "ek100": Recipe(
         name="ek100",
+        reference=_EK,
         description="EPIC-KITCHENS-100 (Scenic configs/epic_kitchens): SGD, 50 epochs, RandAugment, drop path, "
         "label smoothing, mixup, noun + verb loss",
         lr=0.5,
@@ -289,6 +294,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "ssv2": Recipe(
         name="ssv2",
+        reference=_SSV2,
         description="Something-Something v2 (Scenic configs/something_something_v2): SGD, 35 epochs, 288 -> 256, "
         "no flip, RandAugment, drop path, label smoothing, mixup",
         lr=0.4,

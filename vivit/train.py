@@ -44,6 +44,7 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 import time
 import warnings
@@ -780,6 +781,12 @@ def train(
         return run.run()
 
 
+def _first_words(err: BaseException, limit: int = 160) -> str:
+    """An error's text on one line, without the C++ source location gloo/nccl put in front."""
+    text = re.sub(r"\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", " ".join(str(err).split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _usable_device(device: str | torch.device | None) -> torch.device:
     """The device asked for (None / "auto": CUDA when available), checked to hold a tensor here."""
     if device is None or device == "auto":
@@ -1006,7 +1013,7 @@ class _Run:
             if ctx.distributed and _is_distributed_failure(err):
                 raise DistributedTrainingError(
                     f"rank {ctx.rank} of {world} lost contact with the other ranks at step {self.step + 1} "
-                    f"({' '.join(str(err).split())[:200]}): a rank died, hung, or the network failed; the last "
+                    f"({_first_words(err)}): a rank died, hung, or the network failed; the last "
                     f"checkpoint in {self.out} is intact: re-run the same command to resume"
                 ) from err
             raise
