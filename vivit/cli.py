@@ -1395,12 +1395,12 @@ def run_train(args: argparse.Namespace) -> int:
     ]
     if missing:
         raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required (or --show)")
+    if not args.model.startswith(("hf-hub:", "local-dir:")):
+        _entry(args.model)
     device = _device(args.device)
     _require_file(args.train, "TRAIN")
     if args.val:
         _require_file(args.val, "VAL")
-    if not args.model.startswith(("hf-hub:", "local-dir:")):
-        _entry(args.model)
     pretrained: bool | str | None = None
     if args.pretrained is not None:
         pretrained = False if args.pretrained.lower() == "none" else args.pretrained

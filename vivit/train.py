@@ -991,24 +991,26 @@ class _Run:
             }
         )
         try:
-            self._loop(
-                ddp,
-                model,
-                optimizer,
-                scaler,
-                ema,
-                loader,
-                sampler,
-                train_set,
-                val_set,
-                labels,
-                total_steps,
-                spe,
-                warmup_steps,
-                base_lr,
-                settings,
-            )
-            temporal = self._finish(model, ema, val_set, labels, total_steps, spe)
+            with warnings.catch_warnings():
+                _quiet_skips()  # skipped videos are counted in the log and the result, not printed by each reader
+                self._loop(
+                    ddp,
+                    model,
+                    optimizer,
+                    scaler,
+                    ema,
+                    loader,
+                    sampler,
+                    train_set,
+                    val_set,
+                    labels,
+                    total_steps,
+                    spe,
+                    warmup_steps,
+                    base_lr,
+                    settings,
+                )
+                temporal = self._finish(model, ema, val_set, labels, total_steps, spe)
         except Exception as err:
             if ctx.distributed and _is_distributed_failure(err):
                 raise DistributedTrainingError(
