@@ -398,7 +398,7 @@ def test_out_that_holds_something_else_is_refused(discs, tmp_path):
         tiny_run(discs, tmp_path / "file")
 
 
-def test_labels_that_do_not_fit_are_refused(discs, tmp_path):
+def test_labels_that_do_not_fit_are_refused(discs, tmp_path, one_thread):
     with pytest.raises(
         ValueError, match=r"num_classes=5 does not match the 4 classes of the training set \(down, left"
     ):
@@ -410,7 +410,7 @@ def test_labels_that_do_not_fit_are_refused(discs, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_empty_small_and_unreadable_training_sets(discs, tmp_path):
+def test_empty_small_and_unreadable_training_sets(discs, tmp_path, one_thread):
     (tmp_path / "empty" / "train" / "a").mkdir(parents=True)
     with pytest.raises(ValueError, match="no videos in its class folders"):
         tiny_run(tmp_path / "empty", tmp_path / "run", val=None)
@@ -511,7 +511,7 @@ def test_every_recipe_setting_has_a_command_line_option():
 
 
 @pytest.mark.slow
-def test_evaluate_temporal_check_sees_that_the_demo_uses_motion(tmp_path, capsys):
+def test_evaluate_temporal_check_sees_that_the_demo_uses_motion(tmp_path, capsys, one_thread):
     """vivit_demo learned which way a disc moves: reversed clips flip its answers (right <-> left, down <->
     up), shuffled and frozen clips leave it guessing. `vivit evaluate --temporal-check` shows it."""
     write_clips(tmp_path, 64, seed=5)

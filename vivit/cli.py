@@ -1365,14 +1365,19 @@ def add_train_parser(commands: Any) -> argparse.ArgumentParser:
         flag = "--views" if name == "test_views" else "--" + name.replace("_", "-")
         parse = _views if kind == "views" else (_setting_value(kind) if kind != "str" else str)
         recipe.add_argument(
-            flag, dest=f"set_{name}", type=parse, metavar=metavar, help=f"{name} (k400: {getattr(defaults, name)})"
+            flag,
+            dest=f"set_{name}",
+            type=parse,
+            default=argparse.SUPPRESS,  # absent unless given: "none" is a value (off), not "not given"
+            metavar=metavar,
+            help=f"{name} (k400: {getattr(defaults, name)})",
         )
     p.set_defaults(run=run_train)
     return p
 
 
 def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: value for name in _TRAIN_SETTINGS if (value := getattr(args, f"set_{name}")) is not None}
+    return {name: getattr(args, f"set_{name}") for name in _TRAIN_SETTINGS if hasattr(args, f"set_{name}")}
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -891,7 +891,7 @@ class _Run:
             raise ValueError(
                 f"the training set has {len(train_set)} videos, fewer than one global batch of {global_batch} "
                 f"(batch_size {self.batch_size} x accum_steps {self.accum_steps} x {world} ranks): lower the "
-                "global batch (global_batch=..., or accum_steps)"
+                "global batch (global_batch, --global-batch) or the accumulation (accum_steps, --accum-steps)"
             )
         spe = sampler.steps_per_epoch
         total_steps = spe * self.recipe.epochs
