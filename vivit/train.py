@@ -50,7 +50,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -755,9 +755,9 @@ def train(
         raise ValueError("precision fp16 needs a CUDA device (it uses a grad scaler); use bf16 on the CPU")
     with training_context(requested) as context:
         run = _Run(
-            context=context,
-            recipe=recipe_,
-            out=out,
+            context,
+            recipe_,
+            out,
             train_source=train_source,
             val_source=val_source,
             model_spec=model,
@@ -810,160 +810,174 @@ def _is_distributed_failure(err: BaseException) -> bool:
     )
 
 
-@dataclass
 class _Run:
-    """One call of `train`: the state shared by its steps (kept small functions below)."""
+    """One call of `train`: its options, then (`_prepare`) everything the steps share."""
 
-    context: DistributedContext
-    recipe: Recipe
-    out: Path
-    train_source: Any
-    val_source: Any
-    model_spec: Any
-    pretrained: Any
-    model_args: dict[str, Any]
-    batch_size: int
-    accum_steps: int | None
-    seed: int
-    workers: int
-    device: torch.device
-    precision: str
-    grad_checkpointing: bool
-    views: tuple[int, int] | None
-    eval_batch_size: int
-    log_every: int
-    checkpoint_every: int
-    temporal_check: bool
-    tensorboard: bool | None
-    progress: Callable[[dict[str, Any]], None] | None
-    step: int = 0
-    best: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    failed_before: list[str] = field(default_factory=list)
-    writer: Any = None
-
-    # ------------------------------------------------------------ set-up
-    def run(self) -> TrainResult:
-        ctx = self.context
-        world = ctx.world_size
-        if self.accum_steps is None:
-            per_update = self.batch_size * world
-            if self.recipe.global_batch % per_update:
+    def __init__(self, context: DistributedContext, recipe: Recipe, out: Path, **options: Any) -> None:
+        self.context = context
+        self.recipe = recipe
+        self.out = out
+        self.train_source = options["train_source"]
+        self.val_source = options["val_source"]
+        self.model_spec = options["model_spec"]
+        self.pretrained = options["pretrained"]
+        self.model_args: dict[str, Any] = options["model_args"]
+        self.batch_size: int = options["batch_size"]
+        self.seed: int = options["seed"]
+        self.workers: int = options["workers"]
+        self.device: torch.device = options["device"]
+        self.precision: str = options["precision"]
+        self.grad_checkpointing: bool = options["grad_checkpointing"]
+        self.views: tuple[int, int] | None = options["views"]
+        self.eval_batch_size: int = options["eval_batch_size"]
+        self.log_every: int = options["log_every"]
+        self.checkpoint_every: int = options["checkpoint_every"]
+        self.temporal_check: bool = options["temporal_check"]
+        self.tensorboard: bool | None = options["tensorboard"]
+        self.progress: Callable[[dict[str, Any]], None] | None = options["progress"]
+        world = context.world_size
+        accum = options["accum_steps"]
+        if accum is None:
+            if recipe.global_batch % (self.batch_size * world):
                 raise ValueError(
-                    f"the global batch {self.recipe.global_batch} is not a multiple of batch_size {self.batch_size} x "
+                    f"the global batch {recipe.global_batch} is not a multiple of batch_size {self.batch_size} x "
                     f"{world} ranks; choose a batch size that divides it, or set accum_steps (or global_batch)"
                 )
-            self.accum_steps = self.recipe.global_batch // per_update
-        global_batch = self.batch_size * self.accum_steps * world
+            accum = recipe.global_batch // (self.batch_size * world)
+        self.accum_steps: int = accum
+        self.global_batch = self.batch_size * accum * world
+        # the run's state: restored from a checkpoint when resuming
+        self.step = 0
+        self.best: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+        self.failed_before: list[str] = []
+        self.writer: Any = None
 
+    # ------------------------------------------------------------ set-up
+    def _prepare(self) -> dict[str, Any] | None:
+        """Data, model, optimiser; compare with the folder's run. Returns the checkpoint to resume from."""
+        recipe, world = self.recipe, self.context.world_size
         records = _records_of(self.train_source)
         _seed_everything(_derived_seed(self.seed, _INIT))  # a fresh init (new layers, no weights) is the seed's
-        model = _build_model(self.model_spec, self.pretrained, self.model_args, self.recipe.drop_path_rate)
+        model = _build_model(self.model_spec, self.pretrained, self.model_args, recipe.drop_path_rate)
         labels = _resolve_labels(records, model, self.model_args.get("num_classes"))
         if not labels.keep_head:
             model.reset_classifier(labels.num_classes)
-        model_cfg, _ = model_data_config(model)
-        base_cfg = resolve_data_config(model_cfg)
+        base_cfg = resolve_data_config(model_data_config(model)[0])
         data_cfg = {
             **{k: base_cfg[k] for k in ("interpolation", "antialias", "mean", "std")},
-            **self.recipe.data_config(model.img_size, model.num_frames),
+            **recipe.data_config(model.img_size, model.num_frames),
         }
         if self.views is not None:
             data_cfg["test_views"] = tuple(self.views)
-        transform = train_transform(data_cfg, self.recipe)
-        names = labels.names
         train_set = VideoDataset(
-            records, "train", pretrained_cfg=data_cfg, label_names=names, transform=transform, seed=self.seed
+            records,
+            "train",
+            pretrained_cfg=data_cfg,
+            label_names=labels.names,
+            transform=train_transform(data_cfg, recipe),
+            seed=self.seed,
         )
         unlabelled = [i for i, t in enumerate(train_set.targets) if (min(t) if isinstance(t, tuple) else t) < 0]
         if unlabelled:
             r = train_set.records[unlabelled[0]]
             raise ValueError(
-                f"{len(unlabelled)} of {len(train_set)} training videos have no label (first: {r.where or shown_path(r.path)})"
+                f"{len(unlabelled)} of {len(train_set)} training videos have no label "
+                f"(first: {r.where or shown_path(r.path)})"
             )
-        val_set = None
-        if self.val_source is not None:
-            val_set = VideoDataset(
-                self.val_source, "eval", pretrained_cfg=data_cfg, label_names=names, views=data_cfg["test_views"]
+        self.val_set = (
+            None
+            if self.val_source is None
+            else VideoDataset(
+                self.val_source,
+                "eval",
+                pretrained_cfg=data_cfg,
+                label_names=labels.names,
+                views=data_cfg["test_views"],
             )
-        sampler = StepSampler(len(train_set), self.seed, self.batch_size, self.accum_steps, world, ctx.rank)
+        )
+        sampler = StepSampler(len(train_set), self.seed, self.batch_size, self.accum_steps, world, self.context.rank)
         if sampler.steps_per_epoch < 1:
             raise ValueError(
-                f"the training set has {len(train_set)} videos, fewer than one global batch of {global_batch} "
+                f"the training set has {len(train_set)} videos, fewer than one global batch of {self.global_batch} "
                 f"(batch_size {self.batch_size} x accum_steps {self.accum_steps} x {world} ranks): lower the "
                 "global batch (global_batch, --global-batch) or the accumulation (accum_steps, --accum-steps)"
             )
-        spe = sampler.steps_per_epoch
-        total_steps = spe * self.recipe.epochs
-        warmup_steps = int(self.recipe.warmup_epochs * spe)  # Scenic: int(2.5 * steps_per_epoch)
-        base_lr = self.recipe.lr_for(model)
-
-        settings = {
-            "vivit_version": __version__,
-            "train": _describe_source(self.train_source),
-            "train_videos": len(records),
-            "train_fingerprint": _fingerprint(records),
-            "val": None if self.val_source is None else _describe_source(self.val_source),
-            "model": self.model_spec if isinstance(self.model_spec, str) else type(self.model_spec).__name__,
-            "initial_weights": _weights_digest(model) if isinstance(self.model_spec, nn.Module) else None,
-            "pretrained": self.pretrained if not isinstance(self.pretrained, os.PathLike) else str(self.pretrained),
-            "model_args": _jsonable(self.model_args),
-            "recipe": self.recipe.name,
-            "settings": self.recipe.settings(),
-            "base_lr": base_lr,
-            "label_names": labels.label_names,
-            "class_splits": labels.class_splits,
-            "batch_size": self.batch_size,
-            "accum_steps": self.accum_steps,
-            "world_size": world,
-            "global_batch": global_batch,
-            "seed": self.seed,
-            "precision": self.precision,
-            "grad_checkpointing": self.grad_checkpointing,
-            "views": list(data_cfg["test_views"]),
-            "workers": self.workers,
-            "device": str(self.device),
-            "log_every": self.log_every,
-            "checkpoint_every": self.checkpoint_every,
-            "temporal_check": self.temporal_check,
-        }
-        settings = _jsonable(settings)
-        checkpoint = self._open_folder(settings)
+        self.train_set, self.sampler, self.labels = train_set, sampler, labels
+        self.steps_per_epoch = sampler.steps_per_epoch
+        self.total_steps = self.steps_per_epoch * recipe.epochs
+        self.warmup_steps = int(recipe.warmup_epochs * self.steps_per_epoch)  # Scenic: int(2.5 * steps_per_epoch)
+        self.base_lr = recipe.lr_for(model)
+        self.settings = _jsonable(
+            {
+                "vivit_version": __version__,
+                "train": _describe_source(self.train_source),
+                "train_videos": len(records),
+                "train_fingerprint": _fingerprint(records),
+                "val": None if self.val_source is None else _describe_source(self.val_source),
+                "model": self.model_spec if isinstance(self.model_spec, str) else type(self.model_spec).__name__,
+                "initial_weights": _weights_digest(model) if isinstance(self.model_spec, nn.Module) else None,
+                "pretrained": str(self.pretrained) if isinstance(self.pretrained, os.PathLike) else self.pretrained,
+                "model_args": self.model_args,
+                "recipe": recipe.name,
+                "settings": recipe.settings(),
+                "base_lr": self.base_lr,
+                "label_names": labels.label_names,
+                "class_splits": labels.class_splits,
+                "batch_size": self.batch_size,
+                "accum_steps": self.accum_steps,
+                "world_size": world,
+                "global_batch": self.global_batch,
+                "seed": self.seed,
+                "precision": self.precision,
+                "grad_checkpointing": self.grad_checkpointing,
+                "views": data_cfg["test_views"],
+                "workers": self.workers,
+                "device": str(self.device),
+                "log_every": self.log_every,
+                "checkpoint_every": self.checkpoint_every,
+                "temporal_check": self.temporal_check,
+            }
+        )
+        checkpoint = self._open_folder()
 
         model.pretrained_cfg = self._saved_cfg(model, data_cfg, labels)
         model.to(self.device)
         if self.grad_checkpointing:
             model.set_grad_checkpointing(True)
         model.train()
-        optimizer = create_optimizer(
+        self.model = model
+        self.optimizer = create_optimizer(
             model,
-            self.recipe.optimizer,
-            lr=base_lr,
-            weight_decay=self.recipe.weight_decay,
-            momentum=self.recipe.momentum,
-            layer_decay=self.recipe.layer_decay,
+            recipe.optimizer,
+            lr=self.base_lr,
+            weight_decay=recipe.weight_decay,
+            momentum=recipe.momentum,
+            layer_decay=recipe.layer_decay,
         )
-        scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
-        ema = ModelEmaV3(model, decay=self.recipe.ema_decay) if self.recipe.ema_decay > 0 else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay > 0 else None
+        return checkpoint
+
+    def run(self) -> TrainResult:
+        checkpoint = self._prepare()
+        ctx = self.context
         if checkpoint is not None:
-            self._restore(checkpoint, model, optimizer, scaler, ema)
+            self._restore(checkpoint)
         resumed_from = self.step if checkpoint is not None else None
-
-        if self.step >= total_steps and (self.out / RESULT_FILE).exists():
+        if self.step >= self.total_steps and (self.out / RESULT_FILE).exists():
             stored = json.loads((self.out / RESULT_FILE).read_text(encoding="utf-8"))
-            stored["out_dir"] = self.out
-            stored["already_complete"] = True
-            return TrainResult(**{k: stored[k] for k in (f.name for f in dataclasses.fields(TrainResult))})
-
-        ddp: nn.Module = model
+            stored.update(out_dir=self.out, already_complete=True)
+            return TrainResult(**{f.name: stored[f.name] for f in dataclasses.fields(TrainResult)})
+        self.ddp: nn.Module = self.model
         if ctx.distributed:
-            ddp = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        loader = DataLoader(
-            _TrainItems(train_set),
+        self.loader = DataLoader(
+            _TrainItems(self.train_set),
             batch_size=self.batch_size,
-            sampler=sampler,
+            sampler=self.sampler,
             num_workers=self.workers,
             collate_fn=_collate,
             pin_memory=self.device.type == "cuda",
@@ -976,45 +990,29 @@ class _Run:
             {
                 "event": "start",
                 "step": self.step,
-                "total_steps": total_steps,
-                "steps_per_epoch": spe,
+                "total_steps": self.total_steps,
+                "steps_per_epoch": self.steps_per_epoch,
                 "epochs": self.recipe.epochs,
                 "resumed": resumed_from is not None,
-                "train_videos": len(train_set),
-                "val_videos": len(val_set) if val_set is not None else 0,
-                "classes": labels.num_classes,
-                "global_batch": global_batch,
+                "train_videos": len(self.train_set),
+                "val_videos": len(self.val_set) if self.val_set is not None else 0,
+                "classes": self.labels.num_classes,
+                "global_batch": self.global_batch,
                 "accum_steps": self.accum_steps,
-                "world_size": world,
+                "world_size": ctx.world_size,
                 "device": str(self.device),
-                "lr": base_lr,
+                "lr": self.base_lr,
             }
         )
         try:
             with warnings.catch_warnings():
                 _quiet_skips()  # skipped videos are counted in the log and the result, not printed by each reader
-                self._loop(
-                    ddp,
-                    model,
-                    optimizer,
-                    scaler,
-                    ema,
-                    loader,
-                    sampler,
-                    train_set,
-                    val_set,
-                    labels,
-                    total_steps,
-                    spe,
-                    warmup_steps,
-                    base_lr,
-                    settings,
-                )
-                temporal = self._finish(model, ema, val_set, labels, total_steps, spe)
+                self._loop()
+                temporal = self._temporal_check()
         except Exception as err:
             if ctx.distributed and _is_distributed_failure(err):
                 raise DistributedTrainingError(
-                    f"rank {ctx.rank} of {world} lost contact with the other ranks at step {self.step + 1} "
+                    f"rank {ctx.rank} of {ctx.world_size} lost contact with the other ranks at step {self.step + 1} "
                     f"({_first_words(err)}): a rank died, hung, or the network failed; the last "
                     f"checkpoint in {self.out} is intact: re-run the same command to resume"
                 ) from err
@@ -1022,12 +1020,12 @@ class _Run:
         finally:
             if self.writer is not None:
                 self.writer.close()
-        failed = sorted(set(self.failed_before) | set(self._failed_paths(train_set)))
+        failed = sorted(set(self.failed_before) | set(self._failed_paths()))
         failed = sorted({f for part in ctx.all_gather(failed) for f in part})
         result = TrainResult(
             out_dir=self.out,
             steps=self.step,
-            epochs=self.step // spe,
+            epochs=self.step // self.steps_per_epoch,
             resumed_from=resumed_from,
             metrics=self.metrics,
             best=self.best,
@@ -1040,7 +1038,7 @@ class _Run:
             self._log({"event": "end", "step": self.step, "temporal_check": temporal, "num_failed": len(failed)})
         return result
 
-    def _open_folder(self, settings: dict[str, Any]) -> dict[str, Any] | None:
+    def _open_folder(self) -> dict[str, Any] | None:
         """Compare with (or write) the settings record; the checkpoint to resume from, if any."""
         out = self.out
         path = out / SETTINGS_FILE
@@ -1049,7 +1047,7 @@ class _Run:
                 old = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as err:
                 raise ValueError(f"{path} is unreadable ({err}); it is not a vivit run folder any more") from None
-            differences = _settings_differences(old, settings)
+            differences = _settings_differences(old, self.settings)
             if differences:
                 raise ValueError(
                     f"{out} holds a run with other settings; this call has "
@@ -1058,15 +1056,14 @@ class _Run:
                     + ". Use another folder, or the same settings to resume"
                 )
         checkpoint = None
-        ckpt_path = out / CHECKPOINT_FILE
-        if ckpt_path.exists():
-            checkpoint = _load_checkpoint(ckpt_path, _settings_digest(settings))
+        if (out / CHECKPOINT_FILE).exists():
+            checkpoint = _load_checkpoint(out / CHECKPOINT_FILE, _settings_digest(self.settings))
         self.context.barrier()  # every rank has read the folder before rank 0 changes it
         if self.context.is_main:
             out.mkdir(parents=True, exist_ok=True)
             _clean_leftovers(out)
             if not path.exists():
-                _write_json(path, settings)
+                _write_json(path, self.settings)
             log = out / LOG_FILE
             keep = int(checkpoint["log_bytes"]) if checkpoint is not None else 0
             if log.exists() and log.stat().st_size > keep:  # lines after the checkpoint are redone
@@ -1078,7 +1075,7 @@ class _Run:
     def _saved_cfg(self, model: ViViT, data_cfg: Mapping[str, Any], labels: _Labels) -> dict[str, Any]:
         """The pretrained_cfg of the saved models: their evaluation preprocessing and label names."""
         old = dict(getattr(model, "pretrained_cfg", None) or {})
-        cfg: dict[str, Any] = {key: data_cfg[key] for key in data_cfg}
+        cfg: dict[str, Any] = dict(data_cfg)
         cfg["num_classes"] = labels.num_classes
         if labels.label_names is not None:
             cfg["label_names"] = tuple(labels.label_names)
@@ -1106,54 +1103,39 @@ class _Run:
         return SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step)
 
     # ------------------------------------------------------------ checkpoints
-    def _restore(
-        self,
-        checkpoint: Mapping[str, Any],
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scaler: Any,
-        ema: ModelEmaV3 | None,
-    ) -> None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if scaler is not None and checkpoint.get("scaler"):
-            scaler.load_state_dict(checkpoint["scaler"])
-        if ema is not None:
-            ema.module.load_state_dict(checkpoint["ema"])
+    def _restore(self, checkpoint: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scaler is not None and checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(checkpoint["ema"])
         _set_rng_state(checkpoint["rng"])
         self.step = int(checkpoint["step"])
         self.best = dict(checkpoint.get("best") or {})
         self.metrics = dict(checkpoint.get("metrics") or {})
         self.failed_before = list(checkpoint.get("failed") or [])
 
-    def _checkpoint(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scaler: Any,
-        ema: ModelEmaV3 | None,
-        settings: Mapping[str, Any],
-        spe: int,
-        train_set: VideoDataset,
-    ) -> None:
+    def _checkpoint(self) -> None:
+        """Everything the next step needs, written atomically by rank 0 (the others have the same state)."""
         if not self.context.is_main:
             return
         log = self.out / LOG_FILE
         state = {
             "format": _CHECKPOINT_FORMAT,
             "version": _CHECKPOINT_VERSION,
-            "settings_digest": _settings_digest(settings),
+            "settings_digest": _settings_digest(self.settings),
             "step": self.step,
-            "epoch": self.step // spe,
-            "position_in_epoch": self.step % spe,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
-            "ema": ema.module.state_dict() if ema is not None else None,
+            "epoch": self.step // self.steps_per_epoch,
+            "position_in_epoch": self.step % self.steps_per_epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "rng": _rng_state(),
             "best": _jsonable(self.best),
             "metrics": _jsonable(self.metrics),
-            "failed": sorted(set(self.failed_before) | set(self._failed_paths(train_set))),
+            "failed": sorted(set(self.failed_before) | set(self._failed_paths())),
             "log_bytes": log.stat().st_size if log.exists() else 0,
             "vivit_version": __version__,
         }
@@ -1164,8 +1146,8 @@ class _Run:
         except OSError as err:
             raise _disk_error(err, path) from None
 
-    def _failed_paths(self, dataset: VideoDataset) -> list[str]:
-        return [shown_path(dataset.records[i].path) for i in dataset.failed_indices()]
+    def _failed_paths(self) -> list[str]:
+        return [shown_path(self.train_set.records[i].path) for i in self.train_set.failed_indices()]
 
     # ------------------------------------------------------------ logging
     def _emit(self, event: dict[str, Any]) -> None:
@@ -1185,138 +1167,123 @@ class _Run:
         self._emit({**line, "event": "log" if line.get("event") == "train" else line.get("event")})
 
     # ------------------------------------------------------------ the loop
-    def _loop(
-        self,
-        ddp: nn.Module,
-        model: ViViT,
-        optimizer: torch.optim.Optimizer,
-        scaler: Any,
-        ema: ModelEmaV3 | None,
-        loader: DataLoader,
-        sampler: StepSampler,
-        train_set: VideoDataset,
-        val_set: VideoDataset | None,
-        labels: _Labels,
-        total_steps: int,
-        spe: int,
-        warmup_steps: int,
-        base_lr: float,
-        settings: Mapping[str, Any],
-    ) -> None:
-        ctx = self.context
-        recipe = self.recipe
-        accum = self.accum_steps
-        assert accum is not None
-        mixup = (
+    def _loop(self) -> None:
+        recipe, spe = self.recipe, self.steps_per_epoch
+        self.mixup = (
             Mixup(
                 mixup_alpha=recipe.mixup_alpha,
                 cutmix_alpha=recipe.cutmix_alpha,
                 label_smoothing=recipe.label_smoothing,
-                num_classes=labels.num_classes,
-                class_splits=labels.class_splits,
+                num_classes=self.labels.num_classes,
+                class_splits=self.labels.class_splits,
             )
             if recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0
             else None
         )
-        soft_loss = SoftTargetCrossEntropy(labels.class_splits)
-        hard_loss = LabelSmoothingCrossEntropy(recipe.label_smoothing, labels.class_splits)
-        autocast = self._autocast()
-        params = [p for p in model.parameters() if p.requires_grad]
-        window_loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        window_steps = 0
-        window_start = time.perf_counter()
-        grad_norm = None
-        while self.step < total_steps:
+        self.soft_loss = SoftTargetCrossEntropy(self.labels.class_splits)
+        self.hard_loss = LabelSmoothingCrossEntropy(recipe.label_smoothing, self.labels.class_splits)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.window_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.window_steps = 0
+        self.window_start = time.perf_counter()
+        while self.step < self.total_steps:
             epoch, position = divmod(self.step, spe)
-            sampler.set_position(epoch, position)
-            train_set.set_epoch(epoch)  # seeds each video's clip and augmentation: (seed, epoch, index)
-            batches = iter(loader)
+            self.sampler.set_position(epoch, position)
+            self.train_set.set_epoch(epoch)  # seeds each video's clip and augmentation: (seed, epoch, index)
+            batches = iter(self.loader)
             for _ in range(position, spe):
-                optimizer.zero_grad(set_to_none=True)
-                step_loss = torch.zeros((), dtype=torch.float64, device=self.device)
-                for k in range(accum):
-                    batch = next(batches)
-                    if "fatal" in batch:
-                        raise ValueError(batch["fatal"])
-                    micro = ctx.rank * accum + k
-                    _seed_everything(_derived_seed(self.seed, self.step, micro, _MICRO))
-                    clips = batch["video"].to(self.device, non_blocking=True)
-                    targets = batch["label"].to(self.device, non_blocking=True)
-                    sync = ddp.no_sync() if ctx.distributed and k < accum - 1 else nullcontext()  # type: ignore[operator]
-                    with sync:
-                        if mixup is not None:
-                            clips, soft = mixup(clips, targets)
-                            with autocast():
-                                loss = soft_loss(ddp(clips), soft)
-                        else:
-                            with autocast():
-                                loss = hard_loss(ddp(clips), targets)
-                        scaled = loss / accum
-                        (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                    step_loss += loss.detach().double()
-                lr = warmup_cosine_lr(self.step, base_lr, warmup_steps, total_steps)
-                set_learning_rate(optimizer, lr)
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                if recipe.grad_clip is not None:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                self.step += 1
-                if ema is not None:
-                    ema.update(model, self.step)
-                window_loss += step_loss / accum
-                window_steps += 1
-                logging_step = self.step % self.log_every == 0 or self.step == total_steps
-                loss_value = None
-                if logging_step:
-                    totals = torch.stack([window_loss, torch.full_like(window_loss, window_steps)])
-                    if ctx.distributed:
-                        dist.all_reduce(totals)  # on this rank's device: nccl reduces CUDA tensors only
-                    loss_value = float(totals[0] / totals[1])
-                    if not math.isfinite(loss_value):
-                        raise FloatingPointError(
-                            f"the training loss became {loss_value} by step {self.step} (lr {lr:.3g}); the "
-                            "checkpoint before it is kept: lower the learning rate (lr=...) or use fp32"
-                        )
-                    elapsed = time.perf_counter() - window_start
-                    line = {
-                        "event": "train",
-                        "step": self.step,
-                        "epoch": self.step / spe,
-                        "loss": loss_value,
-                        "lr": lr,
-                        "grad_norm": None if grad_norm is None else float(grad_norm),
-                        "clips_per_s": window_steps * sampler.global_batch / max(elapsed, 1e-9),
-                        "failed_videos": train_set.num_failed,
-                    }
-                    self._log(line)
-                    if self.writer is not None:
-                        for key in ("loss", "lr", "grad_norm", "clips_per_s"):
-                            if line[key] is not None:
-                                self.writer.add_scalar(f"train/{key}", line[key], self.step)
-                    window_loss.zero_()
-                    window_steps = 0
-                    window_start = time.perf_counter()
-                self._emit({"event": "step", "step": self.step, "epoch": self.step / spe, "lr": lr, "loss": loss_value})
+                lr, grad_norm = self._update(batches)
+                loss = self._log_step(lr, grad_norm) if self._logging_step() else None
+                self._emit({"event": "step", "step": self.step, "epoch": self.step / spe, "lr": lr, "loss": loss})
                 epoch_end = self.step % spe == 0
                 if epoch_end:
                     done = self.step // spe
-                    if val_set is not None and (done % recipe.eval_every == 0 or self.step == total_steps):
-                        self._evaluate(model, ema, val_set, labels, spe)
-                    if ctx.is_main:
-                        _save_model_dir(self._evaluated(model, ema), self.out / "last")
+                    if self.val_set is not None and (done % recipe.eval_every == 0 or self.step == self.total_steps):
+                        self._evaluate()
+                    if self.context.is_main:
+                        _save_model_dir(self._evaluated(), self.out / "last")
                 if epoch_end or self.step % self.checkpoint_every == 0:
-                    if not bool(torch.isfinite(window_loss)):  # never checkpoint weights that went NaN
-                        raise FloatingPointError(
-                            f"the training loss became {float(window_loss)} by step {self.step} (lr {lr:.3g}); the "
-                            "checkpoint before it is kept: lower the learning rate (lr=...) or use fp32"
-                        )
-                    self._checkpoint(model, optimizer, scaler, ema, settings, spe, train_set)
-            # the epoch's iterator is exhausted here: persistent workers wait for the next epoch
+                    if not bool(torch.isfinite(self.window_loss)):  # never checkpoint weights that went NaN
+                        raise _diverged(float(self.window_loss), self.step, lr)
+                    self._checkpoint()
+            # the sampler is exhausted here: persistent workers wait for the next epoch's iterator
+
+    def _update(self, batches: Iterator[dict[str, Any]]) -> tuple[float, torch.Tensor | None]:
+        """One optimiser update from `accum_steps` micro-batches; returns its learning rate and gradient norm."""
+        ctx, accum = self.context, self.accum_steps
+        autocast = self._autocast()
+        self.optimizer.zero_grad(set_to_none=True)
+        step_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        for k in range(accum):
+            batch = next(batches)
+            if "fatal" in batch:
+                raise ValueError(batch["fatal"])
+            # mixup, drop path and dropout of micro-batch m of step s draw from (seed, s, m) on every rank layout
+            _seed_everything(_derived_seed(self.seed, self.step, ctx.rank * accum + k, _MICRO))
+            clips = batch["video"].to(self.device, non_blocking=True)
+            targets = batch["label"].to(self.device, non_blocking=True)
+            last = k == accum - 1
+            with self.ddp.no_sync() if ctx.distributed and not last else nullcontext():  # type: ignore[operator]
+                if self.mixup is not None:
+                    clips, soft = self.mixup(clips, targets)
+                    with autocast():
+                        loss = self.soft_loss(self.ddp(clips), soft)
+                else:
+                    with autocast():
+                        loss = self.hard_loss(self.ddp(clips), targets)
+                scaled = loss / accum
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            step_loss += loss.detach().double()
+        lr = warmup_cosine_lr(self.step, self.base_lr, self.warmup_steps, self.total_steps)
+        set_learning_rate(self.optimizer, lr)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = None
+        if self.recipe.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.recipe.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        self.window_loss += step_loss / accum
+        self.window_steps += 1
+        return lr, grad_norm
+
+    def _logging_step(self) -> bool:
+        return self.step % self.log_every == 0 or self.step == self.total_steps
+
+    def _log_step(self, lr: float, grad_norm: torch.Tensor | None) -> float:
+        """The mean loss since the last line over every rank, written to log.jsonl (and TensorBoard)."""
+        totals = torch.stack([self.window_loss, torch.full_like(self.window_loss, self.window_steps)])
+        if self.context.distributed:
+            dist.all_reduce(totals)  # on this rank's device: nccl reduces CUDA tensors only
+        loss = float(totals[0] / totals[1])
+        if not math.isfinite(loss):
+            raise _diverged(loss, self.step, lr)
+        elapsed = time.perf_counter() - self.window_start
+        line = {
+            "event": "train",
+            "step": self.step,
+            "epoch": self.step / self.steps_per_epoch,
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": None if grad_norm is None else float(grad_norm),
+            "clips_per_s": self.window_steps * self.global_batch / max(elapsed, 1e-9),
+            "failed_videos": self.train_set.num_failed,
+        }
+        self._log(line)
+        if self.writer is not None:
+            for key in ("loss", "lr", "grad_norm", "clips_per_s"):
+                if line[key] is not None:
+                    self.writer.add_scalar(f"train/{key}", line[key], self.step)
+        self.window_loss.zero_()
+        self.window_steps = 0
+        self.window_start = time.perf_counter()
+        return loss
 
     def _autocast(self) -> Callable[[], Any]:
         if self.precision == "fp32":
@@ -1325,61 +1292,59 @@ class _Run:
         device_type = self.device.type
         return lambda: torch.autocast(device_type, dtype=dtype)
 
-    def _evaluated(self, model: ViViT, ema: ModelEmaV3 | None) -> ViViT:
+    # ------------------------------------------------------------ evaluation
+    def _evaluated(self) -> ViViT:
         """The weights that are scored and saved: the EMA's when there is one."""
-        return ema.module if ema is not None else model  # type: ignore[return-value]
+        return self.ema.module if self.ema is not None else self.model  # type: ignore[return-value]
 
-    def _evaluate(self, model: ViViT, ema: ModelEmaV3 | None, val_set: VideoDataset, labels: _Labels, spe: int) -> None:
-        scored = self._evaluated(model, ema)
-        scores, failed = _score(
-            scored,
-            val_set,
-            labels,
+    def _scores(self, perturbations: Sequence[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        assert self.val_set is not None
+        return _score(
+            self._evaluated(),
+            self.val_set,
+            self.labels,
             self.context,
             self.device,
             batch=self.eval_batch_size,
             workers=self.workers,
             autocast=self._autocast(),
-            perturbations=(),
+            perturbations=perturbations,
             seed=self.seed,
         )
+
+    def _evaluate(self) -> None:
+        scores, failed = self._scores(())
         metrics = {**scores["none"], "num_failed": len(failed)}
         self.metrics = metrics
+        epoch = self.step // self.steps_per_epoch
         key, value = _headline(metrics)
         improved = value is not None and (self.best.get("value") is None or value > self.best["value"])
         if improved:
-            self.best = {"step": self.step, "epoch": self.step // spe, "metric": key, "value": value}
+            self.best = {"step": self.step, "epoch": epoch, "metric": key, "value": value}
             if self.context.is_main:
-                _save_model_dir(scored, self.out / "best")
-        self._log({"event": "eval", "step": self.step, "epoch": self.step // spe, **metrics, "best": improved})
+                _save_model_dir(self._evaluated(), self.out / "best")
+        self._log({"event": "eval", "step": self.step, "epoch": epoch, **metrics, "best": improved})
         if self.writer is not None:
             for name, number in metrics.items():
                 if isinstance(number, (int, float)) and math.isfinite(number):
                     self.writer.add_scalar(f"eval/{name}", number, self.step)
 
-    def _finish(
-        self, model: ViViT, ema: ModelEmaV3 | None, val_set: VideoDataset | None, labels: _Labels, total: int, spe: int
-    ) -> dict[str, float] | None:
-        """After the last step: the temporal check on the validation set."""
-        if val_set is None or not self.temporal_check:
+    def _temporal_check(self) -> dict[str, float | None] | None:
+        """After the last step: top-1 on the validation clips as they are and with their time destroyed."""
+        if self.val_set is None or not self.temporal_check:
             return None
-        scores, _ = _score(
-            self._evaluated(model, ema),
-            val_set,
-            labels,
-            self.context,
-            self.device,
-            batch=self.eval_batch_size,
-            workers=self.workers,
-            autocast=self._autocast(),
-            perturbations=TEMPORAL_PERTURBATIONS,
-            seed=self.seed,
-        )
-        out = {}
-        for mode, name in zip(("none", *TEMPORAL_PERTURBATIONS), ("normal", "shuffled", "reversed", "middle_frame")):
-            out[name] = _headline(scores[mode])[1]
+        scores, _ = self._scores(TEMPORAL_PERTURBATIONS)
+        names = ("normal", "shuffled", "reversed", "middle_frame")
+        out = {name: _headline(scores[mode])[1] for mode, name in zip(("none", *TEMPORAL_PERTURBATIONS), names)}
         self._log({"event": "temporal_check", "step": self.step, **out})
-        return out  # type: ignore[return-value]
+        return out
+
+
+def _diverged(loss: float, step: int, lr: float) -> FloatingPointError:
+    return FloatingPointError(
+        f"the training loss became {loss} by step {step} (lr {lr:.3g}); the checkpoint before it is kept: "
+        "lower the learning rate (lr=..., --lr) or use fp32"
+    )
 
 
 def _describe_source(source: Any) -> Any:
@@ -1391,7 +1356,9 @@ def _describe_source(source: Any) -> Any:
 def _load_checkpoint(path: Path, digest: str) -> dict[str, Any]:
     """Read our own checkpoint safely (`weights_only=True`: tensors and plain data, no code)."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's remarks on a foreign file's pickle protocol: the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, corrupted or foreign file
         raise ValueError(
             f"{path} cannot be read as a vivit training checkpoint ({type(err).__name__}: "
