@@ -1185,6 +1185,7 @@ class _Run:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.window_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         self.window_steps = 0
+        self.window_data_s = 0.0
         self.window_start = time.perf_counter()
         while self.step < self.total_steps:
             epoch, position = divmod(self.step, spe)
@@ -1215,7 +1216,9 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         step_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         for k in range(accum):
+            waited = time.perf_counter()
             batch = next(batches)
+            self.window_data_s += time.perf_counter() - waited
             if "fatal" in batch:
                 raise ValueError(batch["fatal"])
             # mixup, drop path and dropout of micro-batch m of step s draw from (seed, s, m) on every rank layout
@@ -1273,6 +1276,8 @@ class _Run:
             "lr": lr,
             "grad_norm": None if grad_norm is None else float(grad_norm),
             "clips_per_s": self.window_steps * self.global_batch / max(elapsed, 1e-9),
+            "seconds_per_step": elapsed / self.window_steps,  # wall clock, since the last line
+            "data_seconds_per_step": self.window_data_s / self.window_steps,  # of it, waiting for batches
             "failed_videos": self.train_set.num_failed,
         }
         self._log(line)
@@ -1282,6 +1287,7 @@ class _Run:
                     self.writer.add_scalar(f"train/{key}", line[key], self.step)
         self.window_loss.zero_()
         self.window_steps = 0
+        self.window_data_s = 0.0
         self.window_start = time.perf_counter()
         return loss
 
