@@ -1476,7 +1476,8 @@ def run_train(args: argparse.Namespace) -> int:
         _out(f"last: {_train_metrics(result.metrics)}  ({out / 'last'})")
     if result.best:
         _out(
-            f"best: {result.best['metric']} {result.best['value']:.2f}% at epoch {result.best['epoch']}  ({out / 'best'})"
+            f"best: {result.best['metric'].replace('top', 'top-')} {result.best['value']:.2f}% at epoch "
+            f"{result.best['epoch']}  ({out / 'best'})"
         )
     elif not args.val:
         _out(f"model: {out / 'last'}")
