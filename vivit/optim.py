@@ -140,7 +140,8 @@ def _param_groups_weight_decay(model: nn.Module, weight_decay: float) -> list[di
     model_no_decay = getattr(model, "no_weight_decay", None)
     if callable(model_no_decay):
         skip = set(model_no_decay())
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 or name in skip else decay).append(p)

@@ -84,7 +84,7 @@ from .predict import model_data_config
 from .recipes import Recipe, get_recipe
 from .version import __version__
 
-__all__ = ["PRECISIONS", "DistributedTrainingError", "TrainResult", "train", "train_transform"]
+__all__ = ["PRECISIONS", "DistributedTrainingError", "StepSampler", "TrainResult", "train", "train_transform"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class TrainResult:
     resumed_from: int | None
     metrics: dict[str, Any]
     best: dict[str, Any]
-    temporal_check: dict[str, float] | None
+    temporal_check: dict[str, float | None] | None
     num_failed: int
     failed: list[str]
     already_complete: bool = False
@@ -754,6 +754,9 @@ def train(
     if precision == "fp16" and requested.type != "cuda":
         raise ValueError("precision fp16 needs a CUDA device (it uses a grad scaler); use bf16 on the CPU")
     with training_context(requested) as context:
+        rank_device = local_device(device, context)
+        if rank_device.type == "cuda":  # each rank's kernels and nccl calls on its own GPU
+            torch.cuda.set_device(rank_device)
         run = _Run(
             context,
             recipe_,
@@ -767,7 +770,7 @@ def train(
             accum_steps=accum_steps,
             seed=int(seed),
             workers=int(workers),
-            device=local_device(device, context),
+            device=rank_device,
             precision=precision,
             grad_checkpointing=grad_checkpointing,
             views=views,
