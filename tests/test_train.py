@@ -495,6 +495,7 @@ def test_cli_train_show_lists_values_with_sources():
     for argv, message in (
         (["--recipe", "kinetics"], "argument --recipe: invalid choice: 'kinetics'"),
         (["--label-smoothing", "lots", "--show"], "--label-smoothing: expected float, got 'lots'"),
+        (["--mixin", "0.2", "--show"], "unrecognized arguments: --mixin"),
         (["x", "--model", "vivit_ti_st"], "--out is required (or --show)"),
         (["x", "--model", "vivit_tiny", "--out", "o"], "unknown model 'vivit_tiny'"),
     ):
