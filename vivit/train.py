@@ -40,7 +40,6 @@ import dataclasses
 import errno
 import hashlib
 import json
-import logging
 import math
 import os
 import random
@@ -86,7 +85,6 @@ from .version import __version__
 
 __all__ = ["PRECISIONS", "DistributedTrainingError", "StepSampler", "TrainResult", "train", "train_transform"]
 
-logger = logging.getLogger(__name__)
 
 #: Values of `precision`: fp32; bf16 autocast (CPU and GPU); fp16 autocast with a grad scaler (GPU).
 PRECISIONS = ("fp32", "bf16", "fp16")
