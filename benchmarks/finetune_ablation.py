@@ -349,7 +349,7 @@ def main() -> None:
     results["wall_s"] = time.time() - clock
     print(f"\n{results['wall_s'] / 60:.1f} min; load at the end {os.getloadavg()[0]:.1f}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     assert all(math.isfinite(r.get("held_out", 0.0)) for r in results["rows"])
