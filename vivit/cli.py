@@ -1242,27 +1242,25 @@ def _setting_value(kind: str) -> Callable[[str], Any]:
 
     def parse(text: str) -> Any:
         lowered = text.strip().lower()
+        if kind.endswith("?") and lowered in ("none", "off"):
+            return None
         try:
-            if kind in ("float?", "pair?") and lowered in ("none", "off"):
-                return None
-            if kind in ("float", "float?"):
+            if kind.startswith("float"):
                 value = float(text)
-                if not math.isfinite(value):
-                    raise ValueError
-                return value
-            if kind == "int":
+                if math.isfinite(value):
+                    return value
+            elif kind == "int":
                 return int(text)
-            if kind in ("pair", "pair?"):
+            else:  # a pair
                 parts = [p for p in re.split(r"[,x]", lowered) if p]
-                if len(parts) != 2:
-                    raise ValueError
-                return tuple((float if kind == "pair" else int)(p) for p in parts)
+                if len(parts) == 2:
+                    return tuple((float if kind == "pair" else int)(p) for p in parts)
         except ValueError:
             pass
-        else:
-            return text
-        hint = {"pair": "two numbers such as 0.9,1.33", "pair?": "two integers such as 2,15, or none"}.get(kind, kind)
-        raise argparse.ArgumentTypeError(f"expected {hint.replace('float?', 'a number or none')}, got {text!r}")
+        hint = {"pair": "two numbers such as 0.9,1.33", "pair?": "two integers such as 2,15, or none"}
+        raise argparse.ArgumentTypeError(
+            f"expected {hint.get(kind, 'a number or none' if kind == 'float?' else kind)}, got {text!r}"
+        )
 
     return parse
 
