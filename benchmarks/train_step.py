@@ -6,12 +6,13 @@
    size. The job's step is its log line's `seconds_per_step - data_seconds_per_step` (wall time per update
    minus the time spent waiting for the DataLoader, which the data benchmarks cover). The two contenders
    alternate in one process, `--rounds` times; the medians over steps (first steps dropped) and rounds
-   are compared. Clips are uint8 .npy arrays at the crop size, read by 2 DataLoader workers.
+   are compared. Clips are uint8 .npy arrays at the crop size, decoded in the main process by default
+   (`--workers 0`: their time is the wait that is subtracted, and no worker takes CPU from the step).
 2. **Ranks and accumulation**: 2 gloo ranks x batch 2 against 1 rank x batch 2 x 2 accumulation steps
    (the same global batches, `vivit train` under `torch.distributed.run`), 10 updates of a tiny model:
    the largest weight difference. Equal by construction up to float rounding (see tests/test_train_distributed.py).
 
-    python benchmarks/train_step.py                            # vivit_s_fe, 8 x 112^2, batch 4: ~10 min
+    python benchmarks/train_step.py --threads 1                # vivit_s_fe, 8 x 112^2, batch 4: ~10 min
     python benchmarks/train_step.py --model vivit_b_fe --frames 8 --size 224 --batch 2 --rounds 3
 
 The load average is printed with every figure: on a shared 2-core machine, trust only ratios measured
@@ -90,7 +91,7 @@ def job_steps(args: argparse.Namespace, data: Path, steps: int) -> list[float]:
             color_prob=0.0,  # not in this build before the trainlib merge; the data side is not timed here
             color_drop_prob=0.0,
             frame_stride=1,
-            workers=2,
+            workers=args.workers,
             log_every=1,
             checkpoint_every=10**9,
             tensorboard=False,
@@ -160,6 +161,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=12, help="updates per contender and round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="the job's DataLoader workers (default 0: decoding happens between steps and is subtracted; "
+        "workers would take CPU from the step on a 2-core machine)",
+    )
     p.add_argument("--skip-ranks", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
