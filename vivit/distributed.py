@@ -31,6 +31,8 @@ __all__ = [
     "local_device",
     "resolve_device",
     "shard",
+    "training_context",
+    "training_timeout",
 ]
 
 T = TypeVar("T")
@@ -245,3 +247,70 @@ def resolve_device(name: str | None) -> torch.device:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
         refuse(f"not usable with this torch ({torch.__version__}: {reason})")
     return device
+
+
+#: How long a rank of a training job waits for the others at a collective before it gives up. The
+#: ranks of a training job meet at every update, so a rank that is missing this long has died or
+#: hangs; the job then ends with an error instead of waiting for ever. Evaluation and checkpoints
+#: happen at the same step on every rank, so the wait is short in a healthy job.
+DEFAULT_TRAINING_TIMEOUT = timedelta(minutes=30)
+
+
+def training_timeout() -> timedelta:
+    """The collective timeout of training jobs: `VIVIT_DIST_TIMEOUT_S` seconds, default 30 minutes."""
+    text = os.environ.get(_TIMEOUT_ENV)
+    if text is None:
+        return DEFAULT_TRAINING_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"{_TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    return timedelta(seconds=seconds)
+
+
+@contextmanager
+def training_context(device: torch.device) -> Iterator[DistributedContext]:
+    """The `DistributedContext` of a training job: a process group for gradients while the block runs.
+
+    Alone (no `WORLD_SIZE`, or 1): nothing is initialised. Under a launcher: the default process
+    group is created from the environment with nccl for CUDA devices and gloo otherwise (unless
+    the caller created one), with `training_timeout()` on every collective (nccl also gets
+    asynchronous error handling, so a collective that times out raises instead of hanging). The
+    context's own collectives (gathering evaluation results, which are Python objects) run on a
+    gloo group.
+
+    Args:
+        device: this rank's device (`local_device`); picks the backend.
+
+    Raises:
+        ValueError: If the launcher's variables are malformed.
+        RuntimeError: If the process group cannot be created.
+    """
+    env = launch_env()
+    if env.world_size == 1:
+        yield DistributedContext(0, 1, 0)
+        return
+    timeout = training_timeout()
+    created = False
+    if not dist.is_initialized():
+        for name in ("MASTER_ADDR", "MASTER_PORT"):
+            if name not in os.environ:
+                raise ValueError(
+                    f"WORLD_SIZE={env.world_size} but {name} is not set: start the job with torchrun (or set "
+                    "MASTER_ADDR and MASTER_PORT as torch.distributed's env:// initialisation needs)"
+                )
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if backend == "nccl":
+            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        dist.init_process_group(
+            backend, init_method="env://", rank=env.rank, world_size=env.world_size, timeout=timeout
+        )
+        created = True
+    try:
+        group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
+        yield DistributedContext(dist.get_rank(), dist.get_world_size(), env.local_rank, group)
+    finally:
+        if created:
+            dist.destroy_process_group()

@@ -6,6 +6,7 @@
     vivit predict VIDEO --timeline [--window N] [--stride N] [--plot FILE.png]   what happens when
     vivit features INPUT ... --model NAME --out DIR  sliding-window features, one file per video
     vivit evaluate LIST --model NAME [--views 4x3] [--out DIR]   top-1/top-5 on a labelled set
+    vivit train TRAIN --val VAL --model NAME --out DIR [--recipe k400]   fine-tune (Scenic's recipes, resumable)
     vivit convert SRC [--model NAME] --out FILE.safetensors|DIR [--to vivit|transformers]
                                                  any supported checkpoint -> ours (or transformers')
     vivit explain [VIDEO] [--model NAME] --out FILE.{png,gif,mp4}   where the model looks (relevance map)
@@ -18,7 +19,7 @@ Every failure prints one line, `vivit: error: ...`, to stderr and exits with sta
 line was wrong: unknown model, bad option) or 1 (anything else: missing or undecodable file, no
 network, corrupted checkpoint). `VIVIT_DEBUG=1` re-raises instead, with the traceback.
 
-Layout: one module per subcommand (`catalog`, `predict`, `features`, `evaluate`, `convert`,
+Layout: one module per subcommand (`catalog`, `predict`, `features`, `evaluate`, `train`, `convert`,
 `explain`, `export`), each with an `add_<cmd>_parser(commands)` that adds its parser and sets its
 `run_<cmd>(args) -> exit status`; `options` holds what they share; `console` is the only writer to
 the terminal. A new subcommand is one such module and one line in `PARSERS`.
@@ -33,7 +34,7 @@ from collections.abc import Callable, Sequence
 
 from ..version import __version__
 from ..weights.hub import WeightsDownloadError
-from . import catalog, console, convert, evaluate, explain, export, features, predict
+from . import catalog, console, convert, evaluate, explain, export, features, predict, train
 from .options import CommandError, Parser, UsageError
 
 __all__ = ["PARSERS", "CommandError", "UsageError", "build_parser", "main"]
@@ -49,6 +50,7 @@ PARSERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     predict.add_predict_parser,
     features.add_features_parser,
     evaluate.add_evaluate_parser,
+    train.add_train_parser,
     convert.add_convert_parser,
     explain.add_explain_parser,
     export.add_export_parser,

@@ -43,6 +43,12 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     add_out_option(p, "write DIR/predictions.jsonl and DIR/metrics.json", required=False)
     add_run_options(p, "test views, e.g. 4x3 (default: the model's test_views)")
     add_workers_option(p)
+    p.add_argument(
+        "--temporal-check",
+        action="store_true",
+        help="also score the clips with their frames shuffled, reversed and frozen on the middle frame: a model "
+        "that learned motion loses accuracy, one that recognises scenes does not",
+    )
     p.set_defaults(run=run_evaluate)
 
 
@@ -67,6 +73,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             device=args.device or "auto",
             model_name=choice.display,
             progress=bar,
+            temporal_check=args.temporal_check,
         )
     if result.rank == 0:
         _print_metrics(result)  # first: a folder that fails below must not lose them
@@ -95,6 +102,9 @@ def _print_metrics(result: Evaluation) -> None:
         console.out(f"({counts})")
     else:
         console.out(f"{line('')}  ({counts})")
+    if "temporal_check" in metrics:
+        shown = ", ".join(f"{k.replace('_', ' ')} {v:.2f}%" for k, v in metrics["temporal_check"].items())
+        console.out(f"temporal check, top-1: {shown}")
     failed = metrics["failed"]
     if failed:  # the end of a long log says what to look at
         total = metrics["num_videos"] + len(failed)
