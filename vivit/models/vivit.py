@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, Literal, overload
 
 import torch
@@ -29,8 +30,8 @@ from .layers import (
     FactorizedDotProductAttention,
     FactorizedSelfAttentionBlock,
     TubeletEmbed,
-    _pair,
     layer_norm,
+    pair,
 )
 from .pos_embed import resample_pos_embed
 
@@ -41,6 +42,7 @@ __all__ = [
     "FactorizedSelfAttentionViViT",
     "SpatioTemporalViViT",
     "ViViT",
+    "register_saver",
 ]
 
 GlobalPool = Literal["token", "avg"]
@@ -126,13 +128,13 @@ class ViViT(nn.Module):
             ("embed_dim", embed_dim),
             ("num_heads", num_heads),
             ("in_chans", in_chans),
-            ("patch_size", min(_pair(patch_size))),
+            ("patch_size", min(pair(patch_size))),
         ):
             if value < 1:
                 raise ValueError(f"{arg} must be >= 1, got {value}")
         if tubelet_size < 1:
             raise ValueError(f"tubelet_size must be >= 1 (1 = uniform frame sampling), got {tubelet_size}")
-        self.img_size = _pair(img_size)
+        self.img_size = pair(img_size)
         self.num_frames = int(num_frames)
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -402,10 +404,15 @@ class ViViT(nn.Module):
         self.grad_checkpointing = enable
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write `model.safetensors` + `config.json`; reload with `create_model(name, pretrained=directory)`."""
-        from ..weights.loading import save_pretrained  # deferred: weights imports the models
+        """Write `model.safetensors` + `config.json` (timm's Hub layout) to `directory`; reload with
+        `create_model(name, pretrained=directory)` or `create_model('local-dir:' + directory)`.
 
-        save_pretrained(self, directory)
+        The writer lives with the other file formats (`vivit.weights.saving.save_pretrained`), which
+        registers itself here: models never import the weights package (DESIGN.md section 11).
+        """
+        if _SAVER is None:
+            raise RuntimeError("no checkpoint writer is registered; import vivit (it registers vivit.weights.saving)")
+        _SAVER(self, directory)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -686,7 +693,15 @@ class FactorizedEncoderViViT(ViViT):
         return self.temporal_norm(x), intermediates
 
 
-_ViViT = ViViT  # the name before 0.2, kept for code that imported it
+Saver = Callable[[ViViT, "str | os.PathLike[str]"], Path]
+_SAVER: Saver | None = None
+
+
+def register_saver(saver: Saver) -> None:
+    """Set the function behind `ViViT.save_pretrained` (called once by `vivit.weights.saving`)."""
+    global _SAVER
+    _SAVER = saver
+
 
 # registry variant -> class (names `vivit_{size}_{variant}`)
 MODEL_CLASSES: dict[str, type[ViViT]] = {
