@@ -123,7 +123,7 @@ def bench_linear(work: Path, repeats: int) -> dict:
             for count, inputs in ((20, [listing]), (200, [work / "small"])):
                 out = work / f"linear_{workers}_{count}_{r}"
                 start = time.perf_counter()
-                summary = extract_features(inputs, out, demo, settings, workers=workers, progress=False, silent=True)
+                summary = extract_features(inputs, out, demo, settings, workers=workers, progress=None)
                 per_video[count].append((time.perf_counter() - start) / count)
                 assert len(summary.written) == count and not summary.failed
         ms = {k: statistics.median(v) * 1000 for k, v in per_video.items()}
@@ -205,9 +205,7 @@ def bench_overlap(work: Path, repeats: int, windows: int) -> dict:
         forward.append(count / (time.perf_counter() - start))
         out = work / f"bfe_{r}"
         start = time.perf_counter()
-        summary = extract_features(
-            [video], out, model, settings, batch_size=batch, workers=2, progress=False, silent=True
-        )
+        summary = extract_features([video], out, model, settings, batch_size=batch, workers=2, progress=None)
         end_to_end.append(count / (time.perf_counter() - start))
         assert summary.written and not summary.failed
         shutil.rmtree(out)
@@ -241,9 +239,7 @@ def bench_resume(work: Path) -> dict:
     out = work / "thousand_features"
     demo = vivit.create_model("vivit_demo", pretrained=True).eval()
     start = time.perf_counter()
-    summary = extract_features(
-        [folder], out, demo, FeatureSettings(model="vivit_demo"), workers=0, progress=False, silent=True
-    )
+    summary = extract_features([folder], out, demo, FeatureSettings(model="vivit_demo"), workers=0, progress=None)
     first = time.perf_counter() - start
     assert len(summary.written) == 1000
     code = (

@@ -22,6 +22,9 @@ Faults can be injected per file (GET requests only), for every request or only t
 * ``"short_length"``: Content-Length announces 64 bytes less than the body that is sent;
 * ``"slowloris"``: the body trickles at one byte every ``SLOW_INTERVAL_S``;
 * ``"slow_headers"``: the status line, then the headers one byte every ``SLOW_INTERVAL_S``;
+* ``"stall"``: headers and half the body, then nothing for ``STALL_S`` (a connection that hangs);
+* ``"drip_body"`` / ``"drip_headers"``: the body, or the status line and headers, one byte every
+  ``DRIP_S`` (never fast enough for a minimum rate, never quiet long enough for a socket timeout);
 * ``"gzip"``: the body gzip-compressed, with ``Content-Encoding: gzip``;
 * ``"html"``: an HTML error page with status 200 and ``Content-Type: text/html``;
 * ``"html_comment"``: an HTML page behind whitespace and a comment, as ``application/octet-stream``;
@@ -55,6 +58,9 @@ FAULTS = (
     "short_length",
     "slowloris",
     "slow_headers",
+    "stall",
+    "drip_body",
+    "drip_headers",
     "gzip",
     "html",
     "html_comment",
@@ -66,6 +72,8 @@ FAULTS = (
 )
 SLOW_INTERVAL_S = 0.05
 SLOW_START_S = 1.0
+STALL_S = 600.0
+DRIP_S = 5.0
 _HTML_PAGE = b"<!DOCTYPE html><html><head><title>Error</title></head><body>Sign in</body></html>"
 _HTML_COMMENT_PAGE = b"\n\n   <!-- served by cache-7 -->\n<html><body>Access denied</body></html>"
 _JSON_ERROR = b'{"error": {"code": 403, "message": "Quota exceeded for this bucket"}}'
@@ -121,6 +129,7 @@ class HubServer:
         self._host = host
         self._httpd = _Server((host, 0), _Handler)
         self._httpd.hub = self
+        self.stopping = threading.Event()  # ends the waits of stalling and dripping handlers
         self._thread: threading.Thread | None = None
 
     @property
@@ -138,6 +147,7 @@ class HubServer:
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
+        self.stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:
@@ -356,8 +366,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "gzip":
             data = gzip.compress(data)
             headers["Content-Encoding"] = "gzip"
-        if fault == "slow_headers":
-            self._trickle(f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\n".encode() + b"X-Padding: x" * 10000)
+        if fault in ("slow_headers", "drip_headers"):
+            interval = SLOW_INTERVAL_S if fault == "slow_headers" else DRIP_S
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\n".encode()
+            self._trickle(head + b"X-Padding: x" * 10000, interval)
             return
         self.send_response(status)
         for key, value in headers.items():
@@ -375,21 +387,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
-        if fault == "slowloris":
-            self._trickle(data)
+        if fault in ("slowloris", "drip_body"):
+            self._trickle(data, SLOW_INTERVAL_S if fault == "slowloris" else DRIP_S)
+            return
+        if fault == "stall":
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.hub.stopping.wait(STALL_S)
+            self.close_connection = True
             return
         self.wfile.write(data)
         if fault == "short_length":
             self.close_connection = True
 
-    def _trickle(self, data: bytes) -> None:
-        """Send `data` one byte every SLOW_INTERVAL_S, until it is sent or the client leaves."""
+    def _trickle(self, data: bytes, interval: float) -> None:
+        """Send `data` one byte every `interval` seconds, until it is sent, the client leaves or the server stops."""
         self.close_connection = True
         try:
             for i in range(len(data)):
                 self.wfile.write(data[i : i + 1])
                 self.wfile.flush()
-                time.sleep(SLOW_INTERVAL_S)
+                if self.hub.stopping.wait(interval):
+                    return
         except OSError:
             pass
 

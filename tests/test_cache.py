@@ -418,3 +418,34 @@ def test_a_download_cut_short_is_retried_and_a_bad_file_tries_the_next_source(
         match=r"(?s)from any source.*but it is not a valid checkpoint: not a Flax msgpack checkpoint",
     ):
         vivit.create_model(add("gzipped"), pretrained=True)
+
+
+def test_a_conversion_recorded_by_an_older_converter_is_rebuilt_with_a_warning(
+    hub_server: HubServer, scenic_entry
+) -> None:
+    """Issue 22.7: a cached conversion that says an older converter made it (here with a zeroed head, so that
+    using it would show) loaded without a word; it is rebuilt, and a CacheWarning says why."""
+    import torch
+    from safetensors.torch import load_file as load_torch
+    from safetensors.torch import save_file as save_torch
+
+    import vivit
+
+    add, f = scenic_entry
+    name = add()
+    vivit.create_model(name, pretrained=True)
+    path = _converted(name)
+    metadata = load_metadata(path)
+    tensors = load_torch(str(path))
+    tensors["head.weight"] = torch.zeros_like(tensors["head.weight"])
+    save_torch(tensors, str(path), metadata={**metadata, "converter": "vivit.weights.from_scenic 0.1.0"})
+    with pytest.warns(
+        CacheWarning,
+        match=rf"rebuilding the cached converted weights of {name} at .*: its converter is "
+        r"'vivit.weights.from_scenic 0.1.0', not 'vivit.weights.from_scenic v2'",
+    ):
+        model = vivit.create_model(name, pretrained=True)
+    assert hub_server.count("/files/m2/checkpoint") == 2
+    with torch.no_grad():
+        assert (model(f["video"]) - f["logits"]).abs().max() <= 1e-5
+    assert load_metadata(path)["converter"] == "vivit.weights.from_scenic v2"

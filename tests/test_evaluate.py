@@ -15,7 +15,6 @@ from test_features_job import free_port
 from video_datasets import DIRECTIONS, write_class_folders
 
 import vivit
-from vivit import cli
 from vivit.evaluate import classification_metrics, evaluate
 
 
@@ -23,12 +22,6 @@ from vivit.evaluate import classification_metrics, evaluate
 def discs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[Path, str]]]:
     root = tmp_path_factory.mktemp("discs")
     return root, write_class_folders(root / "val", 10, frames=10, seed=4)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -67,11 +60,10 @@ def test_split_head_metrics_follow_scenic_joint_accuracy():
 
 
 # ---------------------------------------------------------------- the job
-def test_evaluate_is_predict_views_over_a_folder(capsys, discs, tmp_path, one_thread):
+def test_evaluate_is_predict_views_over_a_folder(discs, tmp_path, one_thread, run_cli):
     root, items = discs
     out = tmp_path / "eval"
-    code, stdout, err = run(
-        capsys,
+    code, stdout, err = run_cli(
         "evaluate",
         root / "val",
         "--model",
@@ -106,7 +98,7 @@ def test_evaluate_is_predict_views_over_a_folder(capsys, discs, tmp_path, one_th
     assert f"top-1 {metrics['top1']:.2f}%" in stdout and "(10 videos, 2x3 views, 0 failed to decode)" in stdout
 
 
-def test_lists_failures_and_unknown_labels(capsys, discs, tmp_path, one_thread):
+def test_lists_failures_and_unknown_labels(discs, tmp_path, one_thread, run_cli):
     _, items = discs
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all" * 10)
     rows = [f"{path},{label}" for path, label in items[:3]] + [f"{items[3][0]},{DIRECTIONS.index(items[3][1])}"]
@@ -114,7 +106,7 @@ def test_lists_failures_and_unknown_labels(capsys, discs, tmp_path, one_thread):
     listing = tmp_path / "val.csv"
     listing.write_text("\n".join(rows) + "\n", encoding="utf-8")
     out = tmp_path / "eval"
-    code, stdout, err = run(capsys, "evaluate", listing, "--model", "vivit_demo", "--out", out, "--workers", "2", "-q")
+    code, stdout, err = run_cli("evaluate", listing, "--model", "vivit_demo", "--out", out, "--workers", "2", "-q")
     assert code == 1  # some videos could not be scored
     assert "(4 videos, 1x1 views, 2 failed to decode)" in stdout
     assert "broken.mp4" in err and "gone.mp4 does not exist" in err and "SkippedVideoWarning" not in err
@@ -128,21 +120,20 @@ def test_lists_failures_and_unknown_labels(capsys, discs, tmp_path, one_thread):
     ]
 
     listing.write_text(f"{items[0][0]},rigth\n{items[1][0]},sideways\n", encoding="utf-8")
-    code, stdout, err = run(capsys, "evaluate", listing, "--model", "vivit_demo", "-q")
+    code, stdout, err = run_cli("evaluate", listing, "--model", "vivit_demo", "-q")
     assert code == 1 and stdout == ""
     (line,) = err.splitlines()
     assert line.startswith("vivit: error: 2 labels not among the 4 known classes")
     assert "'rigth' at" in line and "val.csv:1 (close matches: 'right')" in line and "'sideways'" in line
 
     listing.write_text(f"{items[0][0]}\n", encoding="utf-8")
-    code, _, err = run(capsys, "evaluate", listing, "--model", "vivit_demo", "-q")
+    code, _, err = run_cli("evaluate", listing, "--model", "vivit_demo", "-q")
     assert code == 1 and "have no label" in err
 
 
-def test_split_heads_report_noun_verb_and_action(discs, tmp_path, one_thread):
+def test_split_heads_report_noun_verb_and_action(discs, tmp_path, one_thread, tiny_named_model):
     _, items = discs
-    torch.manual_seed(0)
-    model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=8, patch_size=8, depth=1, num_classes=5).eval()
+    model = tiny_named_model("vivit_ti_st", num_classes=5).eval()
     model.pretrained_cfg = {
         "input_size": (3, 8, 32, 32),
         "frame_stride": 1,
@@ -159,7 +150,7 @@ def test_split_heads_report_noun_verb_and_action(discs, tmp_path, one_thread):
     ]
     listing = tmp_path / "ek.csv"
     listing.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    metrics = evaluate(listing, model, workers=0, out_dir=tmp_path / "eval", verbose=False)
+    metrics = evaluate(listing, model, workers=0, out_dir=tmp_path / "eval").metrics
     predictions = read_jsonl(tmp_path / "eval" / "predictions.jsonl")
     action = noun = 0
     for entry in predictions:
@@ -175,13 +166,12 @@ def test_split_heads_report_noun_verb_and_action(discs, tmp_path, one_thread):
 
 
 @pytest.mark.distributed
-def test_two_torchrun_ranks_equal_one_process(capsys, discs, tmp_path, one_thread):
+def test_two_torchrun_ranks_equal_one_process(discs, tmp_path, one_thread, run_cli):
     root, _ = discs
     (root / "val" / "up" / "zz_broken.mp4").write_bytes(b"broken" * 20)
     try:
         assert (
-            run(
-                capsys,
+            run_cli(
                 "evaluate",
                 root / "val",
                 "--model",

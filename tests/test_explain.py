@@ -28,28 +28,24 @@ from vivit import (
     FactorizedDotProductViViT,
     FactorizedEncoderViViT,
     FactorizedSelfAttentionViViT,
-    SpatioTemporalViViT,
     render,
 )
-from vivit.cli import main
 from vivit.explain import BlockAttention, attention_maps, attention_maps_nbytes, relevance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import finetune
+from conftest import TINY_GRID, build_tiny_model
 
-TINY = dict(
-    img_size=(32, 48), num_frames=8, patch_size=8, tubelet_size=2, embed_dim=32, depth=2, num_heads=4, num_classes=5
-)
-GRID = (4, 4, 6)  # (nt, nh, nw)
+GRID = TINY_GRID  # (nt, nh, nw)
 S = GRID[1] * GRID[2]
 MODELS = {
-    "st_token": lambda: SpatioTemporalViViT(**TINY, global_pool="token"),
-    "st_avg": lambda: SpatioTemporalViViT(**TINY, global_pool="avg"),
-    "fe_token": lambda: FactorizedEncoderViViT(**TINY, temporal_depth=2, global_pool="token"),
-    "fe_avg": lambda: FactorizedEncoderViViT(**TINY, temporal_depth=2, global_pool="avg"),
-    "fsa_time_space": lambda: FactorizedSelfAttentionViViT(**TINY, attention_order="time_space"),
-    "fsa_space_time": lambda: FactorizedSelfAttentionViViT(**TINY, attention_order="space_time"),
-    "fdp": lambda: FactorizedDotProductViViT(**TINY),
+    "st_token": lambda: build_tiny_model("st", seed=None, global_pool="token"),
+    "st_avg": lambda: build_tiny_model("st", seed=None, global_pool="avg"),
+    "fe_token": lambda: build_tiny_model("fe", seed=None, global_pool="token"),
+    "fe_avg": lambda: build_tiny_model("fe", seed=None, global_pool="avg"),
+    "fsa_time_space": lambda: build_tiny_model("fsa", seed=None, attention_order="time_space"),
+    "fsa_space_time": lambda: build_tiny_model("fsa", seed=None, attention_order="space_time"),
+    "fdp": lambda: build_tiny_model("fdp", seed=None),
 }
 
 
@@ -476,9 +472,10 @@ def test_overlay_pictures(suffix, tmp_path):
         assert not list(tmp_path.glob(".*.part"))  # written atomically, nothing left behind
     cold = pictures["cold"]
     if suffix == ".png":
-        assert cold[0].shape == (470, 800, 3)  # 4 x 2 frames of 1.7 inches, colour bar, title, caption at 100 dpi
+        assert cold[0].shape == (460, 800, 3)  # 4 x 2 frames of 1.7 inches, colour bar, title, caption at 100 dpi
     else:
-        assert len(cold) == 6 and cold[0].shape == (470, 520, 3)
+        height = 446 if suffix == ".mp4" else 445  # yuv420p needs even sizes: padded by one row
+        assert len(cold) == 6 and cold[0].shape == (height, 520, 3)
     threshold = 60 if suffix == ".mp4" else 20
     (tl, n_tl), (br, _) = (_diff_centre(pictures[c][0], cold[0], threshold) for c in ("top-left", "bottom-right"))
     assert 0 < n_tl < cold[0].shape[0] * cold[0].shape[1] / 20  # a small patch changed ...
@@ -496,6 +493,38 @@ def test_explain_video_on_the_sample_clip(demo_model, tmp_path, one_thread):
         assert im.format == "PNG" and im.size[0] > 500
     with pytest.raises(ValueError, match=r"must end in \.png, \.gif, \.mp4"):
         vivit.explain.explain_video(demo_model, clip, tmp_path / "sheet.jpg")
+
+
+KINETICS_NAMES = (
+    "passing American football (not in game)",
+    "exercising with an exercise ball",
+    "pushing wheelchair",
+    "making a sandwich",
+)
+
+
+def _text_rows(picture: np.ndarray, stop: int) -> int:
+    """Runs of rows above `stop` that hold dark (text) pixels: the lines of the title."""
+    dark = (picture[:stop] < 128).all(axis=2).any(axis=1)
+    return int(np.count_nonzero(dark[1:] & ~dark[:-1]) + dark[0])
+
+
+@pytest.mark.parametrize("suffix", [".png", ".gif"])
+def test_titles_with_kinetics_length_names_fit_the_picture(demo_model, tmp_path, suffix, one_thread):
+    """The title (model, top-3 with Kinetics-length class names, true label) was one line cut off on both
+    sides; it is now wrapped to the picture's width: nothing touches the left or right edge."""
+    clip = resources.files("vivit") / "assets" / "sample_clip.npz"
+    cfg = {**demo_model.pretrained_cfg, "label_names": KINETICS_NAMES}
+    out = tmp_path / f"long{suffix}"
+    vivit.explain.explain_video(
+        demo_model, clip, out, pretrained_cfg=cfg, name="vivit_b_fe_k400", true_label=KINETICS_NAMES[0]
+    )
+    picture = np.asarray(Image.open(out).convert("RGB")) if suffix == ".png" else _read_gif(out)[0]
+    edges = np.concatenate([picture[:, :3], picture[:, -3:]], axis=1)
+    assert (edges > 240).all(), "something is drawn at the left or right edge (a cut title)"
+    busy = (picture < 200).all(axis=2).sum(axis=1) > picture.shape[1] // 4
+    panel_top = next(r for r in range(len(busy)) if busy[r : r + 30].all())  # the frames: 30 busy rows in a row
+    assert _text_rows(picture, panel_top) >= 2  # the title took more than one line
 
 
 def test_explain_video_refuses_a_clip_that_is_not_preprocessed(demo_model, tmp_path):
@@ -527,10 +556,6 @@ def test_missing_matplotlib_says_how_to_install(monkeypatch, installed):
 
 
 # ---------------------------------------------------------------- the command
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _write_mp4(path: Path, frames: np.ndarray) -> None:
@@ -543,25 +568,25 @@ def _write_mp4(path: Path, frames: np.ndarray) -> None:
         container.mux(stream.encode())
 
 
-def test_cli_explain_sample_clip(capsys, tmp_path, one_thread):
-    code, out, err = run(capsys, "explain", "--out", tmp_path / "demo.png")
+def test_cli_explain_sample_clip(tmp_path, one_thread, run_cli):
+    code, out, err = run_cli("explain", "--out", tmp_path / "demo.png")
     assert code == 0, err
     assert out == f"wrote {tmp_path / 'demo.png'} (8 frames): left 99.4%\n"
     with Image.open(tmp_path / "demo.png") as im:
-        assert im.size == (800, 470)
+        assert im.size == (800, 460)
 
 
-def test_cli_explain_real_video(capsys, tmp_path, one_thread):
+def test_cli_explain_real_video(tmp_path, one_thread, run_cli):
     """A real encoded video (MPEG-4, twice the demo's size): decoded, resized to 32x32, explained."""
     video, _, _ = finetune.MovingDiscs().sample(1, torch.Generator().manual_seed(7))
     frames = ((video[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
     frames = frames.repeat(2, axis=1).repeat(2, axis=2)  # (8, 64, 64, 3)
     _write_mp4(tmp_path / "clip.mp4", frames)
-    code, _, err = run(capsys, "explain", tmp_path / "clip.mp4", "--out", tmp_path / "clip.gif", "--top-k", "1")
+    code, _, err = run_cli("explain", tmp_path / "clip.mp4", "--out", tmp_path / "clip.gif", "--top-k", "1")
     assert code == 0, err
     assert len(_read_gif(tmp_path / "clip.gif")) == 8
-    code, _, err = run(
-        capsys, "explain", tmp_path / "clip.mp4", "-o", tmp_path / "block.mp4", "--block", "-1", "--head", "2"
+    code, _, err = run_cli(
+        "explain", tmp_path / "clip.mp4", "-o", tmp_path / "block.mp4", "--block", "-1", "--head", "2"
     )
     assert code == 0, err
     assert len(_read_mp4(tmp_path / "block.mp4")) == 8
@@ -582,15 +607,15 @@ def test_cli_explain_real_video(capsys, tmp_path, one_thread):
         (["--out", "x.gif", "--fps", "1000"], 2, "(fps 0.00153 to 50), got fps 1000; .mp4 takes any fps"),
     ],
 )
-def test_cli_explain_errors(capsys, tmp_path, monkeypatch, argv, code, message):
+def test_cli_explain_errors(tmp_path, monkeypatch, argv, code, message, run_cli):
     monkeypatch.chdir(tmp_path)
-    got, out, err = run(capsys, "explain", *argv)
+    got, out, err = run_cli("explain", *argv)
     assert got == code and out == ""
     assert err.count("\n") == 1 and err.startswith("vivit: error: ") and message in err, err
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-def test_cli_explain_refuses_an_output_that_cannot_be_a_file(capsys, tmp_path, monkeypatch):
+def test_cli_explain_refuses_an_output_that_cannot_be_a_file(tmp_path, monkeypatch, run_cli):
     """A folder named like a picture failed only after the model ran, naming a temporary file."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "maps.png").mkdir()
@@ -599,7 +624,7 @@ def test_cli_explain_refuses_an_output_that_cannot_be_a_file(capsys, tmp_path, m
         ("maps.png", "--out: maps.png is a folder: give a file name, e.g. maps.png/output.png"),
         ("file/x.gif", "--out: cannot write file/x.gif: file is a file, not a folder"),
     ]:
-        code, _, err = run(capsys, "explain", "--out", out)
+        code, _, err = run_cli("explain", "--out", out)
         assert code == 2 and err == f"vivit: error: {message}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "maps.png"] and not list(
         (tmp_path / "maps.png").iterdir()
@@ -608,9 +633,9 @@ def test_cli_explain_refuses_an_output_that_cannot_be_a_file(capsys, tmp_path, m
         render.write_animation([np.zeros((4, 4, 3), np.uint8)], tmp_path / "x.gif", fps=0.001)
 
 
-def test_cli_explain_without_matplotlib(capsys, tmp_path, monkeypatch):
+def test_cli_explain_without_matplotlib(tmp_path, monkeypatch, run_cli):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    code, _, err = run(capsys, "explain", "--out", tmp_path / "x.png")
+    code, _, err = run_cli("explain", "--out", tmp_path / "x.png")
     assert code == 1
     assert (
         err.startswith("vivit: error: drawing pictures needs matplotlib: pip install matplotlib")
@@ -618,9 +643,9 @@ def test_cli_explain_without_matplotlib(capsys, tmp_path, monkeypatch):
     )
 
 
-def test_cli_explain_mp4_without_pyav(capsys, tmp_path, monkeypatch):
+def test_cli_explain_mp4_without_pyav(tmp_path, monkeypatch, run_cli):
     monkeypatch.setitem(sys.modules, "av", None)
-    code, _, err = run(capsys, "explain", "--out", tmp_path / "x.mp4")
+    code, _, err = run_cli("explain", "--out", tmp_path / "x.mp4")
     assert code == 1 and not list(tmp_path.iterdir())
     assert err.startswith("vivit: error: writing .mp4 needs PyAV: pip install av") and err.count("\n") == 1
     assert err.endswith("; .gif and .png do not\n")

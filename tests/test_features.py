@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_GRID, build_tiny_model
 from einops import rearrange
 
-from vivit import (
-    FactorizedDotProductViViT,
-    FactorizedEncoderViViT,
-    FactorizedSelfAttentionViViT,
-    SpatioTemporalViViT,
-)
 from vivit.models.pos_embed import resample_pos_embed
 from vivit.optim import param_groups_layer_decay
 
-TINY = dict(
-    img_size=(32, 48), num_frames=8, patch_size=8, tubelet_size=2, embed_dim=32, depth=3, num_heads=4, num_classes=5
-)
+# The shared tiny model (tests/conftest.py), one block deeper: layer decay needs a middle block.
 MODELS = {
-    "st": lambda **kw: SpatioTemporalViViT(**{**TINY, **kw}),
-    "fe": lambda **kw: FactorizedEncoderViViT(**{**TINY, "temporal_depth": 2, **kw}),
-    "fsa": lambda **kw: FactorizedSelfAttentionViViT(**{**TINY, **kw}),
-    "fdp": lambda **kw: FactorizedDotProductViViT(**{**TINY, **kw}),
+    variant: functools.partial(build_tiny_model, variant, None, depth=3) for variant in ("st", "fe", "fsa", "fdp")
 }
-GRID = (4, 4, 6)
+GRID = TINY_GRID
 
 
 def _video(b: int = 2, t: int = 8, h: int = 32, w: int = 48) -> torch.Tensor:

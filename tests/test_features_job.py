@@ -21,7 +21,7 @@ from safetensors import safe_open
 from video_datasets import disc_clips, write_video
 
 import vivit
-from vivit import cli
+from vivit.cli.options import ModelChoice
 from vivit.data.sampling import multiview_clip_starts, sample_frame_indices
 from vivit.features import feature_fn, read_features, video_features
 from vivit.predict import iter_views
@@ -47,12 +47,6 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def outputs(folder: Path) -> dict[str, Path]:
     return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*.safetensors"))}
 
@@ -69,9 +63,9 @@ def segment_features(
         return extract(stacked).mean(0)
 
 
-def test_default_windows_values_times_and_metadata(capsys, videos, demo, tmp_path, one_thread):
+def test_default_windows_values_times_and_metadata(videos, demo, tmp_path, one_thread, run_cli):
     out = tmp_path / "features"
-    code, _, err = run(capsys, "features", videos, *MODEL, "--out", out, "--workers", "0")
+    code, _, err = run_cli("features", videos, *MODEL, "--out", out, "--workers", "0")
     assert code == 0, err
     assert list(outputs(out)) == [
         "arr.npz.safetensors",
@@ -112,11 +106,10 @@ def test_default_windows_values_times_and_metadata(capsys, videos, demo, tmp_pat
     assert not list(out.rglob("*.part"))  # nothing temporary left behind
 
 
-def test_window_stride_views_per_frame_and_whole_video(capsys, videos, demo, tmp_path, one_thread):
+def test_window_stride_views_per_frame_and_whole_video(videos, demo, tmp_path, one_thread, run_cli):
     long = videos / "long.mp4"
     out = tmp_path / "overlap"
-    code, _, err = run(
-        capsys,
+    code, _, err = run_cli(
         "features",
         long,
         *MODEL,
@@ -144,9 +137,7 @@ def test_window_stride_views_per_frame_and_whole_video(capsys, videos, demo, tmp
 
     # --window 0: one clip for the whole video, vivit 0.1's features
     out = tmp_path / "whole"
-    assert (
-        run(capsys, "features", long, *MODEL, "--out", out, "--window", "0", "--views", "4x3", "--workers", "0")[0] == 0
-    )
+    assert run_cli("features", long, *MODEL, "--out", out, "--window", "0", "--views", "4x3", "--workers", "0")[0] == 0
     tensors, _ = read_features(out / "long.mp4.safetensors")
     assert tensors["window_frames"].tolist() == [[0, 20]] and tensors["window_seconds"].tolist() == [[0.0, 2.5]]
     expected = video_features(long, feature_fn(demo, False), (4, 3), demo.pretrained_cfg, 4, torch.device("cpu"))
@@ -155,58 +146,56 @@ def test_window_stride_views_per_frame_and_whole_video(capsys, videos, demo, tmp
     assert starts == [0, 4, 8, 12] and sample_frame_indices(20, 8, 1, start=starts[-1]).tolist() == list(range(12, 20))
 
 
-def test_workers_compute_the_same_bits(capsys, videos, tmp_path, one_thread):
+def test_workers_compute_the_same_bits(videos, tmp_path, one_thread, run_cli):
     a, b = tmp_path / "in_process", tmp_path / "two_workers"
-    assert run(capsys, "features", videos, *MODEL, "--out", a, "--workers", "0", "--window", "6")[0] == 0
-    assert run(capsys, "features", videos, *MODEL, "--out", b, "--workers", "2", "--window", "6")[0] == 0
+    assert run_cli("features", videos, *MODEL, "--out", a, "--workers", "0", "--window", "6")[0] == 0
+    assert run_cli("features", videos, *MODEL, "--out", b, "--workers", "2", "--window", "6")[0] == 0
     assert list(outputs(a)) == list(outputs(b))
     for name, path in outputs(a).items():
         ours, theirs = read_features(path), read_features(outputs(b)[name])
         assert all(torch.equal(ours[0][k], theirs[0][k]) for k in ours[0]) and ours[1] == theirs[1]
 
 
-def test_resume_skips_without_the_model_and_recomputes_what_changed(capsys, videos, tmp_path, monkeypatch, one_thread):
+def test_resume_skips_without_the_model_and_recomputes_what_changed(videos, tmp_path, monkeypatch, one_thread, run_cli):
     data = tmp_path / "data"
     shutil.copytree(videos, data)
     out = tmp_path / "features"
-    assert run(capsys, "features", data, *MODEL, "--out", out, "--workers", "0")[0] == 0
+    assert run_cli("features", data, *MODEL, "--out", out, "--workers", "0")[0] == 0
     stamps = {name: p.stat().st_mtime_ns for name, p in outputs(out).items()}
 
     with monkeypatch.context() as patch:  # nothing to do: the model is not even loaded, no file is touched
-        patch.setattr(cli, "_load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+        patch.setattr(ModelChoice, "load", lambda *a, **k: pytest.fail("the model was loaded"))
         monkeypatch.chdir(data / "sub")  # the same files named from elsewhere are still the same files
-        code, _, err = run(capsys, "features", "..", "--model", "vivit_demo", "--out", out, "--workers", "0")
+        code, _, err = run_cli("features", "..", "--model", "vivit_demo", "--out", out, "--workers", "0")
         monkeypatch.chdir(tmp_path)
     assert code == 0 and "4 of 4 videos already done" in err and "0 written, 4 already done, 0 failed" in err
     assert {name: p.stat().st_mtime_ns for name, p in outputs(out).items()} == stamps
 
     # a changed source (new content, size, mtime) is recomputed; the others are left alone
     write_video(data / "long.mp4", disc_clips(1, frames=12, seed=9)[0][0], rate=RATE)
-    code, _, err = run(capsys, "features", data, "--model", "vivit_demo", "--out", out, "--workers", "0")
+    code, _, err = run_cli("features", data, "--model", "vivit_demo", "--out", out, "--workers", "0")
     assert code == 0 and "1 written, 3 already done" in err
     assert read_features(out / "long.mp4.safetensors")[0]["window_frames"].tolist() == [[0, 8], [8, 12]]
     assert all(outputs(out)[n].stat().st_mtime_ns == s for n, s in stamps.items() if n != "long.mp4.safetensors")
 
     # other settings: everything is recomputed, in place
-    code, _, err = run(
-        capsys, "features", data, "--model", "vivit_demo", "--out", out, "--stride", "4", "--workers", "0"
-    )
+    code, _, err = run_cli("features", data, "--model", "vivit_demo", "--out", out, "--stride", "4", "--workers", "0")
     assert code == 0 and "4 written, 0 already done" in err
 
     # another video of the same name (`cd a; features clip.mp4`, then `cd b; ...`) is not mistaken for it
     for sub in ("a", "b"):
         write_video(tmp_path / sub / "clip.mp4", disc_clips(1, frames=8, seed=ord(sub))[0][0], rate=RATE)
     monkeypatch.chdir(tmp_path / "a")
-    assert run(capsys, "features", "clip.mp4", *MODEL, "--out", out, "--workers", "0")[0] == 0
+    assert run_cli("features", "clip.mp4", *MODEL, "--out", out, "--workers", "0")[0] == 0
     first = read_features(out / "clip.mp4.safetensors")
     monkeypatch.chdir(tmp_path / "b")
-    code, _, err = run(capsys, "features", "clip.mp4", "--model", "vivit_demo", "--out", out, "--workers", "0")
+    code, _, err = run_cli("features", "clip.mp4", "--model", "vivit_demo", "--out", out, "--workers", "0")
     second = read_features(out / "clip.mp4.safetensors")
     assert code == 0 and "1 written" in err and second[1]["source_path"] == str(tmp_path / "b" / "clip.mp4")
     assert not torch.equal(first[0]["features"], second[0]["features"])
 
 
-def test_bad_inputs_are_reported_counted_and_lose_nothing(capsys, videos, tmp_path, one_thread):
+def test_bad_inputs_are_reported_counted_and_lose_nothing(videos, tmp_path, one_thread, run_cli):
     data = tmp_path / "data"
     (data / "one").mkdir(parents=True)
     (data / "two").mkdir()
@@ -225,12 +214,11 @@ def test_bad_inputs_are_reported_counted_and_lose_nothing(capsys, videos, tmp_pa
     out.mkdir()
     (out / "foreign.mp4.safetensors").write_bytes(b"someone else's file")
     kept = out / "earlier.mp4.safetensors"  # an output of an earlier run, of a video not named now
-    assert run(capsys, "features", videos / "sub" / "exact.mp4", *MODEL, "--out", out, "--workers", "0")[0] == 0
+    assert run_cli("features", videos / "sub" / "exact.mp4", *MODEL, "--out", out, "--workers", "0")[0] == 0
     os.replace(out / "exact.mp4.safetensors", kept)
     before = kept.read_bytes()
 
-    code, _, err = run(
-        capsys,
+    code, _, err = run_cli(
         "features",
         data / "good.mp4",
         data / "broken.mp4",
@@ -274,18 +262,18 @@ def test_bad_inputs_are_reported_counted_and_lose_nothing(capsys, videos, tmp_pa
     assert read_features(out / odd_output)[1]["source_path"].endswith("caf\\xe9.mp4")
     assert read_features(out / "same.mp4.safetensors")[1]["source_path"] == str(data / "one" / "same.mp4")
 
-    code, _, err = run(capsys, "features", data / "good.mp4", data / "link.mp4", "--model", "vivit_demo", "--out", out)
+    code, _, err = run_cli("features", data / "good.mp4", data / "link.mp4", "--model", "vivit_demo", "--out", out)
     assert code == 0 and f"link.mp4 is the same file as {data / 'good.mp4'}; computed once" in err
 
 
-def test_usage_errors(capsys, videos, tmp_path):
-    code, _, err = run(capsys, "features", videos, *MODEL, "--out", tmp_path / "feats.safetensors")
+def test_usage_errors(videos, tmp_path, run_cli):
+    code, _, err = run_cli("features", videos, *MODEL, "--out", tmp_path / "feats.safetensors")
     assert code == 2 and "features are now written one file per video into a folder" in err and "--out features/" in err
-    code, _, err = run(capsys, "features", videos, *MODEL, "--out", tmp_path / "f", "--window", "0", "--stride", "4")
+    code, _, err = run_cli("features", videos, *MODEL, "--out", tmp_path / "f", "--window", "0", "--stride", "4")
     assert code == 2 and "--stride needs windows" in err
-    code, _, err = run(capsys, "features", videos, *MODEL, "--out", tmp_path / "f", "--window", "-1")
+    code, _, err = run_cli("features", videos, *MODEL, "--out", tmp_path / "f", "--window", "-1")
     assert code == 2 and "expected an integer >= 0" in err
-    code, _, err = run(capsys, "features", videos, "--model", "vivit_ti_st", "--out", tmp_path / "f")
+    code, _, err = run_cli("features", videos, "--model", "vivit_ti_st", "--out", tmp_path / "f")
     assert code == 2 and "no pretrained weights" in err
 
 
@@ -313,13 +301,13 @@ def torchrun(nproc: int, *argv: object, cwd: Path) -> subprocess.CompletedProces
 
 
 @pytest.mark.distributed
-def test_two_torchrun_ranks_resume_a_killed_run_and_equal_one_process(capsys, tmp_path, one_thread):
+def test_two_torchrun_ranks_resume_a_killed_run_and_equal_one_process(tmp_path, one_thread, run_cli):
     data = tmp_path / "data"
     clips, _ = disc_clips(8, frames=20, seed=5)
     for i, clip in enumerate(clips):
         write_video(data / f"g{i % 3}" / f"v{i}.mp4", clip[: 9 + i], rate=RATE)
     reference = tmp_path / "one_process"
-    assert run(capsys, "features", data, *MODEL, "--out", reference, "--window", "6", "--workers", "0")[0] == 0
+    assert run_cli("features", data, *MODEL, "--out", reference, "--window", "6", "--workers", "0")[0] == 0
 
     # what a run killed midway leaves: two finished outputs and one temporary file
     out = tmp_path / "features"
@@ -327,8 +315,11 @@ def test_two_torchrun_ranks_resume_a_killed_run_and_equal_one_process(capsys, tm
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(reference / name, out / name)
     kept = {name: (out / name).stat().st_mtime_ns for name in ("g0/v0.mp4.safetensors", "g2/v5.mp4.safetensors")}
-    (out / "g1" / ".v1.mp4.safetensors.0123456789ab.part").parent.mkdir(parents=True, exist_ok=True)
-    (out / "g1" / ".v1.mp4.safetensors.0123456789ab.part").write_bytes(b"half a file")
+    # (its name carries the pid of the process that was killed: only such a file is known to be abandoned)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = out / "g1" / f".v1.mp4.safetensors.{int(dead.stdout)}.0123456789ab.part"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"half a file")
 
     done = torchrun(
         2,
@@ -357,12 +348,12 @@ def test_two_torchrun_ranks_resume_a_killed_run_and_equal_one_process(capsys, tm
             assert all(torch.equal(ref.get_tensor(k), got.get_tensor(k)) for k in ref.keys())  # noqa: SIM118
 
 
-def test_the_same_features_make_the_same_file_bytes(capsys, videos, tmp_path, one_thread):
+def test_the_same_features_make_the_same_file_bytes(videos, tmp_path, one_thread, run_cli):
     # safetensors writes its header's metadata in hash order, which changes from run to run; `diff -r`,
     # checksums and content-addressed stores (DVC, git-lfs) must see two equal runs as equal files.
     first, second = tmp_path / "first", tmp_path / "second"
     for out in (first, second):
-        assert run(capsys, "features", videos / "long.mp4", *MODEL, "--out", out, "--workers", "0")[0] == 0
+        assert run_cli("features", videos / "long.mp4", *MODEL, "--out", out, "--workers", "0")[0] == 0
     data = (first / "long.mp4.safetensors").read_bytes()
     assert data == (second / "long.mp4.safetensors").read_bytes()
     header = data[8 : 8 + int.from_bytes(data[:8], "little")]
@@ -370,10 +361,10 @@ def test_the_same_features_make_the_same_file_bytes(capsys, videos, tmp_path, on
     assert read_features(first / "long.mp4.safetensors")[1]["window"] == "8"
 
 
-def test_an_empty_list_is_a_failure_not_a_clean_run(capsys, videos, tmp_path):
+def test_an_empty_list_is_a_failure_not_a_clean_run_cli(videos, tmp_path, run_cli):
     listing = tmp_path / "list.csv"
     listing.write_text("# nothing yet\n\n", encoding="utf-8")
-    code, _, err = run(capsys, "features", listing, *MODEL, "--out", tmp_path / "f")
+    code, _, err = run_cli("features", listing, *MODEL, "--out", tmp_path / "f")
     assert code == 1 and "0 written, 0 already done, 1 failed" in err
     assert "list.csv: lists no videos" in err
 

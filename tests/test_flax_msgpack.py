@@ -303,3 +303,18 @@ def test_flatten_params_accepts_array_likes() -> None:
 def test_flatten_params_rejects_non_numeric_leaf() -> None:
     with pytest.raises(TypeError, match="'m/name'"):
         flatten_params({"m": {"name": "text"}})
+
+
+def test_without_msgpack_one_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """msgpack is the `scenic` extra, not a core dependency: without it, a Scenic file gets one ImportError
+    with the install command (as PyAV's hint is worded: the package itself, and the extra where it resolves)."""
+    import sys
+
+    import vivit
+
+    monkeypatch.setitem(sys.modules, "msgpack", None)  # `import msgpack` now raises ImportError
+    with pytest.raises(
+        ImportError, match=r"reading Scenic \(Flax msgpack\) checkpoints needs msgpack: pip install msgpack"
+    ):
+        vivit.create_model("vivit_ti_st", pretrained=DATA / "checkpoints" / f"{MODELS[0]}.checkpoint")
+    assert vivit.create_model("vivit_ti_st", img_size=16, num_frames=4, patch_size=8, depth=1) is not None

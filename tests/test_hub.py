@@ -575,9 +575,9 @@ def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
 def test_cli_without_network_fails_fast_with_one_line(
     no_network: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 15: both sources of vivit_b_st_k400 unreachable -> one line within 5 s, the real URLs,
-    advice that fits each source (HF_HUB_OFFLINE for the Hub; VIVIT_CACHE, a converted file or
-    VIVIT_SCENIC_BASE_URL for Scenic), no retry chatter."""
+    """Issues 15 and 21.6: both sources of vivit_b_st_k400 unreachable -> one short line within 5 s that names
+    the hosts, where to save a file downloaded by hand and under which name, and the env var; no retry chatter
+    (before: ~700 characters of both sources' errors, and no file name)."""
     import time
 
     from vivit import cli
@@ -589,16 +589,13 @@ def test_cli_without_network_fails_fast_with_one_line(
     out, err = capsys.readouterr()
     assert code == 1 and out == "" and elapsed < 5.0, (elapsed, err)
     assert err.splitlines() == [
-        "vivit: error: could not get weights for vivit_b_st_k400 from any source: "
-        f"Cannot reach the Hugging Face Hub at http://127.0.0.1:{port} (Connection refused), and 'model.safetensors' "
-        "from the Hugging Face Hub repo 'google/vivit-b-16x2-kinetics400' (revision 'refs/pr/3') is not in the Hugging "
-        "Face cache. Check your network connection and proxy (HF_ENDPOINT for a mirror); without network, set "
-        "HF_HUB_OFFLINE=1 and pass the path of a local checkpoint. "
-        f"Cannot download http://127.0.0.1:{port}/scenic/kinetics_400/vivit_base_16x2_unfactorized/checkpoint: cannot "
-        f"reach 127.0.0.1:{port} (Connection refused). Check your network connection and proxy settings. Without "
-        f"network: copy a converted file into {tmp_path / 'cache' / 'converted'} (set VIVIT_CACHE to use another cache "
-        "folder), or set VIVIT_SCENIC_BASE_URL to a mirror you can reach, or pass the path of a local checkpoint."
+        f"vivit: error: could not get weights for vivit_b_st_k400: no network (cannot reach 127.0.0.1:{port}); "
+        f"download http://127.0.0.1:{port}/scenic/kinetics_400/vivit_base_16x2_unfactorized/checkpoint elsewhere "
+        f"and save it as {tmp_path / 'cache' / 'downloads' / 'vivit_b_st_k400.checkpoint'} (VIVIT_CACHE sets the "
+        "cache folder), or pass a local checkpoint (pretrained=PATH, vivit --weights PATH)"
     ]
+    # half the old message (about 900 characters with this folder), most of it the URL and the path it must name
+    assert len(err) - len(str(tmp_path)) < 380, len(err)
 
 
 def test_scenic_only_entry_without_network(no_network: int, capsys: pytest.CaptureFixture[str]) -> None:
@@ -607,8 +604,50 @@ def test_scenic_only_entry_without_network(no_network: int, capsys: pytest.Captu
     assert cli.main(["predict", "--model", "vivit_b_fe_k400", "-q"]) == 1
     line = capsys.readouterr().err.strip()
     assert "\n" not in line and "{scenic}" not in line and "HF_HUB_OFFLINE" not in line
-    assert f"Cannot download http://127.0.0.1:{no_network}/scenic/kinetics_400/vivit_base_16x2_fe/checkpoint: " in line
-    assert "VIVIT_CACHE" in line and "VIVIT_SCENIC_BASE_URL" in line
+    assert f"download http://127.0.0.1:{no_network}/scenic/kinetics_400/vivit_base_16x2_fe/checkpoint elsewhere" in line
+    assert "vivit_b_fe_k400.checkpoint (VIVIT_CACHE sets the cache folder)" in line
+
+
+def test_offline_mode_names_the_file_to_copy_and_then_uses_it(
+    hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21.6: offline, a Scenic entry's error says where to save the original checkpoint and under which
+    name; a file saved there is converted and cached without any request."""
+    import sys as _sys
+
+    import torch
+
+    import vivit
+    from vivit.models.registry import _REGISTRY, register_model
+    from vivit.models.vivit import MODEL_CLASSES
+
+    _sys.path.insert(0, str(Path(__file__).parent))
+    from scenic_fixtures import DATA, load_forward_fixture, model_args_from_config
+
+    f = load_forward_fixture("m1_spacetime_tubelet_token")
+    variant, args = model_args_from_config(f["meta"]["config"])
+    register_model(
+        "offline_test", MODEL_CLASSES[variant], args, {"sources": ({"format": "scenic", "url": "{scenic}/m1"},)}
+    )
+    try:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        with pytest.raises(WeightsDownloadError) as info:
+            vivit.create_model("offline_test", pretrained=True)
+        target = cache_dir() / "downloads" / "offline_test.checkpoint"
+        assert str(info.value) == (
+            f"could not get weights for offline_test: offline mode is on (HF_HUB_OFFLINE); download "
+            f"{hub_server.url}/files/m1 elsewhere and save it as {target} (VIVIT_CACHE sets the cache folder), or "
+            "pass a local checkpoint (pretrained=PATH, vivit --weights PATH)"
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((DATA / "checkpoints" / "m1_spacetime_tubelet_token.checkpoint").read_bytes())
+        model = vivit.create_model("offline_test", pretrained=True)
+        with torch.no_grad():
+            assert (model(f["video"]) - f["logits"]).abs().max() <= 1e-5
+        assert hub_server.request_count == 0 and not target.exists()  # converted, cached, and removed
+        assert (cache_dir() / "converted" / "offline_test.safetensors").is_file()
+    finally:
+        del _REGISTRY["offline_test"]
 
 
 def test_short_raw_writes_are_completed_or_refused() -> None:
@@ -633,3 +672,62 @@ def test_short_raw_writes_are_completed_or_refused() -> None:
     assert bytes(sink.data) == PAYLOAD
     with pytest.raises(OSError, match="No space left on device"):
         _write_all(Dribble(room=100), PAYLOAD)  # type: ignore[arg-type]
+
+
+# --- Issue 22.4: the deadline and the minimum rate hold when no byte arrives (plain and Hub downloads). ---
+
+
+def _fetch(hub_server: HubServer, tmp_path: Path, where: str, fault: str, **limits: float) -> None:
+    """One download of a faulty file, plain (the Scenic bucket) or from a Hub repo."""
+    if where == "plain":
+        url = hub_server.add_file("a/checkpoint", PAYLOAD, fault=fault)
+        download_url(url, tmp_path / "checkpoint", progress=False, limits=_limits(**limits) if limits else None)
+    else:
+        hub_server.add_repo_file(REPO, "model.safetensors", PAYLOAD, lfs=True, fault=fault)
+        hf_download(REPO, "model.safetensors", limits=_limits(**limits) if limits else None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["plain", "hub"])
+@pytest.mark.parametrize("fault", ["stall", "drip_body", "drip_headers", "slowloris"])
+def test_the_deadline_holds_whatever_the_server_does(
+    hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, fault: str
+) -> None:
+    """A server that hangs mid-body for 600 s, sends a byte every 5 s in the body or the headers, or serves
+    20 bytes/s: VIVIT_DOWNLOAD_TIMEOUT=2 ends the download (before: still being read after 100-120 s, and a
+    Hub download had no deadline at all). The bound is generous: only a real hang fails it."""
+    import time
+
+    monkeypatch.setenv("VIVIT_DOWNLOAD_TIMEOUT", "2")
+    monkeypatch.setenv("VIVIT_DOWNLOAD_MIN_RATE", "0")
+    start = time.monotonic()
+    with pytest.raises(WeightsDownloadError, match=r"did not finish within 2 s \(VIVIT_DOWNLOAD_TIMEOUT\)"):
+        _fetch(hub_server, tmp_path, where, fault)
+    assert time.monotonic() - start < 30
+    if where == "plain":
+        assert _listing(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["plain", "hub"])
+def test_the_minimum_rate_holds_when_no_byte_arrives(hub_server: HubServer, tmp_path: Path, where: str) -> None:
+    """Half the file, then silence: the rate rule drops the connection (and the retry) although no read
+    returns; before, only a socket timeout could, and each retry restarted the window."""
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(WeightsDownloadError, match=r"failed after 2 attempts \(too slow: \d+ bytes/s over the last"):
+        _fetch(hub_server, tmp_path, where, "stall", min_rate=1000, rate_window_s=1.0, retries=1, read_timeout_s=600)
+    assert time.monotonic() - start < 30
+    path = "/files/a/checkpoint" if where == "plain" else f"/{REPO}/resolve/main/model.safetensors"
+    assert hub_server.count(path) == 2
+
+
+def test_download_limits_from_the_environment_reach_hub_downloads(
+    hub_server: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIVIT_DOWNLOAD_RETRIES", "1")
+    hub_server.add_repo_file(REPO, "model.safetensors", PAYLOAD, lfs=True, fault="503")
+    with pytest.raises(WeightsDownloadError, match=r"after 2 attempts.*503"):
+        hf_download(REPO, "model.safetensors")
+    assert hub_server.count(f"/{REPO}/resolve/main/model.safetensors") == 2

@@ -253,9 +253,9 @@ def test_bad_model_output_raises() -> None:
         predict_views(Flat(), _video(), pretrained_cfg=CFG)
 
 
-def test_progress_prints_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
-    predict_views(MeanLinear(), _video(), pretrained_cfg=CFG, progress=True)
-    err = capsys.readouterr().err
-    assert "views:   0%|" in err and "| 0/9 [" in err  # a tqdm bar over the 9 views (cleared when done)
+def test_progress_goes_to_a_callback_not_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[tuple[int, int]] = []
+    predict_views(MeanLinear(), _video(), pretrained_cfg=CFG, batch_size=4, progress=lambda *a: calls.append(a))
+    assert calls == [(4, 9), (8, 9), (9, 9)]  # the 9 views, batch after batch
     predict_views(MeanLinear(), _video(), pretrained_cfg=CFG)
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr() == ("", "")

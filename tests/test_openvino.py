@@ -153,10 +153,12 @@ def test_export_writes_ir_with_metadata_that_reads_back(tmp_path):
     assert loaded.pretrained_cfg["label_names"] == ("right", "left", "down", "up")
     assert loaded.pretrained_cfg["crop_size"] == (32, 32) and loaded.pretrained_cfg["input_size"] == (3, 8, 32, 32)
     transform = vivit.create_transform(loaded.pretrained_cfg)  # what a job needs to feed it
-    frames = (torch.rand(8, 40, 48, 3) * 255).to(torch.uint8).numpy()
+    frames = (torch.rand(8, 40, 48, 3, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8).numpy()
     with torch.no_grad():
         clip = transform(frames).unsqueeze(0)
-        assert _diff(loaded(clip), model(clip)) <= BF16_TOL
+        expected = model(clip)
+        # the demo's logits on noise reach ~3.5, beyond the |logits| <= 2 that BF16_TOL is stated for: scale it
+        assert _diff(loaded(clip), expected) <= BF16_TOL * max(1.0, expected.abs().max().item() / 2)
 
 
 def test_failed_validation_and_bad_paths_write_nothing(tmp_path, monkeypatch):

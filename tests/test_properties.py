@@ -415,7 +415,8 @@ _HEADER_FAULTS = {
         (b'"pos_embed":{"dtype":"F32"', b'"pos_embed":{"dtype":"I32"'),
         r"(?i)pos_embed.*(int32|floating)",
     ),
-    "zero_heads_in_config": ("fdp", (b'\\"num_heads\\": 2', b'\\"num_heads\\": 0'), r"num_heads must be >= 1"),
+    # refused with the other limits before the constructor sees it (issue 22.8)
+    "zero_heads_in_config": ("fdp", (b'\\"num_heads\\": 2', b'\\"num_heads\\": 0'), r"num_heads=0 is outside 1\.\.256"),
 }
 
 

@@ -93,22 +93,19 @@ _INFO: dict[tuple[str, bool], dict[str, str]] = {}
 
 
 def _info(name: str, macs: bool = False) -> dict[str, str]:
-    """`vivit info NAME` as {field: text}: the lines it prints (`_info_lines`). Multiply-adds are the
-    slow part (a second for ViViT-H, even on the meta device): counted only when `macs`."""
+    """`vivit info NAME` as {field: text}: the lines it prints (`vivit.info.describe_model`). Multiply-adds
+    are the slow part (a second for ViViT-H, even on the meta device): counted only when `macs`."""
     import torch
 
-    from vivit import cli
+    import vivit
+    from vivit.info import describe_model
+    from vivit.models.registry import get_entry
 
     if (name, macs) not in _INFO:
-        entry = cli._entry(name)
+        entry = get_entry(name)
         with torch.device("meta"):
-            model = cli._create(entry.name, False, {})
-        count_macs = cli._count_macs
-        cli._count_macs = count_macs if macs else lambda *args: 0.0
-        try:
-            lines = list(cli._info_lines(entry.name, model, entry))
-        finally:
-            cli._count_macs = count_macs
+            model = vivit.create_model(entry.name)
+        lines = describe_model(model, entry.pretrained_cfg, name=entry.name, macs=macs)
         _INFO[name, macs] = {field: text for field, text in lines if field}
     return _INFO[name, macs]
 

@@ -22,7 +22,7 @@ from PIL import Image  # a matplotlib dependency (matplotlib is in the test extr
 from video_datasets import DIRECTIONS, disc_clips, write_video
 
 import vivit
-from vivit import cli, render
+from vivit import render
 from vivit.data.sampling import view_frame_indices
 from vivit.data.video import VideoReader, VideoWarning
 from vivit.predict import predict_timeline, predict_views
@@ -53,12 +53,6 @@ def decode_with_pyav(path: Path) -> tuple[np.ndarray, np.ndarray]:
         decoded = list(container.decode(video=0))
     first = decoded[0].time
     return np.stack([f.to_ndarray(format="rgb24") for f in decoded]), np.array([f.time - first for f in decoded])
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ---------------------------------------------------------------- the job
@@ -195,9 +189,9 @@ def test_timeline_classes_show_every_winner_then_the_highest_peaks():
 
 
 # ---------------------------------------------------------------- the command
-def test_cli_prints_each_windows_span_and_labels(video, one_thread, capsys):
+def test_cli_prints_each_windows_span_and_labels(video, one_thread, run_cli):
     path, labels = video
-    code, out, err = run(capsys, "predict", path, "--timeline", "--top-k", "1")
+    code, out, err = run_cli("predict", path, "--timeline", "--top-k", "1")
     assert code == 0 and err == "", err
     lines = out.splitlines()
     assert lines[0] == f"{path} (vivit_demo, 6 windows of 8 frames every 8, 1x1 views each)"
@@ -210,11 +204,9 @@ def test_cli_prints_each_windows_span_and_labels(video, one_thread, capsys):
         assert line.startswith(f"  {span}") and line.split()[-2] == DIRECTIONS[label], line
 
 
-def test_cli_json_has_the_records(demo, video, one_thread, capsys):
+def test_cli_json_has_the_records(demo, video, one_thread, run_cli):
     path, _ = video
-    code, out, _ = run(
-        capsys, "predict", path, "--timeline", "--window", "12", "--stride", "9", "--json", "--top-k", "2"
-    )
+    code, out, _ = run_cli("predict", path, "--timeline", "--window", "12", "--stride", "9", "--json", "--top-k", "2")
     assert code == 0
     (line,) = out.splitlines()
     result = json.loads(line, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
@@ -248,9 +240,9 @@ def test_cli_json_has_the_records(demo, video, one_thread, capsys):
         )
 
 
-def test_cli_sample_clip_has_no_times_and_is_one_window(one_thread, capsys):
+def test_cli_sample_clip_has_no_times_and_is_one_window(one_thread, run_cli):
     """The bundled clip is a frame array without a frame rate: frames only, `null` seconds in JSON."""
-    code, out, err = run(capsys, "predict", "--timeline", "--json", "--window", "20")
+    code, out, err = run_cli("predict", "--timeline", "--json", "--window", "20")
     assert code == 0
     (window,) = json.loads(out)["windows"]
     assert (window["start_frame"], window["end_frame"], window["start_seconds"], window["end_seconds"]) == (
@@ -261,14 +253,14 @@ def test_cli_sample_clip_has_no_times_and_is_one_window(one_thread, capsys):
     )
     assert window["predictions"][0]["label"] == "left"
     assert "has 8 frames, fewer than one window (20): the timeline is one window, frames [0, 8)" in err
-    code, out, _ = run(capsys, "predict", "--timeline", "-q")
+    code, out, _ = run_cli("predict", "--timeline", "-q")
     assert out.splitlines()[1].startswith("  frames [0, 8)  left ")
 
 
-def test_cli_plot_writes_the_picture(video, one_thread, capsys, tmp_path):
+def test_cli_plot_writes_the_picture(video, one_thread, tmp_path, run_cli):
     path, labels = video
     out = tmp_path / "timeline.png"
-    code, stdout, err = run(capsys, "predict", path, "--timeline", "--plot", out, "--json")
+    code, stdout, err = run_cli("predict", path, "--timeline", "--plot", out, "--json")
     assert code == 0 and err == f"vivit: wrote {out}\n"
     json.loads(stdout)  # stdout stays JSON
     with Image.open(out) as im:
@@ -318,6 +310,20 @@ def test_plot_draws_each_window_over_its_own_span(tmp_path):
     )
 
 
+def test_plot_fits_a_long_title_and_kinetics_length_labels_inside_the_picture(tmp_path):
+    """A long file name in the title and long class names in the legend ran off the picture's edges."""
+    from PIL import Image
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+    labels = ["passing American football (not in game)", "exercising with an exercise ball", "pushing wheelchair"]
+    title = "a_rather_long_video_file_name_from_a_camera_2024-06-01_14-33-12_highlights.mp4: vivit_b_fe_k400, " * 2
+    render.plot_timeline(tmp_path / "t.png", np.array([[0, 2.0], [2, 4], [4, 6]]), probs, labels, title=title)
+    picture = np.asarray(Image.open(tmp_path / "t.png").convert("RGB"))
+    assert picture.shape == (400, 1000, 3)  # the size asked for, whatever the text
+    edges = np.concatenate([picture[:, :3], picture[:, -3:]], axis=1)
+    assert (edges > 240).all(), "text runs off the left or right edge"
+
+
 def test_plot_shows_labels_and_titles_as_text_not_tex(tmp_path):
     """Dollar signs in label names or a file name are text: matplotlib would otherwise read `$...$` as
     TeX math, silently (`costs $5 or $6`) or failing after the whole video was classified (`$\\frac$`)."""
@@ -333,10 +339,10 @@ def test_plot_shows_labels_and_titles_as_text_not_tex(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
-def test_cli_plot_into_a_folder_that_takes_no_files_is_refused_first(capsys, tmp_path):
+def test_cli_plot_into_a_folder_that_takes_no_files_is_refused_first(tmp_path, run_cli):
     """/proc exists and is a folder, but nothing can be created there: refused before the model runs,
     not after the whole video with the name of our temporary file."""
-    code, out, err = run(capsys, "predict", "--timeline", "--plot", "/proc/timeline.png")
+    code, out, err = run_cli("predict", "--timeline", "--plot", "/proc/timeline.png")
     assert (code, out) == (2, "")
     assert (
         err
@@ -363,27 +369,27 @@ def test_cli_plot_into_a_folder_that_takes_no_files_is_refused_first(capsys, tmp
         (["--timeline", "--override", "num_classes=7"], "the classifier head is untrained"),
     ],
 )
-def test_cli_usage_errors(capsys, tmp_path, monkeypatch, argv, message):
+def test_cli_usage_errors(tmp_path, monkeypatch, argv, message, run_cli):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "folder.png").mkdir()
-    code, out, err = run(capsys, "predict", *argv)
+    code, out, err = run_cli("predict", *argv)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("vivit: error: ") and message in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.png"]  # nothing written
 
 
-def test_cli_missing_video_and_untrained_message(capsys, tmp_path):
-    code, out, err = run(capsys, "predict", tmp_path / "nope.mp4", "--timeline")
+def test_cli_missing_video_and_untrained_message(tmp_path, run_cli):
+    code, out, err = run_cli("predict", tmp_path / "nope.mp4", "--timeline")
     assert (code, out) == (1, "") and err == f"vivit: error: video {tmp_path / 'nope.mp4'} does not exist\n"
 
 
-def test_cli_without_matplotlib_says_how_to_install(capsys, tmp_path, monkeypatch):
+def test_cli_without_matplotlib_says_how_to_install(tmp_path, monkeypatch, run_cli):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
-    code, out, err = run(capsys, "predict", "--timeline", "--plot", tmp_path / "t.png")
+    code, out, err = run_cli("predict", "--timeline", "--plot", tmp_path / "t.png")
     assert code == 1 and out == "" and not list(tmp_path.iterdir())
     assert (
         err.startswith("vivit: error: drawing pictures needs matplotlib: pip install matplotlib")
         and err.count("\n") == 1
     )
-    code, out, _ = run(capsys, "predict", "--timeline", "-q")  # no --plot: no matplotlib needed
+    code, out, _ = run_cli("predict", "--timeline", "-q")  # no --plot: no matplotlib needed
     assert code == 0 and "left" in out

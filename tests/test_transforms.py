@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import vivit
 from vivit.data.sampling import multiview_clip_starts, sample_frame_indices, scenic_uniform_frame_indices
 from vivit.data.transforms import (
     DEFAULT_DATA_CFG,
@@ -71,11 +72,35 @@ def test_resolve_defaults_and_crop_from_input_size() -> None:
         ({"std": (0.5, 0.0, 0.5)}, "std must be positive"),
         ({"crop_size": (1, 2, 3)}, "crop_size must be an int or an"),
         ({"test_views": (4,)}, "test_views must be"),
+        ({"sample_fps": 0}, "sample_fps must be a positive number of frames per second"),
+        ({"sample_fps": float("nan")}, "sample_fps must be a positive number of frames per second"),
     ],
 )
 def test_resolve_rejects_bad_cfg(cfg: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         resolve_data_config(cfg)
+
+
+def test_a_crop_larger_than_the_resize_is_the_cfgs_fault_not_the_videos(tmp_path: Path) -> None:
+    """A checkpoint whose cfg crops 256 out of frames resized to 224: every video failed with
+    "three_crops expected a clip at least 256x256", as if the videos were too small."""
+    message = r"inconsistent preprocessing cfg: crop_size 256 > resize_size 224"
+    for make in (
+        lambda: resolve_data_config({"resize_size": 224, "crop_size": 256}),
+        lambda: resolve_data_config({"input_size": (3, 32, 256, 256), "resize_size": 224}),  # crop from input_size
+        lambda: create_transform({"resize_size": 224, "crop_size": 256}),
+        lambda: create_transform({}, train=True, resize_size=224, crop_size=256),
+        lambda: VideoEvalTransform(224, 256),
+    ):
+        with pytest.raises(ValueError, match=message):
+            make()
+    with pytest.raises(ValueError, match=r"crop_size 240x300 > resize_size 200"):
+        create_transform({}, resize_size=200, crop_size=(240, 300))
+    # a non-square crop that fits the short side is the cfg's right (landscape videos fit it)
+    assert create_transform({}, resize_size=128, crop_size=(112, 160))(_video(1, 240, 320)).shape == (3, 1, 112, 160)
+    # as a user meets it: the dataset refuses the cfg before reading any video
+    with pytest.raises(ValueError, match=message):
+        vivit.VideoDataset([tmp_path / "any.mp4"], "eval", pretrained_cfg={"resize_size": 224, "crop_size": 256})
 
 
 def test_create_transform_rejects_unknown_override() -> None:
@@ -288,7 +313,8 @@ def test_train_same_op_for_every_frame() -> None:
 
 
 def test_train_jitter_never_below_crop() -> None:
-    transform = create_transform({}, train=True, resize_size=200, crop_size=224, scale=(0.9, 0.95))
+    # 230 * (0.9 .. 0.95) = 207 .. 218 < 224: the jitter is floored to the crop
+    transform = create_transform({}, train=True, resize_size=230, crop_size=224, scale=(0.9, 0.95))
     assert transform(_video(1, 240, 320), generator=torch.Generator().manual_seed(0)).shape == (
         3,
         1,

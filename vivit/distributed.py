@@ -18,12 +18,22 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistributedContext", "distributed_context", "launch_env", "local_device", "shard"]
+__all__ = [
+    "DistributedContext",
+    "available_devices",
+    "distributed_context",
+    "launch_env",
+    "local_device",
+    "resolve_device",
+    "shard",
+    "training_context",
+    "training_timeout",
+]
 
 T = TypeVar("T")
 
@@ -180,3 +190,127 @@ def local_device(requested: str | torch.device | None, context: DistributedConte
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", context.local_rank if context.distributed else torch.cuda.current_device())
     return device
+
+
+def available_devices() -> list[str]:
+    """The devices this torch build can use on this machine, as device names (`cpu`, `cuda:0`, `mps`, ...)."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():  # NVIDIA, or AMD under ROCm (also "cuda" in torch)
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        devices += [f"xpu:{i}" for i in range(xpu.device_count())]
+    return devices
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """A device name as a torch device this machine can use (None: CUDA when available, else the CPU).
+
+    Checked by what every backend answers: can a tensor live there? So a CUDA name on a machine or
+    torch build without CUDA, an index past the GPUs there are, `mps` off Apple silicon or the
+    `meta` device are refused here, before any model is built or downloaded.
+
+    Raises:
+        ValueError: `name` cannot be used; the message says why and lists `available_devices()`.
+    """
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def refuse(why: str) -> NoReturn:
+        raise ValueError(f"{name}: {why}; devices available here: {', '.join(available_devices())}")
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        refuse("not a torch device name (e.g. cpu, cuda, cuda:1, mps)")
+    if device.type == "meta":
+        refuse("the meta device holds no data, so nothing can run on it")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        built = torch.backends.cuda.is_built()
+        refuse(f"this torch ({torch.__version__}) " + ("sees no CUDA device" if built else "was built without CUDA"))
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        refuse(f"this machine has {count} CUDA device{'' if count == 1 else 's'}")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        built = mps is not None and mps.is_built()
+        refuse(
+            f"this torch ({torch.__version__}) "
+            + ("sees no MPS device" if built else "was built without MPS (Apple GPUs)")
+        )
+    try:  # the one question every backend answers: can a tensor live there?
+        torch.empty(0, device=device)
+    except Exception as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
+        refuse(f"not usable with this torch ({torch.__version__}: {reason})")
+    return device
+
+
+#: How long a rank of a training job waits for the others at a collective before it gives up. The
+#: ranks of a training job meet at every update, so a rank that is missing this long has died or
+#: hangs; the job then ends with an error instead of waiting for ever. Evaluation and checkpoints
+#: happen at the same step on every rank, so the wait is short in a healthy job.
+DEFAULT_TRAINING_TIMEOUT = timedelta(minutes=30)
+
+
+def training_timeout() -> timedelta:
+    """The collective timeout of training jobs: `VIVIT_DIST_TIMEOUT_S` seconds, default 30 minutes."""
+    text = os.environ.get(_TIMEOUT_ENV)
+    if text is None:
+        return DEFAULT_TRAINING_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"{_TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    return timedelta(seconds=seconds)
+
+
+@contextmanager
+def training_context(device: torch.device) -> Iterator[DistributedContext]:
+    """The `DistributedContext` of a training job: a process group for gradients while the block runs.
+
+    Alone (no `WORLD_SIZE`, or 1): nothing is initialised. Under a launcher: the default process
+    group is created from the environment with nccl for CUDA devices and gloo otherwise (unless
+    the caller created one), with `training_timeout()` on every collective (nccl also gets
+    asynchronous error handling, so a collective that times out raises instead of hanging). The
+    context's own collectives (gathering evaluation results, which are Python objects) run on a
+    gloo group.
+
+    Args:
+        device: this rank's device (`local_device`); picks the backend.
+
+    Raises:
+        ValueError: If the launcher's variables are malformed.
+        RuntimeError: If the process group cannot be created.
+    """
+    env = launch_env()
+    if env.world_size == 1:
+        yield DistributedContext(0, 1, 0)
+        return
+    timeout = training_timeout()
+    created = False
+    if not dist.is_initialized():
+        for name in ("MASTER_ADDR", "MASTER_PORT"):
+            if name not in os.environ:
+                raise ValueError(
+                    f"WORLD_SIZE={env.world_size} but {name} is not set: start the job with torchrun (or set "
+                    "MASTER_ADDR and MASTER_PORT as torch.distributed's env:// initialisation needs)"
+                )
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if backend == "nccl":
+            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        dist.init_process_group(
+            backend, init_method="env://", rank=env.rank, world_size=env.world_size, timeout=timeout
+        )
+        created = True
+    try:
+        group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
+        yield DistributedContext(dist.get_rank(), dist.get_world_size(), env.local_rank, group)
+    finally:
+        if created:
+            dist.destroy_process_group()

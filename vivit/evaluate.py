@@ -16,27 +16,32 @@ the views (Scenic averages logits, not probabilities). Reported, as percentages:
 
 Videos that fail to decode are not scored; they are counted (`num_failed`) and listed. Under
 `torchrun` every rank classifies every `world_size`-th video and rank 0 gathers the logits, so
-the metrics are exactly those of one process. With `out_dir`, rank 0 writes
-`predictions.jsonl` (one line per listed video, in list order: path, label, top-5, the averaged
-logits; or the error) and `metrics.json`.
+the metrics are exactly those of one process.
+
+The job returns an `Evaluation` (the metrics and one prediction record per listed video) and
+prints nothing: each failed video is logged as it fails (`logging.getLogger("vivit.evaluate")`),
+short or damaged videos are reported with `VideoWarning` (also those read in DataLoader workers).
+`Evaluation.write(out_dir)` writes `predictions.jsonl` (one line per listed video, in list
+order: path, label, top-5, the averaged logits; or the error) and `metrics.json`; `vivit evaluate`
+prints the metrics first, so a folder that fails at the last step never loses them.
 """
 
 from __future__ import annotations
 
-import functools
 import json
+import logging
 import math
 import os
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .data.datasets import (
     SkippedVideoWarning,
@@ -46,14 +51,18 @@ from .data.datasets import (
     shared_memory_error,
     shown_path,
 )
+from .data.temporal import TEMPORAL_PERTURBATIONS, perturb_time
 from .data.transforms import resolve_data_config
-from .data.video import VideoWarning
+from .data.video import VideoDecoderMissingError, VideoReader, VideoWarning
 from .distributed import distributed_context, local_device
-from .files import atomic_write
-from .predict import inference_model, model_data_config, top_predictions
+from .files import WriteError, atomic_write, check_output_dir, writing
+from .predict import ProgressFn, inference_model, model_data_config, top_predictions
 from .version import __version__
+from .workers import loader_items, share_batch
 
-__all__ = ["classification_metrics", "evaluate"]
+__all__ = ["Evaluation", "EvaluationNotWrittenError", "classification_metrics", "evaluate"]
+
+logger = logging.getLogger(__name__)
 
 
 def classification_metrics(
@@ -157,6 +166,62 @@ def _label_names(cfg: Mapping[str, Any], num_classes: int) -> list[str] | dict[s
     return list(names) if names is not None else None
 
 
+@dataclass
+class Evaluation:
+    """What `evaluate` computed.
+
+    Attributes:
+        metrics: The accuracies (percent) and counts: `top1`, `top5`, `mean_class_accuracy` (per
+            split and `action_*` for split heads), `num_videos` (scored), `num_failed`, `failed`
+            (`[{"path", "error"}]`), `views`, `model`, `vivit_version`.
+        predictions: One record per listed video, in list order (what `predictions.jsonl` holds):
+            `path`, `label`, `label_index`, then `top5` and `logits`, or `error`.
+        split_names: The names of the head's class splits (EPIC-KITCHENS: noun, verb), or None.
+        rank: The rank of the process this was returned in (0 alone): rank 0 reports and writes.
+    """
+
+    metrics: dict[str, Any]
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    split_names: list[str] | None = None
+    rank: int = 0
+
+    def write(self, out_dir: str | os.PathLike[str]) -> list[Path]:
+        """Write `out_dir/predictions.jsonl` and `out_dir/metrics.json` atomically (the folder is created).
+
+        Returns:
+            The two paths.
+
+        Raises:
+            WriteError: A file could not be written (full disk, read-only folder, ...), naming it;
+                nothing half-written is left.
+        """
+        out = Path(out_dir).expanduser()
+        files = [out / "predictions.jsonl", out / "metrics.json"]
+        texts = [
+            "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in self.predictions),
+            json.dumps(self.metrics, indent=2, ensure_ascii=False) + "\n",
+        ]
+        created = [folder for folder in (out, *out.parents) if not folder.exists()]
+        try:
+            for path, text in zip(files, texts, strict=True):
+                with writing(path), atomic_write(path) as tmp:
+                    tmp.write_text(text, encoding="utf-8")
+        except WriteError:
+            for folder in created:  # deepest first: the folders this call made, if they stayed empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise
+        return files
+
+
+class EvaluationNotWrittenError(WriteError):
+    """`evaluate(..., out_dir=...)` computed its results but could not write them: they are in `evaluation`."""
+
+    evaluation: Evaluation | None = None
+
+
 def evaluate(
     source: str | os.PathLike[str] | Sequence[VideoRecord],
     model: nn.Module,
@@ -167,16 +232,16 @@ def evaluate(
     out_dir: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     model_name: str | None = None,
-    progress: bool | None = None,
-    verbose: bool = True,
-    silent: bool = False,
-) -> dict[str, Any]:
+    progress: ProgressFn | None = None,
+    temporal_check: bool = False,
+) -> Evaluation:
     """Classify every video of a labelled set with the multi-view protocol and score it.
 
     Example:
         >>> model = vivit.create_model("vivit_b_fe_k400", pretrained=True)
-        >>> metrics = evaluate("kinetics400/val.csv", model, views=(4, 3), out_dir="eval/")
-        >>> metrics["top1"]
+        >>> result = evaluate("kinetics400/val.csv", model, views=(4, 3))
+        >>> result.metrics["top1"]
+        >>> result.write("eval/")  # predictions.jsonl and metrics.json
 
     Args:
         source: A class-folder tree or a CSV/TSV list (`path,label[,start,end]`; for split heads
@@ -186,118 +251,195 @@ def evaluate(
         views: `(clips, crops)`; default the model's `test_views`.
         batch_size: Views per forward pass.
         workers: DataLoader processes that decode (0: in this process).
-        out_dir: Where rank 0 writes `predictions.jsonl` and `metrics.json` (None: nowhere).
+        out_dir: Also write the results there on rank 0 (`Evaluation.write`); the folder is checked
+            before any work. None: nothing is written.
         device: Where the model runs: `"auto"` for CUDA when available (`cuda:LOCAL_RANK` under
             torchrun), else the CPU; default (`None`): the model's own device.
-        model_name: Recorded in `metrics.json`.
-        progress: Progress bar on stderr (default: when stderr is a terminal; rank 0 only).
-        verbose: Also print the readers' warnings (truncated files, looped short videos).
-        silent: Print nothing (by default rank 0 prints the metrics on stdout, and each video that
-            fails, as it fails and again at the end, on stderr).
+        model_name: Recorded in the metrics.
+        progress: Called as `progress(videos_done, videos_total)` on this rank as videos finish.
+        temporal_check: Also score every video with its views' frames shuffled, reversed and
+            replaced by the middle frame (`vivit.data.temporal`): `metrics["temporal_check"]` holds
+            the top-1 of each (`normal`, `shuffled`, `reversed`, `middle_frame`). A model that uses
+            motion loses accuracy; one that recognises scenes does not.
 
     Returns:
-        The metrics dict (same on every rank): the accuracies (percent), `num_videos` (scored),
-        `num_failed`, `failed` (`[{"path", "error"}]`), `views`, `model`, `vivit_version`.
+        The `Evaluation` (the same metrics on every rank).
 
     Raises:
         ValueError: If the list has unlabelled entries, a label the model does not know (with
-            close matches), or labels outside the model's classes.
+            close matches), or labels outside the model's classes; an `out_dir` that takes no files.
+        OSError: Decoded clips cannot be passed through shared memory (/dev/shm full or too small;
+            the message says what to do).
+        vivit.data.VideoDecoderMissingError: A video file needs PyAV, which is not installed.
+        EvaluationNotWrittenError: With `out_dir`: the results could not be written (they are in
+            its `evaluation`).
+
+    Logs:
+        `vivit.evaluate`: each video that fails, as an error, as it fails.
+
+    Warns:
+        VideoWarning: Short videos (their frames are looped), truncated or damaged files.
     """
+    if out_dir is not None:
+        check_output_dir(out_dir, "out_dir")
     cfg, _ = model_data_config(model)
     cfg = resolve_data_config(cfg)
     num_classes = int(getattr(model, "num_classes", 0) or cfg.get("num_classes") or 0)
     names = _label_names(cfg, num_classes)
     views = tuple(views or cfg["test_views"])  # type: ignore[assignment]
-    dataset = VideoDataset(source, "eval", pretrained_cfg=cfg, label_names=names, views=views)  # type: ignore[arg-type]
+    try:
+        dataset = VideoDataset(source, "eval", pretrained_cfg=cfg, label_names=names, views=views)  # type: ignore[arg-type]
+    except RuntimeError as err:  # its failure counters live in shared memory, for the workers to update
+        if "shared memory" not in str(err):
+            raise
+        raise shared_memory_error(err) from None
     _check_labels(dataset, names, num_classes)
     splits = [len(v) for v in names.values()] if isinstance(names, dict) else None
     split_names = list(names) if isinstance(names, dict) else None
+    channels, num_frames = cfg["input_size"][:2]
+    video_bytes = 4 * views[0] * views[1] * channels * num_frames * cfg["crop_size"][0] * cfg["crop_size"][1]
     with distributed_context() as context:
         target = next(model.parameters()).device if device is None else local_device(device, context)
         runner = inference_model(model).to(target)
         dtype = next((p.dtype for p in runner.parameters() if p.is_floating_point()), torch.float32)
         mine = context.shard(range(len(dataset)))
         loader = DataLoader(
-            Subset(dataset, mine),
+            _ReportingItems(dataset, mine),
             batch_size=1,
             num_workers=workers,
             collate_fn=_collate,
             pin_memory=target.type == "cuda",
             prefetch_factor=2 if workers else None,
-            worker_init_fn=functools.partial(_configure_warnings, verbose and not silent),
         )
         results: list[tuple[int, np.ndarray | None, str | None]] = []
-        from tqdm import tqdm
-
-        disable = True if progress is False or context.rank > 0 else (None if progress is None else False)
-        with (
-            tqdm(total=len(mine), desc="evaluate", unit="video", file=sys.stderr, disable=disable) as bar,
-            torch.inference_mode(),
-            warnings.catch_warnings(),  # restores this process's warning settings afterwards
-        ):
-            _configure_warnings(verbose and not silent)
-            for batch in loader:
+        perturbed: list[tuple[int, dict[str, np.ndarray]]] = []
+        with torch.inference_mode():
+            for batch in loader_items(loader, video_bytes):
                 if "fatal" in batch:
+                    if batch.get("kind") == "decoder":
+                        raise VideoDecoderMissingError(batch["fatal"])
                     raise OSError(batch["fatal"])
+                for note in batch["warnings"]:
+                    warnings.warn(note, VideoWarning, stacklevel=2)
                 for failure in batch["failed"]:
                     results.append((failure["video_index"], None, failure["error"]))
-                    if not silent:
-                        bar.write(f"vivit: error: {failure['error']}", file=sys.stderr)
+                    logger.error("%s", failure["error"])
                 if "video" in batch:
                     (index,) = batch["video_index"].tolist()
                     results.append((index, _average_logits(runner, batch["video"][0], batch_size, target, dtype), None))
-                bar.update(1)
+                    if temporal_check:
+                        perturbed.append(
+                            (index, _perturbed_logits(runner, batch["video"][0], index, batch_size, target, dtype))
+                        )
+                if progress is not None:
+                    progress(len(results), len(mine))
         gathered = [r for rank_results in context.all_gather(results) for r in rank_results]
     gathered.sort(key=lambda r: r[0])
     metrics = _score(dataset, gathered, splits, split_names, views, model_name)
-    if context.is_main:
-        if out_dir is not None:
-            _write_outputs(Path(out_dir).expanduser(), dataset, gathered, cfg, metrics)
-        if not silent:
-            _print_metrics(metrics, split_names)
-    return metrics
+    if temporal_check:
+        metrics["temporal_check"] = _temporal_scores(
+            dataset, metrics, [r for part in context.all_gather(perturbed) for r in part], splits, split_names
+        )
+    result = Evaluation(metrics, _prediction_records(dataset, gathered, cfg), split_names, context.rank)
+    if out_dir is not None and context.is_main:
+        try:
+            result.write(out_dir)
+        except WriteError as err:
+            error = EvaluationNotWrittenError(err.path, err.reason, err.errno)
+            error.evaluation = result
+            raise error from err
+    return result
+
+
+class _ReportingItems(Dataset):
+    """The dataset's items `indices`, with what happened while reading them carried in the item.
+
+    VideoWarnings raised while reading (in a DataLoader worker they would be printed by that
+    process, or lost) travel as text in `warnings`, with the short-video warning `predict` and
+    `features` give; a missing video decoder (every video would fail the same way) becomes a
+    `fatal` item.
+    """
+
+    def __init__(self, dataset: VideoDataset, indices: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        index = self.indices[position]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", VideoWarning)
+            try:
+                item = dict(self.dataset[index])
+            except VideoDecoderMissingError as err:
+                return {"video_index": index, "fatal": str(err), "kind": "decoder"}
+        notes = [
+            str(w.message)
+            for w in caught
+            if issubclass(w.category, VideoWarning) and not issubclass(w.category, SkippedVideoWarning)
+        ]
+        if "error" not in item:
+            looped = _looped_note(self.dataset, index, item["frame_indices"])
+            if looped:
+                notes.append(looped)
+        item["warnings"] = notes
+        return item
+
+
+def _looped_note(dataset: VideoDataset, index: int, frame_indices: torch.Tensor) -> str | None:
+    """The short-video warning of `predict_views` when a view's clip wrapped around (DMVR's looping):
+    its indices stop increasing exactly when the video (segment) is shorter than one clip spans."""
+    rows = frame_indices.reshape(-1, frame_indices.shape[-1])
+    if rows.shape[1] < 2 or bool((rows[:, 1:] > rows[:, :-1]).all()):
+        return None
+    record = dataset.records[index]
+    name = shown_path(record.path)
+    num_frames, stride = dataset.num_frames, dataset.frame_stride
+    span = (num_frames - 1) * stride + 1
+    clip = (
+        f"one clip spans ({num_frames} frames every {stride} = {span}); its frames are repeated (looped), as DMVR does"
+    )
+    if record.start is not None or record.end is not None:
+        return f"the segment [{record.start}, {record.end}) s of {name} is shorter than {clip}"
+    try:
+        with VideoReader(record.path) as reader:
+            count = len(reader)
+    except (OSError, ValueError):
+        return f"{name} is shorter than {clip}"
+    return f"{name} has {count} frame{'' if count == 1 else 's'}, fewer than {clip}"
 
 
 def _collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """`collate_videos`, with a worker's failure to allocate the batch in shared memory (/dev/shm full)
-    returned as `fatal` text: raised in the worker, it would reach the user as that worker's traceback."""
+    """`collate_videos`, with the items' warnings gathered in `warnings`, a fatal item passed on, and a
+    worker's failure to allocate the batch in shared memory (/dev/shm full) returned as `fatal` text:
+    raised in the worker, it would reach the user as that worker's traceback."""
+    fatal = next((item for item in items if "fatal" in item), None)
+    if fatal is not None:
+        return {"failed": [], "warnings": [], "fatal": fatal["fatal"], "kind": fatal.get("kind")}
+    notes = [note for item in items for note in item.get("warnings", ())]
     try:
-        return collate_videos(items)
+        batch = collate_videos([{k: v for k, v in item.items() if k != "warnings"} for item in items])
     except RuntimeError as err:  # in a worker, stacking into shared memory is all that can fail here
         if get_worker_info() is None:
             raise
-        return {"failed": [], "fatal": str(shared_memory_error(err))}
-
-
-def _configure_warnings(verbose: bool, worker_id: int | None = None) -> None:
-    """How warnings show while videos are read (here and in each DataLoader worker).
-
-    Unreadable videos are reported by the job itself, so the dataset's `SkippedVideoWarning` is
-    silenced; other `VideoWarning`s (truncated files, looped short videos) become one
-    `vivit: warning: ...` line each, or nothing when not verbose.
-    """
-    warnings.filterwarnings("ignore", category=SkippedVideoWarning)
-    if not verbose:
-        warnings.filterwarnings("ignore", category=VideoWarning)
-        return
-    original = warnings.showwarning
-
-    def show(
-        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
-    ) -> None:
-        if issubclass(category, VideoWarning):
-            print(f"vivit: warning: {message}", file=sys.stderr, flush=True)
-        else:
-            original(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
+        return {"failed": [], "warnings": notes, "fatal": str(shared_memory_error(err)), "kind": "shm"}
+    if get_worker_info() is not None:
+        try:  # the small tensors too (labels, indices): torch's queue thread would drop the batch on failure
+            share_batch(batch)
+        except OSError as err:
+            return {"failed": [], "warnings": notes, "fatal": str(err), "kind": "shm"}
+    batch["warnings"] = notes
+    return batch
 
 
 def _check_labels(dataset: VideoDataset, names: Any, num_classes: int) -> None:
     unlabelled = [
         r.where or shown_path(r.path)
         for r, t in zip(dataset.records, dataset.targets, strict=True)
-        if (min(t) if isinstance(t, tuple) else t) < 0
+        # a broken list line is a counted failure when it is loaded, not a missing label
+        if getattr(r, "error", None) is None and (min(t) if isinstance(t, tuple) else t) < 0
     ]
     if unlabelled:
         raise ValueError(
@@ -326,6 +468,36 @@ def _average_logits(
         total = part if total is None else total + part
     assert total is not None
     return (total / len(views)).cpu().numpy()
+
+
+def _perturbed_logits(
+    model: nn.Module, views: torch.Tensor, index: int, batch_size: int, device: torch.device, dtype: torch.dtype
+) -> dict[str, np.ndarray]:
+    """View-averaged logits with the frames shuffled (the order seeded by the video's index), reversed, frozen."""
+    return {
+        mode: _average_logits(
+            model, perturb_time(views, mode, torch.Generator().manual_seed(index)), batch_size, device, dtype
+        )
+        for mode in TEMPORAL_PERTURBATIONS
+    }
+
+
+def _temporal_scores(
+    dataset: VideoDataset,
+    metrics: Mapping[str, Any],
+    perturbed: list[tuple[int, dict[str, np.ndarray]]],
+    splits: list[int] | None,
+    split_names: list[str] | None,
+) -> dict[str, float]:
+    """Top-1 (action top-1 for two splits) of the clips as they are and with their time destroyed."""
+    key = "action_top1" if "action_top1" in metrics else next((k for k in metrics if k.endswith("top1")), "top1")
+    out = {"normal": metrics.get(key, math.nan)}
+    perturbed.sort(key=lambda r: r[0])
+    labels = np.array([dataset.targets[i] for i, _ in perturbed], dtype=np.int64)
+    for mode, name in zip(TEMPORAL_PERTURBATIONS, ("shuffled", "reversed", "middle_frame"), strict=True):
+        logits = [r[1][mode] for r in perturbed]
+        out[name] = classification_metrics(np.stack(logits), labels, splits, split_names)[key] if logits else math.nan
+    return out
 
 
 def _score(
@@ -366,15 +538,11 @@ def _label_text(dataset: VideoDataset, index: int) -> Any:
     return classes[target] if classes else target
 
 
-def _write_outputs(
-    out: Path,
-    dataset: VideoDataset,
-    results: list[tuple[int, np.ndarray | None, str | None]],
-    cfg: Mapping[str, Any],
-    metrics: dict[str, Any],
-) -> None:
-
-    lines = []
+def _prediction_records(
+    dataset: VideoDataset, results: list[tuple[int, np.ndarray | None, str | None]], cfg: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """One JSON-ready record per video, in list order: path, label, then top-5 and logits, or the error."""
+    records = []
     for index, logits, error in results:
         entry: dict[str, Any] = {
             "path": shown_path(dataset.records[index].path),
@@ -386,34 +554,5 @@ def _write_outputs(
         else:
             entry["top5"] = top_predictions(torch.from_numpy(logits), cfg, 5)
             entry["logits"] = [float(v) for v in logits]
-        lines.append(json.dumps(entry, ensure_ascii=False))
-    with atomic_write(out / "predictions.jsonl") as tmp:
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    with atomic_write(out / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _print_metrics(metrics: Mapping[str, Any], split_names: list[str] | None) -> None:
-    def line(prefix: str) -> str:
-        return (
-            f"top-1 {metrics[prefix + 'top1']:.2f}%  top-5 {metrics[prefix + 'top5']:.2f}%  "
-            f"mean per-class {metrics[prefix + 'mean_class_accuracy']:.2f}%"
-        )
-
-    counts = f"{metrics['num_videos']} videos, {metrics['views']} views, {metrics['num_failed']} failed to decode"
-    if not metrics["num_videos"]:
-        print(f"vivit: evaluate: no video could be scored ({counts})", file=sys.stderr)
-    elif split_names:
-        for name in split_names:
-            print(f"{name}: {line(name + '_')}")
-        if "action_top1" in metrics:
-            print(f"action: top-1 {metrics['action_top1']:.2f}%  top-5 {metrics['action_top5']:.2f}%")
-        print(f"({counts})")
-    else:
-        print(f"{line('')}  ({counts})")
-    failed = metrics["failed"]
-    if failed:  # the end of a long log says what to look at
-        total = metrics["num_videos"] + len(failed)
-        print(f"vivit: evaluate: {len(failed)} of {total} videos failed to decode (not scored):", file=sys.stderr)
-        for failure in failed:
-            print(f"  {failure['error']}", file=sys.stderr)
+        records.append(entry)
+    return records

@@ -682,11 +682,18 @@ def explain_video(
         ImportError: matplotlib (or, for `.mp4`, PyAV) is not installed; the message says how to
             install it.
     """
-    from . import render  # matplotlib is optional: imported only when drawing
+    # matplotlib is optional: the drawing module is imported only when drawing
+    from .render import (
+        check_animation_fps,
+        prediction_title,
+        require_writer,
+        token_heat_to_pixels,
+        write_heat_overlay,
+    )
 
     out = Path(out)
-    render.require_writer(out)
-    render.check_animation_fps(out, fps)  # before the model runs
+    require_writer(out)
+    check_animation_fps(out, fps)  # before the model runs
     cfg = resolve_data_config(pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", None))
     labels_cfg = dict(pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", None) or {})
     is_clip = isinstance(video, torch.Tensor) and video.ndim == 4 and video.is_floating_point()
@@ -717,13 +724,11 @@ def explain_video(
     if head is not None:
         what += f", head {head}"
     query = "class token" if _vivit(model).num_prefix_tokens else "mean token"
-    title = render.prediction_title(name or type(model).__name__, predictions, true_label)
-    pixel_heat = render.token_heat_to_pixels(
+    title = prediction_title(name or type(model).__name__, predictions, true_label)
+    pixel_heat = token_heat_to_pixels(
         heat[0].float().cpu().numpy(), frames.shape[0], _vivit(model).patch_embed.kernel_size, frames.shape[1:3]
     )
-    drawn = render.write_heat_overlay(
-        out, frames, pixel_heat, title=title, caption=f"{what} ({query} as query)", fps=fps
-    )
+    drawn = write_heat_overlay(out, frames, pixel_heat, title=title, caption=f"{what} ({query} as query)", fps=fps)
     return {"out": str(out), "frames": drawn, "predictions": predictions}
 
 

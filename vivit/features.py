@@ -15,26 +15,44 @@ one model clip, `num_frames x frame_stride` frames, no overlap; `window=0`: the 
 one window); each window's feature is the mean over its `clips x crops` test views, placed in
 the window as `vivit.predict_views` places them in a video (`view_frame_indices`).
 
+Where outputs go (the input root): a folder's videos are named relative to the folder; a list's
+relative to the list's folder when every entry lies below it, else relative to the deepest folder
+holding all its entries (so a list of absolute paths into `videos/` names its outputs as the
+folder `videos/` would); a file given directly keeps its name. `..` is removed first and nothing
+can climb out of `out_dir` (`vivit.files.relative_output`), nor write through a symbolic link
+inside it to elsewhere. Before any work, every output is checked: two inputs never share an
+output (one file reached twice is computed once; two files whose outputs would be one file,
+through `..`, symbolic links or letter case on a case-insensitive file system, are refused), no
+output would need a folder where another output is a file (or the reverse), every name fits the
+file system (NAME_MAX), and `out_dir` takes files.
+
 Work and writes are per video, so the cost per video is constant and a run can be stopped at
 any time: outputs are written atomically (temporary file, then rename), and a re-run skips every
 video whose output records the same source (resolved path, size, mtime) and the same settings,
-without loading the model; everything else is recomputed. The same call under `torchrun`
-splits the remaining videos across ranks (see `vivit.distributed`); each rank writes only its
-own videos, and the union is bit for bit what one process writes (on CPU), because every
-video's windows are batched and reduced the same way whatever process computes them.
+without loading the model; everything else is recomputed. Temporary files of killed runs are
+removed at the start, only those whose writer is gone (a second run on the same `out_dir` keeps
+its own). The same call under `torchrun` splits the remaining videos across ranks (see
+`vivit.distributed`); each rank writes only its own videos, and the union is bit for bit what one
+process writes (on CPU), because every video's windows are batched and reduced the same way
+whatever process computes them.
 
 Decoding and preprocessing run in DataLoader worker processes (`workers`), so they overlap
 the model; within a video, windows are batched `batch_size` views at a time.
+
+Nothing is printed: the job returns a `FeaturesSummary`, warns (`VideoWarning`: short or damaged
+videos) and logs (`logging.getLogger("vivit.features")`: each failed video as an error as it
+fails, notes such as videos already done as info). A full disk or a folder that stopped taking
+files ends the run early: the videos not computed are failures that say so.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
-import glob
 import json
+import logging
 import math
 import os
-import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,19 +74,33 @@ from .data.datasets import (
 )
 from .data.sampling import sliding_windows, view_frame_indices, window_seconds
 from .data.transforms import crop_test_views, resolve_data_config
-from .data.video import VideoReader, VideoWarning
+from .data.video import VideoDecoderMissingError, VideoReader, VideoWarning
 from .distributed import DistributedContext, distributed_context, local_device
-from .files import atomic_write
+from .files import (
+    WriteError,
+    atomic_write,
+    case_insensitive,
+    check_name_fits,
+    check_output_dir,
+    clean_stale_temp_files,
+    common_folder,
+    describe_path_problem,
+    output_key,
+    relative_output,
+    writing,
+)
 from .models.vivit import FactorizedEncoderViViT, ViViT
 from .predict import (
+    ProgressFn,
     Video,
-    _iter_views,
-    _sum_over_views,
-    _window_and_stride,
     inference_model,
+    iter_views,
     model_data_config,
+    sum_view_outputs,
+    window_and_stride,
 )
 from .version import __version__
+from .workers import loader_items
 
 __all__ = [
     "FEATURES_FORMAT",
@@ -79,7 +111,10 @@ __all__ = [
     "feature_fn",
     "read_features",
     "video_features",
+    "weights_identity",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: `format` entry of the metadata of every features file this module writes.
 FEATURES_FORMAT = "vivit-features"
@@ -120,9 +155,9 @@ def video_features(
 
     Returns a contiguous float32 CPU tensor. Only the frames of the views' clips are decoded.
     """
-    view_iter = _iter_views(video, views[0], views[1], cfg, device, stacklevel=3)
+    view_iter = iter_views(video, views[0], views[1], cfg, device)
     total = views[0] * views[1]
-    summed = _sum_over_views(extract, view_iter, batch_size, torch.float32, total, False, lambda out, _: out)
+    summed = sum_view_outputs(extract, view_iter, batch_size=batch_size, total=total, logits=False)
     return (summed / total).cpu().contiguous()
 
 
@@ -214,6 +249,7 @@ class _Video:
     path: Path  # as found
     output: Path  # out_dir / relative name + .safetensors
     where: str  # for messages: the input or list line it came from
+    error: str | None = None  # a list line that could not be read as an entry
 
 
 @dataclass
@@ -224,12 +260,18 @@ class _Plan:
     duplicates: list[str] = field(default_factory=list)
 
 
-def _relative_output(path: Path, root: Path) -> Path:
-    """Output name of `path` found under `root`: relative to it, else the absolute path below the out dir."""
-    try:
-        return path.absolute().relative_to(root.absolute())
-    except ValueError:
-        return Path(*path.absolute().parts[1:])
+def _list_root(listing: Path, paths: Sequence[Path]) -> Path:
+    """The folder a list's outputs are named relative to: the list's own folder when every entry lies
+    below it (`dataset/train.csv` listing `videos/a.mp4`), else the deepest folder holding every entry
+    (a list of absolute paths, or of `../videos/...`), so that it names them as that folder would."""
+    base = Path(os.path.normpath(os.path.abspath(listing.parent)))
+    inside = all(not os.path.relpath(os.path.normpath(os.path.abspath(p)), base).startswith(os.pardir) for p in paths)
+    return base if inside or not paths else common_folder(paths) or base
+
+
+def _output(out_dir: Path, path: Path, root: Path) -> Path:
+    relative = relative_output(path, root)
+    return out_dir / relative.parent / f"{relative.name}{_SUFFIX}"
 
 
 def _collect(inputs: Sequence[str | os.PathLike[str]], out_dir: Path, plan: _Plan) -> list[_Video]:
@@ -244,24 +286,26 @@ def _collect(inputs: Sequence[str | os.PathLike[str]], out_dir: Path, plan: _Pla
                 plan.failed.append(
                     (shown, f"no videos in this folder (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
                 )
-            videos += [_Video(p, out_dir / f"{_relative_output(p, path)}{_SUFFIX}", shown) for p in found]
+            videos += [_Video(p, _output(out_dir, p, path), shown) for p in found]
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             try:
                 records = read_video_list(path)
-            except ValueError as err:
+            except (ValueError, OSError) as err:
                 plan.failed.append((shown, str(err)))
                 continue
             if not records:  # an empty list is a mistake upstream, not a clean run
                 plan.failed.append(
                     (shown, "lists no videos (expected one path per line, or CSV/TSV rows path[,label,...])")
                 )
-            videos += [
-                _Video(r.path, out_dir / f"{_relative_output(r.path, path.parent)}{_SUFFIX}", r.where) for r in records
-            ]
+            root = _list_root(path, [r.path for r in records])
+            for r in records:
+                # A line that could not be read as an entry fails alone, with its list:line.
+                error = getattr(r, "error", None)
+                videos.append(_Video(r.path, _output(out_dir, r.path, root), r.where, str(error) if error else None))
         elif path.exists() or path.suffix.lower() not in LIST_SUFFIXES:
             videos.append(_Video(path, out_dir / f"{path.name}{_SUFFIX}", shown))
         else:
-            plan.failed.append((shown, "list file does not exist"))
+            plan.failed.append((shown, f"list file {describe_path_problem(path)}"))
     return videos
 
 
@@ -315,35 +359,46 @@ def _output_state(output: Path, source: Path, stat: os.stat_result, key: str) ->
 
 
 def _plan(inputs: Sequence[str | os.PathLike[str]], out_dir: Path, settings: FeatureSettings) -> _Plan:
-    """Every input video's fate: to do, up to date, failed (missing, collisions), or a duplicate."""
+    """Every input video's fate, decided before any work: to do, up to date, failed, or a duplicate.
+
+    Failures found here: a missing or unreadable input (with its list line), a list line that is
+    not an entry, an output that another input already has (through `..`, symbolic links, or
+    letter case on a case-insensitive file system), an output where another output needs a folder
+    (or the reverse), an output path blocked by an existing file or folder, an output reached
+    through a symbolic link leading out of `out_dir`, a name longer than the file system takes,
+    and an existing file that is not a features file (never overwritten).
+    """
     plan = _Plan()
     key = settings.key()
+    insensitive = case_insensitive(out_dir)
+    root_key = output_key(out_dir, insensitive)
     seen_files: dict[tuple[int, int], str] = {}
-    seen_outputs: dict[Path, str] = {}
+    outputs: dict[str, str] = {}  # output key -> the input that has it
+    folders: dict[str, str] = {}  # key of every folder below out_dir an output needs -> that input
     for video in _collect(inputs, out_dir, plan):
         shown = shown_path(video.path)
+        listed = f" (listed at {video.where})" if ":" in video.where else ""
+        if video.error is not None:
+            plan.failed.append((video.where or shown, video.error))
+            continue
         try:
             stat = video.path.stat()
-        except OSError as err:
-            reason = "does not exist" if isinstance(err, FileNotFoundError) else err.strerror or str(err)
-            plan.failed.append((shown, reason + (f" (listed at {video.where})" if ":" in video.where else "")))
+            is_file = video.path.is_file()
+        except (OSError, ValueError):
+            plan.failed.append((shown, describe_path_problem(video.path) + listed))
             continue
-        if not video.path.is_file():
-            plan.failed.append((shown, "is not a file"))
+        if not is_file:
+            plan.failed.append((shown, "is not a file" + listed))
             continue
         identity = (stat.st_dev, stat.st_ino)
         if identity in seen_files:  # the same file reached twice (symlink, ../, a list and a folder)
             plan.duplicates.append(f"{shown} is the same file as {seen_files[identity]}; computed once")
             continue
         seen_files[identity] = shown
-        if video.output in seen_outputs:
-            clash = (
-                f"its output {shown_path(video.output)} is already that of {seen_outputs[video.output]} "
-                "(same relative name under two inputs); run it with its own --out"
-            )
-            plan.failed.append((shown, clash))
+        problem = _output_problem(video.output, shown, out_dir, root_key, insensitive, outputs, folders)
+        if problem is not None:
+            plan.failed.append((shown, problem))
             continue
-        seen_outputs[video.output] = shown
         state, reason = _output_state(video.output, video.path, stat, key)
         if state == "done":
             plan.skipped.append(shown)
@@ -352,6 +407,61 @@ def _plan(inputs: Sequence[str | os.PathLike[str]], out_dir: Path, settings: Fea
         else:
             plan.todo.append((video, stat))
     return plan
+
+
+def _output_problem(
+    output: Path,
+    owner: str,
+    out_dir: Path,
+    root_key: str,
+    insensitive: bool,
+    outputs: dict[str, str],
+    folders: dict[str, str],
+) -> str | None:
+    """Why `output` cannot be this video's (None: it can), recording it in `outputs` / `folders` if it can."""
+    shown_output = shown_path(output)
+    try:
+        check_name_fits(output)
+    except WriteError as err:
+        return f"its output {err.reason}"
+    key = output_key(output, insensitive)
+    if not key.startswith(root_key.rstrip(os.sep) + os.sep):
+        return f"its output {shown_output} would be written outside {shown_path(out_dir)} (through a symbolic link)"
+    if key in outputs:
+        return (
+            f"its output {shown_output} is already that of {outputs[key]} (same relative name under two inputs"
+            + (", or names that differ only in letter case on a case-insensitive file system" if insensitive else "")
+            + "); run it with its own --out"
+        )
+    if key in folders:
+        return f"its output {shown_output} is the folder that the output of {folders[key]} needs; run it with its own --out"
+    parents = []
+    parent = output.parent
+    while parent != out_dir and parent != parent.parent and len(parent.parts) > len(out_dir.parts):
+        parents.append(parent)
+        parent = parent.parent
+    for folder in parents:
+        folder_key = output_key(folder, insensitive)
+        if folder_key in outputs:
+            return (
+                f"its output needs a folder {shown_path(folder)} where the output of {outputs[folder_key]} is a file; "
+                "run it with its own --out"
+            )
+        if folder.exists() and not folder.is_dir():
+            return f"its output needs a folder {shown_path(folder)}, which is an existing file; not overwritten"
+    if output.is_dir():
+        return f"its output {shown_output} is an existing folder; not overwritten"
+    outputs[key] = owner
+    for folder in parents:
+        folders.setdefault(output_key(folder, insensitive), owner)
+    return None
+
+
+def _clean_interrupted_writes(todo: Sequence[tuple[_Video, os.stat_result]]) -> None:
+    """Remove the temporary files that killed runs left in the output folders (never a live writer's)."""
+    for folder in sorted({video.output.parent for video, _ in todo}):
+        if folder.is_dir():
+            clean_stale_temp_files(folder)
 
 
 # ---------------------------------------------------------------- decoding in workers
@@ -371,7 +481,8 @@ class _WindowStream(IterableDataset):
     or `views` float32 `(b, C, T, H, W)`, `window` int64 `(b,)` (window of each view) and `last`
     (the video's final batch); the first batch of a video also carries `windows`, `seconds`,
     `frames`, `fps`. Warnings raised while reading travel as text in `warnings`. A worker that
-    cannot put its tensors in shared memory yields `fatal` (the message) and stops.
+    cannot go on (no room in shared memory, no video decoder installed: every video would fail
+    the same way) yields `fatal` (the message) with its `kind` and stops.
     """
 
     def __init__(self, paths: Sequence[Path], geometry: _Geometry) -> None:
@@ -387,9 +498,11 @@ class _WindowStream(IterableDataset):
                     try:
                         share_in_worker(item.values())
                     except OSError as err:  # /dev/shm full: stop the job with a clear message
-                        yield {"index": index, "fatal": str(err)}
+                        yield {"index": index, "fatal": str(err), "kind": "shm"}
                         return
                 yield item
+                if "fatal" in item:
+                    return
 
     def _video(self, index: int, threads: int) -> Iterator[dict[str, Any]]:
         path = self.paths[index]
@@ -400,6 +513,9 @@ class _WindowStream(IterableDataset):
         notes: list[str] = []
         try:
             reader = _caught(notes, lambda: VideoReader(path, num_threads=threads))
+        except VideoDecoderMissingError as err:
+            yield {"index": index, "fatal": str(err), "kind": "decoder", "warnings": notes}
+            return
         except (ValueError, OSError, IndexError, EOFError) as err:
             yield {"index": index, "error": _reason(err, path), "warnings": notes}
             return
@@ -494,19 +610,30 @@ class FeaturesSummary:
         skipped: Videos whose output was already up to date.
         failed: `(video, reason)` for every video (or input) that failed.
         duplicates: Inputs that named a file already given (computed once), as messages.
+        out_dir: The output folder.
+        rank: The rank of the process this summary was returned in (0 alone): rank 0 reports.
     """
 
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    out_dir: str = ""
+    rank: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
+    def failure_lines(self) -> list[str]:
+        """One line per failure: the reason, led by the video unless the reason names it already."""
+        return [reason if video in reason else f"{video}: {reason}" for video, reason in self.failed]
+
 
 ModelSource = nn.Module | Callable[[], nn.Module]
+
+# A write that fails for one of these reasons would fail for every later video too: stop computing.
+_FOLDER_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def extract_features(
@@ -518,19 +645,19 @@ def extract_features(
     batch_size: int = 4,
     workers: int = 2,
     device: str | torch.device | None = None,
-    progress: bool | None = None,
-    verbose: bool = True,
-    silent: bool = False,
+    progress: ProgressFn | None = None,
 ) -> FeaturesSummary:
     """Write sliding-window features of every video named by `inputs`, one file per video.
 
     Runs in one process, or split across the ranks of a `torchrun` job (every rank calls it with
-    the same arguments); see the module docstring for the files and the resume rule.
+    the same arguments); see the module docstring for the files, where they go and the resume rule.
 
     Example:
         >>> settings = FeatureSettings(model="vivit_b_fe_k400", window=64, stride=32)
-        >>> extract_features(["videos/"], "features/", lambda: create_model("vivit_b_fe_k400", pretrained=True),
-        ...                  settings)
+        >>> summary = extract_features(
+        ...     ["videos/"], "features/", lambda: create_model("vivit_b_fe_k400", pretrained=True), settings
+        ... )
+        >>> summary.failed  # [(video, reason), ...]
 
     Args:
         inputs: Video files, folders (searched recursively for `VIDEO_SUFFIXES`; outputs keep
@@ -544,17 +671,24 @@ def extract_features(
         device: Where the model runs. `"auto"`: CUDA when available (`cuda:LOCAL_RANK` under
             torchrun), else the CPU; `None` (default): the module's own device (`"auto"` when
             `model` is a function).
-        progress: Show a progress bar (videos/s, ETA) on stderr; default: when stderr is a terminal.
-        verbose: Also print notes (videos already done, duplicate inputs), the readers' warnings
-            and the summary of a clean run to stderr. Errors (as they happen) and, when something
-            failed, the summary with every failure and its reason are printed regardless.
-        silent: Print nothing at all (the returned summary says what happened).
+        progress: Called as `progress(videos_done, videos_to_do)` on this rank as videos finish.
 
     Returns:
-        The `FeaturesSummary` over all ranks (the same on every rank).
+        The `FeaturesSummary` over all ranks (the same on every rank, but `rank`).
 
     Raises:
-        ValueError: For bad settings (window, stride, views) or batch size.
+        ValueError: For bad settings (window, stride, views) or batch size, or an `out_dir` that
+            cannot take files (checked before any work).
+        OSError: Decoded clips cannot be passed through shared memory (/dev/shm full; the message
+            says what to do).
+        vivit.data.VideoDecoderMissingError: A video file needs PyAV, which is not installed.
+
+    Logs:
+        `vivit.features`: each video that fails (error, as it fails), duplicate inputs and
+        videos already done (info).
+
+    Warns:
+        VideoWarning: Short videos (looped), truncated or damaged files.
     """
     if settings.window is not None and settings.window < 0:
         raise ValueError(f"window must be >= 0 frames (0: the whole video), got {settings.window}")
@@ -562,17 +696,18 @@ def extract_features(
         raise ValueError("stride must be >= 1 frames and needs a window (window=0 is one clip per video)")
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
-    out = Path(out_dir).expanduser()
-    say = _Say(verbose and not silent, silent)
+    out = check_output_dir(out_dir, "out_dir")
     with distributed_context() as context:
         plan = _plan(inputs, out, settings)
         if context.is_main:
             for message in plan.duplicates:
-                say(f"note: {message}")
+                logger.info("note: %s", message)
             if plan.skipped:
-                say(
-                    f"{len(plan.skipped)} of {len(plan.skipped) + len(plan.todo)} videos already done in {shown_path(out)}; skipping them"
+                done = len(plan.skipped)
+                logger.info(
+                    "%d of %d videos already done in %s; skipping them", done, done + len(plan.todo), shown_path(out)
                 )
+            _clean_interrupted_writes(plan.todo)
         # Nobody writes before every rank has seen the same finished outputs: the shares below are
         # cut from the same to-do list on every rank.
         context.barrier()
@@ -580,42 +715,30 @@ def extract_features(
         written: list[str] = []
         failed: list[tuple[str, str]] = []
         if mine:
-            _run(mine, out, model, settings, batch_size, workers, device, progress, say, context, written, failed)
+            _run(mine, out, model, settings, batch_size, workers, device, progress, context, written, failed)
         everyone = context.all_gather((written, failed))
-    result = FeaturesSummary(
+    return FeaturesSummary(
         written=[v for rank_written, _ in everyone for v in rank_written],
         skipped=plan.skipped,
         failed=plan.failed + [f for _, rank_failed in everyone for f in rank_failed],
         duplicates=plan.duplicates,
+        out_dir=shown_path(out),
+        rank=context.rank,
     )
-    if context.is_main:
-        _print_summary(result, say)
-    return result
 
 
-class _Say:
-    """Prints `vivit: ...` lines to stderr, through tqdm while a progress bar is shown.
+def _batch_bytes(cfg: Mapping[str, Any], batch_size: int) -> int:
+    """Bytes of one batch of float32 views `(batch_size, C, T, h, w)` a worker hands over."""
+    channels, frames = cfg["input_size"][:2]
+    height, width = cfg["crop_size"]
+    return 4 * batch_size * channels * frames * height * width
 
-    Informational lines only when verbose; errors (`force=True`) unless silent.
-    """
 
-    def __init__(self, verbose: bool, silent: bool = False) -> None:
-        self.verbose = verbose
-        self.silent = silent
-        self.bar: Any = None
-
-    def __call__(self, message: str, force: bool = False) -> None:
-        if self.silent or not (self.verbose or force):
-            return
-        self.raw(f"vivit: {message}")
-
-    def raw(self, line: str) -> None:
-        if self.silent:
-            return
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr, flush=True)
+def _fatal(item: Mapping[str, Any]) -> BaseException:
+    """The error that stops the job for a worker's `fatal` item."""
+    if item.get("kind") == "decoder":
+        return VideoDecoderMissingError(item["fatal"])
+    return OSError(item["fatal"])
 
 
 def _run(
@@ -626,14 +749,11 @@ def _run(
     batch_size: int,
     workers: int,
     device: str | torch.device | None,
-    progress: bool | None,
-    say: _Say,
+    progress: ProgressFn | None,
     context: DistributedContext,
     written: list[str],
     failed: list[tuple[str, str]],
 ) -> None:
-    from tqdm import tqdm
-
     model = model_source if isinstance(model_source, nn.Module) else model_source()
     if device is None and isinstance(model_source, nn.Module):
         target = next(model.parameters()).device
@@ -643,7 +763,7 @@ def _run(
     cfg = resolve_data_config(model_data_config(model)[0])
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     num_frames, frame_stride = cfg["input_size"][1], cfg["frame_stride"]
-    window, stride = _window_and_stride(cfg, settings.window, settings.stride)
+    window, stride = window_and_stride(cfg, settings.window, settings.stride)
     views = settings.views or (1, 1)
     extract = feature_fn(model, settings.per_frame)  # type: ignore[arg-type]
     geometry = _Geometry(cfg, window, stride, views, batch_size)
@@ -671,101 +791,111 @@ def _run(
         "settings": settings.key(),
         "vivit_version": __version__,
     }
-    label = "features" if not context.distributed else f"features (rank {context.rank}/{context.world_size})"
-    bar = tqdm(
-        total=len(mine),
-        desc=label,
-        unit="video",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        disable=_bar_disabled(progress, context),
-    )
-    say.bar = bar if not bar.disable else None
     partial: dict[int, dict[str, Any]] = {}
     finished: set[int] = set()
-    try:
-        with torch.inference_mode():
-            for item in loader:
-                if "fatal" in item:
-                    raise OSError(item["fatal"])
-                index = item["index"]
-                video, stat = mine[index]
-                for note in item.get("warnings") or ():
-                    say(f"warning: {note}")
-                if "error" in item:
-                    partial.pop(index, None)
-                    finished.add(index)
-                    failed.append((shown_path(video.path), item["error"]))
-                    say(f"error: {item['error']}", force=True)
-                    bar.update(1)
-                    continue
-                state = partial.get(index)
-                if state is None:
-                    state = partial[index] = {key: item[key] for key in ("windows", "seconds", "frames", "fps")}
-                out_batch = extract(item["views"].to(target, dtype, non_blocking=True)).float()
-                sums = state.get("sums")
-                if sums is None:
-                    sums = state["sums"] = out_batch.new_zeros((len(state["windows"]), *out_batch.shape[1:]))
-                # Windows own consecutive views; summing each run then adding is deterministic on any device.
-                owners, counts = torch.unique_consecutive(item["window"], return_counts=True)
-                for owner, part in zip(owners.tolist(), out_batch.split(counts.tolist()), strict=True):
-                    sums[owner] += part.sum(0)
-                if not item["last"]:
-                    continue
-                del partial[index]
-                features = (sums / (views[0] * views[1])).cpu().contiguous()
-                metadata = {
-                    **fixed,
-                    "source_path": shown_path(video.path.resolve()),
-                    "source_size": str(stat.st_size),
-                    "source_mtime_ns": str(stat.st_mtime_ns),
-                    "video_frames": str(state["frames"]),
-                    "video_fps": repr(state["fps"]),
-                }
-                try:
-                    _write(video.output, features, state["windows"], state["seconds"], metadata)
-                except OSError as err:  # a full disk, a read-only folder: this video fails, the others try
-                    failed.append((shown_path(video.path), f"cannot write {shown_path(video.output)}: {err}"))
-                    say(f"error: cannot write {shown_path(video.output)}: {err}", force=True)
-                else:
-                    written.append(shown_path(video.path))
-                finished.add(index)
-                bar.update(1)
-        # Every video must come back written or failed: a batch that a worker's queue dropped
-        # (torch prints its error and goes on) is a failure, not a video silently left out.
-        for index, (video, _) in enumerate(mine):
-            if index not in finished:
-                reason = (
-                    "no result came back from the worker that decoded it (see the errors above); run again to retry"
-                )
-                failed.append((shown_path(video.path), reason))
-                say(f"error: {shown_path(video.path)}: {reason}", force=True)
-    finally:
-        bar.close()
-        say.bar = None
+    stopped: str | None = None  # why the run stopped early (the output folder takes no more files)
+
+    def fail(index: int, reason: str) -> None:
+        video = mine[index][0]
+        failed.append((shown_path(video.path), reason))
+        logger.error("%s", reason if shown_path(video.path) in reason else f"{shown_path(video.path)}: {reason}")
+        finished.add(index)
+        if progress is not None:
+            progress(len(finished), len(mine))
+
+    with torch.inference_mode():
+        for item in loader_items(loader, _batch_bytes(cfg, batch_size)):
+            if "fatal" in item:
+                raise _fatal(item)
+            index = item["index"]
+            video, stat = mine[index]
+            for note in item.get("warnings") or ():
+                warnings.warn(note, VideoWarning, stacklevel=2)
+            if "error" in item:
+                partial.pop(index, None)
+                fail(index, item["error"])
+                continue
+            state = partial.get(index)
+            if state is None:
+                state = partial[index] = {key: item[key] for key in ("windows", "seconds", "frames", "fps")}
+            sums = _window_features(extract, item, state, target, dtype)
+            if not item["last"]:
+                continue
+            del partial[index]
+            features = (sums / (views[0] * views[1])).cpu().contiguous()
+            metadata = {
+                **fixed,
+                "source_path": shown_path(video.path.resolve()),
+                "source_size": str(stat.st_size),
+                "source_mtime_ns": str(stat.st_mtime_ns),
+                "video_frames": str(state["frames"]),
+                "video_fps": repr(state["fps"]),
+            }
+            try:
+                _write(video.output, out, features, state["windows"], state["seconds"], metadata)
+            except WriteError as err:  # a full disk, a read-only folder: this video fails
+                fail(index, str(err))
+                if err.errno in _FOLDER_ERRORS:  # ... and so would every later one: stop computing
+                    stopped = str(err)
+                    break
+                continue
+            written.append(shown_path(video.path))
+            finished.add(index)
+            if progress is not None:
+                progress(len(finished), len(mine))
+    # Every video must come back written or failed: a batch that a worker's queue dropped (torch
+    # prints its error and goes on) is a failure, not a video silently left out.
+    for index in range(len(mine)):
+        if index not in finished:
+            if stopped is not None:
+                fail(index, f"not computed: the run stopped when a write failed ({stopped})")
+            else:
+                fail(index, "no result came back from the worker that decoded it (see the errors above); run again")
 
 
-def _bar_disabled(progress: bool | None, context: DistributedContext) -> bool | None:
-    """tqdm's `disable`: None (= only on a terminal) by default, and one bar per job (rank 0's)."""
-    if progress is False or context.rank > 0:
-        return True
-    return None if progress is None else False
+def _window_features(
+    extract: FeatureFn, item: Mapping[str, Any], state: dict[str, Any], target: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """One batch of views through the model, added to its windows' sums in `state["sums"]` (created on
+    first use): the one place `extract_features` runs the model (a window-reuse engine replaces it).
+
+    Windows own consecutive views; summing each run then adding is deterministic on any device.
+    """
+    out_batch = extract(item["views"].to(target, dtype, non_blocking=True)).float()
+    sums = state.get("sums")
+    if sums is None:
+        sums = state["sums"] = out_batch.new_zeros((len(state["windows"]), *out_batch.shape[1:]))
+    owners, counts = torch.unique_consecutive(item["window"], return_counts=True)
+    for owner, part in zip(owners.tolist(), out_batch.split(counts.tolist()), strict=True):
+        sums[owner] += part.sum(0)
+    return sums
 
 
 def _write(
-    output: Path, features: torch.Tensor, windows: torch.Tensor, seconds: torch.Tensor, metadata: dict[str, str]
+    output: Path,
+    out_dir: Path,
+    features: torch.Tensor,
+    windows: torch.Tensor,
+    seconds: torch.Tensor,
+    metadata: dict[str, str],
 ) -> None:
+    """Write one features file atomically (a temporary file renamed into place).
+
+    Raises:
+        WriteError: It could not be written (full disk, read-only folder, a symbolic link that
+            appeared since the plan and leads out of `out_dir`), naming the file.
+    """
     from safetensors.torch import save
 
     tensors = {"features": features, "window_frames": windows.contiguous(), "window_seconds": seconds.contiguous()}
     data = _sorted_header(save(tensors, metadata=metadata))
-    # A temporary file renamed into place: an interrupted run never leaves a half-written output.
-    # Written through Python (safetensors' own file functions refuse non-UTF-8 file names).
-    with atomic_write(output) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-    # A run killed while writing this video left its temporary file behind; it is of no use now.
-    for leftover in output.parent.glob(f".{glob.escape(output.name)}.*.part"):
-        leftover.unlink(missing_ok=True)
+    with writing(output):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if not output_key(output).startswith(output_key(out_dir).rstrip(os.sep) + os.sep):
+            raise WriteError(output, f"it would be written outside {shown_path(out_dir)} (through a symbolic link)")
+        # Written through Python (safetensors' own file functions refuse non-UTF-8 file names).
+        with atomic_write(output) as tmp, open(tmp, "wb") as f:
+            f.write(data)
 
 
 def _sorted_header(data: bytes) -> bytes:
@@ -782,18 +912,3 @@ def _sorted_header(data: bytes) -> bytes:
     ).encode()
     header += b" " * (-len(header) % 8)
     return len(header).to_bytes(8, "little") + header + data[8 + size :]
-
-
-def _print_summary(summary: FeaturesSummary, say: _Say) -> None:
-    """`vivit: features: N written, N already done, N failed` (a note when nothing failed); when
-    something failed, the line ends with `:` and every failure follows on its own indented line,
-    so that the end of a long log says what to look at."""
-    parts = [f"{len(summary.written)} written", f"{len(summary.skipped)} already done", f"{len(summary.failed)} failed"]
-    if summary.duplicates:
-        parts.append(f"{len(summary.duplicates)} duplicate input{'s' if len(summary.duplicates) != 1 else ''}")
-    if not summary.failed:
-        say(f"features: {', '.join(parts)}")
-        return
-    say(f"features: {', '.join(parts)}:", force=True)
-    for video, reason in summary.failed:
-        say.raw(f"  {reason if video in reason else f'{video}: {reason}'}")

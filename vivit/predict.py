@@ -5,6 +5,11 @@ A video is a file path, a `vivit.VideoReader` or a decoded uint8 frame array. Fr
 chosen first (`vivit.data.sampling`) and only those frames are decoded, one clip at a time, so
 memory does not grow with the video's length. The model is never modified: its train/eval mode
 and state stay as they are, and one model can serve several threads at once.
+
+Nothing here prints: results are returned, short or damaged videos are reported with
+`VideoWarning`, and progress goes to an optional callback `progress(done, total)` (the command
+line draws it as a bar). The helpers that the other jobs share (`iter_views`, `sum_view_outputs`,
+`window_and_stride`, `check_classifier`) are public.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
@@ -34,22 +38,45 @@ from .data.transforms import as_thwc, complete_cfg_from_model, crop_test_views, 
 from .data.video import VideoReader, VideoWarning
 
 __all__ = [
+    "ProgressFn",
     "Timeline",
+    "UntrainedHeadError",
     "Video",
+    "check_classifier",
     "class_probabilities",
+    "classify_video",
     "has_untrained_head",
     "inference_model",
     "iter_views",
     "model_data_config",
     "predict_timeline",
     "predict_views",
+    "sum_view_outputs",
     "top_predictions",
+    "untrained_head_reason",
+    "window_and_stride",
 ]
 
 #: What the inference jobs take as a video: a file path (decoded with `vivit.VideoReader`, only
 #: the frames each clip needs), an open `VideoReader`, or decoded uint8 frames `(T, H, W, C)`
 #: (numpy or torch; torchvision's `(T, C, H, W)` as a torch tensor).
 Video = str | os.PathLike[str] | VideoReader | np.ndarray | torch.Tensor
+
+#: A job's progress callback: called as `progress(done, total)` after each step (a view, a window, a
+#: video), `done` counting the steps finished so far out of `total`.
+ProgressFn = Callable[[int, int], None]
+
+
+def _progress_fn(progress: ProgressFn | bool | None) -> ProgressFn | None:
+    """The callback, or None; `progress=True` (vivit 0.1 drew a tqdm bar) is refused with what to pass."""
+    if progress is None or progress is False:
+        return None
+    if progress is True or not callable(progress):
+        raise TypeError(
+            f"progress must be a callable progress(done, total) or None, got {progress!r} (vivit's functions no "
+            "longer draw bars: pass e.g. a tqdm bar's update, or use the command line)"
+        )
+    return progress
 
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -165,18 +192,6 @@ def iter_views(
     Warns:
         VideoWarning: If the video has fewer frames than one clip spans, so frames repeat.
     """
-    return _iter_views(video, clips, crops, pretrained_cfg, device, stacklevel=3)
-
-
-def _iter_views(
-    video: Video,
-    clips: int,
-    crops: int,
-    pretrained_cfg: Mapping[str, Any] | None,
-    device: torch.device | str | None,
-    stacklevel: int,
-) -> Iterator[torch.Tensor]:
-    """`iter_views`, with warnings attributed `stacklevel` frames up (the caller of the public job)."""
     cfg = resolve_data_config(pretrained_cfg)
     channels, num_frames = cfg["input_size"][:2]
     if crops not in (1, 3):
@@ -196,7 +211,7 @@ def _iter_views(
             f"{source.name} has {frames}, fewer than one clip spans ({num_frames} frames every "
             f"{cfg['frame_stride']} = {span}); its frames are repeated (looped), as DMVR does",
             VideoWarning,
-            stacklevel=stacklevel,
+            stacklevel=2,
         )
     return _generate_views(source, stack, int(clips), crops, cfg, num_frames, device)
 
@@ -266,7 +281,7 @@ def predict_views(
     *,
     pretrained_cfg: Mapping[str, Any] | None = None,
     batch_size: int = 4,
-    progress: bool = False,
+    progress: ProgressFn | None = None,
 ) -> torch.Tensor:
     """Classifies one video with Scenic's multi-view test protocol and averages the raw logits.
 
@@ -297,8 +312,7 @@ def predict_views(
             model's `pretrained_cfg`, completed from its own `num_frames` / `img_size` when it has
             no `input_size`, then `vivit.data.transforms.DEFAULT_DATA_CFG` for missing keys.
         batch_size: Views per forward pass.
-        progress: Show a progress bar of the views on stderr (tqdm; it is drawn wherever stderr
-            goes, so pass `sys.stderr.isatty()` to keep it out of log files).
+        progress: Called as `progress(views_done, total_views)` after each batch (e.g. to draw a bar).
 
     Returns:
         float32 tensor `(num_classes,)` of view-averaged logits, on the model's device.
@@ -306,10 +320,12 @@ def predict_views(
     Raises:
         ValueError: For bad arguments, frames or model outputs, or a file that cannot be read
             (see `vivit.VideoReader`; also FileNotFoundError).
+        TypeError: `progress` is not a callable.
 
     Warns:
         VideoWarning: For a truncated file, or a video shorter than one clip (looped).
     """
+    report = _progress_fn(progress)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     cfg = (
@@ -320,18 +336,64 @@ def predict_views(
     clips = cfg["test_views"][0] if clips is None else clips
     crops = cfg["test_views"][1] if crops is None else crops
     device, dtype = _model_device_dtype(model)
-    views = _iter_views(video, clips, crops, cfg, device, stacklevel=3)
+    views = iter_views(video, clips, crops, cfg, device)
     total = clips * crops
-    logit_sum = _sum_over_views(inference_model(model), views, int(batch_size), dtype, total, progress, _check_logits)
+    logit_sum = sum_view_outputs(
+        inference_model(model), views, batch_size=int(batch_size), dtype=dtype, total=total, progress=report
+    )
     return logit_sum / total
 
 
-def _window_and_stride(cfg: Mapping[str, Any], window: int | None, stride: int | None) -> tuple[int, int]:
-    """Frames per window and between window starts, defaults filled in (shared with `vivit.features`).
+def classify_video(
+    model: nn.Module,
+    video: Video,
+    views: tuple[int, int] | None = None,
+    *,
+    pretrained_cfg: Mapping[str, Any] | None = None,
+    top_k: int = 5,
+    batch_size: int = 4,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """One video's answer as `vivit predict` gives it: the test views' averaged logits, then the top-k.
+
+    Args:
+        model: A ViViT classifier.
+        video: A file path, a `vivit.VideoReader` or uint8 frames (see `Video`).
+        views: `(clips, crops)`; default the cfg's `test_views`.
+        pretrained_cfg: Preprocessing cfg and label names; default `model_data_config(model)`.
+        top_k: Classes (per split) in `predictions`.
+        batch_size: Views per forward pass.
+        progress: Called as `progress(views_done, total_views)`.
+
+    Returns:
+        `{"views": [clips, crops], "predictions": top_predictions(...), "logits": float32 (num_classes,)
+        CPU tensor}`.
+
+    Raises:
+        ValueError, FileNotFoundError: As `predict_views`.
+    """
+    cfg = dict(pretrained_cfg) if pretrained_cfg is not None else model_data_config(model)[0]
+    clips, crops = views or resolve_data_config(cfg)["test_views"]
+    logits = predict_views(
+        model, video, clips, crops, pretrained_cfg=cfg, batch_size=batch_size, progress=progress
+    ).cpu()
+    return {"views": [int(clips), int(crops)], "predictions": top_predictions(logits, cfg, top_k), "logits": logits}
+
+
+def window_and_stride(cfg: Mapping[str, Any], window: int | None, stride: int | None) -> tuple[int, int]:
+    """Frames per window and between window starts, defaults filled in (`predict_timeline`, `vivit.features`).
 
     `window=None`: one model clip, `num_frames x frame_stride` frames (a clip's frames with the
     gap after its last one, so that consecutive windows tile the video); `stride=None`: the window
     (no overlap). `window=0` (the whole video, for features) stays 0.
+
+    Args:
+        cfg: A preprocessing cfg (`input_size`, `frame_stride` are read).
+        window: Frames per window, or None.
+        stride: Frames between window starts, or None.
+
+    Returns:
+        `(window, stride)` in frames.
     """
     num_frames, frame_stride = resolve_data_config(cfg)["input_size"][1], cfg["frame_stride"]
     window = num_frames * frame_stride if window is None else int(window)
@@ -412,7 +474,7 @@ def predict_timeline(
     pretrained_cfg: Mapping[str, Any] | None = None,
     top_k: int = 5,
     batch_size: int = 4,
-    progress: bool = False,
+    progress: ProgressFn | None = None,
 ) -> Timeline:
     """Classifies every window of a video: what happens when, along a long video.
 
@@ -446,7 +508,7 @@ def predict_timeline(
         pretrained_cfg: Preprocessing cfg and label names; default `model_data_config(model)`.
         top_k: Classes per window (per split) in `predictions`.
         batch_size: Views per forward pass.
-        progress: Show a progress bar of the windows on stderr (tqdm).
+        progress: Called as `progress(windows_done, total_windows)` as windows are finished.
 
     Returns:
         A `Timeline`.
@@ -455,12 +517,14 @@ def predict_timeline(
         ValueError: For a window, stride, views, top_k or batch_size that is not a positive
             integer (crops not 1 or 3), bad frames or model outputs, or a file that cannot be read
             (see `vivit.VideoReader`; also FileNotFoundError).
+        TypeError: `progress` is not a callable.
 
     Warns:
         VideoWarning: When the video is shorter than one window (it is one window), when the
             windows are shorter than one clip spans (a window's frames repeat to fill its clip),
             or for a truncated file.
     """
+    report = _progress_fn(progress)
     _check_count("window", window, optional=True)
     _check_count("stride", stride, optional=True)
     _check_count("top_k", top_k)
@@ -475,8 +539,7 @@ def predict_timeline(
     cfg = resolve_data_config(label_cfg)
     channels, num_frames = cfg["input_size"][:2]
     frame_stride = cfg["frame_stride"]
-    window, stride = _window_and_stride(cfg, window, stride)
-    device, dtype = _model_device_dtype(model)
+    window, stride = window_and_stride(cfg, window, stride)
     runner = inference_model(model)
     with ExitStack() as stack:
         source = _ClipSource(video, channels, stack)
@@ -501,37 +564,7 @@ def predict_timeline(
             )
         seconds = source.window_seconds(windows)
         fps = source.reader.average_fps if source.reader is not None else None
-        per_window = int(clips) * crops
-
-        def window_views() -> Iterator[tuple[int, torch.Tensor]]:
-            for w, (first, last) in enumerate(windows.tolist()):
-                rows = view_frame_indices(count, num_frames, frame_stride, clips, first=first, last=last)
-                frames = source.clip(rows.reshape(-1))  # one read per window: (clips * T, H, W, C)
-                if device is not None:
-                    frames = frames.to(device)
-                for clip_frames in frames.split(num_frames):
-                    yield from ((w, view) for view in crop_test_views(clip_frames, crops, cfg))
-                del frames
-
-        from tqdm import tqdm
-
-        sums: torch.Tensor | None = None
-        bar = tqdm(
-            total=len(windows), desc="windows", unit="window", leave=False, file=sys.stderr, disable=not progress
-        )
-        views_done = 0
-        with bar, torch.inference_mode():
-            for batch in _batched(window_views(), int(batch_size)):
-                owners = torch.tensor([w for w, _ in batch])
-                out = _check_logits(runner(torch.stack([v for _, v in batch]).to(dtype)), len(batch)).float()
-                if sums is None:
-                    sums = out.new_zeros((len(windows), out.shape[1]))
-                sums.index_add_(0, owners.to(out.device), out)
-                # views come window after window, `per_window` each
-                bar.update((views_done + len(batch)) // per_window - views_done // per_window)
-                views_done += len(batch)
-    assert sums is not None  # at least one window, one view
-    logits = (sums / per_window).cpu()
+        logits = _window_logits(runner, source, windows, cfg, (int(clips), crops), int(batch_size), report)
     probabilities = class_probabilities(logits, label_cfg)
     names = _class_labels(label_cfg, logits.shape[1])
     sizes, split_names = _class_splits(label_cfg, logits.shape[1])
@@ -551,6 +584,51 @@ def predict_timeline(
     )
 
 
+def _window_logits(
+    runner: nn.Module,
+    source: _ClipSource,
+    windows: np.ndarray,
+    cfg: Mapping[str, Any],
+    views: tuple[int, int],
+    batch_size: int,
+    progress: ProgressFn | None,
+) -> torch.Tensor:
+    """The model over every window of one video: float32 `(num_windows, num_classes)` CPU logits, each
+    window's averaged over its `clips x crops` views.
+
+    The one place `predict_timeline` runs the model (a window-reuse engine replaces this call).
+    Views come window after window, so windows finish in order; `progress(windows_done, total)`.
+    """
+    num_frames, frame_stride = cfg["input_size"][1], cfg["frame_stride"]
+    clips, crops = views
+    count = source.length
+    device, dtype = _model_device_dtype(runner)
+
+    def window_views() -> Iterator[tuple[int, torch.Tensor]]:
+        for w, (first, last) in enumerate(windows.tolist()):
+            rows = view_frame_indices(count, num_frames, frame_stride, clips, first=first, last=last)
+            frames = source.clip(rows.reshape(-1)).to(device)  # one read per window: (clips * T, H, W, C)
+            for clip_frames in frames.split(num_frames):
+                yield from ((w, view) for view in crop_test_views(clip_frames, crops, cfg))
+            del frames
+
+    per_window = clips * crops
+    sums: torch.Tensor | None = None
+    views_done = 0
+    with torch.inference_mode():
+        for batch in _batched(window_views(), batch_size):
+            owners = torch.tensor([w for w, _ in batch])
+            out = _check_logits(runner(torch.stack([v for _, v in batch]).to(dtype)), len(batch)).float()
+            if sums is None:
+                sums = out.new_zeros((len(windows), out.shape[1]))
+            sums.index_add_(0, owners.to(out.device), out)
+            views_done += len(batch)
+            if progress is not None:
+                progress(views_done // per_window, len(windows))
+    assert sums is not None  # at least one window, one view
+    return (sums / per_window).cpu()
+
+
 def _check_logits(logits: Any, batch: int) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
         got = f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}"
@@ -558,31 +636,52 @@ def _check_logits(logits: Any, batch: int) -> torch.Tensor:
     return logits
 
 
-def _sum_over_views(
+def sum_view_outputs(
     forward: Callable[[torch.Tensor], Any],
     views: Iterator[torch.Tensor],
+    *,
     batch_size: int,
-    dtype: torch.dtype,
-    total: int,
-    progress: bool,
-    check: Callable[[Any, int], torch.Tensor],
+    dtype: torch.dtype = torch.float32,
+    total: int | None = None,
+    progress: ProgressFn | None = None,
+    logits: bool = True,
 ) -> torch.Tensor:
-    """Runs `forward` on batches of views under inference mode; returns the float32 sum of outputs.
+    """Runs `forward` on batches of views under inference mode; returns the float32 sum of its outputs.
 
-    Summing in float32 keeps low-precision (bf16/fp16) models from losing the average.
+    The views are stacked `batch_size` at a time, cast to `dtype` (the model's), and the outputs
+    summed in float32, which keeps low-precision (bf16/fp16) models from losing the average. This
+    is `predict_views`' reduction; `vivit.features` shares it so that a feature is reduced exactly
+    as a prediction is.
+
+    Args:
+        forward: The model (or a feature function), `(B, C, T, H, W) -> (B, ...)`.
+        views: float32 `(C, T, H, W)` views, e.g. from `iter_views`.
+        batch_size: Views per call.
+        dtype: The dtype the views are cast to.
+        total: The number of views, for `progress` (None: unknown).
+        progress: Called as `progress(views_done, total)` after each batch.
+        logits: Check that `forward` returns `(B, num_classes)` logits.
+
+    Returns:
+        float32 `(...)`: the sum over the views of `forward`'s outputs, on their device.
+
+    Raises:
+        ValueError: No views, or (with `logits`) outputs that are not `(B, num_classes)`.
     """
-    from tqdm import tqdm
-
     out_sum: torch.Tensor | None = None
-    # leave=False: the bar disappears when the video is done (the caller prints the answer there)
-    bar = tqdm(total=total, desc="views", unit="view", leave=False, file=sys.stderr, disable=not progress)
-    with bar, torch.inference_mode():
+    done = 0
+    with torch.inference_mode():
         for batch in _batched(views, batch_size):
-            out = check(forward(torch.stack(batch).to(dtype)), len(batch))
+            out = forward(torch.stack(batch).to(dtype))
+            if logits:
+                out = _check_logits(out, len(batch))
             batch_sum = out.float().sum(0)
             out_sum = batch_sum if out_sum is None else out_sum + batch_sum
-            bar.update(len(batch))
-    assert out_sum is not None  # total >= 1 is guaranteed by iter_views' checks
+            done += len(batch)
+            if progress is not None:
+                progress(done, total if total is not None else done)
+    if out_sum is None:
+        raise ValueError("no views to run the model on")
     return out_sum
 
 
@@ -605,6 +704,63 @@ def has_untrained_head(model: nn.Module) -> bool:
         return False
     with torch.no_grad():
         return not bool(weight.any())
+
+
+class UntrainedHeadError(ValueError):
+    """A model asked for predictions it cannot give: it has no classifier head, or an untrained one.
+
+    Attributes:
+        reason: Why, in words (e.g. "its weights are all zero, ...").
+        no_head: True when there is no head at all (`num_classes=0`: a backbone).
+    """
+
+    def __init__(self, reason: str, no_head: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.no_head = no_head
+
+
+def untrained_head_reason(
+    pretrained_cfg: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None, *, weights_given: bool = False
+) -> str | None:
+    """Why weights about to be loaded will have an untrained head, known before any download; else None.
+
+    An entry whose weights are an image ViT (every source of format `"vit"`: the `*_in21k`
+    entries) gets a zero head from inflation; `num_classes=` other than the weights' replaces the
+    trained head with a new, zero one. A checkpoint given instead (`weights_given`) is judged only
+    once loaded (`check_classifier`).
+
+    Args:
+        pretrained_cfg: The registry entry's pretrained cfg (`sources`, `num_classes` are read).
+        overrides: Constructor overrides (`num_classes` is read).
+        weights_given: Other weights than the entry's will be loaded.
+
+    Returns:
+        The reason, or None.
+    """
+    cfg = pretrained_cfg or {}
+    if weights_given:
+        return None
+    sources = cfg.get("sources") or ()
+    if sources and all(src.get("format") == "vit" for src in sources):
+        return "its weights are an image ViT inflated to video, a start for fine-tuning: the head is zero"
+    classes = (overrides or {}).get("num_classes")
+    if classes is not None and classes != cfg.get("num_classes", classes):
+        return f"num_classes={classes} replaces the trained {cfg['num_classes']}-class head with a new one, all zero"
+    return None
+
+
+def check_classifier(model: nn.Module) -> None:
+    """Refuse a model whose predictions would mean nothing: no classifier head, or an untrained one.
+
+    Raises:
+        UntrainedHeadError: The model has no linear `head` (`num_classes=0`), or its weights are all
+            zero (`has_untrained_head`: what `num_classes=`, `reset_classifier` and ViT inflation give).
+    """
+    if not isinstance(getattr(model, "head", None), nn.Linear):
+        raise UntrainedHeadError("it has no classifier head (num_classes=0: a backbone)", no_head=True)
+    if has_untrained_head(model):
+        raise UntrainedHeadError("its weights are all zero, as a fresh head from num_classes= or ViT inflation is")
 
 
 def model_data_config(model: nn.Module) -> tuple[dict[str, Any], bool]:

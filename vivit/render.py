@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._install import install_hint
-from .files import atomic_write, check_file_destination
+from .files import atomic_write, check_file_destination, writing
 
 __all__ = [
     "ANIMATION_SUFFIXES",
@@ -38,6 +39,7 @@ __all__ = [
     "require_matplotlib",
     "require_writer",
     "save_figure",
+    "text_lines",
     "timeline_classes",
     "token_heat_to_pixels",
     "write_animation",
@@ -130,9 +132,13 @@ def figure_to_rgb(fig: Any) -> np.ndarray:
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str]) -> None:
-    """Save a figure atomically; the format follows the suffix (png, pdf, svg, ...)."""
+    """Save a figure atomically; the format follows the suffix (png, pdf, svg, ...).
+
+    Raises:
+        vivit.files.WriteError: It could not be written (full disk, read-only folder), naming `path`.
+    """
     path = Path(path)
-    with atomic_write(path) as tmp:
+    with writing(path), atomic_write(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=DPI)
 
 
@@ -160,7 +166,7 @@ def _write_gif(images: Sequence[np.ndarray], path: Path, fps: float) -> None:
     from PIL import Image
 
     pictures = [Image.fromarray(np.ascontiguousarray(image)) for image in images]
-    with atomic_write(path) as tmp:
+    with writing(path), atomic_write(path) as tmp:
         pictures[0].save(
             tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=round(1000 / fps), loop=0
         )
@@ -171,7 +177,7 @@ def _write_mp4(images: Sequence[np.ndarray], path: Path, fps: float) -> None:
     height, width = images[0].shape[:2]
     even_h, even_w = height + height % 2, width + width % 2  # yuv420p halves both sizes
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with atomic_write(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+    with writing(path), atomic_write(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
         if codec == "libx264":
@@ -191,6 +197,63 @@ def prediction_title(name: str, predictions: Sequence[Mapping[str, Any]], true_l
         parts.append(f"{split}{item['label']} {item['probability'] * 100:.1f}%")
     title = f"{name}: {', '.join(parts)}"
     return title + (f"  (true: {true_label})" if true_label is not None else "")
+
+
+TITLE_FONTSIZE = 9
+_LINE_INCHES = 1.25 * TITLE_FONTSIZE / 72  # one line of title text, with matplotlib's line spacing
+
+
+def text_lines(
+    text: str, width_inches: float, fontsize: float = TITLE_FONTSIZE, max_lines: int | None = None
+) -> list[str]:
+    """`text` broken into lines that each fit `width_inches` when drawn at `fontsize` points.
+
+    Lines break after `, ` and `: ` first (so a title's predictions stay whole, one `label 97.1%`
+    per piece), then between words; a word wider than a line is cut with an ellipsis. Widths are
+    measured with matplotlib's own text metrics (DejaVu Sans by default), not guessed.
+
+    Args:
+        text: One line of text (its own line breaks are kept).
+        width_inches: The room for a line.
+        fontsize: Points.
+        max_lines: At most this many lines; the last one then ends in an ellipsis.
+
+    Returns:
+        The lines (at least one).
+    """
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    renderer = RendererAgg(10, 10, DPI)
+    prop = FontProperties(size=fontsize)
+    room = width_inches * DPI
+
+    def width(line: str) -> float:
+        return float(renderer.get_text_width_height_descent(_as_text(line), prop, ismath=False)[0])
+
+    def cut(word: str) -> str:
+        while len(word) > 1 and width(word + "…") > room:
+            word = word[:-1]
+        return word + "…"
+
+    lines: list[str] = []
+    for paragraph in str(text).splitlines() or [""]:
+        line = ""
+        for piece in re.split(r"(?<=, )|(?<=: )|(?=  \()", paragraph):
+            for chunk in [piece] if width(piece) <= room else re.split(r"(?<= )", piece):
+                if width(line + chunk) <= room or not line:
+                    line += chunk
+                else:
+                    lines.append(line.rstrip())
+                    line = chunk
+                if width(line.rstrip()) > room:  # one word wider than the line
+                    line = cut(line.rstrip())
+        lines.append(line.rstrip())
+    if max_lines is not None and len(lines) > max_lines:
+        last = lines[max_lines - 1]
+        lines = lines[: max_lines - 1] + [last + "…" if width(last + "…") <= room else cut(last)]
+    return lines or [""]
 
 
 def token_heat_to_pixels(
@@ -260,10 +323,13 @@ def _panel_inches(frame_size: Sequence[int], width: float) -> tuple[float, float
 def _overlay_frame_figure(
     frame: np.ndarray, vmin: float, vmax: float, title: str, caption: str, frame_label: str
 ) -> np.ndarray:
-    """One animation picture: the blended frame, a colour bar, the title and the caption."""
+    """One animation picture: the blended frame, a colour bar, the title (wrapped to the width) and the caption."""
     img_w, img_h = _panel_inches(frame.shape[:2], 3.6)
-    fig = new_figure(img_w + 1.6, img_h + 1.1)
-    ax = fig.add_axes((0.2 / (img_w + 1.6), 0.45 / (img_h + 1.1), img_w / (img_w + 1.6), img_h / (img_h + 1.1)))
+    width = img_w + 1.6
+    lines = text_lines(title, width - 0.2)
+    height = img_h + 0.45 + 0.25 + len(lines) * _LINE_INCHES
+    fig = new_figure(width, height)
+    ax = fig.add_axes((0.2 / width, 0.45 / height, img_w / width, img_h / height))
     ax.imshow(frame, interpolation="nearest")
     ax.set_axis_off()
     ax.text(
@@ -277,12 +343,10 @@ def _overlay_frame_figure(
         color="white",
         bbox=dict(facecolor="black", alpha=0.5, pad=1.5, edgecolor="none"),
     )
-    cax = fig.add_axes(
-        ((img_w + 0.4) / (img_w + 1.6), 0.45 / (img_h + 1.1), 0.15 / (img_w + 1.6), img_h / (img_h + 1.1))
-    )
+    cax = fig.add_axes(((img_w + 0.4) / width, 0.45 / height, 0.15 / width, img_h / height))
     _colour_bar(fig, cax, vmin, vmax, "relevance")
-    fig.suptitle(_as_text(title), fontsize=9, y=1 - 0.12 / (img_h + 1.1), va="top")
-    fig.text(0.5, 0.15 / (img_h + 1.1), _as_text(caption), ha="center", va="bottom", fontsize=8)
+    fig.suptitle(_as_text("\n".join(lines)), fontsize=TITLE_FONTSIZE, y=1 - 0.1 / height, va="top")
+    fig.text(0.5, 0.15 / height, _as_text(caption), ha="center", va="bottom", fontsize=8)
     return figure_to_rgb(fig)
 
 
@@ -294,7 +358,9 @@ def _contact_sheet(
     cols = n if n <= 4 else (4 if n <= 8 else 8)
     rows = math.ceil(n / cols)
     panel_w, panel_h = _panel_inches(frames.shape[1:3], 1.7)
-    width, height = cols * panel_w + 1.2, rows * (panel_h + 0.2) + 0.9
+    width = cols * panel_w + 1.2
+    lines = text_lines(title, width - 0.2)
+    height = rows * (panel_h + 0.2) + 0.45 + 0.2 + len(lines) * _LINE_INCHES
     fig = new_figure(width, height)
     for slot, index in enumerate(indices):
         row, col = divmod(slot, cols)
@@ -308,7 +374,7 @@ def _contact_sheet(
         ((cols * panel_w + 0.3) / width, 0.45 / height, 0.12 / width, (rows * (panel_h + 0.2) - 0.2) / height)
     )
     _colour_bar(fig, cax, vmin, vmax, "relevance")
-    fig.suptitle(_as_text(title), fontsize=9, y=1 - 0.08 / height, va="top")
+    fig.suptitle(_as_text("\n".join(lines)), fontsize=TITLE_FONTSIZE, y=1 - 0.08 / height, va="top")
     fig.text(0.5, 0.12 / height, _as_text(caption), ha="center", va="bottom", fontsize=8)
     return fig
 
@@ -458,11 +524,13 @@ def plot_timeline(
     colour = {c: palette(i % palette.N) for i, c in enumerate(shown)}
     fig = new_figure(width / DPI, height / DPI)
     # Inches for the margins (legend on the right, band on top), so that the layout holds at any size.
+    # A long title (a file name, the model) wraps to at most two lines, each fitting the width.
+    title_lines = text_lines(title, width / DPI - 0.2, max_lines=2) if title else []
     left, right, bottom, top, band = (
         0.7 / (width / DPI),
         2.4 / (width / DPI),
         0.55 / (height / DPI),
-        0.45 / (height / DPI),
+        (0.3 + max(len(title_lines), 1) * _LINE_INCHES) / (height / DPI),
         0.18 / (height / DPI),
     )
     plot_h = 1 - bottom - top - band - 0.04 / (height / DPI)
@@ -487,7 +555,12 @@ def plot_timeline(
             steps.append(np.full(probs.shape[1], np.nan))
     for c in shown:
         ax.stairs(
-            np.array(steps)[:, c], edges, color=colour[c], linewidth=1.6, baseline=None, label=_as_text(labels[c])
+            np.array(steps)[:, c],
+            edges,
+            color=colour[c],
+            linewidth=1.6,
+            baseline=None,
+            label=_as_text(text_lines(labels[c], 1.7, fontsize=8, max_lines=1)[0]),  # the legend's room
         )
     for start, end, c in zip(lefts, rights, probs.argmax(axis=1), strict=True):
         strip.axvspan(start, end, color=colour.get(int(c), (0.75, 0.75, 0.75)), linewidth=0)
@@ -502,7 +575,7 @@ def plot_timeline(
     ax.grid(True, alpha=0.3, linewidth=0.5)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     if title:
-        fig.suptitle(_as_text(title), fontsize=9, y=1 - 0.08 / (height / DPI), va="top")
+        fig.suptitle(_as_text("\n".join(title_lines)), fontsize=TITLE_FONTSIZE, y=1 - 0.08 / (height / DPI), va="top")
     save_figure(fig, out)
     return shown
 

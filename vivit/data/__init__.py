@@ -1,11 +1,15 @@
 """The data path: video file -> frames of one clip -> model input.
 
-`video` reads files (decoding only the frames asked for), `sampling` chooses frame indices
-(DMVR/Scenic conventions, sliding windows), `transforms` turns uint8 frames into the float clips
-the models take, `datasets` serves whole labelled sets to a DataLoader. Each module only calls the
-ones listed before it.
+`video` reads files (decoding only the frames asked for) through its two sources
+(`_pyav_source`, `_array_source`, which share `_source`), `sampling` chooses frame indices
+(DMVR/Scenic conventions by index, or by presentation time; sliding windows), `transforms` turns
+uint8 frames into the float clips the models take (`_resample` resizes only what a crop needs),
+`datasets` serves whole labelled sets to a DataLoader. Arrows point one way: `datasets` ->
+`transforms` -> `sampling`, `datasets` -> `video` -> sources -> `_source`; nothing here imports
+from outside `vivit.data` except the install hint (`vivit._install`).
 """
 
+from .augment import ColorAugment, RandAugment
 from .datasets import (
     SkippedVideoWarning,
     VideoDataset,
@@ -14,12 +18,16 @@ from .datasets import (
     find_videos,
     read_video_list,
 )
+from .mixup import Mixup
 from .sampling import (
     multiview_clip_starts,
     sample_frame_indices,
+    sample_frame_indices_by_time,
     scenic_uniform_frame_indices,
     sliding_windows,
+    sliding_windows_by_time,
     view_frame_indices,
+    view_frame_indices_by_time,
     window_seconds,
 )
 from .transforms import (
@@ -34,6 +42,7 @@ from .video import (
     DEFAULT_MAX_ARRAY_BYTES,
     DEFAULT_MAX_ASPECT_RATIO,
     DEFAULT_MAX_FRAME_PIXELS,
+    DEFAULT_TIMEOUT,
     VideoDecoderMissingError,
     VideoReader,
     VideoWarning,
@@ -45,6 +54,10 @@ __all__ = [
     "DEFAULT_MAX_ARRAY_BYTES",
     "DEFAULT_MAX_ASPECT_RATIO",
     "DEFAULT_MAX_FRAME_PIXELS",
+    "DEFAULT_TIMEOUT",
+    "ColorAugment",
+    "Mixup",
+    "RandAugment",
     "SkippedVideoWarning",
     "VideoDataset",
     "VideoDecoderMissingError",
@@ -62,8 +75,11 @@ __all__ = [
     "read_video_list",
     "resolve_data_config",
     "sample_frame_indices",
+    "sample_frame_indices_by_time",
     "scenic_uniform_frame_indices",
     "sliding_windows",
+    "sliding_windows_by_time",
     "view_frame_indices",
+    "view_frame_indices_by_time",
     "window_seconds",
 ]

@@ -13,12 +13,13 @@ import math
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .video import _Limits
+from ._source import Limits
+
+__all__ = ["ArraySource"]
 
 
 class _ArrayError(ValueError):
@@ -39,14 +40,14 @@ def _check_layout(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
         raise _ArrayError(f"{path}: the video is empty (shape {shape})")
 
 
-class _ArraySource:
+class ArraySource:
     """Frames from `.npy` (memory-mapped) or `.npz` (key `frames`; memory-mapped when stored
     uncompressed, as `np.savez` does, decompressed within `max_array_bytes` otherwise)."""
 
-    rotation = 0
-    nominal_fps = None
+    rotation: int = 0
+    nominal_fps: float | None = None
 
-    def __init__(self, path: Path, limits: _Limits, fps: float | None) -> None:
+    def __init__(self, path: Path, limits: Limits, fps: float | None) -> None:
         self.path = path
         self._limits = limits
         self._closed = False

@@ -2,6 +2,13 @@
 
 See `vivit.data.video` for the method. Everything here works in the stream's own units: packets by
 decode position (their order in the file), frames by presentation index, times as integer pts.
+
+Every read of the file goes through `PyAVSource._demux`, which bounds the time FFmpeg may spend
+without finding a packet of the video stream (`Limits.timeout`): PyAV's interrupt callback stops
+an FFmpeg read that scans junk for longer (MPEG-PS, AVI, Matroska, FLV scan byte by byte for
+their next packet header; MP4 reads from its index and does not), and MPEG-TS, whose demuxer
+returns EAGAIN after each failed resync, is read on as FFmpeg's command-line tool reads on,
+within the same bound.
 """
 
 from __future__ import annotations
@@ -10,15 +17,17 @@ import gc
 import itertools
 import os
 import re
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .video import _Limits
+from ._source import Limits, import_av
+
+__all__ = ["PyAVSource"]
 
 _NO_PTS = np.iinfo(np.int64).min  # stands for a missing timestamp in the int64 index arrays
 # Packets read past a run's last wanted frame before giving up on a frame the decoder never
@@ -28,6 +37,11 @@ _RUN_SLACK_PACKETS = 64
 _SEEK_GAP_PACKETS = 4
 # Largest value of FFmpeg's `max_pixels` codec option (an int option bounded by INT_MAX).
 _FFMPEG_MAX_PIXELS = 2**31 - 1
+# FFmpeg demuxers that read one still image per file (`image2` by suffix, `png_pipe`, `jpeg_pipe`,
+# `webp_pipe`, ... by content: every `*_pipe` demuxer is an image reader, libavformat/img2dec.c),
+# and animation formats that are a still image when they hold one frame.
+_IMAGE_FORMATS = ("image2",)
+_ANIMATION_FORMATS = ("gif", "apng", "webp")
 
 
 # FFmpeg's decoder threads do not survive a fork (DataLoader workers are forked): in a child, freeing
@@ -36,7 +50,7 @@ _FFMPEG_MAX_PIXELS = 2**31 - 1
 # garbage collector, which may run in the child. Hence: before a fork, the parent collects the
 # containers it no longer uses (only when some were opened since the last fork); after it, the
 # child sets aside those still open, never touching them again (their readers reopen the file).
-_OPEN_SOURCES: weakref.WeakSet[_PyAVSource] = weakref.WeakSet()
+_OPEN_SOURCES: weakref.WeakSet[PyAVSource] = weakref.WeakSet()
 _INHERITED: list[Any] = []
 _opened_since_fork = 0
 
@@ -64,12 +78,13 @@ def _reason(err: BaseException) -> str:
     return getattr(err, "strerror", None) or str(err) or type(err).__name__
 
 
-class _PyAVSource:
+class PyAVSource:
     """A video file read through PyAV with a packet index (see the module docstring)."""
 
-    def __init__(self, path: Path, av: Any, limits: _Limits, num_threads: int) -> None:
+    def __init__(self, path: Path, av: Any, limits: Limits, num_threads: int) -> None:
         self.path = path
         self._num_threads = num_threads
+        self._timeout = limits.timeout
         self._av = av
         self.warning: str | None = None  # set when the file decodes fewer frames than it declares
         self._container: Any = None
@@ -93,12 +108,26 @@ class _PyAVSource:
         # RGBA made it allocate 2 GB before any check of ours could run. FFmpeg's `max_pixels` refuses
         # such frames before allocating them, while probing and while decoding.
         max_pixels = {"max_pixels": str(self._max_pixels)}
+        timeout = self._timeout
+        started = time.monotonic()
         try:
-            container = av.open(str(self.path), options=max_pixels)
+            # PyAV's timeout interrupts FFmpeg's reads: (opening and probing, each packet read).
+            container = av.open(str(self.path), options=max_pixels, timeout=(timeout, timeout))
+        except av.error.ExitError:
+            raise ValueError(self._stalled("while opening it")) from None
         except (av.error.FFmpegError, OSError, ValueError, EOFError) as err:
             raise ValueError(f"cannot decode {self.path}: {_reason(err)}") from None
         global _opened_since_fork
         _opened_since_fork += 1
+        if timeout is not None and time.monotonic() - started >= timeout:
+            # Probing the streams was interrupted (FFmpeg then returns what it found, without an
+            # error): it scanned for `timeout` seconds without finding the packets it looked for.
+            container.close()
+            raise ValueError(self._stalled("while opening it"))
+        if container.format.name in _IMAGE_FORMATS or container.format.name.endswith("_pipe"):
+            codec = container.streams.video[0].codec.name if container.streams.video else container.format.name
+            container.close()
+            raise ValueError(self._still_image(codec))
         # Cover art (an "attached picture", e.g. in music files) is a one-image video stream, not a video.
         videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
         if not videos:
@@ -140,13 +169,11 @@ class _PyAVSource:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        import av  # the pickled reader had PyAV, so the process unpickling it needs it as well
-
         self.__dict__.update(state)
-        self._av = av
+        self._av = import_av()  # the pickled reader had PyAV, so the process unpickling it needs it as well
 
     # ------------------------------------------------------------ index
-    def _build_index(self, limits: _Limits) -> None:
+    def _build_index(self, limits: Limits) -> None:
         av, path, stream = self._av, self.path, self._stream
         limits_checked = False
         width, height = stream.codec_context.width, stream.codec_context.height
@@ -159,7 +186,7 @@ class _PyAVSource:
         pts, dts, key, discard, corrupt, duration = [], [], [], [], [], []
         demux_failed = False
         try:
-            for packet in self._container.demux(stream):
+            for packet in self._demux():
                 if packet.size == 0 and packet.pts is None and packet.dts is None:
                     continue  # the empty packet PyAV yields at the end to flush the decoder
                 pts.append(_NO_PTS if packet.pts is None else packet.pts)
@@ -211,6 +238,8 @@ class _PyAVSource:
         if not limits_checked or (first_height, first_width) != (height, width):
             limits.check_frame(path, first_height, first_width)
         self._set_times()
+        if self.num_frames == 1 and self._container.format.name in _ANIMATION_FORMATS:
+            raise ValueError(self._still_image(self._stream.codec.name))
         self._warn_if_short(declared, len(self._pts), demux_failed)
 
     def _set_times(self) -> None:
@@ -269,6 +298,48 @@ class _PyAVSource:
         except self._av.error.FFmpegError:
             return []
 
+    def _demux(self) -> Iterator[Any]:
+        """Packets of the video stream from the container's current position, each within the timeout.
+
+        PyAV interrupts an FFmpeg read that runs longer than the timeout (`av.error.ExitError`).
+        MPEG-TS answers EAGAIN after each stretch in which it finds no sync byte; FFmpeg's CLI reads
+        on, and so does this, until the stretch without a packet exceeds the timeout.
+
+        Raises:
+            ValueError: If no packet came for `timeout` seconds (the message names the file).
+        """
+        av, timeout = self._av, self._timeout
+        waiting_since: float | None = None
+        packets = 0
+        while True:
+            try:
+                for packet in self._container.demux(self._stream):
+                    waiting_since = None
+                    packets += 1
+                    yield packet
+                return
+            except av.error.ExitError:
+                raise ValueError(self._stalled(f"after {packets} video packets")) from None
+            except BlockingIOError:  # (PyAV's av.error.BlockingIOError is one)
+                now = time.monotonic()
+                waiting_since = now if waiting_since is None else waiting_since
+                if timeout is not None and now - waiting_since >= timeout:
+                    raise ValueError(self._stalled(f"after {packets} video packets")) from None
+
+    def _stalled(self, when: str) -> str:
+        return (
+            f"{self.path}: gave up after {self._timeout:g} s of reading without finding video data ({when}): the "
+            "rest of the file is not video (zeros or junk, as in a download written into a preallocated file, "
+            "or damaged data); VideoReader(timeout=...) sets this limit"
+        )
+
+    def _still_image(self, codec: str) -> str:
+        kind = "jpeg" if codec in ("mjpeg", "jpeg", "image2") else codec.removesuffix("_pipe")
+        return (
+            f"{self.path} is a still image ({kind}), not a video; to classify one image anyway, save it as a "
+            "uint8 (1, H, W, 3) frame array (.npy)"
+        )
+
     def _packets_from(self, start: int) -> Iterator[Any]:
         """Packets of the video stream from decode position `start` on.
 
@@ -281,13 +352,13 @@ class _PyAVSource:
         for target in [start, 0] if start > 0 else [0]:
             if not self._seek(target):
                 continue
-            packets = self._container.demux(self._stream)
+            packets = self._demux()
             landed, read = self._landing(packets)
             if landed is not None and landed <= start:
                 break
         else:
             self._reopen()
-            packets = self._container.demux(self._stream)
+            packets = self._demux()
             landed, read = self._landing(packets)
         for packet in itertools.chain(read, packets):
             position = self._position(packet)
@@ -528,7 +599,7 @@ class _PyAVSource:
 
     def _sequential_frames(self) -> Iterator[Any]:
         self._reopen()
-        for packet in self._container.demux(self._stream):
+        for packet in self._demux():
             yield from self._decode(packet)
 
     def _read_sequentially(self, unique: np.ndarray, sink: Callable[[int, np.ndarray], None]) -> None:

@@ -1,6 +1,6 @@
 """Resizing only the part of a frame a crop needs, with the same pixels as resizing it all.
 
-`_resized_crops` gives the crops of frames resized to some size without resizing the whole frame:
+`resized_crops` gives the crops of frames resized to some size without resizing the whole frame:
 it resamples a window of the source around the crops, aligned so that `F.interpolate` samples it
 on exactly the whole frame's grid (`_axis_window`), on uint8 channels-last frames where torch has
 fast kernels. The preprocessing conventions themselves (which size, which crops) live in
@@ -17,7 +17,9 @@ import torch.nn.functional as F
 
 # Frames converted to float32 at a time while resizing in float; bounds the transient copy of
 # full-resolution frames (32 float32 1080p frames would otherwise take ~800 MB).
-_RESIZE_CHUNK = 8
+RESIZE_CHUNK = 8
+
+__all__ = ["RESIZE_CHUNK", "Box", "resized_crops"]
 
 Box = tuple[int, int, int, int]  # (top, left, height, width) in the coordinates of the resized frame
 
@@ -68,7 +70,7 @@ def _float_resize(region: torch.Tensor, size: tuple[int, int], interpolation: st
     """`to_float_clip`'s resampling of uint8 `(T, C, h, w)` frames, a few frames at a time."""
     parts = [
         F.interpolate(part.float(), size=size, mode=interpolation, align_corners=False, antialias=antialias)
-        for part in region.split(_RESIZE_CHUNK)
+        for part in region.split(RESIZE_CHUNK)
     ]
     out = torch.cat(parts)
     return out.clamp_(0.0, 255.0) if interpolation == "bicubic" else out
@@ -103,7 +105,7 @@ def _uint8_resize(
     return torch.cat(frames)
 
 
-def _resized_crops(
+def resized_crops(
     video: torch.Tensor,
     size: tuple[int, int],
     boxes: Sequence[Box],
@@ -132,7 +134,7 @@ def _resized_crops(
             max(b[1] + b[3] for b in boxes) - min(b[1] for b in boxes)
         )
         if union > sum(b[2] * b[3] for b in boxes):  # crops far apart (a very wide frame): one at a time
-            return [crop for box in boxes for crop in _resized_crops(video, size, [box], interpolation, antialias)]
+            return [crop for box in boxes for crop in resized_crops(video, size, [box], interpolation, antialias)]
     y_lo, y_hi = min(b[0] for b in boxes), max(b[0] + b[2] for b in boxes)
     x_lo, x_hi = min(b[1] for b in boxes), max(b[1] + b[3] for b in boxes)
     if tuple(size) == (height, width):

@@ -17,7 +17,8 @@ Sources (`VideoDataset(source)`):
   tab, else one path per line). Columns are `path[,label[,start,end]]` (Kinetics-style; times
   in seconds, a segment of the video), or named by a header row whose first field is `path`
   (`path,label,start,end`, or one column per label split such as `path,noun,verb` for
-  EPIC-KITCHENS). Relative paths are relative to the list's folder; `#` starts a comment line;
+  EPIC-KITCHENS); a misspelt header (`paht,label`, `path,lable`) is refused with the header
+  expected. Relative paths are relative to the list's folder; `#` starts a comment line;
 * a sequence of paths (no labels).
 
 Labels are class names or integer indices. With `label_names` (e.g. a model's
@@ -25,7 +26,8 @@ Labels are class names or integer indices. With `label_names` (e.g. a model's
 and `_` versus space); an unknown name is an error that lists close matches. Without it, names
 are numbered in sorted order (`dataset.classes`).
 
-A video that cannot be read (missing, damaged, not a video) never stops an epoch: it is counted
+A video that cannot be read (missing, damaged, not a video, a list line that cannot be read, a
+file that holds no video data for `reader_args["timeout"]` seconds) never stops an epoch: it is counted
 (`dataset.failed_indices()`, shared with DataLoader workers) and announced with a
 `SkippedVideoWarning`. In training the next video of the list is read in its place, so every
 batch keeps its size (which `DistributedDataParallel` needs); in evaluation the item is a dict
@@ -48,6 +50,8 @@ import difflib
 import io
 import math
 import os
+import re
+import stat
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,7 +63,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
-from .sampling import sample_frame_indices, view_frame_indices
+from ._source import check_input_file, escape_controls
+from .sampling import (
+    sample_frame_indices,
+    sample_frame_indices_by_time,
+    view_frame_indices,
+    view_frame_indices_by_time,
+)
 from .transforms import create_transform, crop_test_views, resolve_data_config
 from .video import VideoReader, VideoWarning
 
@@ -157,6 +167,10 @@ class VideoRecord:
         start: Segment start in seconds, or `None` (the beginning).
         end: Segment end in seconds, or `None` (the end).
         where: Where the entry came from, for messages (`list.csv:12`, a class folder).
+        error: Why the entry cannot be read (`list.csv:12: a NUL byte in the line ...`), or `None`.
+            A record with an error fails when loaded (`VideoDataset` counts it as a broken
+            video); its `path` is then the path as far as it could be read, control characters
+            written `\\xNN`, for messages only.
     """
 
     path: Path
@@ -164,6 +178,7 @@ class VideoRecord:
     start: float | None = None
     end: float | None = None
     where: str = ""
+    error: str | None = None
 
 
 # ---------------------------------------------------------------- finding videos
@@ -206,17 +221,32 @@ def _class_folder_records(root: Path) -> list[VideoRecord]:
     return records
 
 
+#: The columns of a video list, in the order they are read without a header row.
+LIST_COLUMNS = ("path", "label", "start", "end")
+_PATH_COLUMNS = ("path", "video")  # names a header may give the path column
+_EXPECTED_HEADER = "path,label[,start,end] (or one label column per split: path,noun,verb[,start,end])"
+# A header cell: a word, as column names are written (no dot, slash or leading digit, unlike paths and labels).
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ -]*")
+
+
 def read_video_list(path: str | os.PathLike[str]) -> list[VideoRecord]:
     """Read a list of videos: CSV/TSV `path[,label[,start,end]]` or one path per line.
 
     The separator is a comma for `.csv`, a tab for `.tsv`; for other suffixes a tab when any
     line has one, else each line is a whole path (spaces and commas included). Without a header
-    the columns are positional: path, label, start, end (seconds). A header row is recognised by
-    its first field `path` (or `video`); it names the columns: `path`, `label`, `start`, `end`,
-    and any other column is kept as a label column (for split labels such as `noun`, `verb`).
-    Empty lines and lines starting with `#` are skipped; fields may be quoted as in CSV.
-    Relative paths are relative to the list's folder; `~` is expanded. The file is read as UTF-8
-    (a BOM is ignored); bytes that are not UTF-8 are kept as the file-name bytes they stand for.
+    the columns are positional: path, label, start, end (seconds). A header row names the
+    columns: its first column is `path` (or `video`), then `label`, `start`, `end`; any other
+    name is a label column of its own (split labels such as `noun`, `verb`). Empty lines and
+    lines starting with `#` are skipped; fields may be quoted as in CSV. Relative paths are
+    relative to the list's folder; `~` is expanded. The file is read as UTF-8 (a BOM is ignored;
+    UTF-16 with a BOM, as spreadsheets save "Unicode text", is read as such); bytes of a path
+    that are not UTF-8 are kept as the file-name bytes they stand for.
+
+    A line that cannot be read (a NUL byte, broken quoting, more fields than columns, no path, a
+    time that is not a number, `end <= start`, a label or time that is not UTF-8) does not stop
+    the others: it becomes a `VideoRecord` whose `error` says what is wrong, as `list.csv:LINE:
+    ...` (control characters written `\\xNN`); `VideoDataset` counts it as a video that failed to
+    load. Problems of the whole list raise instead.
 
     Args:
         path: The list file.
@@ -225,17 +255,22 @@ def read_video_list(path: str | os.PathLike[str]) -> list[VideoRecord]:
         One `VideoRecord` per entry, in file order.
 
     Raises:
-        FileNotFoundError: If the list does not exist.
-        ValueError: For a malformed line (the message gives `file:line`): a missing path, a time
-            that is not a number, `end <= start`, or more columns than the header names.
+        FileNotFoundError: If the list does not exist (or is a directory).
+        OSError: If it is a symbolic link loop or cannot be read.
+        ValueError: If it is not a text file, or its header is wrong: a first row that looks like
+            column names but does not start with `path` (`paht,label`), a known column misspelt
+            (`path,lable`: the message says which header was expected and the close match), a
+            column named twice or left unnamed.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"list {shown_path(path)} {'is a directory' if path.is_dir() else 'does not exist'}")
-    text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    lines = [
-        (n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")
-    ]
+    shown = escape_controls(os.fsdecode(path))
+    try:
+        status = check_input_file(path, "list")
+    except OSError as err:  # FileNotFoundError included
+        raise type(err)(f"list {err}") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise FileNotFoundError(f"list {shown} is a directory")
+    lines = _list_lines(path.read_bytes(), shown)
     suffix = path.suffix.lower()
     delimiter = (
         ","
@@ -248,39 +283,157 @@ def read_video_list(path: str | os.PathLike[str]) -> list[VideoRecord]:
     )
     base = path.parent
     records: list[VideoRecord] = []
-    columns = ["path", "label", "start", "end"]
+    columns = list(LIST_COLUMNS)
     header = False
     for number, line in lines:
-        where = f"{shown_path(path)}:{number}"
-        if delimiter is None:
-            fields = [line.strip()]
-        else:
-            (fields,) = csv.reader(io.StringIO(line), delimiter=delimiter, skipinitialspace=True)
-            fields = [f.strip() for f in fields]
-        if not records and not header and fields and fields[0].lower() in ("path", "video"):
-            columns = ["path", *(f.lower() for f in fields[1:])]
-            if len(set(columns)) != len(columns) or any(not c for c in columns):
-                raise ValueError(f"{where}: header names a column twice or leaves one unnamed: {fields}")
+        where = f"{shown}:{number}"
+        try:
+            fields = _fields(line, delimiter)
+        except csv.Error as err:
+            first = line.split(delimiter or "\n")[0].strip().strip('"')
+            records.append(_bad_line(base, first, where, f"broken quoting ({err}): {_quoted(line)}"))
+            continue
+        if not records and not header and fields and _is_header(fields, delimiter, base, where):
+            columns = _header_columns(fields, where)
             header = True
             continue
-        if len(fields) > len(columns):
-            raise ValueError(
-                f"{where}: {len(fields)} fields, expected at most {len(columns)} ({', '.join(columns)})"
-                + ("" if header else "; paths with commas must be quoted")
-            )
-        row = dict(zip(columns, fields, strict=False))
-        if not row.get("path"):
-            raise ValueError(f"{where}: no video path")
-        video = Path(row.pop("path")).expanduser()
-        start, end = (_seconds(row.pop(key, ""), key, where) for key in ("start", "end"))
-        if start is not None and end is not None and not end > start:
-            raise ValueError(f"{where}: end ({end} s) must be after start ({start} s)")
-        labels = {k: v for k, v in row.items() if v != ""}
-        records.append(VideoRecord(video if video.is_absolute() else base / video, labels, start, end, where))
+        records.append(_record(fields, columns, header, base, line, where))
     return records
 
 
-def _seconds(text: str, name: str, where: str) -> float | None:
+def _list_lines(data: bytes, shown: str) -> list[tuple[int, str]]:
+    """`(line number, text)` of the entries of a list file (blank lines and `#` comments left out)."""
+    text = None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its BOM: spreadsheets' "Unicode text"
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError:
+            text = None
+    if text is None:
+        text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    # Lines end at \n, \r\n or \r, as editors number them (str.splitlines also splits at \x0b, \x1c, ...).
+    numbered = [
+        (n, line)
+        for n, line in enumerate(re.split(r"\r\n|\n|\r", text), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    with_nul = sum("\x00" in line for _, line in numbered)
+    if with_nul >= 2 and 2 * with_nul > len(numbered):
+        raise ValueError(
+            f"{shown} is not a text list of videos: {with_nul} of its {len(numbered)} lines hold NUL bytes "
+            "(binary data, or a text encoding other than UTF-8 / UTF-16 with a BOM)"
+        )
+    return numbered
+
+
+def _fields(line: str, delimiter: str | None) -> list[str]:
+    if delimiter is None:
+        return [line.strip()]
+    (fields,) = csv.reader(io.StringIO(line), delimiter=delimiter, skipinitialspace=True, strict=True)
+    return [f.strip() for f in fields]
+
+
+def _close_column(name: str) -> str | None:
+    """The known column `name` is a misspelling of (`lable` -> `label`), or None."""
+    close = difflib.get_close_matches(name.lower(), [*LIST_COLUMNS, *_PATH_COLUMNS], n=1, cutoff=0.75)
+    return close[0] if close and close[0] != name.lower() else None
+
+
+def _is_header(fields: list[str], delimiter: str | None, base: Path, where: str) -> bool:
+    """Whether the first row names columns rather than holding a video (path + label).
+
+    A row starting with `path`/`video` is a header. So is, for CSV/TSV, a row of two or more
+    words (no dot, slash or leading digit, as paths with a suffix and integer labels have) of
+    which one is or nearly is a column name, unless its first field names an existing file:
+    that is a misspelt header (`paht,label`, `filename,label`), refused with what was expected.
+    """
+    first = fields[0].lower()
+    if first in _PATH_COLUMNS:
+        return True
+    if delimiter is None or len(fields) < 2 or not all(_COLUMN_NAME.fullmatch(f) for f in fields):
+        return False
+    if not any(f.lower() in LIST_COLUMNS or _close_column(f) for f in fields):
+        return False
+    candidate = Path(fields[0]).expanduser()
+    if (candidate if candidate.is_absolute() else base / candidate).is_file():
+        return False
+    row = (delimiter or ",").join(fields)
+    guess = _close_column(first)
+    hint = f" (did you mean {guess!r}?)" if guess in _PATH_COLUMNS else ""
+    raise ValueError(
+        f"{where}: the first row {row!r} looks like a header, but a header starts with 'path'{hint}; "
+        f"expected {_EXPECTED_HEADER}"
+    )
+
+
+def _header_columns(fields: list[str], where: str) -> list[str]:
+    """The column names of a header row (its first field is `path` or `video`), checked."""
+    columns = ["path", *(f.lower() for f in fields[1:])]
+    if any(column in _PATH_COLUMNS for column in columns[1:]):
+        raise ValueError(f"{where}: header names the path column twice ({fields}); expected {_EXPECTED_HEADER}")
+    if len(set(columns)) != len(columns) or any(not c for c in columns):
+        raise ValueError(f"{where}: header names a column twice or leaves one unnamed: {fields}")
+    for column in columns[1:]:
+        guess = _close_column(column) if column not in LIST_COLUMNS else None
+        if guess is not None:
+            raise ValueError(
+                f"{where}: header column {column!r} is not a known column (did you mean {guess!r}?); "
+                f"expected {_EXPECTED_HEADER}; other names are read as label columns of their own"
+            )
+    return columns
+
+
+def _quoted(text: str) -> str:
+    """Text read from a list, quoted for a message: control characters and bad bytes written `\\xNN`."""
+    return f"'{escape_controls(text)}'"
+
+
+def _bad_line(
+    base: Path, path_text: str, where: str, reason: str, labels: Mapping[str, str] | None = None
+) -> VideoRecord:
+    """The record of a list line that cannot be read: it fails when loaded, with `where: reason`.
+
+    `labels` are those of the line that could be read (a job that needs a label for every video,
+    such as evaluation, then still runs and counts the line as a video that failed).
+    """
+    text = escape_controls(path_text.strip()) or "?"
+    shown = Path(text).expanduser()
+    path = shown if shown.is_absolute() else base / shown
+    return VideoRecord(path, dict(labels or {}), where=where, error=f"{where}: {reason}")
+
+
+def _readable_text(value: str) -> bool:
+    """Whether a label or time is text: no control character, no byte that is not UTF-8."""
+    return escape_controls(value) == value
+
+
+def _record(fields: list[str], columns: list[str], header: bool, base: Path, line: str, where: str) -> VideoRecord:
+    """The record of one list line, or a record with an `error` (see `read_video_list`)."""
+    path_text = fields[0] if fields else ""
+    if len(fields) > len(columns):
+        reason = f"{len(fields)} fields, expected at most {len(columns)} ({', '.join(columns)})"
+        return _bad_line(base, path_text, where, reason + ("" if header else "; paths with commas must be quoted"))
+    row = dict(zip(columns, fields, strict=False))
+    labels = {k: v for k, v in row.items() if k not in ("path", "start", "end") and v != "" and _readable_text(v)}
+    if "\x00" in line:
+        return _bad_line(base, path_text, where, f"a NUL byte in the line ({_quoted(line)})", labels)
+    if not row.get("path"):
+        return _bad_line(base, path_text, where, "no video path", labels)
+    for column, value in row.items():  # a path's bytes are a file name's; a label's or time's are text
+        if column != "path" and any(0xDC80 <= ord(char) <= 0xDCFF for char in value):
+            return _bad_line(base, path_text, where, f"{column} {_quoted(value)} is not UTF-8 text", labels)
+    video = Path(row.pop("path")).expanduser()
+    try:
+        start, end = (_seconds(row.pop(key, ""), key) for key in ("start", "end"))
+        if start is not None and end is not None and not end > start:
+            raise ValueError(f"end ({end} s) must be after start ({start} s)")
+    except ValueError as err:
+        return _bad_line(base, path_text, where, str(err), labels)
+    labels = {k: v for k, v in row.items() if v != ""}
+    return VideoRecord(video if video.is_absolute() else base / video, labels, start, end, where)
+
+
+def _seconds(text: str, name: str) -> float | None:
     if text == "":
         return None
     try:
@@ -288,7 +441,7 @@ def _seconds(text: str, name: str, where: str) -> float | None:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{where}: {name} must be a non-negative number of seconds, got {text!r}")
+        raise ValueError(f"{name} must be a non-negative number of seconds, got {text!r}")
     return value
 
 
@@ -297,10 +450,10 @@ def _records(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | 
         root = Path(source).expanduser()
         if root.is_dir():
             return _class_folder_records(root)
-        if not root.exists():
-            raise FileNotFoundError(
-                f"{shown_path(root)} does not exist (expected a class folder tree or a CSV/TSV list)"
-            )
+        try:
+            check_input_file(root, "dataset")
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{err} (expected a class folder tree or a CSV/TSV list)") from None
         if root.suffix.lower() in VIDEO_SUFFIXES:
             raise ValueError(
                 f"{shown_path(root)} is a video, not a dataset: pass a class folder tree, a list file, or a list of paths"
@@ -388,6 +541,16 @@ def _label_columns(records: Sequence[VideoRecord], label_names: Any) -> list[str
     return columns
 
 
+def _label_or_none(value: str, names: Sequence[str] | None) -> int:
+    """The index of a label from a line that could not be read, or -1 where it matches nothing."""
+    if names is None:
+        return int(value) if value.isdigit() else -1
+    try:
+        return match_labels([(value, "")], names)[0]
+    except ValueError:
+        return -1
+
+
 def _numbered(values: Sequence[tuple[str, str]]) -> tuple[list[int], list[str] | None]:
     """Labels without known names: integers as written, or names numbered in sorted order."""
     texts = [v for v, _ in values]
@@ -419,9 +582,15 @@ class VideoDataset(Dataset):
         seed: Makes training clips reproducible: the randomness of item `i` in epoch `e`
             comes from `(seed, e, i)` alone, whatever the workers or ranks (call `set_epoch`).
             `None` draws from torch's global generator (which DataLoader seeds per worker and epoch).
-        reader_args: Keyword arguments for `vivit.VideoReader` (size limits, `fps` of frame arrays).
+        reader_args: Keyword arguments for `vivit.VideoReader` (size limits, `fps` of frame arrays,
+            `timeout`: the per-video bound on reading without finding video data, 20 s by default).
         max_retries: Training only: how many following videos are tried in place of a broken one
             before giving up with RuntimeError (the data is then likely unreadable as a whole).
+        sample_fps: Choose frames by presentation time, `sample_fps` per second, instead of every
+            `frame_stride` frames (`vivit.data.sampling.sample_frame_indices_by_time`: a clip then
+            spans `num_frames / sample_fps` seconds in any file, variable frame rates included).
+            Training takes a random start, evaluation the evenly spaced test clips. Default: the
+            cfg's `sample_fps` (None in the released models' cfgs: index sampling, as Scenic).
 
     Attributes:
         records: The `VideoRecord`s, by index.
@@ -447,13 +616,15 @@ class VideoDataset(Dataset):
         seed: int | None = None,
         reader_args: Mapping[str, Any] | None = None,
         max_retries: int = 10,
+        sample_fps: float | None = None,
     ) -> None:
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         self.mode = mode
-        self.cfg = resolve_data_config(pretrained_cfg)
+        self.cfg = resolve_data_config(pretrained_cfg, sample_fps=sample_fps)
         self.num_frames = self.cfg["input_size"][1]
         self.frame_stride = self.cfg["frame_stride"]
+        self.sample_fps: float | None = self.cfg["sample_fps"]
         clips, crops = views if views is not None else self.cfg["test_views"]
         if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1 or crops not in (1, 3):
             raise ValueError(f"views must be (clips >= 1, crops 1 or 3), got {views!r}")
@@ -480,7 +651,11 @@ class VideoDataset(Dataset):
         per_column: dict[str, list[int]] = {}
         classes: dict[str, list[str] | None] = {}
         for column in columns:
-            labelled = [(i, r.labels[column], r.where) for i, r in enumerate(records) if column in r.labels]
+            # Lines that could not be read are counted as failed videos when loaded: their labels, if
+            # any could be read, are matched where they can be and never stop the whole dataset.
+            labelled = [
+                (i, r.labels[column], r.where) for i, r in enumerate(records) if column in r.labels and r.error is None
+            ]
             values = [(value, where) for _, value, where in labelled]
             indices = [-1] * len(records)
             names: list[str] | None
@@ -494,6 +669,9 @@ class VideoDataset(Dataset):
                 found, names = _numbered(values)
             for (i, _, _), index in zip(labelled, found, strict=True):
                 indices[i] = index
+            for i, record in enumerate(records):
+                if record.error is not None and column in record.labels:
+                    indices[i] = _label_or_none(record.labels[column], names)
             per_column[column] = indices
             classes[column] = names
         if isinstance(label_names, Mapping):
@@ -562,7 +740,9 @@ class VideoDataset(Dataset):
         record = self.records[index]
         shown = shown_path(record.path)
         message = str(err) if shown in str(err) else f"{shown}: {err}"
-        if record.where and record.where not in message:  # the list line it came from
+        if record.error is not None:  # a list line that could not be read: `list.csv:7: ...`
+            message = record.error
+        elif record.where and record.where not in message:  # the list line it came from
             message = f"{message} ({record.where})"
         warnings.warn(f"skipping {message}", SkippedVideoWarning, stacklevel=3)
         return message
@@ -603,12 +783,28 @@ class VideoDataset(Dataset):
             )
         return first, last
 
+    def _open(self, record: VideoRecord) -> VideoReader:
+        if record.error is not None:
+            raise ValueError(record.error)
+        return self._reader(record.path)
+
     def _train_item(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        reader = self._reader(record.path)
+        reader = self._open(record)
         first, last = self._segment(reader, record)
         generator = self._generator(index)
-        indices = sample_frame_indices(last - first, self.num_frames, self.frame_stride, generator=generator) + first
+        if self.sample_fps is None:
+            count = last - first
+            indices = sample_frame_indices(count, self.num_frames, self.frame_stride, generator=generator) + first
+        else:
+            times = reader.timestamps
+            end = times[last] if last < len(times) else reader.duration_seconds
+            indices = (
+                sample_frame_indices_by_time(
+                    times[first:last], self.num_frames, self.sample_fps, end_seconds=end, generator=generator
+                )
+                + first
+            )
         frames = reader.get_frames_at(indices)
         video = self.transform(frames, generator=generator)
         return {
@@ -621,10 +817,21 @@ class VideoDataset(Dataset):
 
     def _eval_item(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        reader = self._reader(record.path)
+        reader = self._open(record)
         first, last = self._segment(reader, record)
         clips, crops = self.views
-        indices = view_frame_indices(len(reader), self.num_frames, self.frame_stride, clips, first=first, last=last)
+        if self.sample_fps is None:
+            indices = view_frame_indices(len(reader), self.num_frames, self.frame_stride, clips, first=first, last=last)
+        else:
+            indices = view_frame_indices_by_time(
+                reader.timestamps,
+                self.num_frames,
+                self.sample_fps,
+                clips,
+                first=first,
+                last=last,
+                end_seconds=reader.duration_seconds,
+            )
         views = []
         for row in indices:  # one clip's frames at a time: memory bounded by a clip, not the video
             views.extend(crop_test_views(torch.from_numpy(reader.get_frames_at(row)), crops, self.cfg))
@@ -649,7 +856,11 @@ class VideoDataset(Dataset):
         count = sum(len(v or ()) for v in classes.values()) if isinstance(classes, dict) else len(classes or ())
         return (
             f"VideoDataset({len(self)} videos, mode={self.mode!r}, {count or 'integer'} classes, "
-            f"clip {self.num_frames} frames every {self.frame_stride}"
+            + (
+                f"clip {self.num_frames} frames every {self.frame_stride}"
+                if self.sample_fps is None
+                else f"clip {self.num_frames} frames at {self.sample_fps:g} per second"
+            )
             + (f", views {self.views[0]}x{self.views[1]})" if self.mode == "eval" else ")")
         )
 

@@ -11,23 +11,47 @@ touches pixels, so a reader can decode only the frames a clip needs:
 * `sliding_windows` and `view_frame_indices` cut a video into windows (segments) and place the
   test clips of one segment, for dataset-scale feature extraction, evaluation and timelines;
   `window_seconds` gives the windows' spans in seconds from the frames' timestamps.
+
+Sampling by time (`sample_fps`): the same three choices made on the frames' presentation
+timestamps instead of their indices, so that a clip of `num_frames` frames spans
+`num_frames / sample_fps` seconds in any file, whatever its frame rate (variable rates included):
+
+* `sample_frame_indices_by_time` - one clip: the frames nearest to `start + i / sample_fps`;
+* `view_frame_indices_by_time` - the evenly spaced test clips of a video or a segment;
+* `sliding_windows_by_time` - windows every `stride` seconds, `window` seconds long.
+
+They return source frame indices like their index counterparts, so the reader decodes only those
+frames and records keep the `frame_indices` they used. With `sample_fps = fps / frame_stride` on
+a constant-rate file they choose the frames index sampling chooses, up to where the two round a
+clip's start. A `sample_fps` above the file's rate repeats frames (each sample is still the frame
+whose timestamp is nearest). Index sampling, not these, is what Scenic evaluated the released
+models with, and stays the default.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = [
+    "check_sample_fps",
     "multiview_clip_starts",
     "sample_frame_indices",
+    "sample_frame_indices_by_time",
     "scenic_uniform_frame_indices",
     "sliding_windows",
+    "sliding_windows_by_time",
     "view_frame_indices",
+    "view_frame_indices_by_time",
     "window_seconds",
 ]
+
+# Timestamps closer than this are the same instant: a sample time that falls exactly between two
+# frames goes to the earlier one, whatever the last bits of the float arithmetic say.
+_SAME_INSTANT_SECONDS = 1e-9
 
 
 def _positive_ints(**values: Any) -> list[int]:
@@ -270,3 +294,236 @@ def window_seconds(windows: np.ndarray, timestamps: np.ndarray, end_seconds: flo
         )
     ends = np.append(times, np.nan if end_seconds is None else end_seconds)
     return np.stack([times[windows[:, 0]], ends[windows[:, 1]]], axis=1).astype(np.float64)
+
+
+# ---------------------------------------------------------------- sampling by time
+def check_sample_fps(sample_fps: Any) -> float:
+    """`sample_fps` as a float, or ValueError unless it is a finite positive number of frames per second."""
+    if (
+        isinstance(sample_fps, bool)
+        or not isinstance(sample_fps, (int, float, np.integer, np.floating))
+        or not math.isfinite(sample_fps)
+        or sample_fps <= 0
+    ):
+        raise ValueError(f"sample_fps must be a positive number of frames per second, got {sample_fps!r}")
+    return float(sample_fps)
+
+
+def _frame_times(timestamps: Any) -> np.ndarray:
+    """Validated presentation times: float64, 1-D, non-empty, finite, non-decreasing."""
+    times = np.asarray(timestamps, dtype=np.float64)
+    if times.ndim != 1 or not len(times):
+        raise ValueError(f"timestamps must be a non-empty 1-D array of seconds, got shape {times.shape}")
+    if not np.isfinite(times).all():
+        raise ValueError(
+            "the video has no timestamps (a frame array without a frame rate), so it cannot be sampled by time: "
+            "store an 'fps' entry in the .npz or pass VideoReader(..., fps=...)"
+        )
+    if (np.diff(times) < 0).any():
+        raise ValueError("timestamps must be in presentation order (non-decreasing)")
+    return times
+
+
+def _end_of(times: np.ndarray, end_seconds: float | None) -> float:
+    """When the last frame stops being shown: `end_seconds`, else the last timestamp plus the median gap."""
+    if end_seconds is not None:
+        end = float(end_seconds)
+        if not math.isfinite(end) or end < times[-1]:
+            raise ValueError(f"end_seconds must be at or after the last timestamp {times[-1]:.6g}, got {end_seconds!r}")
+        if end > times[-1]:
+            return end
+    gaps = np.diff(times)
+    gap = float(np.median(gaps)) if len(gaps) else 0.0
+    return float(times[-1] + gap) if gap > 0 else float(times[-1])
+
+
+def _nearest_frames(times: np.ndarray, targets: np.ndarray, end: float) -> np.ndarray:
+    """Index of the frame whose timestamp is nearest to each target time (ties: the earlier frame).
+
+    Targets at or past `end` loop back to the first frame, as index sampling loops a short video.
+    """
+    first = times[0]
+    period = end - first
+    if period > 0:
+        targets = first + np.mod(targets - first, period)
+    if len(times) == 1:
+        return np.zeros(len(targets), dtype=np.int64)
+    right = np.clip(np.searchsorted(times, targets, side="left"), 1, len(times) - 1)
+    left = right - 1
+    earlier = (targets - times[left]) <= (times[right] - targets) + _SAME_INSTANT_SECONDS
+    return np.where(earlier, left, right).astype(np.int64)
+
+
+def sample_frame_indices_by_time(
+    timestamps: Any,
+    num_frames: int,
+    sample_fps: float,
+    start: float | None = None,
+    *,
+    end_seconds: float | None = None,
+    generator: torch.Generator | None = None,
+) -> np.ndarray:
+    """Indices of one clip of `num_frames` frames `1 / sample_fps` seconds apart, by presentation time.
+
+    Sample `i` is the frame whose timestamp is nearest to `start + i / sample_fps` (ties go to
+    the earlier frame), so the clip spans the same seconds whatever the file's frame rate, and
+    follows a variable-rate video's real time. A `sample_fps` above the file's rate repeats frames.
+    Sample times past the end of the video loop back to its start, as `sample_frame_indices`
+    loops a short video (DMVR). The start is, in order of precedence (DMVR's rules, in seconds):
+
+    * `start` if given;
+    * with a `generator` (training), uniform in `[t0, max(t_last - (num_frames - 1) / sample_fps, t0)]`
+      so the whole clip fits when it can (`t0`, `t_last`: the first and last timestamps);
+    * otherwise the centred clip, `t0 + max(0, (duration - num_frames / sample_fps) / 2)`.
+
+    Args:
+        timestamps: float `(num_video_frames,)` presentation time of each frame in seconds, in
+            order (`vivit.VideoReader.timestamps`: from the packet index, variable rates exact).
+        num_frames: Frames in the clip.
+        sample_fps: Samples per second (F): consecutive frames of the clip are `1 / F` s apart.
+        start: Time of the first sample, in seconds on the clock of `timestamps` (>= 0).
+        end_seconds: When the last frame stops being shown (`VideoReader.duration_seconds`);
+            default: the last timestamp plus the median gap between frames.
+        generator: Random source for a random start; ignored when `start` is given.
+
+    Returns:
+        int64 numpy array `(num_frames,)` of source frame indices.
+
+    Raises:
+        ValueError: If `sample_fps` is not a positive finite number, `num_frames` not a positive
+            integer, `start` negative or not finite, or the timestamps are unknown (NaN: a frame
+            array without a frame rate), not 1-D, or out of order.
+    """
+    times = _frame_times(timestamps)
+    (num_frames,) = _positive_ints(num_frames=num_frames)
+    rate = check_sample_fps(sample_fps)
+    end = _end_of(times, end_seconds)
+    first = float(times[0])
+    if start is None:
+        if generator is not None:
+            room = max(float(times[-1]) - first - (num_frames - 1) / rate, 0.0)
+            start = first + room * float(torch.rand((), generator=generator, dtype=torch.float64))
+        else:
+            start = first + max(0.0, (end - first - num_frames / rate) / 2)
+    elif isinstance(start, bool) or not isinstance(start, (int, float, np.integer, np.floating)):
+        raise ValueError(f"start must be a time in seconds, got {start!r}")
+    elif not (math.isfinite(start) and start >= 0):
+        raise ValueError(f"start must be a non-negative number of seconds, got {start!r}")
+    with np.errstate(over="ignore"):
+        targets = float(start) + np.arange(num_frames, dtype=np.float64) / rate
+    if not np.isfinite(targets).all():
+        raise ValueError(f"sample_fps {sample_fps!r} is too small: the clip would span more seconds than a float holds")
+    return _nearest_frames(times, targets, end)
+
+
+def view_frame_indices_by_time(
+    timestamps: Any,
+    num_frames: int,
+    sample_fps: float,
+    clips: int,
+    *,
+    first: int = 0,
+    last: int | None = None,
+    end_seconds: float | None = None,
+) -> np.ndarray:
+    """Frame indices of the `clips` test clips of the segment `[first, last)`, sampled by time.
+
+    `view_frame_indices` by time: the segment (frames `[first, last)`, from the presentation of
+    frame `first` to that of frame `last`, or the end of the video) is treated as a video of its
+    own. One clip is centred in it; several start evenly spaced from its start to
+    `duration - num_frames / sample_fps` (DMVR's multi-clip testing, in seconds); each is read as
+    `sample_frame_indices_by_time` reads a clip (looping inside the segment when it is shorter).
+
+    Args:
+        timestamps: float `(num_video_frames,)` presentation times in seconds (`VideoReader.timestamps`).
+        num_frames: Frames per clip.
+        sample_fps: Samples per second of each clip.
+        clips: Number of clips in the segment.
+        first: First frame of the segment.
+        last: One past the last frame of the segment (default: the end of the video).
+        end_seconds: When the video's last frame stops being shown (`VideoReader.duration_seconds`);
+            used when the segment reaches the end. Default as in `sample_frame_indices_by_time`.
+
+    Returns:
+        int64 numpy array `(clips, num_frames)` of frame indices into the video.
+
+    Raises:
+        ValueError: As `sample_frame_indices_by_time`, or if `clips` is not a positive integer or
+            the segment is empty or outside the video.
+    """
+    times = _frame_times(timestamps)
+    count = len(times)
+    (num_frames, clips) = _positive_ints(num_frames=num_frames, clips=clips)
+    rate = check_sample_fps(sample_fps)
+    stop = count if last is None else int(last)
+    if not 0 <= int(first) < stop <= count:
+        raise ValueError(f"segment [{first}, {last}) must be a non-empty range inside the video's {count} frames")
+    segment = times[int(first) : stop]
+    end = _end_of(times, end_seconds) if stop == count else float(times[stop])
+    if end <= segment[-1]:
+        end = _end_of(segment, None)
+    room = max(end - float(segment[0]) - num_frames / rate, 0.0)
+    offsets = [room / 2] if clips == 1 else np.linspace(0.0, room, clips).tolist()
+    rows = [
+        sample_frame_indices_by_time(segment, num_frames, rate, float(segment[0]) + offset, end_seconds=end)
+        for offset in offsets
+    ]
+    return np.stack(rows) + int(first)
+
+
+def sliding_windows_by_time(
+    timestamps: Any, window: float, stride: float, *, end_seconds: float | None = None
+) -> np.ndarray:
+    """Windows `[start, end)` of source frames every `stride` seconds, `window` seconds long.
+
+    `sliding_windows` in seconds: window `k` holds the frames presented in
+    `[t0 + k * stride, t0 + k * stride + window)`; the windows stop with the first that reaches
+    the end of the video, cut short there. A window in which no frame is presented (a gap of a
+    variable-rate video longer than the window) is left out. To give the window and stride as
+    frames at the sampling rate F, as the command line's `--window` / `--stride` do with
+    `--sample-fps`, pass `window / F` and `stride / F`.
+
+    Args:
+        timestamps: float `(num_video_frames,)` presentation times in seconds (`VideoReader.timestamps`).
+        window: Seconds per window.
+        stride: Seconds between the starts of consecutive windows.
+        end_seconds: When the last frame stops being shown (`VideoReader.duration_seconds`);
+            default as in `sample_frame_indices_by_time`.
+
+    Returns:
+        int64 numpy array `(num_windows, 2)`: first and one-past-last frame of each window (give
+        it to `window_seconds` for their spans in seconds, to `view_frame_indices_by_time` as a
+        segment).
+
+    Raises:
+        ValueError: If `window` or `stride` is not a positive finite number of seconds, the stride
+            is so short that the windows would outnumber the frames a hundredfold, or the
+            timestamps are unknown or out of order.
+    """
+    times = _frame_times(timestamps)
+    for name, value in (("window", window), ("stride", stride)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    end = _end_of(times, end_seconds)
+    origin, duration = float(times[0]), end - float(times[0])
+    # The last window is the first that reaches the end: start + window >= end.
+    steps = max(duration - window, 0.0) / stride
+    limit = 100 * len(times) + 1000  # (a stride far below the frames' spacing: an absurd request)
+    if not steps < limit:
+        raise ValueError(
+            f"a stride of {stride:g} s cuts {duration:.6g} s into more than {limit} windows, for {len(times)} "
+            "frames; give a longer stride"
+        )
+    count = math.ceil(steps - _SAME_INSTANT_SECONDS) + 1 if steps > 0 else 1
+    starts = origin + stride * np.arange(count, dtype=np.float64)
+    starts = starts[starts < end - _SAME_INSTANT_SECONDS]
+    # A frame presented within a nanosecond before a boundary is on it (float rounding of k / F).
+    first = np.searchsorted(times, starts - _SAME_INSTANT_SECONDS, side="left")
+    last = np.searchsorted(times, starts + window - _SAME_INSTANT_SECONDS, side="left")
+    keep = last > first
+    return np.stack([first[keep], last[keep]], axis=1).astype(np.int64)

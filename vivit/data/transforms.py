@@ -37,7 +37,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ._resample import _RESIZE_CHUNK, Box, _resized_crops
+from ._resample import RESIZE_CHUNK, Box, resized_crops
+from .augment import ColorAugment, RandAugment
+from .sampling import check_sample_fps
 
 __all__ = [
     "DEFAULT_DATA_CFG",
@@ -45,6 +47,7 @@ __all__ = [
     "VideoTrainTransform",
     "as_thwc",
     "center_crop",
+    "check_crop_fits",
     "create_transform",
     "resize_short_side",
     "resolve_data_config",
@@ -65,6 +68,10 @@ DEFAULT_DATA_CFG: dict[str, Any] = {
     "mean": (0.5, 0.5, 0.5),
     "std": (0.5, 0.5, 0.5),
     "test_views": (4, 3),
+    # Frames by presentation time, this many per second (`vivit.data.sampling.*_by_time`); None:
+    # every `frame_stride` frames, as DMVR and Scenic sample (the released models were trained and
+    # evaluated so). A cfg may record the rate a model was trained at.
+    "sample_fps": None,
 }
 
 # Scenic's ViViT configs use DMVR `scale_jitter_augm` with these factors and probability 1.0.
@@ -159,6 +166,7 @@ def resolve_data_config(
     cfg["resize_size"] = int(cfg["resize_size"])
     if cfg["resize_size"] < 1:
         raise ValueError(f"resize_size must be positive, got {cfg['resize_size']!r}")
+    check_crop_fits(cfg["resize_size"], cfg["crop_size"])
     cfg["frame_stride"] = int(cfg["frame_stride"])
     if cfg["frame_stride"] < 1:
         raise ValueError(f"frame_stride must be positive, got {cfg['frame_stride']!r}")
@@ -177,7 +185,29 @@ def resolve_data_config(
     if len(views) != 2 or min(views) < 1:
         raise ValueError(f"test_views must be (clips, crops) with positive entries, got {views!r}")
     cfg["test_views"] = views
+    if cfg["sample_fps"] is not None:
+        cfg["sample_fps"] = check_sample_fps(cfg["sample_fps"])
     return cfg
+
+
+def check_crop_fits(resize_size: int, crop_size: tuple[int, int]) -> None:
+    """Refuse a preprocessing cfg whose crop cannot fit in any resized frame.
+
+    Frames are resized so that their short side is `resize_size`, then `crop_size` is cut out;
+    a crop whose shorter side exceeds `resize_size` fits in no frame, whatever the video (a
+    non-square crop may still not fit a frame of the other orientation: that is the video's
+    shape, reported when it happens).
+
+    Raises:
+        ValueError: Saying the cfg is inconsistent, with both numbers.
+    """
+    if min(crop_size) > resize_size:
+        crop = f"{crop_size[0]}" if crop_size[0] == crop_size[1] else f"{crop_size[0]}x{crop_size[1]}"
+        raise ValueError(
+            f"inconsistent preprocessing cfg: crop_size {crop} > resize_size {resize_size} (frames are resized to "
+            f"a short side of resize_size, then crop_size is cut from them); fix the checkpoint's pretrained_cfg "
+            "or override resize_size / crop_size"
+        )
 
 
 def _expected(channels: int) -> str:
@@ -321,7 +351,7 @@ def to_float_clip(
         return rearrange(frames, "t h w c -> t c h w").float()
     shrink = size[0] < height or size[1] < width
     chunks = []
-    for part in frames.split(_RESIZE_CHUNK):
+    for part in frames.split(RESIZE_CHUNK):
         part = rearrange(part, "t h w c -> t c h w").float()
         part = F.interpolate(
             part,
@@ -429,7 +459,7 @@ def _to_clip(
     crop = crop.permute(1, 0, 2, 3)
     clip = torch.empty(crop.shape, dtype=torch.float32, device=crop.device)
     clip.copy_(crop)  # the only float conversion: of the cropped clip
-    if any(pad):  # rare (resize_size < crop_size): black borders, as `center_crop`
+    if any(pad):  # a non-square crop longer than the resized frame: black borders, as `center_crop`
         clip = F.pad(clip, pad)
     return _normalize(clip, mean, std, inplace=True)
 
@@ -479,10 +509,10 @@ def crop_test_views(frames: torch.Tensor, crops: int, cfg: Mapping[str, Any]) ->
     mean, std = cfg["mean"], cfg["std"]
     if crops == 3:
         boxes = _three_boxes(size, cfg["crop_size"])
-        crops_ = _resized_crops(frames, size, boxes, cfg["interpolation"], cfg["antialias"])
+        crops_ = resized_crops(frames, size, boxes, cfg["interpolation"], cfg["antialias"])
         return [_to_clip(crop, mean, std) for crop in crops_]
     box, pad = _center_boxes(size, cfg["crop_size"])
-    (crop,) = _resized_crops(frames, size, [box], cfg["interpolation"], cfg["antialias"])
+    (crop,) = resized_crops(frames, size, [box], cfg["interpolation"], cfg["antialias"])
     return [_to_clip(crop, mean, std, pad)]
 
 
@@ -539,6 +569,7 @@ class VideoEvalTransform:
             raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
         self.resize_size = int(resize_size)
         self.crop_size = _pair(crop_size, "crop_size")
+        check_crop_fits(self.resize_size, self.crop_size)
         self.interpolation = interpolation
         self.antialias = bool(antialias)
         self.mean = tuple(float(m) for m in mean)
@@ -557,7 +588,7 @@ class VideoEvalTransform:
         video = _check_frames(frames, len(self.mean))
         size = short_side_size(video.shape[1], video.shape[2], self.resize_size)
         box, pad = _center_boxes(size, self.crop_size)
-        (crop,) = _resized_crops(video, size, [box], self.interpolation, self.antialias)
+        (crop,) = resized_crops(video, size, [box], self.interpolation, self.antialias)
         return _to_clip(crop, self.mean, self.std, pad)
 
     def _fields(self) -> dict[str, Any]:
@@ -576,7 +607,7 @@ class VideoEvalTransform:
 
 
 class VideoTrainTransform(VideoEvalTransform):
-    """Scenic's basic ViViT training augmentation: scale jitter, random crop, horizontal flip.
+    """Scenic's ViViT training augmentation: scale jitter, random crop, flip, then RandAugment or colour.
 
     The recipe, per clip (one draw shared by all its frames):
 
@@ -589,10 +620,14 @@ class VideoTrainTransform(VideoEvalTransform):
     3. a `crop_size` crop at a uniformly random offset (DMVR `crop_image(random=True)`);
     4. horizontal flip with probability `hflip` (DMVR `random_flip_left_right`: 0.5; Scenic
        turns it off for Something-Something, whose labels are direction-sensitive);
-    5. normalization as in evaluation.
+    5. with `randaugment=(N, M)`: Scenic's video RandAugment on the uint8 crop
+       (`vivit.data.augment.RandAugment`; Scenic's EPIC-Kitchens recipe (2, 15), SSv2 (2, 20));
+    6. with `color_prob` / `color_drop_prob`: DMVR's `color_default_augm` on the crop's [0, 1]
+       pixels (`vivit.data.augment.ColorAugment`; Scenic's Kinetics recipe 0.8 and 0.1);
+    7. normalization as in evaluation.
 
-    Scenic's ViViT Kinetics configs also turn on color augmentation (probability 0.8, color drop
-    0.1); that, and any mixup, is left to the user.
+    Scenic runs RandAugment and colour augmentation as alternatives (`video_ops.additional_augmentations`),
+    so setting both is refused. Mixup acts on batches: see `vivit.data.Mixup`.
 
     Args:
         resize_size: Short side before jitter.
@@ -605,6 +640,13 @@ class VideoTrainTransform(VideoEvalTransform):
         hflip: Probability of a horizontal flip.
         generator: Default source of randomness (a call's own `generator` wins); `None` uses
             torch's global generator.
+        color_prob: Probability of the colour jitter (0 = off).
+        color_drop_prob: Probability of turning the clip grey (0 = off).
+        randaugment: `(num_ops, magnitude)` of RandAugment, or `None` (off).
+
+    Raises:
+        ValueError: For a bad range or probability, a malformed `randaugment`, or RandAugment
+            together with colour augmentation.
     """
 
     def __init__(
@@ -618,6 +660,9 @@ class VideoTrainTransform(VideoEvalTransform):
         scale: tuple[float, float] = _DEFAULT_SCALE_JITTER,
         hflip: float = 0.5,
         generator: torch.Generator | None = None,
+        color_prob: float = 0.0,
+        color_drop_prob: float = 0.0,
+        randaugment: tuple[int, float] | None = None,
     ) -> None:
         super().__init__(resize_size, crop_size, interpolation, antialias, mean, std)
         low, high = (float(v) for v in scale)
@@ -628,6 +673,23 @@ class VideoTrainTransform(VideoEvalTransform):
         self.scale = (low, high)
         self.hflip = float(hflip)
         self.generator = generator
+        color_prob, color_drop_prob = color_prob or 0.0, color_drop_prob or 0.0  # None in a cfg: off
+        self._color = ColorAugment(color_prob, color_drop_prob) if color_prob or color_drop_prob else None
+        self.color_prob, self.color_drop_prob = float(color_prob), float(color_drop_prob)
+        self._randaugment = None
+        self.randaugment: tuple[int, float] | None = None
+        if randaugment is not None:
+            if isinstance(randaugment, (str, bytes)) or len(randaugment) != 2:
+                raise ValueError(f"randaugment must be (num_ops, magnitude), e.g. (2, 15); got {randaugment!r}")
+            if self._color is not None:
+                raise ValueError(
+                    "RandAugment and colour augmentation are alternatives in Scenic's recipes: set randaugment "
+                    f"or color_prob/color_drop_prob, not both (got randaugment={tuple(randaugment)!r}, "
+                    f"color_prob={color_prob!r}, color_drop_prob={color_drop_prob!r})"
+                )
+            num_ops, magnitude = randaugment
+            self._randaugment = RandAugment(num_ops, magnitude)
+            self.randaugment = (self._randaugment.num_ops, self._randaugment.magnitude)
 
     def __call__(self, frames: np.ndarray | torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augments one clip.
@@ -638,7 +700,7 @@ class VideoTrainTransform(VideoEvalTransform):
                 construction, then to torch's global generator). Must live on the CPU.
 
         Returns:
-            float32 `(C, T, h, w)`.
+            float32 `(C, T, h, w)`, contiguous.
         """
         video = _check_frames(frames, len(self.mean))
         gen = generator if generator is not None else self.generator
@@ -652,20 +714,34 @@ class VideoTrainTransform(VideoEvalTransform):
         top = int(torch.randint(size[0] - crop_h + 1, (1,), generator=gen))
         left = int(torch.randint(size[1] - crop_w + 1, (1,), generator=gen))
         box = (top, left, crop_h, crop_w)
-        (crop,) = _resized_crops(video, size, [box], self.interpolation, self.antialias)
+        (crop,) = resized_crops(video, size, [box], self.interpolation, self.antialias)
         if float(torch.rand(1, generator=gen)) < self.hflip:
             crop = crop.flip(-1)
-        return _to_clip(crop, self.mean, self.std)
+        if self._randaugment is not None:
+            if crop.dtype != torch.uint8:  # float path (bicubic, GPU): Scenic clips and truncates to uint8
+                crop = crop.clamp(0.0, 255.0).to(torch.uint8)
+            crop = self._randaugment(crop.permute(0, 2, 3, 1), generator=gen).permute(0, 3, 1, 2)
+        if self._color is None:
+            return _to_clip(crop, self.mean, self.std)
+        clip = torch.empty(crop.shape[1], crop.shape[0], *crop.shape[2:], dtype=torch.float32, device=crop.device)
+        clip.copy_(crop.permute(1, 0, 2, 3)).mul_(1.0 / 255.0)  # DMVR jitters [0, 1] pixels
+        clip = self._color(clip, generator=gen)
+        return _normalize(clip.mul_(255.0), self.mean, self.std, inplace=True).contiguous()
 
     def _fields(self) -> dict[str, Any]:
-        return {**super()._fields(), "scale": self.scale, "hflip": self.hflip}
+        fields = {**super()._fields(), "scale": self.scale, "hflip": self.hflip}
+        if self._color is not None:
+            fields.update(color_prob=self.color_prob, color_drop_prob=self.color_drop_prob)
+        if self.randaugment is not None:
+            fields["randaugment"] = self.randaugment
+        return fields
 
 
 _EVAL_KEYS = ("resize_size", "crop_size", "interpolation", "antialias", "mean", "std")
-_TRAIN_KEYS = ("scale", "hflip", "generator")
+_TRAIN_KEYS = ("scale", "hflip", "generator", "color_prob", "color_drop_prob", "randaugment")
 # Keys of a resolved data config that choose frames, not pixels: accepted (so that
 # `create_transform(**resolve_data_config(model=model))` works, as in timm) and not used here.
-_SAMPLING_KEYS = ("input_size", "frame_stride", "test_views")
+_SAMPLING_KEYS = ("input_size", "frame_stride", "test_views", "sample_fps")
 
 
 def create_transform(
@@ -680,13 +756,17 @@ def create_transform(
     Args:
         pretrained_cfg: The model's `pretrained_cfg` (keys `resize_size`, `crop_size`,
             `interpolation`, `antialias`, `mean`, `std`, `input_size`, and for training `scale`,
-            `hflip`); missing keys fall back to `DEFAULT_DATA_CFG`, other keys are ignored.
+            `hflip`, `color_prob`, `color_drop_prob`, `randaugment`); missing keys fall back to
+            `DEFAULT_DATA_CFG`, other keys are ignored.
         train: Return the random training augmentation (`VideoTrainTransform`) instead of the
             deterministic evaluation transform (`VideoEvalTransform`).
         **overrides: Replace cfg values: any of `resize_size`, `crop_size`, `interpolation`,
             `antialias`, `mean`, `std`; with `train=True` also `scale` (jitter range), `hflip`
-            (probability) and `generator` (a `torch.Generator`). `input_size` (its H, W is the crop
-            when `crop_size` is not given), `frame_stride` and `test_views` are accepted too, so
+            (probability), `generator` (a `torch.Generator`), `color_prob` and `color_drop_prob`
+            (DMVR colour augmentation; Kinetics recipe 0.8 and 0.1) and `randaugment`
+            (`(num_ops, magnitude)`, e.g. `(2, 15)`; exclusive with colour augmentation).
+            `input_size` (its H, W is the crop when `crop_size` is not given), `frame_stride`,
+            `test_views` and `sample_fps` are accepted too, so
             `create_transform(**resolve_data_config(model=model))` works as in timm.
 
     Returns:
@@ -699,7 +779,7 @@ def create_transform(
         raise TypeError(f"create_transform(train={train}) got unexpected overrides {unknown}; allowed: {list(allowed)}")
     train_args = {key: overrides.pop(key) for key in _TRAIN_KEYS if key in overrides}
     # A cfg may pin the augmentation too (e.g. `hflip: 0.0` for direction-sensitive labels).
-    for key in ("scale", "hflip"):
+    for key in ("scale", "hflip", "color_prob", "color_drop_prob", "randaugment"):
         if key not in train_args and pretrained_cfg is not None and key in pretrained_cfg:
             train_args[key] = pretrained_cfg[key]
     cfg = resolve_data_config(pretrained_cfg, **overrides)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import threading
 import warnings
 from collections.abc import Sequence
@@ -45,38 +46,35 @@ from typing import Any
 
 import numpy as np
 
-from .._install import install_hint
-from ._array_source import _ArraySource
-from ._pyav_source import _PyAVSource
+from ._array_source import ArraySource
+from ._pyav_source import PyAVSource
+from ._source import (
+    DEFAULT_MAX_ARRAY_BYTES,
+    DEFAULT_MAX_ASPECT_RATIO,
+    DEFAULT_MAX_FRAME_PIXELS,
+    DEFAULT_TIMEOUT,
+    Limits,
+    VideoDecoderMissingError,
+    VideoSource,
+    check_input_file,
+    import_av,
+)
 
 __all__ = [
     "ARRAY_SUFFIXES",
     "DEFAULT_MAX_ARRAY_BYTES",
     "DEFAULT_MAX_ASPECT_RATIO",
     "DEFAULT_MAX_FRAME_PIXELS",
+    "DEFAULT_TIMEOUT",
     "VideoDecoderMissingError",
     "VideoReader",
     "VideoWarning",
+    "check_input_file",
     "read_video",
 ]
 
 #: Suffixes read with numpy rather than a video decoder.
 ARRAY_SUFFIXES = (".npy", ".npz")
-#: Largest frame accepted, in pixels (width x height): 8192 x 8192, above 8K UHD (7680 x 4320).
-#: One RGB frame of this size takes 192 MiB, a 32-frame clip 6 GiB.
-DEFAULT_MAX_FRAME_PIXELS = 8192 * 8192
-#: Largest accepted ratio of a frame's long side to its short side. Cinema scope is 2.4, 32:9
-#: monitors 3.6; beyond this a frame is almost certainly broken, and a short-side resize would
-#: turn it into a huge image (a 2 x 8192 frame resized to a short side of 256 is 256 x 1048576).
-DEFAULT_MAX_ASPECT_RATIO = 16.0
-#: Largest `.npz` frame array decompressed into memory (2 GiB); checked against the sizes the
-#: archive declares, before anything is decompressed. Uncompressed `.npz` (`np.savez`) and `.npy`
-#: files are memory-mapped instead and need no budget.
-DEFAULT_MAX_ARRAY_BYTES = 2 * 1024**3
-
-
-class VideoDecoderMissingError(ImportError):
-    """A real video file was given but PyAV, the optional video decoder, is not installed."""
 
 
 class VideoWarning(UserWarning):
@@ -119,13 +117,22 @@ class VideoReader:
             and `duration_seconds`); ignored for video files, which carry timestamps.
         num_threads: FFmpeg decoding threads; 0 (default) lets FFmpeg use one per CPU core. Pass
             1 when many readers decode in parallel (e.g. DataLoader workers).
+        timeout: Seconds FFmpeg may read without finding the next packet of the video stream
+            before the reader gives up with a ValueError (default `DEFAULT_TIMEOUT`, 20 s; `None`:
+            wait for ever). It bounds opening and every read of a file whose video is followed by
+            gigabytes of zeros or junk (a download written into a preallocated file), which FFmpeg
+            would otherwise scan to the end: 22 GB took over 5 minutes. A healthy local file yields
+            a packet in microseconds; raise it for very slow network storage.
 
     Raises:
-        FileNotFoundError: If `path` does not exist or is a directory.
+        FileNotFoundError: If `path` does not exist (or is a symbolic link to nothing) or is a
+            directory.
+        OSError: If `path` is a symbolic link loop or cannot be examined (permissions).
         VideoDecoderMissingError: If the file needs PyAV and it is not installed.
-        ValueError: If the file is not a regular file (a pipe, socket or device), is empty, cannot
-            be decoded, has no video stream or no frames, or exceeds a limit above; the message
-            names the file (and the limit).
+        ValueError: If the file is not a regular file (a pipe, socket or device), is empty, is a
+            still image (`.png`, `.jpg`, ...), cannot be decoded, has no video stream or no
+            frames, exceeds a limit above, or FFmpeg found no video packet for `timeout` seconds;
+            the message names the file (and the limit).
 
     Warns:
         VideoWarning: If the file decodes fewer frames than its container declares (truncated or
@@ -145,32 +152,33 @@ class VideoReader:
         max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
         fps: float | None = None,
         num_threads: int = 0,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         self._path = Path(path).expanduser()
-        self._limits = _Limits(int(max_frame_pixels), float(max_aspect_ratio), int(max_array_bytes))
+        self._limits = Limits(int(max_frame_pixels), float(max_aspect_ratio), int(max_array_bytes), timeout)
         if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a positive number, got {fps!r}")
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 0:
             raise ValueError(f"num_threads must be a non-negative integer, got {num_threads!r}")
         self._lock = threading.Lock()
         path = self._path
-        if not path.is_file():
-            if path.is_dir():
-                raise FileNotFoundError(f"{path} is a directory, not a video file")
-            if path.exists():  # a FIFO, socket or device: no size, no seeking, maybe no end
-                raise ValueError(
-                    f"{path} is not a regular file (a pipe, socket or device): the reader seeks in the file; "
-                    "save the video to a file first"
-                )
-            raise FileNotFoundError(f"{path} does not exist")
-        if path.stat().st_size == 0:
+        status = check_input_file(path)
+        if stat.S_ISDIR(status.st_mode):
+            raise FileNotFoundError(f"{path} is a directory, not a video file")
+        if not stat.S_ISREG(status.st_mode):  # a FIFO, socket or device: no size, no seeking, maybe no end
+            raise ValueError(
+                f"{path} is not a regular file (a pipe, socket or device): the reader seeks in the file; "
+                "save the video to a file first"
+            )
+        if status.st_size == 0:
             raise ValueError(f"{path} is empty (0 bytes)")
         if path.suffix.lower() in ARRAY_SUFFIXES:
-            self._source: _ArraySource | _PyAVSource = _ArraySource(path, self._limits, fps)
+            self._source: VideoSource = ArraySource(path, self._limits, fps)
         else:
-            self._source = _PyAVSource(path, _import_av(), self._limits, num_threads)
-            if self._source.warning:
-                warnings.warn(self._source.warning, VideoWarning, stacklevel=2)
+            source = PyAVSource(path, import_av(), self._limits, num_threads)
+            if source.warning:
+                warnings.warn(source.warning, VideoWarning, stacklevel=2)
+            self._source = source
 
     # ------------------------------------------------------------ metadata
     @property
@@ -385,40 +393,7 @@ def read_video(path: str | os.PathLike[str], **reader_args: Any) -> np.ndarray:
         return reader.get_frames_at(np.arange(len(reader)))
 
 
-# ---------------------------------------------------------------- helpers shared by the sources
-class _Limits:
-    """The reader's size limits and the checks that name the file and the limit."""
-
-    def __init__(self, max_frame_pixels: int, max_aspect_ratio: float, max_array_bytes: int) -> None:
-        for name, value in (
-            ("max_frame_pixels", max_frame_pixels),
-            ("max_aspect_ratio", max_aspect_ratio),
-            ("max_array_bytes", max_array_bytes),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name} must be positive, got {value!r}")
-        self.max_frame_pixels = max_frame_pixels
-        self.max_aspect_ratio = max_aspect_ratio
-        self.max_array_bytes = max_array_bytes
-
-    def check_frame(self, path: Path, height: int, width: int) -> None:
-        if height < 1 or width < 1:
-            raise ValueError(f"{path}: frames of {width}x{height} pixels are empty")
-        if height * width > self.max_frame_pixels:
-            raise ValueError(
-                f"{path}: frames of {width}x{height} pixels ({height * width / 1e6:.1f} MP) exceed the limit of "
-                f"{self.max_frame_pixels / 1e6:.1f} MP per frame (max_frame_pixels={self.max_frame_pixels}; "
-                "pass a larger max_frame_pixels to vivit.VideoReader to read it anyway)"
-            )
-        ratio = max(height, width) / min(height, width)
-        if ratio > self.max_aspect_ratio:
-            raise ValueError(
-                f"{path}: frames of {width}x{height} pixels have an aspect ratio of {ratio:.4g}:1, above the limit "
-                f"of {self.max_aspect_ratio:g}:1 (max_aspect_ratio; a short-side resize would make them "
-                "enormous); pass a larger max_aspect_ratio to vivit.VideoReader to read it anyway"
-            )
-
-
+# ---------------------------------------------------------------- helpers
 def _to_numpy(values: Any) -> Any:
     """Torch tensors (which numpy would treat as objects on some devices) as numpy; others as given."""
     if hasattr(values, "detach") and hasattr(values, "cpu"):
@@ -426,15 +401,3 @@ def _to_numpy(values: Any) -> Any:
     if isinstance(values, range):
         return np.arange(values.start, values.stop, values.step, dtype=np.int64)
     return values
-
-
-def _import_av() -> Any:
-    """Import PyAV, or explain how to install it."""
-    try:
-        import av
-    except ImportError:
-        raise VideoDecoderMissingError(
-            f"reading video files needs PyAV: {install_hint('av', 'video')}; "
-            "uint8 frame arrays saved as .npy/.npz need no decoder"
-        ) from None
-    return av

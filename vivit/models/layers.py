@@ -25,6 +25,7 @@ __all__ = [
     "Mlp",
     "TubeletEmbed",
     "layer_norm",
+    "pair",
 ]
 
 LAYER_NORM_EPS = 1e-6
@@ -35,12 +36,19 @@ def layer_norm(dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
 
 
-def _pair(x: int | tuple[int, int]) -> tuple[int, int]:
+def pair(x: int | tuple[int, int]) -> tuple[int, int]:
+    """An (h, w) pair from an int or a pair (sizes of frames, patches and crops)."""
     return (x, x) if isinstance(x, int) else (int(x[0]), int(x[1]))
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drops the whole residual branch per sample (timm / Scenic semantics)."""
+    """Stochastic depth: drops the whole residual branch of each example with probability `drop_prob`.
+
+    Scenic's code (`scenic/model_lib/layers/nn_layers.py` `StochasticDepth`, used by the ViViT encoder
+    blocks) multiplies by `1 - mask` and does not rescale the kept branches, although its docstring says
+    it scales by `1 / (1 - rate)`; timm rescales. We follow Scenic's code, so that the paper's recipes
+    (drop path 0.2 / 0.3) train the models as Scenic trained them; evaluation is the identity either way.
+    """
 
     def __init__(self, drop_prob: float = 0.0) -> None:
         super().__init__()
@@ -49,11 +57,8 @@ class DropPath(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.drop_prob == 0.0 or not self.training:
             return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        # Scenic does not rescale by 1/keep; timm does. We follow timm so that eval needs no rescale
-        # of a model trained here; loaded Scenic weights are unaffected (eval only).
-        return x * mask / keep
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - self.drop_prob)
+        return x * keep
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
@@ -234,7 +239,7 @@ class TubeletEmbed(nn.Module):
         embed_dim: int = 768,
     ) -> None:
         super().__init__()
-        self.patch_size = _pair(patch_size)
+        self.patch_size = pair(patch_size)
         self.tubelet_size = int(tubelet_size)
         self.kernel_size = (self.tubelet_size, *self.patch_size)
         self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=self.kernel_size, stride=self.kernel_size)

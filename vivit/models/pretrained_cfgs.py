@@ -15,13 +15,13 @@ from typing import Any
 
 __all__ = ["PRETRAINED_ENTRIES", "label_names"]
 
-_LABELS = Path(__file__).resolve().parent.parent / "weights" / "labels"
+_LABELS = Path(__file__).resolve().parent / "labels"  # beside the registry that names them
 PAPER = "https://arxiv.org/abs/2103.15691"
 
 
 @cache
 def label_names(name: str) -> tuple[str, ...]:
-    """Class names, one per logit, from `vivit/weights/labels/{name}.txt`."""
+    """Class names, one per logit, from `vivit/models/labels/{name}.txt` (provenance in SOURCES.md there)."""
     return tuple((_LABELS / f"{name}.txt").read_text(encoding="utf-8").splitlines())
 
 

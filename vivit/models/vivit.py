@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, Literal, overload
 
 import torch
@@ -29,8 +30,8 @@ from .layers import (
     FactorizedDotProductAttention,
     FactorizedSelfAttentionBlock,
     TubeletEmbed,
-    _pair,
     layer_norm,
+    pair,
 )
 from .pos_embed import resample_pos_embed
 
@@ -41,6 +42,7 @@ __all__ = [
     "FactorizedSelfAttentionViViT",
     "SpatioTemporalViViT",
     "ViViT",
+    "register_saver",
 ]
 
 GlobalPool = Literal["token", "avg"]
@@ -126,13 +128,13 @@ class ViViT(nn.Module):
             ("embed_dim", embed_dim),
             ("num_heads", num_heads),
             ("in_chans", in_chans),
-            ("patch_size", min(_pair(patch_size))),
+            ("patch_size", min(pair(patch_size))),
         ):
             if value < 1:
                 raise ValueError(f"{arg} must be >= 1, got {value}")
         if tubelet_size < 1:
             raise ValueError(f"tubelet_size must be >= 1 (1 = uniform frame sampling), got {tubelet_size}")
-        self.img_size = _pair(img_size)
+        self.img_size = pair(img_size)
         self.num_frames = int(num_frames)
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -195,7 +197,9 @@ class ViViT(nn.Module):
             nn.init.zeros_(self.patch_embed.proj.bias)
 
     # ---------------------------------------------------------------- input and tokens
-    def _check_input(self, x: torch.Tensor) -> None:
+    def _check_input(self, x: torch.Tensor, any_frames: bool = False) -> None:
+        """Raises ValueError unless `x` is a video this model takes (`any_frames`: any whole number of
+        tubelet slices, for Model 2's `forward_slices`)."""
         c = self.in_chans
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor video (B, C, T, H, W), got {type(x).__name__}")
@@ -229,7 +233,9 @@ class ViViT(nn.Module):
                 f"the model needs at least {kt} frames of {kh}x{kw} pixels"
             )
         grid = self.patch_embed.grid_size(t, (h, w))
-        if grid != self.grid_size and not self.dynamic_size:
+        if any_frames and t % kt:
+            raise ValueError(f"expected whole tubelet slices, a multiple of t={kt} frames; got T={t}")
+        if grid != (grid[:1] + self.grid_size[1:] if any_frames else self.grid_size) and not self.dynamic_size:
             nt, nh, nw = self.grid_size
             raise ValueError(
                 f"model expects {self.num_frames} frames of {self.img_size[0]}x{self.img_size[1]} "
@@ -237,9 +243,9 @@ class ViViT(nn.Module):
                 f"with num_frames=/img_size= overrides (position embeddings are resampled) or dynamic_size=True"
             )
 
-    def _tokenize(self, x: torch.Tensor) -> torch.Tensor:
+    def _tokenize(self, x: torch.Tensor, any_frames: bool = False) -> torch.Tensor:
         """(B, C, T, H, W) -> (B, D, nt, nh, nw) after validating the input."""
-        self._check_input(x)
+        self._check_input(x, any_frames)
         return self.patch_embed(x)
 
     def _add_pos(
@@ -398,10 +404,15 @@ class ViViT(nn.Module):
         self.grad_checkpointing = enable
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write `model.safetensors` + `config.json`; reload with `create_model(name, pretrained=directory)`."""
-        from ..weights.loading import save_pretrained  # deferred: weights imports the models
+        """Write `model.safetensors` + `config.json` (timm's Hub layout) to `directory`; reload with
+        `create_model(name, pretrained=directory)` or `create_model('local-dir:' + directory)`.
 
-        save_pretrained(self, directory)
+        The writer lives with the other file formats (`vivit.weights.saving.save_pretrained`), which
+        registers itself here: models never import the weights package (DESIGN.md section 11).
+        """
+        if _SAVER is None:
+            raise RuntimeError("no checkpoint writer is registered; import vivit (it registers vivit.weights.saving)")
+        _SAVER(self, directory)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -601,13 +612,64 @@ class FactorizedEncoderViViT(ViViT):
 
     def forward_frame_features(self, x: torch.Tensor) -> torch.Tensor:
         """Per-frame embeddings `(B, nt, D)`: the spatial encoder's pooled output for each tubelet slice."""
-        x, grid = self._spatial_tokens(x)
+        return self._encode_slices(self._tokenize(x))
+
+    def forward_slices(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward_frame_features` of any whole number of tubelet slices, for reuse across windows.
+
+        The spatial encoder sees one slice (`t` frames) at a time, so a slice's embedding does not
+        depend on the clip around it (paper Sec. 3.3, Model 2): `forward_slices(x)[:, i]` equals
+        `forward_frame_features(clip)[:, j]` for any clip whose slice `j` holds the same pixels.
+        `vivit.windows` encodes each slice of a video once this way and runs `forward_temporal` per
+        window.
+
+        Args:
+            x: float video `(B, C, k * t, H, W)`, `k >= 1` slices of `t = tubelet_size` frames each, at
+                the model's frame size (any size with `dynamic_size=True`).
+
+        Returns:
+            float32 `(B, k, D)`: each slice's pooled, normalized spatial embedding.
+
+        Raises:
+            ValueError: For a frame count that is not a multiple of `t`, or a wrong shape, size or dtype.
+        """
+        return self._encode_slices(self._tokenize(x, any_frames=True))
+
+    def _encode_slices(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tubelet tokens `(B, D, nt, nh, nw)` -> pooled spatial embeddings `(B, nt, D)`."""
+        grid = _grid3(tokens)
+        x = rearrange(tokens, "b d t h w -> (b t) (h w) d")
+        x = self._add_pos(x, self.cls_token, self.pos_embed, (1, *self.grid_size[1:]), (1, *grid[1:]))
         x = self.norm(self._run_blocks(self.blocks, x, None))
         return rearrange(self._pool(x), "(b t) d -> b t d", t=grid[0])  # not b=: einops cannot split 0 by b=0
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._temporal_tokens(self.forward_frame_features(x))
+    def forward_temporal(self, frames: torch.Tensor) -> torch.Tensor:
+        """The temporal encoder on per-frame embeddings: `forward_features` after `forward_frame_features`.
+
+        `forward_features(x) == forward_temporal(forward_frame_features(x))`; `forward_head` of the
+        result gives logits (or pooled features with `pre_logits=True`).
+
+        Args:
+            frames: float `(B, nt, D)` per-frame embeddings (`forward_frame_features`, or the
+                `forward_slices` of a clip's `nt` slices stacked in time order); `nt` must be the
+                model's token frames unless `dynamic_size=True`.
+
+        Returns:
+            `(B, [1 +] nt, D)` normalized temporal tokens (the class token first with `global_pool='token'`).
+
+        Raises:
+            ValueError: For another shape, or another `nt` without `dynamic_size`.
+        """
+        nt = self.grid_size[0]
+        if frames.ndim != 3 or frames.shape[2] != self.embed_dim or (frames.shape[1] != nt and not self.dynamic_size):
+            raise ValueError(
+                f"expected per-frame embeddings (B, nt={nt}, D={self.embed_dim}), got shape {tuple(frames.shape)}"
+            )
+        x = self._temporal_tokens(frames)
         return self.temporal_norm(self._run_blocks(self.temporal_blocks, x, None))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_temporal(self.forward_frame_features(x))
 
     def _intermediates(
         self, x: torch.Tensor, indices: int | Sequence[int] | None, norm: bool, output_fmt: OutputFormat
@@ -631,7 +693,15 @@ class FactorizedEncoderViViT(ViViT):
         return self.temporal_norm(x), intermediates
 
 
-_ViViT = ViViT  # the name before 0.2, kept for code that imported it
+Saver = Callable[[ViViT, "str | os.PathLike[str]"], Path]
+_SAVER: Saver | None = None
+
+
+def register_saver(saver: Saver) -> None:
+    """Set the function behind `ViViT.save_pretrained` (called once by `vivit.weights.saving`)."""
+    global _SAVER
+    _SAVER = saver
+
 
 # registry variant -> class (names `vivit_{size}_{variant}`)
 MODEL_CLASSES: dict[str, type[ViViT]] = {

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..files import atomic_write, clean_stale_temp_files, temp_path
+from .formats import read_safetensors_header
 
 __all__ = [
+    "LOCK_TIMEOUT_S",
     "CacheError",
     "CacheWarning",
     "cache_dir",
@@ -45,6 +47,8 @@ T = TypeVar("T")
 
 # How long a process waits for another one holding the lock before it says so.
 _WAIT_NOTICE_S = 2.0
+# How long it waits at most by default: a download's default deadline (2 h) plus a conversion.
+LOCK_TIMEOUT_S = 7200.0 + 600.0
 
 
 class CacheError(OSError):
@@ -52,7 +56,7 @@ class CacheError(OSError):
 
 
 class CacheWarning(UserWarning):
-    """A cache write failed; the result was still returned but will be rebuilt next time."""
+    """A cached file was stale and is rebuilt, or a cache write failed (the result is still returned)."""
 
 
 def cache_dir() -> Path:
@@ -103,8 +107,8 @@ def cache_lock(dest: Path, what: str, timeout_s: float | None = None) -> Iterato
     Args:
         dest: The file to be built.
         what: What is being built, for messages (``"vivit_b_fe_k400"``).
-        timeout_s: How long to wait for another process (default: ``VIVIT_DOWNLOAD_TIMEOUT`` plus
-            10 minutes for a conversion, see `vivit.weights.hub.DownloadLimits`).
+        timeout_s: How long to wait for another process (default `LOCK_TIMEOUT_S`; the loader passes
+            its download deadline, ``VIVIT_DOWNLOAD_TIMEOUT``, plus 10 minutes for a conversion).
 
     Yields:
         Whether the lock is held.
@@ -115,9 +119,7 @@ def cache_lock(dest: Path, what: str, timeout_s: float | None = None) -> Iterato
     from filelock import FileLock, Timeout
 
     if timeout_s is None:
-        from .hub import DownloadLimits
-
-        timeout_s = DownloadLimits.from_env().deadline_s + 600
+        timeout_s = LOCK_TIMEOUT_S
     lock_path = dest.parent / f".{dest.name}.lock"
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +201,7 @@ def get_or_build(
     build: Callable[[], T],
     write: Callable[[T, Path], None],
     what: str,
+    lock_timeout_s: float | None = None,
 ) -> T:
     """Return the cached result at `dest` if it is current, else build it once and cache it.
 
@@ -216,11 +219,11 @@ def get_or_build(
         build: Makes the result (downloads, converts); its errors propagate.
         write: Writes a result to the given (temporary) path, including the `expected` metadata.
         what: What is cached, for messages.
+        lock_timeout_s: How long to wait for another process building it (see `cache_lock`).
 
     Returns:
         The result, from the cache or freshly built.
     """
-    from .formats import read_safetensors_header
 
     def current(announce: bool) -> T | None:
         if not dest.exists():
@@ -236,13 +239,13 @@ def get_or_build(
             except ValueError as err:
                 reason = f"it cannot be read ({err})"
         if announce:
-            logger.warning("rebuilding the cached %s at %s: %s", what, dest, reason)
+            warnings.warn(f"rebuilding the cached {what} at {dest}: {reason}", CacheWarning, stacklevel=3)
         return None
 
     hit = current(announce=False)
     if hit is not None:
         return hit
-    with cache_lock(dest, f"building {what}") as locked:
+    with cache_lock(dest, f"building {what}", lock_timeout_s) as locked:
         if locked:
             hit = current(announce=True)
             if hit is not None:

@@ -35,6 +35,8 @@ __all__ = [
     "from_transformers",
     "model_args_from_transformers_config",
     "to_transformers",
+    "transformers_key",
+    "transformers_label_names",
     "transformers_model_args",
 ]
 
@@ -97,7 +99,7 @@ def _stored_name(key: str) -> str:
     return key
 
 
-def _rename(key: str) -> str:
+def transformers_key(key: str) -> str:
     """transformers key -> our name, with q/k/v still separate (`blocks.N.attn.query.weight`).
 
     Keys the table does not know come back in their stored form (the caller reports them).
@@ -189,9 +191,11 @@ def _require_model1(model: ViViT, verb: str) -> None:
         )
 
 
-def _label_names(config: Mapping[str, Any], num_classes: int) -> tuple[str, ...] | None:
+def transformers_label_names(config: Mapping[str, Any], num_classes: int) -> tuple[str, ...] | None:
     """`id2label` in index order, or None when absent or transformers' placeholder `LABEL_i`."""
     id2label = config.get("id2label") or {}
+    if not isinstance(id2label, Mapping):
+        return None
     try:
         names = tuple(str(id2label[i] if i in id2label else id2label[str(i)]) for i in range(num_classes))
     except KeyError:
@@ -272,28 +276,48 @@ def transformers_model_args(
             f"{h}x{w} with {t}x{ph}x{pw} tubelets ({(num_frames // t) * per_frame}); the files do not belong together"
         )
     args.update(img_size=(h, w), num_frames=num_frames)
-    return args, _label_names(config, num_classes)
+    return args, transformers_label_names(config, num_classes)
+
+
+def _ints(config: Mapping[str, Any], key: str, default: Any, length: int = 0, scalar: bool = True) -> list[int]:
+    """A config field that must be an integer (if `scalar`) or, with `length`, a list of that many integers."""
+    value = config.get(key, default)
+    values = [value] if scalar and not isinstance(value, list) else value
+    if (values is value and not (isinstance(value, list) and len(value) == length)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in values
+    ):
+        kinds = (["an integer"] if scalar else []) + ([f"a list of {length} integers"] if length else [])
+        raise ValueError(f"its config's {key} is {str(value)[:60]}, expected {' or '.join(kinds)}")
+    return values
 
 
 def model_args_from_transformers_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Our `SpatioTemporalViViT` arguments described by a transformers `VivitConfig` (its
     `config.json`), with transformers' defaults for missing fields. The weights, when loaded, are
-    the final word (`transformers_model_args`)."""
-    t, ph, pw = (int(v) for v in config.get("tubelet_size", (2, 16, 16)))
-    size = config.get("image_size", 224)
+    the final word (`transformers_model_args`).
+
+    Raises:
+        ValueError: A field of the wrong type (`"its config's image_size is [32], expected ..."`).
+    """
+    t, ph, pw = _ints(config, "tubelet_size", [2, 16, 16], length=3, scalar=False)
+    h, w = (_ints(config, "image_size", 224, length=2) * 2)[:2]
     id2label = config.get("id2label") or {}
-    head = "VivitModel" not in (config.get("architectures") or [])
+    architectures = config.get("architectures") or []
+    if not isinstance(id2label, Mapping) or not isinstance(architectures, list):
+        raise ValueError("its config's id2label must be an object and architectures a list")
+    head = "VivitModel" not in architectures
+    (labels,) = _ints(config, "num_labels", len(id2label) or 2)
     return {
-        "img_size": (size, size) if isinstance(size, int) else (int(size[0]), int(size[1])),
-        "num_frames": int(config.get("num_frames", 32)),
+        "img_size": (h, w),
+        "num_frames": _ints(config, "num_frames", 32)[0],
         "tubelet_size": t,
         "patch_size": (ph, pw),
-        "in_chans": int(config.get("num_channels", 3)),
-        "embed_dim": int(config.get("hidden_size", 768)),
-        "depth": int(config.get("num_hidden_layers", 12)),
-        "num_heads": int(config.get("num_attention_heads", 12)),
-        "mlp_dim": int(config.get("intermediate_size", 3072)),
-        "num_classes": int(config.get("num_labels", len(id2label) or 2)) if head else 0,
+        "in_chans": _ints(config, "num_channels", 3)[0],
+        "embed_dim": _ints(config, "hidden_size", 768)[0],
+        "depth": _ints(config, "num_hidden_layers", 12)[0],
+        "num_heads": _ints(config, "num_attention_heads", 12)[0],
+        "mlp_dim": _ints(config, "intermediate_size", 3072)[0],
+        "num_classes": labels if head else 0,
         "global_pool": "token",
     }
 

@@ -60,8 +60,8 @@ from torch import nn
 from ..models.pos_embed import resample_pos_embed
 from ..models.vivit import FactorizedEncoderViViT, FactorizedSelfAttentionViViT, ViViT
 from .flax_msgpack import flatten_params
-from .hf_transformers import _rename as _rename_hf
-from .scenic import _TRANSFORMS as _FLAX_TRANSFORMS
+from .hf_transformers import transformers_key
+from .scenic import FLAX_TRANSFORMS
 from .validate import ARCH_LIMITS, check_finite, short_list
 
 __all__ = ["inflate_vit", "inflation_settings"]
@@ -154,7 +154,7 @@ def _from_transformers(state: Mapping[str, Any]) -> _ImageViT:
         key = key.removeprefix("vit.")
         if key.startswith("pooler.") or key == "embeddings.mask_token":  # ViTModel's tanh pooler, MIM token
             continue
-        key = _rename_hf(key)  # shared with the ViViT converter: same encoder names as HF's ViT
+        key = transformers_key(key)  # shared with the ViViT converter: same encoder names as HF's ViT
         if not _IGNORED_TIMM.match(key):
             renamed[key] = _to_tensor(value)
     return _ImageViT(_fuse_qkv(renamed), "transformers", None)
@@ -262,7 +262,7 @@ def _from_flax(params: Mapping[str, Any]) -> _ImageViT:
     used: set[str] = set()
     for ours, (theirs, kind) in names.items():
         try:
-            converted = _FLAX_TRANSFORMS[kind](flat, theirs)
+            converted = FLAX_TRANSFORMS[kind](flat, theirs)
         except KeyError as err:
             raise ValueError(f"Flax ViT parameters lack {err.args[0]} (needed for {ours})") from None
         except (ValueError, IndexError) as err:  # numpy reshape/transpose/concatenate of mismatched shapes

@@ -14,11 +14,18 @@ import torch
 from torch import nn
 
 from ..models.layers import FactorizedSelfAttentionBlock
-from ..models.vivit import FactorizedEncoderViViT, _ViViT
+from ..models.vivit import FactorizedEncoderViViT, ViViT
 from .flax_msgpack import flatten_params
 from .validate import all_finite, count_blocks, short_list
 
-__all__ = ["check_scenic_params", "from_scenic", "scenic_model_args", "scenic_names"]
+__all__ = [
+    "CONVERTER_VERSION",
+    "FLAX_TRANSFORMS",
+    "check_scenic_params",
+    "from_scenic",
+    "scenic_model_args",
+    "scenic_names",
+]
 
 # Bumped whenever `from_scenic` produces different tensors for the same file, so that conversions
 # cached by an older version are rebuilt (vivit.weights.cache compares it).
@@ -26,6 +33,7 @@ CONVERTER_VERSION = 2
 
 
 # ------------------------------------------------------------------ layout transforms (Flax -> torch)
+# Each takes the flat Flax parameters and a module name and returns that module's torch tensors by leaf name.
 def _dense(p: Mapping[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
     return {"weight": p[f"{name}/kernel"].T, "bias": p[f"{name}/bias"]}
 
@@ -58,7 +66,7 @@ def _param(p: Mapping[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
     return {"": p[name]}
 
 
-_TRANSFORMS = {"dense": _dense, "ln": _layer_norm, "attn": _attention, "conv": _embedding, "param": _param}
+FLAX_TRANSFORMS = {"dense": _dense, "ln": _layer_norm, "attn": _attention, "conv": _embedding, "param": _param}
 # sub-paths inside each Scenic block, by our block type: our module -> (Scenic module, kind)
 _BLOCK = {
     "norm1": ("LayerNorm_0", "ln"),
@@ -87,7 +95,7 @@ def _encoder_names(ours: str, scenic: str, blocks: nn.ModuleList, norm: str, pos
     return names
 
 
-def scenic_names(model: _ViViT) -> dict[str, tuple[str, str]]:
+def scenic_names(model: ViViT) -> dict[str, tuple[str, str]]:
     """Our module/parameter name -> (Scenic name, transform kind) for every tensor of `model`."""
     names: dict[str, tuple[str, str]] = {"patch_embed.proj": ("embedding", "conv")}
     if isinstance(model.head, nn.Linear):
@@ -133,7 +141,7 @@ def _conv_layout(shape: tuple[int, ...]) -> tuple[int, ...]:
 _Expected = tuple[tuple[tuple[int, ...], ...], "str | None", tuple[int, ...], Any]
 
 
-def _expected_shapes(model: _ViViT) -> dict[str, _Expected]:
+def _expected_shapes(model: ViViT) -> dict[str, _Expected]:
     """Scenic leaf name -> what fits `model` (works on the meta device)."""
     target: dict[str, tuple[int, ...]] = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     out: dict[str, _Expected] = {}
@@ -174,7 +182,7 @@ def _shape_problem(leaf: str, found: tuple[int, ...], expected: _Expected) -> st
     return f"{leaf} has shape {found}, model needs {' or '.join(map(str, shapes))}"
 
 
-def check_scenic_params(params: Mapping[str, Any], model: _ViViT, where: str = "the checkpoint") -> None:
+def check_scenic_params(params: Mapping[str, Any], model: ViViT, where: str = "the checkpoint") -> None:
     """Check names, shapes and dtypes of Scenic parameters against `model`, reading no values.
 
     Call it with `FlaxCheckpoint.specs` and a model built on the meta device to validate a file
@@ -219,7 +227,7 @@ def check_scenic_params(params: Mapping[str, Any], model: _ViViT, where: str = "
 _FLOAT_NAMES = frozenset({"float16", "bfloat16", "float32", "float64"})
 
 
-def from_scenic(params: Mapping[str, Any], model: _ViViT, where: str = "the checkpoint") -> dict[str, torch.Tensor]:
+def from_scenic(params: Mapping[str, Any], model: ViViT, where: str = "the checkpoint") -> dict[str, torch.Tensor]:
     """Convert Scenic ViViT parameters into a `state_dict` for `model`.
 
     Args:
@@ -242,7 +250,7 @@ def from_scenic(params: Mapping[str, Any], model: _ViViT, where: str = "the chec
     out: dict[str, torch.Tensor] = {}
     non_finite = []
     for ours, (theirs, kind) in scenic_names(model).items():
-        for suffix, array in _TRANSFORMS[kind](flat, theirs).items():
+        for suffix, array in FLAX_TRANSFORMS[kind](flat, theirs).items():
             key = f"{ours}.{suffix}" if suffix else ours
             with np.errstate(over="ignore", invalid="ignore"):
                 tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
