@@ -484,7 +484,7 @@ def convert_checkpoint(ckpt: Checkpoint, entry: ModelEntry, overrides: Mapping[s
     """
     path = ckpt.weights
     assert path is not None
-    kind = "safetensors" if path.suffix == ".safetensors" else identify_format(path)
+    kind = identify_format(path)  # by content: a web page saved as model.safetensors is named as one
     if kind == "pickle" or path.suffix in _PICKLE_SUFFIXES:
         raise ValueError(
             f"{path}: pickled checkpoints (.pt, .pth, .bin, ...) are refused because unpickling can run code; "
@@ -784,11 +784,9 @@ def load_described_model(spec: str, pretrained: bool, overrides: Mapping[str, An
     inflation = overrides.pop("inflation", None)
     ckpt = locate(spec, weights=bool(pretrained) or not spec.startswith("hf-hub:"))
     config, where = ckpt.config, ckpt.config_file or spec
-    if (
-        ckpt.weights is not None
-        and ckpt.weights.suffix == ".safetensors"
-        and (config or {}).get("model_type") != "vivit"
-    ):
+    kind = identify_format(ckpt.weights) if ckpt.weights is not None else None  # a CSV or an image: named as such
+    if kind == "safetensors" and (config or {}).get("model_type") != "vivit":
+        assert ckpt.weights is not None
         embedded = _metadata_config(read_safetensors_header(ckpt.weights).metadata, str(ckpt.weights))
         if embedded is not None:
             config, where = embedded, str(ckpt.weights)
