@@ -615,3 +615,18 @@ def test_without_pyav_predict_features_and_evaluate_print_the_same_one_line(tmp_
     assert lines["predict"] == lines["features"] == lines["evaluate"], lines
     assert lines["predict"].startswith("vivit: error: reading video files needs PyAV: pip install av")
     assert len(lines["predict"]) < 300
+
+
+def test_a_transformers_folder_written_by_convert_runs_as_local_dir(tmp_path, run_cli, one_error_line):
+    """attack21: `vivit convert vivit_demo --to transformers --out hf` then `vivit predict --model local-dir:hf`
+    failed with "hf/config.json: its config's label_names is ('right', ...), expected a list of strings" (the
+    id2label names were read as a tuple and refused), and so did `create_model("local-dir:hf")`."""
+    pytest.importorskip("transformers")
+    code, _, err = run_cli("convert", "vivit_demo", "--to", "transformers", "--out", tmp_path / "hf", "-q")
+    assert code == 0, err
+    fresh = vivit.create_model(f"local-dir:{tmp_path / 'hf'}")  # the architecture, fresh weights
+    assert fresh.pretrained_cfg["label_names"] == ("right", "left", "down", "up")
+    sample = Path(vivit.__file__).parent / "assets" / "sample_clip.npz"
+    code, out, err = run_cli("predict", sample, "--model", f"local-dir:{tmp_path / 'hf'}", "--json", "-q")
+    assert code == 0, err
+    assert json.loads(out)["predictions"][0]["label"] == "left"

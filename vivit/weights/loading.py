@@ -806,8 +806,8 @@ def load_described_model(spec: str, pretrained: bool, overrides: Mapping[str, An
     cfg = validate_pretrained_cfg(stored, where)
     names = (
         config.get("label_names") if "model_type" not in config else transformers_label_names(config, model.num_classes)
-    )
-    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+    )  # a list from vivit's JSON, a tuple from transformers' id2label
+    if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
         raise _config_problem(where, "label_names", names, "a list of strings")
     if cfg.get("label_names") is None and names is not None and len(names) == model.num_classes:
         cfg["label_names"] = tuple(names)
