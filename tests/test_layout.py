@@ -270,3 +270,14 @@ def test_unknown_attribute_is_still_an_attribute_error():
     with pytest.raises(AttributeError, match="has no attribute 'no_such_thing'"):
         vivit.no_such_thing  # noqa: B018
     assert {"features", "optim", "attention_maps"} <= set(dir(vivit))
+
+
+def test_dir_of_the_package_is_its_public_api():
+    """attack21: `dir(vivit)` listed `Any`, `TYPE_CHECKING`, `annotations`, `importlib` and
+    `prefer_passive_openmp` (names the package root imports for itself) beside its API: tab completion in
+    a notebook offered them as if they were vivit's."""
+    import vivit
+
+    public = {n for n in dir(vivit) if not n.startswith("_")}
+    assert public == (set(vivit.__all__) | set(vivit._SUBMODULES)) - {"__version__"}, sorted(public)
+    assert "__version__" in dir(vivit)
