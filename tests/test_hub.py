@@ -378,7 +378,8 @@ def test_download_deadline_stops_a_slow_server(hub_server: HubServer, tmp_path: 
     with pytest.raises(WeightsDownloadError, match=r"did not finish within 1\.5 s \(VIVIT_DOWNLOAD_TIMEOUT\)") as info:
         download_url(url, tmp_path / "checkpoint", limits=_limits(deadline_s=1.5, min_rate=0), progress=False)
     elapsed = time.monotonic() - start
-    assert 1.4 < elapsed < 3.0, elapsed
+    # not early; the upper bound only catches a missing deadline (the whole body takes 150 s), not a busy machine
+    assert 1.4 < elapsed < 30.0, elapsed
     assert url in str(info.value)
     assert _listing(tmp_path) == []
 
@@ -395,7 +396,7 @@ def test_download_minimum_rate(hub_server: HubServer, tmp_path: Path) -> None:
         download_url(
             url, tmp_path / "checkpoint", limits=_limits(min_rate=1000, rate_window_s=0.5, retries=1), progress=False
         )
-    assert time.monotonic() - start < 3.0
+    assert time.monotonic() - start < 30.0  # without the rule: 150 s per attempt (a generous bound, not a timing)
     assert hub_server.count("/files/slow/checkpoint") == 2
 
 
