@@ -491,6 +491,29 @@ def test_override_values_the_model_does_not_take_are_usage_errors(files, no_load
     one_error_line(err, "--override img_size=")
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("num_frames=abc", "num_frames must be an integer, got 'abc'"),
+        ("embed_dim=64.5", "embed_dim must be an integer, got 64.5"),
+        ("drop_rate=abc", "drop_rate must be a number in [0, 1), got 'abc'"),
+        ("drop_path_rate=1.5", "drop_path_rate must be a number in [0, 1), got 1.5"),
+        ("dynamic_size=maybe", "dynamic_size must be true or false, got 'maybe'"),
+    ],
+)
+def test_override_values_of_the_wrong_type_say_what_is_expected(
+    files, no_loading, run_cli, one_error_line, override, expected
+):
+    """attack21: `--override drop_rate=abc` said "'<' not supported between instances of 'str' and 'int'",
+    `num_frames=abc` "invalid literal for int() with base 10", and `dynamic_size=maybe` was accepted by the
+    check and refused later, exit 1 (create_model said it well already: vivit.weights.validate)."""
+    code, out, err = run_cli("predict", files["clip"], "--override", override)
+    assert code == 2 and out == ""
+    one_error_line(err, f"--override {override}", expected)
+    with pytest.raises(ValueError, match=re.escape(expected)):  # the constructor itself, as the CLI's check calls it
+        vivit.SpatioTemporalViViT(**dict([vivit.cli.options.override_value(override)]))
+
+
 def test_evaluate_out_that_is_a_file_is_a_usage_error_before_any_work(
     files, tmp_path, no_loading, run_cli, one_error_line
 ):

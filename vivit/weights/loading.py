@@ -476,6 +476,19 @@ def _inflates(entry: ModelEntry) -> bool:
     return any(src["format"] == "vit" for src in (entry.pretrained_cfg or {}).get("sources", ()))
 
 
+def _identify(path: Path) -> str:
+    """`identify_format`, by content; a file named `.safetensors` whose content is no clear other kind (cut
+    inside its first bytes, binary of no kind, or only a first byte that msgpack would read as a map, as a
+    safetensors header length can be) is read as one, so that the safetensors reader says what is wrong."""
+    try:
+        kind = identify_format(path)
+    except ValueError:
+        if path.suffix == ".safetensors" and path.stat().st_size <= 8:  # empty or cut in the length field
+            return "safetensors"
+        raise
+    return "safetensors" if kind in ("unknown", "msgpack") and path.suffix == ".safetensors" else kind
+
+
 def convert_checkpoint(ckpt: Checkpoint, entry: ModelEntry, overrides: Mapping[str, Any], inflation: Any) -> Converted:
     """Steps 2-4 for a file: identify it by its content, read and check its header, convert it.
 
@@ -484,7 +497,7 @@ def convert_checkpoint(ckpt: Checkpoint, entry: ModelEntry, overrides: Mapping[s
     """
     path = ckpt.weights
     assert path is not None
-    kind = identify_format(path)  # by content: a web page saved as model.safetensors is named as one
+    kind = _identify(path)  # by content: a web page saved as model.safetensors is named as one
     if kind == "pickle" or path.suffix in _PICKLE_SUFFIXES:
         raise ValueError(
             f"{path}: pickled checkpoints (.pt, .pth, .bin, ...) are refused because unpickling can run code; "
@@ -784,7 +797,7 @@ def load_described_model(spec: str, pretrained: bool, overrides: Mapping[str, An
     inflation = overrides.pop("inflation", None)
     ckpt = locate(spec, weights=bool(pretrained) or not spec.startswith("hf-hub:"))
     config, where = ckpt.config, ckpt.config_file or spec
-    kind = identify_format(ckpt.weights) if ckpt.weights is not None else None  # a CSV or an image: named as such
+    kind = _identify(ckpt.weights) if ckpt.weights is not None else None  # a CSV or an image: named as such
     if kind == "safetensors" and (config or {}).get("model_type") != "vivit":
         assert ckpt.weights is not None
         embedded = _metadata_config(read_safetensors_header(ckpt.weights).metadata, str(ckpt.weights))
