@@ -847,3 +847,22 @@ def test_a_file_is_told_apart_by_its_content_whatever_its_name(tmp_path, run_cli
         save_file({"w" * n: torch.zeros(1)}, tmp_path / "weights.st")
         (length,) = struct.unpack("<Q", (tmp_path / "weights.st").read_bytes()[:8])
         assert identify_format(tmp_path / "weights.st") == "safetensors", hex(length)
+
+
+def test_a_pickle_without_model_name_is_refused_as_pickle_not_asked_for_a_name(tmp_path, run_cli, one_error_line):
+    """attack21: `vivit predict --weights w.pt` said "local-dir:w.pt does not say which model it holds ...; give
+    --model NAME", and with --model the same file was then refused as pickle: say that at once."""
+    torch.save({"w": torch.zeros(1)}, tmp_path / "w.pt")
+    sample = Path(vivit.__file__).parent / "assets" / "sample_clip.npz"
+    code, out, err = run_cli("predict", sample, "--weights", tmp_path / "w.pt")
+    line = one_error_line(err, f"{tmp_path / 'w.pt'}: pickled checkpoints (.pt, .pth, .bin, ...) are refused")
+    assert code == 1 and out == "" and "--model" not in line and "local-dir:" not in line
+    (tmp_path / "cfgless").mkdir()
+    vivit.create_model("vivit_demo", pretrained=True).save_pretrained(tmp_path / "cfgless")
+    (tmp_path / "cfgless" / "config.json").unlink()
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(tmp_path / "cfgless" / "model.safetensors"), tmp_path / "bare.safetensors")  # no metadata
+    code, out, err = run_cli("predict", sample, "--weights", tmp_path / "bare.safetensors")
+    one_error_line(err, f"--weights: {tmp_path / 'bare.safetensors'} does not say which model it holds", "--model NAME")
+    assert code == 2 and "local-dir:" not in err

@@ -476,6 +476,14 @@ def _inflates(entry: ModelEntry) -> bool:
     return any(src["format"] == "vit" for src in (entry.pretrained_cfg or {}).get("sources", ()))
 
 
+def _refuse_pickle(path: Path, kind: str) -> None:
+    if kind == "pickle" or path.suffix in _PICKLE_SUFFIXES:
+        raise ValueError(
+            f"{path}: pickled checkpoints (.pt, .pth, .bin, ...) are refused because unpickling can run code; "
+            f"{_SAFETENSORS_HOWTO}. Scenic (Flax msgpack) checkpoints and Google's .npz ViTs are read as they are"
+        )
+
+
 def _identify(path: Path) -> str:
     """`identify_format`, by content; a file named `.safetensors` whose content is no clear other kind (cut
     inside its first bytes, binary of no kind, or only a first byte that msgpack would read as a map, as a
@@ -498,11 +506,7 @@ def convert_checkpoint(ckpt: Checkpoint, entry: ModelEntry, overrides: Mapping[s
     path = ckpt.weights
     assert path is not None
     kind = _identify(path)  # by content: a web page saved as model.safetensors is named as one
-    if kind == "pickle" or path.suffix in _PICKLE_SUFFIXES:
-        raise ValueError(
-            f"{path}: pickled checkpoints (.pt, .pth, .bin, ...) are refused because unpickling can run code; "
-            f"{_SAFETENSORS_HOWTO}. Scenic (Flax msgpack) checkpoints and Google's .npz ViTs are read as they are"
-        )
+    _refuse_pickle(path, kind)
     if kind == "unknown":
         with open(path, "rb") as handle:
             head = handle.read(8)
@@ -796,8 +800,11 @@ def load_described_model(spec: str, pretrained: bool, overrides: Mapping[str, An
     overrides = dict(overrides)
     inflation = overrides.pop("inflation", None)
     ckpt = locate(spec, weights=bool(pretrained) or not spec.startswith("hf-hub:"))
-    config, where = ckpt.config, ckpt.config_file or spec
+    local = ckpt.weights is not None and spec.startswith("local-dir:")
+    config, where = ckpt.config, ckpt.config_file or (str(ckpt.weights) if local else spec)
     kind = _identify(ckpt.weights) if ckpt.weights is not None else None  # a CSV or an image: named as such
+    if ckpt.weights is not None and kind is not None:
+        _refuse_pickle(ckpt.weights, kind)  # before asking for a model name it could not load anyway
     if kind == "safetensors" and (config or {}).get("model_type") != "vivit":
         assert ckpt.weights is not None
         embedded = _metadata_config(read_safetensors_header(ckpt.weights).metadata, str(ckpt.weights))
