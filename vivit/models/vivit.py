@@ -55,7 +55,7 @@ def _check_arg_types(args: dict[str, Any]) -> None:
     (before: `'<' not supported between 'str' and 'int'` for `drop_rate='abc'`, a bare `int()` error)."""
     for name, value in args.items():
         if name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < 1:
                 raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
         elif name == "dynamic_size":
             if not isinstance(value, bool):
