@@ -543,6 +543,7 @@ def test_convert_accepts_a_registered_name_as_its_source(tmp_path, run_cli):
     assert code == 2 and "has no released weights to convert" in err
     code, _, err = run_cli("convert", "vivit_dmeo", "--out", tmp_path / "x.safetensors")
     assert code == 1 and "does not exist (nor is it a registered model name" in err
+    assert err.rstrip().endswith("; did you mean vivit_demo?"), err  # attack21: no suggestion before
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])
