@@ -225,7 +225,7 @@ def test_lock_timeout_names_the_lock_file(tmp_path: Path) -> None:
         ):
             with cache_lock(dest, "building m", timeout_s=0.3):
                 pass
-        assert time.monotonic() - start < 2
+        assert time.monotonic() - start < 30  # only a lock wait that ignores its timeout fails this, not a busy machine
     with cache_lock(dest, "building m", timeout_s=0.3) as locked:
         assert locked
 

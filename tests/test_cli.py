@@ -550,3 +550,19 @@ def test_console_script_if_installed(one_error_line):
     done = subprocess.run([script, "info", "vivit_nope"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     one_error_line(done.stderr, "unknown model")
+
+
+@pytest.mark.parametrize(
+    ("typo", "suggested"),
+    [
+        ("vivit_dmeo", "vivit_demo"),
+        ("vivit_b_fe_k4000", "vivit_b_fe_k400"),
+        ("vivit_b_fe_k600", "vivit_b_fe_k400, vivit_l_fe_k600"),
+    ],
+)
+def test_unknown_model_suggests_only_the_close_names(files, typo, suggested, run_cli, one_error_line):
+    """attack21: `--model vivit_dmeo` suggested "vivit_demo, vivit_s_fe, vivit_l_fe, vivit_h_fe, vivit_b_fe":
+    every name shares `vivit_`, so difflib's default cutoff let four unrelated ones in."""
+    code, out, err = run_cli("predict", files["a"], "--model", typo)
+    assert code == 2 and out == ""
+    one_error_line(err, f"unknown model '{typo}'; did you mean {suggested}? (")

@@ -491,6 +491,29 @@ def test_override_values_the_model_does_not_take_are_usage_errors(files, no_load
     one_error_line(err, "--override img_size=")
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("num_frames=abc", "num_frames must be an integer, got 'abc'"),
+        ("embed_dim=64.5", "embed_dim must be an integer, got 64.5"),
+        ("drop_rate=abc", "drop_rate must be a number in [0, 1), got 'abc'"),
+        ("drop_path_rate=1.5", "drop_path_rate must be a number in [0, 1), got 1.5"),
+        ("dynamic_size=maybe", "dynamic_size must be true or false, got 'maybe'"),
+    ],
+)
+def test_override_values_of_the_wrong_type_say_what_is_expected(
+    files, no_loading, run_cli, one_error_line, override, expected
+):
+    """attack21: `--override drop_rate=abc` said "'<' not supported between instances of 'str' and 'int'",
+    `num_frames=abc` "invalid literal for int() with base 10", and `dynamic_size=maybe` was accepted by the
+    check and refused later, exit 1 (create_model said it well already: vivit.weights.validate)."""
+    code, out, err = run_cli("predict", files["clip"], "--override", override)
+    assert code == 2 and out == ""
+    one_error_line(err, f"--override {override}", expected)
+    with pytest.raises(ValueError, match=re.escape(expected)):  # the constructor itself, as the CLI's check calls it
+        vivit.SpatioTemporalViViT(**dict([vivit.cli.options.override_value(override)]))
+
+
 def test_evaluate_out_that_is_a_file_is_a_usage_error_before_any_work(
     files, tmp_path, no_loading, run_cli, one_error_line
 ):
@@ -520,6 +543,7 @@ def test_convert_accepts_a_registered_name_as_its_source(tmp_path, run_cli):
     assert code == 2 and "has no released weights to convert" in err
     code, _, err = run_cli("convert", "vivit_dmeo", "--out", tmp_path / "x.safetensors")
     assert code == 1 and "does not exist (nor is it a registered model name" in err
+    assert err.rstrip().endswith("; did you mean vivit_demo?"), err  # attack21: no suggestion before
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])
@@ -615,3 +639,18 @@ def test_without_pyav_predict_features_and_evaluate_print_the_same_one_line(tmp_
     assert lines["predict"] == lines["features"] == lines["evaluate"], lines
     assert lines["predict"].startswith("vivit: error: reading video files needs PyAV: pip install av")
     assert len(lines["predict"]) < 300
+
+
+def test_a_transformers_folder_written_by_convert_runs_as_local_dir(tmp_path, run_cli, one_error_line):
+    """attack21: `vivit convert vivit_demo --to transformers --out hf` then `vivit predict --model local-dir:hf`
+    failed with "hf/config.json: its config's label_names is ('right', ...), expected a list of strings" (the
+    id2label names were read as a tuple and refused), and so did `create_model("local-dir:hf")`."""
+    pytest.importorskip("transformers")
+    code, _, err = run_cli("convert", "vivit_demo", "--to", "transformers", "--out", tmp_path / "hf", "-q")
+    assert code == 0, err
+    fresh = vivit.create_model(f"local-dir:{tmp_path / 'hf'}")  # the architecture, fresh weights
+    assert fresh.pretrained_cfg["label_names"] == ("right", "left", "down", "up")
+    sample = Path(vivit.__file__).parent / "assets" / "sample_clip.npz"
+    code, out, err = run_cli("predict", sample, "--model", f"local-dir:{tmp_path / 'hf'}", "--json", "-q")
+    assert code == 0, err
+    assert json.loads(out)["predictions"][0]["label"] == "left"

@@ -378,7 +378,8 @@ def test_download_deadline_stops_a_slow_server(hub_server: HubServer, tmp_path: 
     with pytest.raises(WeightsDownloadError, match=r"did not finish within 1\.5 s \(VIVIT_DOWNLOAD_TIMEOUT\)") as info:
         download_url(url, tmp_path / "checkpoint", limits=_limits(deadline_s=1.5, min_rate=0), progress=False)
     elapsed = time.monotonic() - start
-    assert 1.4 < elapsed < 3.0, elapsed
+    # not early; the upper bound only catches a missing deadline (the whole body takes 150 s), not a busy machine
+    assert 1.4 < elapsed < 30.0, elapsed
     assert url in str(info.value)
     assert _listing(tmp_path) == []
 
@@ -395,7 +396,7 @@ def test_download_minimum_rate(hub_server: HubServer, tmp_path: Path) -> None:
         download_url(
             url, tmp_path / "checkpoint", limits=_limits(min_rate=1000, rate_window_s=0.5, retries=1), progress=False
         )
-    assert time.monotonic() - start < 3.0
+    assert time.monotonic() - start < 30.0  # without the rule: 150 s per attempt (a generous bound, not a timing)
     assert hub_server.count("/files/slow/checkpoint") == 2
 
 
@@ -573,21 +574,23 @@ def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def test_cli_without_network_fails_fast_with_one_line(
-    no_network: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    no_network: int, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issues 15 and 21.6: both sources of vivit_b_st_k400 unreachable -> one short line within 5 s that names
-    the hosts, where to save a file downloaded by hand and under which name, and the env var; no retry chatter
-    (before: ~700 characters of both sources' errors, and no file name)."""
+    """Issues 15 and 21.6: both sources of vivit_b_st_k400 unreachable -> one short line at once (no retry, no
+    backoff wait) that names the hosts, where to save a file downloaded by hand and under which name, and the
+    env var; no retry chatter (before: ~700 characters of both sources' errors, and no file name)."""
     import time
 
     from vivit import cli
 
+    waits: list[float] = []
+    monkeypatch.setattr(hub.time, "sleep", waits.append)  # fast = no backoff (a count, not a busy machine's clock)
     port = no_network
     start = time.monotonic()
     code = cli.main(["predict", "--model", "vivit_b_st_k400", "-q"])
     elapsed = time.monotonic() - start
     out, err = capsys.readouterr()
-    assert code == 1 and out == "" and elapsed < 5.0, (elapsed, err)
+    assert code == 1 and out == "" and waits == [] and elapsed < 60.0, (waits, elapsed, err)
     assert err.splitlines() == [
         f"vivit: error: could not get weights for vivit_b_st_k400: no network (cannot reach 127.0.0.1:{port}); "
         f"download http://127.0.0.1:{port}/scenic/kinetics_400/vivit_base_16x2_unfactorized/checkpoint elsewhere "

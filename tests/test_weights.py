@@ -814,3 +814,55 @@ def test_vivits_own_files_are_64_byte_aligned_so_loading_copies_nothing(tmp_path
     video = torch.randn(1, 3, 4, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(video), model.eval()(video))
+
+
+def test_a_file_is_told_apart_by_its_content_whatever_its_name(tmp_path, run_cli, one_error_line):
+    """attack21: a PNG as --weights was 'not a Flax msgpack checkpoint ... download it again' (its first byte,
+    0x89, is a msgpack map), a web page saved as model.safetensors 'a corrupted safetensors file', a CSV given
+    without --model 'does not say which model it holds'; and a safetensors file not named .safetensors whose
+    header length starts with a byte 0x80-0x8F was read as msgpack."""
+    import struct
+
+    from safetensors.torch import save_file
+
+    from vivit.weights.formats import identify_format
+
+    png = tmp_path / "photo.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200))
+    page = tmp_path / "model.safetensors"
+    page.write_text("<!DOCTYPE html><html><body>Sign in to continue</body></html>\n")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\nclip.mp4,3\n")
+    sample = Path(vivit.__file__).parent / "assets" / "sample_clip.npz"
+    for weights, what, model in (
+        (png, "is a PNG image, not a checkpoint", ["--model", "vivit_demo"]),
+        (page, "is an HTML/XML page (<!DOCTYPE html>", ["--model", "vivit_demo"]),
+        (labels, "is a CSV/TSV text file (path,label), not a checkpoint", []),
+        (png, "is a PNG image, not a checkpoint", []),
+    ):
+        code, out, err = run_cli("predict", sample, *model, "--weights", weights)
+        line = one_error_line(err, str(weights), what, "Flax msgpack checkpoint, or a Google .npz ViT")
+        assert code == 1 and out == "" and "download" not in line and "local-dir:" not in line, line
+    for n in range(60, 200):  # header lengths 0x80-0x8F among them
+        save_file({"w" * n: torch.zeros(1)}, tmp_path / "weights.st")
+        (length,) = struct.unpack("<Q", (tmp_path / "weights.st").read_bytes()[:8])
+        assert identify_format(tmp_path / "weights.st") == "safetensors", hex(length)
+
+
+def test_a_pickle_without_model_name_is_refused_as_pickle_not_asked_for_a_name(tmp_path, run_cli, one_error_line):
+    """attack21: `vivit predict --weights w.pt` said "local-dir:w.pt does not say which model it holds ...; give
+    --model NAME", and with --model the same file was then refused as pickle: say that at once."""
+    torch.save({"w": torch.zeros(1)}, tmp_path / "w.pt")
+    sample = Path(vivit.__file__).parent / "assets" / "sample_clip.npz"
+    code, out, err = run_cli("predict", sample, "--weights", tmp_path / "w.pt")
+    line = one_error_line(err, f"{tmp_path / 'w.pt'}: pickled checkpoints (.pt, .pth, .bin, ...) are refused")
+    assert code == 1 and out == "" and "--model" not in line and "local-dir:" not in line
+    (tmp_path / "cfgless").mkdir()
+    vivit.create_model("vivit_demo", pretrained=True).save_pretrained(tmp_path / "cfgless")
+    (tmp_path / "cfgless" / "config.json").unlink()
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(tmp_path / "cfgless" / "model.safetensors"), tmp_path / "bare.safetensors")  # no metadata
+    code, out, err = run_cli("predict", sample, "--weights", tmp_path / "bare.safetensors")
+    one_error_line(err, f"--weights: {tmp_path / 'bare.safetensors'} does not say which model it holds", "--model NAME")
+    assert code == 2 and "local-dir:" not in err

@@ -128,4 +128,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+    # the API and the submodules, not the names this file imports for itself (`importlib`, `Any`, ...)
+    return sorted({n for n in globals() if n.startswith("__")} | set(__all__) | set(_SUBMODULES))

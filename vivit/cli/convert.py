@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import shutil
 from pathlib import Path
 
 from ..factory import create_model
 from ..files import WriteError, check_file_destination, check_output_dir, writing
-from ..models.registry import get_entry
+from ..models.registry import get_entry, list_models
 from ..models.vivit import ViViT
 from ..version import __version__
 from . import console
@@ -140,8 +141,10 @@ def _load(args: argparse.Namespace) -> ViViT:
             require_input(args.src, "checkpoint")
         except CommandError as err:
             if "does not exist" in str(err):
+                close = difflib.get_close_matches(args.src, list_models(pretrained=True), n=3, cutoff=0.85)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise CommandError(
-                    f"{err} (nor is it a registered model name with weights: see 'vivit list --pretrained')"
+                    f"{err} (nor is it a registered model name with weights: see 'vivit list --pretrained'){hint}"
                 ) from None
             raise
     if args.model is not None:

@@ -68,7 +68,10 @@ def get_entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.6)
+        # every name shares "vivit_", so keep only those about as close as the closest (sorted, for a stable line)
+        ratios = {n: difflib.SequenceMatcher(None, name, n).ratio() for n in _REGISTRY}
+        best = max(ratios.values(), default=0.0)
+        close = sorted(n for n, r in ratios.items() if r >= max(0.6, best - 0.05))[:5]
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(
             f"unknown model {name!r}{hint} (vivit.list_models() lists all {len(_REGISTRY)} names)"

@@ -14,6 +14,7 @@ time-major: `(t h w)`, which is what Scenic's checkpoints expect.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -47,6 +48,24 @@ __all__ = [
 
 GlobalPool = Literal["token", "avg"]
 OutputFormat = Literal["NCTHW", "NLC"]
+
+
+def _check_arg_types(args: dict[str, Any]) -> None:
+    """Constructor arguments of the wrong type get a ValueError naming the argument and what it takes
+    (before: `'<' not supported between 'str' and 'int'` for `drop_rate='abc'`, a bare `int()` error)."""
+    for name, value in args.items():
+        if name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < 1:
+                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+        elif name == "dynamic_size":
+            if not isinstance(value, bool):
+                raise ValueError(f"dynamic_size must be true or false, got {value!r}")
+        elif value is not None and name not in ("global_pool",):  # sizes: an integer or an (h, w) pair
+            sizes = value if name in ("img_size", "patch_size") and isinstance(value, (tuple, list)) else (value,)
+            if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in sizes):
+                raise ValueError(
+                    f"{name} must be an integer{' or an (h, w) pair' if len(sizes) != 1 else ''}, got {value!r}"
+                )
 
 
 def _drop_path_rates(rate: float, depth: int) -> list[float]:
@@ -118,6 +137,24 @@ class ViViT(nn.Module):
         dynamic_size: bool = False,
     ) -> None:
         super().__init__()
+        _check_arg_types(
+            dict(
+                img_size=img_size,
+                num_frames=num_frames,
+                patch_size=patch_size,
+                tubelet_size=tubelet_size,
+                in_chans=in_chans,
+                embed_dim=embed_dim,
+                depth=depth,
+                num_heads=num_heads,
+                mlp_dim=mlp_dim,
+                num_classes=num_classes,
+                drop_rate=drop_rate,
+                attn_drop_rate=attn_drop_rate,
+                drop_path_rate=drop_path_rate,
+                dynamic_size=dynamic_size,
+            )
+        )
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
         if global_pool == "token" and not self.allows_token_pool:

@@ -229,8 +229,15 @@ def identify_format(path: str | os.PathLike[str]) -> str:
     with open_regular_file(path) as handle:
         head = handle.read(512)
     what = None
+    # Order matters: safetensors first (its header length is any 8 bytes: 0x80-0x8F would read as a msgpack map,
+    # 0x80 0x02-0x05 as a pickle), then the magic numbers of other files (a PNG starts 0x89, a msgpack map byte).
+    if len(head) > 8 and head[8:9] == b"{" and head[6:8] == b"\0\0":  # a length below 2**48, then JSON
+        return "safetensors"
+    magic = next((kind for at, magic, kind in _MAGIC if head[at : at + len(magic)] == magic), None)
     if not head:
         what = "empty"
+    elif magic is not None:
+        what = magic
     elif head[:2] == b"PK":  # a zip: numpy.savez, or torch.save's zip around a pickle
         import zipfile
 
@@ -246,11 +253,8 @@ def identify_format(path: str | os.PathLike[str]) -> str:
         return "pickle"  # PROTO opcode: a fixmap of 0 entries would be the whole file
     elif 0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF):
         return "msgpack"
-    elif len(head) > 8 and head[8:9] == b"{":
-        return "safetensors"
     else:
-        what = next((kind for at, magic, kind in _MAGIC if head[at : at + len(magic)] == magic), None)
-        what = what or describe_text(head)
+        what = describe_text(head)
     if what is None:
         return "unknown"
     raise ValueError(f"{path} is {what}, not a checkpoint; expected {ACCEPTED}")

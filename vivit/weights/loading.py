@@ -476,6 +476,27 @@ def _inflates(entry: ModelEntry) -> bool:
     return any(src["format"] == "vit" for src in (entry.pretrained_cfg or {}).get("sources", ()))
 
 
+def _refuse_pickle(path: Path, kind: str) -> None:
+    if kind == "pickle" or path.suffix in _PICKLE_SUFFIXES:
+        raise ValueError(
+            f"{path}: pickled checkpoints (.pt, .pth, .bin, ...) are refused because unpickling can run code; "
+            f"{_SAFETENSORS_HOWTO}. Scenic (Flax msgpack) checkpoints and Google's .npz ViTs are read as they are"
+        )
+
+
+def _identify(path: Path) -> str:
+    """`identify_format`, by content; a file named `.safetensors` whose content is no clear other kind (cut
+    inside its first bytes, binary of no kind, or only a first byte that msgpack would read as a map, as a
+    safetensors header length can be) is read as one, so that the safetensors reader says what is wrong."""
+    try:
+        kind = identify_format(path)
+    except ValueError:
+        if path.suffix == ".safetensors" and path.stat().st_size <= 8:  # empty or cut in the length field
+            return "safetensors"
+        raise
+    return "safetensors" if kind in ("unknown", "msgpack") and path.suffix == ".safetensors" else kind
+
+
 def convert_checkpoint(ckpt: Checkpoint, entry: ModelEntry, overrides: Mapping[str, Any], inflation: Any) -> Converted:
     """Steps 2-4 for a file: identify it by its content, read and check its header, convert it.
 
@@ -484,12 +505,8 @@ def convert_checkpoint(ckpt: Checkpoint, entry: ModelEntry, overrides: Mapping[s
     """
     path = ckpt.weights
     assert path is not None
-    kind = "safetensors" if path.suffix == ".safetensors" else identify_format(path)
-    if kind == "pickle" or path.suffix in _PICKLE_SUFFIXES:
-        raise ValueError(
-            f"{path}: pickled checkpoints (.pt, .pth, .bin, ...) are refused because unpickling can run code; "
-            f"{_SAFETENSORS_HOWTO}. Scenic (Flax msgpack) checkpoints and Google's .npz ViTs are read as they are"
-        )
+    kind = _identify(path)  # by content: a web page saved as model.safetensors is named as one
+    _refuse_pickle(path, kind)
     if kind == "unknown":
         with open(path, "rb") as handle:
             head = handle.read(8)
@@ -783,12 +800,13 @@ def load_described_model(spec: str, pretrained: bool, overrides: Mapping[str, An
     overrides = dict(overrides)
     inflation = overrides.pop("inflation", None)
     ckpt = locate(spec, weights=bool(pretrained) or not spec.startswith("hf-hub:"))
-    config, where = ckpt.config, ckpt.config_file or spec
-    if (
-        ckpt.weights is not None
-        and ckpt.weights.suffix == ".safetensors"
-        and (config or {}).get("model_type") != "vivit"
-    ):
+    local = ckpt.weights is not None and spec.startswith("local-dir:")
+    config, where = ckpt.config, ckpt.config_file or (str(ckpt.weights) if local else spec)
+    kind = _identify(ckpt.weights) if ckpt.weights is not None else None  # a CSV or an image: named as such
+    if ckpt.weights is not None and kind is not None:
+        _refuse_pickle(ckpt.weights, kind)  # before asking for a model name it could not load anyway
+    if kind == "safetensors" and (config or {}).get("model_type") != "vivit":
+        assert ckpt.weights is not None
         embedded = _metadata_config(read_safetensors_header(ckpt.weights).metadata, str(ckpt.weights))
         if embedded is not None:
             config, where = embedded, str(ckpt.weights)
@@ -808,8 +826,8 @@ def load_described_model(spec: str, pretrained: bool, overrides: Mapping[str, An
     cfg = validate_pretrained_cfg(stored, where)
     names = (
         config.get("label_names") if "model_type" not in config else transformers_label_names(config, model.num_classes)
-    )
-    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+    )  # a list from vivit's JSON, a tuple from transformers' id2label
+    if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
         raise _config_problem(where, "label_names", names, "a list of strings")
     if cfg.get("label_names") is None and names is not None and len(names) == model.num_classes:
         cfg["label_names"] = tuple(names)
