@@ -31,11 +31,11 @@ from .data.sampling import (
     multiview_clip_starts,
     sample_frame_indices,
     sliding_windows,
-    view_frame_indices,
     window_seconds,
 )
 from .data.transforms import as_thwc, complete_cfg_from_model, crop_test_views, resolve_data_config
 from .data.video import VideoReader, VideoWarning
+from .windows import WindowRunner, shares_slices
 
 __all__ = [
     "ProgressFn",
@@ -475,6 +475,7 @@ def predict_timeline(
     top_k: int = 5,
     batch_size: int = 4,
     progress: ProgressFn | None = None,
+    reuse: bool | None = None,
 ) -> Timeline:
     """Classifies every window of a video: what happens when, along a long video.
 
@@ -486,10 +487,15 @@ def predict_timeline(
     averaged over the views. Windows and names follow `vivit features` (same defaults, same
     `window_frames` / `window_seconds`), so a timeline lines up with a features file.
 
-    Memory does not grow with the video: only the frames of the current window's clips are
-    decoded (for a path or a `VideoReader`), and at most `batch_size` views (of one or more
-    windows) exist at a time. The model is used in eval mode without being modified
-    (`inference_model`).
+    Dense windows at the cost of their new frames: for Model 2 the windows run through
+    `vivit.windows.WindowRunner`, which encodes each tubelet slice once per video and crop and runs
+    only the temporal encoder per window (see `reuse`); a 64-frame window every 8 frames then costs
+    about an eighth of computing it from its pixels.
+
+    Memory does not grow with the video: only the frames of the current windows' clips are
+    decoded (for a path or a `VideoReader`), at most about `batch_size` clips of views exist at a
+    time, and Model 2's slice cache holds one window's slice embeddings. The model is used in eval
+    mode without being modified (`inference_model`).
 
     Example:
         >>> timeline = predict_timeline(model, "match.mp4", window=64, stride=32)
@@ -509,6 +515,12 @@ def predict_timeline(
         top_k: Classes per window (per split) in `predictions`.
         batch_size: Views per forward pass.
         progress: Called as `progress(windows_done, total_windows)` as windows are finished.
+        reuse: Model 2 (`FactorizedEncoderViViT`) only: encode each tubelet slice once per video and
+            crop and run only the temporal encoder per window (`vivit.windows.WindowRunner`; equal to
+            recomputing within 1e-5 in fp32). None (default): when windows share slices
+            (`vivit.windows.shares_slices`: a stride that is a multiple of `frame_stride x tubelet_size`
+            frames, overlapping windows); False: every window from its pixels. Models 1, 3 and 4 attend
+            across time in every block, so they always compute every window whole.
 
     Returns:
         A `Timeline`.
@@ -564,7 +576,7 @@ def predict_timeline(
             )
         seconds = source.window_seconds(windows)
         fps = source.reader.average_fps if source.reader is not None else None
-        logits = _window_logits(runner, source, windows, cfg, (int(clips), crops), int(batch_size), report)
+        logits = _window_logits(runner, source, windows, cfg, (int(clips), crops), int(batch_size), report, reuse)
     probabilities = class_probabilities(logits, label_cfg)
     names = _class_labels(label_cfg, logits.shape[1])
     sizes, split_names = _class_splits(label_cfg, logits.shape[1])
@@ -592,41 +604,27 @@ def _window_logits(
     views: tuple[int, int],
     batch_size: int,
     progress: ProgressFn | None,
+    reuse: bool | None = None,
 ) -> torch.Tensor:
     """The model over every window of one video: float32 `(num_windows, num_classes)` CPU logits, each
     window's averaged over its `clips x crops` views.
 
-    The one place `predict_timeline` runs the model (a window-reuse engine replaces this call).
-    Views come window after window, so windows finish in order; `progress(windows_done, total)`.
+    The one place `predict_timeline` runs the model: `vivit.windows.WindowRunner`, so Model 2 encodes
+    each tubelet slice once per video and crop when windows share slices (`reuse=None`: when
+    `shares_slices` says so; False: every window from its pixels, as before reuse). Windows finish in
+    order; `progress(windows_done, total)`.
     """
-    num_frames, frame_stride = cfg["input_size"][1], cfg["frame_stride"]
-    clips, crops = views
-    count = source.length
-    device, dtype = _model_device_dtype(runner)
-
-    def window_views() -> Iterator[tuple[int, torch.Tensor]]:
-        for w, (first, last) in enumerate(windows.tolist()):
-            rows = view_frame_indices(count, num_frames, frame_stride, clips, first=first, last=last)
-            frames = source.clip(rows.reshape(-1)).to(device)  # one read per window: (clips * T, H, W, C)
-            for clip_frames in frames.split(num_frames):
-                yield from ((w, view) for view in crop_test_views(clip_frames, crops, cfg))
-            del frames
-
-    per_window = clips * crops
-    sums: torch.Tensor | None = None
-    views_done = 0
-    with torch.inference_mode():
-        for batch in _batched(window_views(), batch_size):
-            owners = torch.tensor([w for w, _ in batch])
-            out = _check_logits(runner(torch.stack([v for _, v in batch]).to(dtype)), len(batch)).float()
-            if sums is None:
-                sums = out.new_zeros((len(windows), out.shape[1]))
-            sums.index_add_(0, owners.to(out.device), out)
-            views_done += len(batch)
-            if progress is not None:
-                progress(views_done // per_window, len(windows))
-    assert sums is not None  # at least one window, one view
-    return (sums / per_window).cpu()
+    if reuse is None:
+        reuse = shares_slices(runner, windows, views=views, pretrained_cfg=cfg)
+    engine = WindowRunner(
+        runner, output="logits", views=views, pretrained_cfg=cfg, batch_size=batch_size, reuse=bool(reuse)
+    )
+    outs: list[torch.Tensor] = []
+    for out in engine.run(windows, lambda indices: source.clip(np.asarray(indices))):
+        outs.append(out)
+        if progress is not None:
+            progress(len(outs), len(windows))
+    return torch.stack(outs).cpu()
 
 
 def _check_logits(logits: Any, batch: int) -> torch.Tensor:
