@@ -100,6 +100,7 @@ from .predict import (
     window_and_stride,
 )
 from .version import __version__
+from .windows import WindowRunner, shares_slices
 from .workers import loader_items
 
 __all__ = [
@@ -521,19 +522,7 @@ class _WindowStream(IterableDataset):
             return
         with reader:
             count = len(reader)
-            windows = np.array([[0, count]]) if g.window == 0 else sliding_windows(count, g.window, g.stride)
-            span = (num_frames - 1) * frame_stride + 1
-            if count < span:
-                notes.append(
-                    f"{shown_path(path)} has {count} frames, fewer than one clip spans ({num_frames} frames every "
-                    f"{frame_stride} = {span}); its frames are repeated (looped), as DMVR does"
-                )
-            header = {
-                "windows": torch.from_numpy(windows.astype(np.int64)),
-                "seconds": torch.from_numpy(window_seconds(windows, reader.timestamps, reader.duration_seconds)),
-                "frames": count,
-                "fps": float(reader.average_fps or math.nan),
-            }
+            windows, header = _video_header(reader, path, g, notes)
             per_window = clips * crops
             # Enough windows per decode for one batch: their frames come from one pass over the file
             # (one seek), within a memory budget for the decoded frames (a 720p frame is 2.8 MB).
@@ -578,6 +567,82 @@ class _WindowStream(IterableDataset):
                     notes = []
                     del pending[:take], owners[:take]
                     yield item
+
+
+def _video_header(reader: VideoReader, path: Path, g: _Geometry, notes: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The windows `(n, 2)` of one video and the header its first item carries (`windows`, `seconds`,
+    `frames`, `fps`); a video shorter than one clip spans adds a note (its frames loop)."""
+    count = len(reader)
+    num_frames, frame_stride = g.cfg["input_size"][1], g.cfg["frame_stride"]
+    windows = np.array([[0, count]]) if g.window == 0 else sliding_windows(count, g.window, g.stride)
+    span = (num_frames - 1) * frame_stride + 1
+    if count < span:
+        notes.append(
+            f"{shown_path(path)} has {count} frames, fewer than one clip spans ({num_frames} frames every "
+            f"{frame_stride} = {span}); its frames are repeated (looped), as DMVR does"
+        )
+    header = {
+        "windows": torch.from_numpy(windows.astype(np.int64)),
+        "seconds": torch.from_numpy(window_seconds(windows, reader.timestamps, reader.duration_seconds)),
+        "frames": count,
+        "fps": float(reader.average_fps or math.nan),
+    }
+    return windows, header
+
+
+# ---------------------------------------------------------------- Model 2: dense windows in this process
+def _dense_runner(model: nn.Module, g: _Geometry, per_frame: bool, reuse: bool | None) -> WindowRunner | None:
+    """A `WindowRunner` when Model 2's slices are to be reused across this job's windows, else None.
+
+    With `reuse=None` the job's window grid decides (`shares_slices` on windows of a long video: the
+    stride a multiple of `frame_stride x tubelet_size`, windows overlapping); each video then asks
+    again for its own windows (a video shorter than the overlap has none to share).
+    """
+    runner = inference_model(model)
+    if reuse is False or not isinstance(runner, FactorizedEncoderViViT) or g.window == 0:
+        return None
+    grid = [(k * g.stride, k * g.stride + g.window) for k in range(g.window // g.stride + 2)]
+    if reuse is None and not shares_slices(runner, grid, views=g.views, pretrained_cfg=g.cfg):
+        return None
+    return WindowRunner(
+        runner,
+        output="frame_features" if per_frame else "features",
+        views=g.views,
+        pretrained_cfg=g.cfg,
+        batch_size=g.batch_size,
+        reuse=True,
+    )
+
+
+def _dense_items(
+    paths: Sequence[Path], g: _Geometry, runner: WindowRunner, reuse: bool | None
+) -> Iterator[dict[str, Any]]:
+    """The items `_WindowStream` would give, one per video, each with its finished `features`.
+
+    Every video is decoded here, only the frames of new slices (`WindowRunner` reads them in
+    chunks of bounded size), so memory holds one video's features, a chunk of decoded frames and
+    the slice cache (at most one window's slices). A failure has the shape of a worker's.
+    """
+    for index, path in enumerate(paths):
+        notes: list[str] = []
+        try:
+            reader = _caught(notes, lambda: VideoReader(path))  # noqa: B023 (called at once)
+        except VideoDecoderMissingError as err:
+            yield {"index": index, "fatal": str(err), "kind": "decoder", "warnings": notes}
+            return
+        except (ValueError, OSError, IndexError, EOFError) as err:
+            yield {"index": index, "error": _reason(err, path), "warnings": notes}
+            continue
+        runner.clear()
+        with reader:
+            windows, header = _video_header(reader, path, g, notes)
+            runner.reuse = bool(reuse) or shares_slices(runner.model, windows, views=g.views, pretrained_cfg=g.cfg)
+            try:
+                features = _caught(notes, lambda: torch.stack(list(runner.run(windows, reader.get_frames_at))))  # noqa: B023
+            except (ValueError, OSError, IndexError, EOFError) as err:
+                yield {"index": index, "error": _reason(err, path), "warnings": notes}
+                continue
+        yield {"index": index, **header, "features": features.cpu().contiguous(), "last": True, "warnings": notes}
 
 
 def _caught(notes: list[str], call: Callable[[], Any]) -> Any:
@@ -646,6 +711,7 @@ def extract_features(
     workers: int = 2,
     device: str | torch.device | None = None,
     progress: ProgressFn | None = None,
+    reuse: bool | None = None,
 ) -> FeaturesSummary:
     """Write sliding-window features of every video named by `inputs`, one file per video.
 
@@ -672,6 +738,13 @@ def extract_features(
             torchrun), else the CPU; `None` (default): the module's own device (`"auto"` when
             `model` is a function).
         progress: Called as `progress(videos_done, videos_to_do)` on this rank as videos finish.
+        reuse: Model 2 (`FactorizedEncoderViViT`) only: encode each tubelet slice once per video and
+            crop and run only the temporal encoder per window (`vivit.windows.WindowRunner`; features
+            equal recomputing within 1e-5 in fp32). None (default): when the windows share slices
+            (`vivit.windows.shares_slices`: overlapping windows whose stride is a multiple of
+            `frame_stride x tubelet_size` frames); False: every window from its pixels, in workers.
+            Such videos are decoded in this process (`workers` are not used for them): the slice
+            cache must live beside the model. Models 1, 3 and 4 always compute every window whole.
 
     Returns:
         The `FeaturesSummary` over all ranks (the same on every rank, but `rank`).
@@ -715,7 +788,7 @@ def extract_features(
         written: list[str] = []
         failed: list[tuple[str, str]] = []
         if mine:
-            _run(mine, out, model, settings, batch_size, workers, device, progress, context, written, failed)
+            _run(mine, out, model, settings, batch_size, workers, device, progress, context, written, failed, reuse)
         everyone = context.all_gather((written, failed))
     return FeaturesSummary(
         written=[v for rank_written, _ in everyone for v in rank_written],
@@ -753,6 +826,7 @@ def _run(
     context: DistributedContext,
     written: list[str],
     failed: list[tuple[str, str]],
+    reuse: bool | None = None,
 ) -> None:
     model = model_source if isinstance(model_source, nn.Module) else model_source()
     if device is None and isinstance(model_source, nn.Module):
@@ -767,15 +841,20 @@ def _run(
     views = settings.views or (1, 1)
     extract = feature_fn(model, settings.per_frame)  # type: ignore[arg-type]
     geometry = _Geometry(cfg, window, stride, views, batch_size)
-    stream = _WindowStream([video.path for video, _ in mine], geometry)
-    loader = DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=workers,
-        pin_memory=target.type == "cuda",
-        prefetch_factor=2 if workers else None,
-        persistent_workers=False,
-    )
+    paths = [video.path for video, _ in mine]
+    dense = _dense_runner(model, geometry, settings.per_frame, reuse)
+    if dense is not None:  # Model 2 with shared slices: decoded here, beside the slice cache
+        items: Iterator[dict[str, Any]] = _dense_items(paths, geometry, dense, reuse)
+    else:
+        loader = DataLoader(
+            _WindowStream(paths, geometry),
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=target.type == "cuda",
+            prefetch_factor=2 if workers else None,
+            persistent_workers=False,
+        )
+        items = loader_items(loader, _batch_bytes(cfg, batch_size))
     fixed = {
         "format": FEATURES_FORMAT,
         "format_version": _FORMAT_VERSION,
@@ -804,7 +883,7 @@ def _run(
             progress(len(finished), len(mine))
 
     with torch.inference_mode():
-        for item in loader_items(loader, _batch_bytes(cfg, batch_size)):
+        for item in items:
             if "fatal" in item:
                 raise _fatal(item)
             index = item["index"]
@@ -818,11 +897,14 @@ def _run(
             state = partial.get(index)
             if state is None:
                 state = partial[index] = {key: item[key] for key in ("windows", "seconds", "frames", "fps")}
-            sums = _window_features(extract, item, state, target, dtype)
-            if not item["last"]:
-                continue
+            if "features" in item:  # computed whole by the window runner (`_dense_items`)
+                features = item["features"]
+            else:
+                sums = _window_features(extract, item, state, target, dtype)
+                if not item["last"]:
+                    continue
+                features = (sums / (views[0] * views[1])).cpu().contiguous()
             del partial[index]
-            features = (sums / (views[0] * views[1])).cpu().contiguous()
             metadata = {
                 **fixed,
                 "source_path": shown_path(video.path.resolve()),
