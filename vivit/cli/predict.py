@@ -22,6 +22,7 @@ from .options import (
     UsageError,
     add_model_options,
     add_run_options,
+    add_sample_fps_option,
     device_option,
     model_choice,
     positive_int,
@@ -50,6 +51,7 @@ def add_predict_parser(commands: argparse._SubParsersAction) -> None:
         metavar="K",
         help="classes to show (default 5; with --timeline 3 per window, and the plot's classes)",
     )
+    add_sample_fps_option(p)
     p.add_argument(
         "--json",
         action="store_true",
@@ -121,6 +123,8 @@ def _check_timeline_args(args: argparse.Namespace) -> None:
     """Timeline options without --timeline, or a --plot that could not be written: usage errors,
     reported before any model is loaded; a missing matplotlib too (exit 1, with the install line)."""
     if args.live:
+        if args.sample_fps is not None:
+            raise UsageError("--sample-fps does not apply to --live (a live source's windows are counted in frames)")
         if len(args.videos) != 1:
             raise UsageError(f"--live reads one source (-, a named pipe, a device or a URL); got {len(args.videos)}")
         if args.plot is not None:
@@ -198,6 +202,7 @@ def run_predict(args: argparse.Namespace) -> int:
                                 top_k=args.top_k or 5,
                                 batch_size=args.batch_size,
                                 progress=views,
+                                sample_fps=args.sample_fps,
                             )
                 except (ValueError, OSError) as err:  # one bad file must not lose the others' results
                     text = " ".join(str(err).split())
@@ -255,6 +260,7 @@ def _timeline(
         top_k=args.top_k or 3,
         batch_size=args.batch_size,
         progress=progress,
+        sample_fps=args.sample_fps,
     )
 
 
@@ -273,6 +279,8 @@ def _show_timeline(
         video_frames=timeline.video_frames,
         video_fps=timeline.video_fps,
     )
+    if timeline.sample_fps is not None:
+        record["sample_fps"] = timeline.sample_fps
     if args.json:
         console.out(console.json_line({**record, "windows": timeline.records()}))
     else:
@@ -292,8 +300,9 @@ def _span(record: Mapping[str, Any]) -> str:
 
 def _print_timeline(shown: str, result: Mapping[str, Any], timeline: Timeline) -> None:
     windows = f"{len(timeline)} window{'' if len(timeline) == 1 else 's'}"
+    rate = f" at {timeline.sample_fps:g} per second" if timeline.sample_fps is not None else ""
     header = (
-        f"{shown} ({result['model']}, {windows} of {timeline.window} frames every {timeline.stride}, "
+        f"{shown} ({result['model']}, {windows} of {timeline.window} frames every {timeline.stride}{rate}, "
         f"{result['views'][0]}x{result['views'][1]} views each)"
     )
     if result.get("true_label") is not None:
