@@ -37,7 +37,16 @@ process writes (on CPU), because every video's windows are batched and reduced t
 whatever process computes them.
 
 Decoding and preprocessing run in DataLoader worker processes (`workers`), so they overlap
-the model; within a video, windows are batched `batch_size` views at a time.
+the model; within a video, windows are batched `batch_size` views at a time. Model 2 with windows
+that share tubelet slices (overlapping windows, a stride that is a multiple of `frame_stride x
+tubelet_size`) is the exception: each video is decoded in this process by `vivit.windows.WindowRunner`,
+which encodes every slice once per video and crop and runs only the temporal encoder per window (the
+slice cache lives beside the model; the features equal computing every window within 1e-5 in fp32;
+`reuse=False` turns it off).
+
+Sampling by time (`FeatureSettings.sample_fps`, or a model cfg's `sample_fps`): windows are
+`window / sample_fps` seconds every `stride / sample_fps` seconds and a clip's frames `1 / sample_fps`
+seconds apart by their timestamps (`vivit.predict.sampled_windows`, `window_clip_rows`).
 
 Nothing is printed: the job returns a `FeaturesSummary`, warns (`VideoWarning`: short or damaged
 videos) and logs (`logging.getLogger("vivit.features")`: each failed video as an error as it
