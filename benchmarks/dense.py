@@ -10,11 +10,11 @@ tubelet 2 (the released Model 2 geometry). For each dtype (`fp32`: the eager mod
 `vivit.optimize_for_inference(model, torch.bfloat16)`) and job, two contenders alternate in this
 process (`--runs` rounds, medians):
 
-* timeline: `vivit.predict_timeline` as it is (every window's clip from its pixels) against
-  `vivit.windows.window_outputs(..., output="logits")` (slices once);
-* features: the features job as it is (`vivit.features.extract_features`, decoding in-process,
-  `workers=0`, pooled features of the same windows, written to a temporary folder) against
-  `window_outputs(..., output="features")`.
+* timeline: `vivit.predict_timeline(..., reuse=False)` (every window's clip from its pixels, the
+  job's path before reuse) against `vivit.windows.WindowRunner` (slices once: what the job runs now);
+* features: the features job with `reuse=False` (`vivit.features.extract_features`, decoding
+  in-process, `workers=0`, pooled features of the same windows, written to a temporary folder)
+  against `WindowRunner(output="features")`.
 
 Figures: wall seconds and process CPU seconds (less sensitive to other load on a shared machine),
 speed-up, max abs difference between the two contenders' outputs, slices encoded / reused, and
@@ -109,7 +109,7 @@ def main() -> None:
                 for name in order:
                     if name == "recompute":
                         fn = (
-                            (lambda: vivit.predict_timeline(model, video, args.window, args.stride).logits)
+                            (lambda: vivit.predict_timeline(model, video, args.window, args.stride, reuse=False).logits)
                             if job == "timeline"
                             else (lambda: today_features(model, video, args, work))
                         )
@@ -161,12 +161,12 @@ def main() -> None:
 
 
 def today_features(model: torch.nn.Module, video: Path, args: argparse.Namespace, work: Path) -> torch.Tensor:
-    """The features job as it is: every window from its pixels (one file, decoding in this process)."""
+    """The features job with reuse off: every window from its pixels (one file, decoding in this process)."""
     out = work / "features"
     settings = FeatureSettings(model=args.model, window=args.window, stride=args.stride)
     for old in out.glob("*.safetensors"):
         old.unlink()  # otherwise the job would find it done
-    summary = extract_features([video], out, model, settings, batch_size=args.batch_size, workers=0, silent=True)
+    summary = extract_features([video], out, model, settings, batch_size=args.batch_size, workers=0, reuse=False)
     assert summary.ok, summary.failed
     return read_features(out / f"{video.name}.safetensors")[0]["features"]
 

@@ -234,6 +234,7 @@ def evaluate(
     model_name: str | None = None,
     progress: ProgressFn | None = None,
     temporal_check: bool = False,
+    sample_fps: float | None = None,
 ) -> Evaluation:
     """Classify every video of a labelled set with the multi-view protocol and score it.
 
@@ -261,6 +262,9 @@ def evaluate(
             replaced by the middle frame (`vivit.data.temporal`): `metrics["temporal_check"]` holds
             the top-1 of each (`normal`, `shuffled`, `reversed`, `middle_frame`). A model that uses
             motion loses accuracy; one that recognises scenes does not.
+        sample_fps: Choose each clip's frames by presentation time, `sample_fps` per second
+            (`VideoDataset(sample_fps=)`: a clip spans the same seconds in any file); default the
+            model cfg's (None for the released Kinetics models: index sampling, as Scenic).
 
     Returns:
         The `Evaluation` (the same metrics on every rank).
@@ -283,7 +287,7 @@ def evaluate(
     if out_dir is not None:
         check_output_dir(out_dir, "out_dir")
     cfg, _ = model_data_config(model)
-    cfg = resolve_data_config(cfg)
+    cfg = resolve_data_config(cfg, sample_fps=sample_fps)  # VideoDataset reads the cfg's sample_fps
     num_classes = int(getattr(model, "num_classes", 0) or cfg.get("num_classes") or 0)
     names = _label_names(cfg, num_classes)
     views = tuple(views or cfg["test_views"])  # type: ignore[assignment]
@@ -400,6 +404,9 @@ def _looped_note(dataset: VideoDataset, index: int, frame_indices: torch.Tensor)
     span = (num_frames - 1) * stride + 1
     clip = (
         f"one clip spans ({num_frames} frames every {stride} = {span}); its frames are repeated (looped), as DMVR does"
+        if dataset.sample_fps is None
+        else f"one clip spans ({num_frames} frames at {dataset.sample_fps:g} per second); its frames are repeated "
+        "(looped), as DMVR does"
     )
     if record.start is not None or record.end is not None:
         return f"the segment [{record.start}, {record.end}) s of {name} is shorter than {clip}"

@@ -37,7 +37,16 @@ process writes (on CPU), because every video's windows are batched and reduced t
 whatever process computes them.
 
 Decoding and preprocessing run in DataLoader worker processes (`workers`), so they overlap
-the model; within a video, windows are batched `batch_size` views at a time.
+the model; within a video, windows are batched `batch_size` views at a time. Model 2 with windows
+that share tubelet slices (overlapping windows, a stride that is a multiple of `frame_stride x
+tubelet_size`) is the exception: each video is decoded in this process by `vivit.windows.WindowRunner`,
+which encodes every slice once per video and crop and runs only the temporal encoder per window (the
+slice cache lives beside the model; the features equal computing every window within 1e-5 in fp32;
+`reuse=False` turns it off).
+
+Sampling by time (`FeatureSettings.sample_fps`, or a model cfg's `sample_fps`): windows are
+`window / sample_fps` seconds every `stride / sample_fps` seconds and a clip's frames `1 / sample_fps`
+seconds apart by their timestamps (`vivit.predict.sampled_windows`, `window_clip_rows`).
 
 Nothing is printed: the job returns a `FeaturesSummary`, warns (`VideoWarning`: short or damaged
 videos) and logs (`logging.getLogger("vivit.features")`: each failed video as an error as it
@@ -72,7 +81,7 @@ from .data.datasets import (
     share_in_worker,
     shown_path,
 )
-from .data.sampling import sliding_windows, view_frame_indices, window_seconds
+from .data.sampling import window_seconds
 from .data.transforms import crop_test_views, resolve_data_config
 from .data.video import VideoDecoderMissingError, VideoReader, VideoWarning
 from .distributed import DistributedContext, distributed_context, local_device
@@ -96,10 +105,13 @@ from .predict import (
     inference_model,
     iter_views,
     model_data_config,
+    sampled_windows,
     sum_view_outputs,
     window_and_stride,
+    window_clip_rows,
 )
 from .version import __version__
+from .windows import WindowRunner, shares_slices
 from .workers import loader_items
 
 __all__ = [
@@ -175,6 +187,8 @@ class FeatureSettings:
         window: Frames per window as requested (`None`: the model's clip; 0: the whole video).
         stride: Frames between window starts as requested (`None`: the window).
         views: `(clips, crops)` averaged per window as requested (`None`: 1x1).
+        sample_fps: Frames by presentation time at this rate (`None`: the model cfg's, index
+            sampling for the released models); window and stride then count frames at this rate.
     """
 
     model: str
@@ -184,10 +198,17 @@ class FeatureSettings:
     window: int | None = None
     stride: int | None = None
     views: tuple[int, int] | None = None
+    sample_fps: float | None = None
 
     def key(self) -> str:
-        """Canonical JSON of the settings, stored in every file and compared on resume."""
-        return json.dumps(asdict(self), sort_keys=True)
+        """Canonical JSON of the settings, stored in every file and compared on resume.
+
+        `sample_fps` appears only when set, so files written before it existed stay up to date.
+        """
+        settings = asdict(self)
+        if settings["sample_fps"] is None:
+            del settings["sample_fps"]
+        return json.dumps(settings, sort_keys=True)
 
 
 def weights_identity(path: str | os.PathLike[str] | None) -> str:
@@ -509,7 +530,6 @@ class _WindowStream(IterableDataset):
         g = self.geometry
         clips, crops = g.views
         num_frames = g.cfg["input_size"][1]
-        frame_stride = g.cfg["frame_stride"]
         notes: list[str] = []
         try:
             reader = _caught(notes, lambda: VideoReader(path, num_threads=threads))
@@ -521,19 +541,11 @@ class _WindowStream(IterableDataset):
             return
         with reader:
             count = len(reader)
-            windows = np.array([[0, count]]) if g.window == 0 else sliding_windows(count, g.window, g.stride)
-            span = (num_frames - 1) * frame_stride + 1
-            if count < span:
-                notes.append(
-                    f"{shown_path(path)} has {count} frames, fewer than one clip spans ({num_frames} frames every "
-                    f"{frame_stride} = {span}); its frames are repeated (looped), as DMVR does"
-                )
-            header = {
-                "windows": torch.from_numpy(windows.astype(np.int64)),
-                "seconds": torch.from_numpy(window_seconds(windows, reader.timestamps, reader.duration_seconds)),
-                "frames": count,
-                "fps": float(reader.average_fps or math.nan),
-            }
+            try:
+                windows, header = _video_header(reader, path, g, notes)
+            except ValueError as err:  # sampling by time on a video without timestamps
+                yield {"index": index, "error": _reason(err, path), "warnings": notes}
+                return
             per_window = clips * crops
             # Enough windows per decode for one batch: their frames come from one pass over the file
             # (one seek), within a memory budget for the decoded frames (a 720p frame is 2.8 MB).
@@ -542,14 +554,14 @@ class _WindowStream(IterableDataset):
             group = max(1, min(-(-g.batch_size // per_window), budget))
             pending: list[torch.Tensor] = []
             owners: list[int] = []
+            clip_rows = window_clip_rows(g.cfg, clips, count, reader.timestamps, reader.duration_seconds)
             for first in range(0, len(windows), group):
                 chosen = range(first, min(first + group, len(windows)))
-                rows = [
-                    view_frame_indices(
-                        count, num_frames, frame_stride, clips, first=int(windows[w][0]), last=int(windows[w][1])
-                    )
-                    for w in chosen
-                ]
+                try:
+                    rows = [clip_rows(int(windows[w][0]), int(windows[w][1])) for w in chosen]
+                except ValueError as err:
+                    yield {"index": index, "error": _reason(err, path), "warnings": notes}
+                    return
                 wanted = np.concatenate(rows).reshape(-1)
                 try:
                     frames = _caught(notes, functools.partial(reader.get_frames_at, wanted))
@@ -578,6 +590,104 @@ class _WindowStream(IterableDataset):
                     notes = []
                     del pending[:take], owners[:take]
                     yield item
+
+
+def _video_header(reader: VideoReader, path: Path, g: _Geometry, notes: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The windows `(n, 2)` of one video and the header its first item carries (`windows`, `seconds`,
+    `frames`, `fps`); a video shorter than one clip spans adds a note (its frames loop).
+
+    Raises:
+        ValueError: Sampling by time (`sample_fps`) on a video without timestamps.
+    """
+    count = len(reader)
+    num_frames, frame_stride, rate = g.cfg["input_size"][1], g.cfg["frame_stride"], g.cfg["sample_fps"]
+    times, end = reader.timestamps, reader.duration_seconds
+    if g.window == 0:
+        windows = np.array([[0, count]])
+    else:
+        windows = sampled_windows(g.cfg, g.window, g.stride, count, times, end)
+    if rate is None:
+        span = (num_frames - 1) * frame_stride + 1
+        if count < span:
+            notes.append(
+                f"{shown_path(path)} has {count} frames, fewer than one clip spans ({num_frames} frames every "
+                f"{frame_stride} = {span}); its frames are repeated (looped), as DMVR does"
+            )
+    else:
+        window_clip_rows(g.cfg, 1, count, times, end)(0, count)  # no timestamps: refused here, as one line
+        duration = (end or math.nan) - float(times[0])
+        if duration < num_frames / rate:
+            notes.append(
+                f"{shown_path(path)} lasts {duration:.3g} s, less than one clip spans ({num_frames} frames at {rate:g} "
+                f"per second); its frames are repeated (looped), as DMVR does"
+            )
+    header = {
+        "windows": torch.from_numpy(windows.astype(np.int64)),
+        "seconds": torch.from_numpy(window_seconds(windows, times, end)),
+        "frames": count,
+        "fps": float(reader.average_fps or math.nan),
+    }
+    return windows, header
+
+
+# ---------------------------------------------------------------- Model 2: dense windows in this process
+def _dense_model(model: nn.Module, g: _Geometry, reuse: bool | None) -> nn.Module | None:
+    """The eval-mode model when Model 2's slices are to be reused across this job's windows, else None.
+
+    With `reuse=None` the job's window grid decides (`shares_slices` on windows of a long video: the
+    stride a multiple of `frame_stride x tubelet_size`, windows overlapping; by time, frames at the
+    sampling rate); each video then asks again for its own windows.
+    """
+    runner = inference_model(model)
+    if reuse is False or not isinstance(runner, FactorizedEncoderViViT) or g.window == 0:
+        return None
+    grid = [(k * g.stride, k * g.stride + g.window) for k in range(g.window // g.stride + 2)]
+    # By time, windows and clips count frames at the sampling rate: consecutive samples, as frame stride 1.
+    grid_cfg = g.cfg if g.cfg["sample_fps"] is None else {**g.cfg, "frame_stride": 1, "sample_fps": None}
+    if reuse is None and not shares_slices(runner, grid, views=g.views, pretrained_cfg=grid_cfg):
+        return None
+    return runner
+
+
+def _dense_items(
+    paths: Sequence[Path], g: _Geometry, model: nn.Module, per_frame: bool, reuse: bool | None
+) -> Iterator[dict[str, Any]]:
+    """The items `_WindowStream` would give, one per video, each with its finished `features`.
+
+    Every video is decoded here by a `WindowRunner`, only the frames of new slices (read in chunks
+    of bounded size), so memory holds one video's features, a chunk of decoded frames and the
+    slice cache (at most one window's slices). A failure has the shape of a worker's.
+    """
+    for index, path in enumerate(paths):
+        notes: list[str] = []
+        try:
+            reader = _caught(notes, lambda: VideoReader(path))  # noqa: B023 (called at once)
+        except VideoDecoderMissingError as err:
+            yield {"index": index, "fatal": str(err), "kind": "decoder", "warnings": notes}
+            return
+        except (ValueError, OSError, IndexError, EOFError) as err:
+            yield {"index": index, "error": _reason(err, path), "warnings": notes}
+            continue
+        with reader:
+            try:
+                windows, header = _video_header(reader, path, g, notes)
+                rows = window_clip_rows(g.cfg, g.views[0], len(reader), reader.timestamps, reader.duration_seconds)
+                shared = shares_slices(model, windows, views=g.views, pretrained_cfg=g.cfg, clip_rows=rows)
+                runner = WindowRunner(
+                    model,
+                    output="frame_features" if per_frame else "features",
+                    views=g.views,
+                    pretrained_cfg=g.cfg,
+                    batch_size=g.batch_size,
+                    reuse=bool(reuse) or shared,
+                    clip_rows=rows,
+                )
+                outputs = _caught(notes, lambda: list(runner.run(windows, reader.get_frames_at)))  # noqa: B023
+            except (ValueError, OSError, IndexError, EOFError) as err:
+                yield {"index": index, "error": _reason(err, path), "warnings": notes}
+                continue
+        features = torch.stack(outputs).cpu().contiguous()
+        yield {"index": index, **header, "features": features, "last": True, "warnings": notes}
 
 
 def _caught(notes: list[str], call: Callable[[], Any]) -> Any:
@@ -646,6 +756,7 @@ def extract_features(
     workers: int = 2,
     device: str | torch.device | None = None,
     progress: ProgressFn | None = None,
+    reuse: bool | None = None,
 ) -> FeaturesSummary:
     """Write sliding-window features of every video named by `inputs`, one file per video.
 
@@ -672,6 +783,13 @@ def extract_features(
             torchrun), else the CPU; `None` (default): the module's own device (`"auto"` when
             `model` is a function).
         progress: Called as `progress(videos_done, videos_to_do)` on this rank as videos finish.
+        reuse: Model 2 (`FactorizedEncoderViViT`) only: encode each tubelet slice once per video and
+            crop and run only the temporal encoder per window (`vivit.windows.WindowRunner`; features
+            equal recomputing within 1e-5 in fp32). None (default): when the windows share slices
+            (`vivit.windows.shares_slices`: overlapping windows whose stride is a multiple of
+            `frame_stride x tubelet_size` frames); False: every window from its pixels, in workers.
+            Such videos are decoded in this process (`workers` are not used for them): the slice
+            cache must live beside the model. Models 1, 3 and 4 always compute every window whole.
 
     Returns:
         The `FeaturesSummary` over all ranks (the same on every rank, but `rank`).
@@ -715,7 +833,7 @@ def extract_features(
         written: list[str] = []
         failed: list[tuple[str, str]] = []
         if mine:
-            _run(mine, out, model, settings, batch_size, workers, device, progress, context, written, failed)
+            _run(mine, out, model, settings, batch_size, workers, device, progress, context, written, failed, reuse)
         everyone = context.all_gather((written, failed))
     return FeaturesSummary(
         written=[v for rank_written, _ in everyone for v in rank_written],
@@ -753,6 +871,7 @@ def _run(
     context: DistributedContext,
     written: list[str],
     failed: list[tuple[str, str]],
+    reuse: bool | None = None,
 ) -> None:
     model = model_source if isinstance(model_source, nn.Module) else model_source()
     if device is None and isinstance(model_source, nn.Module):
@@ -760,22 +879,27 @@ def _run(
     else:
         target = local_device(device, context)
     model = model.to(target)
-    cfg = resolve_data_config(model_data_config(model)[0])
+    cfg = resolve_data_config(model_data_config(model)[0], sample_fps=settings.sample_fps)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     num_frames, frame_stride = cfg["input_size"][1], cfg["frame_stride"]
     window, stride = window_and_stride(cfg, settings.window, settings.stride)
     views = settings.views or (1, 1)
     extract = feature_fn(model, settings.per_frame)  # type: ignore[arg-type]
     geometry = _Geometry(cfg, window, stride, views, batch_size)
-    stream = _WindowStream([video.path for video, _ in mine], geometry)
-    loader = DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=workers,
-        pin_memory=target.type == "cuda",
-        prefetch_factor=2 if workers else None,
-        persistent_workers=False,
-    )
+    paths = [video.path for video, _ in mine]
+    dense = _dense_model(model, geometry, reuse)
+    if dense is not None:  # Model 2 with shared slices: decoded here, beside the slice cache
+        items: Iterator[dict[str, Any]] = _dense_items(paths, geometry, dense, settings.per_frame, reuse)
+    else:
+        loader = DataLoader(
+            _WindowStream(paths, geometry),
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=target.type == "cuda",
+            prefetch_factor=2 if workers else None,
+            persistent_workers=False,
+        )
+        items = loader_items(loader, _batch_bytes(cfg, batch_size))
     fixed = {
         "format": FEATURES_FORMAT,
         "format_version": _FORMAT_VERSION,
@@ -791,6 +915,8 @@ def _run(
         "settings": settings.key(),
         "vivit_version": __version__,
     }
+    if cfg["sample_fps"] is not None:
+        fixed["sample_fps"] = repr(cfg["sample_fps"])
     partial: dict[int, dict[str, Any]] = {}
     finished: set[int] = set()
     stopped: str | None = None  # why the run stopped early (the output folder takes no more files)
@@ -804,7 +930,7 @@ def _run(
             progress(len(finished), len(mine))
 
     with torch.inference_mode():
-        for item in loader_items(loader, _batch_bytes(cfg, batch_size)):
+        for item in items:
             if "fatal" in item:
                 raise _fatal(item)
             index = item["index"]
@@ -818,11 +944,14 @@ def _run(
             state = partial.get(index)
             if state is None:
                 state = partial[index] = {key: item[key] for key in ("windows", "seconds", "frames", "fps")}
-            sums = _window_features(extract, item, state, target, dtype)
-            if not item["last"]:
-                continue
+            if "features" in item:  # computed whole by the window runner (`_dense_items`)
+                features = item["features"]
+            else:
+                sums = _window_features(extract, item, state, target, dtype)
+                if not item["last"]:
+                    continue
+                features = (sums / (views[0] * views[1])).cpu().contiguous()
             del partial[index]
-            features = (sums / (views[0] * views[1])).cpu().contiguous()
             metadata = {
                 **fixed,
                 "source_path": shown_path(video.path.resolve()),

@@ -56,6 +56,14 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def _ordinal(n: int) -> str:
+    """`frame`, `2nd`, `3rd`, `4th`, ... for 'every ... frame'."""
+    if n == 1:
+        return "single"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def _fmt_tuple(values: Sequence[Any]) -> str:
     return "(" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) + ")"
 
@@ -130,6 +138,20 @@ def describe_model(
         return
     d = resolve_data_config(cfg)
     yield "frame stride", str(d["frame_stride"])
+    if d["sample_fps"] is None:
+        how = (
+            "as Scenic trained and evaluated the released Kinetics models"
+            if str(cfg.get("dataset", "")).startswith("kinetics")
+            else "DMVR/Scenic's rule"
+        )
+        yield (
+            "sampling",
+            f"by frame index, every {_ordinal(d['frame_stride'])} frame ({how}); --sample-fps F chooses frames by time",
+        )
+    else:
+        rate = d["sample_fps"]
+        frames = d["input_size"][1]
+        yield "sampling", f"by time, {rate:g} frames per second (a clip spans {frames / rate:.3g} s in any file)"
     crop = d["crop_size"][0] if d["crop_size"][0] == d["crop_size"][1] else "x".join(map(str, d["crop_size"]))
     yield (
         "preprocessing",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -31,11 +32,14 @@ from .data.sampling import (
     multiview_clip_starts,
     sample_frame_indices,
     sliding_windows,
+    sliding_windows_by_time,
     view_frame_indices,
+    view_frame_indices_by_time,
     window_seconds,
 )
 from .data.transforms import as_thwc, complete_cfg_from_model, crop_test_views, resolve_data_config
 from .data.video import VideoReader, VideoWarning
+from .windows import WindowRunner, shares_slices
 
 __all__ = [
     "ProgressFn",
@@ -51,10 +55,12 @@ __all__ = [
     "model_data_config",
     "predict_timeline",
     "predict_views",
+    "sampled_windows",
     "sum_view_outputs",
     "top_predictions",
     "untrained_head_reason",
     "window_and_stride",
+    "window_clip_rows",
 ]
 
 #: What the inference jobs take as a video: a file path (decoded with `vivit.VideoReader`, only
@@ -138,11 +144,15 @@ class _ClipSource:
             self.frames: torch.Tensor | None = None
             self.name = str(video.path)
             self.length = len(video)
+            self.timestamps = video.timestamps
+            self.end_seconds = video.duration_seconds
         else:
             self.reader = None
             self.frames = as_thwc(video, channels)
             self.name = "the video"
             self.length = int(self.frames.shape[0])
+            self.timestamps = np.full(self.length, np.nan)  # frames carry no times: sampling by time refuses them
+            self.end_seconds = None
 
     def window_seconds(self, windows: np.ndarray) -> np.ndarray:
         """`[start, end)` seconds of frame windows `(n, 2)`; NaN for frames without a frame rate."""
@@ -169,7 +179,11 @@ def iter_views(
 
     Each clip is `input_size[1]` frames every `frame_stride` frames, started as in
     `multiview_clip_starts` (evenly spaced; the centred clip when `clips == 1`; videos shorter
-    than a clip loop, with a `VideoWarning`). Only the current clip's frames are decoded (for a
+    than a clip loop, with a `VideoWarning`). With a `sample_fps` in the cfg (sampling by time),
+    a clip's frames are instead `1 / sample_fps` seconds apart by their timestamps and the clips
+    placed by `vivit.data.sampling.view_frame_indices_by_time`, so a clip spans
+    `input_size[1] / sample_fps` seconds whatever the file's rate (a frame array has no times: it
+    is refused). Only the current clip's frames are decoded (for a
     path or a `VideoReader`), resized and cropped (`three_crops` when `crops == 3`, one
     `center_crop` when `crops == 1`) and normalized, so memory does not grow with the video.
 
@@ -186,11 +200,12 @@ def iter_views(
         An iterator of float32 `(C, T, h, w)` views.
 
     Raises:
-        ValueError: For bad arguments or frames, or a file that cannot be read (see
-            `vivit.VideoReader`; also FileNotFoundError).
+        ValueError: For bad arguments or frames, a file that cannot be read (see
+            `vivit.VideoReader`; also FileNotFoundError), or a cfg `sample_fps` for frames without
+            timestamps (a frame array).
 
     Warns:
-        VideoWarning: If the video has fewer frames than one clip spans, so frames repeat.
+        VideoWarning: If the video has fewer frames (seconds) than one clip spans, so frames repeat.
     """
     cfg = resolve_data_config(pretrained_cfg)
     channels, num_frames = cfg["input_size"][:2]
@@ -205,6 +220,22 @@ def iter_views(
         stack.close()
         raise
     span = (num_frames - 1) * cfg["frame_stride"] + 1
+    if cfg["sample_fps"] is not None:
+        try:
+            rows = _time_rows(source, cfg, clips)  # refuses frames without times now, not at the first view
+        except BaseException:
+            stack.close()
+            raise
+        duration = (source.end_seconds or math.nan) - float(source.timestamps[0])
+        if duration < num_frames / cfg["sample_fps"]:
+            warnings.warn(
+                f"{source.name} lasts {duration:.3g} s, less than one clip spans ({num_frames} frames at "
+                f"{cfg['sample_fps']:g} per second = {num_frames / cfg['sample_fps']:.3g} s); its frames are repeated "
+                "(looped), as DMVR does",
+                VideoWarning,
+                stacklevel=2,
+            )
+        return _generate_views(source, stack, int(clips), crops, cfg, num_frames, device, rows)
     if source.length < span:
         frames = f"{source.length} frame{'' if source.length == 1 else 's'}"
         warnings.warn(
@@ -216,6 +247,16 @@ def iter_views(
     return _generate_views(source, stack, int(clips), crops, cfg, num_frames, device)
 
 
+def _time_rows(source: _ClipSource, cfg: Mapping[str, Any], clips: int) -> np.ndarray:
+    """The test clips of a whole video sampled by time, `(clips, num_frames)` (`view_frame_indices_by_time`)."""
+    try:
+        return view_frame_indices_by_time(
+            source.timestamps, cfg["input_size"][1], cfg["sample_fps"], clips, end_seconds=source.end_seconds
+        )
+    except ValueError as err:
+        raise ValueError(f"{source.name}: {err}") from None
+
+
 def _generate_views(
     source: _ClipSource,
     stack: ExitStack,
@@ -224,6 +265,7 @@ def _generate_views(
     cfg: Mapping[str, Any],
     num_frames: int,
     device: torch.device | str | None,
+    rows: np.ndarray | None = None,
 ) -> Iterator[torch.Tensor]:
     """The generator behind `iter_views` (kept separate so argument errors raise eagerly).
 
@@ -235,14 +277,18 @@ def _generate_views(
         cfg: Resolved preprocessing cfg.
         num_frames: Frames per clip.
         device: Where the views are built.
+        rows: The clips' frames `(clips, num_frames)` when chosen by time; None: DMVR's index sampling.
 
     Yields:
         float32 `(C, T, h, w)` views.
     """
     with stack:
         stride = cfg["frame_stride"]
-        for start in multiview_clip_starts(source.length, num_frames, stride, clips):
-            clip_frames = source.clip(sample_frame_indices(source.length, num_frames, stride, start=start))
+        if rows is None:
+            starts = multiview_clip_starts(source.length, num_frames, stride, clips)
+            rows = np.stack([sample_frame_indices(source.length, num_frames, stride, start=start) for start in starts])
+        for row in rows:
+            clip_frames = source.clip(row)
             if device is not None:
                 # Moving uint8 before resizing keeps the transfer 4x smaller and resizes on device.
                 clip_frames = clip_frames.to(device)
@@ -282,6 +328,7 @@ def predict_views(
     pretrained_cfg: Mapping[str, Any] | None = None,
     batch_size: int = 4,
     progress: ProgressFn | None = None,
+    sample_fps: float | None = None,
 ) -> torch.Tensor:
     """Classifies one video with Scenic's multi-view test protocol and averages the raw logits.
 
@@ -313,13 +360,19 @@ def predict_views(
             no `input_size`, then `vivit.data.transforms.DEFAULT_DATA_CFG` for missing keys.
         batch_size: Views per forward pass.
         progress: Called as `progress(views_done, total_views)` after each batch (e.g. to draw a bar).
+        sample_fps: Choose frames by presentation time, `sample_fps` per second (a clip spans
+            `num_frames / sample_fps` seconds in any file; `vivit.data.sampling.*_by_time`), instead
+            of every `frame_stride`-th frame. Default: the cfg's `sample_fps` (None in the released
+            Kinetics models' cfgs: index sampling, as Scenic evaluated them). Above the file's rate,
+            frames repeat (each sample is the frame nearest its time).
 
     Returns:
         float32 tensor `(num_classes,)` of view-averaged logits, on the model's device.
 
     Raises:
-        ValueError: For bad arguments, frames or model outputs, or a file that cannot be read
-            (see `vivit.VideoReader`; also FileNotFoundError).
+        ValueError: For bad arguments, frames or model outputs, a file that cannot be read
+            (see `vivit.VideoReader`; also FileNotFoundError), a `sample_fps` that is not a
+            positive number, or sampling by time on frames without timestamps (a frame array).
         TypeError: `progress` is not a callable.
 
     Warns:
@@ -329,9 +382,9 @@ def predict_views(
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     cfg = (
-        resolve_data_config(pretrained_cfg)
+        resolve_data_config(pretrained_cfg, sample_fps=sample_fps)
         if pretrained_cfg is not None
-        else resolve_data_config(model=model)  # the model's own frames and size when its cfg has none
+        else resolve_data_config(model=model, sample_fps=sample_fps)  # the model's own sizes when its cfg has none
     )
     clips = cfg["test_views"][0] if clips is None else clips
     crops = cfg["test_views"][1] if crops is None else crops
@@ -353,6 +406,7 @@ def classify_video(
     top_k: int = 5,
     batch_size: int = 4,
     progress: ProgressFn | None = None,
+    sample_fps: float | None = None,
 ) -> dict[str, Any]:
     """One video's answer as `vivit predict` gives it: the test views' averaged logits, then the top-k.
 
@@ -364,6 +418,7 @@ def classify_video(
         top_k: Classes (per split) in `predictions`.
         batch_size: Views per forward pass.
         progress: Called as `progress(views_done, total_views)`.
+        sample_fps: Frames by presentation time (see `predict_views`).
 
     Returns:
         `{"views": [clips, crops], "predictions": top_predictions(...), "logits": float32 (num_classes,)
@@ -375,7 +430,7 @@ def classify_video(
     cfg = dict(pretrained_cfg) if pretrained_cfg is not None else model_data_config(model)[0]
     clips, crops = views or resolve_data_config(cfg)["test_views"]
     logits = predict_views(
-        model, video, clips, crops, pretrained_cfg=cfg, batch_size=batch_size, progress=progress
+        model, video, clips, crops, pretrained_cfg=cfg, batch_size=batch_size, progress=progress, sample_fps=sample_fps
     ).cpu()
     return {"views": [int(clips), int(crops)], "predictions": top_predictions(logits, cfg, top_k), "logits": logits}
 
@@ -384,8 +439,9 @@ def window_and_stride(cfg: Mapping[str, Any], window: int | None, stride: int | 
     """Frames per window and between window starts, defaults filled in (`predict_timeline`, `vivit.features`).
 
     `window=None`: one model clip, `num_frames x frame_stride` frames (a clip's frames with the
-    gap after its last one, so that consecutive windows tile the video); `stride=None`: the window
-    (no overlap). `window=0` (the whole video, for features) stays 0.
+    gap after its last one, so that consecutive windows tile the video); with a `sample_fps` in the
+    cfg (sampling by time) windows count frames at that rate, so one clip is `num_frames` of them.
+    `stride=None`: the window (no overlap). `window=0` (the whole video, for features) stays 0.
 
     Args:
         cfg: A preprocessing cfg (`input_size`, `frame_stride` are read).
@@ -395,9 +451,74 @@ def window_and_stride(cfg: Mapping[str, Any], window: int | None, stride: int | 
     Returns:
         `(window, stride)` in frames.
     """
-    num_frames, frame_stride = resolve_data_config(cfg)["input_size"][1], cfg["frame_stride"]
+    resolved = resolve_data_config(cfg)
+    num_frames, frame_stride = resolved["input_size"][1], resolved["frame_stride"]
+    if resolved["sample_fps"] is not None:  # frames at the sampling rate: one clip is num_frames of them
+        frame_stride = 1
     window = num_frames * frame_stride if window is None else int(window)
     return window, int(stride) if stride else window
+
+
+def sampled_windows(
+    cfg: Mapping[str, Any],
+    window: int,
+    stride: int,
+    count: int,
+    timestamps: np.ndarray | None = None,
+    end_seconds: float | None = None,
+) -> np.ndarray:
+    """The windows of one video as `[first, last)` source frames, int64 `(num_windows, 2)`.
+
+    Index sampling (the cfg has no `sample_fps`): `sliding_windows(count, window, stride)`. By time:
+    `window` and `stride` count frames at the sampling rate F, so windows are `window / F` seconds
+    long every `stride / F` seconds (`sliding_windows_by_time`): the same seconds in any file.
+
+    Args:
+        cfg: A preprocessing cfg (`sample_fps` is read).
+        window: Frames per window (`window_and_stride`).
+        stride: Frames between window starts.
+        count: Frames in the video.
+        timestamps: float `(count,)` presentation times (`VideoReader.timestamps`); needed by time.
+        end_seconds: `VideoReader.duration_seconds`.
+
+    Raises:
+        ValueError: Sampling by time without timestamps (a frame array), or a bad window or stride.
+    """
+    rate = resolve_data_config(cfg)["sample_fps"]
+    if rate is None:
+        return sliding_windows(count, window, stride)
+    times = np.full(count, np.nan) if timestamps is None else timestamps
+    return sliding_windows_by_time(times, window / rate, stride / rate, end_seconds=end_seconds)
+
+
+def window_clip_rows(
+    cfg: Mapping[str, Any],
+    clips: int,
+    count: int,
+    timestamps: np.ndarray | None = None,
+    end_seconds: float | None = None,
+) -> Callable[[int, int], np.ndarray]:
+    """Which source frames the `clips` test clips of window `[first, last)` read: `(first, last) -> (clips, T)`.
+
+    Index sampling: `view_frame_indices` (`num_frames` frames `frame_stride` apart); with a
+    `sample_fps` in the cfg: `view_frame_indices_by_time`, frames `1 / sample_fps` seconds apart.
+    It is the `clip_rows=` of `vivit.windows.WindowRunner`.
+
+    Args:
+        cfg: A preprocessing cfg (`input_size`, `frame_stride`, `sample_fps` are read).
+        clips: Test clips per window.
+        count: Frames in the video.
+        timestamps: Presentation times (needed by time).
+        end_seconds: `VideoReader.duration_seconds`.
+    """
+    resolved = resolve_data_config(cfg)
+    num_frames, frame_stride, rate = resolved["input_size"][1], resolved["frame_stride"], resolved["sample_fps"]
+    if rate is None:
+        return lambda first, last: view_frame_indices(count, num_frames, frame_stride, clips, first=first, last=last)
+    times = np.full(count, np.nan) if timestamps is None else timestamps
+    return lambda first, last: view_frame_indices_by_time(
+        times, num_frames, rate, clips, first=first, last=last, end_seconds=end_seconds
+    )
 
 
 @dataclass(frozen=True)
@@ -422,6 +543,9 @@ class Timeline:
         window: Frames per window (the last window is cut short at the end of the video).
         stride: Frames between the starts of consecutive windows.
         views: `(clips, crops)` classified per window.
+        sample_fps: None: index sampling (window and stride are source frames); else frames were
+            chosen by time at this rate, and window and stride count frames at this rate
+            (`window / sample_fps` seconds every `stride / sample_fps`).
     """
 
     window_frames: np.ndarray
@@ -435,6 +559,7 @@ class Timeline:
     window: int
     stride: int
     views: tuple[int, int]
+    sample_fps: float | None = None
 
     def __len__(self) -> int:
         return len(self.window_frames)
@@ -475,6 +600,8 @@ def predict_timeline(
     top_k: int = 5,
     batch_size: int = 4,
     progress: ProgressFn | None = None,
+    reuse: bool | None = None,
+    sample_fps: float | None = None,
 ) -> Timeline:
     """Classifies every window of a video: what happens when, along a long video.
 
@@ -486,10 +613,15 @@ def predict_timeline(
     averaged over the views. Windows and names follow `vivit features` (same defaults, same
     `window_frames` / `window_seconds`), so a timeline lines up with a features file.
 
-    Memory does not grow with the video: only the frames of the current window's clips are
-    decoded (for a path or a `VideoReader`), and at most `batch_size` views (of one or more
-    windows) exist at a time. The model is used in eval mode without being modified
-    (`inference_model`).
+    Dense windows at the cost of their new frames: for Model 2 the windows run through
+    `vivit.windows.WindowRunner`, which encodes each tubelet slice once per video and crop and runs
+    only the temporal encoder per window (see `reuse`); a 64-frame window every 8 frames then costs
+    about an eighth of computing it from its pixels.
+
+    Memory does not grow with the video: only the frames of the current windows' clips are
+    decoded (for a path or a `VideoReader`), at most about `batch_size` clips of views exist at a
+    time, and Model 2's slice cache holds one window's slice embeddings. The model is used in eval
+    mode without being modified (`inference_model`).
 
     Example:
         >>> timeline = predict_timeline(model, "match.mp4", window=64, stride=32)
@@ -509,14 +641,26 @@ def predict_timeline(
         top_k: Classes per window (per split) in `predictions`.
         batch_size: Views per forward pass.
         progress: Called as `progress(windows_done, total_windows)` as windows are finished.
+        reuse: Model 2 (`FactorizedEncoderViViT`) only: encode each tubelet slice once per video and
+            crop and run only the temporal encoder per window (`vivit.windows.WindowRunner`; equal to
+            recomputing within 1e-5 in fp32). None (default): when windows share slices
+            (`vivit.windows.shares_slices`: a stride that is a multiple of `frame_stride x tubelet_size`
+            frames, overlapping windows); False: every window from its pixels. Models 1, 3 and 4 attend
+            across time in every block, so they always compute every window whole.
+        sample_fps: Sampling by time (default: the cfg's `sample_fps`, None for the released models):
+            `window` and `stride` count frames at this rate, so windows are `window / sample_fps`
+            seconds long every `stride / sample_fps` seconds (`sliding_windows_by_time`), and each
+            window's clips read frames `1 / sample_fps` seconds apart (`view_frame_indices_by_time`):
+            the same seconds whatever the file's frame rate. Default window: one clip, `num_frames`.
 
     Returns:
         A `Timeline`.
 
     Raises:
         ValueError: For a window, stride, views, top_k or batch_size that is not a positive
-            integer (crops not 1 or 3), bad frames or model outputs, or a file that cannot be read
-            (see `vivit.VideoReader`; also FileNotFoundError).
+            integer (crops not 1 or 3), bad frames or model outputs, a file that cannot be read
+            (see `vivit.VideoReader`; also FileNotFoundError), a `sample_fps` that is not a positive
+            number, or sampling by time on frames without timestamps.
         TypeError: `progress` is not a callable.
 
     Warns:
@@ -536,7 +680,7 @@ def predict_timeline(
     if crops not in (1, 3):
         raise ValueError(f"crops must be 1 (centre) or 3 (left/centre/right), got {crops!r}")
     label_cfg = dict(pretrained_cfg) if pretrained_cfg is not None else model_data_config(model)[0]
-    cfg = resolve_data_config(label_cfg)
+    cfg = resolve_data_config(label_cfg, sample_fps=sample_fps)
     channels, num_frames = cfg["input_size"][:2]
     frame_stride = cfg["frame_stride"]
     window, stride = window_and_stride(cfg, window, stride)
@@ -544,6 +688,10 @@ def predict_timeline(
     with ExitStack() as stack:
         source = _ClipSource(video, channels, stack)
         count = source.length
+        if cfg["sample_fps"] is not None:
+            return _timeline_by_time(
+                runner, source, cfg, label_cfg, window, stride, views, top_k, batch_size, report, reuse
+            )
         windows = sliding_windows(count, window, stride)
         span = (num_frames - 1) * frame_stride + 1
         if count < window:
@@ -564,7 +712,23 @@ def predict_timeline(
             )
         seconds = source.window_seconds(windows)
         fps = source.reader.average_fps if source.reader is not None else None
-        logits = _window_logits(runner, source, windows, cfg, (int(clips), crops), int(batch_size), report)
+        logits = _window_logits(runner, source, windows, cfg, (int(clips), crops), int(batch_size), report, reuse)
+    return _timeline(logits, label_cfg, windows, seconds, top_k, count, fps, window, stride, (int(clips), crops), None)
+
+
+def _timeline(
+    logits: torch.Tensor,
+    label_cfg: Mapping[str, Any],
+    windows: np.ndarray,
+    seconds: np.ndarray,
+    top_k: int,
+    count: int,
+    fps: float | None,
+    window: int,
+    stride: int,
+    views: tuple[int, int],
+    sample_fps: float | None,
+) -> Timeline:
     probabilities = class_probabilities(logits, label_cfg)
     names = _class_labels(label_cfg, logits.shape[1])
     sizes, split_names = _class_splits(label_cfg, logits.shape[1])
@@ -580,7 +744,52 @@ def predict_timeline(
         video_fps=fps,
         window=window,
         stride=stride,
-        views=(int(clips), crops),
+        views=views,
+        sample_fps=sample_fps,
+    )
+
+
+def _timeline_by_time(
+    runner: nn.Module,
+    source: _ClipSource,
+    cfg: Mapping[str, Any],
+    label_cfg: Mapping[str, Any],
+    window: int,
+    stride: int,
+    views: tuple[int, int],
+    top_k: int,
+    batch_size: int,
+    progress: ProgressFn | None,
+    reuse: bool | None,
+) -> Timeline:
+    """`predict_timeline` with frames chosen by presentation time (the cfg's `sample_fps`)."""
+    rate, num_frames = cfg["sample_fps"], cfg["input_size"][1]
+    clips, crops = int(views[0]), int(views[1])
+    try:
+        windows = sampled_windows(cfg, window, stride, source.length, source.timestamps, source.end_seconds)
+    except ValueError as err:
+        raise ValueError(f"{source.name}: {err}") from None
+    duration = (source.end_seconds or math.nan) - float(source.timestamps[0])
+    if len(windows) == 1 and duration < window / rate:
+        warnings.warn(
+            f"{source.name} lasts {duration:.3g} s, less than one window ({window} frames at {rate:g} per second = "
+            f"{window / rate:.3g} s): the timeline is one window",
+            VideoWarning,
+            stacklevel=3,
+        )
+    if window < num_frames:
+        warnings.warn(
+            f"windows of {window} frames at {rate:g} per second are shorter than one clip ({num_frames} frames): "
+            "the frames of a window are repeated (looped) to fill its clip, as DMVR does for short videos",
+            VideoWarning,
+            stacklevel=3,
+        )
+    rows = window_clip_rows(cfg, clips, source.length, source.timestamps, source.end_seconds)
+    logits = _window_logits(runner, source, windows, cfg, (clips, crops), int(batch_size), progress, reuse, rows)
+    seconds = source.window_seconds(windows)
+    fps = source.reader.average_fps if source.reader is not None else None
+    return _timeline(
+        logits, label_cfg, windows, seconds, top_k, source.length, fps, window, stride, (clips, crops), rate
     )
 
 
@@ -592,41 +801,34 @@ def _window_logits(
     views: tuple[int, int],
     batch_size: int,
     progress: ProgressFn | None,
+    reuse: bool | None = None,
+    clip_rows: Callable[[int, int], np.ndarray] | None = None,
 ) -> torch.Tensor:
     """The model over every window of one video: float32 `(num_windows, num_classes)` CPU logits, each
     window's averaged over its `clips x crops` views.
 
-    The one place `predict_timeline` runs the model (a window-reuse engine replaces this call).
-    Views come window after window, so windows finish in order; `progress(windows_done, total)`.
+    The one place `predict_timeline` runs the model: `vivit.windows.WindowRunner`, so Model 2 encodes
+    each tubelet slice once per video and crop when windows share slices (`reuse=None`: when
+    `shares_slices` says so; False: every window from its pixels, as before reuse). Windows finish in
+    order; `progress(windows_done, total)`.
     """
-    num_frames, frame_stride = cfg["input_size"][1], cfg["frame_stride"]
-    clips, crops = views
-    count = source.length
-    device, dtype = _model_device_dtype(runner)
-
-    def window_views() -> Iterator[tuple[int, torch.Tensor]]:
-        for w, (first, last) in enumerate(windows.tolist()):
-            rows = view_frame_indices(count, num_frames, frame_stride, clips, first=first, last=last)
-            frames = source.clip(rows.reshape(-1)).to(device)  # one read per window: (clips * T, H, W, C)
-            for clip_frames in frames.split(num_frames):
-                yield from ((w, view) for view in crop_test_views(clip_frames, crops, cfg))
-            del frames
-
-    per_window = clips * crops
-    sums: torch.Tensor | None = None
-    views_done = 0
-    with torch.inference_mode():
-        for batch in _batched(window_views(), batch_size):
-            owners = torch.tensor([w for w, _ in batch])
-            out = _check_logits(runner(torch.stack([v for _, v in batch]).to(dtype)), len(batch)).float()
-            if sums is None:
-                sums = out.new_zeros((len(windows), out.shape[1]))
-            sums.index_add_(0, owners.to(out.device), out)
-            views_done += len(batch)
-            if progress is not None:
-                progress(views_done // per_window, len(windows))
-    assert sums is not None  # at least one window, one view
-    return (sums / per_window).cpu()
+    if reuse is None:
+        reuse = shares_slices(runner, windows, views=views, pretrained_cfg=cfg, clip_rows=clip_rows)
+    engine = WindowRunner(
+        runner,
+        output="logits",
+        views=views,
+        pretrained_cfg=cfg,
+        batch_size=batch_size,
+        reuse=bool(reuse),
+        clip_rows=clip_rows,
+    )
+    outs: list[torch.Tensor] = []
+    for out in engine.run(windows, lambda indices: source.clip(np.asarray(indices))):
+        outs.append(out)
+        if progress is not None:
+            progress(len(outs), len(windows))
+    return torch.stack(outs).cpu()
 
 
 def _check_logits(logits: Any, batch: int) -> torch.Tensor:

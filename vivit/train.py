@@ -69,6 +69,7 @@ from .data.datasets import (
     shown_path,
 )
 from .data.mixup import Mixup
+from .data.sampling import check_sample_fps
 from .data.temporal import TEMPORAL_PERTURBATIONS, perturb_time
 from .data.transforms import create_transform, resolve_data_config
 from .distributed import DistributedContext, local_device, training_context
@@ -678,6 +679,7 @@ def train(
     temporal_check: bool = True,
     tensorboard: bool | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    sample_fps: float | None = None,
     **settings: Any,
 ) -> TrainResult:
     """Fine-tune `model` on `train_source`, scoring it on `val_source`; resumable (module docstring).
@@ -717,6 +719,9 @@ def train(
         progress: called on rank 0 with event dicts: `{"event": "start", "step", "total_steps",
             ...}`, `{"event": "step", "step", "epoch", "lr", "loss" (logging steps, else None)}`,
             `{"event": "log", ...the log line}`, `{"event": "eval", ...}`, `{"event": "end", ...}`.
+        sample_fps: choose clip frames by presentation time, `sample_fps` per second, in training and
+            evaluation (`VideoDataset(sample_fps=)`); recorded in the saved models' `pretrained_cfg`,
+            so their predictions sample the same way. None (default): index sampling, as Scenic.
         **settings: recipe overrides (`lr=0.05`, `epochs=5`, `label_smoothing=0.1`, ... see
             `Recipe`).
 
@@ -731,6 +736,8 @@ def train(
         DistributedTrainingError: a rank died or a collective timed out.
     """
     recipe_ = get_recipe(recipe).replace(**settings)
+    if sample_fps is not None:
+        sample_fps = check_sample_fps(sample_fps)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     for name, value in (("batch_size", batch_size), ("log_every", log_every), ("checkpoint_every", checkpoint_every)):
@@ -778,6 +785,7 @@ def train(
             temporal_check=temporal_check,
             tensorboard=tensorboard,
             progress=progress,
+            sample_fps=sample_fps,
         )
         return run.run()
 
@@ -836,6 +844,7 @@ class _Run:
         self.temporal_check: bool = options["temporal_check"]
         self.tensorboard: bool | None = options["tensorboard"]
         self.progress: Callable[[dict[str, Any]], None] | None = options["progress"]
+        self.sample_fps: float | None = options["sample_fps"]
         world = context.world_size
         accum = options["accum_steps"]
         if accum is None:
@@ -871,6 +880,8 @@ class _Run:
         }
         if self.views is not None:
             data_cfg["test_views"] = tuple(self.views)
+        if self.sample_fps is not None:  # VideoDataset reads it from the cfg; the saved models keep it
+            data_cfg["sample_fps"] = self.sample_fps
         train_set = VideoDataset(
             records,
             "train",
@@ -938,6 +949,8 @@ class _Run:
                 "log_every": self.log_every,
                 "checkpoint_every": self.checkpoint_every,
                 "temporal_check": self.temporal_check,
+                # only when set: runs from before sample_fps existed resume unchanged
+                **({"sample_fps": self.sample_fps} if self.sample_fps is not None else {}),
             }
         )
         checkpoint = self._open_folder()

@@ -23,8 +23,10 @@ into `crops` crops (`crop_test_views`). A slice is identified by its crop and it
 indices, so reuse happens exactly where the pixels are the same, whatever the stride (windows
 share slices when the stride is a multiple of `frame_stride x t` frames; `shares_slices` says).
 
-This module sits between the data path and the jobs (`vivit.live` is one): jobs call it; it calls
-`vivit.data` and the models.
+This module sits between the data path and the jobs: `vivit.predict.predict_timeline` (and so
+`vivit predict --timeline`), `vivit.features.extract_features` (`vivit features`, pooled and
+per-frame) and `vivit.live.predict_stream` (`vivit predict --live`) run their windows through it;
+it calls `vivit.data` and the models.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from .options import (
     add_model_options,
     add_out_option,
     add_run_options,
+    add_sample_fps_option,
     add_workers_option,
     device_option,
     model_choice,
@@ -42,6 +43,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_out_option(p, "write DIR/predictions.jsonl and DIR/metrics.json", required=False)
     add_run_options(p, "test views, e.g. 4x3 (default: the model's test_views)")
+    add_sample_fps_option(p)
     add_workers_option(p)
     p.add_argument(
         "--temporal-check",
@@ -74,6 +76,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             model_name=choice.display,
             progress=bar,
             temporal_check=args.temporal_check,
+            sample_fps=args.sample_fps,
         )
     if result.rank == 0:
         _print_metrics(result)  # first: a folder that fails below must not lose them

@@ -18,6 +18,7 @@ from .options import (
     add_model_options,
     add_out_option,
     add_run_options,
+    add_sample_fps_option,
     add_workers_option,
     device_option,
     model_choice,
@@ -55,6 +56,7 @@ def add_features_parser(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--per-frame", action="store_true", help="one feature per temporal token (nt, D) instead of (D,)")
     add_run_options(p, "views averaged per window (default 1x1: the centre clip, centre crop)")
+    add_sample_fps_option(p)
     add_workers_option(p)
     p.set_defaults(run=run_features)
 
@@ -91,6 +93,7 @@ def run_features(args: argparse.Namespace) -> int:
         window=args.window,
         stride=args.stride,
         views=args.views,
+        sample_fps=args.sample_fps,
     )
     reporting = launch_env().rank == 0  # one bar per job, rank 0's
     with console.ProgressBar("features", "video", enabled=reporting and console.progress_enabled()) as bar:

@@ -481,3 +481,27 @@ def refuse_untrained_head(choice: ModelChoice, model: nn.Module | None = None, *
         f"{choice.display}: the classifier head is untrained ({reason}), so every video would get the same "
         f"answer; for video embeddings use {features}, or fine-tune the model first"
     )
+
+
+# ---------------------------------------------------------------- sampling by time (branch jobsdense, issue 20)
+def sample_fps_value(text: str) -> float:
+    """`--sample-fps F`: a positive, finite number of frames per second (the data layer's rule)."""
+    from ..data.sampling import check_sample_fps
+
+    try:
+        return check_sample_fps(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of frames per second, got {text!r}") from None
+
+
+def add_sample_fps_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--sample-fps: choose frames by presentation time instead of every frame_stride-th frame."""
+    parser.add_argument(
+        "--sample-fps",
+        type=sample_fps_value,
+        metavar="F",
+        help="choose frames by presentation time, F per second, so a clip spans the same seconds whatever the "
+        "file's frame rate (--window/--stride then count frames at F; above a file's rate frames repeat). "
+        "Default: the model's cfg (index sampling, frame_stride apart, for the released Kinetics models, as "
+        "Scenic evaluated them)",
+    )

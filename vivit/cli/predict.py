@@ -22,6 +22,7 @@ from .options import (
     UsageError,
     add_model_options,
     add_run_options,
+    add_sample_fps_option,
     device_option,
     model_choice,
     positive_int,
@@ -50,6 +51,7 @@ def add_predict_parser(commands: argparse._SubParsersAction) -> None:
         metavar="K",
         help="classes to show (default 5; with --timeline 3 per window, and the plot's classes)",
     )
+    add_sample_fps_option(p)
     p.add_argument(
         "--json",
         action="store_true",
@@ -69,6 +71,13 @@ def add_predict_parser(commands: argparse._SubParsersAction) -> None:
     )
     timeline.add_argument(
         "--stride", type=positive_int, metavar="N", help="frames between window starts (default: the window)"
+    )
+    timeline.add_argument(
+        "--live",
+        action="store_true",
+        help="classify a live source window by window as it plays: VIDEO is - (standard input, e.g. "
+        "ffmpeg ... -f mpegts -), a named pipe, a camera (/dev/video0) or a URL (rtsp://, udp://, http://); "
+        "one line per window (--json: one object) as soon as its last frame has arrived, then a summary",
     )
     timeline.add_argument(
         "--plot",
@@ -113,6 +122,14 @@ def synthetic_note(name: str, cfg: Mapping[str, Any]) -> str | None:
 def _check_timeline_args(args: argparse.Namespace) -> None:
     """Timeline options without --timeline, or a --plot that could not be written: usage errors,
     reported before any model is loaded; a missing matplotlib too (exit 1, with the install line)."""
+    if args.live:
+        if args.sample_fps is not None:
+            raise UsageError("--sample-fps does not apply to --live (a live source's windows are counted in frames)")
+        if len(args.videos) != 1:
+            raise UsageError(f"--live reads one source (-, a named pipe, a device or a URL); got {len(args.videos)}")
+        if args.plot is not None:
+            raise UsageError("--plot draws a whole timeline: use --timeline on a file, not --live")
+        return
     if not args.timeline:
         given = [name for name in ("window", "stride", "plot") if getattr(args, name) is not None]
         if given:
@@ -145,10 +162,14 @@ def run_predict(args: argparse.Namespace) -> int:
     _check_timeline_args(args)
     refuse_untrained_head(choice)  # before any download
     device = device_option(args.device)
+    if args.live:
+        return _run_live(args, choice, device)
     with ExitStack() as stack:
         if args.videos:
             inputs: list[tuple[Path, str, str | None]] = [(Path(v), v, None) for v in args.videos]
             for video in args.videos:
+                if video == "-":
+                    raise UsageError("- (standard input) is read live: add --live")
                 require_input(video, "video")
         else:
             path, label = stack.enter_context(sample_clip())
@@ -181,6 +202,7 @@ def run_predict(args: argparse.Namespace) -> int:
                                 top_k=args.top_k or 5,
                                 batch_size=args.batch_size,
                                 progress=views,
+                                sample_fps=args.sample_fps,
                             )
                 except (ValueError, OSError) as err:  # one bad file must not lose the others' results
                     text = " ".join(str(err).split())
@@ -238,6 +260,7 @@ def _timeline(
         top_k=args.top_k or 3,
         batch_size=args.batch_size,
         progress=progress,
+        sample_fps=args.sample_fps,
     )
 
 
@@ -256,6 +279,8 @@ def _show_timeline(
         video_frames=timeline.video_frames,
         video_fps=timeline.video_fps,
     )
+    if timeline.sample_fps is not None:
+        record["sample_fps"] = timeline.sample_fps
     if args.json:
         console.out(console.json_line({**record, "windows": timeline.records()}))
     else:
@@ -275,8 +300,9 @@ def _span(record: Mapping[str, Any]) -> str:
 
 def _print_timeline(shown: str, result: Mapping[str, Any], timeline: Timeline) -> None:
     windows = f"{len(timeline)} window{'' if len(timeline) == 1 else 's'}"
+    rate = f" at {timeline.sample_fps:g} per second" if timeline.sample_fps is not None else ""
     header = (
-        f"{shown} ({result['model']}, {windows} of {timeline.window} frames every {timeline.stride}, "
+        f"{shown} ({result['model']}, {windows} of {timeline.window} frames every {timeline.stride}{rate}, "
         f"{result['views'][0]}x{result['views'][1]} views each)"
     )
     if result.get("true_label") is not None:
@@ -314,3 +340,83 @@ def _plot_timeline(
         unit="s" if timed else "frames",
     )
     console.note(f"wrote {args.plot}")
+
+
+# ---------------------------------------------------------------- --live
+def _run_live(args: argparse.Namespace, choice: ModelChoice, device: Any) -> int:
+    """One line (or JSON object) per window of a live source as it completes, then a summary line.
+
+    Ctrl-C ends the stream cleanly: the summary is printed and the exit status is 130, as for any
+    interrupted command. A source that cannot be opened is one error line (exit 1).
+    """
+    from ..live import predict_stream
+
+    (source,) = args.videos
+    if source != "-" and "://" not in source:
+        require_input(source, "source")
+    model = choice.load(device)
+    refuse_untrained_head(choice, model)
+    cfg = data_cfg(model)
+    note = synthetic_note(choice.display, cfg)
+    base: dict[str, Any] = {"video": source, "model": choice.display}
+    try:
+        stream = predict_stream(
+            model,
+            source,
+            args.window,
+            args.stride,
+            views=args.views or (1, 1),
+            pretrained_cfg=cfg,
+            top_k=args.top_k or 3,
+            batch_size=args.batch_size,
+        )
+    except (ValueError, OSError) as err:
+        text = " ".join(str(err).split())
+        console.error(text if source in text else f"{source}: {text}")
+        return 1
+    summary = stream.summary
+    if not args.json:
+        header = f"{source} ({choice.display}, live: windows of {summary.window} frames every {summary.stride})"
+        console.out(header)
+        if note is not None:
+            console.out(f"  note: {note}")
+    error: str | None = None
+    with stream:
+        try:
+            for record in stream:
+                if args.json:
+                    console.out(console.json_line({**base, **record}))
+                else:
+                    console.out(_live_line(record))
+        except (ValueError, OSError) as err:  # the stream broke (not video, a read error): said once
+            error = " ".join(str(err).split())
+    if error is not None:
+        console.error(error if source in error else f"{source}: {error}")
+    if args.json:
+        console.out(console.json_line({**base, "summary": summary.as_dict()}))
+    else:
+        console.out(_live_summary(summary))
+    if summary.interrupted:
+        return 130
+    return 1 if error is not None else 0
+
+
+def _live_line(record: Mapping[str, Any]) -> str:
+    top = ", ".join(
+        f"{item['split'] + ' ' if item.get('split') else ''}{item['label']} {item['probability'] * 100:.1f}%"
+        for item in record["predictions"]
+    )
+    extra = ""
+    if record.get("partial"):
+        extra += "  (cut short by the end of the stream)"
+    if record.get("skipped"):
+        skipped = record["skipped"]
+        extra += f"  ({skipped} window{'' if skipped == 1 else 's'} skipped before it: the model fell behind)"
+    return f"  {_span(record)}  {top}{extra}"
+
+
+def _live_summary(summary: Any) -> str:
+    kept = f"{summary.windows} window{'' if summary.windows == 1 else 's'} kept"
+    skipped = f"{summary.skipped} skipped" + (" (the model fell behind)" if summary.skipped else "")
+    last = ", the last one cut short by the end of the stream (reported as partial)" if summary.partial else ""
+    return f"live: {kept}, {skipped}{last}; {summary.frames} frames read; ended: {summary.end}"

@@ -16,6 +16,7 @@ from .options import (
     UsageError,
     add_device_option,
     add_quiet_option,
+    add_sample_fps_option,
     add_workers_option,
     device_option,
     entry_option,
@@ -137,6 +138,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-tensorboard", action="store_true", help="no OUT/tensorboard even when TensorBoard is installed"
     )
+    add_sample_fps_option(p)
     add_device_option(p)
     add_workers_option(p)
     add_quiet_option(p)
@@ -247,6 +249,7 @@ def run_train(args: argparse.Namespace) -> int:
             temporal_check=not args.no_temporal_check,
             tensorboard=False if args.no_tensorboard else None,
             progress=progress,
+            sample_fps=args.sample_fps,
         )
     except (DistributedTrainingError, FloatingPointError) as err:
         raise CommandError(str(err)) from None
