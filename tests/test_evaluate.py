@@ -129,6 +129,13 @@ def test_lists_failures_and_unknown_labels(discs, tmp_path, one_thread, run_cli)
     listing.write_text(f"{items[0][0]}\n", encoding="utf-8")
     code, _, err = run_cli("evaluate", listing, "--model", "vivit_demo", "-q")
     assert code == 1 and "have no label" in err
+    assert "column" not in err
+
+    # a header naming the label column otherwise: its name is read as a split column; the message says so
+    listing.write_text(f"video,class\n{items[0][0]},right\n", encoding="utf-8")
+    code, _, err = run_cli("evaluate", listing, "--model", "vivit_demo", "-q")
+    assert code == 1 and "have no label" in err
+    assert "the list's column 'class' is not a label column of this model (name it 'label')" in err
 
 
 def test_split_heads_report_noun_verb_and_action(discs, tmp_path, one_thread, tiny_named_model):

@@ -449,9 +449,18 @@ def _check_labels(dataset: VideoDataset, names: Any, num_classes: int) -> None:
         if getattr(r, "error", None) is None and (min(t) if isinstance(t, tuple) else t) < 0
     ]
     if unlabelled:
+        # a header's other names are split columns (path,noun,verb): one the model has no head for labels nothing
+        used = set(dataset.classes) if isinstance(dataset.classes, dict) else {"label"}
+        columns = sorted({c for r in dataset.records for c in r.labels} - used)
+        hint = (
+            f"; the list's column {', '.join(repr(c) for c in columns)} is not a label column of this model "
+            "(name it 'label')"
+            if columns
+            else ""
+        )
         raise ValueError(
-            f"{len(unlabelled)} of {len(dataset)} videos have no label (first: {unlabelled[0]}); evaluation needs "
-            "a label for every video: a class-folder tree or a list 'path,label'"
+            f"{len(unlabelled)} of {len(dataset)} videos have no label (first: {unlabelled[0]}){hint}; evaluation "
+            "needs a label for every video: a class-folder tree or a list 'path,label'"
         )
     if names is None and num_classes:
         too_big = [t for t in dataset.targets if not isinstance(t, tuple) and t >= num_classes]
