@@ -190,6 +190,21 @@ def test_predict_keeps_going_after_a_bad_video(files, st_args, run_cli, one_erro
     assert summary == ["vivit: 2 of 3 videos classified, 1 failed:", f"  {files['garbage']}"]
 
 
+def test_predict_keeps_going_after_a_missing_video(files, st_args, run_cli, tmp_path):
+    missing = tmp_path / "gone.mp4"
+    code, out, err = run_cli("predict", files["a"], missing, *st_args, "--json", "--top-k", "1")
+    assert code == 1
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["video"] == str(files["a"]) and len(first["predictions"]) == 1  # still classified
+    assert second == {
+        "video": str(missing),
+        "model": "vivit_ti_st",
+        "weights": second["weights"],
+        "error": f"{missing} does not exist",
+    }
+    assert err.splitlines()[-2:] == ["vivit: 1 of 2 videos classified, 1 failed:", f"  {missing}"]
+
+
 # ---------------------------------------------------------------- the bundled demo
 def _demo_assets_missing() -> str | None:
     if "vivit_demo" not in vivit.list_models():

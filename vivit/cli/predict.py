@@ -167,10 +167,18 @@ def run_predict(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         if args.videos:
             inputs: list[tuple[Path, str, str | None]] = [(Path(v), v, None) for v in args.videos]
+            if "-" in args.videos:
+                raise UsageError("- (standard input) is read live: add --live")
+            problems = []
             for video in args.videos:
-                if video == "-":
-                    raise UsageError("- (standard input) is read live: add --live")
-                require_input(video, "video")
+                try:
+                    require_input(video, "video")
+                except CommandError as err:
+                    problems.append(err)
+            # one missing file among several is that video's failure (the others are still classified);
+            # when none can be opened, nothing is worth loading the model for
+            if len(problems) == len(args.videos):
+                raise problems[0]
         else:
             path, label = stack.enter_context(sample_clip())
             inputs = [(path, str(path), label)]
