@@ -166,6 +166,18 @@ def test_features_and_evaluate_on_openvino(clips, cache, tmp_path, run_cli):
             "--backend", backend,
         )  # fmt: skip
         assert code == 0, err
+    # features of another engine are not taken for done: a run on PyTorch into the OpenVINO folder recomputes
+    code, _, err = run_cli(
+        "features", videos, "--model", "vivit_demo", "--out", tmp_path / "openvino", "--workers", "0"
+    )
+    assert code == 0 and "6 written, 0 already done" in err
+    code, _, err = run_cli(
+        "features", videos, "--model", "vivit_demo", "--out", tmp_path / "openvino", "--workers", "0",
+        "--backend", "openvino",
+    )  # fmt: skip
+    assert code == 0 and "6 written, 0 already done" in err
+    _, meta = read_features(tmp_path / "openvino" / "clip0.npy.safetensors")
+    assert meta["weights"] == "released; engine openvino fp32"
     for i in range(6):
         ref, _ = read_features(tmp_path / "pytorch" / f"clip{i}.npy.safetensors")
         got, _ = read_features(tmp_path / "openvino" / f"clip{i}.npy.safetensors")

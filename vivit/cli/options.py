@@ -387,10 +387,16 @@ class ModelChoice:
         return f"{self.backend} {self.precision}"
 
     def weights_identity(self) -> str:
-        """What a features file records as the weights (a path with its size and mtime, or "released")."""
+        """What a features file records as the weights (a path with its size and mtime, or "released"), with
+        the engine when it is not PyTorch fp32 (`"released; engine openvino bf16"`): features of another engine
+        or precision differ in their last digits, so a resumed job must not count them as done."""
         from ..features import weights_identity
 
-        return weights_identity(self.weights.removeprefix("local-dir:") if self.weights else None)
+        identity = weights_identity(self.weights.removeprefix("local-dir:") if self.weights else None)
+        if self.backend == "pytorch" and self.precision == "fp32":
+            return identity
+        calibrated = f" calibrated on {', '.join(self.calibration)}" if self.calibration else ""
+        return f"{identity}; engine {self.engine}{calibrated}"
 
 
 def backend_choice(args: argparse.Namespace) -> tuple[str, str, tuple[str, ...]]:
