@@ -15,6 +15,9 @@
 Every model name may also be a checkpoint that names its architecture: `local-dir:PATH`
 (what `vivit convert` and `save_pretrained` write) or `hf-hub:org/repo`.
 
+The jobs that decode in `--workers` processes beside the model (features, evaluate, train) size the
+model's threads around them (`vivit.threads.configure_job_threads`): `vivit info` shows the policy.
+
 Every failure prints one line, `vivit: error: ...`, to stderr and exits with status 2 (the command
 line was wrong: unknown model, bad option) or 1 (anything else: missing or undecodable file, no
 network, corrupted checkpoint). `VIVIT_DEBUG=1` re-raises instead, with the traceback.
@@ -32,6 +35,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from ..threads import configure_job_threads
 from ..version import __version__
 from ..weights.hub import WeightsDownloadError
 from . import catalog, console, convert, evaluate, explain, export, features, predict, train
@@ -87,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         with console.session(quiet=bool(getattr(args, "quiet", False)), show_warnings=not _debug()):
+            if isinstance(getattr(args, "workers", None), int):  # a job that decodes beside the model
+                configure_job_threads(args.workers)  # model threads + workers <= cores; `vivit info` shows it
             return int(args.run(args))
     except SystemExit as done:  # --help and --version
         return done.code if isinstance(done.code, int) else 0
