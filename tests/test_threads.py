@@ -123,14 +123,23 @@ def test_configure_threads_sizes_the_model_threads_around_workers():
 
 
 _JOB = """
-    import json, os, sys
+    import json, logging, os, sys
     import numpy as np
     from vivit.cli import main
+    seen = []  # the ThreadSettings the job ran with (vivit.threads logs them at debug level)
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.args[0])
+    log = logging.getLogger("vivit.threads")
+    log.setLevel(logging.DEBUG)
+    log.addHandler(handler)
     np.save(sys.argv[1] + "/clip.npy", np.zeros((8, 32, 32, 3), np.uint8))
+    import torch
+    before = torch.get_num_threads()
     code = main(["features", sys.argv[1] + "/clip.npy", "--model", "vivit_demo", "--out", sys.argv[1] + "/out",
                  "--workers", sys.argv[2], "-q"])
-    import torch
-    print(json.dumps(dict(code=code, threads=torch.get_num_threads(), policy=os.environ.get("OMP_WAIT_POLICY"))))
+    (settings,) = seen
+    print(json.dumps(dict(code=code, threads=settings.threads, workers=settings.workers, passive=settings.passive,
+                          policy=os.environ.get("OMP_WAIT_POLICY"), restored=torch.get_num_threads() == before)))
 """
 
 
@@ -153,12 +162,15 @@ def test_a_job_sizes_its_model_threads_around_its_decoding_workers(tmp_path, wor
     """`vivit features --workers W`: the model gets the usable cores less W (at least 1), waiting passively."""
     got = _job(tmp_path, workers)
     cores = len(os.sched_getaffinity(0))
-    assert got == dict(code=0, threads=max(1, cores - workers), policy="PASSIVE")
+    assert got == dict(
+        code=0, threads=max(1, cores - workers), workers=workers, passive=True, policy="PASSIVE", restored=True
+    )
 
 
 @pytest.mark.slow
 def test_a_job_keeps_the_thread_count_the_user_or_torchrun_set(tmp_path):
-    assert _job(tmp_path, 0, OMP_NUM_THREADS="1") == dict(code=0, threads=1, policy="PASSIVE")
+    got = _job(tmp_path, 0, OMP_NUM_THREADS="1")
+    assert got == dict(code=0, threads=1, workers=0, passive=True, policy="PASSIVE", restored=True)
 
 
 @pytest.mark.slow

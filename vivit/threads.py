@@ -212,15 +212,18 @@ def configure_job_threads(workers: int) -> ThreadSettings:
     """
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    # Passive where it can still take effect, without `configure_threads`' warning: a job started from Python
+    # after `import torch` (tests, notebooks) keeps OpenMP's policy, and `thread_info` says which it is.
+    prefer_passive_openmp()
     if os.environ.get("OMP_NUM_THREADS", "").strip():
         import torch
 
-        return configure_threads(torch.get_num_threads(), workers=workers)
+        return configure_threads(torch.get_num_threads(), workers=workers, passive=False)
     try:
         processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError:
         processes = 1
-    return configure_threads(max(1, _usable_cores() // processes - workers), workers=workers)
+    return configure_threads(max(1, _usable_cores() // processes - workers), workers=workers, passive=False)
 
 
 def describe_threads(settings: ThreadSettings | None = None) -> str:

@@ -33,7 +33,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from ..threads import configure_job_threads
 from ..version import __version__
@@ -82,6 +83,26 @@ def _debug() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+@contextmanager
+def _job_threads(args: argparse.Namespace) -> Iterator[None]:
+    """A job that decodes in `--workers` processes beside the model gets its threads sized around them
+    (`vivit.threads.configure_job_threads`); the count in effect before comes back afterwards, for a
+    caller of `main` in a longer-lived process."""
+    workers = getattr(args, "workers", None)
+    if not isinstance(workers, int):
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    configure_job_threads(workers)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `vivit` command; returns the exit status (the console script exits with it).
 
@@ -90,9 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         args = build_parser().parse_args(argv)
-        with console.session(quiet=bool(getattr(args, "quiet", False)), show_warnings=not _debug()):
-            if isinstance(getattr(args, "workers", None), int):  # a job that decodes beside the model
-                configure_job_threads(args.workers)  # model threads + workers <= cores; `vivit info` shows it
+        with console.session(quiet=bool(getattr(args, "quiet", False)), show_warnings=not _debug()), _job_threads(args):
             return int(args.run(args))
     except SystemExit as done:  # --help and --version
         return done.code if isinstance(done.code, int) else 0
