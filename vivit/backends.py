@@ -752,7 +752,9 @@ def inference_backend(
 
     Every result is called like the model (`(B, C, T, H, W)` float video -> `(B, num_classes)` float32
     logits); the OpenVINO ones take only the clip size they were converted for, run on the CPU, and
-    give pooled features through `forward_pre_logits` instead of `forward_features`/`forward_head`.
+    give pooled features only (`forward_pre_logits`, or `forward_head(forward_features(x), pre_logits=True)`
+    as for a ViViT), not per-token outputs. The command line's `--backend` / `--precision` /
+    `--calibration` (`vivit predict`, `features`, `evaluate`) call this.
 
     Args:
         model: A vivit model in eval mode.

@@ -11,6 +11,10 @@
                                                  any supported checkpoint -> ours (or transformers')
     vivit explain [VIDEO] [--model NAME] --out FILE.{png,gif,mp4}   where the model looks (relevance map)
     vivit export onnx NAME --out FILE.onnx [--int8]                 ONNX file, validated in ONNX Runtime
+    vivit export openvino NAME --out FILE.xml [--int8 --calibration VIDEO ...]   OpenVINO IR, validated in OpenVINO
+
+predict, features and evaluate take `--backend pytorch|openvino` and `--precision fp32|bf16|int8`
+(`vivit.backends.inference_backend`; options.py builds the model on that engine).
 
 Every model name may also be a checkpoint that names its architecture: `local-dir:PATH`
 (what `vivit convert` and `save_pretrained` write) or `hf-hub:org/repo`.
