@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
+from ..backends import BACKENDS, OPENVINO_PRECISIONS
 from ..distributed import resolve_device
 from ..factory import create_model
 from ..files import check_output_dir, describe_path_problem
@@ -233,8 +234,7 @@ def add_run_options(parser: argparse.ArgumentParser, views_help: str) -> None:
     add_backend_options(parser)
 
 
-BACKENDS = ("pytorch", "openvino")
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = OPENVINO_PRECISIONS  # both backends take all three
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
