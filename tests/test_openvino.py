@@ -74,7 +74,14 @@ def test_fp32_and_bf16_match_pytorch_at_any_batch(cls, tmp_path):
         assert _diff(got, expected) <= 1e-4
         assert _diff(fp32.forward_pre_logits(video), features) <= 1e-4
         assert _diff(bf16(video), expected) <= BF16_TOL
-    assert not fp32.training and [p.numel() for p in fp32.parameters()] == [0]
+        # the jobs' feature API: pooled features, and the source model's head on them
+        pooled = fp32.forward_head(fp32.forward_features(video), pre_logits=True)
+        assert _diff(pooled, features) <= 1e-4 and _diff(fp32.forward_head(pooled), expected) <= 1e-4
+    # an empty anchor first, then a copy of the model's head (what the jobs' untrained-head check reads)
+    assert not fp32.training and [p.numel() for p in fp32.parameters()] == [0, 32 * 5, 5]
+    assert torch.equal(fp32.head.weight, model.head.weight) and fp32.head.weight is not model.head.weight
+    with pytest.raises(ValueError, match="per-token outputs"):
+        fp32.forward_intermediates(video)
     anchor = next(fp32.parameters())  # what jobs read the input's device and dtype from
     assert anchor.device.type == "cpu" and anchor.dtype == torch.float32
     assert fp32.train().training is False  # inference only

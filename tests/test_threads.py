@@ -120,3 +120,84 @@ def test_configure_threads_sizes_the_model_threads_around_workers():
             configure_threads(workers=-1)
     finally:
         torch.set_num_threads(before)
+
+
+_JOB = """
+    import json, logging, os, sys
+    import numpy as np
+    from vivit.cli import main
+    seen = []  # the ThreadSettings the job ran with (vivit.threads logs them at debug level)
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.args[0])
+    log = logging.getLogger("vivit.threads")
+    log.setLevel(logging.DEBUG)
+    log.addHandler(handler)
+    np.save(sys.argv[1] + "/clip.npy", np.zeros((8, 32, 32, 3), np.uint8))
+    import torch
+    before = torch.get_num_threads()
+    code = main(["features", sys.argv[1] + "/clip.npy", "--model", "vivit_demo", "--out", sys.argv[1] + "/out",
+                 "--workers", sys.argv[2], "-q"])
+    (settings,) = seen
+    print(json.dumps(dict(code=code, threads=settings.threads, workers=settings.workers, passive=settings.passive,
+                          policy=os.environ.get("OMP_WAIT_POLICY"), restored=torch.get_num_threads() == before)))
+"""
+
+
+def _job(tmp_path, workers: int, **env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if k not in (*_WAIT_VARIABLES, "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE")}
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_JOB), str(tmp_path), str(workers)],
+        env={**clean, "VIVIT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_job_sizes_its_model_threads_around_its_decoding_workers(tmp_path, workers):
+    """`vivit features --workers W`: the model gets the usable cores less W (at least 1), waiting passively."""
+    got = _job(tmp_path, workers)
+    cores = len(os.sched_getaffinity(0))
+    assert got == dict(
+        code=0, threads=max(1, cores - workers), workers=workers, passive=True, policy="PASSIVE", restored=True
+    )
+
+
+@pytest.mark.slow
+def test_a_job_keeps_the_thread_count_the_user_or_torchrun_set(tmp_path):
+    got = _job(tmp_path, 0, OMP_NUM_THREADS="1")
+    assert got == dict(code=0, threads=1, workers=0, passive=True, policy="PASSIVE", restored=True)
+
+
+@pytest.mark.slow
+def test_job_threads_are_shared_among_the_processes_of_one_machine():
+    """Under torchrun (LOCAL_WORLD_SIZE processes on this machine, OMP_NUM_THREADS not set) each gets its share."""
+    cores = len(os.sched_getaffinity(0))
+    code = """
+        import json
+        from vivit.threads import configure_job_threads
+        print(json.dumps(configure_job_threads(1).threads))
+    """
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS",)}
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**clean, "LOCAL_WORLD_SIZE": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == max(1, cores // 2 - 1)
+
+
+def test_vivit_info_reports_the_thread_policy(run_cli):
+    code, out, _ = run_cli("info", "vivit_demo")
+    assert code == 0
+    (line,) = [line for line in out.splitlines() if line.strip().startswith("threads")]
+    info = thread_info()
+    assert f"{info.threads} for the model on {info.usable_cores} usable cores" in line
+    assert f"wait policy {info.wait_policy}" in line

@@ -468,9 +468,18 @@ class OpenVINOModel(nn.Module):
     `backend(video)` takes a float video `(B, C, T, H, W)` of the clip size it was converted for
     (any batch; a graph is compiled per batch size at its first use) and returns float32 logits
     `(B, num_classes)` on the CPU; `forward_pre_logits(video)` the pooled features `(B, D)` before
-    the head. Its only parameter is an empty CPU float32 tensor (so `next(backend.parameters())`
+    the head. Its first parameter is an empty CPU float32 tensor (so `next(backend.parameters())`
     names the input's device and dtype) and it is always in eval mode; `pretrained_cfg` (labels,
     preprocessing) comes from the graph's metadata, so a job can use it in place of the model.
+
+    The feature API of the jobs works too, on pooled features only (the graph pools):
+    `forward_features(video)` is `forward_pre_logits(video)` `(B, D)` and
+    `forward_head(features, pre_logits=True)` returns them unchanged, so
+    `forward_head(forward_features(x), pre_logits=True)` is what it is for a PyTorch ViViT.
+    Per-token outputs (`forward_intermediates`, per-frame features) are not in the graph.
+    `head` is a CPU fp32 copy of the source model's linear head when it was built from one
+    (`openvino_model`; a job's untrained-head check reads it), else None; `forward_head(features)`
+    applies it.
 
     Attributes:
         precision: "fp32", "bf16" or "int8".
@@ -479,7 +488,16 @@ class OpenVINOModel(nn.Module):
         validation: Drift vs PyTorch measured at conversion (`{precision: {"max_abs_diff", "top1_agree"}, "clips"}`).
     """
 
-    def __init__(self, graph: Any, precision: str, *, path: Path | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        graph: Any,
+        precision: str,
+        *,
+        path: Path | None = None,
+        threads: int | None = None,
+        head: nn.Module | None = None,
+        converted: bool = False,
+    ) -> None:
         super().__init__()
         self.precision = _check_precision(precision)
         self.path = path
@@ -503,6 +521,13 @@ class OpenVINOModel(nn.Module):
         # Empty, never used: jobs that ask `next(model.parameters())` for the input's device and dtype get
         # CPU float32, which is what the graph takes.
         self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
+        self.head: nn.Module | None = None
+        if isinstance(head, nn.Linear):
+            self.head = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
+            self.head.load_state_dict({k: v.detach().float().cpu() for k, v in head.state_dict().items()})
+            self.head.requires_grad_(False)
+        #: Whether this call converted (and validated) the graph, rather than reading it from the cache.
+        self.converted = converted
         self._compiled: dict[int, Any] = {}
         self._lock = threading.Lock()
         self.eval()
@@ -553,6 +578,30 @@ class OpenVINOModel(nn.Module):
     def forward_pre_logits(self, video: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) float -> pooled features before the head (B, D) float32 (CPU)."""
         return self._run(video, "pre_logits")
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) float -> pooled features (B, D) float32: `forward_pre_logits` (the graph pools, so
+        unlike a PyTorch ViViT's token grid these are already what `forward_head(..., pre_logits=True)` gives)."""
+        return self._run(video, "pre_logits")
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pooled features (B, D) -> themselves (`pre_logits=True`) or logits (B, num_classes) through `head`.
+
+        Raises:
+            ValueError: `pre_logits=False` on a backend read from a file (no head; call the backend instead).
+        """
+        if pre_logits:
+            return features
+        if self.head is None:
+            raise ValueError("this OpenVINO backend was read from a file and holds no head; call it for logits")
+        return self.head(features.float())
+
+    def forward_intermediates(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: the graph keeps only pooled features and logits."""
+        raise ValueError(
+            "the OpenVINO graph holds only logits and pooled features, not per-token outputs (forward_intermediates, "
+            "per-frame features); use the PyTorch model for those"
+        )
 
 
 def load_openvino(
@@ -655,6 +704,8 @@ def openvino_model(
             return None
         return graph
 
+    head = getattr(model, "head", None)
+    converted = False
     graph = read()
     if graph is None:
         with cache_lock(xml, f"converting {type(model).__name__} to OpenVINO") as locked:
@@ -675,8 +726,9 @@ def openvino_model(
                         CacheWarning,
                         stacklevel=2,
                     )
-                    return OpenVINOModel(graph, precision, threads=threads)
-    return OpenVINOModel(graph, precision, path=xml, threads=threads)
+                    return OpenVINOModel(graph, precision, threads=threads, head=head, converted=True)
+                converted = True
+    return OpenVINOModel(graph, precision, path=xml, threads=threads, head=head, converted=converted)
 
 
 BACKENDS = ("pytorch", "openvino")
@@ -700,7 +752,9 @@ def inference_backend(
 
     Every result is called like the model (`(B, C, T, H, W)` float video -> `(B, num_classes)` float32
     logits); the OpenVINO ones take only the clip size they were converted for, run on the CPU, and
-    give pooled features through `forward_pre_logits` instead of `forward_features`/`forward_head`.
+    give pooled features only (`forward_pre_logits`, or `forward_head(forward_features(x), pre_logits=True)`
+    as for a ViViT), not per-token outputs. The command line's `--backend` / `--precision` /
+    `--calibration` (`vivit predict`, `features`, `evaluate`) call this.
 
     Args:
         model: A vivit model in eval mode.

@@ -16,6 +16,7 @@ from torch import nn
 from .data.transforms import resolve_data_config
 from .models.registry import list_models
 from .models.vivit import ViViT
+from .threads import describe_threads
 from .weights.hub import scenic_base_url
 
 __all__ = ["MODEL_KINDS", "count_macs", "describe_model"]
@@ -91,7 +92,8 @@ def describe_model(
     model: ViViT, pretrained_cfg: Mapping[str, Any] | None = None, *, name: str | None = None, macs: bool = True
 ) -> Iterator[tuple[str, str]]:
     """`(field, text)` pairs describing a model: class, widths, parameters, GMACs, input, preprocessing,
-    test views, dataset, classes, accuracy, weights, licence.
+    test views, dataset, classes, accuracy, weights, licence, and the CPU thread policy it would run
+    with here (`vivit.threads.describe_threads`).
 
     Args:
         model: The model, best built on the meta device (`with torch.device("meta"): ...`).
@@ -99,6 +101,13 @@ def describe_model(
         name: Its registered name (to list the entries that have weights when it has none).
         macs: Count multiply-adds (the slow part for big models: about a second for ViViT-H).
     """
+    yield from _describe_model(model, pretrained_cfg, name, macs)
+    yield "threads", describe_threads()
+
+
+def _describe_model(
+    model: ViViT, pretrained_cfg: Mapping[str, Any] | None, name: str | None, macs: bool
+) -> Iterator[tuple[str, str]]:
     a = model.model_args
     cls = type(model).__name__
     yield "class", f"{cls} ({MODEL_KINDS.get(cls, 'custom')})"

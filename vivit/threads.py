@@ -28,7 +28,15 @@ import sys
 import warnings
 from dataclasses import dataclass
 
-__all__ = ["ThreadSettings", "configure_threads", "openmp_runtime", "prefer_passive_openmp", "thread_info"]
+__all__ = [
+    "ThreadSettings",
+    "configure_job_threads",
+    "configure_threads",
+    "describe_threads",
+    "openmp_runtime",
+    "prefer_passive_openmp",
+    "thread_info",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -178,5 +186,56 @@ def configure_threads(threads: int | None = None, *, workers: int = 0, passive: 
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     settings = thread_info(workers)
-    logger.info("thread policy: %s", settings)
+    logger.debug("thread policy: %s", settings)
     return settings
+
+
+def configure_job_threads(workers: int) -> ThreadSettings:
+    """The thread policy of a job that decodes in `workers` processes beside the model (`vivit features`,
+    `evaluate`, `train`): `configure_threads` with the model's threads chosen so that the job does not
+    oversubscribe the CPU.
+
+    - `OMP_NUM_THREADS` set (by the user, or by `torchrun`, which sets 1 per process when it starts
+      several): that count is kept; only the wait policy is chosen.
+    - Else: the usable cores shared among the processes `torchrun` started on this machine
+      (`LOCAL_WORLD_SIZE`, default 1), less the `workers` of this process, at least 1.
+      (DataLoader workers run one intra-op thread each: PyTorch sets it in every worker.)
+
+    Args:
+        workers: Decoding worker processes of this process (`--workers`; 0: decoding in the main process).
+
+    Returns:
+        The `ThreadSettings` now in effect.
+
+    Raises:
+        ValueError: `workers` < 0.
+    """
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    # Passive where it can still take effect, without `configure_threads`' warning: a job started from Python
+    # after `import torch` (tests, notebooks) keeps OpenMP's policy, and `thread_info` says which it is.
+    prefer_passive_openmp()
+    if os.environ.get("OMP_NUM_THREADS", "").strip():
+        import torch
+
+        return configure_threads(torch.get_num_threads(), workers=workers, passive=False)
+    try:
+        processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        processes = 1
+    return configure_threads(max(1, _usable_cores() // processes - workers), workers=workers, passive=False)
+
+
+def describe_threads(settings: ThreadSettings | None = None) -> str:
+    """One line for `vivit info`: model threads, cores, OpenMP runtime and how its idle threads wait."""
+    info = settings or thread_info()
+    waiting = "idle threads sleep" if info.passive else "idle threads spin before sleeping (slow on a busy machine)"
+    jobs = (
+        f"; jobs with W decoding workers use {info.usable_cores} - W (at least 1)"
+        if not os.environ.get("OMP_NUM_THREADS", "").strip()
+        else "; kept by jobs (OMP_NUM_THREADS is set)"
+    )
+    return (
+        f"{info.threads} for the model on {info.usable_cores} usable cores{jobs}; OpenMP {info.openmp or 'unknown'}, "
+        f"wait policy {info.wait_policy} ({waiting})"
+    )

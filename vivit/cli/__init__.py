@@ -11,9 +11,16 @@
                                                  any supported checkpoint -> ours (or transformers')
     vivit explain [VIDEO] [--model NAME] --out FILE.{png,gif,mp4}   where the model looks (relevance map)
     vivit export onnx NAME --out FILE.onnx [--int8]                 ONNX file, validated in ONNX Runtime
+    vivit export openvino NAME --out FILE.xml [--int8 --calibration VIDEO ...]   OpenVINO IR, validated in OpenVINO
+
+predict, features and evaluate take `--backend pytorch|openvino` and `--precision fp32|bf16|int8`
+(`vivit.backends.inference_backend`; options.py builds the model on that engine).
 
 Every model name may also be a checkpoint that names its architecture: `local-dir:PATH`
 (what `vivit convert` and `save_pretrained` write) or `hf-hub:org/repo`.
+
+The jobs that decode in `--workers` processes beside the model (features, evaluate, train) size the
+model's threads around them (`vivit.threads.configure_job_threads`): `vivit info` shows the policy.
 
 Every failure prints one line, `vivit: error: ...`, to stderr and exits with status 2 (the command
 line was wrong: unknown model, bad option) or 1 (anything else: missing or undecodable file, no
@@ -30,8 +37,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
+from ..threads import configure_job_threads
 from ..version import __version__
 from ..weights.hub import WeightsDownloadError
 from . import catalog, console, convert, evaluate, explain, export, features, predict, train
@@ -78,6 +87,26 @@ def _debug() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+@contextmanager
+def _job_threads(args: argparse.Namespace) -> Iterator[None]:
+    """A job that decodes in `--workers` processes beside the model gets its threads sized around them
+    (`vivit.threads.configure_job_threads`); the count in effect before comes back afterwards, for a
+    caller of `main` in a longer-lived process."""
+    workers = getattr(args, "workers", None)
+    if not isinstance(workers, int):
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    configure_job_threads(workers)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `vivit` command; returns the exit status (the console script exits with it).
 
@@ -86,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         args = build_parser().parse_args(argv)
-        with console.session(quiet=bool(getattr(args, "quiet", False)), show_warnings=not _debug()):
+        with console.session(quiet=bool(getattr(args, "quiet", False)), show_warnings=not _debug()), _job_threads(args):
             return int(args.run(args))
     except SystemExit as done:  # --help and --version
         return done.code if isinstance(done.code, int) else 0

@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
+from ..backends import BACKENDS, OPENVINO_PRECISIONS
 from ..distributed import resolve_device
 from ..factory import create_model
 from ..files import check_output_dir, describe_path_problem
@@ -31,12 +32,15 @@ from ..models.vivit import ViViT
 from ..predict import UntrainedHeadError, check_classifier, untrained_head_reason
 
 __all__ = [
+    "BACKENDS",
     "DEMO_MODEL",
     "DESCRIBED_PREFIXES",
+    "PRECISIONS",
     "CommandError",
     "ModelChoice",
     "Parser",
     "UsageError",
+    "add_backend_options",
     "add_device_option",
     "add_model_options",
     "add_out_option",
@@ -220,13 +224,44 @@ def add_override_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_run_options(parser: argparse.ArgumentParser, views_help: str) -> None:
-    """Options of the commands that run the model on videos."""
+    """Options of the commands that run the model on videos (with the inference engine's: `add_backend_options`)."""
     parser.add_argument("--views", type=views_value, metavar="CLIPSxCROPS", help=views_help)
     parser.add_argument(
         "--batch-size", type=positive_int, default=4, metavar="N", help="views per forward pass (default 4)"
     )
     add_device_option(parser)
     add_quiet_option(parser)
+    add_backend_options(parser)
+
+
+PRECISIONS = OPENVINO_PRECISIONS  # both backends take all three
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """--backend, --precision and --calibration: which engine runs the model (`vivit.backends.inference_backend`)."""
+    group = parser.add_argument_group("inference engine (README 'Speed')")
+    group.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="pytorch",
+        help="pytorch (default) or openvino (CPU; needs the openvino extra; the model is converted once per "
+        "weights, precision and clip size, checked against PyTorch, and cached)",
+    )
+    group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default); bf16 or int8 run on the CPU (pytorch: vivit.optimize_for_inference, int8 dynamic; "
+        "openvino: int8 static, calibrated on --calibration clips)",
+    )
+    group.add_argument(
+        "--calibration",
+        action="append",
+        default=[],
+        metavar="VIDEO",
+        help="--backend openvino --precision int8: a video (or .npy/.npz frames) of the task whose centre clip "
+        "calibrates the activation scales (repeatable; 100-300 are typical)",
+    )
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
@@ -328,6 +363,9 @@ class ModelChoice:
     weights: str | None = None
     entry: ModelEntry | None = None
     architecture: str = ""
+    backend: str = "pytorch"
+    precision: str = "fp32"
+    calibration: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:
@@ -335,15 +373,132 @@ class ModelChoice:
         return self.architecture or self.name
 
     def load(self, device: torch.device | None = None) -> ViViT:
-        """Build the model with its weights, in eval mode, on `device` (default: the CPU)."""
+        """Build the model with its weights, in eval mode, on `device` (default: the CPU), and put it on
+        the chosen engine (`run_on_backend`): what the jobs run."""
         model = create_model(self.name, pretrained=self.pretrained, **self.overrides)
-        return model.to(device or torch.device("cpu")).eval()
+        model = model.to(device or torch.device("cpu")).eval()
+        if device is not None and device.type == "meta":
+            return model
+        return run_on_backend(self, model)
+
+    @property
+    def engine(self) -> str:
+        """`pytorch fp32`, `openvino bf16`, ...: what runs the model."""
+        return f"{self.backend} {self.precision}"
 
     def weights_identity(self) -> str:
-        """What a features file records as the weights (a path with its size and mtime, or "released")."""
+        """What a features file records as the weights (a path with its size and mtime, or "released"), with
+        the engine when it is not PyTorch fp32 (`"released; engine openvino bf16"`): features of another engine
+        or precision differ in their last digits, so a resumed job must not count them as done."""
         from ..features import weights_identity
 
-        return weights_identity(self.weights.removeprefix("local-dir:") if self.weights else None)
+        identity = weights_identity(self.weights.removeprefix("local-dir:") if self.weights else None)
+        if self.backend == "pytorch" and self.precision == "fp32":
+            return identity
+        calibrated = f" calibrated on {', '.join(self.calibration)}" if self.calibration else ""
+        return f"{identity}; engine {self.engine}{calibrated}"
+
+
+def backend_choice(args: argparse.Namespace) -> tuple[str, str, tuple[str, ...]]:
+    """--backend / --precision / --calibration, checked before any model is built.
+
+    bf16, int8 and OpenVINO run on the CPU: a job left to choose its device (`--device` not given)
+    gets `cpu`, another device is a usage error. A missing openvino (int8: nncf) is reported now.
+
+    Raises:
+        UsageError: --calibration without OpenVINO int8, OpenVINO int8 without it, per-frame features
+            on OpenVINO, or a device other than the CPU.
+        CommandError: openvino (or nncf) is not installed (the message names the install command).
+    """
+    if not hasattr(args, "backend"):  # a command without these options (`vivit train`'s --precision is autocast)
+        return "pytorch", "fp32", ()
+    backend = str(getattr(args, "backend", None) or "pytorch")
+    precision = str(getattr(args, "precision", None) or "fp32")
+    calibration = tuple(getattr(args, "calibration", None) or ())
+    int8_static = backend == "openvino" and precision == "int8"
+    if calibration and not int8_static:
+        raise UsageError(
+            "--calibration is for --backend openvino --precision int8 (static int8); "
+            f"--backend {backend} --precision {precision} needs none"
+        )
+    if int8_static and not calibration:
+        raise UsageError(
+            "--backend openvino --precision int8 is static int8: give --calibration VIDEO (repeatable) with videos of "
+            "the task (100-300 are typical) to calibrate its activation scales, or use --precision bf16"
+        )
+    if backend == "pytorch" and precision == "fp32":
+        return backend, precision, calibration
+    if backend == "openvino" and getattr(args, "per_frame", False):
+        raise UsageError(
+            "--per-frame needs per-token outputs, which the OpenVINO graph does not keep; use --backend pytorch"
+        )
+    device = getattr(args, "device", None)
+    try:  # the device's kind, whether or not this machine has it
+        kind = torch.device(device).type if device is not None else "cpu"
+    except (RuntimeError, ValueError):
+        kind = device_option(device).type  # its own usage error
+    if kind != "cpu":
+        raise UsageError(
+            f"--device {device}: --backend {backend} --precision {precision} runs on the CPU; "
+            "leave out --device or give --device cpu"
+        )
+    if hasattr(args, "device"):
+        args.device = "cpu"  # the jobs' "auto" would move the model to CUDA where one is present
+    if backend == "openvino":
+        from ..backends import require_openvino
+
+        try:
+            require_openvino(int8=precision == "int8")
+        except ImportError as err:
+            raise CommandError(str(err)) from None
+    for video in calibration:
+        require_input(video, "--calibration")
+    return backend, precision, calibration
+
+
+def calibration_clips(videos: Sequence[str], model: nn.Module) -> torch.Tensor:
+    """The centre clip, centre crop (1x1 view) of each video, preprocessed for `model`: float32 (N, C, T, H, W)."""
+    from ..predict import iter_views, model_data_config
+
+    cfg = model_data_config(model)[0]
+    clips = []
+    for video in videos:
+        try:
+            clips += list(iter_views(Path(video).expanduser(), 1, 1, cfg))
+        except (ValueError, OSError) as err:
+            raise CommandError(f"--calibration {video}: {' '.join(str(err).split())}") from None
+    return torch.stack(clips)
+
+
+def run_on_backend(choice: ModelChoice, model: ViViT) -> ViViT:
+    """`model` on `choice`'s engine (`vivit.backends.inference_backend`), with a note while OpenVINO converts.
+
+    A module called like the model: itself (pytorch fp32), an `optimize_for_inference` copy (pytorch
+    bf16/int8), or an `OpenVINOModel` (converted once per weights, precision and clip size, checked
+    against PyTorch and cached in `<vivit cache>/openvino`).
+    """
+    if choice.backend == "pytorch" and choice.precision == "fp32":
+        return model
+    from ..backends import ExportValidationError, inference_backend
+
+    calibration = calibration_clips(choice.calibration, model) if choice.calibration else None
+    try:
+        runner = inference_backend(model, choice.backend, choice.precision, calibration=calibration)
+    except ExportValidationError as err:
+        raise CommandError(str(err)) from None
+    if getattr(runner, "converted", False):
+        from . import console
+
+        checks = getattr(runner, "validation", {})
+        drift = ", ".join(
+            f"{name} {value['max_abs_diff']:.1e}" for name, value in checks.items() if isinstance(value, dict)
+        )
+        cached = "reused from the cache next time" if getattr(runner, "path", None) else "not cached (see the warning)"
+        console.note(
+            f"converted {choice.display} to OpenVINO ({choice.precision}), checked against PyTorch "
+            f"(max abs logit difference: {drift}); {cached}"
+        )
+    return runner  # type: ignore[return-value]  # called like the model: the jobs use its forward/features API
 
 
 def _described_architecture(spec: str, overrides: Mapping[str, Any], option: str) -> tuple[type, dict[str, Any], str]:
@@ -424,6 +579,7 @@ def model_choice(
         pretrained: bool | str = (weights if weights is not None else True) if need_weights else False
         choice = ModelChoice(entry.name, pretrained, overrides, weights, entry, entry.name)
     _check_overrides(cls, base, overrides, with_weights=bool(choice.pretrained))
+    choice.backend, choice.precision, choice.calibration = backend_choice(args)
     return choice
 
 
