@@ -304,6 +304,30 @@ def test_a_legal_long_video_name_gets_its_output_and_a_too_long_one_fails_before
     assert code == 0 and "1 of 1 videos already done" in err  # a re-run finds it done
 
 
+def test_an_out_name_too_long_for_the_file_system_is_one_line_before_the_work(tmp_path, run_cli, monkeypatch):
+    # Found by attack 22b: a 300-byte --out name made `stat` itself fail, a raw `[Errno 36] File name too
+    # long` with the whole name, in every job (the output checks only knew the temporary name's limit).
+    monkeypatch.setattr(ModelChoice, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    video = _clip(tmp_path / "x.npy")
+    listing = tmp_path / "val.csv"
+    listing.write_text("x.npy,left\n", encoding="utf-8")
+    long = tmp_path / ("a" * 300)
+    deep = tmp_path.joinpath(*["d" * 250] * 17)  # every name fits, the path does not (PATH_MAX)
+    for stem, message in [(long, "longer than the 255 bytes"), (deep, "longer than the 4066 bytes")]:
+        for argv in [
+            ["features", video, *MODEL, "--out", stem],
+            ["evaluate", listing, *MODEL, "--out", stem],
+            ["explain", video, "--model", "vivit_demo", "--out", f"{stem}.png"],
+            ["convert", "vivit_demo", "--out", f"{stem}.safetensors"],
+            ["convert", "vivit_demo", "--out", stem],
+        ]:
+            code, stdout, err = run_cli(*argv)
+            lines = err.strip().splitlines()
+            assert code != 0 and stdout == "", argv
+            assert len(lines) == 1 and lines[0].startswith("vivit: error:"), (argv, err)
+            assert message in lines[0] and "Errno" not in lines[0] and len(lines[0]) < 400, (argv, lines[0])
+
+
 def test_temporary_names_of_long_files_fit_and_are_still_cleaned(tmp_path):
     dest = tmp_path / ("é" * 126)  # 252 bytes of UTF-8
     tmp = files.temp_path(dest)

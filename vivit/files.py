@@ -216,10 +216,15 @@ def check_file_destination(dest: str | os.PathLike[str]) -> None:
             system such as /proc): probed by creating and removing a temporary file there.
     """
     dest = Path(dest)
-    if dest.is_dir():
+    _check_fits(dest, "cannot write")
+    try:
+        is_dir = dest.is_dir()
+    except OSError as err:  # no permission to look, an I/O error
+        raise ValueError(f"cannot write {_shown(dest)}: {err.strerror or err}") from None
+    if is_dir:
         raise ValueError(f"{dest} is a folder: give a file name, e.g. {dest / ('output' + dest.suffix)}")
     for parent in dest.parents:
-        if parent.exists():
+        if _exists(parent):
             if not parent.is_dir():
                 raise ValueError(f"cannot write {dest}: {parent} is a file, not a folder")
             try:  # permissions alone do not tell (root, read-only mounts, /proc): try it
@@ -347,6 +352,26 @@ def check_name_fits(path: str | os.PathLike[str], limit: int | None = None) -> N
             )
 
 
+def _check_fits(path: Path, what: str, folder: bool = False) -> None:
+    """`check_name_fits` for an output the user named, as the ValueError the output checks raise: a name
+    too long for the file system is refused before any work (it made `stat` itself fail with a raw
+    `[Errno 36] File name too long`). A folder keeps room for the names written in it."""
+    try:
+        check_name_fits(path / "x" if folder else path)
+    except WriteError as err:
+        reason = err.reason.replace("shorten the input's name", "choose a shorter name")
+        raise ValueError(f"{what} {_shown(path)[:60]}…: {reason}") from None
+
+
+def _exists(path: Path) -> bool:
+    """`path.exists()` (symbolic links followed), an error other than "not there" as False too: the
+    probe that follows names the real problem."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def _probe(folder: Path, payload: int = 4096) -> None:
     """Create, fill with `payload` bytes and remove a temporary file in `folder` (raises OSError)."""
     with tempfile.TemporaryFile(dir=folder) as f:
@@ -379,10 +404,11 @@ def check_output_dir(folder: str | os.PathLike[str], what: str = "output folder"
         raise ValueError(f"{what} is empty: give a folder name (an empty one would write into the current folder)")
     path = Path(text).expanduser()
     shown = _shown(path)
-    if path.exists() and not path.is_dir():
+    _check_fits(path, what, folder=True)
+    if _exists(path) and not path.is_dir():
         raise ValueError(f"{what} {shown} is an existing file, not a folder: give a folder name")
     for candidate in (path, *path.parents):
-        if not candidate.exists():
+        if not _exists(candidate):
             if candidate.is_symlink():
                 try:
                     os.stat(candidate)
