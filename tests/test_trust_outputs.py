@@ -233,6 +233,29 @@ def test_file_names_with_escape_sequences_never_reach_the_terminal_raw(tmp_path,
         assert "\\x1b]0;pwned\\x07\\x1b[2J" in out + err, (argv, out, err)
 
 
+def test_labels_and_names_with_escape_sequences_are_drawn_as_text_in_pictures(tmp_path, run_cli, one_thread):
+    # Found by attack 22b: the terminal got escaped text, but pictures drew the raw control characters
+    # (missing-glyph boxes, one matplotlib warning per character, U+202E reordering the title).
+    pytest.importorskip("matplotlib")
+    import vivit
+    from vivit.render import text_lines
+    from vivit.weights.saving import save_pretrained
+
+    assert text_lines(f"a{HOSTILE}\u202eb\rc", 20) == ["a\\x1b]0;pwned\\x07\\x1b[2J\\u202eb\\rc"]
+    model = vivit.create_model("vivit_demo", num_classes=3)
+    labels = [f"right{HOSTILE}", "le\u202eft", "down\r\b"]
+    model.pretrained_cfg = dict(model.pretrained_cfg, label_names=labels, num_classes=3)
+    save_pretrained(model, tmp_path / "hostile")
+    video = _clip(tmp_path / f"v{HOSTILE}.npy", frames=16)
+    for argv in (
+        ["explain", video, "--model", f"local-dir:{tmp_path / 'hostile'}", "--out", tmp_path / "x.png"],
+        ["predict", video, "--model", f"local-dir:{tmp_path / 'hostile'}", "--timeline", "--plot", tmp_path / "t.png"],
+    ):
+        code, out, err = run_cli(*argv)
+        assert code == 0, (argv, err)
+        assert "Glyph" not in err and "\x1b" not in out + err, (argv, err)
+
+
 # ---------------------------------------------------------------- 22.9 /dev/shm tiny or full
 FILL_SHM = "head -c 4096 /dev/zero > /dev/shm/full"
 
