@@ -429,6 +429,42 @@ def test_a_nul_byte_in_a_list_fails_that_line_only(tmp_path, run_cli, one_thread
     assert "\x00" not in err and "bad\\x00name.npy" in err and "val.csv:2" in err
 
 
+def test_a_huge_line_fails_alone_with_a_short_message(tmp_path, run_cli, one_thread):
+    # Found by attack 22b: a 1 MB line was a path, and the summary repeated all of it ("File name too long").
+    _clip(tmp_path / "good.npy")
+    for name, line in [("list.txt", "x" * 1_000_000 + ".npy"), ("val.csv", "y" * 1_000_000 + ".npy,left")]:
+        listing = tmp_path / name
+        listing.write_text(f"{line}\ngood.npy{',left' if name.endswith('csv') else ''}\n", encoding="utf-8")
+        command = "features" if name.endswith("txt") else "evaluate"
+        code, _, err = run_cli(command, listing, *MODEL, *(["--out", tmp_path / "f"] if command == "features" else []))
+        assert code == 1, err
+        assert f"{name}:1: a line of 1,000,0" in err and "more than any path with its labels" in err, err
+        assert len(err) < 2000, err[:300]  # the line is not repeated
+        if command == "features":
+            assert (tmp_path / "f" / "good.npy.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_a_list_too_large_to_be_a_list_is_refused_without_reading_it(tmp_path, run_cli_process):
+    # Found by attack 22b: a list file was read whole (`truncate -s 3G list.txt`: 3 GB of memory).
+    from vivit.data.datasets import MAX_LIST_BYTES
+
+    listing = tmp_path / "list.txt"
+    with open(listing, "wb") as f:
+        f.truncate(MAX_LIST_BYTES * 8)  # 2 GiB, sparse
+    probe = (
+        "import resource, sys; from vivit.data.datasets import read_video_list\n"
+        "try:\n    read_video_list(sys.argv[1])\nexcept ValueError as err:\n    print(err)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, listing], capture_output=True, text=True, timeout=300)
+    message, peak_mib = done.stdout.strip().splitlines()
+    assert "is larger than 256 MiB" in message and "MAX_LIST_BYTES" in message, done.stdout + done.stderr
+    assert int(peak_mib) < MAX_LIST_BYTES * 4 // 2**20, peak_mib  # was 2 GiB and more
+    code = run_cli_process("features", listing, *MODEL, "--out", tmp_path / "f")
+    assert code.returncode == 1 and "is larger than 256 MiB" in code.stderr, code.stderr
+
+
 # ---------------------------------------------------------------- 22.13 two runs on one --out
 def test_a_run_keeps_the_temporary_files_of_a_live_writer(tmp_path, run_cli, one_thread):
     """Cleaning `.part` files by name pattern deleted another process's file in flight."""
