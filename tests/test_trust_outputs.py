@@ -413,6 +413,22 @@ def test_export_to_a_full_disk_names_the_path_and_leaves_nothing(tmp_path, cli_e
     assert line == f"vivit: error: cannot write {disk / 'sub' / 'm.onnx'}: No space left on device"
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="names file descriptors through /proc")
+def test_a_file_is_on_the_disk_before_its_name_is(tmp_path, monkeypatch):
+    # Found by attack 22b: atomic_write renamed without fsync, so a power loss could leave the final name
+    # on an empty or zero-filled file (a features output then "not overwritten" on every re-run).
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (events.append(f"fsync {os.readlink(f'/proc/self/fd/{fd}')}"), real_fsync(fd))[1]
+    )
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(f"replace {a}"), real_replace(a, b))[1])
+    with files.atomic_write(tmp_path / "out.bin") as tmp:
+        tmp.write_bytes(b"data")
+    assert events == [f"fsync {tmp}", f"replace {tmp}", f"fsync {tmp_path}"]
+    assert (tmp_path / "out.bin").read_bytes() == b"data"
+
+
 # ---------------------------------------------------------------- 22.12 a NUL byte in a list
 def test_a_nul_byte_in_a_list_fails_that_line_only(tmp_path, run_cli, one_thread):
     _clip(tmp_path / "good.npy")

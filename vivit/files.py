@@ -191,9 +191,27 @@ def atomic_write(dest: str | os.PathLike[str]) -> Iterator[Path]:
         # A new file is readable as the umask says, whoever wrote the temporary file (safetensors
         # creates its files 0600, which made a folder prepared for sharing unreadable to others).
         os.chmod(tmp, 0o666 & ~_umask())
+        _sync(tmp)
         os.replace(tmp, dest)
+        _sync(dest.parent, folder=True)
     finally:
         remove_quietly(tmp)
+
+
+def _sync(path: Path, folder: bool = False) -> None:
+    """Flush `path` to the disk (`fsync`), so that a rename never lands before the data it names: after a
+    power loss or a kernel crash, an un-synced new file can be empty or zero-filled under its final name,
+    and a resumable job would then find a file it does not overwrite, or a cache one it trusts. A folder's
+    sync (the rename itself) is best effort: some file systems refuse it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if folder else 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        if not folder:
+            raise
 
 
 def _umask() -> int:
