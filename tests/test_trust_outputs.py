@@ -429,6 +429,50 @@ def test_a_file_is_on_the_disk_before_its_name_is(tmp_path, monkeypatch):
     assert (tmp_path / "out.bin").read_bytes() == b"data"
 
 
+@needs_mounts
+@pytest.mark.slow
+def test_save_pretrained_and_to_transformers_on_a_full_or_read_only_disk(tmp_path, cli_env):
+    # Found by attack 22b: the library functions (not the CLI) raised a raw SafetensorError without the path
+    # and left the folder they had made.
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (
+        "import os, sys, vivit\n"
+        "from vivit.files import WriteError\n"
+        "from vivit.weights.hf_transformers import to_transformers\n"
+        "from vivit.weights.saving import save_pretrained\n"
+        "model = vivit.create_model('vivit_demo', pretrained=True)\n"
+        "for save in (save_pretrained, to_transformers):\n"
+        "    for folder in sys.argv[1:]:\n"
+        "        try:\n"
+        "            save(model, folder)\n"
+        "        except WriteError as err:\n"
+        "            print(err)\n"
+        "        parent = os.path.dirname(folder)\n"
+        "        print(sorted(os.listdir(parent)) if os.path.exists(parent) else 'gone')\n"
+    )
+    done = in_private_mounts(
+        [(disk, "size=64k")],
+        [],
+        cli_env,
+        setup=f"mkdir {shlex.quote(str(disk / 'ro'))} && mount -t tmpfs -o size=1m,ro tmpfs {shlex.quote(str(disk / 'ro'))}",
+        command=[sys.executable, "-c", script, str(disk / "new" / "m"), str(disk / "ro" / "m")],
+    )
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr
+    full, ro = disk / "new" / "m", disk / "ro" / "m"
+    assert (
+        lines
+        == [
+            f"cannot write {full / 'model.safetensors'}: No space left on device",
+            "gone",  # no empty folder new/ left on the disk
+            f"cannot write {ro}: Read-only file system",
+            "[]",
+        ]
+        * 2
+    ), done.stdout
+
+
 # ---------------------------------------------------------------- 22.12 a NUL byte in a list
 def test_a_nul_byte_in_a_list_fails_that_line_only(tmp_path, run_cli, one_thread):
     _clip(tmp_path / "good.npy")

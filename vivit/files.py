@@ -48,6 +48,7 @@ __all__ = [
     "free_space",
     "is_inside",
     "name_max",
+    "new_folder_contents",
     "output_key",
     "relative_output",
     "remove_quietly",
@@ -327,6 +328,41 @@ def writing(dest: str | os.PathLike[str]) -> Iterator[None]:
         if type(err).__name__ != "SafetensorError":
             raise
         raise write_error(dest, err) from err
+
+
+@contextmanager
+def new_folder_contents(directory: str | os.PathLike[str]) -> Iterator[Path]:
+    """Create `directory` (and its missing parents) for a set of files written together; when the block
+    raises, remove the files it added there and the folders made for them, so that a failed write (full
+    disk, read-only folder) leaves no half set (a `model.safetensors` without its `config.json`) and no
+    empty folder. Files that were there before are left alone (each is replaced atomically or not at all).
+
+    Raises:
+        WriteError: The folder cannot be created (naming it and the reason).
+    """
+    directory = Path(directory)
+    missing = [p for p in (directory, *directory.parents) if not _exists(p) and not p.is_symlink()]
+    try:
+        before = {entry.name for entry in os.scandir(directory)} if not missing else set()
+    except OSError:
+        before = set()
+    with writing(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+    try:
+        yield directory
+    except BaseException:
+        try:
+            added = [e.path for e in os.scandir(directory) if e.name not in before and e.is_file(follow_symlinks=False)]
+        except OSError:
+            added = []
+        for path in added:
+            remove_quietly(Path(path))
+        for folder in missing:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def name_max(folder: str | os.PathLike[str]) -> int:
