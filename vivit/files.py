@@ -341,7 +341,7 @@ def new_folder_contents(directory: str | os.PathLike[str]) -> Iterator[Path]:
         WriteError: The folder cannot be created (naming it and the reason).
     """
     directory = Path(directory)
-    missing = [p for p in (directory, *directory.parents) if not _exists(p) and not p.is_symlink()]
+    missing = [p for p in (directory, *directory.parents) if not os.path.lexists(p)]
     try:
         before = {entry.name for entry in os.scandir(directory)} if not missing else set()
     except OSError:
@@ -417,13 +417,14 @@ def _check_fits(path: Path, what: str, folder: bool = False) -> None:
         raise ValueError(f"{what} {_shown(path)[:60]}…: {reason}") from None
 
 
-def _exists(path: Path) -> bool:
-    """`path.exists()` (symbolic links followed), an error other than "not there" as False too: the
-    probe that follows names the real problem."""
+def _exists(path: Path, what: str = "cannot write") -> bool:
+    """`path.exists()` (symbolic links followed); an error other than "not there" (no permission to look
+    into a parent folder) is a ValueError naming the path, never a raw OSError, nor a pass that would
+    fail only when the result is written."""
     try:
         return path.exists()
-    except OSError:
-        return False
+    except OSError as err:
+        raise ValueError(f"{what} {_shown(path)}: {err.strerror or err}") from None
 
 
 def _probe(folder: Path, payload: int = 4096) -> None:
@@ -459,10 +460,10 @@ def check_output_dir(folder: str | os.PathLike[str], what: str = "output folder"
     path = Path(text).expanduser()
     shown = _shown(path)
     _check_fits(path, what, folder=True)
-    if _exists(path) and not path.is_dir():
+    if _exists(path, what) and not path.is_dir():
         raise ValueError(f"{what} {shown} is an existing file, not a folder: give a folder name")
     for candidate in (path, *path.parents):
-        if not _exists(candidate):
+        if not _exists(candidate, what):
             if candidate.is_symlink():
                 try:
                     os.stat(candidate)
