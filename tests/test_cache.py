@@ -358,6 +358,36 @@ def test_outdated_or_incomplete_cached_conversions_are_rebuilt(hub_server: HubSe
         assert load_metadata(_converted(name))["converter_version"] == "2"
 
 
+def test_cached_conversions_whose_data_changed_under_matching_metadata_are_rebuilt(
+    hub_server: HubServer, scenic_entry
+) -> None:
+    """Found by attack 22b: blocks zeroed after the write (a crash before the data reached the disk, a
+    disk error) kept the metadata intact, and the zeroed weights loaded without a word."""
+    import torch
+
+    import vivit
+
+    add, f = scenic_entry
+    name = add()
+    vivit.create_model(name, pretrained=True)
+    path = _converted(name)
+    data = path.read_bytes()
+    start = 8 + int.from_bytes(data[:8], "little")
+    for changed in (
+        data[:start] + bytes(len(data) - start),  # every tensor zeroed
+        data[:-4] + bytes(4),  # the last value's bytes zeroed
+    ):
+        path.write_bytes(changed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = vivit.create_model(name, pretrained=True)
+        with torch.no_grad():
+            assert (model(f["video"]) - f["logits"]).abs().max() <= 1e-5
+        assert any("tensors changed after it was written" in str(w.message) for w in caught)
+        assert path.read_bytes()[-(len(data) - start) :] == data[start:]  # rebuilt: the original tensors
+    assert hub_server.count("/files/m2/checkpoint") == 3
+
+
 def test_cache_write_failure_still_returns_the_model(hub_server: HubServer, scenic_entry) -> None:
     """The converted file cannot be written (its folder is taken by a file): a warning, and the model."""
     import torch

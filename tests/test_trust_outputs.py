@@ -233,6 +233,29 @@ def test_file_names_with_escape_sequences_never_reach_the_terminal_raw(tmp_path,
         assert "\\x1b]0;pwned\\x07\\x1b[2J" in out + err, (argv, out, err)
 
 
+def test_labels_and_names_with_escape_sequences_are_drawn_as_text_in_pictures(tmp_path, run_cli, one_thread):
+    # Found by attack 22b: the terminal got escaped text, but pictures drew the raw control characters
+    # (missing-glyph boxes, one matplotlib warning per character, U+202E reordering the title).
+    pytest.importorskip("matplotlib")
+    import vivit
+    from vivit.render import text_lines
+    from vivit.weights.saving import save_pretrained
+
+    assert text_lines(f"a{HOSTILE}\u202eb\rc", 20) == ["a\\x1b]0;pwned\\x07\\x1b[2J\\u202eb\\rc"]
+    model = vivit.create_model("vivit_demo", num_classes=3)
+    labels = [f"right{HOSTILE}", "le\u202eft", "down\r\b"]
+    model.pretrained_cfg = dict(model.pretrained_cfg, label_names=labels, num_classes=3)
+    save_pretrained(model, tmp_path / "hostile")
+    video = _clip(tmp_path / f"v{HOSTILE}.npy", frames=16)
+    for argv in (
+        ["explain", video, "--model", f"local-dir:{tmp_path / 'hostile'}", "--out", tmp_path / "x.png"],
+        ["predict", video, "--model", f"local-dir:{tmp_path / 'hostile'}", "--timeline", "--plot", tmp_path / "t.png"],
+    ):
+        code, out, err = run_cli(*argv)
+        assert code == 0, (argv, err)
+        assert "Glyph" not in err and "\x1b" not in out + err, (argv, err)
+
+
 # ---------------------------------------------------------------- 22.9 /dev/shm tiny or full
 FILL_SHM = "head -c 4096 /dev/zero > /dev/shm/full"
 
@@ -304,6 +327,30 @@ def test_a_legal_long_video_name_gets_its_output_and_a_too_long_one_fails_before
     assert code == 0 and "1 of 1 videos already done" in err  # a re-run finds it done
 
 
+def test_an_out_name_too_long_for_the_file_system_is_one_line_before_the_work(tmp_path, run_cli, monkeypatch):
+    # Found by attack 22b: a 300-byte --out name made `stat` itself fail, a raw `[Errno 36] File name too
+    # long` with the whole name, in every job (the output checks only knew the temporary name's limit).
+    monkeypatch.setattr(ModelChoice, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    video = _clip(tmp_path / "x.npy")
+    listing = tmp_path / "val.csv"
+    listing.write_text("x.npy,left\n", encoding="utf-8")
+    long = tmp_path / ("a" * 300)
+    deep = tmp_path.joinpath(*["d" * 250] * 17)  # every name fits, the path does not (PATH_MAX)
+    for stem, message in [(long, "longer than the 255 bytes"), (deep, "longer than the 4066 bytes")]:
+        for argv in [
+            ["features", video, *MODEL, "--out", stem],
+            ["evaluate", listing, *MODEL, "--out", stem],
+            ["explain", video, "--model", "vivit_demo", "--out", f"{stem}.png"],
+            ["convert", "vivit_demo", "--out", f"{stem}.safetensors"],
+            ["convert", "vivit_demo", "--out", stem],
+        ]:
+            code, stdout, err = run_cli(*argv)
+            lines = err.strip().splitlines()
+            assert code != 0 and stdout == "", argv
+            assert len(lines) == 1 and lines[0].startswith("vivit: error:"), (argv, err)
+            assert message in lines[0] and "Errno" not in lines[0] and len(lines[0]) < 400, (argv, lines[0])
+
+
 def test_temporary_names_of_long_files_fit_and_are_still_cleaned(tmp_path):
     dest = tmp_path / ("é" * 126)  # 252 bytes of UTF-8
     tmp = files.temp_path(dest)
@@ -366,6 +413,66 @@ def test_export_to_a_full_disk_names_the_path_and_leaves_nothing(tmp_path, cli_e
     assert line == f"vivit: error: cannot write {disk / 'sub' / 'm.onnx'}: No space left on device"
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="names file descriptors through /proc")
+def test_a_file_is_on_the_disk_before_its_name_is(tmp_path, monkeypatch):
+    # Found by attack 22b: atomic_write renamed without fsync, so a power loss could leave the final name
+    # on an empty or zero-filled file (a features output then "not overwritten" on every re-run).
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (events.append(f"fsync {os.readlink(f'/proc/self/fd/{fd}')}"), real_fsync(fd))[1]
+    )
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(f"replace {a}"), real_replace(a, b))[1])
+    with files.atomic_write(tmp_path / "out.bin") as tmp:
+        tmp.write_bytes(b"data")
+    assert events == [f"fsync {tmp}", f"replace {tmp}", f"fsync {tmp_path}"]
+    assert (tmp_path / "out.bin").read_bytes() == b"data"
+
+
+@needs_mounts
+@pytest.mark.slow
+def test_save_pretrained_and_to_transformers_on_a_full_or_read_only_disk(tmp_path, cli_env):
+    # Found by attack 22b: the library functions (not the CLI) raised a raw SafetensorError without the path
+    # and left the folder they had made.
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (
+        "import os, sys, vivit\n"
+        "from vivit.files import WriteError\n"
+        "from vivit.weights.hf_transformers import to_transformers\n"
+        "from vivit.weights.saving import save_pretrained\n"
+        "model = vivit.create_model('vivit_demo', pretrained=True)\n"
+        "for save in (save_pretrained, to_transformers):\n"
+        "    for folder in sys.argv[1:]:\n"
+        "        try:\n"
+        "            save(model, folder)\n"
+        "        except WriteError as err:\n"
+        "            print(err)\n"
+        "        parent = os.path.dirname(folder)\n"
+        "        print(sorted(os.listdir(parent)) if os.path.exists(parent) else 'gone')\n"
+    )
+    done = in_private_mounts(
+        [(disk, "size=64k")],
+        [],
+        cli_env,
+        setup=f"mkdir {shlex.quote(str(disk / 'ro'))} && mount -t tmpfs -o size=1m,ro tmpfs {shlex.quote(str(disk / 'ro'))}",
+        command=[sys.executable, "-c", script, str(disk / "new" / "m"), str(disk / "ro" / "m")],
+    )
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr
+    full, ro = disk / "new" / "m", disk / "ro" / "m"
+    assert (
+        lines
+        == [
+            f"cannot write {full / 'model.safetensors'}: No space left on device",
+            "gone",  # no empty folder new/ left on the disk
+            f"cannot write {ro}: Read-only file system",
+            "[]",
+        ]
+        * 2
+    ), done.stdout
+
+
 # ---------------------------------------------------------------- 22.12 a NUL byte in a list
 def test_a_nul_byte_in_a_list_fails_that_line_only(tmp_path, run_cli, one_thread):
     _clip(tmp_path / "good.npy")
@@ -380,6 +487,45 @@ def test_a_nul_byte_in_a_list_fails_that_line_only(tmp_path, run_cli, one_thread
     code, out, err = run_cli("evaluate", labelled, *MODEL)
     assert code == 1 and "(1 videos, 1x1 views, 1 failed to decode)" in out
     assert "\x00" not in err and "bad\\x00name.npy" in err and "val.csv:2" in err
+
+
+def test_a_huge_line_fails_alone_with_a_short_message(tmp_path, run_cli, one_thread):
+    # Found by attack 22b: a 1 MB line was a path, and the summary repeated all of it ("File name too long").
+    _clip(tmp_path / "good.npy")
+    for name, line in [("list.txt", "x" * 1_000_000 + ".npy"), ("val.csv", "y" * 1_000_000 + ".npy,left")]:
+        listing = tmp_path / name
+        listing.write_text(f"{line}\ngood.npy{',left' if name.endswith('csv') else ''}\n", encoding="utf-8")
+        command = "features" if name.endswith("txt") else "evaluate"
+        code, _, err = run_cli(command, listing, *MODEL, *(["--out", tmp_path / "f"] if command == "features" else []))
+        assert code == 1, err
+        assert f"{name}:1: a line of 1,000,0" in err and "more than any path with its labels" in err, err
+        assert len(err) < 2000, err[:300]  # the line is not repeated
+        if command == "features":
+            assert (tmp_path / "f" / "good.npy.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_a_list_too_large_to_be_a_list_is_refused_without_reading_it(tmp_path, run_cli_process):
+    # Found by attack 22b: a list file was read whole (`truncate -s 3G list.txt`: 3 GB of memory).
+    from vivit.data.datasets import MAX_LIST_BYTES
+
+    listing = tmp_path / "list.txt"
+    with open(listing, "wb") as f:
+        f.truncate(MAX_LIST_BYTES * 8)  # 2 GiB, sparse
+    # Python's own allocations while reading (tracemalloc): a measure that the process's import-time
+    # peak (which varies with the environment) cannot blur.
+    probe = (
+        "import sys, tracemalloc; from vivit.data.datasets import read_video_list\n"
+        "tracemalloc.start()\n"
+        "try:\n    read_video_list(sys.argv[1])\nexcept ValueError as err:\n    print(err)\n"
+        "print(tracemalloc.get_traced_memory()[1] // 2**20)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, listing], capture_output=True, text=True, timeout=300)
+    message, peak_mib = done.stdout.strip().splitlines()
+    assert "is larger than 256 MiB" in message and "MAX_LIST_BYTES" in message, done.stdout + done.stderr
+    assert int(peak_mib) <= MAX_LIST_BYTES * 2 // 2**20, peak_mib  # was the whole file, 2 GiB
+    code = run_cli_process("features", listing, *MODEL, "--out", tmp_path / "f")
+    assert code.returncode == 1 and "is larger than 256 MiB" in code.stderr, code.stderr
 
 
 # ---------------------------------------------------------------- 22.13 two runs on one --out

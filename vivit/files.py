@@ -48,6 +48,7 @@ __all__ = [
     "free_space",
     "is_inside",
     "name_max",
+    "new_folder_contents",
     "output_key",
     "relative_output",
     "remove_quietly",
@@ -191,9 +192,27 @@ def atomic_write(dest: str | os.PathLike[str]) -> Iterator[Path]:
         # A new file is readable as the umask says, whoever wrote the temporary file (safetensors
         # creates its files 0600, which made a folder prepared for sharing unreadable to others).
         os.chmod(tmp, 0o666 & ~_umask())
+        _sync(tmp)
         os.replace(tmp, dest)
+        _sync(dest.parent, folder=True)
     finally:
         remove_quietly(tmp)
+
+
+def _sync(path: Path, folder: bool = False) -> None:
+    """Flush `path` to the disk (`fsync`), so that a rename never lands before the data it names: after a
+    power loss or a kernel crash, an un-synced new file can be empty or zero-filled under its final name,
+    and a resumable job would then find a file it does not overwrite, or a cache one it trusts. A folder's
+    sync (the rename itself) is best effort: some file systems refuse it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if folder else 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        if not folder:
+            raise
 
 
 def _umask() -> int:
@@ -216,10 +235,15 @@ def check_file_destination(dest: str | os.PathLike[str]) -> None:
             system such as /proc): probed by creating and removing a temporary file there.
     """
     dest = Path(dest)
-    if dest.is_dir():
+    _check_fits(dest, "cannot write")
+    try:
+        is_dir = dest.is_dir()
+    except OSError as err:  # no permission to look, an I/O error
+        raise ValueError(f"cannot write {_shown(dest)}: {err.strerror or err}") from None
+    if is_dir:
         raise ValueError(f"{dest} is a folder: give a file name, e.g. {dest / ('output' + dest.suffix)}")
     for parent in dest.parents:
-        if parent.exists():
+        if _exists(parent):
             if not parent.is_dir():
                 raise ValueError(f"cannot write {dest}: {parent} is a file, not a folder")
             try:  # permissions alone do not tell (root, read-only mounts, /proc): try it
@@ -306,6 +330,41 @@ def writing(dest: str | os.PathLike[str]) -> Iterator[None]:
         raise write_error(dest, err) from err
 
 
+@contextmanager
+def new_folder_contents(directory: str | os.PathLike[str]) -> Iterator[Path]:
+    """Create `directory` (and its missing parents) for a set of files written together; when the block
+    raises, remove the files it added there and the folders made for them, so that a failed write (full
+    disk, read-only folder) leaves no half set (a `model.safetensors` without its `config.json`) and no
+    empty folder. Files that were there before are left alone (each is replaced atomically or not at all).
+
+    Raises:
+        WriteError: The folder cannot be created (naming it and the reason).
+    """
+    directory = Path(directory)
+    missing = [p for p in (directory, *directory.parents) if not os.path.lexists(p)]
+    try:
+        before = {entry.name for entry in os.scandir(directory)} if not missing else set()
+    except OSError:
+        before = set()
+    with writing(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+    try:
+        yield directory
+    except BaseException:
+        try:
+            added = [e.path for e in os.scandir(directory) if e.name not in before and e.is_file(follow_symlinks=False)]
+        except OSError:
+            added = []
+        for path in added:
+            remove_quietly(Path(path))
+        for folder in missing:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def name_max(folder: str | os.PathLike[str]) -> int:
     """The longest file name, in bytes, that the file system holding `folder` (or its nearest existing
     parent) takes; `NAME_MAX` (255) when it cannot be asked."""
@@ -347,6 +406,27 @@ def check_name_fits(path: str | os.PathLike[str], limit: int | None = None) -> N
             )
 
 
+def _check_fits(path: Path, what: str, folder: bool = False) -> None:
+    """`check_name_fits` for an output the user named, as the ValueError the output checks raise: a name
+    too long for the file system is refused before any work (it made `stat` itself fail with a raw
+    `[Errno 36] File name too long`). A folder keeps room for the names written in it."""
+    try:
+        check_name_fits(path / "x" if folder else path)
+    except WriteError as err:
+        reason = err.reason.replace("shorten the input's name", "choose a shorter name")
+        raise ValueError(f"{what} {_shown(path)[:60]}…: {reason}") from None
+
+
+def _exists(path: Path, what: str = "cannot write") -> bool:
+    """`path.exists()` (symbolic links followed); an error other than "not there" (no permission to look
+    into a parent folder) is a ValueError naming the path, never a raw OSError, nor a pass that would
+    fail only when the result is written."""
+    try:
+        return path.exists()
+    except OSError as err:
+        raise ValueError(f"{what} {_shown(path)}: {err.strerror or err}") from None
+
+
 def _probe(folder: Path, payload: int = 4096) -> None:
     """Create, fill with `payload` bytes and remove a temporary file in `folder` (raises OSError)."""
     with tempfile.TemporaryFile(dir=folder) as f:
@@ -379,10 +459,11 @@ def check_output_dir(folder: str | os.PathLike[str], what: str = "output folder"
         raise ValueError(f"{what} is empty: give a folder name (an empty one would write into the current folder)")
     path = Path(text).expanduser()
     shown = _shown(path)
-    if path.exists() and not path.is_dir():
+    _check_fits(path, what, folder=True)
+    if _exists(path, what) and not path.is_dir():
         raise ValueError(f"{what} {shown} is an existing file, not a folder: give a folder name")
     for candidate in (path, *path.parents):
-        if not candidate.exists():
+        if not _exists(candidate, what):
             if candidate.is_symlink():
                 try:
                     os.stat(candidate)

@@ -238,7 +238,7 @@ def text_lines(
         return word + "…"
 
     lines: list[str] = []
-    for paragraph in str(text).splitlines() or [""]:
+    for paragraph in _visible(text).split("\n"):
         line = ""
         for piece in re.split(r"(?<=, )|(?<=: )|(?=  \()", paragraph):
             for chunk in [piece] if width(piece) <= room else re.split(r"(?<= )", piece):
@@ -580,7 +580,16 @@ def plot_timeline(
     return shown
 
 
+def _visible(text: Any) -> str:
+    """`text` with every character that is not printable (control characters, escape sequences, bidirectional
+    overrides) but the line break written as its Python escape, as the command line prints it: a label or
+    file name holding `\\x1b]0;...` is drawn as that text, not as missing-glyph boxes (with one matplotlib
+    warning per character) or right-to-left reordered."""
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in str(text))
+
+
 def _as_text(text: str) -> str:
-    """`text` with its dollar signs escaped: matplotlib reads `$...$` as TeX math, which would garble a
-    label or file name holding two dollars and fail to draw one that is not valid TeX."""
-    return str(text).replace("$", r"\$")
+    """`text` as drawn: control characters visible (`_visible`), dollar signs escaped: matplotlib reads
+    `$...$` as TeX math, which would garble a label or file name holding two dollars and fail to draw one
+    that is not valid TeX."""
+    return _visible(text).replace("$", r"\$")

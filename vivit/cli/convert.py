@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..factory import create_model
-from ..files import WriteError, check_file_destination, check_output_dir, writing
+from ..files import WriteError, check_file_destination, check_name_fits, check_output_dir, writing
 from ..models.registry import get_entry, list_models
 from ..models.vivit import ViViT
 from ..version import __version__
@@ -94,6 +94,10 @@ def _check_convert_out(text: str, to: str) -> Path:
         )
     if not text.strip():
         raise UsageError(f"--out is empty; {accepted}")
+    try:  # a name too long for the file system makes even `is_dir` fail with a raw [Errno 36]
+        check_name_fits(out if out.suffix else out / "model.safetensors")
+    except WriteError as err:
+        raise UsageError(f"--out: {err.reason}") from None
     if to == "vivit" and out.suffix == ".safetensors":
         if out.is_dir():
             raise UsageError(f"--out {text} is a directory; {accepted}")

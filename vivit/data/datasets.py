@@ -227,6 +227,11 @@ _PATH_COLUMNS = ("path", "video")  # names a header may give the path column
 _EXPECTED_HEADER = "path,label[,start,end] (or one label column per split: path,noun,verb[,start,end])"
 # A header cell: a word, as column names are written (no dot, slash or leading digit, unlike paths and labels).
 _COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ -]*")
+# The largest list read (256 MiB: about 5 million lines of Kinetics paths; Kinetics-700 lists 650,000 videos):
+# a larger file (a sparse `truncate -s 20G`, a video or log given by mistake) was read whole into memory.
+MAX_LIST_BYTES = 256 * 2**20
+# The longest list line (characters): a path (PATH_MAX, 4096 bytes) with its labels and times fits many times.
+MAX_LINE_CHARS = 65_536
 
 
 def read_video_list(path: str | os.PathLike[str]) -> list[VideoRecord]:
@@ -270,7 +275,14 @@ def read_video_list(path: str | os.PathLike[str]) -> list[VideoRecord]:
         raise type(err)(f"list {err}") from None
     if stat.S_ISDIR(status.st_mode):
         raise FileNotFoundError(f"list {shown} is a directory")
-    lines = _list_lines(path.read_bytes(), shown)
+    with open(path, "rb") as f:  # at most the limit, whatever its size says (a file that grows, a pseudo file)
+        data = f.read(MAX_LIST_BYTES + 1)
+    if len(data) > MAX_LIST_BYTES:
+        raise ValueError(
+            f"list {shown} is larger than {MAX_LIST_BYTES // 2**20} MiB (vivit.data.datasets.MAX_LIST_BYTES): "
+            "not a list of videos, or split it into several lists"
+        )
+    lines = _list_lines(data, shown)
     suffix = path.suffix.lower()
     delimiter = (
         ","
@@ -287,6 +299,10 @@ def read_video_list(path: str | os.PathLike[str]) -> list[VideoRecord]:
     header = False
     for number, line in lines:
         where = f"{shown}:{number}"
+        if len(line) > MAX_LINE_CHARS:  # fails alone, and no message repeats megabytes of it
+            reason = f"a line of {len(line):,} characters, more than any path with its labels ({MAX_LINE_CHARS:,})"
+            records.append(_bad_line(base, line[:80] + "…", where, f"{reason}: {_quoted(line[:80])}…"))
+            continue
         try:
             fields = _fields(line, delimiter)
         except csv.Error as err:

@@ -18,6 +18,7 @@ may be full or read-only. The rules, in one place:
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import tempfile
@@ -26,6 +27,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
+
+import torch
 
 from ..files import atomic_write, clean_stale_temp_files, temp_path
 from .formats import read_safetensors_header
@@ -40,6 +43,7 @@ __all__ = [
     "get_or_build",
     "scratch_dir",
     "stale_reason",
+    "tensors_digest",
 ]
 
 logger = logging.getLogger(__name__)
@@ -165,6 +169,23 @@ def stale_reason(metadata: Mapping[str, str] | None, expected: Mapping[str, str]
         if value != "*" and metadata[key] != value:
             return f"its {key} is {metadata[key][:80]!r}, not {value[:80]!r}"
     return None
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of tensors' names, dtypes, shapes and bytes, in name order: what a cached file records
+    of its data, so that data changed after the write (zeroed blocks after a crash, a disk error, an edit)
+    is found on reading and the file rebuilt, even when its metadata still matches.
+
+    The bytes are the tensors' own (little-endian, as safetensors stores them), so a file read back
+    with `vivit.weights.formats.load_safetensors` gives the digest of the tensors it was written from.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)  # no copy
+    return digest.hexdigest()
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from ..files import atomic_write
+from ..files import atomic_write, new_folder_contents, writing
 from ..models.vivit import SpatioTemporalViViT, ViViT
 from .validate import count_blocks
 
@@ -449,17 +449,20 @@ def to_transformers(model: ViViT, directory: str | os.PathLike) -> Path:
 
     Raises:
         ValueError: another model class or pooling.
+        vivit.files.WriteError: A file or the folder could not be written (full disk, read-only folder),
+            naming it; nothing this call added is left.
     """
     _require_model1(model, "convert from")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_write(directory / "model.safetensors") as tmp:
-        save_file(_transformers_state_dict(model), str(tmp), metadata={"format": "pt"})
     files = {
         "config.json": _transformers_config(model),
         "preprocessor_config.json": _processor_config(model.pretrained_cfg or {}, model),
     }
-    for name, content in files.items():
-        with atomic_write(directory / name) as tmp:
-            tmp.write_text(json.dumps(content, indent=2) + "\n")
+    with new_folder_contents(directory):
+        weights = directory / "model.safetensors"
+        with writing(weights), atomic_write(weights) as tmp:
+            save_file(_transformers_state_dict(model), str(tmp), metadata={"format": "pt"})
+        for name, content in files.items():
+            with writing(directory / name), atomic_write(directory / name) as tmp:
+                tmp.write_text(json.dumps(content, indent=2) + "\n")
     return directory

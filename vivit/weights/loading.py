@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from ..models.adapt import checkpoint_filter_fn, token_grid
 from ..models.registry import ModelEntry, get_entry, list_models, matching_architectures
 from ..models.vivit import FactorizedEncoderViViT, SpatioTemporalViViT, ViViT
-from .cache import CacheError, get_or_build, scratch_dir
+from .cache import CacheError, get_or_build, scratch_dir, tensors_digest
 from .flax_msgpack import (
     ArraySpec,
     FlaxCheckpoint,
@@ -561,6 +561,7 @@ def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
         "converter_version": str(CONVERTER_VERSION),
         "format_version": FORMAT_VERSION,
         "config": "*",
+        "tensors_sha256": "*",
     }
 
     def read(path: Path) -> Converted:
@@ -568,7 +569,12 @@ def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
         config = _metadata_config(header.metadata, str(path)) or {}
         if not isinstance(config.get("model_args"), Mapping):
             raise ValueError(f"{path}: its config has no model_args")
-        return _convert_ours(header, config, entry, str(path))._replace(pretrained_cfg={})
+        converted = _convert_ours(header, config, entry, str(path))._replace(pretrained_cfg={})
+        # Metadata that matches says nothing of the data after it: blocks zeroed by a crash or a disk
+        # error would load without a word (found by attack 22b).
+        if tensors_digest(converted.state_dict) != header.metadata.get("tensors_sha256"):
+            raise ValueError("its tensors changed after it was written (their SHA-256 differs from the recorded one)")
+        return converted
 
     def build() -> tuple[Converted, str]:
         manual = manual_download_path(entry.name)
@@ -593,8 +599,12 @@ def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
         model = converted.model or build_model(entry.model_cls, converted.model_args, url)
         model.pretrained_cfg = {**entry.pretrained_cfg, "architecture": entry.name} if entry.pretrained_cfg else {}
         tensors = {k: v.detach().contiguous().cpu() for k, v in converted.state_dict.items()}
-        metadata = {k: v for k, v in expected.items() if k != "config"}
-        metadata |= {"config": json.dumps(jsonable(model_config(model))), "source_sha256": sha}
+        metadata = {k: v for k, v in expected.items() if v != "*"}
+        metadata |= {
+            "config": json.dumps(jsonable(model_config(model))),
+            "source_sha256": sha,
+            "tensors_sha256": tensors_digest(tensors),
+        }
         save_file(tensors, str(path), metadata=aligned_metadata(tensors, metadata))
 
     limits = DownloadLimits.from_env()

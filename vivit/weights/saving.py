@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from ..files import atomic_write
+from ..files import atomic_write, new_folder_contents, writing
 from ..models.registry import get_entry, matching_architectures
 from ..models.vivit import MODEL_CLASSES, ViViT, register_saver
 from ..version import __version__
@@ -135,8 +135,8 @@ def save_safetensors(model: ViViT, path: str | os.PathLike, **metadata: str) -> 
     stored beside the config.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors(model.state_dict(), path, model_config(model), **metadata)
+    with new_folder_contents(path.parent), writing(path):
+        write_safetensors(model.state_dict(), path, model_config(model), **metadata)
     return path
 
 
@@ -146,12 +146,16 @@ def save_pretrained(model: ViViT, directory: str | os.PathLike) -> Path:
     `create_model('local-dir:' + directory, pretrained=True)`, `create_model(name,
     pretrained=directory)`, or `'hf-hub:org/repo'` after uploading rebuild the same model.
     Returns the directory.
+
+    Raises:
+        vivit.files.WriteError: A file or the folder could not be written (full disk, read-only folder),
+            naming it; nothing this call added is left (no weights without their config, no empty folder).
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_safetensors(model, directory / WEIGHTS_NAME)
-    with atomic_write(directory / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(model_config(model), indent=2) + "\n")
+    with new_folder_contents(directory):
+        save_safetensors(model, directory / WEIGHTS_NAME)
+        with writing(directory / CONFIG_NAME), atomic_write(directory / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(model_config(model), indent=2) + "\n")
     return directory
 
 
