@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from ..models.adapt import checkpoint_filter_fn, token_grid
 from ..models.registry import ModelEntry, get_entry, list_models, matching_architectures
 from ..models.vivit import FactorizedEncoderViViT, SpatioTemporalViViT, ViViT
-from .cache import CacheError, get_or_build, scratch_dir, tensors_digest
+from .cache import CacheError, get_or_build, scratch_dir, tensors_digest, tensors_match_digest
 from .flax_msgpack import (
     ArraySpec,
     FlaxCheckpoint,
@@ -572,7 +572,7 @@ def _scenic_source(entry: ModelEntry, src: Mapping[str, Any]) -> Converted:
         converted = _convert_ours(header, config, entry, str(path))._replace(pretrained_cfg={})
         # Metadata that matches says nothing of the data after it: blocks zeroed by a crash or a disk
         # error would load without a word (found by attack 22b).
-        if tensors_digest(converted.state_dict) != header.metadata.get("tensors_sha256"):
+        if not tensors_match_digest(path, converted.state_dict, header.metadata.get("tensors_sha256", "")):
             raise ValueError("its tensors changed after it was written (their SHA-256 differs from the recorded one)")
         return converted
 
