@@ -343,6 +343,7 @@ def test_an_out_name_too_long_for_the_file_system_is_one_line_before_the_work(tm
             ["explain", video, "--model", "vivit_demo", "--out", f"{stem}.png"],
             ["convert", "vivit_demo", "--out", f"{stem}.safetensors"],
             ["convert", "vivit_demo", "--out", stem],
+            ["predict", video, "--model", "vivit_demo", "--timeline", "--plot", f"{stem}.png"],
         ]:
             code, stdout, err = run_cli(*argv)
             lines = err.strip().splitlines()

@@ -54,6 +54,7 @@ from .data.transforms import resolve_data_config
 from .files import check_file_destination, clean_stale_temp_files
 from .version import __version__
 from .weights.cache import CacheWarning, cache_dir, cache_lock, cache_write_error
+from .weights.validate import check_model_args
 
 __all__ = [
     "BACKENDS",
@@ -97,7 +98,9 @@ def export_clip_size(model: nn.Module, input_size: tuple[int, int, int] | None) 
 
     Raises:
         ValueError: an optimized copy (`vivit.optimize_for_inference`), a module that is not a
-            vivit model, a `dynamic_size=True` model without `input_size`, or a mismatched size.
+            vivit model, a `dynamic_size=True` model without `input_size`, a mismatched size, or one
+            beyond the limits of every model built (`vivit.weights.validate.ARCH_LIMITS`: 4,096
+            frames, 8,192 pixels, 65,536 tubelets).
     """
     if getattr(model, "optimized_for_inference", None) is not None:
         raise ValueError(
@@ -122,6 +125,14 @@ def export_clip_size(model: nn.Module, input_size: tuple[int, int, int] | None) 
     size = tuple(int(s) for s in input_size)
     if len(size) != 3 or min(size) < 1:
         raise ValueError(f"input_size must be (T, H, W) with positive sizes, got {input_size!r}")
+    if dynamic:  # a resampled copy is built at this size: the limits of every model built hold for it too
+        kernel = getattr(getattr(getattr(model, "patch_embed", None), "proj", None), "kernel_size", None)
+        if kernel is not None:
+            check_model_args(
+                {"num_frames": size[0], "img_size": size[1:], "tubelet_size": kernel[0], "patch_size": kernel[1:]},
+                f"input_size {size}",
+                from_file=False,
+            )
     if not dynamic and size != own:
         raise ValueError(
             f"input_size {size} differs from the model's clip size {own} (T, H, W); create the model with "

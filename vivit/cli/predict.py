@@ -146,9 +146,13 @@ def _check_timeline_args(args: argparse.Namespace) -> None:
     except ValueError as err:
         raise UsageError(f"--plot: {err}") from None
     plot = Path(args.plot).expanduser()
-    if plot.is_dir():
+    try:
+        is_dir, parent_is_dir = plot.is_dir(), plot.parent.is_dir()
+    except OSError:  # a name too long for the file system: the check below says so in one short line
+        is_dir, parent_is_dir = False, True
+    if is_dir:
         raise UsageError(f"--plot {args.plot} is a folder; give a file name ending in .png")
-    if not plot.parent.is_dir():
+    if not parent_is_dir:
         raise UsageError(f"--plot {args.plot}: the folder {plot.parent} does not exist")
     try:
         check_file_destination(plot)  # a folder that takes no files: refused now, not after the whole video
