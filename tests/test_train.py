@@ -426,6 +426,64 @@ def test_empty_small_and_unreadable_training_sets(discs, tmp_path, one_thread):
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def test_a_training_set_of_one_class_is_refused(discs, tmp_path, one_thread):
+    """A new head over one class has loss 0 and gradient 0 whatever the clips: the run would learn nothing."""
+    (tmp_path / "one" / "train").mkdir(parents=True)
+    shutil.copytree(discs / "train" / "left", tmp_path / "one" / "train" / "left")
+    with pytest.raises(ValueError, match=r"the training set has one class \('left'\): a classifier needs at least 2"):
+        tiny_run(tmp_path / "one", tmp_path / "run", val=None, global_batch=4)
+    assert not (tmp_path / "run").exists()
+
+
+_FILE_SIZE_LIMIT = """
+import resource, sys, runpy
+limit = int(sys.argv.pop(1))
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ: writes fail with EFBIG
+sys.argv[0] = "vivit"
+runpy.run_module("vivit", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_a_write_that_fails_is_one_clear_line_and_the_run_resumes(discs, tmp_path, one_error_line):
+    """A real failed write (the file size limit, as a full disk fails it): torch.save and safetensors report it as
+    RuntimeError / SafetensorError; the user gets one line, the previous checkpoint and no temporary leftovers."""
+    argv = [str(discs / "train"), "--model", "vivit_ti_st", "--recipe", "ek100", "--batch-size", "4", "--workers", "0"]
+    argv += ["--epochs", "2", "--lr", "0.05", "--no-tensorboard", "--color-prob", "0", "--randaugment", "none"]
+    argv += ["--frame-stride", "1", "--global-batch", "8"]
+    for key, value in TINY.items():
+        argv += ["--override", f"{key}={json.dumps(value)}"]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+    def vivit_train(out: Path, limit: int, every: int = 2) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", _FILE_SIZE_LIMIT, str(limit), "train", *argv, "--out", str(out)]
+        command += ["--checkpoint-every", str(every)]  # a free setting: another value still resumes
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+
+    reference = tmp_path / "reference"
+    assert vivit_train(reference, 2**40).returncode == 0
+    model_bytes = (reference / "last" / "model.safetensors").stat().st_size
+    checkpoint_bytes = (reference / "checkpoint.pt").stat().st_size
+    assert model_bytes < checkpoint_bytes
+    # the checkpoint fails (at step 2, the first write); the model folder last/ (the first write at the end of
+    # epoch 1 when checkpoints are only written there)
+    for name, limit, every, fragment in (
+        ("checkpoint", (model_bytes + checkpoint_bytes) // 2, 2, "checkpoint.pt would be larger than this process"),
+        ("model", model_bytes // 2, 1000, "last would be larger than this process may write"),
+    ):
+        out = tmp_path / name
+        done = vivit_train(out, limit, every)
+        assert done.returncode == 1, done.stderr[-2000:]
+        line = one_error_line(done.stderr.split("\n", 1)[1], fragment, "(the file size limit, ulimit -f)")
+        assert "re-run the same command to resume" in line
+        assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file or folder left
+        done = vivit_train(out, 2**40)
+        assert done.returncode == 0, done.stderr[-2000:]
+        want, got = (load_file(p / "last" / "model.safetensors") for p in (reference, out))
+        assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 @pytest.mark.slow
 def test_other_settings_in_the_same_folder_are_refused(discs, tmp_path, one_thread):
     out = tmp_path / "run"

@@ -513,12 +513,65 @@ def _save_model_dir(model: ViViT, folder: Path) -> None:
         if folder.exists():
             os.replace(folder, old)
         os.replace(tmp, folder)
-    except OSError as err:
+    except Exception as err:  # OSError, or safetensors' SafetensorError for a failed write (full disk, ulimit -f)
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not folder.exists():
             os.replace(old, folder)
-        raise _disk_error(err, folder) from None
+        raise _write_error(err, folder, _state_bytes(model.state_dict())) from None
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _state_bytes(state: Any) -> int:
+    """Bytes of the tensors in a (nested) state: about what writing it needs on disk."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, Mapping):
+        return sum(_state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_state_bytes(v) for v in state)
+    return 0
+
+
+def _write_error(err: Exception, path: Path, nbytes: int) -> OSError:
+    """The error of a failed write as one clear `OSError`.
+
+    torch.save and safetensors report a failed write as a RuntimeError ("unexpected pos ...") or a
+    SafetensorError ("... (os error 28)"), without the OSError: the cause is recovered from the
+    message or, failing that, from the free space and the file size limit (`ulimit -f`) against
+    the `nbytes` the file needs.
+    """
+    if isinstance(err, OSError) and err.errno is not None:
+        return _disk_error(err, path)
+    code = None
+    found = re.search(r"os error (\d+)", str(err))
+    if found:
+        code = int(found.group(1))
+    else:
+        try:
+            folder = next(p for p in (path.parent, *path.parents) if p.exists())
+            if shutil.disk_usage(folder).free < nbytes:
+                code = errno.ENOSPC
+        except (OSError, StopIteration):
+            pass
+        limit = _file_size_limit()
+        if code is None and limit is not None and nbytes > limit:
+            code = errno.EFBIG
+    if code is not None:
+        return _disk_error(OSError(code, os.strerror(code)), path)
+    return OSError(
+        errno.EIO,
+        f"cannot write {path} ({' '.join(str(err).split())[:200]}); the previous checkpoint and models in "
+        f"{path.parent} are intact: re-run the same command to resume",
+    )
+
+
+def _file_size_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def _disk_error(err: OSError, path: Path) -> OSError:
@@ -527,6 +580,12 @@ def _disk_error(err: OSError, path: Path) -> OSError:
             err.errno,
             f"no space left on the device while writing {path}; the previous checkpoint and models in "
             f"{path.parent} are intact: free some space and re-run the same command to resume",
+        )
+    if err.errno == errno.EFBIG:
+        return OSError(
+            err.errno,
+            f"{path} would be larger than this process may write (the file size limit, ulimit -f); the previous "
+            f"checkpoint and models in {path.parent} are intact: raise the limit and re-run the same command to resume",
         )
     return OSError(err.errno, f"cannot write {path}: {err.strerror or err}")
 
@@ -716,7 +775,10 @@ def train(
         tensorboard: write `out_dir/tensorboard` (None: when TensorBoard is installed).
         progress: called on rank 0 with event dicts: `{"event": "start", "step", "total_steps",
             ...}`, `{"event": "step", "step", "epoch", "lr", "loss" (logging steps, else None)}`,
-            `{"event": "log", ...the log line}`, `{"event": "eval", ...}`, `{"event": "end", ...}`.
+            `{"event": "log", ...the log line}`, `{"event": "eval", ...}`, `{"event": "end", ...}`;
+            on Ctrl-C `{"event": "interrupted", "step", "checkpoint"}` (whether a checkpoint of that
+            step was written: it is unless the interrupt came during an update's bookkeeping) before
+            the `KeyboardInterrupt` propagates.
         **settings: recipe overrides (`lr=0.05`, `epochs=5`, `label_smoothing=0.1`, ... see
             `Recipe`).
 
@@ -862,6 +924,13 @@ class _Run:
         _seed_everything(_derived_seed(self.seed, _INIT))  # a fresh init (new layers, no weights) is the seed's
         model = _build_model(self.model_spec, self.pretrained, self.model_args, recipe.drop_path_rate)
         labels = _resolve_labels(records, model, self.model_args.get("num_classes"))
+        if not labels.keep_head and max(labels.class_splits or (labels.num_classes,)) < 2:
+            # a softmax over one class has loss 0 and gradient 0 whatever the model does: nothing to learn
+            only = labels.label_names or []
+            raise ValueError(
+                f"the training set has one class ({', '.join(map(repr, only))}): a classifier needs at least 2; "
+                "add videos of other classes (root/<class>/<video>, or more labels in the list)"
+            )
         if not labels.keep_head:
             model.reset_classifier(labels.num_classes)
         base_cfg = resolve_data_config(model_data_config(model)[0])
@@ -1144,8 +1213,8 @@ class _Run:
         try:
             with atomic_write(path) as tmp:
                 torch.save(state, tmp)
-        except OSError as err:
-            raise _disk_error(err, path) from None
+        except (OSError, RuntimeError) as err:  # torch.save reports a failed write as a RuntimeError
+            raise _write_error(err, path, _state_bytes(state)) from None
 
     def _failed_paths(self) -> list[str]:
         return [shown_path(self.train_set.records[i].path) for i in self.train_set.failed_indices()]
@@ -1169,7 +1238,7 @@ class _Run:
 
     # ------------------------------------------------------------ the loop
     def _loop(self) -> None:
-        recipe, spe = self.recipe, self.steps_per_epoch
+        recipe = self.recipe
         self.mixup = (
             Mixup(
                 mixup_alpha=recipe.mixup_alpha,
@@ -1188,12 +1257,41 @@ class _Run:
         self.window_steps = 0
         self.window_data_s = 0.0
         self.window_start = time.perf_counter()
+        self._boundary: int | None = None
+        try:
+            self._steps()
+        except KeyboardInterrupt:
+            self._checkpoint_on_interrupt()
+            raise
+
+    def _checkpoint_on_interrupt(self) -> None:
+        """Ctrl-C: keep the work done so far when the state is that of a step boundary.
+
+        Until an update changes the weights (`_update`'s optimiser step), an interrupted step has
+        only touched gradients and the data pipeline, none of which a checkpoint holds: the state is
+        exactly that at the start of step `self.step`, and the resumed run continues as if never
+        stopped. An interrupt from the optimiser step to the end of the step's bookkeeping (logging,
+        evaluation, saving) keeps the last checkpoint instead.
+        """
+        written = False
+        if self._boundary == self.step and bool(torch.isfinite(self.window_loss)):
+            try:
+                self._checkpoint()
+                written = self.context.is_main
+            except OSError:
+                pass  # the previous checkpoint is intact; the interrupt is what the user asked for
+        self._emit({"event": "interrupted", "step": self.step, "checkpoint": written})
+
+    def _steps(self) -> None:
+        recipe, spe = self.recipe, self.steps_per_epoch
         while self.step < self.total_steps:
             epoch, position = divmod(self.step, spe)
             self.sampler.set_position(epoch, position)
             self.train_set.set_epoch(epoch)  # seeds each video's clip and augmentation: (seed, epoch, index)
+            self._boundary = self.step
             batches = iter(self.loader)
             for _ in range(position, spe):
+                self._boundary = self.step  # every piece of step `step - 1` is done: a checkpoint may be taken
                 lr, grad_norm = self._update(batches)
                 loss = self._log_step(lr, grad_norm) if self._logging_step() else None
                 self._emit({"event": "step", "step": self.step, "epoch": self.step / spe, "lr": lr, "loss": loss})
@@ -1238,6 +1336,7 @@ class _Run:
                 scaled = loss / accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             step_loss += loss.detach().double()
+        self._boundary = None  # from here the weights change: an interrupt keeps the last checkpoint
         lr = warmup_cosine_lr(self.step, self.base_lr, self.warmup_steps, self.total_steps)
         set_learning_rate(self.optimizer, lr)
         if self.scaler is not None:
