@@ -190,6 +190,10 @@ class _TrainProgress:
         elif kind == "eval":
             best = "  (best so far)" if event.get("best") else ""
             console.note(f"epoch {event['epoch']}: {_train_metrics(event)}{best}")
+        elif kind == "interrupted":
+            self.bar.close()
+            kept = f"a checkpoint of step {event['step']}" if event["checkpoint"] else "the last checkpoint"
+            console.note(f"stopped; {kept} is kept: re-run the same command to resume")
 
 
 def run_train(args: argparse.Namespace) -> int:
