@@ -563,6 +563,20 @@ def test_cli_train_show_lists_values_with_sources():
         assert done.returncode == 2 and done.stderr.count("vivit: error:") == 1 and message in done.stderr, done.stderr
 
 
+def test_cli_option_combinations_that_cannot_work_are_usage_errors(discs, tmp_path, run_cli, one_error_line):
+    """Refused before any work, exit 2; before this, --global-batch beside --accum-steps was silently ignored."""
+    base = [discs / "train", "--model", "vivit_demo", "--out", tmp_path / "run", "--workers", "0"]
+    for extra, fragment in (
+        (["--accum-steps", "2", "--global-batch", "16"], "give --accum-steps or --global-batch, not both"),
+        (["--batch-size", "3"], "the global batch 64 is not a multiple of --batch-size 3 x 1 rank(s)"),
+        (["--precision", "fp16", "--device", "cpu"], "--precision fp16 needs a CUDA device"),
+    ):
+        code, _, err = run_cli("train", *base, *extra)
+        assert code == 2, err
+        one_error_line(err, fragment)
+    assert not (tmp_path / "run").exists()
+
+
 def test_every_recipe_setting_has_a_command_line_option():
     from vivit.cli import train
 
