@@ -426,6 +426,12 @@ def test_empty_small_and_unreadable_training_sets(discs, tmp_path, one_thread):
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def test_mixup_with_one_clip_per_forward_pass_says_that_nothing_is_mixed(discs, tmp_path, one_thread):
+    """Mixup pairs the clips of one forward pass; with batch_size 1 the recipe's mixup silently did nothing."""
+    with pytest.warns(UserWarning, match=r"with batch_size 1 no clip has a partner: nothing is mixed"):
+        tiny_run(discs, tmp_path / "run", val=None, batch_size=1, epochs=1, temporal_check=False)
+
+
 def test_a_training_set_of_one_class_is_refused(discs, tmp_path, one_thread):
     """A new head over one class has loss 0 and gradient 0 whatever the clips: the run would learn nothing."""
     (tmp_path / "one" / "train").mkdir(parents=True)

@@ -804,6 +804,16 @@ def train(
         raise ValueError(f"accum_steps must be a positive integer, got {accum_steps!r}")
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    if (recipe_.mixup_alpha > 0 or recipe_.cutmix_alpha > 0) and batch_size == 1:
+        # Mixup pairs clip i with clip B - 1 - i of the same forward pass (Scenic: of one device's batch)
+        warnings.warn(
+            f"recipe {recipe_.name!r} mixes clips (mixup_alpha {recipe_.mixup_alpha:g}, cutmix_alpha "
+            f"{recipe_.cutmix_alpha:g}) within each forward pass, and with batch_size 1 no clip has a partner: "
+            "nothing is mixed. Use batch_size >= 2 (the global batch is reached by accumulation), or set "
+            "mixup_alpha=0 (--mixup-alpha 0) to train without mixup knowingly",
+            UserWarning,
+            stacklevel=2,
+        )
     out = Path(out_dir).expanduser()
     _check_out_dir(out)  # before any work: a folder that cannot take files, or another run's
     if recipe_.cutmix_alpha > 0:
