@@ -147,7 +147,7 @@ def test_recipe_lr_per_model_and_overrides():
     assert changed.source("lr") == "overridden" and changed.source("epochs") == k400.source("epochs")
     with pytest.raises(ValueError, match=r"unknown recipe settings \['learning_rate'\]; the settings are: lr,"):
         k400.replace(learning_rate=0.1)
-    with pytest.raises(ValueError, match="randaugment and color_prob cannot both be on"):
+    with pytest.raises(ValueError, match=r"randaugment and colour augmentation \(color_prob, color_drop_prob\) cannot"):
         k400.replace(randaugment=(2, 15))
     with pytest.raises(ValueError, match="unknown recipe 'kinetics'; recipes: ek100, k400, ssv2"):
         get_recipe("kinetics")
@@ -268,9 +268,24 @@ def test_temporal_perturbations():
         temporal_order(5, "backwards")
 
 
+def test_recipe_values_that_cannot_work_are_refused_and_colour_drop_alone_is_applied():
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 1.5"):
+        RECIPES["k400"].replace(momentum=1.5)
+    with pytest.raises(ValueError, match="resize_size 10 is smaller than crop_size 224"):
+        RECIPES["k400"].replace(resize_size=10)
+    with pytest.raises(ValueError, match=r"cannot both be on: .*turn one off"):
+        RECIPES["ek100"].replace(color_drop_prob=0.1)  # RandAugment on: before, the colour drop was dropped silently
+    cfg = vivit.resolve_data_config({"input_size": (3, 8, 32, 32), "resize_size": 37})
+    drop_only = train_transform(cfg, RECIPES["k400"].replace(color_prob=0.0, color_drop_prob=1.0))
+    clip = np.zeros((8, 40, 40, 3), np.uint8)
+    clip[..., 0] = 200  # red
+    out = drop_only(clip, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])  # grey: the drop was applied
+
+
 def test_train_transform_asks_only_for_what_the_recipe_turns_on():
     cfg = vivit.resolve_data_config({"input_size": (3, 8, 32, 32), "resize_size": 37})
-    plain = train_transform(cfg, RECIPES["k400"].replace(color_prob=0.0, hflip=0.0))
+    plain = train_transform(cfg, RECIPES["k400"].replace(color_prob=0.0, color_drop_prob=0.0, hflip=0.0))
     assert plain.scale == (0.9, 1.33) and plain.hflip == 0.0
     try:
         vivit.create_transform(cfg, train=True, color_prob=0.8, color_drop_prob=0.1)

@@ -213,10 +213,9 @@ def train_transform(cfg: Mapping[str, Any], recipe: Recipe) -> Any:
         ValueError: the recipe asks for an augmentation this build's `create_transform` lacks.
     """
     extra: dict[str, Any] = {}
-    if recipe.color_prob > 0:
+    if recipe.color_prob > 0 or recipe.color_drop_prob > 0:  # DMVR draws the colour drop on its own
         extra["color_prob"] = recipe.color_prob
-        if recipe.color_drop_prob > 0:
-            extra["color_drop_prob"] = recipe.color_drop_prob
+        extra["color_drop_prob"] = recipe.color_drop_prob
     if recipe.randaugment is not None and recipe.randaugment[0] > 0:
         extra["randaugment"] = tuple(recipe.randaugment)
     try:
