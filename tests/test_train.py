@@ -413,6 +413,14 @@ def test_out_that_holds_something_else_is_refused(discs, tmp_path):
         tiny_run(discs, tmp_path / "file")
 
 
+def test_a_settings_record_that_is_not_an_object_is_refused(discs, tmp_path, one_thread):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "settings.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"settings.json holds JSON list, not the settings record of a vivit run"):
+        tiny_run(discs, tmp_path / "run", val=None)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["settings.json"]
+
+
 def test_labels_that_do_not_fit_are_refused(discs, tmp_path, one_thread):
     with pytest.raises(
         ValueError, match=r"num_classes=5 does not match the 4 classes of the training set \(down, left"

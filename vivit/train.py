@@ -1126,6 +1126,11 @@ class _Run:
                 old = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as err:
                 raise ValueError(f"{path} is unreadable ({err}); it is not a vivit run folder any more") from None
+            if not isinstance(old, dict):
+                raise ValueError(
+                    f"{path} holds JSON {type(old).__name__}, not the settings record of a vivit run; "
+                    "it is not a vivit run folder any more: use another folder"
+                )
             differences = _settings_differences(old, self.settings)
             if differences:
                 raise ValueError(
