@@ -538,6 +538,30 @@ def test_other_settings_in_the_same_folder_are_refused(discs, tmp_path, one_thre
 
 
 @pytest.mark.slow
+def test_a_damaged_checkpoint_with_our_marker_is_one_clear_error(discs, tmp_path, one_thread):
+    """The format marker and the settings digest are easy to keep while the rest is damaged or edited."""
+    out = tmp_path / "run"
+    tiny_run(discs, out, epochs=1, val=None, checkpoint_every=2)
+    good = torch.load(out / "checkpoint.pt", weights_only=True)
+    (out / "result.json").unlink()
+    for damage in (
+        lambda c: c.pop("model"),
+        lambda c: c.update(step=-5),
+        lambda c: c.update(step=10**9),  # was taken as a finished run
+        lambda c: c["model"].update({"head.weight": torch.zeros(7, 7)}),
+        lambda c: c.update(best="x"),
+    ):
+        state = dict(good)
+        state["model"] = dict(good["model"])
+        damage(state)
+        torch.save(state, out / "checkpoint.pt")
+        with pytest.raises(ValueError, match=r"checkpoint.pt cannot be resumed from \(.*\); move it away"):
+            tiny_run(discs, out, epochs=1, val=None, checkpoint_every=2)
+    torch.save(good, out / "checkpoint.pt")
+    assert tiny_run(discs, out, epochs=1, val=None, checkpoint_every=2).resumed_from == 4
+
+
+@pytest.mark.slow
 def test_no_space_while_checkpointing_keeps_the_previous_checkpoint(discs, tmp_path, monkeypatch, one_thread):
     out = tmp_path / "run"
     real_save = torch.save

@@ -1188,6 +1188,21 @@ class _Run:
 
     # ------------------------------------------------------------ checkpoints
     def _restore(self, checkpoint: Mapping[str, Any]) -> None:
+        """The run's state from a checkpoint; one that carries our marker but not our contents (damaged or
+        edited) is refused as one error, whatever part of it is wrong."""
+        try:
+            step = checkpoint["step"]
+            if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= self.total_steps:
+                raise ValueError(f"its step {step!r} is not one of this run's 0..{self.total_steps}")
+            self._restore_state(checkpoint)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+            text = " ".join(str(err).split())
+            raise ValueError(
+                f"{self.out / CHECKPOINT_FILE} cannot be resumed from ({type(err).__name__}: "
+                f"{text[:200] + ('...' if len(text) > 200 else '')}); move it away to start the run afresh"
+            ) from None
+
+    def _restore_state(self, checkpoint: Mapping[str, Any]) -> None:
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scaler is not None and checkpoint.get("scaler"):
