@@ -537,6 +537,21 @@ def test_other_settings_in_the_same_folder_are_refused(discs, tmp_path, one_thre
         tiny_run(discs, out, epochs=1, temporal_check=False)
 
 
+def test_a_loss_that_becomes_nan_stops_the_run_and_says_what_to_do(
+    discs, tmp_path, run_cli, one_error_line, one_thread
+):
+    out = tmp_path / "run"
+    argv = [discs / "train", "--model", "vivit_ti_st", "--recipe", "ek100", "--batch-size", "4", "--workers", "0"]
+    argv += ["--epochs", "2", "--lr", "1e30", "--grad-clip", "none", "--no-tensorboard", "--randaugment", "none"]
+    argv += ["--frame-stride", "1", "--global-batch", "8", "--out", out, "--quiet", "--log-every", "100"]
+    for key, value in TINY.items():
+        argv += ["--override", f"{key}={json.dumps(value)}"]
+    code, _, err = run_cli("train", *argv)
+    assert code == 1
+    one_error_line(err, "became nan by step 4", "Lower the learning rate", "in a new folder")  # the 1st epoch end
+    assert not (out / "last").exists() and not (out / "checkpoint.pt").exists()  # before: last/ held NaN weights
+
+
 @pytest.mark.slow
 def test_a_damaged_checkpoint_with_our_marker_is_one_clear_error(discs, tmp_path, one_thread):
     """The format marker and the settings digest are easy to keep while the rest is damaged or edited."""

@@ -1293,6 +1293,14 @@ class _Run:
             self._checkpoint_on_interrupt()
             raise
 
+    def _check_finite(self, lr: float) -> None:
+        """Raise `_diverged` when a loss since the last log line or a weight is not finite (NaN, inf)."""
+        if not bool(torch.isfinite(self.window_loss)):
+            raise _diverged(float(self.window_loss), self.step, lr)
+        with torch.no_grad():
+            if not all(bool(torch.isfinite(p).all()) for p in self.params):
+                raise _diverged(float("nan"), self.step, lr, "the weights")
+
     def _checkpoint_on_interrupt(self) -> None:
         """Ctrl-C: keep the work done so far when the state is that of a step boundary.
 
@@ -1303,11 +1311,12 @@ class _Run:
         evaluation, saving) keeps the last checkpoint instead.
         """
         written = False
-        if self._boundary == self.step and bool(torch.isfinite(self.window_loss)):
+        if self._boundary == self.step:
             try:
+                self._check_finite(0.0)
                 self._checkpoint()
                 written = self.context.is_main
-            except OSError:
+            except (OSError, FloatingPointError):
                 pass  # the previous checkpoint is intact; the interrupt is what the user asked for
         self._emit({"event": "interrupted", "step": self.step, "checkpoint": written})
 
@@ -1325,6 +1334,8 @@ class _Run:
                 loss = self._log_step(lr, grad_norm) if self._logging_step() else None
                 self._emit({"event": "step", "step": self.step, "epoch": self.step / spe, "lr": lr, "loss": loss})
                 epoch_end = self.step % spe == 0
+                if epoch_end or self.step % self.checkpoint_every == 0:
+                    self._check_finite(lr)  # never evaluate, save or checkpoint weights that went NaN
                 if epoch_end:
                     done = self.step // spe
                     if self.val_set is not None and (done % recipe.eval_every == 0 or self.step == self.total_steps):
@@ -1332,8 +1343,6 @@ class _Run:
                     if self.context.is_main:
                         _save_model_dir(self._evaluated(), self.out / "last")
                 if epoch_end or self.step % self.checkpoint_every == 0:
-                    if not bool(torch.isfinite(self.window_loss)):  # never checkpoint weights that went NaN
-                        raise _diverged(float(self.window_loss), self.step, lr)
                     self._checkpoint()
             # the sampler is exhausted here: persistent workers wait for the next epoch's iterator
 
@@ -1475,10 +1484,11 @@ class _Run:
         return out
 
 
-def _diverged(loss: float, step: int, lr: float) -> FloatingPointError:
+def _diverged(loss: float, step: int, lr: float, what: str = "the training loss") -> FloatingPointError:
     return FloatingPointError(
-        f"the training loss became {loss} by step {step} (lr {lr:.3g}); the checkpoint before it is kept: "
-        "lower the learning rate (lr=..., --lr) or use fp32"
+        f"{what} became {loss} by step {step} (lr {lr:.3g}); nothing after the last finite step was "
+        "saved. Lower the learning rate (lr=..., --lr) or use fp32, in a new folder (a run with other settings "
+        "does not resume this one)"
     )
 
 
