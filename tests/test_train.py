@@ -413,12 +413,25 @@ def test_out_that_holds_something_else_is_refused(discs, tmp_path):
         tiny_run(discs, tmp_path / "file")
 
 
+def test_a_second_run_in_a_folder_in_use_is_refused(discs, tmp_path, one_thread):
+    """Two runs in one folder interleaved their log lines and raced on the checkpoint (both ended 'fine')."""
+    import filelock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with filelock.FileLock(str(out / ".lock")):  # what a running `vivit train` holds
+        with pytest.raises(ValueError, match=r"another vivit train is running in .*run \(it holds .*\.lock\)"):
+            tiny_run(discs, out, val=None)
+    assert [p.name for p in out.iterdir()] == [".lock"]  # nothing written
+    assert tiny_run(discs, out, val=None, epochs=1, temporal_check=False).steps == 4  # free again
+
+
 def test_a_settings_record_that_is_not_an_object_is_refused(discs, tmp_path, one_thread):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "settings.json").write_text("[]")
     with pytest.raises(ValueError, match=r"settings.json holds JSON list, not the settings record of a vivit run"):
         tiny_run(discs, tmp_path / "run", val=None)
-    assert [p.name for p in (tmp_path / "run").iterdir()] == ["settings.json"]
+    assert [p.name for p in (tmp_path / "run").iterdir() if p.name != ".lock"] == ["settings.json"]
 
 
 def test_labels_that_do_not_fit_are_refused(discs, tmp_path, one_thread):

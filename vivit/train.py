@@ -92,6 +92,7 @@ SETTINGS_FILE = "settings.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
 RESULT_FILE = "result.json"
+LOCK_FILE = ".lock"
 _CHECKPOINT_FORMAT = "vivit-train-checkpoint"
 _CHECKPOINT_VERSION = 1
 # Settings that may change between the runs of one folder: they do not change the weights.
@@ -1039,6 +1040,31 @@ class _Run:
         return checkpoint
 
     def run(self) -> TrainResult:
+        self._lock: Any = None
+        try:
+            return self._run()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _hold_folder(self) -> None:
+        """Rank 0 holds `out_dir/.lock` for the whole run: a second `train` on the same folder (another
+        terminal, a re-run while the first is still going) would interleave its writes with this one's."""
+        if not self.context.is_main or self._lock is not None:
+            return
+        import filelock
+
+        lock = filelock.FileLock(str(self.out / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise ValueError(
+                f"another vivit train is running in {self.out} (it holds {self.out / LOCK_FILE}): wait for it to "
+                "end, or stop it and re-run this command to resume, or use another folder"
+            ) from None
+        self._lock = lock
+
+    def _run(self) -> TrainResult:
         checkpoint = self._prepare()
         ctx = self.context
         if checkpoint is not None:
@@ -1121,6 +1147,8 @@ class _Run:
         """Compare with (or write) the settings record; the checkpoint to resume from, if any."""
         out = self.out
         path = out / SETTINGS_FILE
+        if out.is_dir():
+            self._hold_folder()  # before reading anything another run may be writing
         if path.exists():
             try:
                 old = json.loads(path.read_text(encoding="utf-8"))
@@ -1145,6 +1173,7 @@ class _Run:
         self.context.barrier()  # every rank has read the folder before rank 0 changes it
         if self.context.is_main:
             out.mkdir(parents=True, exist_ok=True)
+            self._hold_folder()
             _clean_leftovers(out)
             if not path.exists():
                 _write_json(path, self.settings)
