@@ -147,7 +147,7 @@ def test_recipe_lr_per_model_and_overrides():
     assert changed.source("lr") == "overridden" and changed.source("epochs") == k400.source("epochs")
     with pytest.raises(ValueError, match=r"unknown recipe settings \['learning_rate'\]; the settings are: lr,"):
         k400.replace(learning_rate=0.1)
-    with pytest.raises(ValueError, match="randaugment and color_prob cannot both be on"):
+    with pytest.raises(ValueError, match=r"randaugment and colour augmentation \(color_prob, color_drop_prob\) cannot"):
         k400.replace(randaugment=(2, 15))
     with pytest.raises(ValueError, match="unknown recipe 'kinetics'; recipes: ek100, k400, ssv2"):
         get_recipe("kinetics")
@@ -268,9 +268,24 @@ def test_temporal_perturbations():
         temporal_order(5, "backwards")
 
 
+def test_recipe_values_that_cannot_work_are_refused_and_colour_drop_alone_is_applied():
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 1.5"):
+        RECIPES["k400"].replace(momentum=1.5)
+    with pytest.raises(ValueError, match="resize_size 10 is smaller than crop_size 224"):
+        RECIPES["k400"].replace(resize_size=10)
+    with pytest.raises(ValueError, match=r"cannot both be on: .*turn one off"):
+        RECIPES["ek100"].replace(color_drop_prob=0.1)  # RandAugment on: before, the colour drop was dropped silently
+    cfg = vivit.resolve_data_config({"input_size": (3, 8, 32, 32), "resize_size": 37})
+    drop_only = train_transform(cfg, RECIPES["k400"].replace(color_prob=0.0, color_drop_prob=1.0))
+    clip = np.zeros((8, 40, 40, 3), np.uint8)
+    clip[..., 0] = 200  # red
+    out = drop_only(clip, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])  # grey: the drop was applied
+
+
 def test_train_transform_asks_only_for_what_the_recipe_turns_on():
     cfg = vivit.resolve_data_config({"input_size": (3, 8, 32, 32), "resize_size": 37})
-    plain = train_transform(cfg, RECIPES["k400"].replace(color_prob=0.0, hflip=0.0))
+    plain = train_transform(cfg, RECIPES["k400"].replace(color_prob=0.0, color_drop_prob=0.0, hflip=0.0))
     assert plain.scale == (0.9, 1.33) and plain.hflip == 0.0
     try:
         vivit.create_transform(cfg, train=True, color_prob=0.8, color_drop_prob=0.1)
@@ -398,6 +413,27 @@ def test_out_that_holds_something_else_is_refused(discs, tmp_path):
         tiny_run(discs, tmp_path / "file")
 
 
+def test_a_second_run_in_a_folder_in_use_is_refused(discs, tmp_path, one_thread):
+    """Two runs in one folder interleaved their log lines and raced on the checkpoint (both ended 'fine')."""
+    import filelock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with filelock.FileLock(str(out / ".lock")):  # what a running `vivit train` holds
+        with pytest.raises(ValueError, match=r"another vivit train is running in .*run \(it holds .*\.lock\)"):
+            tiny_run(discs, out, val=None)
+    assert [p.name for p in out.iterdir()] == [".lock"]  # nothing written
+    assert tiny_run(discs, out, val=None, epochs=1, temporal_check=False).steps == 4  # free again
+
+
+def test_a_settings_record_that_is_not_an_object_is_refused(discs, tmp_path, one_thread):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "settings.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"settings.json holds JSON list, not the settings record of a vivit run"):
+        tiny_run(discs, tmp_path / "run", val=None)
+    assert [p.name for p in (tmp_path / "run").iterdir() if p.name != ".lock"] == ["settings.json"]
+
+
 def test_labels_that_do_not_fit_are_refused(discs, tmp_path, one_thread):
     with pytest.raises(
         ValueError, match=r"num_classes=5 does not match the 4 classes of the training set \(down, left"
@@ -426,6 +462,71 @@ def test_empty_small_and_unreadable_training_sets(discs, tmp_path, one_thread):
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def test_mixup_with_one_clip_per_forward_pass_says_that_nothing_is_mixed(discs, tmp_path, one_thread):
+    """Mixup pairs the clips of one forward pass; with batch_size 1 the recipe's mixup silently did nothing."""
+    with pytest.warns(UserWarning, match=r"with batch_size 1 no clip has a partner: nothing is mixed"):
+        tiny_run(discs, tmp_path / "run", val=None, batch_size=1, epochs=1, temporal_check=False)
+
+
+def test_a_training_set_of_one_class_is_refused(discs, tmp_path, one_thread):
+    """A new head over one class has loss 0 and gradient 0 whatever the clips: the run would learn nothing."""
+    (tmp_path / "one" / "train").mkdir(parents=True)
+    shutil.copytree(discs / "train" / "left", tmp_path / "one" / "train" / "left")
+    with pytest.raises(ValueError, match=r"the training set has one class \('left'\): a classifier needs at least 2"):
+        tiny_run(tmp_path / "one", tmp_path / "run", val=None, global_batch=4)
+    assert not (tmp_path / "run").exists()
+
+
+_FILE_SIZE_LIMIT = """
+import resource, sys, runpy
+limit = int(sys.argv.pop(1))
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ: writes fail with EFBIG
+sys.argv[0] = "vivit"
+runpy.run_module("vivit", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_a_write_that_fails_is_one_clear_line_and_the_run_resumes(discs, tmp_path, one_error_line):
+    """A real failed write (the file size limit, as a full disk fails it): torch.save and safetensors report it as
+    RuntimeError / SafetensorError; the user gets one line, the previous checkpoint and no temporary leftovers."""
+    argv = [str(discs / "train"), "--model", "vivit_ti_st", "--recipe", "ek100", "--batch-size", "4", "--workers", "0"]
+    argv += ["--epochs", "2", "--lr", "0.05", "--no-tensorboard", "--color-prob", "0", "--randaugment", "none"]
+    argv += ["--frame-stride", "1", "--global-batch", "8"]
+    for key, value in TINY.items():
+        argv += ["--override", f"{key}={json.dumps(value)}"]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+    def vivit_train(out: Path, limit: int, every: int = 2) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", _FILE_SIZE_LIMIT, str(limit), "train", *argv, "--out", str(out)]
+        command += ["--checkpoint-every", str(every)]  # a free setting: another value still resumes
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+
+    reference = tmp_path / "reference"
+    assert vivit_train(reference, 2**40).returncode == 0
+    model_bytes = (reference / "last" / "model.safetensors").stat().st_size
+    checkpoint_bytes = (reference / "checkpoint.pt").stat().st_size
+    assert model_bytes < checkpoint_bytes
+    # the checkpoint fails (at step 2, the first write); the model folder last/ (the first write at the end of
+    # epoch 1 when checkpoints are only written there)
+    for name, limit, every, fragment in (
+        ("checkpoint", (model_bytes + checkpoint_bytes) // 2, 2, "checkpoint.pt would be larger than this process"),
+        ("model", model_bytes // 2, 1000, "last would be larger than this process may write"),
+    ):
+        out = tmp_path / name
+        done = vivit_train(out, limit, every)
+        assert done.returncode == 1, done.stderr[-2000:]
+        line = one_error_line(done.stderr.split("\n", 1)[1], fragment, "(the file size limit, ulimit -f)")
+        assert "re-run the same command to resume" in line
+        leftovers = [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".lock"]
+        assert not leftovers  # no temporary file or folder left
+        done = vivit_train(out, 2**40)
+        assert done.returncode == 0, done.stderr[-2000:]
+        want, got = (load_file(p / "last" / "model.safetensors") for p in (reference, out))
+        assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 @pytest.mark.slow
 def test_other_settings_in_the_same_folder_are_refused(discs, tmp_path, one_thread):
     out = tmp_path / "run"
@@ -448,6 +549,45 @@ def test_other_settings_in_the_same_folder_are_refused(discs, tmp_path, one_thre
     (out / "checkpoint.pt").write_bytes(b"\x80garbage")
     with pytest.raises(ValueError, match="cannot be read as a vivit training checkpoint"):
         tiny_run(discs, out, epochs=1, temporal_check=False)
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_and_says_what_to_do(
+    discs, tmp_path, run_cli, one_error_line, one_thread
+):
+    out = tmp_path / "run"
+    argv = [discs / "train", "--model", "vivit_ti_st", "--recipe", "ek100", "--batch-size", "4", "--workers", "0"]
+    argv += ["--epochs", "2", "--lr", "1e30", "--grad-clip", "none", "--no-tensorboard", "--randaugment", "none"]
+    argv += ["--frame-stride", "1", "--global-batch", "8", "--out", out, "--quiet", "--log-every", "100"]
+    for key, value in TINY.items():
+        argv += ["--override", f"{key}={json.dumps(value)}"]
+    code, _, err = run_cli("train", *argv)
+    assert code == 1
+    one_error_line(err, "became nan by step 4", "Lower the learning rate", "in a new folder")  # the 1st epoch end
+    assert not (out / "last").exists() and not (out / "checkpoint.pt").exists()  # before: last/ held NaN weights
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_with_our_marker_is_one_clear_error(discs, tmp_path, one_thread):
+    """The format marker and the settings digest are easy to keep while the rest is damaged or edited."""
+    out = tmp_path / "run"
+    tiny_run(discs, out, epochs=1, val=None, checkpoint_every=2)
+    good = torch.load(out / "checkpoint.pt", weights_only=True)
+    (out / "result.json").unlink()
+    for damage in (
+        lambda c: c.pop("model"),
+        lambda c: c.update(step=-5),
+        lambda c: c.update(step=10**9),  # was taken as a finished run
+        lambda c: c["model"].update({"head.weight": torch.zeros(7, 7)}),
+        lambda c: c.update(best="x"),
+    ):
+        state = dict(good)
+        state["model"] = dict(good["model"])
+        damage(state)
+        torch.save(state, out / "checkpoint.pt")
+        with pytest.raises(ValueError, match=r"checkpoint.pt cannot be resumed from \(.*\); move it away"):
+            tiny_run(discs, out, epochs=1, val=None, checkpoint_every=2)
+    torch.save(good, out / "checkpoint.pt")
+    assert tiny_run(discs, out, epochs=1, val=None, checkpoint_every=2).resumed_from == 4
 
 
 @pytest.mark.slow
@@ -503,6 +643,20 @@ def test_cli_train_show_lists_values_with_sources():
             [sys.executable, "-m", "vivit", "train", *argv], capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 2 and done.stderr.count("vivit: error:") == 1 and message in done.stderr, done.stderr
+
+
+def test_cli_option_combinations_that_cannot_work_are_usage_errors(discs, tmp_path, run_cli, one_error_line):
+    """Refused before any work, exit 2; before this, --global-batch beside --accum-steps was silently ignored."""
+    base = [discs / "train", "--model", "vivit_demo", "--out", tmp_path / "run", "--workers", "0"]
+    for extra, fragment in (
+        (["--accum-steps", "2", "--global-batch", "16"], "give --accum-steps or --global-batch, not both"),
+        (["--batch-size", "3"], "the global batch 64 is not a multiple of --batch-size 3 x 1 rank(s)"),
+        (["--precision", "fp16", "--device", "cpu"], "--precision fp16 needs a CUDA device"),
+    ):
+        code, _, err = run_cli("train", *base, *extra)
+        assert code == 2, err
+        one_error_line(err, fragment)
+    assert not (tmp_path / "run").exists()
 
 
 def test_every_recipe_setting_has_a_command_line_option():

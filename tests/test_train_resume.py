@@ -47,8 +47,20 @@ if kill_at_save:  # simulate a kill -9 halfway through writing the kill_at_save-
             os.kill(os.getpid(), signal.SIGKILL)
         return real_save(obj, f, *a, **k)
     torch.save = save
+interrupt_at_mixup = int(os.environ.get("INTERRUPT_AT_MIXUP", "0"))
+if interrupt_at_mixup:  # Ctrl-C in the middle of a step: during the mixup of its n-th micro-batch
+    import vivit.train
+    real_call, mixups = vivit.train.Mixup.__call__, [0]
+    def call(self, *a, **k):
+        mixups[0] += 1
+        if mixups[0] == interrupt_at_mixup:
+            raise KeyboardInterrupt
+        return real_call(self, *a, **k)
+    vivit.train.Mixup.__call__ = call
 from vivit.train import train
 def progress(event):
+    if event["event"] == "interrupted":
+        print("INTERRUPTED", event["step"], event["checkpoint"], flush=True)
     if event["event"] == "step":
         print("STEP", event["step"], flush=True)
 train(args.pop("train"), args.pop("val"), "vivit_ti_st", args.pop("out"), progress=progress, **args)
@@ -158,3 +170,50 @@ def test_kill_while_writing_a_checkpoint_then_resume_is_bit_identical(data, refe
     assert "STEP 5" in done.stdout and "STEP 4" not in done.stdout  # resumed from step 4
     assert not partial[0].exists()  # the dead writer's temporary file was removed
     _same_run(out, reference, "killed while writing the checkpoint of step 6")
+
+
+def test_ctrl_c_mid_step_checkpoints_that_step_and_resume_is_bit_identical(data, reference, tmp_path):
+    out = tmp_path / "run"
+    args = _args(data, out)  # 4 micro-batches of 2 clips per step, checkpoints at steps 3, 4, 6, 8, 9, 12
+    interrupted = _finish(args, INTERRUPT_AT_MIXUP=str(4 * 4 + 3))  # the 3rd micro-batch of step 5 (steps from 1)
+    assert interrupted.returncode != 0 and "KeyboardInterrupt" in interrupted.stderr
+    assert "STEP 4" in interrupted.stdout and "STEP 5" not in interrupted.stdout
+    assert "INTERRUPTED 4 True" in interrupted.stdout
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 4 and state["position_in_epoch"] == 1  # steps done: 4; none of step 5 in it
+    done = _finish(args)
+    assert done.returncode == 0 and "DONE" in done.stdout, done.stderr[-3000:]
+    assert "STEP 5" in done.stdout and "STEP 4" not in done.stdout
+    _same_run(out, reference, "interrupted (Ctrl-C) in step 5")
+
+
+def test_ctrl_c_on_the_command_line_says_how_to_resume(data, reference, tmp_path):
+    """A real SIGINT, wherever it lands: exit 130, no traceback, a note on what is kept; the re-run ends as if
+    never stopped."""
+    out = tmp_path / "run"
+    argv = [
+        sys.executable, "-m", "vivit", "train", str(data / "train"), "--val", str(data / "val"), "--out", str(out),
+        "--model", "vivit_ti_st", "--recipe", "ek100", "--batch-size", "2", "--workers", "2", "--epochs", "4",
+        "--lr", "0.05", "--ema-decay", "0.9", "--log-every", "1", "--checkpoint-every", "4", "--no-tensorboard",
+        "--color-prob", "0", "--color-drop-prob", "0", "--randaugment", "none", "--frame-stride", "1",
+        "--global-batch", "8", "--views", "1x1", "--eval-every", "1",
+    ]  # fmt: skip
+    for key, value in TINY.items():
+        argv += ["--override", f"{key}={json.dumps(value)}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if "vivit: step 5 " in line:
+            process.send_signal(signal.SIGINT)
+            break
+    rest = process.communicate(timeout=600)[1]
+    err = "".join(lines) + rest
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "vivit: interrupted" in err
+    assert "is kept: re-run the same command to resume" in err
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _same_run(out, reference, "Ctrl-C on the command line after step 5")

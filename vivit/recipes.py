@@ -109,6 +109,8 @@ class Recipe:
             value = getattr(self, key)
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 problems.append(f"{key} must be a probability in [0, 1], got {value!r}")
+        if isinstance(self.momentum, (int, float)) and self.momentum >= 1:  # >= 1: the steps grow without bound
+            problems.append(f"momentum must be in [0, 1), got {self.momentum!r}")
         for key in ("mixup_alpha", "cutmix_alpha"):
             value = getattr(self, key)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -134,8 +136,20 @@ class Recipe:
             ops, magnitude = self.randaugment
             if ops < 0 or magnitude < 0:
                 problems.append(f"randaugment must be (num_ops >= 0, magnitude >= 0), got {self.randaugment!r}")
-        if self.randaugment is not None and self.color_prob > 0:
-            problems.append(f"randaugment and color_prob cannot both be on: {_RANDAUG_VS_COLOUR}")
+        if self.randaugment is not None and (self.color_prob > 0 or self.color_drop_prob > 0):
+            problems.append(
+                "randaugment and colour augmentation (color_prob, color_drop_prob) cannot both be on: "
+                f"{_RANDAUG_VS_COLOUR}; turn one off (color_prob=0 and color_drop_prob=0, or randaugment=None)"
+            )
+        if (
+            isinstance(self.resize_size, int)
+            and isinstance(self.crop_size, int)
+            and 0 < self.resize_size < self.crop_size
+        ):
+            problems.append(
+                f"resize_size {self.resize_size} is smaller than crop_size {self.crop_size}: frames are resized to "
+                "a short side of resize_size, then crop_size is cut from them"
+            )
         clips, crops = self.test_views
         if clips < 1 or crops not in (1, 3):
             problems.append(f"test_views must be (clips >= 1, crops 1 or 3), got {self.test_views!r}")

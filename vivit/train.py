@@ -93,6 +93,7 @@ SETTINGS_FILE = "settings.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
 RESULT_FILE = "result.json"
+LOCK_FILE = ".lock"
 _CHECKPOINT_FORMAT = "vivit-train-checkpoint"
 _CHECKPOINT_VERSION = 1
 # Settings that may change between the runs of one folder: they do not change the weights.
@@ -214,10 +215,9 @@ def train_transform(cfg: Mapping[str, Any], recipe: Recipe) -> Any:
         ValueError: the recipe asks for an augmentation this build's `create_transform` lacks.
     """
     extra: dict[str, Any] = {}
-    if recipe.color_prob > 0:
+    if recipe.color_prob > 0 or recipe.color_drop_prob > 0:  # DMVR draws the colour drop on its own
         extra["color_prob"] = recipe.color_prob
-        if recipe.color_drop_prob > 0:
-            extra["color_drop_prob"] = recipe.color_drop_prob
+        extra["color_drop_prob"] = recipe.color_drop_prob
     if recipe.randaugment is not None and recipe.randaugment[0] > 0:
         extra["randaugment"] = tuple(recipe.randaugment)
     try:
@@ -514,12 +514,65 @@ def _save_model_dir(model: ViViT, folder: Path) -> None:
         if folder.exists():
             os.replace(folder, old)
         os.replace(tmp, folder)
-    except OSError as err:
+    except Exception as err:  # OSError, or safetensors' SafetensorError for a failed write (full disk, ulimit -f)
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not folder.exists():
             os.replace(old, folder)
-        raise _disk_error(err, folder) from None
+        raise _write_error(err, folder, _state_bytes(model.state_dict())) from None
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _state_bytes(state: Any) -> int:
+    """Bytes of the tensors in a (nested) state: about what writing it needs on disk."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, Mapping):
+        return sum(_state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_state_bytes(v) for v in state)
+    return 0
+
+
+def _write_error(err: Exception, path: Path, nbytes: int) -> OSError:
+    """The error of a failed write as one clear `OSError`.
+
+    torch.save and safetensors report a failed write as a RuntimeError ("unexpected pos ...") or a
+    SafetensorError ("... (os error 28)"), without the OSError: the cause is recovered from the
+    message or, failing that, from the free space and the file size limit (`ulimit -f`) against
+    the `nbytes` the file needs.
+    """
+    if isinstance(err, OSError) and err.errno is not None:
+        return _disk_error(err, path)
+    code = None
+    found = re.search(r"os error (\d+)", str(err))
+    if found:
+        code = int(found.group(1))
+    else:
+        try:
+            folder = next(p for p in (path.parent, *path.parents) if p.exists())
+            if shutil.disk_usage(folder).free < nbytes:
+                code = errno.ENOSPC
+        except (OSError, StopIteration):
+            pass
+        limit = _file_size_limit()
+        if code is None and limit is not None and nbytes > limit:
+            code = errno.EFBIG
+    if code is not None:
+        return _disk_error(OSError(code, os.strerror(code)), path)
+    return OSError(
+        errno.EIO,
+        f"cannot write {path} ({' '.join(str(err).split())[:200]}); the previous checkpoint and models in "
+        f"{path.parent} are intact: re-run the same command to resume",
+    )
+
+
+def _file_size_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def _disk_error(err: OSError, path: Path) -> OSError:
@@ -528,6 +581,12 @@ def _disk_error(err: OSError, path: Path) -> OSError:
             err.errno,
             f"no space left on the device while writing {path}; the previous checkpoint and models in "
             f"{path.parent} are intact: free some space and re-run the same command to resume",
+        )
+    if err.errno == errno.EFBIG:
+        return OSError(
+            err.errno,
+            f"{path} would be larger than this process may write (the file size limit, ulimit -f); the previous "
+            f"checkpoint and models in {path.parent} are intact: raise the limit and re-run the same command to resume",
         )
     return OSError(err.errno, f"cannot write {path}: {err.strerror or err}")
 
@@ -718,7 +777,10 @@ def train(
         tensorboard: write `out_dir/tensorboard` (None: when TensorBoard is installed).
         progress: called on rank 0 with event dicts: `{"event": "start", "step", "total_steps",
             ...}`, `{"event": "step", "step", "epoch", "lr", "loss" (logging steps, else None)}`,
-            `{"event": "log", ...the log line}`, `{"event": "eval", ...}`, `{"event": "end", ...}`.
+            `{"event": "log", ...the log line}`, `{"event": "eval", ...}`, `{"event": "end", ...}`;
+            on Ctrl-C `{"event": "interrupted", "step", "checkpoint"}` (whether a checkpoint of that
+            step was written: it is unless the interrupt came during an update's bookkeeping) before
+            the `KeyboardInterrupt` propagates.
         sample_fps: choose clip frames by presentation time, `sample_fps` per second, in training and
             evaluation (`VideoDataset(sample_fps=)`); recorded in the saved models' `pretrained_cfg`,
             so their predictions sample the same way. None (default): index sampling, as Scenic.
@@ -749,6 +811,16 @@ def train(
         raise ValueError(f"accum_steps must be a positive integer, got {accum_steps!r}")
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    if (recipe_.mixup_alpha > 0 or recipe_.cutmix_alpha > 0) and batch_size == 1:
+        # Mixup pairs clip i with clip B - 1 - i of the same forward pass (Scenic: of one device's batch)
+        warnings.warn(
+            f"recipe {recipe_.name!r} mixes clips (mixup_alpha {recipe_.mixup_alpha:g}, cutmix_alpha "
+            f"{recipe_.cutmix_alpha:g}) within each forward pass, and with batch_size 1 no clip has a partner: "
+            "nothing is mixed. Use batch_size >= 2 (the global batch is reached by accumulation), or set "
+            "mixup_alpha=0 (--mixup-alpha 0) to train without mixup knowingly",
+            UserWarning,
+            stacklevel=2,
+        )
     out = Path(out_dir).expanduser()
     _check_out_dir(out)  # before any work: a folder that cannot take files, or another run's
     if recipe_.cutmix_alpha > 0:
@@ -871,6 +943,13 @@ class _Run:
         _seed_everything(_derived_seed(self.seed, _INIT))  # a fresh init (new layers, no weights) is the seed's
         model = _build_model(self.model_spec, self.pretrained, self.model_args, recipe.drop_path_rate)
         labels = _resolve_labels(records, model, self.model_args.get("num_classes"))
+        if not labels.keep_head and max(labels.class_splits or (labels.num_classes,)) < 2:
+            # a softmax over one class has loss 0 and gradient 0 whatever the model does: nothing to learn
+            only = labels.label_names or []
+            raise ValueError(
+                f"the training set has one class ({', '.join(map(repr, only))}): a classifier needs at least 2; "
+                "add videos of other classes (root/<class>/<video>, or more labels in the list)"
+            )
         if not labels.keep_head:
             model.reset_classifier(labels.num_classes)
         base_cfg = resolve_data_config(model_data_config(model)[0])
@@ -974,6 +1053,31 @@ class _Run:
         return checkpoint
 
     def run(self) -> TrainResult:
+        self._lock: Any = None
+        try:
+            return self._run()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _hold_folder(self) -> None:
+        """Rank 0 holds `out_dir/.lock` for the whole run: a second `train` on the same folder (another
+        terminal, a re-run while the first is still going) would interleave its writes with this one's."""
+        if not self.context.is_main or self._lock is not None:
+            return
+        import filelock
+
+        lock = filelock.FileLock(str(self.out / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise ValueError(
+                f"another vivit train is running in {self.out} (it holds {self.out / LOCK_FILE}): wait for it to "
+                "end, or stop it and re-run this command to resume, or use another folder"
+            ) from None
+        self._lock = lock
+
+    def _run(self) -> TrainResult:
         checkpoint = self._prepare()
         ctx = self.context
         if checkpoint is not None:
@@ -1056,11 +1160,18 @@ class _Run:
         """Compare with (or write) the settings record; the checkpoint to resume from, if any."""
         out = self.out
         path = out / SETTINGS_FILE
+        if out.is_dir():
+            self._hold_folder()  # before reading anything another run may be writing
         if path.exists():
             try:
                 old = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as err:
                 raise ValueError(f"{path} is unreadable ({err}); it is not a vivit run folder any more") from None
+            if not isinstance(old, dict):
+                raise ValueError(
+                    f"{path} holds JSON {type(old).__name__}, not the settings record of a vivit run; "
+                    "it is not a vivit run folder any more: use another folder"
+                )
             differences = _settings_differences(old, self.settings)
             if differences:
                 raise ValueError(
@@ -1075,6 +1186,7 @@ class _Run:
         self.context.barrier()  # every rank has read the folder before rank 0 changes it
         if self.context.is_main:
             out.mkdir(parents=True, exist_ok=True)
+            self._hold_folder()
             _clean_leftovers(out)
             if not path.exists():
                 _write_json(path, self.settings)
@@ -1118,6 +1230,21 @@ class _Run:
 
     # ------------------------------------------------------------ checkpoints
     def _restore(self, checkpoint: Mapping[str, Any]) -> None:
+        """The run's state from a checkpoint; one that carries our marker but not our contents (damaged or
+        edited) is refused as one error, whatever part of it is wrong."""
+        try:
+            step = checkpoint["step"]
+            if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= self.total_steps:
+                raise ValueError(f"its step {step!r} is not one of this run's 0..{self.total_steps}")
+            self._restore_state(checkpoint)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+            text = " ".join(str(err).split())
+            raise ValueError(
+                f"{self.out / CHECKPOINT_FILE} cannot be resumed from ({type(err).__name__}: "
+                f"{text[:200] + ('...' if len(text) > 200 else '')}); move it away to start the run afresh"
+            ) from None
+
+    def _restore_state(self, checkpoint: Mapping[str, Any]) -> None:
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scaler is not None and checkpoint.get("scaler"):
@@ -1157,8 +1284,8 @@ class _Run:
         try:
             with atomic_write(path) as tmp:
                 torch.save(state, tmp)
-        except OSError as err:
-            raise _disk_error(err, path) from None
+        except (OSError, RuntimeError) as err:  # torch.save reports a failed write as a RuntimeError
+            raise _write_error(err, path, _state_bytes(state)) from None
 
     def _failed_paths(self) -> list[str]:
         return [shown_path(self.train_set.records[i].path) for i in self.train_set.failed_indices()]
@@ -1182,7 +1309,7 @@ class _Run:
 
     # ------------------------------------------------------------ the loop
     def _loop(self) -> None:
-        recipe, spe = self.recipe, self.steps_per_epoch
+        recipe = self.recipe
         self.mixup = (
             Mixup(
                 mixup_alpha=recipe.mixup_alpha,
@@ -1201,16 +1328,56 @@ class _Run:
         self.window_steps = 0
         self.window_data_s = 0.0
         self.window_start = time.perf_counter()
+        self._boundary: int | None = None
+        try:
+            self._steps()
+        except KeyboardInterrupt:
+            self._checkpoint_on_interrupt()
+            raise
+
+    def _check_finite(self, lr: float) -> None:
+        """Raise `_diverged` when a loss since the last log line or a weight is not finite (NaN, inf)."""
+        if not bool(torch.isfinite(self.window_loss)):
+            raise _diverged(float(self.window_loss), self.step, lr)
+        with torch.no_grad():
+            if not all(bool(torch.isfinite(p).all()) for p in self.params):
+                raise _diverged(float("nan"), self.step, lr, "the weights")
+
+    def _checkpoint_on_interrupt(self) -> None:
+        """Ctrl-C: keep the work done so far when the state is that of a step boundary.
+
+        Until an update changes the weights (`_update`'s optimiser step), an interrupted step has
+        only touched gradients and the data pipeline, none of which a checkpoint holds: the state is
+        exactly that at the start of step `self.step`, and the resumed run continues as if never
+        stopped. An interrupt from the optimiser step to the end of the step's bookkeeping (logging,
+        evaluation, saving) keeps the last checkpoint instead.
+        """
+        written = False
+        if self._boundary == self.step:
+            try:
+                self._check_finite(0.0)
+                self._checkpoint()
+                written = self.context.is_main
+            except (OSError, FloatingPointError):
+                pass  # the previous checkpoint is intact; the interrupt is what the user asked for
+        self._emit({"event": "interrupted", "step": self.step, "checkpoint": written})
+
+    def _steps(self) -> None:
+        recipe, spe = self.recipe, self.steps_per_epoch
         while self.step < self.total_steps:
             epoch, position = divmod(self.step, spe)
             self.sampler.set_position(epoch, position)
             self.train_set.set_epoch(epoch)  # seeds each video's clip and augmentation: (seed, epoch, index)
+            self._boundary = self.step
             batches = iter(self.loader)
             for _ in range(position, spe):
+                self._boundary = self.step  # every piece of step `step - 1` is done: a checkpoint may be taken
                 lr, grad_norm = self._update(batches)
                 loss = self._log_step(lr, grad_norm) if self._logging_step() else None
                 self._emit({"event": "step", "step": self.step, "epoch": self.step / spe, "lr": lr, "loss": loss})
                 epoch_end = self.step % spe == 0
+                if epoch_end or self.step % self.checkpoint_every == 0:
+                    self._check_finite(lr)  # never evaluate, save or checkpoint weights that went NaN
                 if epoch_end:
                     done = self.step // spe
                     if self.val_set is not None and (done % recipe.eval_every == 0 or self.step == self.total_steps):
@@ -1218,8 +1385,6 @@ class _Run:
                     if self.context.is_main:
                         _save_model_dir(self._evaluated(), self.out / "last")
                 if epoch_end or self.step % self.checkpoint_every == 0:
-                    if not bool(torch.isfinite(self.window_loss)):  # never checkpoint weights that went NaN
-                        raise _diverged(float(self.window_loss), self.step, lr)
                     self._checkpoint()
             # the sampler is exhausted here: persistent workers wait for the next epoch's iterator
 
@@ -1251,6 +1416,7 @@ class _Run:
                 scaled = loss / accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             step_loss += loss.detach().double()
+        self._boundary = None  # from here the weights change: an interrupt keeps the last checkpoint
         lr = warmup_cosine_lr(self.step, self.base_lr, self.warmup_steps, self.total_steps)
         set_learning_rate(self.optimizer, lr)
         if self.scaler is not None:
@@ -1360,10 +1526,11 @@ class _Run:
         return out
 
 
-def _diverged(loss: float, step: int, lr: float) -> FloatingPointError:
+def _diverged(loss: float, step: int, lr: float, what: str = "the training loss") -> FloatingPointError:
     return FloatingPointError(
-        f"the training loss became {loss} by step {step} (lr {lr:.3g}); the checkpoint before it is kept: "
-        "lower the learning rate (lr=..., --lr) or use fp32"
+        f"{what} became {loss} by step {step} (lr {lr:.3g}); nothing after the last finite step was "
+        "saved. Lower the learning rate (lr=..., --lr) or use fp32, in a new folder (a run with other settings "
+        "does not resume this one)"
     )
 
 

@@ -192,6 +192,10 @@ class _TrainProgress:
         elif kind == "eval":
             best = "  (best so far)" if event.get("best") else ""
             console.note(f"epoch {event['epoch']}: {_train_metrics(event)}{best}")
+        elif kind == "interrupted":
+            self.bar.close()
+            kept = f"a checkpoint of step {event['step']}" if event["checkpoint"] else "the last checkpoint"
+            console.note(f"stopped; {kept} is kept: re-run the same command to resume")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -217,6 +221,17 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.model.startswith(("hf-hub:", "local-dir:")):
         entry_option(args.model)
     device = device_option(args.device)
+    # option combinations that cannot work, as usage errors (the job checks them too, as ValueError)
+    if args.accum_steps is not None and "global_batch" in _train_settings(args):
+        raise UsageError("give --accum-steps or --global-batch, not both (--accum-steps sets the global batch)")
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if args.accum_steps is None and recipe.global_batch % (args.batch_size * world):
+        raise UsageError(
+            f"the global batch {recipe.global_batch} is not a multiple of --batch-size {args.batch_size} x {world} "
+            "rank(s): choose a batch size that divides it, or set --global-batch or --accum-steps"
+        )
+    if args.precision == "fp16" and device.type != "cuda":
+        raise UsageError("--precision fp16 needs a CUDA device (it uses a grad scaler); use bf16 on the CPU")
     require_input(args.train, "TRAIN")
     if args.val:
         require_input(args.val, "VAL")
