@@ -424,6 +424,10 @@ def test_unknown_model(files, tmp_path, argv, run_cli, one_error_line):
         (["predict", "{a}", "--model", "vivit_ti_st"], ["no pretrained weights", "--weights"]),
         (["features", "{a}", "--out", "x.safetensors"], ["--model"]),
         (["convert", "{a}", "--model", "vivit_ti_st"], ["--out"]),
+        # found by attack 22b: a million workers started processes until memory ran out
+        (["features", "{a}", "--model", "vivit_demo", "--out", "o", "--workers", "1000000"], ["at most 256"]),
+        (["evaluate", "{a}", "--model", "vivit_demo", "--workers", "257"], ["at most 256"]),
+        (["export", "vivit_demo", "--out", "m.onnx"], ["format first", "'vivit export onnx vivit_demo"]),
     ],
     ids=[
         "command",
@@ -434,6 +438,9 @@ def test_unknown_model(files, tmp_path, argv, run_cli, one_error_line):
         "no-weights",
         "features-model",
         "convert-out",
+        "features-workers",
+        "evaluate-workers",
+        "export-format-first",
     ],
 )
 def test_usage_errors(files, st_args, argv, fragments, run_cli, one_error_line):

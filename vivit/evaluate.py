@@ -310,10 +310,10 @@ def evaluate(
         loader = DataLoader(
             _ReportingItems(dataset, mine),
             batch_size=1,
-            num_workers=workers,
+            num_workers=min(workers, len(mine)),  # one video per item: more workers would start for nothing
             collate_fn=_collate,
             pin_memory=target.type == "cuda",
-            prefetch_factor=2 if workers else None,
+            prefetch_factor=2 if min(workers, len(mine)) else None,
         )
         results: list[tuple[int, np.ndarray | None, str | None]] = []
         perturbed: list[tuple[int, dict[str, np.ndarray]]] = []

@@ -894,9 +894,9 @@ def _run(
         loader = DataLoader(
             _WindowStream(paths, geometry),
             batch_size=None,
-            num_workers=workers,
+            num_workers=min(workers, len(paths)),  # a worker takes whole videos: more would start for nothing
             pin_memory=target.type == "cuda",
-            prefetch_factor=2 if workers else None,
+            prefetch_factor=2 if min(workers, len(paths)) else None,
             persistent_workers=False,
         )
         items = loader_items(loader, _batch_bytes(cfg, batch_size))

@@ -25,6 +25,15 @@ from .options import (
 _SUFFIX = {"onnx": ".onnx", "openvino": ".xml"}
 
 
+def _export_format(text: str) -> str:
+    """The format comes first; a model name in its place (`vivit export vivit_demo ...`) is told so."""
+    if text in _SUFFIX:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected the format first, onnx or openvino, got {text!r} (e.g. 'vivit export onnx {text} --out model.onnx')"
+    )
+
+
 def add_export_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "export",
@@ -35,7 +44,12 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
         f"{install_hint('onnx onnxruntime onnxscript', 'onnx')}; OpenVINO needs openvino (int8 also nncf): "
         f"{install_hint('openvino nncf', 'openvino')}.",
     )
-    p.add_argument("format", choices=("onnx", "openvino"), help="file format: onnx (FILE.onnx) or openvino (FILE.xml)")
+    p.add_argument(
+        "format",
+        type=_export_format,
+        metavar="{onnx,openvino}",
+        help="file format: onnx (FILE.onnx) or openvino (FILE.xml)",
+    )
     p.add_argument(
         "model", metavar="NAME", help="registered model name (see 'vivit list'), or local-dir:PATH / hf-hub:org/repo"
     )

@@ -279,10 +279,24 @@ def add_quiet_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+MAX_WORKERS = 256  # processes; far beyond what decoding beside one model can use, far below what exhausts memory
+
+
+def worker_count(text: str) -> int:
+    """--workers: an integer in 0..MAX_WORKERS (each worker is a process holding a copy of the decoder)."""
+    value = non_negative_int(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_WORKERS} worker processes, got {value} (each is a process of its own; "
+            "about as many as CPU cores is the most that helps)"
+        )
+    return value
+
+
 def add_workers_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
-        type=non_negative_int,
+        type=worker_count,
         default=2,
         metavar="W",
         help="processes that decode videos while the model runs (default 2; 0: none)",
