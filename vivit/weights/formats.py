@@ -238,7 +238,7 @@ def identify_format(path: str | os.PathLike[str]) -> str:
         what = "empty"
     elif magic is not None:
         what = magic
-    elif head[:2] == b"PK":  # a zip: numpy.savez, or torch.save's zip around a pickle
+    elif head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip (numpy.savez, torch.save's zip around a pickle)
         import zipfile
 
         try:
