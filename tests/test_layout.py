@@ -152,8 +152,8 @@ def _module_name(path: Path) -> str:
 
 
 # Dynamic imports whose module name is not a string constant, and why they may be (checked by hand):
-# the package root's PEP 562 loader, and the optional engines probed by name (onnx, openvino: not vivit).
-DYNAMIC_IMPORTS_ALLOWED = {"vivit", "vivit.export", "vivit.backends"}
+# the package root's PEP 562 loader, and the probe of optional dependencies by name (onnx, openvino: not vivit).
+DYNAMIC_IMPORTS_ALLOWED = {"vivit", "vivit._install"}
 _DYNAMIC = {"import_module", "__import__"}
 
 

@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-__all__ = ["install_hint"]
+__all__ = ["install_hint", "missing_modules"]
 
 _DISTRIBUTION = "vivit"
 
@@ -55,3 +55,14 @@ def install_hint(requirement: str, extra: str) -> str:
     if _installed_as_distribution():
         hint += f' (or pip install "{_DISTRIBUTION}[{extra}]")'
     return hint
+
+
+def missing_modules(modules: tuple[str, ...] | list[str]) -> list[str]:
+    """The names among `modules` that cannot be imported (each is imported to find out)."""
+    missing = []
+    for module in modules:
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    return missing

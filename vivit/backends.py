@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._install import install_hint
+from ._install import install_hint, missing_modules
 from .data.transforms import resolve_data_config
 from .files import check_file_destination, clean_stale_temp_files
 from .version import __version__
@@ -200,12 +200,7 @@ def parse_deployment_metadata(meta: Mapping[str, str]) -> dict[str, Any]:
 # ---------------------------------------------------------------- OpenVINO
 def require_openvino(int8: bool = False) -> None:
     """Raise ImportError with the install command when openvino (int8: also nncf) is missing."""
-    missing = []
-    for module in ("openvino", *(("nncf",) if int8 else ())):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
+    missing = missing_modules(("openvino", *(("nncf",) if int8 else ())))
     if missing:
         raise ImportError(
             f"the OpenVINO backend needs {' and '.join(missing)}: {install_hint(' '.join(missing), 'openvino')}"

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._install import install_hint
+from ._install import install_hint, missing_modules
 from .backends import (
     FP32_TOLERANCE,
     OPENVINO_PRECISIONS,
@@ -91,12 +91,7 @@ class OnnxExport:
 
 
 def require_onnx() -> None:
-    missing = []
-    for module in ("onnx", "onnxruntime", "onnxscript"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
+    missing = missing_modules(("onnx", "onnxruntime", "onnxscript"))
     if missing:
         raise ImportError(
             f"ONNX export needs {', '.join(missing)} (onnxscript: torch.onnx's exporter; onnxruntime: the "
