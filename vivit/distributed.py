@@ -51,6 +51,26 @@ class _LaunchEnv:
     local_rank: int
 
 
+def _destroy_process_group(drain: bool) -> None:
+    """Destroy the default process group, after a barrier when every rank got here normally.
+
+    Why the barrier: gloo's worker threads release a finished collective's tensors, which takes the GIL, after
+    the waiting rank has been woken. Destroying the group joins those threads while this thread holds the
+    GIL: if one is still releasing, neither can go on (seen as a rank that never exits after its last
+    all-gather). Waiting on a barrier releases the GIL until every earlier collective is done and released.
+    After a failure the barrier is skipped (a dead peer would make it wait for the timeout).
+    """
+    if drain:
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=120))
+            else:
+                dist.barrier()
+        except Exception:  # a peer gone at the very end: destroy anyway
+            pass
+    dist.destroy_process_group()
+
+
 def launch_env() -> _LaunchEnv:
     """Rank, world size and local rank as the launcher set them (0, 1, 0 without a launcher).
 
@@ -162,12 +182,14 @@ def distributed_context() -> Iterator[DistributedContext]:
                 )
         dist.init_process_group("gloo", init_method="env://", rank=env.rank, world_size=env.world_size, timeout=timeout)
         created = True
+    ok = False
     try:
         group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
         yield DistributedContext(dist.get_rank(), dist.get_world_size(), env.local_rank, group)
+        ok = True
     finally:
         if created:
-            dist.destroy_process_group()
+            _destroy_process_group(drain=ok)
 
 
 def local_device(requested: str | torch.device | None, context: DistributedContext) -> torch.device:
@@ -308,9 +330,11 @@ def training_context(device: torch.device) -> Iterator[DistributedContext]:
             backend, init_method="env://", rank=env.rank, world_size=env.world_size, timeout=timeout
         )
         created = True
+    ok = False
     try:
         group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
         yield DistributedContext(dist.get_rank(), dist.get_world_size(), env.local_rank, group)
+        ok = True
     finally:
         if created:
-            dist.destroy_process_group()
+            _destroy_process_group(drain=ok)

@@ -859,7 +859,13 @@ def train(
             progress=progress,
             sample_fps=sample_fps,
         )
-        return run.run()
+        try:
+            return run.run()
+        finally:
+            # DistributedDataParallel's reducer holds the process group: let it go while the group still
+            # exists, so that the group is destroyed (after its last collectives) inside training_context
+            run.ddp = getattr(run, "model", None)  # type: ignore[assignment]
+            run.loader = None
 
 
 def _first_words(err: BaseException, limit: int = 160) -> str:
