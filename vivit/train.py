@@ -865,7 +865,7 @@ def train(
             # DistributedDataParallel's reducer holds the process group: let it go while the group still
             # exists, so that the group is destroyed (after its last collectives) inside training_context
             run.ddp = getattr(run, "model", None)  # type: ignore[assignment]
-            run.loader = None
+            run.loader = None  # type: ignore[assignment]
 
 
 def _first_words(err: BaseException, limit: int = 160) -> str:

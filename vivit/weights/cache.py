@@ -216,7 +216,8 @@ def tensors_match_digest(path: str | os.PathLike[str], tensors: Mapping[str, tor
     """
     path = Path(path)
     stamp = path.with_name(path.name + ".verified")
-    identity = {**_file_identity(path), "tensors_sha256": recorded}
+    stat = _file_identity(path)
+    identity: dict[str, int | str] = {**stat, "tensors_sha256": recorded}
     try:
         if json.loads(stamp.read_text(encoding="utf-8")) == identity:
             return True
@@ -224,7 +225,7 @@ def tensors_match_digest(path: str | os.PathLike[str], tensors: Mapping[str, tor
         pass  # no stamp, or an unreadable one: hash
     if tensors_digest(tensors) != recorded:
         return False
-    if time.time_ns() - identity["ctime_ns"] < _RACY_NS:
+    if time.time_ns() - stat["ctime_ns"] < _RACY_NS:
         # a change within the file system's timestamp granularity of this one would keep the times: stamp
         # only a file that has been left alone for a while (git's "racy clean" rule)
         return True

@@ -238,7 +238,8 @@ def identify_format(path: str | os.PathLike[str]) -> str:
         what = "empty"
     elif magic is not None:
         what = magic
-    elif head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip (numpy.savez, torch.save's zip around a pickle)
+    elif head[:4] == b"PK\x03\x04" or (len(head) >= 22 and head[:4] == b"PK\x05\x06"):  # a zip (numpy.savez,
+        # torch.save's zip around a pickle): a file's first entry, or the 22-byte record of an empty archive
         import zipfile
 
         try:
