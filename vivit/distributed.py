@@ -51,6 +51,34 @@ class _LaunchEnv:
     local_rank: int
 
 
+@contextmanager
+def _process_group(env: _LaunchEnv, backend: str, timeout: timedelta) -> Iterator[DistributedContext]:
+    """The default process group from the launcher's environment (created here unless the caller made one,
+    then destroyed on exit), with a gloo group for the jobs' object collectives."""
+    created = False
+    if not dist.is_initialized():
+        for name in ("MASTER_ADDR", "MASTER_PORT"):
+            if name not in os.environ:
+                raise ValueError(
+                    f"WORLD_SIZE={env.world_size} but {name} is not set: start the job with torchrun (or set "
+                    "MASTER_ADDR and MASTER_PORT as torch.distributed's env:// initialisation needs)"
+                )
+        if backend == "nccl":
+            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        dist.init_process_group(
+            backend, init_method="env://", rank=env.rank, world_size=env.world_size, timeout=timeout
+        )
+        created = True
+    ok = False
+    try:
+        group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
+        yield DistributedContext(dist.get_rank(), dist.get_world_size(), env.local_rank, group)
+        ok = True
+    finally:
+        if created:
+            _destroy_process_group(drain=ok)
+
+
 def _destroy_process_group(drain: bool) -> None:
     """Destroy the default process group, after a barrier when every rank got here normally.
 
@@ -172,24 +200,8 @@ def distributed_context() -> Iterator[DistributedContext]:
         yield DistributedContext(0, 1, 0)
         return
     timeout = timedelta(seconds=float(os.environ.get(_TIMEOUT_ENV, DEFAULT_TIMEOUT.total_seconds())))
-    created = False
-    if not dist.is_initialized():
-        for name in ("MASTER_ADDR", "MASTER_PORT"):
-            if name not in os.environ:
-                raise ValueError(
-                    f"WORLD_SIZE={env.world_size} but {name} is not set: start the job with torchrun (or set "
-                    "MASTER_ADDR and MASTER_PORT as torch.distributed's env:// initialisation needs)"
-                )
-        dist.init_process_group("gloo", init_method="env://", rank=env.rank, world_size=env.world_size, timeout=timeout)
-        created = True
-    ok = False
-    try:
-        group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
-        yield DistributedContext(dist.get_rank(), dist.get_world_size(), env.local_rank, group)
-        ok = True
-    finally:
-        if created:
-            _destroy_process_group(drain=ok)
+    with _process_group(env, "gloo", timeout) as context:
+        yield context
 
 
 def local_device(requested: str | torch.device | None, context: DistributedContext) -> torch.device:
@@ -314,27 +326,5 @@ def training_context(device: torch.device) -> Iterator[DistributedContext]:
     if env.world_size == 1:
         yield DistributedContext(0, 1, 0)
         return
-    timeout = training_timeout()
-    created = False
-    if not dist.is_initialized():
-        for name in ("MASTER_ADDR", "MASTER_PORT"):
-            if name not in os.environ:
-                raise ValueError(
-                    f"WORLD_SIZE={env.world_size} but {name} is not set: start the job with torchrun (or set "
-                    "MASTER_ADDR and MASTER_PORT as torch.distributed's env:// initialisation needs)"
-                )
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if backend == "nccl":
-            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
-        dist.init_process_group(
-            backend, init_method="env://", rank=env.rank, world_size=env.world_size, timeout=timeout
-        )
-        created = True
-    ok = False
-    try:
-        group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
-        yield DistributedContext(dist.get_rank(), dist.get_world_size(), env.local_rank, group)
-        ok = True
-    finally:
-        if created:
-            _destroy_process_group(drain=ok)
+    with _process_group(env, "nccl" if device.type == "cuda" else "gloo", training_timeout()) as context:
+        yield context

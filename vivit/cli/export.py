@@ -4,7 +4,9 @@ OpenVINO IR (validated in OpenVINO), each checked against PyTorch before it is w
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .._install import install_hint
 from ..files import check_file_destination, writing
@@ -23,6 +25,7 @@ from .options import (
 )
 
 _SUFFIX = {"onnx": ".onnx", "openvino": ".xml"}
+_ResultT = TypeVar("_ResultT")
 
 
 def _export_format(text: str) -> str:
@@ -81,8 +84,27 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_export, device="cpu")
 
 
+def _write(out: Path, missing: list[Path], export: Callable[[], _ResultT]) -> _ResultT:
+    """Run one exporter into `out` (a write error names the file); a failed check is a one-line error, and
+    folders this run created for a file it could not write are removed."""
+    from ..export import ExportValidationError
+
+    try:
+        with writing(out):
+            return export()
+    except ExportValidationError as err:
+        raise CommandError(str(err)) from None
+    except OSError:
+        for folder in missing:  # folders this run created for nothing
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
+
+
 def run_export(args: argparse.Namespace) -> int:
-    from ..export import ExportValidationError, export_clip_size, export_onnx, require_onnx
+    from ..export import export_clip_size, export_onnx, require_onnx
 
     choice = model_choice(args, name=args.model)
     out = Path(args.out).expanduser()
@@ -102,20 +124,13 @@ def run_export(args: argparse.Namespace) -> int:
     export_clip_size(model, args.input_size)  # a size ONNX cannot represent is refused before the slow part
     console.note(f"exporting {choice.display}{' (int8)' if args.int8 else ''} and validating it in ONNX Runtime")
     missing = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
-    try:
-        with writing(out):
-            result = export_onnx(
-                model, out, dynamic_batch=not args.static_batch, int8=args.int8, input_size=args.input_size
-            )
-    except ExportValidationError as err:
-        raise CommandError(str(err)) from None
-    except OSError:
-        for folder in missing:  # folders this run created for nothing
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-        raise
+    result = _write(
+        out,
+        missing,
+        lambda: export_onnx(
+            model, out, dynamic_batch=not args.static_batch, int8=args.int8, input_size=args.input_size
+        ),
+    )
     shape = "(" + ", ".join(str(s) for s in result.input_shape) + ")"
     logits = "(" + ", ".join(str(s) for s in result.output_shape) + ")"
     console.out(
@@ -132,7 +147,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _export_openvino(args: argparse.Namespace, choice: ModelChoice, out: Path) -> int:
     from ..backends import require_openvino
-    from ..export import ExportValidationError, export_clip_size, export_openvino
+    from ..export import export_clip_size, export_openvino
 
     if args.static_batch:
         raise UsageError("--static-batch is for onnx; the OpenVINO graph takes any batch")
@@ -155,20 +170,11 @@ def _export_openvino(args: argparse.Namespace, choice: ModelChoice, out: Path) -
     precision = "int8" if args.int8 else "fp32"
     console.note(f"exporting {choice.display} ({precision}) and validating it in OpenVINO")
     missing = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
-    try:
-        with writing(out):
-            result = export_openvino(
-                model, out, precision=precision, calibration=calibration, input_size=args.input_size
-            )
-    except ExportValidationError as err:
-        raise CommandError(str(err)) from None
-    except OSError:
-        for folder in missing:  # folders this run created for nothing
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-        raise
+    result = _write(
+        out,
+        missing,
+        lambda: export_openvino(model, out, precision=precision, calibration=calibration, input_size=args.input_size),
+    )
     size = (out.stat().st_size + out.with_suffix(".bin").stat().st_size) / 2**20
     shape = "(" + ", ".join(str(s) for s in result.input_shape) + ")"
     logits = "(" + ", ".join(str(s) for s in result.output_shape) + ")"
